@@ -1,0 +1,176 @@
+"""The configuration the daemon holds: apply one lbadm command at a time, all or nothing.
+
+Every command is validated against the current state before anything changes, so a
+ConfigError always leaves `services` exactly as it was. Pure: no sockets, no root.
+"""
+from __future__ import annotations
+
+import ipaddress
+
+from lb import listing, schedulers
+from lb.model import FWD_METHODS, MASQ, PROTOCOLS, RealServer, Service
+
+SUPPORTED_FWD = (MASQ,)
+DEFAULT_SCHEDULER = "wlc"  # ipvsadm's DEF_SCHED
+
+
+class ConfigError(Exception):
+    """A command that cannot be applied; the message is one line for the user."""
+
+
+# --- field checks: the daemon gets these dicts over a socket, so trust nothing ----------
+
+def _ipv4(cmd: dict, key: str) -> str:
+    value = cmd.get(key)
+    try:
+        return str(ipaddress.IPv4Address(value))
+    except (ValueError, TypeError):
+        raise ConfigError(f"bad {key} {value!r}: must be a dotted IPv4 address") from None
+
+
+def _int(cmd: dict, key: str, low: int, high: int) -> int:
+    value = cmd.get(key)
+    if type(value) is not int or not low <= value <= high:
+        raise ConfigError(f"bad {key} {value!r}: must be an integer {low}..{high}")
+    return value
+
+
+def _service_key(cmd: dict) -> tuple:
+    proto = cmd.get("proto")
+    if proto not in PROTOCOLS:
+        raise ConfigError(f"bad proto {proto!r}: must be one of {', '.join(PROTOCOLS)}")
+    return proto, _ipv4(cmd, "vip"), _int(cmd, "port", 1, 65535)
+
+
+def _server_key(cmd: dict, vport: int) -> tuple:
+    rport = _int(cmd, "rport", 1, 65535) if "rport" in cmd else vport
+    return _ipv4(cmd, "rip"), rport
+
+
+def _scheduler(cmd: dict) -> str:
+    name = cmd.get("scheduler") or DEFAULT_SCHEDULER
+    try:
+        schedulers.get(name)
+    except (KeyError, TypeError):
+        raise ConfigError(f"unknown scheduler {name!r} "
+                          f"(available: {', '.join(schedulers.names())})") from None
+    return name
+
+
+def _fwd(cmd: dict) -> str:
+    fwd = cmd.get("fwd", MASQ)
+    if fwd not in FWD_METHODS:
+        raise ConfigError(f"unknown forwarding method {fwd!r}")
+    if fwd not in SUPPORTED_FWD:
+        raise ConfigError(f"forwarding method {fwd!r} is not supported yet")
+    return fwd
+
+
+def _weight(cmd: dict) -> int:
+    return _int(cmd, "weight", 0, 65535) if "weight" in cmd else 1
+
+
+def _name(proto: str, vip: str, port: int) -> str:
+    return f"{proto.upper()} {vip}:{port}"
+
+
+class Config:
+    def __init__(self, stats=None):
+        self.stats = stats  # fast-path counters, attached to every RealServer added
+        self.services: list[Service] = []
+
+    def find_service(self, proto: str, vip: str, port: int) -> Service | None:
+        for svc in self.services:
+            if svc.key == (proto, vip, port):
+                return svc
+        return None
+
+    def apply(self, cmd: dict) -> str:
+        """Apply one command dict (see lb.cli.parse); return the text to show the user."""
+        if not isinstance(cmd, dict):
+            raise ConfigError("bad command: expected a JSON object")
+        handler = self._HANDLERS.get(cmd.get("op"))
+        if handler is None:
+            raise ConfigError(f"unknown command {cmd.get('op')!r}")
+        return handler(self, cmd)
+
+    # --- lookups that raise -------------------------------------------------------------
+
+    def _existing_service(self, cmd: dict) -> Service:
+        key = _service_key(cmd)
+        svc = self.find_service(*key)
+        if svc is None:
+            raise ConfigError(f"no such service {_name(*key)}")
+        return svc
+
+    def _existing_dest(self, svc: Service, cmd: dict) -> RealServer:
+        rip, rport = _server_key(cmd, svc.port)
+        dest = svc.find_dest(rip, rport)
+        if dest is None:
+            raise ConfigError(f"no such real server {rip}:{rport} in service {svc}")
+        return dest
+
+    # --- services -----------------------------------------------------------------------
+
+    def _add_service(self, cmd: dict) -> str:
+        key = _service_key(cmd)
+        if self.find_service(*key) is not None:
+            raise ConfigError(f"service {_name(*key)} already exists")
+        self.services.append(Service(*key, scheduler=_scheduler(cmd)))
+        return ""
+
+    def _edit_service(self, cmd: dict) -> str:
+        svc = self._existing_service(cmd)
+        name = _scheduler(cmd)
+        if name != svc.scheduler:  # the kernel keeps the scheduler state if unchanged
+            svc.set_scheduler(name)
+        return ""
+
+    def _del_service(self, cmd: dict) -> str:
+        self.services.remove(self._existing_service(cmd))
+        return ""
+
+    def _clear(self, cmd: dict) -> str:
+        self.services = []
+        return ""
+
+    # --- real servers -------------------------------------------------------------------
+
+    def _add_server(self, cmd: dict) -> str:
+        svc = self._existing_service(cmd)
+        rip, rport = _server_key(cmd, svc.port)
+        if svc.find_dest(rip, rport) is not None:
+            raise ConfigError(f"real server {rip}:{rport} already exists in service {svc}")
+        dest = RealServer(rip, rport, weight=_weight(cmd), fwd=_fwd(cmd), stats=self.stats)
+        svc.dests.append(dest)
+        svc.sched.update_service(svc)
+        return ""
+
+    def _edit_server(self, cmd: dict) -> str:
+        svc = self._existing_service(cmd)
+        dest = self._existing_dest(svc, cmd)
+        weight, fwd = _weight(cmd), _fwd(cmd)
+        dest.weight, dest.fwd = weight, fwd
+        svc.sched.update_service(svc)
+        return ""
+
+    def _del_server(self, cmd: dict) -> str:
+        svc = self._existing_service(cmd)
+        svc.dests.remove(self._existing_dest(svc, cmd))
+        svc.sched.update_service(svc)
+        return ""
+
+    # --- listing ------------------------------------------------------------------------
+
+    def _list(self, cmd: dict) -> str:
+        numeric = bool(cmd.get("numeric", True))
+        if cmd.get("proto") is not None:
+            return listing.format_one(self._existing_service(cmd), numeric)
+        return listing.format_list(self.services, numeric)
+
+    _HANDLERS = {
+        "add_service": _add_service, "edit_service": _edit_service,
+        "del_service": _del_service, "clear": _clear,
+        "add_server": _add_server, "edit_server": _edit_server,
+        "del_server": _del_server, "list": _list,
+    }

@@ -1,0 +1,125 @@
+"""Config.apply: every op, and every refusal leaves the configuration exactly as it was."""
+import pytest
+
+from lb.config import Config, ConfigError
+
+VIP = {"proto": "tcp", "vip": "198.18.0.100", "port": 80}
+
+
+def add_service(sched="wrr", **kw):
+    return {"op": "add_service", **VIP, "scheduler": sched, **kw}
+
+
+def server(op, rip="198.18.0.11", rport=80, **kw):
+    return {"op": op, **VIP, "rip": rip, "rport": rport, **kw}
+
+
+def snapshot(cfg):
+    """Everything a command could change, including scheduler state."""
+    return [(s.key, s.scheduler, id(s.sched), dict(vars(s.sched)) if s.sched else None,
+             [(d.addr, d.port, d.weight, d.fwd, id(d)) for d in s.dests])
+            for s in cfg.services]
+
+
+@pytest.fixture
+def cfg():
+    c = Config()
+    c.apply(add_service())
+    c.apply(server("add_server", weight=3, fwd="masq"))
+    c.apply(server("add_server", rip="198.18.0.12", weight=1, fwd="masq"))
+    return c
+
+
+def test_build_and_list(cfg):
+    assert cfg.apply({"op": "list", "numeric": True}) == (
+        "IP Virtual Server version 1.2.1 (size=4096)\n"
+        "Prot LocalAddress:Port Scheduler Flags\n"
+        "  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn\n"
+        "TCP  198.18.0.100:80 wrr\n"
+        "  -> 198.18.0.11:80               Masq    3      0          0         \n"
+        "  -> 198.18.0.12:80               Masq    1      0          0         \n")
+
+
+def test_list_one_service(cfg):
+    text = cfg.apply({"op": "list", **VIP})
+    assert text.startswith("Prot LocalAddress:Port")
+    assert "198.18.0.12:80" in text
+
+
+def test_find_service(cfg):
+    svc = cfg.find_service("tcp", "198.18.0.100", 80)
+    assert svc is cfg.services[0]
+    assert cfg.find_service("udp", "198.18.0.100", 80) is None
+
+
+def test_edit_server_updates_scheduler(cfg):
+    svc = cfg.services[0]
+    cfg.apply(server("edit_server", weight=6, fwd="masq"))
+    assert svc.find_dest("198.18.0.11", 80).weight == 6
+    assert (svc.sched.di, svc.sched.mw) == (1, 6)
+
+
+def test_delete_server_and_service(cfg):
+    cfg.apply(server("del_server"))
+    assert [d.addr for d in cfg.services[0].dests] == ["198.18.0.12"]
+    assert cfg.services[0].sched.mw == 1
+    cfg.apply({"op": "del_service", **VIP})
+    assert cfg.services == []
+
+
+def test_edit_service_changes_scheduler_only_when_different(cfg):
+    svc = cfg.services[0]
+    sched = svc.sched
+    cfg.apply({"op": "edit_service", **VIP, "scheduler": "wrr"})
+    assert svc.sched is sched                 # same scheduler: the kernel keeps its state
+    cfg.apply({"op": "edit_service", **VIP, "scheduler": "rr"})
+    assert svc.scheduler == "rr" and svc.sched.name == "rr"
+    assert [svc.schedule(None).addr for _ in range(3)] == ["198.18.0.11", "198.18.0.12", "198.18.0.11"]
+
+
+def test_clear(cfg):
+    assert cfg.apply({"op": "clear"}) == ""
+    assert cfg.services == []
+
+
+def test_rport_defaults_to_vport_and_stats_attached():
+    stats = object()
+    c = Config(stats=stats)
+    c.apply(add_service("rr"))
+    c.apply({"op": "add_server", **VIP, "rip": "198.18.0.13", "fwd": "masq"})
+    dest = c.services[0].dests[0]
+    assert (dest.port, dest.weight, dest.stats) == (80, 1, stats)
+
+
+@pytest.mark.parametrize("cmd, message", [
+    (add_service(), "service TCP 198.18.0.100:80 already exists"),
+    (add_service("wlc", port=81), "unknown scheduler 'wlc' (available: rr, wrr)"),
+    ({"op": "add_service", **VIP, "port": 81}, "unknown scheduler 'wlc' (available: rr, wrr)"),
+    ({"op": "edit_service", **VIP, "scheduler": "lc"}, "unknown scheduler 'lc' (available: rr, wrr)"),
+    ({"op": "edit_service", **VIP, "port": 81, "scheduler": "rr"}, "no such service TCP 198.18.0.100:81"),
+    ({"op": "del_service", **VIP, "proto": "udp"}, "no such service UDP 198.18.0.100:80"),
+    (server("add_server", weight=1, fwd="masq"),
+     "real server 198.18.0.11:80 already exists in service TCP 198.18.0.100:80"),
+    (server("add_server", rip="198.18.0.13", fwd="route"), "forwarding method 'route' is not supported yet"),
+    (server("add_server", rip="198.18.0.13", fwd="tunnel"), "forwarding method 'tunnel' is not supported yet"),
+    (server("add_server", rip="198.18.0.13", fwd="warp"), "unknown forwarding method 'warp'"),
+    (server("edit_server", fwd="route"), "forwarding method 'route' is not supported yet"),
+    (server("edit_server", rip="198.18.0.13", fwd="masq"),
+     "no such real server 198.18.0.13:80 in service TCP 198.18.0.100:80"),
+    (server("del_server", rport=8080), "no such real server 198.18.0.11:8080 in service TCP 198.18.0.100:80"),
+    ({**server("add_server", rip="198.18.0.13"), "port": 81}, "no such service TCP 198.18.0.100:81"),
+    (server("add_server", rip="198.18.0.13", weight=70000), "bad weight 70000: must be an integer 0..65535"),
+    (server("add_server", rip="198.18.0.13", weight="3"), "bad weight '3': must be an integer 0..65535"),
+    (server("add_server", rip="nope"), "bad rip 'nope': must be a dotted IPv4 address"),
+    ({**add_service("rr"), "port": 0}, "bad port 0: must be an integer 1..65535"),
+    ({**add_service("rr"), "proto": "sctp"}, "bad proto 'sctp': must be one of tcp, udp"),
+    ({"op": "list", **VIP, "port": 81}, "no such service TCP 198.18.0.100:81"),
+    ({"op": "reboot"}, "unknown command 'reboot'"),
+    (["op"], "bad command: expected a JSON object"),
+])
+def test_errors_leave_config_untouched(cfg, cmd, message):
+    before = snapshot(cfg)
+    with pytest.raises(ConfigError) as err:
+        cfg.apply(cmd)
+    assert str(err.value) == message
+    assert snapshot(cfg) == before
