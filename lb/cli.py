@@ -1,0 +1,308 @@
+"""lbadm: ipvsadm-compatible front end that sends one command to lbd over its unix socket.
+
+`parse(argv)` turns ipvsadm arguments into the JSON-able command dict of docs/internals.md;
+`main()` sends it as {"cmd": ...} and prints the reply. Like ipvsadm (popt), options may come
+in any order, short options bundle (-Ln) and take their argument attached or separate
+(-w3, -w 3), long ones as --weight=3 or --weight 3.
+"""
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+import socket
+import sys
+from typing import NamedTuple
+
+DEFAULT_SOCKET = "/run/lbd/lbd.sock"
+DEFAULT_SCHEDULER = "wlc"  # ipvsadm's DEF_SCHED; the daemon refuses it until wlc exists
+DEFAULT_FWD = "route"      # ipvsadm's default forwarding method is -g (direct routing)
+REPLY_TIMEOUT = 30.0
+
+USAGE = """\
+Usage:
+  lbadm -A|-E -t|-u VIP:port [-s scheduler]
+  lbadm -D -t|-u VIP:port
+  lbadm -C
+  lbadm -a|-e -t|-u VIP:port -r RIP[:port] [-g|-i|-m] [-w weight]
+  lbadm -d -t|-u VIP:port -r RIP[:port]
+  lbadm -L|-l [-n] [-t|-u VIP:port]
+Options:
+  --tcp-service  -t VIP:port   --udp-service -u VIP:port
+  --scheduler    -s name       rr, wrr (ipvsadm's default is wlc)
+  --real-server  -r RIP[:port] port defaults to the virtual port
+  --gatewaying   -g            direct routing (ipvsadm's default)
+  --ipip         -i            tunnelling
+  --masquerading -m            NAT
+  --weight       -w weight     0..65535, default 1
+  --numeric      -n            numeric output (lbadm never resolves names)
+  --socket PATH                lbd's socket (default %s)
+""" % DEFAULT_SOCKET
+
+
+class UsageError(Exception):
+    """Bad command line; the message is one line naming the problem."""
+
+
+class Unreachable(Exception):
+    """lbd could not be asked, or its answer could not be read."""
+
+
+class _Opt(NamedTuple):
+    key: str            # "op" for commands, else the option it sets
+    value: object       # the command name, or the constant a flag stands for
+    takes_arg: bool = False
+
+
+_TABLE = [  # (short, long, spec)
+    ("-A", "--add-service", _Opt("op", "add_service")),
+    ("-E", "--edit-service", _Opt("op", "edit_service")),
+    ("-D", "--delete-service", _Opt("op", "del_service")),
+    ("-a", "--add-server", _Opt("op", "add_server")),
+    ("-e", "--edit-server", _Opt("op", "edit_server")),
+    ("-d", "--delete-server", _Opt("op", "del_server")),
+    ("-C", "--clear", _Opt("op", "clear")),
+    ("-L", "--list", _Opt("op", "list")),
+    ("-l", None, _Opt("op", "list")),
+    ("-h", "--help", _Opt("op", "help")),
+    ("-t", "--tcp-service", _Opt("service", "tcp", True)),
+    ("-u", "--udp-service", _Opt("service", "udp", True)),
+    ("-s", "--scheduler", _Opt("scheduler", None, True)),
+    ("-r", "--real-server", _Opt("server", None, True)),
+    ("-m", "--masquerading", _Opt("fwd", "masq")),
+    ("-g", "--gatewaying", _Opt("fwd", "route")),
+    ("-i", "--ipip", _Opt("fwd", "tunnel")),
+    ("-w", "--weight", _Opt("weight", None, True)),
+    ("-n", "--numeric", _Opt("numeric", True)),
+    (None, "--socket", _Opt("socket", None, True)),
+]
+_SHORT = {short: spec for short, _, spec in _TABLE if short}
+_LONG = {long: spec for _, long, spec in _TABLE if long}
+
+# op -> (options it needs, options it may take); anything else is refused.
+_ALLOWED = {
+    "add_service": ({"service"}, {"scheduler"}),
+    "edit_service": ({"service"}, {"scheduler"}),
+    "del_service": ({"service"}, set()),
+    "add_server": ({"service", "server"}, {"fwd", "weight"}),
+    "edit_server": ({"service", "server"}, {"fwd", "weight"}),
+    "del_server": ({"service", "server"}, set()),
+    "clear": (set(), set()),
+    "list": (set(), {"service", "numeric"}),
+}
+_NEEDS = {"service": "a virtual service: -t|-u VIP:port", "server": "a real server: -r RIP[:port]"}
+_SCHED_NAME = re.compile(r"[a-z][a-z0-9_]{0,14}\Z")  # kernel IP_VS_SCHEDNAME_MAXLEN is 16
+
+
+# --- scanning argv ----------------------------------------------------------------------
+
+def _scan(argv):
+    """Yield (flag as typed, spec, argument or None) for every option in argv."""
+    args = list(argv)
+    i = 0
+    while i < len(args):
+        tok = args[i]
+        i += 1
+        if tok.startswith("--"):
+            name, eq, arg = tok.partition("=")
+            spec = _LONG.get(name)
+            if spec is None:
+                raise UsageError(f"unknown option '{name}'")
+            if spec.takes_arg and not eq:
+                arg, i = _next_arg(args, i, name)
+            elif eq and not spec.takes_arg:
+                raise UsageError(f"option {name} takes no argument")
+            yield name, spec, (arg if spec.takes_arg else None)
+        elif tok.startswith("-") and len(tok) > 1:
+            for j in range(1, len(tok)):
+                flag = "-" + tok[j]
+                spec = _SHORT.get(flag)
+                if spec is None:
+                    raise UsageError(f"unknown option '{flag}'")
+                if spec.takes_arg:
+                    arg = tok[j + 1:]
+                    if not arg:
+                        arg, i = _next_arg(args, i, flag)
+                    yield flag, spec, arg
+                    break
+                yield flag, spec, None
+        else:
+            raise UsageError(f"unexpected argument '{tok}'")
+
+
+def _next_arg(args, i, flag):
+    if i >= len(args):
+        raise UsageError(f"option {flag} needs an argument")
+    return args[i], i + 1
+
+
+def _collect(argv):
+    """Split argv into (op, the flag that gave it, {key: (flag, const, arg)})."""
+    op = op_flag = None
+    opts = {}
+    for flag, spec, arg in _scan(argv):
+        if spec.key == "op":
+            if op is not None:
+                raise UsageError(f"two commands given: {op_flag} and {flag} (give one)")
+            op, op_flag = spec.value, flag
+        elif spec.key in opts:
+            first = opts[spec.key][0]
+            if first == flag:
+                raise UsageError(f"option {flag} given twice (give one)")
+            raise UsageError(f"{first} and {flag} both given (give one)")
+        else:
+            opts[spec.key] = (flag, spec.value, arg)
+    return op, op_flag, opts
+
+
+def _check_allowed(op, op_flag, opts):
+    needed, optional = _ALLOWED[op]
+    for key in sorted(needed - opts.keys()):
+        raise UsageError(f"{op_flag} needs {_NEEDS[key]}")
+    for key, (flag, _, _) in opts.items():
+        if key not in needed | optional:
+            raise UsageError(f"option {flag} cannot be used with {op_flag}")
+
+
+# --- values -------------------------------------------------------------------------------
+
+def _addr(text: str) -> str:
+    try:
+        return str(ipaddress.IPv4Address(text))
+    except ValueError:
+        raise UsageError(f"bad address '{text}': must be a dotted IPv4 address") from None
+
+
+def _port(text: str, where: str) -> int:
+    if not (text.isascii() and text.isdigit()) or not 0 <= int(text) <= 65535:
+        raise UsageError(f"bad port '{text}' in '{where}': must be a number 1..65535")
+    if int(text) == 0:
+        raise UsageError(f"bad port '0' in '{where}': port 0 is not supported yet (1..65535)")
+    return int(text)
+
+
+def _service(flag: str, proto: str, text: str) -> dict:
+    addr, colon, port = text.partition(":")
+    if not colon:
+        raise UsageError(f"bad service address '{text}' for {flag}: needs a port (VIP:port)")
+    return {"proto": proto, "vip": _addr(addr), "port": _port(port, text)}
+
+
+def _server(text: str, vport: int, fwd: str | None) -> dict:
+    """-r RIP[:port]; fwd is None for -d, which must name the server exactly as added."""
+    addr, colon, port = text.partition(":")
+    rport = _port(port, text) if colon else vport
+    if fwd in ("route", "tunnel"):
+        rport = vport  # ipvsadm: DR and TUN cannot map ports, it forces the virtual port
+    return {"rip": _addr(addr), "rport": rport}
+
+
+def _weight(text: str) -> int:
+    if not re.fullmatch(r"-?[0-9]+", text) or not 0 <= int(text) <= 65535:
+        raise UsageError(f"bad weight '{text}': must be an integer 0..65535")
+    return int(text)
+
+
+def _scheduler(text: str) -> str:
+    if not _SCHED_NAME.match(text):
+        raise UsageError(f"bad scheduler name '{text}': expected a short name such as rr or wrr")
+    return text
+
+
+def _build(op: str, opts: dict) -> dict:
+    cmd = {"op": op}
+    if "service" in opts:
+        cmd.update(_service(*opts["service"]))
+    if op in ("add_service", "edit_service"):
+        given = opts.get("scheduler")
+        cmd["scheduler"] = _scheduler(given[2]) if given else DEFAULT_SCHEDULER
+    if op == "del_server":
+        cmd.update(_server(opts["server"][2], cmd["port"], None))
+    elif "server" in opts:
+        fwd = opts["fwd"][1] if "fwd" in opts else DEFAULT_FWD
+        cmd.update(_server(opts["server"][2], cmd["port"], fwd))
+        cmd["fwd"] = fwd
+        cmd["weight"] = _weight(opts["weight"][2]) if "weight" in opts else 1
+    if op == "list":
+        cmd["numeric"] = "numeric" in opts
+    return cmd
+
+
+def parse_with_socket(argv) -> tuple[dict, str]:
+    """Like parse(), also returning the socket path chosen with --socket."""
+    op, op_flag, opts = _collect(argv)
+    path = opts.pop("socket", (None, None, DEFAULT_SOCKET))[2]
+    if op == "help":
+        return {"op": "help"}, path
+    if op is None:
+        if opts.keys() - {"numeric"}:
+            raise UsageError("no command given: use one of -A -E -D -a -e -d -C -L")
+        op, op_flag = "list", "-L"  # a bare `ipvsadm` lists the table
+    _check_allowed(op, op_flag, opts)
+    return _build(op, opts), path
+
+
+def parse(argv) -> dict:
+    """ipvsadm-style argv -> command dict; raises UsageError naming the problem."""
+    return parse_with_socket(argv)[0]
+
+
+# --- talking to lbd -----------------------------------------------------------------------
+
+def request(path: str, cmd: dict, timeout: float = REPLY_TIMEOUT) -> dict:
+    """Send one command to lbd and return its reply {"rc", "out", "err"}."""
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(timeout)
+            sock.connect(path)
+            sock.sendall(json.dumps({"cmd": cmd}).encode() + b"\n")
+            line = sock.makefile("rb").readline()
+    except (FileNotFoundError, ConnectionRefusedError):
+        raise Unreachable(f"cannot reach lbd at {path} (is lbd running?)") from None
+    except PermissionError:
+        raise Unreachable(f"permission denied on {path} (lbadm must run as root)") from None
+    except socket.timeout:
+        raise Unreachable(f"no reply from lbd at {path} within {timeout:g}s") from None
+    except OSError as exc:
+        raise Unreachable(f"cannot talk to lbd at {path}: {exc.strerror or exc}") from None
+    return _reply(line, path)
+
+
+def _reply(line: bytes, path: str) -> dict:
+    try:
+        reply = json.loads(line)
+    except ValueError:
+        reply = None
+    if not isinstance(reply, dict) or type(reply.get("rc")) is not int:
+        raise Unreachable(f"bad reply from lbd at {path}")
+    return reply
+
+
+def _write(stream, text) -> None:
+    if text:
+        text = str(text)
+        stream.write(text if text.endswith("\n") else text + "\n")
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        cmd, path = parse_with_socket(argv)
+    except UsageError as exc:
+        print(f"lbadm: {exc}", file=sys.stderr)
+        return 2
+    if cmd["op"] == "help":
+        sys.stdout.write(USAGE)
+        return 0
+    try:
+        reply = request(path, cmd)
+    except Unreachable as exc:
+        print(f"lbadm: {exc}", file=sys.stderr)
+        return 1
+    _write(sys.stdout, reply.get("out"))
+    _write(sys.stderr, reply.get("err"))
+    return reply["rc"]
+
+
+if __name__ == "__main__":
+    sys.exit(main())
