@@ -18,6 +18,7 @@ setup(
     ext_modules=cythonize(
         [ext],
         language_level=3,
+        include_path=["fastpath"],
         compiler_directives={
             "boundscheck": debug,
             "wraparound": False,

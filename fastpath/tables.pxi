@@ -1,0 +1,319 @@
+# The fast path's tables: services, destinations (with their live counters), neighbours,
+# routes, and the connection table. Fixed-size C arrays; the control plane writes them under
+# fp.lock, the packet loop reads them under the same lock (taken once per batch).
+
+cdef enum:
+    MAX_SERVICES = 256
+    MAX_DESTS = 4096
+    MAX_IFACES = 8
+    MAX_ROUTES = 256
+    NEIGH_SIZE = 4096          # open addressing, power of two
+    TX_BATCH = 64
+    MAX_PENDING = 256
+
+cdef enum:
+    V_FORWARD = 0
+    V_PASS = 1
+    V_DROP = 2
+    V_NEW = 3
+
+# Reasons a frame was passed to the kernel or dropped; names in REASON_NAMES (same order).
+cdef enum:
+    R_NONE = 0
+    R_NOT_IPV4
+    R_NOT_OURS
+    R_SHORT_FRAME
+    R_TRUNCATED
+    R_BAD_IP_HEADER
+    R_BAD_IP_CSUM
+    R_FRAGMENT
+    R_BAD_L4_HEADER
+    R_BAD_L4_CSUM
+    R_TTL_EXCEEDED
+    R_TCP_NO_CONN
+    R_NO_DEST
+    R_TABLE_FULL
+    R_NO_ROUTE
+    R_NO_NEIGH
+    R_TOO_BIG
+    R_TX_ERROR
+    R_NREASONS
+
+REASON_NAMES = ("none", "not_ipv4", "not_ours", "short_frame", "truncated", "bad_ip_header",
+                "bad_ip_checksum", "fragment", "bad_l4_header", "bad_l4_checksum",
+                "ttl_exceeded", "tcp_no_conn", "no_dest", "table_full", "no_route",
+                "no_neighbour", "too_big", "tx_error")
+VERDICT_NAMES = ("forward", "pass", "drop", "new")
+
+# IPVS TCP states (same numbering as the kernel's IP_VS_TCP_S_*) plus one for UDP.
+cdef enum:
+    S_NONE = 0
+    S_ESTABLISHED
+    S_SYN_SENT
+    S_SYN_RECV
+    S_FIN_WAIT
+    S_TIME_WAIT
+    S_CLOSE
+    S_CLOSE_WAIT
+    S_LAST_ACK
+    S_LISTEN
+    S_SYNACK
+    S_UDP
+    S_NSTATES
+
+STATE_NAMES = ("NONE", "ESTABLISHED", "SYN_SENT", "SYN_RECV", "FIN_WAIT", "TIME_WAIT", "CLOSE",
+               "CLOSE_WAIT", "LAST_ACK", "LISTEN", "SYNACK", "UDP")
+
+cdef enum:
+    FWD_MASQ = 0
+
+cdef enum:
+    CONN_IN_USE = 1
+    CONN_INACTIVE = 2       # counted in the destination's inactive figure, not active
+    NEIGH_FREE = 0
+    NEIGH_WANTED = 1        # the fast path needs it; the control plane resolves it
+    NEIGH_VALID = 2
+
+cdef struct Service:
+    uint32_t vip
+    uint16_t vport
+    uint8_t proto
+    uint8_t fwd
+    uint8_t in_use
+
+cdef struct Dest:
+    uint32_t rip
+    uint16_t rport
+    uint16_t svc
+    uint8_t in_use
+    uint8_t fwd
+    int64_t active
+    int64_t inactive
+    int64_t conns
+    int64_t inpkts
+    int64_t outpkts
+    int64_t inbytes
+    int64_t outbytes
+
+# 64 bytes: one cache line per connection.
+cdef struct Conn:
+    uint32_t caddr
+    uint32_t vaddr
+    uint32_t daddr
+    uint16_t cport
+    uint16_t vport
+    uint16_t dport
+    uint8_t proto
+    uint8_t state
+    uint16_t dest
+    uint16_t svc
+    uint16_t nh_in          # neighbour slot toward the real server
+    uint16_t nh_out         # neighbour slot toward the client
+    uint8_t flags
+    uint8_t _pad[3]
+    uint32_t next_in        # hash chains: index + 1, 0 ends the chain
+    uint32_t next_out
+    uint32_t hash
+    uint32_t _pad2
+    uint64_t expires        # monotonic milliseconds
+    uint64_t _pad3
+
+cdef struct Neigh:
+    uint32_t ip
+    uint8_t mac[6]
+    uint8_t ifslot
+    uint8_t state
+
+cdef struct Route:
+    uint32_t prefix
+    uint32_t mask
+    uint32_t gw             # 0: on link, the destination itself is the neighbour
+    uint8_t ifslot
+
+cdef struct TxQueue:
+    int n
+    mmsghdr msgs[TX_BATCH]
+    iovec iov[TX_BATCH]
+
+cdef struct Iface:
+    uint8_t in_use
+    int ifindex
+    uint8_t mac[6]
+    uint32_t mtu
+    int fd
+    uint8_t* ring
+    size_t ring_size
+    uint32_t block_size
+    uint32_t nblocks
+    uint32_t cur_block
+    TxQueue tx
+
+# A new-flow frame waiting for the scheduler (once per batch, with the GIL).
+cdef struct Pending:
+    uint8_t* frame
+    uint32_t len
+    uint8_t rx_if
+    uint8_t partial
+    uint8_t proto
+    uint16_t svc
+    uint32_t caddr
+    uint32_t vaddr
+    uint16_t cport
+    uint16_t vport
+    int dest
+    int dup_of
+
+cdef struct FP:
+    pthread_mutex_t lock
+    uint32_t seed
+    Service services[MAX_SERVICES]
+    Dest dests[MAX_DESTS]
+    Iface ifaces[MAX_IFACES]
+    Route routes[MAX_ROUTES]
+    int nroutes
+    Neigh neigh[NEIGH_SIZE]
+    Conn* conns
+    uint32_t max_conns
+    uint32_t nbuckets       # power of two
+    uint32_t* bucket_in
+    uint32_t* bucket_out
+    uint32_t* free_list
+    uint32_t nfree
+    uint32_t sweep_pos
+    uint64_t timeouts[S_NSTATES]   # milliseconds
+    int64_t reasons[R_NREASONS]
+    int last_reason         # of the latest pass/drop, for Forwarder.process()
+    int64_t rx_frames
+    int64_t tx_frames
+    int64_t new_conns
+    int64_t expired_conns
+    Pending pending[MAX_PENDING]
+    int npending
+
+cdef inline uint32_t flow_hash(FP* fp, uint8_t proto, uint32_t a1, uint16_t p1,
+                               uint32_t a2, uint16_t p2) noexcept nogil:
+    # murmur3-style mixing with a per-process random seed, so that clients cannot aim at one chain
+    cdef uint32_t h = fp.seed ^ proto
+    h ^= a1 * 0x9E3779B1u
+    h = (h << 13) | (h >> 19)
+    h ^= a2 * 0x85EBCA6Bu
+    h = (h << 13) | (h >> 19)
+    h ^= ((<uint32_t>p1 << 16) | p2) * 0xC2B2AE35u
+    h ^= h >> 16
+    h *= 0x85EBCA6Bu
+    h ^= h >> 13
+    h *= 0xC2B2AE35u
+    h ^= h >> 16
+    return h & (fp.nbuckets - 1)
+
+cdef inline Conn* lookup_in(FP* fp, uint32_t h, uint8_t proto, uint32_t saddr, uint16_t sport,
+                            uint32_t daddr, uint16_t dport) noexcept nogil:
+    cdef uint32_t i = fp.bucket_in[h]
+    cdef Conn* c
+    while i:
+        c = &fp.conns[i - 1]
+        if (c.caddr == saddr and c.vaddr == daddr and c.cport == sport and c.vport == dport
+                and c.proto == proto):
+            return c
+        i = c.next_in
+    return NULL
+
+cdef inline Conn* lookup_out(FP* fp, uint32_t h, uint8_t proto, uint32_t saddr, uint16_t sport,
+                             uint32_t daddr, uint16_t dport) noexcept nogil:
+    cdef uint32_t i = fp.bucket_out[h]
+    cdef Conn* c
+    while i:
+        c = &fp.conns[i - 1]
+        if (c.daddr == saddr and c.caddr == daddr and c.dport == sport and c.cport == dport
+                and c.proto == proto):
+            return c
+        i = c.next_out
+    return NULL
+
+cdef inline void unlink_chain_in(FP* fp, uint32_t idx) noexcept nogil:
+    cdef Conn* c = &fp.conns[idx]
+    cdef uint32_t* link = &fp.bucket_in[c.hash]
+    while link[0] and link[0] != idx + 1:
+        link = &fp.conns[link[0] - 1].next_in
+    if link[0]:
+        link[0] = c.next_in
+
+cdef inline void unlink_chain_out(FP* fp, uint32_t idx) noexcept nogil:
+    cdef Conn* c = &fp.conns[idx]
+    cdef uint32_t h = flow_hash(fp, c.proto, c.daddr, c.dport, c.caddr, c.cport)
+    cdef uint32_t* link = &fp.bucket_out[h]
+    while link[0] and link[0] != idx + 1:
+        link = &fp.conns[link[0] - 1].next_out
+    if link[0]:
+        link[0] = c.next_out
+
+cdef inline void conn_free(FP* fp, Conn* c) noexcept nogil:
+    cdef uint32_t idx = <uint32_t>(c - fp.conns)
+    cdef Dest* d = &fp.dests[c.dest]
+    unlink_chain_in(fp, idx)
+    unlink_chain_out(fp, idx)
+    if c.flags & CONN_INACTIVE:
+        d.inactive -= 1
+    else:
+        d.active -= 1
+    c.flags = 0
+    fp.free_list[fp.nfree] = idx
+    fp.nfree += 1
+    fp.expired_conns += 1
+
+cdef inline void conn_set_state(FP* fp, Conn* c, uint8_t state) noexcept nogil:
+    # ActiveConn/InActConn move exactly as in the kernel's set_tcp_state(): only ESTABLISHED is active.
+    cdef Dest* d = &fp.dests[c.dest]
+    if state != c.state:
+        if not (c.flags & CONN_INACTIVE) and state != S_ESTABLISHED:
+            d.active -= 1
+            d.inactive += 1
+            c.flags |= CONN_INACTIVE
+        elif (c.flags & CONN_INACTIVE) and state == S_ESTABLISHED:
+            d.active += 1
+            d.inactive -= 1
+            c.flags &= ~CONN_INACTIVE
+        c.state = state
+
+cdef void sweep(FP* fp, uint64_t now, uint32_t budget) noexcept nogil:
+    # Incremental expiry: look at `budget` slots per call, round the table.
+    cdef Conn* c
+    cdef uint32_t k
+    for k in range(budget):
+        c = &fp.conns[fp.sweep_pos]
+        if (c.flags & CONN_IN_USE) and c.expires <= now:
+            conn_free(fp, c)
+        fp.sweep_pos += 1
+        if fp.sweep_pos >= fp.max_conns:
+            fp.sweep_pos = 0
+
+cdef int route_lookup(FP* fp, uint32_t daddr, uint32_t* nexthop) noexcept nogil:
+    # Longest prefix first: the control plane keeps fp.routes sorted by prefix length.
+    cdef int i
+    for i in range(fp.nroutes):
+        if (daddr & fp.routes[i].mask) == fp.routes[i].prefix:
+            nexthop[0] = fp.routes[i].gw if fp.routes[i].gw else daddr
+            return fp.routes[i].ifslot
+    return -1
+
+cdef int neigh_slot(FP* fp, uint32_t ip, uint8_t ifslot) noexcept nogil:
+    # Find or create the entry; slots never move, so connections keep their index.
+    cdef uint32_t h = (ip * 0x9E3779B1u) >> 20
+    cdef uint32_t k, i
+    for k in range(NEIGH_SIZE):
+        i = (h + k) & (NEIGH_SIZE - 1)
+        if fp.neigh[i].state == NEIGH_FREE:
+            fp.neigh[i].ip = ip
+            fp.neigh[i].ifslot = ifslot
+            fp.neigh[i].state = NEIGH_WANTED
+            return i
+        if fp.neigh[i].ip == ip and fp.neigh[i].ifslot == ifslot:
+            return i
+    return -1
+
+cdef int nexthop_for(FP* fp, uint32_t daddr) noexcept nogil:
+    cdef uint32_t nh = 0
+    cdef int ifslot = route_lookup(fp, daddr, &nh)
+    if ifslot < 0:
+        return -1
+    return neigh_slot(fp, nh, <uint8_t>ifslot)
