@@ -1,0 +1,24 @@
+"""Forwarding modes, one file each, registered by the name the configuration uses."""
+from __future__ import annotations
+
+from lb.modes.base import ForwardingMode, service_drop
+from lb.modes.nat import Masquerade
+
+_MODES: dict[str, ForwardingMode] = {}
+
+
+def register(mode: ForwardingMode) -> None:
+    _MODES[mode.name] = mode
+
+
+def get(name: str) -> ForwardingMode:
+    return _MODES[name]
+
+
+def names() -> list[str]:
+    return sorted(_MODES)
+
+
+register(Masquerade())
+
+__all__ = ["ForwardingMode", "get", "names", "register", "service_drop"]

@@ -1,0 +1,317 @@
+"""lbd: the director daemon. It owns the fast path (one AF_PACKET ring per interface, served by
+a packet thread), holds the configuration, and answers lbadm over a Unix socket only root can
+open. Every accepted command is applied to the Config first (all or nothing), then the fast
+path's tables and the nftables ingress table are brought in line with it (sync)."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import fcntl
+import ipaddress
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+
+from lb import modes, nft
+from lb._forward import Forwarder
+from lb.cli import DEFAULT_SOCKET
+from lb.config import Config, ConfigError
+from lb.model import Flow
+from lb.netlink import Netlink
+
+log = logging.getLogger("lbd")
+PROTO_NUMBERS = {"tcp": 6, "udp": 17}
+MAX_SERVICES, MAX_DESTS = 256, 4096
+REFRESH_SECONDS = 0.2
+
+
+class StartupError(Exception):
+    """The daemon cannot start; the message is one line for the user."""
+
+
+class Slots:
+    """Free slot numbers of one fast-path table, lowest first."""
+
+    def __init__(self, size: int):
+        self.free = list(range(size - 1, -1, -1))
+
+    def take(self) -> int:
+        if not self.free:
+            raise ConfigError("the fast path's table is full")
+        return self.free.pop()
+
+    def give(self, slot: int) -> None:
+        self.free.append(slot)
+        self.free.sort(reverse=True)
+
+
+def _interface_lock(ifname: str):
+    """One lbd per interface (per network namespace): an flock held for the daemon's life."""
+    ns_ino = os.stat("/proc/self/ns/net").st_ino
+    path = f"/run/lbd/netns-{ns_ino}-{ifname}.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        other = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        raise StartupError(f"interface {ifname} is already served by another lbd (pid {other})")
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
+class Director:
+    def __init__(self, ifnames: list[str], max_conns: int = 1 << 20):
+        os.makedirs("/run/lbd", mode=0o700, exist_ok=True)
+        self.ifnames = ifnames
+        self.locks = []
+        nl = Netlink()
+        try:
+            self.ifaces = [nl.interface(n) for n in ifnames]
+        except LookupError as e:
+            raise StartupError(str(e)) from None
+        finally:
+            nl.close()
+        self.locks = [_interface_lock(n) for n in ifnames]
+        self.fwd = Forwarder(max_conns=max_conns, scheduler_cb=self._schedule)
+        for slot, iface in enumerate(self.ifaces):
+            self.fwd.set_interface(slot, iface.index, iface.mac, iface.mtu)
+        self.ifslots = {iface.index: slot for slot, iface in enumerate(self.ifaces)}
+        self.local_addrs = sorted({a for i in self.ifaces for a in i.addrs})
+        self.config = Config(stats=self.fwd)
+        self.table = nft.table_name(ifnames)
+        self.svc_slots, self.dest_slots = Slots(MAX_SERVICES), Slots(MAX_DESTS)
+        self.svc_by_slot: dict[int, object] = {}
+        self.dest_by_slot: dict[int, object] = {}
+        self.retired: set[int] = set()      # deleted servers whose connections still run
+        self.lock = threading.Lock()        # one configuration change at a time
+        self.stopping = threading.Event()
+        self.threads: list[threading.Thread] = []
+
+    # --- commands ------------------------------------------------------------------------
+    def apply(self, cmd: dict) -> dict:
+        with self.lock:
+            try:
+                out = self.config.apply(cmd)
+                self._sync()
+            except ConfigError as e:
+                return {"rc": 1, "out": "", "err": f"lbadm: {e}\n"}
+            except nft.NftError as e:
+                return {"rc": 1, "out": "", "err": f"lbd: {e}\n"}
+        return {"rc": 0, "out": out, "err": ""}
+
+    def _sync(self) -> None:
+        """Bring the fast path and the ingress table in line with self.config."""
+        services = list(self.config.services)
+        dests = [(s, d) for s in services for d in s.dests]
+        live_svcs = {id(s) for s in services}
+        for slot, svc in list(self.svc_by_slot.items()):
+            if id(svc) not in live_svcs:
+                self.fwd.clear_service(slot)
+                del self.svc_by_slot[slot]
+                self.svc_slots.give(slot)
+        live_dests = {id(d) for _, d in dests}
+        for slot, dest in list(self.dest_by_slot.items()):
+            if id(dest) not in live_dests:
+                self.fwd.clear_dest(slot)
+                del self.dest_by_slot[slot]
+                self.retired.add(slot)
+        self._free_retired()
+        for svc in services:
+            if svc.slot is None or self.svc_by_slot.get(svc.slot) is not svc:
+                svc.slot = self.svc_slots.take()
+                self.svc_by_slot[svc.slot] = svc
+            self.fwd.set_service(svc.slot, PROTO_NUMBERS[svc.proto], svc.vip, svc.port)
+        for svc, dest in dests:
+            fresh = dest.slot is None or self.dest_by_slot.get(dest.slot) is not dest
+            if fresh:
+                dest.slot = self.dest_slots.take()
+                self.dest_by_slot[dest.slot] = dest
+            self.fwd.set_dest(dest.slot, svc.slot, dest.addr, dest.port,
+                              modes.get(dest.fwd).fwd_code, reset=fresh)
+            self.fwd.want_neighbour(dest.addr)
+        nft.install(self.table, self.ifnames, self._ingress_rules(dests))
+
+    def _ingress_rules(self, dests) -> list[str]:
+        rules = [modes.service_drop(s) for s in self.config.services]
+        for svc, dest in dests:
+            rules += modes.get(dest.fwd).ingress_drops(svc, dest, self.local_addrs)
+        return list(dict.fromkeys(rules))
+
+    def _free_retired(self) -> None:
+        for slot in list(self.retired):
+            c = self.fwd.dest_counters(slot)
+            if c["active"] + c["inactive"] == 0:
+                self.retired.discard(slot)
+                self.dest_slots.give(slot)
+
+    # --- called by the packet thread, once per batch of new flows -----------------------
+    def _schedule(self, flows):
+        # Never take self.lock here: the packet thread holds the fast path's mutex, which a
+        # configuration change may be waiting for.
+        picks = []
+        for svc_slot, proto, caddr, cport, vaddr, vport in flows:
+            svc = self.svc_by_slot.get(svc_slot)
+            rs = None
+            if svc is not None:
+                rs = svc.schedule(Flow(svc.proto, str(ipaddress.IPv4Address(caddr)), cport,
+                                       str(ipaddress.IPv4Address(vaddr)), vport))
+            picks.append(rs.slot if rs is not None and rs.slot is not None else -1)
+        return picks
+
+    # --- routes and neighbours, kept current ------------------------------------------------
+    def _refresh_loop(self) -> None:
+        nl = Netlink()
+        asked: dict[tuple, float] = {}
+        last_routes = None
+        try:
+            while not self.stopping.wait(REFRESH_SECONDS):
+                last_routes = self._refresh(nl, asked, last_routes)
+        finally:
+            nl.close()
+
+    def _refresh(self, nl: Netlink, asked: dict, last_routes):
+        routes = nl.routes(self.ifslots)
+        if routes != last_routes:
+            self.fwd.set_routes(routes)
+            for _, _, gw, _ in routes:
+                if gw:
+                    self.fwd.want_neighbour(gw)
+        kernel = nl.neighbours()
+        now = time.monotonic()
+        for ip, ifslot, mac in self.fwd.neighbours():
+            ifindex = self.ifaces[ifslot].index
+            known = kernel.get((ip, ifindex))
+            if known and known != mac:
+                self.fwd.set_neighbour(ip, ifslot, known)
+            elif not known and now - asked.get((ip, ifindex), 0) > 1.0:
+                asked[(ip, ifindex)] = now
+                try:
+                    nl.resolve(ip, ifindex)
+                except Exception as e:  # an address the kernel will not resolve: keep trying
+                    log.debug("resolve %s: %s", ip, e)
+        with self.lock:
+            self._free_retired()
+        return routes
+
+    # --- life cycle ------------------------------------------------------------------------
+    def start(self, cpu: int | None = None) -> None:
+        nl = Netlink()
+        try:
+            self._refresh(nl, {}, None)
+        finally:
+            nl.close()
+        nft.install(self.table, self.ifnames, [])
+        for slot in range(len(self.ifaces)):
+            self.fwd.open(slot)
+        self.threads = [threading.Thread(target=self._packet_thread, args=(cpu,), name="fastpath"),
+                        threading.Thread(target=self._refresh_loop, name="refresh", daemon=True)]
+        for t in self.threads:
+            t.start()
+
+    def _packet_thread(self, cpu) -> None:
+        if cpu is not None:
+            os.sched_setaffinity(0, {cpu})
+        self.fwd.run()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.fwd.stop()
+        for t in self.threads:
+            t.join(timeout=5)
+        self.fwd.close()
+        try:
+            nft.remove(self.table)
+        except nft.NftError as e:
+            log.error("%s", e)
+        for fd in self.locks:
+            os.close(fd)
+
+
+async def serve(director: Director, path: str) -> None:
+    _claim_socket(path)
+
+    async def handle(reader, writer):
+        try:
+            line = await reader.readline()
+            try:
+                cmd = json.loads(line)["cmd"]
+                if not isinstance(cmd, dict):
+                    raise TypeError
+                reply = await asyncio.get_running_loop().run_in_executor(None, director.apply, cmd)
+            except (ValueError, KeyError, TypeError):
+                reply = {"rc": 1, "out": "", "err": "lbd: malformed request\n"}
+            writer.write(json.dumps(reply).encode() + b"\n")
+            await writer.drain()
+        finally:
+            writer.close()
+
+    old = os.umask(0o177)                       # the socket is born 0600: root only
+    try:
+        server = await asyncio.start_unix_server(handle, path)
+    finally:
+        os.umask(old)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    log.info("serving %s on %s", ", ".join(director.ifnames), path)
+    try:
+        async with server:
+            await stop.wait()
+    finally:
+        if os.path.exists(path):
+            os.unlink(path)
+
+
+def _claim_socket(path: str) -> None:
+    os.makedirs(os.path.dirname(path) or ".", mode=0o700, exist_ok=True)
+    if os.path.exists(path):
+        with socket.socket(socket.AF_UNIX) as s:
+            try:
+                s.connect(path)
+            except OSError:
+                os.unlink(path)                 # left by a daemon that died
+                return
+        raise StartupError(f"another lbd is already listening on {path}")
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="lbd", description="the lvs-py director daemon")
+    p.add_argument("-i", "--interface", action="append", required=True,
+                   help="interface to serve (repeat for several)")
+    p.add_argument("--socket", default=DEFAULT_SOCKET, help="lbadm's Unix socket")
+    p.add_argument("--max-conns", type=int, default=1 << 20)
+    p.add_argument("--cpu", type=int, default=None, help="pin the packet thread to this CPU")
+    p.add_argument("-v", "--verbose", action="store_true")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="lbd: %(message)s")
+    if os.geteuid() != 0:
+        print("lbd: must run as root (AF_PACKET and nftables)", file=sys.stderr)
+        return 1
+    try:
+        director = Director(args.interface, args.max_conns)
+    except (StartupError, OSError) as e:
+        print(f"lbd: {e}", file=sys.stderr)
+        return 1
+    try:
+        _claim_socket(args.socket)
+        director.start(args.cpu)
+        asyncio.run(serve(director, args.socket))
+    except (StartupError, nft.NftError, OSError) as e:
+        print(f"lbd: {e}", file=sys.stderr)
+        return 1
+    finally:
+        director.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

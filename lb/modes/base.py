@@ -1,0 +1,24 @@
+"""What a forwarding mode is: data plus two sides (see docs/internals.md).
+
+A mode tells the director what the fast path does to a frame (its `fwd_code`, read by the
+core), which frames the kernel must not see (`ingress_drops`, nftables rules), and which
+service/server combinations it refuses (`validate`)."""
+from __future__ import annotations
+
+
+class ForwardingMode:
+    name = ""           # as in the config: "masq", "route", ...
+    listing = ""        # as in ipvsadm -L: "Masq", "Route", ...
+    fwd_code = -1       # the fast path's action code
+
+    def validate(self, service, dest) -> None:
+        """Raise ValueError with a message naming the problem when the pair cannot work."""
+
+    def ingress_drops(self, service, dest, local_addrs: list[str]) -> list[str]:
+        """nftables rules (netdev ingress) for traffic of `dest` the fast path owns."""
+        return []
+
+
+def service_drop(service) -> str:
+    # Traffic to the virtual service itself is always the fast path's.
+    return f"ip daddr {service.vip} {service.proto} dport {service.port} drop"
