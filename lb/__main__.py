@@ -1,0 +1,161 @@
+"""``lb``: the lab and the demo.
+
+    lb lab up [--prefix P] [--rs N] [--rs-gateway director|router] [--servers]
+    lb lab down (--prefix P | --all)
+    lb lab status [--prefix P]
+    lb demo [--kernel] [--count N] [--prefix P]
+
+``lb demo`` builds the namespace lab, starts the test servers on the real servers and the
+director daemon (lb.daemon) in the director namespace, configures a TCP and a UDP virtual
+service in NAT mode with round robin, sends requests from the client namespace, prints
+which real server answered each and which client address it saw, prints the ``lbadm -L -n``
+listing and always tears everything down. ``--kernel`` uses the kernel instead of lb.daemon
+(ip_forward=1 and nftables DNAT in the director): the baseline to compare against.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+
+from lb.lab import Director, Lab, LabError, down_all, down_lab, status_all
+
+PROTOS = (("tcp", "-t", Lab.HTTP_PORT), ("udp", "-u", Lab.UDP_PORT))
+
+
+_MAIN_PID = os.getpid()
+
+
+def _raise_interrupt(signum, frame):
+    if os.getpid() != _MAIN_PID:   # a forked helper (pyroute2) inherited this handler
+        os._exit(128 + signum)
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def cmd_lab(a) -> int:
+    if a.action == "up":
+        lab = Lab(prefix=a.prefix, n_rs=a.rs, rs_gateway=a.rs_gateway).up()
+        if a.servers:
+            lab.start_servers()
+        print(lab.status())
+        print(f"remove with: lb lab down --prefix {lab.prefix}")
+    elif a.action == "down":
+        if a.all == bool(a.prefix):
+            raise SystemExit("lb lab down: give --prefix P or --all")
+        if a.all:
+            removed = down_all()
+        else:
+            down_lab(a.prefix)
+            removed = [a.prefix]
+        print("removed:", " ".join(removed) or "nothing")
+    else:
+        print(Lab.from_state(a.prefix).status() if a.prefix else status_all())
+    return 0
+
+
+def configure(director: Director, lab: Lab, scheduler: str = "rr") -> None:
+    for _, flag, port in PROTOS:
+        vs = f"{lab.addr['vip']}:{port}"
+        _lbadm(director, "-A", flag, vs, "-s", scheduler)
+        for rip in lab.addr["rs"]:
+            _lbadm(director, "-a", flag, vs, "-r", f"{rip}:{port}", "-m", "-w", "1")
+
+
+def _lbadm(director: Director, *args) -> str:
+    r = director.lbadm(*args)
+    if r.returncode:
+        raise LabError(f"lbadm {' '.join(args)} failed: {r.stderr.strip() or r.stdout.strip()}")
+    return r.stdout
+
+
+def probe(lab: Lab, count: int) -> list:
+    """`count` HTTP requests (curl) and `count` UDP datagrams from the client to the VIP.
+
+    Returns rows (proto, n, real server or '-', client address seen or the error).
+    """
+    rows = []
+    for n in range(1, count + 1):
+        r = lab.http_get("client", f"http://{lab.addr['vip']}:{Lab.HTTP_PORT}/", timeout=3)
+        rows.append(("tcp", n, *_parse(r.stdout if r.returncode == 0 else None, r.stderr.strip())))
+    for n in range(1, count + 1):
+        reply = lab.udp_query("client", lab.addr["vip"], Lab.UDP_PORT, f"ping {n}".encode(), timeout=2)
+        rows.append(("udp", n, *_parse(reply.decode(errors="replace") if reply else None, "no reply")))
+    return rows
+
+
+def _parse(answer, error):
+    """'rs1 client=198.18.1.2:43210 ...' -> ('rs1', '198.18.1.2:43210')."""
+    parts = (answer or "").split()
+    if len(parts) >= 2 and parts[1].startswith("client="):
+        return parts[0], parts[1][len("client="):]
+    return "-", f"FAILED: {error or answer!r}"
+
+
+def print_table(mode: str, rows) -> None:
+    print(f"{'mode':<12} {'proto':<5} {'#':>2}  {'answered by':<11} client address seen by the RS")
+    for proto, n, rs, seen in rows:
+        print(f"{mode:<12} {proto:<5} {n:>2}  {rs:<11} {seen}")
+
+
+def cmd_demo(a) -> int:
+    signal.signal(signal.SIGTERM, _raise_interrupt)  # teardown also on `kill <pid>`
+    director = None
+    with Lab(prefix=a.prefix) as lab:
+        try:
+            lab.start_servers()
+            if a.kernel:
+                lab.enable_kernel_lb()
+                mode = "kernel-dnat"
+            else:
+                director = Director(lab).start()
+                configure(director, lab)
+                mode = "nat (lbd)"
+            print(f"lab {lab.prefix}: client {lab.addr['client']} -> VIP {lab.addr['vip']} "
+                  f"-> {', '.join(lab.addr['rs'])}\n")
+            rows = probe(lab, a.count)
+            print_table(mode, rows)
+            print()
+            if director:
+                print("$ lbadm -L -n\n" + _lbadm(director, "-L", "-n"))
+            else:
+                print(lab.run("director", ["nft", "list", "table", "ip", "lb_kernel"], timeout=10).stdout)
+        finally:
+            if director:
+                director.stop()
+    return 0 if all(rs != "-" for _, _, rs, _ in rows) else 1
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="lb", description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    lab = sub.add_parser("lab", help="build, remove or show the namespace lab")
+    lab.add_argument("action", choices=["up", "down", "status"])
+    lab.add_argument("--prefix", help="namespace name prefix (default: lb + 6 random hex)")
+    lab.add_argument("--all", action="store_true", help="down: every lab recorded in /run/lb-lab")
+    lab.add_argument("--rs", type=int, default=3, help="number of real servers")
+    lab.add_argument("--rs-gateway", choices=["director", "router"], default="director")
+    lab.add_argument("--servers", action="store_true", help="up: also start the test servers")
+    demo = sub.add_parser("demo", help="the end-to-end demo on a fresh lab")
+    demo.add_argument("--kernel", action="store_true", help="kernel nftables DNAT instead of lb.daemon")
+    demo.add_argument("--count", type=int, default=6, help="requests per protocol (max 100)")
+    demo.add_argument("--prefix")
+    return p
+
+
+def main(argv=None) -> int:
+    a = parser().parse_args(argv)
+    if getattr(a, "count", 1) not in range(1, 101):
+        raise SystemExit("--count must be 1..100")
+    try:
+        return cmd_lab(a) if a.command == "lab" else cmd_demo(a)
+    except LabError as e:
+        print(f"lb: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("lb: interrupted; lab removed", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
