@@ -1,0 +1,66 @@
+"""Integration tests: real namespaces, real traffic. Root only; everything always removed.
+
+Every test collected under tests/integration is marked `integration` here, and skipped
+unless we are root and `ip netns` works.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from lb.lab import Director, Lab, pid_alive
+
+HERE = Path(__file__).resolve().parent
+
+
+def _why_not_runnable():
+    if os.geteuid() != 0:
+        return "integration tests need root"
+    try:
+        r = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return f"ip netns unavailable: {e}"
+    return f"ip netns does not work: {r.stderr.strip()}" if r.returncode else None
+
+
+def pytest_collection_modifyitems(config, items):
+    ours = [item for item in items if HERE in Path(item.path).resolve().parents]
+    reason = _why_not_runnable() if ours else None
+    for item in ours:
+        item.add_marker(pytest.mark.integration)
+        if reason:
+            item.add_marker(pytest.mark.skip(reason=reason))
+
+
+@pytest.fixture(scope="module")
+def lab():
+    """The default lab (client, router, director, rs1..rs3) with the test servers running."""
+    lab = Lab()
+    try:
+        lab.up()
+        lab.start_servers()
+        yield lab
+    finally:
+        lab.down()
+    assert lab.namespaces() == [], f"namespaces left behind: {lab.namespaces()}"
+
+
+@pytest.fixture
+def director(lab):
+    """lb.daemon on the lab's director interface, answering lbadm; stopped by PID at teardown.
+
+    Yields a lb.lab.Director: `lbadm(*args) -> CompletedProcess`, `pid`, `socket`, `log_tail()`.
+    """
+    if importlib.util.find_spec("lb.daemon") is None:
+        pytest.skip("lb.daemon does not exist yet")
+    d = Director(lab)
+    d.start()
+    try:
+        yield d
+    finally:
+        d.stop()
+    assert not pid_alive(d.pid), f"lb.daemon pid {d.pid} survived teardown"
