@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import fcntl
 import ipaddress
 import json
@@ -110,6 +111,7 @@ class Director:
         """Bring the fast path and the ingress table in line with self.config."""
         services = list(self.config.services)
         dests = [(s, d) for s in services for d in s.dests]
+        new_hops = []
         live_svcs = {id(s) for s in services}
         for slot, svc in list(self.svc_by_slot.items()):
             if id(svc) not in live_svcs:
@@ -135,8 +137,33 @@ class Director:
                 self.dest_by_slot[dest.slot] = dest
             self.fwd.set_dest(dest.slot, svc.slot, dest.addr, dest.port,
                               modes.get(dest.fwd).fwd_code, reset=fresh)
-            self.fwd.want_neighbour(dest.addr)
+            if fresh:
+                nexthop = self.fwd.want_neighbour(dest.addr)
+                if nexthop:
+                    new_hops.append(nexthop)
         nft.install(self.table, self.ifnames, self._ingress_rules(dests))
+        self._resolve_now(new_hops)
+
+    def _resolve_now(self, hops, timeout: float = 1.0) -> None:
+        # A server is usable when lbadm returns: resolve its next hop's MAC now (bounded), rather
+        # than drop the first packets as no_neighbour until the refresh thread gets to it.
+        pending = {(ip, self.ifaces[ifslot].index): ifslot for ip, ifslot in hops}
+        if not pending:
+            return
+        nl = Netlink()
+        try:
+            deadline = time.monotonic() + timeout
+            for ip, ifindex in pending:
+                with contextlib.suppress(Exception):
+                    nl.resolve(ip, ifindex)
+            while pending and time.monotonic() < deadline:
+                known = nl.neighbours()
+                for key in [k for k in pending if k in known]:
+                    self.fwd.set_neighbour(key[0], pending.pop(key), known[key])
+                if pending:
+                    time.sleep(0.01)
+        finally:
+            nl.close()
 
     def _ingress_rules(self, dests) -> list[str]:
         rules = [modes.service_drop(s) for s in self.config.services]
@@ -207,6 +234,8 @@ class Director:
             self._refresh(nl, {}, None)
         finally:
             nl.close()
+        # Gateways too: the first reply to a client must not wait for ARP.
+        self._resolve_now([(ip, s) for ip, s, mac in self.fwd.neighbours() if mac is None])
         nft.install(self.table, self.ifnames, [])
         for slot in range(len(self.ifaces)):
             self.fwd.open(slot)

@@ -1,0 +1,182 @@
+"""NAT mode end to end: real HTTP and UDP clients in the client namespace, lbd in the director
+namespace, the lab servers on rs1..rs3 reporting who answered and which client they saw."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+
+from lb.lab import Director
+from lb.labservers import pattern_sha256
+
+VIP = "198.18.0.100"
+CLIENT = "198.18.1.2"
+
+# Runs inside the client namespace: n fresh TCP connections, one GET each; prints the tally.
+MANY_GETS = r"""
+import collections, http.client, json, sys
+n = int(sys.argv[1]); seen = collections.Counter(); clients = set()
+for _ in range(n):
+    c = http.client.HTTPConnection(sys.argv[2], 80, timeout=5)
+    c.request("GET", "/")
+    name, client = c.getresponse().read().decode().split()[:2]
+    c.close()
+    seen[name] += 1
+    clients.add(client.split("=", 1)[1].rsplit(":", 1)[0])
+print(json.dumps({"seen": seen, "clients": sorted(clients)}))
+"""
+
+
+def many_gets(lab, n: int) -> dict:
+    r = lab.run("client", [sys.executable, "-c", MANY_GETS, str(n), VIP], timeout=120,
+                capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+def nat_service(director, proto="-t", port=80, sched="rr", weights=(1, 1, 1), rport=None):
+    ok(director.lbadm("-A", proto, f"{VIP}:{port}", "-s", sched))
+    for i, w in enumerate(weights, start=11):
+        ok(director.lbadm("-a", proto, f"{VIP}:{port}", "-r", f"198.18.0.{i}:{rport or port}",
+                          "-m", "-w", w))
+
+
+def ok(r: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
+    assert r.returncode == 0, f"rc={r.returncode} out={r.stdout!r} err={r.stderr!r}"
+    return r
+
+
+def listing(director) -> str:
+    return ok(director.lbadm("-L", "-n")).stdout
+
+
+def test_http_round_robin_and_client_address(lab, director):
+    nat_service(director)
+    got = many_gets(lab, 6)
+    assert got["seen"] == {"rs1": 2, "rs2": 2, "rs3": 2}
+    assert got["clients"] == [CLIENT]          # the real server sees the real client
+
+
+def test_udp_through_the_vip(lab, director):
+    nat_service(director, "-u", 5353)
+    answers = [lab.udp_query("client", VIP, 5353, b"ping-%d" % i) for i in range(6)]
+    assert all(answers), answers
+    names = sorted(a.split()[0].decode() for a in answers)
+    assert names == ["rs1", "rs1", "rs2", "rs2", "rs3", "rs3"]
+    for a in answers:
+        assert a.split()[1].decode().startswith(f"client={CLIENT}:")
+    text = listing(director)
+    assert "UDP  198.18.0.100:5353 rr" in text
+    # UDP connections are always inactive
+    for line in text.splitlines():
+        if "5353" in line and "->" in line and "Masq" in line:
+            assert line.split()[4] == "0" and line.split()[5] == "2"
+
+
+def test_wrr_split_is_exact(lab, director):
+    nat_service(director, sched="wrr", weights=(3, 2, 1))
+    got = many_gets(lab, 600)
+    assert got["seen"] == {"rs1": 300, "rs2": 200, "rs3": 100}
+    text = listing(director)
+    assert "TCP  198.18.0.100:80 wrr" in text
+    assert "  -> 198.18.0.11:80               Masq    3      " in text
+
+
+def test_port_mapping(lab, director):
+    # The virtual port differs from the real servers' port: NAT may map ports.
+    ok(director.lbadm("-A", "-t", f"{VIP}:8000", "-s", "rr"))
+    ok(director.lbadm("-a", "-t", f"{VIP}:8000", "-r", "198.18.0.12:80", "-m"))
+    r = lab.http_get("client", f"http://{VIP}:8000/")
+    assert r.returncode == 0 and r.stdout.startswith(b"rs2 client=198.18.1.2:") if isinstance(r.stdout, bytes) \
+        else r.stdout.startswith("rs2 client=198.18.1.2:")
+
+
+def test_long_transfer_arrives_intact(lab, director):
+    nat_service(director)
+    n = 20_000_000
+    r = lab.run("client", ["bash", "-c", f"curl -sS --max-time 60 http://{VIP}/bytes/{n} | sha256sum"],
+                timeout=90, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split()[0] == pattern_sha256(n)
+
+
+def test_edit_and_delete_affect_new_connections_only(lab, director):
+    nat_service(director)
+    # A slow download holds one established connection to rs1 while we change things.
+    n = 3_000_000
+    slow = lab.popen("client", ["bash", "-c", f"curl -sS --max-time 60 --limit-rate 1M "
+                                f"http://{VIP}/bytes/{n} | sha256sum"],
+                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 10
+        while " 1          " not in listing(director) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        text = listing(director)
+        rs1 = [l for l in text.splitlines() if "198.18.0.11:80" in l][0]
+        assert rs1.split()[4] == "1", text        # ActiveConn is live
+        ok(director.lbadm("-d", "-t", f"{VIP}:80", "-r", "198.18.0.11:80"))
+        ok(director.lbadm("-e", "-t", f"{VIP}:80", "-r", "198.18.0.12:80", "-m", "-w", "0"))
+        got = many_gets(lab, 5)
+        assert got["seen"] == {"rs3": 5}           # rs1 deleted, rs2 drained
+        out, err = slow.communicate(timeout=60)
+        assert slow.returncode == 0, err
+        assert out.split()[0] == pattern_sha256(n)  # the established flow kept working
+    finally:
+        if slow.poll() is None:
+            slow.kill()
+            slow.wait()
+
+
+def test_bad_commands_leave_the_configuration_untouched(lab, director):
+    nat_service(director)
+    before = listing(director)
+    for args in (["-A", "-t", f"{VIP}:80", "-s", "rr"],               # duplicate service
+                 ["-a", "-t", f"{VIP}:80", "-r", "198.18.0.11:80", "-m"],  # duplicate server
+                 ["-A", "-t", f"{VIP}:81", "-s", "nosuch"],           # unknown scheduler
+                 ["-e", "-t", f"{VIP}:99", "-s", "rr"],               # no such service
+                 ["-d", "-t", f"{VIP}:80", "-r", "198.18.0.99:80"],   # no such server
+                 ["-a", "-t", f"{VIP}:80", "-r", "198.18.0.14:80", "-m", "-w", "70000"],
+                 ["-A", "-t", "198.18.0.300:80"]):
+        r = director.lbadm(*args)
+        assert r.returncode != 0, args
+        assert r.stderr.strip() and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert listing(director) == before
+    assert many_gets(lab, 3)["seen"] == {"rs1": 1, "rs2": 1, "rs3": 1}
+
+
+def test_second_daemon_on_the_same_interface_is_refused(lab, director):
+    other = Director(lab, socket_path=f"/run/lbd/{lab.prefix}-second.sock")
+    argv = [sys.executable, "-m", "lb.daemon", "--interface", lab.director_ifname,
+            "--socket", other.socket]
+    r = lab.run("director", argv, timeout=30, capture_output=True, text=True)
+    assert r.returncode != 0
+    assert "already served by another lbd" in r.stderr
+
+
+def test_sigterm_leaves_the_director_clean(lab):
+    d = Director(lab).start()
+    ok(d.lbadm("-A", "-t", f"{VIP}:80", "-s", "rr"))
+    tables = lab.run("director", ["nft", "list", "tables"], timeout=10, capture_output=True, text=True)
+    assert "lbd_" in tables.stdout
+    d.stop()
+    tables = lab.run("director", ["nft", "list", "tables"], timeout=10, capture_output=True, text=True)
+    assert "lbd_" not in tables.stdout
+    import os
+    assert not os.path.exists(d.socket)
+
+
+def test_non_syn_to_the_vip_is_dropped_not_reset(lab, director):
+    # Without the ingress table the director's kernel would answer a stray ACK with a RST.
+    nat_service(director)
+    probe = r"""
+import socket, sys
+from scapy.all import IP, TCP, sr1, conf
+conf.verb = 0
+ans = sr1(IP(dst=sys.argv[1]) / TCP(sport=40001, dport=80, flags="A", seq=1, ack=1), timeout=1.5)
+print("reply" if ans is not None else "none")
+"""
+    r = lab.run("client", [sys.executable, "-c", probe, VIP], timeout=30, capture_output=True, text=True)
+    assert r.stdout.strip() == "none", r.stdout + r.stderr
