@@ -8,7 +8,9 @@ import sys
 from collections import Counter
 
 import pytest
+from pyroute2 import netns
 
+import lb.lab as lab_module
 from lb.lab import STATE_DIR, Lab, new_prefix, pid_alive
 from lb.labservers import pattern_sha256
 
@@ -136,3 +138,17 @@ def test_exception_inside_context_removes_lab(exc):
     assert not lab.state_file.exists()
     assert not any(pid_alive(p) for p in pids)
     lab.down()  # idempotent
+
+
+def test_down_all_removes_recorded_labs_and_their_leftovers(tmp_path, monkeypatch):
+    # A private state directory: `--all` must not touch labs other runs have recorded.
+    monkeypatch.setattr(lab_module, "STATE_DIR", tmp_path)
+    lab = Lab().up()
+    try:
+        netns.create(f"{lab.prefix}-leftover")  # not in the state file, but has the prefix
+        assert lab_module.list_labs() == [lab.prefix]
+        assert lab_module.down_all() == [lab.prefix]
+        assert lab.namespaces() == []
+        assert lab_module.list_labs() == []
+    finally:
+        lab.down()
