@@ -1,0 +1,905 @@
+#!/usr/bin/env python3
+"""Packet-rate harness: 64-byte UDP frames of many flows through a forwarder namespace.
+
+    python bench/pps.py [--modes kernel,nftdnat,nat] [--seconds 3] [--trials 5]
+                        [--flows 256] [--json out.json]
+
+Topology (built with pyroute2, one prefix per run, always torn down)::
+
+    <p>-gen  g0 198.18.10.2/24 --veth-- f0 198.18.10.1/24  <p>-fwd  f1 198.18.11.1/24 --veth-- s0 198.18.11.2/24  <p>-sink
+
+A generator (bench/pktgen.c, built with gcc at run time; pinned to --gen-cpu) sends
+precomputed 60-byte Ethernet/IPv4/UDP frames (64 bytes on the wire with FCS), one per
+flow, round robin, with sendmmsg() and PACKET_QDISC_BYPASS; the sink drops them in
+an nftables netdev ingress hook.  The rate is the delta of the sink's rx_packets
+over a steady window.  Every mode is reported as a ratio to plain kernel IPv4
+forwarding measured in the same run; absolute numbers on this VM are noise.
+
+Needs root, gcc, nft, iproute2, util-linux (taskset) and pyroute2.  See bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import secrets
+import shlex
+import signal
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+
+from pyroute2 import NetNS, netns
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+GEN_IP, FWD_GEN_IP = "198.18.10.2", "198.18.10.1"
+FWD_SINK_IP, SINK_IP = "198.18.11.1", "198.18.11.2"
+VIP, PORT = "198.18.10.100", 9
+SPORT_BASE = 10000
+FRAME_LEN = 60  # + 4 bytes FCS = 64 on the wire
+
+ALL_MODES = ("kernel", "nftdnat", "nat")
+NS_PREFIX = "ppsbench"  # namespaces "<NS_PREFIX><pid>x<rand>-{gen,fwd,sink}"; not "lb*", which other harnesses sweep
+
+# Offloads turned off on every veth (kernel feature names, as `ethtool -k` lists them).
+OFFLOAD_FEATURES = (
+    "tx-checksum-ip-generic", "tx-checksum-ipv4", "tx-checksum-ipv6",
+    "tx-tcp-segmentation", "tx-tcp6-segmentation", "tx-tcp-ecn-segmentation",
+    "tx-tcp-mangleid-segmentation", "tx-udp-segmentation", "tx-generic-segmentation",
+    "tx-gso-list", "rx-gro", "rx-gro-list", "rx-udp-gro-forwarding",
+)
+
+
+class Unavailable(Exception):
+    """A mode cannot run here (e.g. lb.daemon missing); the others still run."""
+
+
+class _Terminate(BaseException):
+    pass
+
+
+MAIN_PID = os.getpid()
+
+
+def _on_signal(signum, frame):
+    if os.getpid() != MAIN_PID:
+        # A forked copy of this process (pyroute2's NetNS helper lives in a namespace, forked
+        # from us) must die as it would by default, not unwind our stack and tear down the lab.
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+        return
+    raise _Terminate(f"signal {signum}")
+
+
+# --------------------------------------------------------------------------- helpers
+
+def run(cmd, check=True, **kw):
+    r = subprocess.run(cmd, capture_output=True, text=True, **kw)
+    if check and r.returncode != 0:
+        raise RuntimeError(f"{shlex.join(cmd)} failed ({r.returncode}): {r.stderr.strip() or r.stdout.strip()}")
+    return r
+
+
+def nsexec(ns, *cmd, check=True, **kw):
+    return run(["ip", "netns", "exec", ns, *cmd], check=check, **kw)
+
+
+def sysctl(ns, **kv):
+    args = [f"{k.replace('__', '.')}={v}" for k, v in kv.items()]
+    nsexec(ns, "sysctl", "-qw", *args)
+
+
+def ip_checksum(data: bytes) -> int:
+    if len(data) % 2:
+        data += b"\0"
+    s = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while s >> 16:
+        s = (s & 0xFFFF) + (s >> 16)
+    return ~s & 0xFFFF
+
+
+def aton(a: str) -> bytes:
+    return bytes(int(x) for x in a.split("."))
+
+
+def mac_bytes(m: str) -> bytes:
+    return bytes(int(x, 16) for x in m.split(":"))
+
+
+def build_frames(dst_mac, src_mac, src_ip, dst_ip, dport, flows):
+    """One 60-byte frame per flow (source port SPORT_BASE+i), correct IP and UDP checksums."""
+    payload = b"lvs-py-bench-pps!!"  # 18 bytes -> 14+20+8+18 = 60
+    frames = []
+    for i in range(flows):
+        sport = SPORT_BASE + i
+        udp_len = 8 + len(payload)
+        ip_len = 20 + udp_len
+        iph = struct.pack("!BBHHHBBH4s4s", 0x45, 0, ip_len, i & 0xFFFF, 0x4000, 64, 17, 0,
+                          aton(src_ip), aton(dst_ip))
+        iph = iph[:10] + struct.pack("!H", ip_checksum(iph)) + iph[12:]
+        pseudo = aton(src_ip) + aton(dst_ip) + struct.pack("!BBH", 0, 17, udp_len)
+        udph = struct.pack("!HHHH", sport, dport, udp_len, 0)
+        csum = ip_checksum(pseudo + udph + payload) or 0xFFFF
+        udph = udph[:6] + struct.pack("!H", csum)
+        frame = mac_bytes(dst_mac) + mac_bytes(src_mac) + b"\x08\x00" + iph + udph + payload
+        assert len(frame) == FRAME_LEN, len(frame)
+        frames.append(frame)
+    return frames
+
+
+def trafgen_config(frames) -> str:
+    return "\n".join("{ " + ", ".join(f"0x{b:02x}" for b in f) + " }" for f in frames) + "\n"
+
+
+def softnet() -> list[tuple[int, int, int]]:
+    """Per-CPU (processed, dropped, time_squeeze) from /proc/net/softnet_stat (host-wide)."""
+    out = []
+    with open("/proc/net/softnet_stat") as f:
+        for line in f:
+            c = line.split()
+            out.append((int(c[0], 16), int(c[1], 16), int(c[2], 16)))
+    return out
+
+
+def cpu_times() -> list[tuple[int, int, int]]:
+    """Per-CPU (total, idle+iowait, softirq, steal) jiffies from /proc/stat."""
+    out = []
+    with open("/proc/stat") as f:
+        for line in f:
+            if line.startswith("cpu") and line[3].isdigit():
+                v = [int(x) for x in line.split()[1:]]
+                out.append((sum(v[:8]), v[3] + v[4], v[6], v[7]))
+    return out
+
+
+def napi_threads(ifname):
+    """PIDs of kernel threads named napi/<ifname>-<id>."""
+    out = []
+    for e in os.listdir("/proc"):
+        if e.isdigit():
+            try:
+                with open(f"/proc/{e}/comm") as f:
+                    if f.read().strip().startswith(f"napi/{ifname}-"):
+                        out.append(int(e))
+            except OSError:
+                pass
+    return out
+
+
+def proc_jiffies(pid):
+    """utime + stime of a process (all threads), 0 if gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            v = f.read().rsplit(")", 1)[1].split()
+        return int(v[11]) + int(v[12])
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+def kill_own(proc: subprocess.Popen | None, sig=signal.SIGINT, wait=3.0):
+    """Stop a process this harness started (its own session: pgid == its PID)."""
+    if proc is None or proc.poll() is not None:
+        return
+    for s in (sig, signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, s)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+# --------------------------------------------------------------------------- topology
+
+@dataclass
+class Lab:
+    prefix: str
+    workdir: str
+    gen: str = ""
+    fwd: str = ""
+    sink: str = ""
+    handles: dict = field(default_factory=dict)
+    idx: dict = field(default_factory=dict)
+    mac: dict = field(default_factory=dict)
+    created: list = field(default_factory=list)
+
+    def __post_init__(self):
+        self.gen, self.fwd, self.sink = (f"{self.prefix}-{r}" for r in ("gen", "fwd", "sink"))
+
+    # -- build / teardown
+    def build(self, rx_path, fwd_cpu, sink_napi=True):
+        for ns in (self.gen, self.fwd, self.sink):
+            netns.create(ns)
+            self.created.append(ns)
+            self.handles[ns] = NetNS(ns)
+        g, f, s = (self.handles[n] for n in (self.gen, self.fwd, self.sink))
+        g.link("add", ifname="g0", kind="veth", peer={"ifname": "f0", "net_ns_fd": self.fwd})
+        f.link("add", ifname="f1", kind="veth", peer={"ifname": "s0", "net_ns_fd": self.sink})
+        for ns, ifn in ((self.gen, "g0"), (self.fwd, "f0"), (self.fwd, "f1"), (self.sink, "s0")):
+            h = self.handles[ns]
+            i = h.link_lookup(ifname=ifn)[0]
+            self.idx[ifn] = (ns, i)
+            self.mac[ifn] = h.link("get", index=i)[0].get("IFLA_ADDRESS")
+        for ns in (self.gen, self.fwd, self.sink):
+            sysctl(ns, net__ipv6__conf__all__disable_ipv6=1, net__ipv6__conf__default__disable_ipv6=1,
+                   net__ipv4__ip_forward=0)
+        self.set_offloads(sink_napi)
+        addrs = (("g0", GEN_IP), ("f0", FWD_GEN_IP), ("f1", FWD_SINK_IP), ("s0", SINK_IP))
+        for ifn, a in addrs:
+            ns, i = self.idx[ifn]
+            h = self.handles[ns]
+            h.addr("add", index=i, address=a, prefixlen=24)
+            h.link("set", index=i, state="up")
+        for ns in (self.gen, self.fwd, self.sink):
+            lo = self.handles[ns].link_lookup(ifname="lo")[0]
+            self.handles[ns].link("set", index=lo, state="up")
+        # Static neighbours: no ARP in the measurement.
+        neighs = (("g0", FWD_GEN_IP, "f0"), ("g0", VIP, "f0"), ("f0", GEN_IP, "g0"),
+                  ("f1", SINK_IP, "s0"), ("s0", FWD_SINK_IP, "f1"))
+        for ifn, dst, peer in neighs:
+            ns, i = self.idx[ifn]
+            self.handles[ns].neigh("replace", dst=dst, lladdr=self.mac[peer], ifindex=i, state="permanent")
+        g.route("add", dst="198.18.11.0/24", gateway=FWD_GEN_IP)
+        s.route("add", dst="198.18.10.0/24", gateway=FWD_SINK_IP)
+        # Where the forwarder's receive work runs.  veth has no IRQ: its xmit hands the frame to
+        # the peer on the *sender's* CPU (netif_rx into that CPU's backlog), so by default the
+        # forwarder's softirq work would share the generator's CPU.  Move it to the forwarder CPU:
+        #  napi: rx-gro on f0 puts the veth in NAPI mode (its own 256-frame ring), NAPI is made
+        #        threaded and its kthread pinned to fwd_cpu.  The generator's per-frame cost is
+        #        lowest this way (measured ~2.2 Mpps offered vs ~1.9 with rps), so it leaves the
+        #        most headroom above kernel forwarding.  UDP GRO merges nothing here (no socket
+        #        asks for it and rx-udp-gro-forwarding stays off); out_frame_len checks it.
+        #  rps:  RPS on f0 to fwd_cpu (the generator pays for hashing and an IPI per frame).
+        #  none: leave it on the generator's CPU (only sensible for the trafgen generator).
+        self.rx_path, self.napi_pids = rx_path, []
+        if rx_path == "rps":
+            nsexec(self.fwd, "sh", "-c", f"echo {1 << fwd_cpu:x} > /sys/class/net/f0/queues/rx-0/rps_cpus")
+        elif rx_path == "napi":
+            before = set(napi_threads("f0"))
+            self.set_features("f0", on=("rx-gro",))
+            nsexec(self.fwd, "sh", "-c", "echo 1 > /sys/class/net/f0/threaded")
+            deadline = time.monotonic() + 3
+            while not (new := set(napi_threads("f0")) - before):
+                if time.monotonic() > deadline:
+                    raise RuntimeError("no napi/f0-* kernel thread appeared after enabling threaded NAPI")
+                time.sleep(0.05)
+            self.napi_pids = sorted(new)
+            for pid in self.napi_pids:
+                run(["taskset", "-p", f"{1 << fwd_cpu:x}", str(pid)])
+            self.features_on["f0"] = self.get_features_on("f0")
+        # Cheap sink: drop IPv4 in netdev ingress (rx_packets is counted before it).  ARP passes,
+        # so that a forwarder that resolves the real server's MAC itself (lb.daemon) gets answers.
+        self.nft(self.sink, f"""
+table netdev lbbench_sink {{
+  chain in {{ type filter hook ingress device "s0" priority 0; policy accept;
+    ether type ip counter drop
+  }}
+}}""")
+
+    _FEATURES_PROG = (
+        "import sys\n"
+        "from pyroute2.ethtool import Ethtool\n"
+        "on = [x for x in sys.argv[3].split(',') if x]\n"
+        "off = [x for x in sys.argv[2].split(',') if x not in on]\n"
+        "e = Ethtool()\n"
+        "f = e.get_features(sys.argv[1])\n"
+        "if sys.argv[4] == 'set':\n"
+        "    for n in off + on:\n"
+        "        if n in f.features and f.features[n].available:\n"
+        "            f.features[n].enable = n in on\n"
+        "    e.set_features(sys.argv[1], f)\n"
+        "    f = e.get_features(sys.argv[1])\n"
+        "print(','.join(sorted(n for n in set(off + on) if n in f.features and f.features[n].enable)))\n"
+    )
+
+    def set_features(self, ifn, off=(), on=()):
+        """ethtool -K for one veth (pyroute2.ethtool, run inside its namespace); returns what is on."""
+        ns, _ = self.idx[ifn]
+        r = nsexec(ns, sys.executable, "-c", self._FEATURES_PROG, ifn, ",".join(off), ",".join(on), "set")
+        return r.stdout.strip()
+
+    def get_features_on(self, ifn):
+        ns, _ = self.idx[ifn]
+        r = nsexec(ns, sys.executable, "-c", self._FEATURES_PROG, ifn, ",".join(OFFLOAD_FEATURES), "", "get")
+        return r.stdout.strip()
+
+    def set_offloads(self, sink_napi):
+        """Turn OFFLOAD_FEATURES off on every veth; JSON meta.features_on says what is on after.
+
+        sink_napi: turn rx-gro back *on* for s0 only.  That puts veth f1->s0 in NAPI mode, so the
+        sink receives through its own ring instead of the per-CPU backlog of the forwarder CPU,
+        which the flood keeps full (there, 5-25 % of the forwarded frames were dropped at the sink
+        enqueue, by an amount that differed between modes).  UDP GRO merges nothing here (no
+        socket asks for it) and the sink drops every frame individually in netdev ingress.
+        """
+        self.features_on = {}
+        for ifn in self.idx:
+            on = ("rx-gro",) if (sink_napi and ifn == "s0") else ()
+            self.features_on[ifn] = self.set_features(ifn, off=OFFLOAD_FEATURES, on=on)
+        self.offloads_left_on = {i: v for i, v in self.features_on.items()
+                                 if v and not (sink_napi and i == "s0" and v == "rx-gro")}
+
+    def napi_jiffies(self):
+        """CPU time of the forwarder's NAPI kthread(s) (rx_path napi): forwarder work, not foreign."""
+        return sum(proc_jiffies(p) for p in self.napi_pids)
+
+    def nft(self, ns, ruleset):
+        nsexec(ns, "nft", "-f", "-", input=ruleset)
+
+    def teardown(self):
+        if os.getpid() != MAIN_PID:
+            return  # a forked helper unwinding: not its lab
+        for h in self.handles.values():
+            try:
+                h.close()
+            except Exception:
+                pass
+        self.handles.clear()
+        for ns in reversed(self.created):
+            try:
+                netns.remove(ns)
+            except Exception as e:  # keep going: remove the others
+                print(f"warning: could not remove netns {ns}: {e}", file=sys.stderr)
+        self.created.clear()
+
+    # -- counters
+    def stats(self, ifn):
+        ns, i = self.idx[ifn]
+        return self.handles[ns].link("get", index=i)[0].get("IFLA_STATS64")
+
+
+def sample(lab):
+    t = time.monotonic()
+    st = {ifn: lab.stats(ifn) for ifn in ("s0", "g0", "f0", "f1")}
+    t2 = time.monotonic()
+    return (t + t2) / 2, st, softnet(), cpu_times()
+
+
+# --------------------------------------------------------------------------- modes
+
+class Mode:
+    name = ""
+    target = SINK_IP
+
+    def __init__(self, lab, args):
+        self.lab, self.args = lab, args
+
+    def setup(self):
+        pass
+
+    def teardown(self):
+        pass
+
+    def extra_counters(self):
+        return {}
+
+    def own_jiffies(self):
+        """CPU time (jiffies) of this mode's own userspace forwarder, 0 for kernel modes."""
+        return 0
+
+
+class KernelMode(Mode):
+    name = "kernel"
+
+    def setup(self):
+        sysctl(self.lab.fwd, net__ipv4__ip_forward=1)
+
+    def teardown(self):
+        sysctl(self.lab.fwd, net__ipv4__ip_forward=0)
+
+
+class NftDnatMode(Mode):
+    name = "nftdnat"
+    target = VIP
+
+    def setup(self):
+        sysctl(self.lab.fwd, net__ipv4__ip_forward=1)
+        self.lab.nft(self.lab.fwd, f"""
+table ip lbbench_dnat {{
+  chain pre {{ type nat hook prerouting priority dstnat; policy accept;
+    ip daddr {VIP} udp dport {PORT} counter dnat to {SINK_IP}:{PORT}
+  }}
+}}""")
+
+    def teardown(self):
+        nsexec(self.lab.fwd, "nft", "delete", "table", "ip", "lbbench_dnat", check=False)
+        # conntrack entries die with the table's users only after their timeout; flush so that
+        # every trial starts from the same state (warm-up re-establishes them).
+        nsexec(self.lab.fwd, "sh", "-c", "command -v conntrack >/dev/null && conntrack -F", check=False)
+        sysctl(self.lab.fwd, net__ipv4__ip_forward=0)
+
+    def extra_counters(self):
+        r = nsexec(self.lab.fwd, "sh", "-c",
+                   "cat /proc/sys/net/netfilter/nf_conntrack_count 2>/dev/null", check=False)
+        return {"nf_conntrack_count": r.stdout.strip()}
+
+
+class NatMode(Mode):
+    """lb.daemon in NAT (masq) mode: VIP on f0, ip_forward=0, fast path busy thread on --fwd-cpu."""
+    name = "nat"
+    target = VIP
+
+    def __init__(self, lab, args):
+        super().__init__(lab, args)
+        self.proc = None
+        os.makedirs("/run/lbd", mode=0o700, exist_ok=True)
+        self.sock = f"/run/lbd/bench-{lab.prefix}.sock"
+        self.log_path = os.path.join(lab.workdir, "lbd.log")
+        self.env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+
+    def cli(self, *a, check=True, timeout=10):
+        return run([sys.executable, "-m", "lb.cli", "--socket", self.sock, *a],
+                   check=check, env=self.env, cwd=REPO, timeout=timeout)
+
+    def log_tail(self, n=15):
+        try:
+            with open(self.log_path) as f:
+                return "".join(f.readlines()[-n:]).strip()
+        except OSError:
+            return ""
+
+    def setup(self):
+        ns, i = self.lab.idx["f0"]
+        h = self.lab.handles[ns]
+        if not h.get_addr(index=i, address=VIP):
+            h.addr("add", index=i, address=VIP, prefixlen=32)
+        sysctl(self.lab.fwd, net__ipv4__ip_forward=0)
+        cmd = ["ip", "netns", "exec", self.lab.fwd, "taskset", "-c", str(self.args.fwd_cpu),
+               sys.executable, "-m", "lb.daemon", "--interface", "f0", "--interface", "f1",
+               "--socket", self.sock, *self.args.daemon_arg]
+        self.cmd = shlex.join(cmd)
+        log = open(self.log_path, "a")
+        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
+                                     env=self.env, start_new_session=True)
+        log.close()
+        deadline = time.monotonic() + self.args.daemon_timeout
+        last = ""
+        while True:
+            if self.proc.poll() is not None:
+                raise Unavailable(f"lb.daemon exited with {self.proc.returncode}: {self.log_tail()}")
+            try:
+                r = self.cli("-L", "-n", check=False, timeout=5)
+                if r.returncode == 0:
+                    break
+                last = (r.stderr or r.stdout).strip()
+            except subprocess.TimeoutExpired:
+                last = "lb.cli -L -n timed out"
+            if time.monotonic() > deadline:
+                raise Unavailable(f"lb.daemon not answering on {self.sock} after "
+                                  f"{self.args.daemon_timeout}s: {last} | {self.log_tail()}")
+            time.sleep(0.2)
+        try:
+            self.cli("-A", "-u", f"{VIP}:{PORT}", "-s", "rr")
+            self.cli("-a", "-u", f"{VIP}:{PORT}", "-r", f"{SINK_IP}:{PORT}", "-m", "-w", "1")
+        except RuntimeError as e:
+            raise Unavailable(f"configuring lb.daemon failed: {e}")
+
+    def own_jiffies(self):
+        return proc_jiffies(self.proc.pid) if self.proc else 0
+
+    def extra_counters(self):
+        out = {}
+        for args in (("-L", "-n", "--stats"),):
+            try:
+                r = self.cli(*args, check=False, timeout=5)
+                out[" ".join(args)] = (r.stdout or r.stderr).strip()
+            except Exception as e:
+                out[" ".join(args)] = f"error: {e}"
+        return out
+
+    def teardown(self):
+        kill_own(self.proc, signal.SIGTERM)
+        self.proc = None
+        # lb.daemon's per-interface lock files for our namespace (named by its inode); nobody
+        # holds them once the daemon is gone, and the inode number may be reused later.
+        try:
+            ino = os.stat(f"/var/run/netns/{self.lab.fwd}").st_ino
+            for ifn in ("f0", "f1"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(f"/run/lbd/netns-{ino}-{ifn}.lock")
+        except OSError:
+            pass
+        try:
+            os.unlink(self.sock)
+        except FileNotFoundError:
+            pass
+
+
+MODES = {"kernel": KernelMode, "nftdnat": NftDnatMode, "nat": NatMode}
+
+
+# --------------------------------------------------------------------------- generator
+
+class Generator:
+    """Sends the per-flow frames from the gen namespace, pinned to --gen-cpu, bounded in count and time.
+
+    'c' (default): bench/pktgen.c, compiled here with gcc, sendmmsg + PACKET_QDISC_BYPASS.
+    'trafgen': netsniff-ng trafgen; only usable with --rx-path none (see pktgen.c for why).
+    """
+
+    def __init__(self, lab, args):
+        self.lab, self.args = lab, args
+        self.files = {}
+        self.cmd = ""
+        if args.generator == "c":
+            src = os.path.join(REPO, "bench", "pktgen.c")
+            self.binary = os.path.join(lab.workdir, "pktgen")
+            run(["gcc", "-O2", "-Wall", "-o", self.binary, src])
+
+    def frames_for(self, target):
+        if target not in self.files:
+            frames = build_frames(self.lab.mac["f0"], self.lab.mac["g0"], GEN_IP, target, PORT,
+                                  self.args.flows)
+            base = os.path.join(self.lab.workdir, f"frames-{target}")
+            with open(base + ".bin", "wb") as f:
+                f.write(b"".join(frames))
+            with open(base + ".cfg", "w") as f:
+                f.write(trafgen_config(frames))
+            self.files[target] = base
+        return self.files[target]
+
+    def start(self, target, count, seconds, tag, rate=0):
+        base = self.frames_for(target)
+        pin = ["ip", "netns", "exec", self.lab.gen, "taskset", "-c", str(self.args.gen_cpu)]
+        if self.args.generator == "c":
+            cmd = pin + [self.binary, "g0", base + ".bin", str(FRAME_LEN), str(count),
+                         f"{seconds:.3f}", str(min(self.args.batch, 8) if rate else self.args.batch),
+                         str(int(rate))]
+        else:
+            if rate:
+                cmd_rate = ["-b", f"{int(rate)}pps"]
+            cmd = pin + ["timeout", "-s", "INT", f"{seconds:.3f}", "trafgen", "-o", "g0",
+                         "-i", base + ".cfg", "-n", str(count), "-P", "1", "-Q", "--no-sock-mem", "-C"] + (cmd_rate if rate else [])
+        self.log = os.path.join(self.lab.workdir, f"gen-{tag}.log")
+        with open(self.log, "w") as log:
+            p = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.cmd = shlex.join(cmd)
+        return p
+
+    def output(self):
+        try:
+            with open(self.log) as f:
+                return f.read().strip()
+        except OSError:
+            return ""
+
+    def result(self):
+        """The C generator's JSON summary line, if any."""
+        for line in reversed(self.output().splitlines()):
+            if line.startswith("{"):
+                try:
+                    return json.loads(line)
+                except ValueError:
+                    pass
+        return None
+
+    def burst(self, target, count, timeout, rate):
+        """Send exactly `count` frames at `rate` pps (warm-up); bounded by timeout."""
+        p = self.start(target, count, timeout, "warmup", rate=rate)
+        try:
+            p.wait(timeout=timeout + 3)
+        except subprocess.TimeoutExpired:
+            pass
+        finally:
+            kill_own(p)
+        if p.returncode != 0:
+            raise RuntimeError(f"generator failed ({p.returncode}): {self.output()[-300:]}")
+
+
+def wait_quiet(args):
+    """Wait (at most --quiet-wait s) until the forwarder CPU is idle enough to measure on."""
+    deadline = time.monotonic() + args.quiet_wait
+    while True:
+        c0 = cpu_times()
+        time.sleep(0.3)
+        c1 = cpu_times()
+        x, y = c0[args.fwd_cpu], c1[args.fwd_cpu]
+        busy = 1 - (y[1] - x[1]) / max(y[0] - x[0], 1)
+        if busy <= args.max_foreign or time.monotonic() > deadline:
+            return busy
+        time.sleep(0.7)
+
+
+def measure(lab, gen, mode, args, tag):
+    """One trial: warm-up (establish every flow), then a steady window. Returns a dict."""
+    a = args
+    idle_busy = wait_quiet(a)
+    # Warm-up pass: every flow a few times, so that the measurement is of established flows.
+    before = lab.stats("s0")["rx_packets"]
+    warm_n = a.flows * a.warmup_rounds
+    gen.burst(mode.target, warm_n, timeout=5 + 2 * warm_n / a.warmup_pps, rate=a.warmup_pps)
+    time.sleep(0.2)
+    warm_delivered = lab.stats("s0")["rx_packets"] - before
+
+    budget = a.ramp + a.seconds + 2.0
+    count = int(a.max_pps * budget)
+    p = gen.start(mode.target, count, budget + 3.0, tag)
+    try:
+        # wait for the generator to start sending
+        g0 = lab.stats("g0")["tx_packets"]
+        start_deadline = time.monotonic() + 5
+        while lab.stats("g0")["tx_packets"] == g0:
+            if p.poll() is not None:
+                raise RuntimeError(f"generator exited early ({p.returncode}): {gen.output()[-300:]}")
+            if time.monotonic() > start_deadline:
+                raise RuntimeError("generator did not start sending within 5s")
+            time.sleep(0.01)
+        time.sleep(a.ramp)
+        t0, s0, n0, c0 = sample(lab)
+        j0 = mode.own_jiffies() + lab.napi_jiffies()
+        time.sleep(a.seconds)
+        t1, s1, n1, c1 = sample(lab)
+        j1 = mode.own_jiffies() + lab.napi_jiffies()
+        finished_early = p.poll() is not None
+    finally:
+        kill_own(p)
+    if finished_early:
+        raise RuntimeError(f"generator stopped before the window ended ({gen.output()[-300:]}); "
+                           f"raise --max-pps?")
+    dt = t1 - t0
+
+    def d(ifn, key):
+        return s1[ifn][key] - s0[ifn][key]
+
+    cpu = []
+    for x, y in zip(c0, c1):
+        tot = max(y[0] - x[0], 1)
+        cpu.append({"busy": round(1 - (y[1] - x[1]) / tot, 3), "softirq": round((y[2] - x[2]) / tot, 3),
+                    "steal": round((y[3] - x[3]) / tot, 3)})
+    fc = a.fwd_cpu
+    tot = max(c1[fc][0] - c0[fc][0], 1)
+    # Whatever ran on the forwarder CPU that is neither softirq nor our own forwarder process
+    # (nor the NAPI kthread): other users of the VM.  Above a few % the trial is disturbed.
+    foreign = cpu[fc]["busy"] - cpu[fc]["softirq"] - (j1 - j0) / tot
+    res = {
+        "mode": mode.name,
+        "window_s": round(dt, 4),
+        "fwd_cpu_foreign": round(max(foreign, 0.0), 3),
+        "fwd_cpu_busy_before": round(idle_busy, 3),
+        "sink_rx_pps": d("s0", "rx_packets") / dt,
+        # offered = what the generator put on g0: accepted by f0's backlog + dropped there
+        "offered_pps": (d("g0", "tx_packets") + d("g0", "tx_dropped")) / dt,
+        "fwd_in_rx_pps": d("f0", "rx_packets") / dt,         # accepted into the forwarder
+        "fwd_in_dropped_pps": d("f0", "rx_dropped") / dt,    # backlog full: forwarder too slow
+        "fwd_out_tx_pps": d("f1", "tx_packets") / dt,
+        "fwd_out_dropped_pps": d("f1", "tx_dropped") / dt,   # sink's queue full
+        # veth counts bytes after the Ethernet header: FRAME_LEN - 14 = 46 unless frames were merged
+        "out_frame_len": round(d("f1", "tx_bytes") / max(d("f1", "tx_packets"), 1), 2),
+        "softnet_dropped": [b[1] - a_[1] for a_, b in zip(n0, n1)],
+        "softnet_squeezed": [b[2] - a_[2] for a_, b in zip(n0, n1)],
+        "cpu": cpu,
+        "loadavg": open("/proc/loadavg").read().split()[:3],
+        "warmup_frames": warm_n,
+        "warmup_delivered": warm_delivered,
+        "generator": gen.result(),
+    }
+    res.update({"extra": mode.extra_counters()})
+    return res
+
+
+# --------------------------------------------------------------------------- main
+
+def parse_args(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--modes", default="kernel,nftdnat,nat",
+                    help="comma list of %s; 'kernel' (the reference) is always run" % ",".join(ALL_MODES))
+    ap.add_argument("--seconds", type=float, default=3.0, help="measurement window per trial")
+    ap.add_argument("--trials", type=int, default=5)
+    ap.add_argument("--flows", type=int, default=256, help="distinct UDP source ports")
+    ap.add_argument("--json", metavar="PATH", help="also write all per-trial data here")
+    ap.add_argument("--ramp", type=float, default=1.0, help="seconds skipped after the generator starts")
+    ap.add_argument("--warmup-rounds", type=int, default=4, help="packets per flow sent before each trial")
+    ap.add_argument("--warmup-pps", type=float, default=20000,
+                    help="pace of the warm-up pass, so that new flows are not lost to a flood")
+    ap.add_argument("--max-pps", type=float, default=8e6,
+                    help="frame-count bound for the generator (count = max_pps * (ramp+seconds+2))")
+    ap.add_argument("--gen-cpu", type=int, default=0)
+    ap.add_argument("--fwd-cpu", type=int, default=1, help="CPU of the forwarder (daemon busy thread)")
+    ap.add_argument("--rx-path", choices=("napi", "rps", "none"), default="napi",
+                    help="how the forwarder's receive work gets onto --fwd-cpu: threaded NAPI kthread "
+                         "pinned there (default), RPS, or not at all (see Lab.build)")
+    ap.add_argument("--generator", choices=("c", "trafgen"), default="c",
+                    help="c: bench/pktgen.c built with gcc (default); trafgen: needs --rx-path none")
+    ap.add_argument("--batch", type=int, default=64, help="frames per sendmmsg() call (c generator)")
+    ap.add_argument("--no-sink-napi", action="store_true",
+                    help="keep rx-gro off on the sink veth too (sink then shares the forwarder CPU's "
+                         "backlog with the flood; see Lab.set_offloads)")
+    ap.add_argument("--daemon-arg", action="append", default=[], metavar="ARG",
+                    help="extra argument for lb.daemon (repeat), e.g. --daemon-arg=--cpu=1")
+    ap.add_argument("--max-foreign", type=float, default=0.15,
+                    help="a trial during which other processes took more than this fraction of the "
+                         "forwarder CPU is marked disturbed and retried (up to --retries times)")
+    ap.add_argument("--retries", type=int, default=2)
+    ap.add_argument("--quiet-wait", type=float, default=20.0,
+                    help="before each trial, wait up to this long for the forwarder CPU to be idle")
+    ap.add_argument("--daemon-timeout", type=float, default=20.0)
+    ap.add_argument("--keep-going", action="store_true", help="record a failed trial and go on")
+    a = ap.parse_args(argv)
+    a.modes = [m.strip() for m in a.modes.split(",") if m.strip()]
+    bad = [m for m in a.modes if m not in MODES]
+    if bad:
+        ap.error(f"unknown mode(s) {bad}; choose from {list(MODES)}")
+    if "kernel" in a.modes:
+        a.modes.remove("kernel")
+    a.modes.insert(0, "kernel")
+    if not 1 <= a.flows <= 50000:
+        ap.error("--flows must be in 1..50000 (source ports 10000..59999)")
+    if a.generator == "trafgen" and a.rx_path != "none":
+        ap.error("trafgen aborts on EAGAIN once the receive work runs on another CPU; use --rx-path none")
+    return a
+
+
+def preflight():
+    if os.geteuid() != 0:
+        sys.exit("bench/pps.py needs root (network namespaces, AF_PACKET)")
+    for tool in ("gcc", "nft", "ip", "taskset"):
+        if subprocess.run(["sh", "-c", f"command -v {tool}"], capture_output=True).returncode:
+            sys.exit(f"{tool} not found (apt-get install -y gcc nftables iproute2 util-linux)")
+
+
+def summarize(results, modes):
+    def usable(m):
+        ok = [r for r in results if r["mode"] == m and "error" not in r]
+        clean = [r for r in ok if not r.get("disturbed")]
+        return (clean or ok), len(ok) - len(clean)
+
+    by = {m: usable(m) for m in modes}
+    kern = by["kernel"][0]
+    kmed = statistics.median(r["sink_rx_pps"] for r in kern) if kern else None
+    rows = []
+    for m in modes:
+        rs, n_disturbed = by[m]
+        row = {"mode": m, "trials": len(rs), "disturbed_trials": n_disturbed,
+               "used_disturbed": bool(rs) and all(r.get("disturbed") for r in rs)}
+        errs = [r["error"] for r in results if r["mode"] == m and "error" in r]
+        if errs:
+            row["errors"] = errs
+        if rs:
+            row["median_pps"] = statistics.median(r["sink_rx_pps"] for r in rs)
+            row["median_offered_pps"] = statistics.median(r["offered_pps"] for r in rs)
+            row["ratio_to_kernel"] = row["median_pps"] / kmed if kmed else None
+            # paired ratios: each trial against the kernel trial of the same round
+            paired = []
+            for r in rs:
+                k = [x for x in kern if x["trial"] == r["trial"]]
+                if k:
+                    paired.append(r["sink_rx_pps"] / k[-1]["sink_rx_pps"])
+            if paired:
+                row["paired_ratio_min"], row["paired_ratio_max"] = min(paired), max(paired)
+                row["paired_ratio_median"] = statistics.median(paired)
+            row["delivered_of_offered"] = statistics.median(
+                r["sink_rx_pps"] / r["offered_pps"] for r in rs if r["offered_pps"])
+            row["median_cpu_busy"] = [statistics.median(r["cpu"][i]["busy"] for r in rs)
+                                      for i in range(len(rs[0]["cpu"]))]
+        rows.append(row)
+    return rows
+
+
+def print_table(rows, cmdline, unavailable):
+    print()
+    print(f"command: {cmdline}")
+    print(f"{'mode':<9} {'median_pps':>11} {'ratio_to_kernel':>15} {'trials':>6}   "
+          f"{'ratio_range':>13} {'offered_pps':>11} {'delivered':>9}  cpu_busy")
+    for r in rows:
+        if r["mode"] in unavailable and not r.get("median_pps"):
+            print(f"{r['mode']:<9} {'-':>11} {'unavailable':>15} {0:>6}   {unavailable[r['mode']][:200]}")
+            continue
+        if "median_pps" not in r:
+            print(f"{r['mode']:<9} {'-':>11} {'failed':>15} {0:>6}   {r.get('errors', [''])[0][:200]}")
+            continue
+        rng = (f"{r['paired_ratio_min']:.2f}-{r['paired_ratio_max']:.2f}"
+               if "paired_ratio_min" in r else "")
+        print(f"{r['mode']:<9} {r['median_pps']:>11.0f} {r['ratio_to_kernel']:>15.2f} {r['trials']:>6}   "
+              f"{rng:>13} {r['median_offered_pps']:>11.0f} {r['delivered_of_offered']:>9.2f}  "
+              + "/".join(f"{b:.2f}" for b in r["median_cpu_busy"]))
+    print("ratio_to_kernel = median sink pps of the mode / median sink pps of kernel forwarding in this run;"
+          "\nratio_range = min-max of per-trial ratios to the kernel trial run just before it;"
+          "\ndelivered = sink rx / offered (well below 1: the forwarder, not the generator, is the limit);"
+          "\ncpu_busy = busy fraction of each CPU during the window (whole VM, other users included).")
+    for r in rows:
+        if r.get("median_pps") and r["delivered_of_offered"] > 0.95:
+            print(f"WARNING: {r['mode']} delivered >95% of what was offered: the generator, not the "
+                  f"forwarder, may be the limit" + (" (every ratio is then compressed towards 1)"
+                                                   if r["mode"] == "kernel" else
+                                                   f" ({r['mode']}'s ratio is a lower bound)"))
+        if r.get("used_disturbed"):
+            print(f"WARNING: every {r['mode']} trial was disturbed by other load on the forwarder CPU")
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    preflight()
+    cmdline = shlex.join([os.path.basename(sys.executable), *sys.argv]) if argv is None else shlex.join(argv)
+    prefix = f"{NS_PREFIX}{os.getpid()}x{secrets.token_hex(2)}"
+    old = {s: signal.signal(s, _on_signal) for s in (signal.SIGTERM, signal.SIGHUP)}
+    workdir = tempfile.mkdtemp(prefix=f"{prefix}-")
+    lab = Lab(prefix, workdir)
+    results, unavailable = [], {}
+    active = None
+    meta = {}
+    try:
+        lab.build(args.rx_path, args.fwd_cpu, sink_napi=not args.no_sink_napi)
+        gen = Generator(lab, args)
+        meta = {"prefix": prefix, "workdir": workdir, "features_on": lab.features_on,
+                "nproc": os.cpu_count(), "kernel": os.uname().release}
+        if lab.offloads_left_on:
+            print(f"note: offloads that could not be turned off: {lab.offloads_left_on}", file=sys.stderr)
+        # Interleave modes within each trial so that slow drift of the VM hits all modes alike.
+        for t in range(args.trials):
+            for m in args.modes:
+                if m in unavailable:
+                    continue
+                for attempt in range(args.retries + 1):
+                    if m in unavailable:
+                        break
+                    mode = MODES[m](lab, args)
+                    active = mode
+                    try:
+                        mode.setup()
+                        r = measure(lab, gen, mode, args, f"{m}-{t}")
+                        r["trial"] = t
+                        r["disturbed"] = r["fwd_cpu_foreign"] > args.max_foreign
+                        results.append(r)
+                        print(f"trial {t} {m:<8} sink {r['sink_rx_pps']:>9.0f} pps  offered {r['offered_pps']:>9.0f}"
+                              f"  fwd-in dropped {r['fwd_in_dropped_pps']:>9.0f}/s"
+                              f"  cpu busy " + "/".join(f"{c['busy']:.2f}" for c in r["cpu"])
+                              + f"  foreign on fwd cpu {r['fwd_cpu_foreign']:.2f}"
+                              + ("  DISTURBED" + (", retrying" if attempt < args.retries else "")
+                                 if r["disturbed"] else ""),
+                              file=sys.stderr, flush=True)
+                        if not r["disturbed"]:
+                            break
+                    except Unavailable as e:
+                        unavailable[m] = str(e)
+                        print(f"mode {m} unavailable: {e}", file=sys.stderr)
+                        break
+                    except (RuntimeError, subprocess.SubprocessError, OSError) as e:
+                        if m == "kernel" or not args.keep_going:
+                            raise
+                        results.append({"mode": m, "trial": t, "error": str(e)})
+                        print(f"trial {t} {m} failed: {e}", file=sys.stderr)
+                        break
+                    finally:
+                        active = None
+                        if os.getpid() == MAIN_PID:
+                            mode.teardown()
+    except (KeyboardInterrupt, _Terminate) as e:
+        print(f"\ninterrupted ({str(e) or 'Ctrl-C'}); tearing down", file=sys.stderr)
+        raise SystemExit(130)
+    finally:
+        if os.getpid() != MAIN_PID:
+            os._exit(1)  # forked helper: leave the lab and processes to the main process
+        if active is not None:
+            try:
+                active.teardown()
+            except Exception:
+                pass
+        lab.teardown()
+        for s, h in old.items():
+            signal.signal(s, h)
+    rows = summarize(results, args.modes)
+    print_table(rows, cmdline, unavailable)
+    if gen.__dict__.get("cmd"):
+        print(f"generator: {gen.cmd}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"command": cmdline, "args": {k: v for k, v in vars(args).items()},
+                       "meta": meta, "summary": rows, "unavailable": unavailable, "trials": results},
+                      f, indent=2)
+        print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
