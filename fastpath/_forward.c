@@ -2888,6 +2888,38 @@ static void __Pyx_RejectKeywords(const char* function_name, PyObject *kwds);
 /* ListCompAppendAndDecref.proto */
 static CYTHON_INLINE int __Pyx_ListComp_AppendAndDecref(PyObject* list, PyObject* x);
 
+/* BuildPyUnicode.proto (used by COrdinalToPyUnicode) */
+static PyObject* __Pyx_PyUnicode_BuildFromAscii(Py_ssize_t ulength, const char* chars, int clength,
+                                                int prepend_sign, char padding_char);
+
+/* COrdinalToPyUnicode.proto (used by CIntToPyUnicode) */
+static CYTHON_INLINE int __Pyx_CheckUnicodeValue(int value);
+static CYTHON_INLINE PyObject* __Pyx_PyUnicode_FromOrdinal_Padded(int value, Py_ssize_t width, char padding_char);
+
+/* GCCDiagnostics.proto (used by CIntToPyUnicode) */
+#if !defined(__INTEL_COMPILER) && defined(__GNUC__) && (__GNUC__ > 4 || (__GNUC__ == 4 && __GNUC_MINOR__ >= 6))
+#define __Pyx_HAS_GCC_DIAGNOSTIC
+#endif
+
+/* IncludeStdlibH.proto (used by CIntToPyUnicode) */
+#include <stdlib.h>
+
+/* CIntToPyUnicode.proto */
+#define __Pyx_PyUnicode_From_int(value, width, padding_char, format_char) (\
+    ((format_char) == ('c')) ?\
+        __Pyx_uchar___Pyx_PyUnicode_From_int(value, width, padding_char) :\
+        __Pyx____Pyx_PyUnicode_From_int(value, width, padding_char, format_char)\
+    )
+static CYTHON_INLINE PyObject* __Pyx_uchar___Pyx_PyUnicode_From_int(int value, Py_ssize_t width, char padding_char);
+static CYTHON_INLINE PyObject* __Pyx____Pyx_PyUnicode_From_int(int value, Py_ssize_t width, char padding_char, char format_char);
+
+/* JoinPyUnicode.proto */
+#define __Pyx_PyUnicode_Join_CAN_USE_KIND_AND_LENGTH\
+    (!CYTHON_COMPILING_IN_GRAAL && !CYTHON_COMPILING_IN_PYPY && !CYTHON_COMPILING_IN_LIMITED_API)
+
+/* JoinPyUnicode.export */
+static PyObject* __Pyx_PyUnicode_Join(PyObject** values, Py_ssize_t value_count, Py_ssize_t result_ulength, int kind);
+
 /* PyRange_Check.proto */
 #if CYTHON_COMPILING_IN_PYPY && !defined(PyRange_Check)
   #define PyRange_Check(obj)  __Pyx_TypeCheck((obj), &PyRange_Type)
@@ -2966,38 +2998,6 @@ static CYTHON_INLINE PyObject *__Pyx_PyObject_GetItem(PyObject *obj, PyObject *k
 #define __Pyx_PyNumber_InPlaceAdd_object_int(op1, op2)  __Pyx__PyNumber_Add_object_int(op1, op2, 1)
 static CYTHON_INLINE PyObject* __Pyx__PyNumber_Add_object_int(PyObject *op1, PyObject *op2, int inplace);
 #endif
-
-/* BuildPyUnicode.proto (used by COrdinalToPyUnicode) */
-static PyObject* __Pyx_PyUnicode_BuildFromAscii(Py_ssize_t ulength, const char* chars, int clength,
-                                                int prepend_sign, char padding_char);
-
-/* COrdinalToPyUnicode.proto (used by CIntToPyUnicode) */
-static CYTHON_INLINE int __Pyx_CheckUnicodeValue(int value);
-static CYTHON_INLINE PyObject* __Pyx_PyUnicode_FromOrdinal_Padded(int value, Py_ssize_t width, char padding_char);
-
-/* GCCDiagnostics.proto (used by CIntToPyUnicode) */
-#if !defined(__INTEL_COMPILER) && defined(__GNUC__) && (__GNUC__ > 4 || (__GNUC__ == 4 && __GNUC_MINOR__ >= 6))
-#define __Pyx_HAS_GCC_DIAGNOSTIC
-#endif
-
-/* IncludeStdlibH.proto (used by CIntToPyUnicode) */
-#include <stdlib.h>
-
-/* CIntToPyUnicode.proto */
-#define __Pyx_PyUnicode_From_int(value, width, padding_char, format_char) (\
-    ((format_char) == ('c')) ?\
-        __Pyx_uchar___Pyx_PyUnicode_From_int(value, width, padding_char) :\
-        __Pyx____Pyx_PyUnicode_From_int(value, width, padding_char, format_char)\
-    )
-static CYTHON_INLINE PyObject* __Pyx_uchar___Pyx_PyUnicode_From_int(int value, Py_ssize_t width, char padding_char);
-static CYTHON_INLINE PyObject* __Pyx____Pyx_PyUnicode_From_int(int value, Py_ssize_t width, char padding_char, char format_char);
-
-/* JoinPyUnicode.proto */
-#define __Pyx_PyUnicode_Join_CAN_USE_KIND_AND_LENGTH\
-    (!CYTHON_COMPILING_IN_GRAAL && !CYTHON_COMPILING_IN_PYPY && !CYTHON_COMPILING_IN_LIMITED_API)
-
-/* JoinPyUnicode.export */
-static PyObject* __Pyx_PyUnicode_Join(PyObject** values, Py_ssize_t value_count, Py_ssize_t result_ulength, int kind);
 
 /* PyOSError_Check.proto */
 #define __Pyx_PyExc_OSError_Check(obj)  __Pyx_TypeCheck(obj, PyExc_OSError)
@@ -3367,21 +3367,22 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_14set_routes(struct __pyx_obj
 static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_16want_neighbour(struct __pyx_obj_2lb_8_forward_Forwarder *__pyx_v_self, PyObject *__pyx_v_addr); /* proto */
 static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_18set_neighbour(struct __pyx_obj_2lb_8_forward_Forwarder *__pyx_v_self, PyObject *__pyx_v_addr, int __pyx_v_ifslot, PyObject *__pyx_v_mac); /* proto */
 static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_20neighbours(struct __pyx_obj_2lb_8_forward_Forwarder *__pyx_v_self); /* proto */
-static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_22set_timeout(struct __pyx_obj_2lb_8_forward_Forwarder *__pyx_v_self, PyObject *__pyx_v_state, double __pyx_v_seconds); /* proto */
-static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_24process(struct __pyx_obj_2lb_8_forward_Forwarder *__pyx_v_self, PyObject *__pyx_v_frame, PyObject *__pyx_v_now, int __pyx_v_partial); /* proto */
-static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_26expire(struct __pyx_obj_2lb_8_forward_Forwarder *__pyx_v_self, PyObject *__pyx_v_now); /* proto */
-static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_28counters(struct __pyx_obj_2lb_8_forward_Forwarder *__pyx_v_self); /* proto */
-static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_30dest_counters(struct __pyx_obj_2lb_8_forward_Forwarder *__pyx_v_self, int __pyx_v_slot); /* proto */
-static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_32conns(struct __pyx_obj_2lb_8_forward_Forwarder *__pyx_v_self, PyObject *__pyx_v_now); /* proto */
-static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_34open(struct __pyx_obj_2lb_8_forward_Forwarder *__pyx_v_self, int __pyx_v_slot, uint32_t __pyx_v_block_size, uint32_t __pyx_v_nblocks, uint32_t __pyx_v_tov_ms); /* proto */
-static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_36close(struct __pyx_obj_2lb_8_forward_Forwarder *__pyx_v_self); /* proto */
-static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_38stop(struct __pyx_obj_2lb_8_forward_Forwarder *__pyx_v_self); /* proto */
-static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_40run(struct __pyx_obj_2lb_8_forward_Forwarder *__pyx_v_self); /* proto */
+static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_22_check_iface(struct __pyx_obj_2lb_8_forward_Forwarder *__pyx_v_self, int __pyx_v_ifslot); /* proto */
+static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_24set_timeout(struct __pyx_obj_2lb_8_forward_Forwarder *__pyx_v_self, PyObject *__pyx_v_state, double __pyx_v_seconds); /* proto */
+static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_26process(struct __pyx_obj_2lb_8_forward_Forwarder *__pyx_v_self, PyObject *__pyx_v_frame, PyObject *__pyx_v_now, int __pyx_v_partial); /* proto */
+static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_28expire(struct __pyx_obj_2lb_8_forward_Forwarder *__pyx_v_self, PyObject *__pyx_v_now); /* proto */
+static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_30counters(struct __pyx_obj_2lb_8_forward_Forwarder *__pyx_v_self); /* proto */
+static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_32dest_counters(struct __pyx_obj_2lb_8_forward_Forwarder *__pyx_v_self, int __pyx_v_slot); /* proto */
+static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_34conns(struct __pyx_obj_2lb_8_forward_Forwarder *__pyx_v_self, PyObject *__pyx_v_now); /* proto */
+static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_36open(struct __pyx_obj_2lb_8_forward_Forwarder *__pyx_v_self, int __pyx_v_slot, uint32_t __pyx_v_block_size, uint32_t __pyx_v_nblocks, uint32_t __pyx_v_tov_ms); /* proto */
+static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_38close(struct __pyx_obj_2lb_8_forward_Forwarder *__pyx_v_self); /* proto */
+static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_40stop(struct __pyx_obj_2lb_8_forward_Forwarder *__pyx_v_self); /* proto */
+static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_42run(struct __pyx_obj_2lb_8_forward_Forwarder *__pyx_v_self); /* proto */
 static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_12scheduler_cb___get__(struct __pyx_obj_2lb_8_forward_Forwarder *__pyx_v_self); /* proto */
 static int __pyx_pf_2lb_8_forward_9Forwarder_12scheduler_cb_2__set__(struct __pyx_obj_2lb_8_forward_Forwarder *__pyx_v_self, PyObject *__pyx_v_value); /* proto */
 static int __pyx_pf_2lb_8_forward_9Forwarder_12scheduler_cb_4__del__(struct __pyx_obj_2lb_8_forward_Forwarder *__pyx_v_self); /* proto */
-static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_42__reduce_cython__(CYTHON_UNUSED struct __pyx_obj_2lb_8_forward_Forwarder *__pyx_v_self); /* proto */
-static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_44__setstate_cython__(CYTHON_UNUSED struct __pyx_obj_2lb_8_forward_Forwarder *__pyx_v_self, CYTHON_UNUSED PyObject *__pyx_v___pyx_state); /* proto */
+static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_44__reduce_cython__(CYTHON_UNUSED struct __pyx_obj_2lb_8_forward_Forwarder *__pyx_v_self); /* proto */
+static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_46__setstate_cython__(CYTHON_UNUSED struct __pyx_obj_2lb_8_forward_Forwarder *__pyx_v_self, CYTHON_UNUSED PyObject *__pyx_v___pyx_state); /* proto */
 static PyObject *__pyx_pf_2lb_8_forward_4_check_slot(CYTHON_UNUSED PyObject *__pyx_self, int __pyx_v_slot, int __pyx_v_limit, PyObject *__pyx_v_what); /* proto */
 static PyObject *__pyx_tp_new__initialisation_2lb_8_forward_Forwarder(PyObject *o, 
 #if CYTHON_VECTORCALL_TPNEW
@@ -3437,8 +3438,8 @@ namespace {
     int __pyx_k_;
     int __pyx_k__2;
     PyObject *__pyx_tuple[9];
-    PyObject *__pyx_codeobj_tab[25];
-    PyObject *__pyx_string_tab[253];
+    PyObject *__pyx_codeobj_tab[26];
+    PyObject *__pyx_string_tab[257];
     PyObject *__pyx_number_tab[18];
 /* #### Code section: module_state_contents ### */
 /* PyFrozenDict.module_state_decls */
@@ -3488,259 +3489,263 @@ static __pyx_mstatetype __pyx_mstate_global_static =
 static __pyx_mstatetype * const __pyx_mstate_global = &__pyx_mstate_global_static;
 #endif
 /* #### Code section: constant_name_defines ### */
-#define __pyx_kp_u_is_not_configured_or_already_op __pyx_string_tab[0]
-#define __pyx_kp_u_out_of_range_0 __pyx_string_tab[1]
-#define __pyx_kp_u_slot_2 __pyx_string_tab[2]
-#define __pyx_kp_u_tree_fragment __pyx_string_tab[3]
-#define __pyx_kp_u__4 __pyx_string_tab[4]
-#define __pyx_kp_u__3 __pyx_string_tab[5]
-#define __pyx_kp_u_Note_that_Cython_is_deliberately __pyx_string_tab[6]
-#define __pyx_kp_u_a_MAC_address_is_6_bytes __pyx_string_tab[7]
-#define __pyx_kp_u_add_note __pyx_string_tab[8]
-#define __pyx_kp_u_bind __pyx_string_tab[9]
-#define __pyx_kp_u_disable __pyx_string_tab[10]
-#define __pyx_kp_u_enable __pyx_string_tab[11]
-#define __pyx_kp_u_fastpath__forward_pyx __pyx_string_tab[12]
-#define __pyx_kp_u_gc __pyx_string_tab[13]
-#define __pyx_kp_u_interface_slot __pyx_string_tab[14]
-#define __pyx_kp_u_isenabled __pyx_string_tab[15]
-#define __pyx_kp_u_mmap_of_the_RX_ring __pyx_string_tab[16]
-#define __pyx_kp_u_no_default___reduce___due_to_non __pyx_string_tab[17]
-#define __pyx_kp_u_setsockopt __pyx_string_tab[18]
-#define __pyx_n_u_lambda __pyx_string_tab[19]
-#define __pyx_n_u_CLOSE __pyx_string_tab[20]
-#define __pyx_n_u_CLOSE_WAIT __pyx_string_tab[21]
-#define __pyx_n_u_DEFAULT_TIMEOUTS __pyx_string_tab[22]
-#define __pyx_n_u_ESTABLISHED __pyx_string_tab[23]
-#define __pyx_n_u_FIN_WAIT __pyx_string_tab[24]
-#define __pyx_n_u_Forwarder __pyx_string_tab[25]
-#define __pyx_n_u_Forwarder___reduce_cython __pyx_string_tab[26]
-#define __pyx_n_u_Forwarder___setstate_cython __pyx_string_tab[27]
-#define __pyx_n_u_Forwarder_clear_dest __pyx_string_tab[28]
-#define __pyx_n_u_Forwarder_clear_service __pyx_string_tab[29]
-#define __pyx_n_u_Forwarder_close __pyx_string_tab[30]
-#define __pyx_n_u_Forwarder_conns __pyx_string_tab[31]
-#define __pyx_n_u_Forwarder_counters __pyx_string_tab[32]
-#define __pyx_n_u_Forwarder_dest_counters __pyx_string_tab[33]
-#define __pyx_n_u_Forwarder_expire __pyx_string_tab[34]
-#define __pyx_n_u_Forwarder_neighbours __pyx_string_tab[35]
-#define __pyx_n_u_Forwarder_open __pyx_string_tab[36]
-#define __pyx_n_u_Forwarder_process __pyx_string_tab[37]
-#define __pyx_n_u_Forwarder_run __pyx_string_tab[38]
-#define __pyx_n_u_Forwarder_set_dest __pyx_string_tab[39]
-#define __pyx_n_u_Forwarder_set_interface __pyx_string_tab[40]
-#define __pyx_n_u_Forwarder_set_neighbour __pyx_string_tab[41]
-#define __pyx_n_u_Forwarder_set_routes __pyx_string_tab[42]
-#define __pyx_n_u_Forwarder_set_service __pyx_string_tab[43]
-#define __pyx_n_u_Forwarder_set_timeout __pyx_string_tab[44]
-#define __pyx_n_u_Forwarder_stop __pyx_string_tab[45]
-#define __pyx_n_u_Forwarder_want_neighbour __pyx_string_tab[46]
-#define __pyx_n_u_IPv4Address __pyx_string_tab[47]
-#define __pyx_n_u_LAST_ACK __pyx_string_tab[48]
-#define __pyx_n_u_LISTEN __pyx_string_tab[49]
-#define __pyx_n_u_NONE __pyx_string_tab[50]
-#define __pyx_n_u_PACKET_IGNORE_OUTGOING __pyx_string_tab[51]
-#define __pyx_n_u_PACKET_QDISC_BYPASS __pyx_string_tab[52]
-#define __pyx_n_u_PACKET_RX_RING __pyx_string_tab[53]
-#define __pyx_n_u_PACKET_VERSION __pyx_string_tab[54]
-#define __pyx_n_u_REASON_NAMES __pyx_string_tab[55]
-#define __pyx_n_u_STATE_NAMES __pyx_string_tab[56]
-#define __pyx_n_u_SYNACK __pyx_string_tab[57]
-#define __pyx_n_u_SYN_RECV __pyx_string_tab[58]
-#define __pyx_n_u_SYN_SENT __pyx_string_tab[59]
-#define __pyx_n_u_TCP __pyx_string_tab[60]
-#define __pyx_n_u_TIME_WAIT __pyx_string_tab[61]
-#define __pyx_n_u_UDP __pyx_string_tab[62]
-#define __pyx_n_u_VERDICT_NAMES __pyx_string_tab[63]
-#define __pyx_n_u_TCP_NEXT __pyx_string_tab[64]
-#define __pyx_n_u_Pyx_PyDict_NextRef __pyx_string_tab[65]
-#define __pyx_n_u_annotate __pyx_string_tab[66]
-#define __pyx_n_u_class_getitem __pyx_string_tab[67]
-#define __pyx_n_u_func __pyx_string_tab[68]
-#define __pyx_n_u_getstate __pyx_string_tab[69]
-#define __pyx_n_u_main __pyx_string_tab[70]
-#define __pyx_n_u_module __pyx_string_tab[71]
-#define __pyx_n_u_name __pyx_string_tab[72]
-#define __pyx_n_u_pyx_state __pyx_string_tab[73]
-#define __pyx_n_u_pyx_vtable __pyx_string_tab[74]
-#define __pyx_n_u_qualname __pyx_string_tab[75]
-#define __pyx_n_u_reduce __pyx_string_tab[76]
-#define __pyx_n_u_reduce_cython __pyx_string_tab[77]
-#define __pyx_n_u_reduce_ex __pyx_string_tab[78]
-#define __pyx_n_u_set_name __pyx_string_tab[79]
-#define __pyx_n_u_setstate __pyx_string_tab[80]
-#define __pyx_n_u_setstate_cython __pyx_string_tab[81]
-#define __pyx_n_u_test __pyx_string_tab[82]
-#define __pyx_n_u_check_slot __pyx_string_tab[83]
-#define __pyx_n_u_ip __pyx_string_tab[84]
-#define __pyx_n_u_ipstr __pyx_string_tab[85]
-#define __pyx_n_u_is_coroutine __pyx_string_tab[86]
-#define __pyx_n_u_active __pyx_string_tab[87]
-#define __pyx_n_u_addr __pyx_string_tab[88]
-#define __pyx_n_u_asyncio_coroutines __pyx_string_tab[89]
-#define __pyx_n_u_bad_ip_checksum __pyx_string_tab[90]
-#define __pyx_n_u_bad_ip_header __pyx_string_tab[91]
-#define __pyx_n_u_bad_l4_checksum __pyx_string_tab[92]
-#define __pyx_n_u_bad_l4_header __pyx_string_tab[93]
-#define __pyx_n_u_block_size __pyx_string_tab[94]
-#define __pyx_n_u_buf __pyx_string_tab[95]
-#define __pyx_n_u_c __pyx_string_tab[96]
-#define __pyx_n_u_clear_dest __pyx_string_tab[97]
-#define __pyx_n_u_clear_service __pyx_string_tab[98]
-#define __pyx_n_u_client __pyx_string_tab[99]
-#define __pyx_n_u_cline_in_traceback __pyx_string_tab[100]
-#define __pyx_n_u_close __pyx_string_tab[101]
-#define __pyx_n_u_conns __pyx_string_tab[102]
-#define __pyx_n_u_counters __pyx_string_tab[103]
-#define __pyx_n_u_d __pyx_string_tab[104]
-#define __pyx_n_u_dest __pyx_string_tab[105]
-#define __pyx_n_u_dest_counters __pyx_string_tab[106]
-#define __pyx_n_u_dest_slot __pyx_string_tab[107]
-#define __pyx_n_u_destination __pyx_string_tab[108]
-#define __pyx_n_u_drop __pyx_string_tab[109]
-#define __pyx_n_u_enumerate __pyx_string_tab[110]
-#define __pyx_n_u_expire __pyx_string_tab[111]
-#define __pyx_n_u_expired_conns __pyx_string_tab[112]
-#define __pyx_n_u_expires_in __pyx_string_tab[113]
-#define __pyx_n_u_f __pyx_string_tab[114]
-#define __pyx_n_u_fd __pyx_string_tab[115]
-#define __pyx_n_u_forward __pyx_string_tab[116]
-#define __pyx_n_u_fp __pyx_string_tab[117]
-#define __pyx_n_u_fragment __pyx_string_tab[118]
-#define __pyx_n_u_frame __pyx_string_tab[119]
-#define __pyx_n_u_from_bytes __pyx_string_tab[120]
-#define __pyx_n_u_fwd __pyx_string_tab[121]
-#define __pyx_n_u_gw __pyx_string_tab[122]
-#define __pyx_n_u_i __pyx_string_tab[123]
-#define __pyx_n_u_ifindex __pyx_string_tab[124]
-#define __pyx_n_u_ifslot __pyx_string_tab[125]
-#define __pyx_n_u_inactive __pyx_string_tab[126]
-#define __pyx_n_u_inbytes __pyx_string_tab[127]
-#define __pyx_n_u_index __pyx_string_tab[128]
-#define __pyx_n_u_inpkts __pyx_string_tab[129]
-#define __pyx_n_u_interface __pyx_string_tab[130]
-#define __pyx_n_u_ip_2 __pyx_string_tab[131]
-#define __pyx_n_u_ipaddress __pyx_string_tab[132]
-#define __pyx_n_u_items __pyx_string_tab[133]
-#define __pyx_n_u_key __pyx_string_tab[134]
-#define __pyx_n_u_lb__forward __pyx_string_tab[135]
-#define __pyx_n_u_limit __pyx_string_tab[136]
-#define __pyx_n_u_little __pyx_string_tab[137]
-#define __pyx_n_u_m __pyx_string_tab[138]
-#define __pyx_n_u_mac __pyx_string_tab[139]
-#define __pyx_n_u_mask __pyx_string_tab[140]
-#define __pyx_n_u_max_conns __pyx_string_tab[141]
-#define __pyx_n_u_mtu __pyx_string_tab[142]
-#define __pyx_n_u_n __pyx_string_tab[143]
-#define __pyx_n_u_name_2 __pyx_string_tab[144]
-#define __pyx_n_u_nblocks __pyx_string_tab[145]
-#define __pyx_n_u_neighbours __pyx_string_tab[146]
-#define __pyx_n_u_new __pyx_string_tab[147]
-#define __pyx_n_u_new_conns __pyx_string_tab[148]
-#define __pyx_n_u_nh __pyx_string_tab[149]
-#define __pyx_n_u_no_dest __pyx_string_tab[150]
-#define __pyx_n_u_no_neighbour __pyx_string_tab[151]
-#define __pyx_n_u_no_route __pyx_string_tab[152]
-#define __pyx_n_u_none __pyx_string_tab[153]
-#define __pyx_n_u_not_ipv4 __pyx_string_tab[154]
-#define __pyx_n_u_not_ours __pyx_string_tab[155]
-#define __pyx_n_u_now __pyx_string_tab[156]
-#define __pyx_n_u_one __pyx_string_tab[157]
-#define __pyx_n_u_open __pyx_string_tab[158]
-#define __pyx_n_u_os __pyx_string_tab[159]
-#define __pyx_n_u_out __pyx_string_tab[160]
-#define __pyx_n_u_outbytes __pyx_string_tab[161]
-#define __pyx_n_u_outpkts __pyx_string_tab[162]
-#define __pyx_n_u_p __pyx_string_tab[163]
-#define __pyx_n_u_parsed __pyx_string_tab[164]
-#define __pyx_n_u_partial __pyx_string_tab[165]
-#define __pyx_n_u_pass __pyx_string_tab[166]
-#define __pyx_n_u_plen __pyx_string_tab[167]
-#define __pyx_n_u_pop __pyx_string_tab[168]
-#define __pyx_n_u_prefix __pyx_string_tab[169]
-#define __pyx_n_u_print_exc __pyx_string_tab[170]
-#define __pyx_n_u_process __pyx_string_tab[171]
-#define __pyx_n_u_proto __pyx_string_tab[172]
-#define __pyx_n_u_r __pyx_string_tab[173]
-#define __pyx_n_u_reason __pyx_string_tab[174]
-#define __pyx_n_u_req __pyx_string_tab[175]
-#define __pyx_n_u_reset __pyx_string_tab[176]
-#define __pyx_n_u_ring __pyx_string_tab[177]
-#define __pyx_n_u_ring_drops __pyx_string_tab[178]
-#define __pyx_n_u_rip __pyx_string_tab[179]
-#define __pyx_n_u_routes __pyx_string_tab[180]
-#define __pyx_n_u_rows __pyx_string_tab[181]
-#define __pyx_n_u_rport __pyx_string_tab[182]
-#define __pyx_n_u_run __pyx_string_tab[183]
-#define __pyx_n_u_rx_frames __pyx_string_tab[184]
-#define __pyx_n_u_s __pyx_string_tab[185]
-#define __pyx_n_u_scheduler_cb __pyx_string_tab[186]
-#define __pyx_n_u_seconds __pyx_string_tab[187]
-#define __pyx_n_u_self __pyx_string_tab[188]
-#define __pyx_n_u_service __pyx_string_tab[189]
-#define __pyx_n_u_set_dest __pyx_string_tab[190]
-#define __pyx_n_u_set_interface __pyx_string_tab[191]
-#define __pyx_n_u_set_neighbour __pyx_string_tab[192]
-#define __pyx_n_u_set_routes __pyx_string_tab[193]
-#define __pyx_n_u_set_routes_locals_lambda __pyx_string_tab[194]
-#define __pyx_n_u_set_service __pyx_string_tab[195]
-#define __pyx_n_u_set_timeout __pyx_string_tab[196]
-#define __pyx_n_u_setdefault __pyx_string_tab[197]
-#define __pyx_n_u_short_frame __pyx_string_tab[198]
-#define __pyx_n_u_sll __pyx_string_tab[199]
-#define __pyx_n_u_slot __pyx_string_tab[200]
-#define __pyx_n_u_sorted __pyx_string_tab[201]
-#define __pyx_n_u_state __pyx_string_tab[202]
-#define __pyx_n_u_stop __pyx_string_tab[203]
-#define __pyx_n_u_strerror __pyx_string_tab[204]
-#define __pyx_n_u_svc __pyx_string_tab[205]
-#define __pyx_n_u_svc_slot __pyx_string_tab[206]
-#define __pyx_n_u_t __pyx_string_tab[207]
-#define __pyx_n_u_table_full __pyx_string_tab[208]
-#define __pyx_n_u_tcp_no_conn __pyx_string_tab[209]
-#define __pyx_n_u_time __pyx_string_tab[210]
-#define __pyx_n_u_too_big __pyx_string_tab[211]
-#define __pyx_n_u_tov_ms __pyx_string_tab[212]
-#define __pyx_n_u_traceback __pyx_string_tab[213]
-#define __pyx_n_u_truncated __pyx_string_tab[214]
-#define __pyx_n_u_ttl_exceeded __pyx_string_tab[215]
-#define __pyx_n_u_tx_error __pyx_string_tab[216]
-#define __pyx_n_u_tx_frames __pyx_string_tab[217]
-#define __pyx_n_u_txif __pyx_string_tab[218]
-#define __pyx_n_u_update __pyx_string_tab[219]
-#define __pyx_n_u_urandom __pyx_string_tab[220]
-#define __pyx_n_u_v __pyx_string_tab[221]
-#define __pyx_n_u_values __pyx_string_tab[222]
-#define __pyx_n_u_version __pyx_string_tab[223]
-#define __pyx_n_u_vip __pyx_string_tab[224]
-#define __pyx_n_u_virtual __pyx_string_tab[225]
-#define __pyx_n_u_vport __pyx_string_tab[226]
-#define __pyx_n_u_want_neighbour __pyx_string_tab[227]
-#define __pyx_n_u_what __pyx_string_tab[228]
-#define __pyx_n_u_zip __pyx_string_tab[229]
-#define __pyx_kp_b_iso88591_t2S_q_j_1Kq_avRq __pyx_string_tab[230]
-#define __pyx_kp_b_iso88591_Q __pyx_string_tab[231]
-#define __pyx_kp_b_iso88591_3ay_AQ __pyx_string_tab[232]
-#define __pyx_kp_b_iso88591_A_3auCq_AQ_F_Jat5_1G1_2S_4s_6_e1 __pyx_string_tab[233]
-#define __pyx_kp_b_iso88591_A_Cy_F __pyx_string_tab[234]
-#define __pyx_kp_b_iso88591_A_E_aq_S_q_q_Cq_aq_q_Qaq __pyx_string_tab[235]
-#define __pyx_kp_b_iso88591_A_L __pyx_string_tab[236]
-#define __pyx_kp_b_iso88591_A_T_avRxq_4s_1N_Q_7_R_R_Rq_36_b __pyx_string_tab[237]
-#define __pyx_kp_b_iso88591_A_1F_Q_AT_F_1_9L_IQa_9Kq_Qa_AQ __pyx_string_tab[238]
-#define __pyx_kp_b_iso88591_A_1F_Q_F_CvQe_Q_HA __pyx_string_tab[239]
-#define __pyx_kp_b_iso88591_A_1F_F_Cy_j_HA __pyx_string_tab[240]
-#define __pyx_kp_b_iso88591_A_L_Kq_F_1 __pyx_string_tab[241]
-#define __pyx_kp_b_iso88591_A_a_F_E_aq_S_aq_q_s_e1AT_7_7_5Fa __pyx_string_tab[242]
-#define __pyx_kp_b_iso88591_A_vQhd_2_A_HF_j_1Kt3b_r_z_3axr_v __pyx_string_tab[243]
-#define __pyx_kp_b_iso88591_A_1_F_Qd_s_7_1_7_Q_at5_A_HA_q_au __pyx_string_tab[244]
-#define __pyx_kp_b_iso88591_AQaq __pyx_string_tab[245]
-#define __pyx_kp_b_iso88591_d_Z_b_q_F_E_at3a_S_aq_q_r_G2Qha __pyx_string_tab[246]
-#define __pyx_kp_b_iso88591_d_Z_b_aq_Cq_e3d_Q_c __pyx_string_tab[247]
-#define __pyx_kp_b_iso88591_4A_Yaq_G3az_1_Qa_d_Z_b_A_e1_aq __pyx_string_tab[248]
-#define __pyx_kp_b_iso88591_33KK___1F_a_S_q_4q_1D_1_A_aq_fA __pyx_string_tab[249]
-#define __pyx_kp_b_iso88591_BBWWX_1F_Q_Qa_F_AT_F_1_1_3c_1_H __pyx_string_tab[250]
-#define __pyx_kp_b_iso88591_Fa_1F_a_3auCq_AQ_F_S_q_1_A_aq_m __pyx_string_tab[251]
-#define __pyx_kp_b_iso88591_Gq_1F_Qa_F_AT_IQa_1_HA __pyx_string_tab[252]
+#define __pyx_kp_u_is_not_configured_set_interface __pyx_string_tab[0]
+#define __pyx_kp_u_is_not_configured_or_already_op __pyx_string_tab[1]
+#define __pyx_kp_u_out_of_range_0 __pyx_string_tab[2]
+#define __pyx_kp_u_slot_2 __pyx_string_tab[3]
+#define __pyx_kp_u_tree_fragment __pyx_string_tab[4]
+#define __pyx_kp_u__4 __pyx_string_tab[5]
+#define __pyx_kp_u__3 __pyx_string_tab[6]
+#define __pyx_kp_u_Note_that_Cython_is_deliberately __pyx_string_tab[7]
+#define __pyx_kp_u_a_MAC_address_is_6_bytes __pyx_string_tab[8]
+#define __pyx_kp_u_add_note __pyx_string_tab[9]
+#define __pyx_kp_u_bind __pyx_string_tab[10]
+#define __pyx_kp_u_disable __pyx_string_tab[11]
+#define __pyx_kp_u_enable __pyx_string_tab[12]
+#define __pyx_kp_u_fastpath__forward_pyx __pyx_string_tab[13]
+#define __pyx_kp_u_gc __pyx_string_tab[14]
+#define __pyx_kp_u_interface_slot __pyx_string_tab[15]
+#define __pyx_kp_u_isenabled __pyx_string_tab[16]
+#define __pyx_kp_u_mmap_of_the_RX_ring __pyx_string_tab[17]
+#define __pyx_kp_u_no_default___reduce___due_to_non __pyx_string_tab[18]
+#define __pyx_kp_u_setsockopt __pyx_string_tab[19]
+#define __pyx_n_u_lambda __pyx_string_tab[20]
+#define __pyx_n_u_CLOSE __pyx_string_tab[21]
+#define __pyx_n_u_CLOSE_WAIT __pyx_string_tab[22]
+#define __pyx_n_u_DEFAULT_TIMEOUTS __pyx_string_tab[23]
+#define __pyx_n_u_ESTABLISHED __pyx_string_tab[24]
+#define __pyx_n_u_FIN_WAIT __pyx_string_tab[25]
+#define __pyx_n_u_Forwarder __pyx_string_tab[26]
+#define __pyx_n_u_Forwarder___reduce_cython __pyx_string_tab[27]
+#define __pyx_n_u_Forwarder___setstate_cython __pyx_string_tab[28]
+#define __pyx_n_u_Forwarder__check_iface __pyx_string_tab[29]
+#define __pyx_n_u_Forwarder_clear_dest __pyx_string_tab[30]
+#define __pyx_n_u_Forwarder_clear_service __pyx_string_tab[31]
+#define __pyx_n_u_Forwarder_close __pyx_string_tab[32]
+#define __pyx_n_u_Forwarder_conns __pyx_string_tab[33]
+#define __pyx_n_u_Forwarder_counters __pyx_string_tab[34]
+#define __pyx_n_u_Forwarder_dest_counters __pyx_string_tab[35]
+#define __pyx_n_u_Forwarder_expire __pyx_string_tab[36]
+#define __pyx_n_u_Forwarder_neighbours __pyx_string_tab[37]
+#define __pyx_n_u_Forwarder_open __pyx_string_tab[38]
+#define __pyx_n_u_Forwarder_process __pyx_string_tab[39]
+#define __pyx_n_u_Forwarder_run __pyx_string_tab[40]
+#define __pyx_n_u_Forwarder_set_dest __pyx_string_tab[41]
+#define __pyx_n_u_Forwarder_set_interface __pyx_string_tab[42]
+#define __pyx_n_u_Forwarder_set_neighbour __pyx_string_tab[43]
+#define __pyx_n_u_Forwarder_set_routes __pyx_string_tab[44]
+#define __pyx_n_u_Forwarder_set_service __pyx_string_tab[45]
+#define __pyx_n_u_Forwarder_set_timeout __pyx_string_tab[46]
+#define __pyx_n_u_Forwarder_stop __pyx_string_tab[47]
+#define __pyx_n_u_Forwarder_want_neighbour __pyx_string_tab[48]
+#define __pyx_n_u_IPv4Address __pyx_string_tab[49]
+#define __pyx_n_u_LAST_ACK __pyx_string_tab[50]
+#define __pyx_n_u_LISTEN __pyx_string_tab[51]
+#define __pyx_n_u_NONE __pyx_string_tab[52]
+#define __pyx_n_u_PACKET_IGNORE_OUTGOING __pyx_string_tab[53]
+#define __pyx_n_u_PACKET_QDISC_BYPASS __pyx_string_tab[54]
+#define __pyx_n_u_PACKET_RX_RING __pyx_string_tab[55]
+#define __pyx_n_u_PACKET_VERSION __pyx_string_tab[56]
+#define __pyx_n_u_REASON_NAMES __pyx_string_tab[57]
+#define __pyx_n_u_STATE_NAMES __pyx_string_tab[58]
+#define __pyx_n_u_SYNACK __pyx_string_tab[59]
+#define __pyx_n_u_SYN_RECV __pyx_string_tab[60]
+#define __pyx_n_u_SYN_SENT __pyx_string_tab[61]
+#define __pyx_n_u_TCP __pyx_string_tab[62]
+#define __pyx_n_u_TIME_WAIT __pyx_string_tab[63]
+#define __pyx_n_u_UDP __pyx_string_tab[64]
+#define __pyx_n_u_VERDICT_NAMES __pyx_string_tab[65]
+#define __pyx_n_u_TCP_NEXT __pyx_string_tab[66]
+#define __pyx_n_u_Pyx_PyDict_NextRef __pyx_string_tab[67]
+#define __pyx_n_u_annotate __pyx_string_tab[68]
+#define __pyx_n_u_class_getitem __pyx_string_tab[69]
+#define __pyx_n_u_func __pyx_string_tab[70]
+#define __pyx_n_u_getstate __pyx_string_tab[71]
+#define __pyx_n_u_main __pyx_string_tab[72]
+#define __pyx_n_u_module __pyx_string_tab[73]
+#define __pyx_n_u_name __pyx_string_tab[74]
+#define __pyx_n_u_pyx_state __pyx_string_tab[75]
+#define __pyx_n_u_pyx_vtable __pyx_string_tab[76]
+#define __pyx_n_u_qualname __pyx_string_tab[77]
+#define __pyx_n_u_reduce __pyx_string_tab[78]
+#define __pyx_n_u_reduce_cython __pyx_string_tab[79]
+#define __pyx_n_u_reduce_ex __pyx_string_tab[80]
+#define __pyx_n_u_set_name __pyx_string_tab[81]
+#define __pyx_n_u_setstate __pyx_string_tab[82]
+#define __pyx_n_u_setstate_cython __pyx_string_tab[83]
+#define __pyx_n_u_test __pyx_string_tab[84]
+#define __pyx_n_u_check_iface __pyx_string_tab[85]
+#define __pyx_n_u_check_slot __pyx_string_tab[86]
+#define __pyx_n_u_ip __pyx_string_tab[87]
+#define __pyx_n_u_ipstr __pyx_string_tab[88]
+#define __pyx_n_u_is_coroutine __pyx_string_tab[89]
+#define __pyx_n_u_active __pyx_string_tab[90]
+#define __pyx_n_u_addr __pyx_string_tab[91]
+#define __pyx_n_u_asyncio_coroutines __pyx_string_tab[92]
+#define __pyx_n_u_bad_ip_checksum __pyx_string_tab[93]
+#define __pyx_n_u_bad_ip_header __pyx_string_tab[94]
+#define __pyx_n_u_bad_l4_checksum __pyx_string_tab[95]
+#define __pyx_n_u_bad_l4_header __pyx_string_tab[96]
+#define __pyx_n_u_block_size __pyx_string_tab[97]
+#define __pyx_n_u_buf __pyx_string_tab[98]
+#define __pyx_n_u_c __pyx_string_tab[99]
+#define __pyx_n_u_clear_dest __pyx_string_tab[100]
+#define __pyx_n_u_clear_service __pyx_string_tab[101]
+#define __pyx_n_u_client __pyx_string_tab[102]
+#define __pyx_n_u_cline_in_traceback __pyx_string_tab[103]
+#define __pyx_n_u_close __pyx_string_tab[104]
+#define __pyx_n_u_conns __pyx_string_tab[105]
+#define __pyx_n_u_counters __pyx_string_tab[106]
+#define __pyx_n_u_d __pyx_string_tab[107]
+#define __pyx_n_u_dest __pyx_string_tab[108]
+#define __pyx_n_u_dest_counters __pyx_string_tab[109]
+#define __pyx_n_u_dest_slot __pyx_string_tab[110]
+#define __pyx_n_u_destination __pyx_string_tab[111]
+#define __pyx_n_u_drop __pyx_string_tab[112]
+#define __pyx_n_u_enumerate __pyx_string_tab[113]
+#define __pyx_n_u_expire __pyx_string_tab[114]
+#define __pyx_n_u_expired_conns __pyx_string_tab[115]
+#define __pyx_n_u_expires_in __pyx_string_tab[116]
+#define __pyx_n_u_f __pyx_string_tab[117]
+#define __pyx_n_u_fd __pyx_string_tab[118]
+#define __pyx_n_u_forward __pyx_string_tab[119]
+#define __pyx_n_u_fp __pyx_string_tab[120]
+#define __pyx_n_u_fragment __pyx_string_tab[121]
+#define __pyx_n_u_frame __pyx_string_tab[122]
+#define __pyx_n_u_from_bytes __pyx_string_tab[123]
+#define __pyx_n_u_fwd __pyx_string_tab[124]
+#define __pyx_n_u_gw __pyx_string_tab[125]
+#define __pyx_n_u_i __pyx_string_tab[126]
+#define __pyx_n_u_ifindex __pyx_string_tab[127]
+#define __pyx_n_u_ifslot __pyx_string_tab[128]
+#define __pyx_n_u_inactive __pyx_string_tab[129]
+#define __pyx_n_u_inbytes __pyx_string_tab[130]
+#define __pyx_n_u_index __pyx_string_tab[131]
+#define __pyx_n_u_inpkts __pyx_string_tab[132]
+#define __pyx_n_u_interface __pyx_string_tab[133]
+#define __pyx_n_u_ip_2 __pyx_string_tab[134]
+#define __pyx_n_u_ipaddress __pyx_string_tab[135]
+#define __pyx_n_u_items __pyx_string_tab[136]
+#define __pyx_n_u_key __pyx_string_tab[137]
+#define __pyx_n_u_lb__forward __pyx_string_tab[138]
+#define __pyx_n_u_limit __pyx_string_tab[139]
+#define __pyx_n_u_little __pyx_string_tab[140]
+#define __pyx_n_u_m __pyx_string_tab[141]
+#define __pyx_n_u_mac __pyx_string_tab[142]
+#define __pyx_n_u_mask __pyx_string_tab[143]
+#define __pyx_n_u_max_conns __pyx_string_tab[144]
+#define __pyx_n_u_mtu __pyx_string_tab[145]
+#define __pyx_n_u_n __pyx_string_tab[146]
+#define __pyx_n_u_name_2 __pyx_string_tab[147]
+#define __pyx_n_u_nblocks __pyx_string_tab[148]
+#define __pyx_n_u_neighbours __pyx_string_tab[149]
+#define __pyx_n_u_new __pyx_string_tab[150]
+#define __pyx_n_u_new_conns __pyx_string_tab[151]
+#define __pyx_n_u_nh __pyx_string_tab[152]
+#define __pyx_n_u_no_dest __pyx_string_tab[153]
+#define __pyx_n_u_no_neighbour __pyx_string_tab[154]
+#define __pyx_n_u_no_route __pyx_string_tab[155]
+#define __pyx_n_u_none __pyx_string_tab[156]
+#define __pyx_n_u_not_ipv4 __pyx_string_tab[157]
+#define __pyx_n_u_not_ours __pyx_string_tab[158]
+#define __pyx_n_u_now __pyx_string_tab[159]
+#define __pyx_n_u_one __pyx_string_tab[160]
+#define __pyx_n_u_open __pyx_string_tab[161]
+#define __pyx_n_u_os __pyx_string_tab[162]
+#define __pyx_n_u_out __pyx_string_tab[163]
+#define __pyx_n_u_outbytes __pyx_string_tab[164]
+#define __pyx_n_u_outpkts __pyx_string_tab[165]
+#define __pyx_n_u_p __pyx_string_tab[166]
+#define __pyx_n_u_parsed __pyx_string_tab[167]
+#define __pyx_n_u_partial __pyx_string_tab[168]
+#define __pyx_n_u_pass __pyx_string_tab[169]
+#define __pyx_n_u_plen __pyx_string_tab[170]
+#define __pyx_n_u_pop __pyx_string_tab[171]
+#define __pyx_n_u_prefix __pyx_string_tab[172]
+#define __pyx_n_u_print_exc __pyx_string_tab[173]
+#define __pyx_n_u_process __pyx_string_tab[174]
+#define __pyx_n_u_proto __pyx_string_tab[175]
+#define __pyx_n_u_r __pyx_string_tab[176]
+#define __pyx_n_u_reason __pyx_string_tab[177]
+#define __pyx_n_u_req __pyx_string_tab[178]
+#define __pyx_n_u_reset __pyx_string_tab[179]
+#define __pyx_n_u_ring __pyx_string_tab[180]
+#define __pyx_n_u_ring_drops __pyx_string_tab[181]
+#define __pyx_n_u_rip __pyx_string_tab[182]
+#define __pyx_n_u_routes __pyx_string_tab[183]
+#define __pyx_n_u_rows __pyx_string_tab[184]
+#define __pyx_n_u_rport __pyx_string_tab[185]
+#define __pyx_n_u_run __pyx_string_tab[186]
+#define __pyx_n_u_rx_frames __pyx_string_tab[187]
+#define __pyx_n_u_s __pyx_string_tab[188]
+#define __pyx_n_u_scheduler_cb __pyx_string_tab[189]
+#define __pyx_n_u_seconds __pyx_string_tab[190]
+#define __pyx_n_u_self __pyx_string_tab[191]
+#define __pyx_n_u_service __pyx_string_tab[192]
+#define __pyx_n_u_set_dest __pyx_string_tab[193]
+#define __pyx_n_u_set_interface __pyx_string_tab[194]
+#define __pyx_n_u_set_neighbour __pyx_string_tab[195]
+#define __pyx_n_u_set_routes __pyx_string_tab[196]
+#define __pyx_n_u_set_routes_locals_lambda __pyx_string_tab[197]
+#define __pyx_n_u_set_service __pyx_string_tab[198]
+#define __pyx_n_u_set_timeout __pyx_string_tab[199]
+#define __pyx_n_u_setdefault __pyx_string_tab[200]
+#define __pyx_n_u_short_frame __pyx_string_tab[201]
+#define __pyx_n_u_sll __pyx_string_tab[202]
+#define __pyx_n_u_slot __pyx_string_tab[203]
+#define __pyx_n_u_sorted __pyx_string_tab[204]
+#define __pyx_n_u_state __pyx_string_tab[205]
+#define __pyx_n_u_stop __pyx_string_tab[206]
+#define __pyx_n_u_strerror __pyx_string_tab[207]
+#define __pyx_n_u_svc __pyx_string_tab[208]
+#define __pyx_n_u_svc_slot __pyx_string_tab[209]
+#define __pyx_n_u_t __pyx_string_tab[210]
+#define __pyx_n_u_table_full __pyx_string_tab[211]
+#define __pyx_n_u_tcp_no_conn __pyx_string_tab[212]
+#define __pyx_n_u_time __pyx_string_tab[213]
+#define __pyx_n_u_too_big __pyx_string_tab[214]
+#define __pyx_n_u_tov_ms __pyx_string_tab[215]
+#define __pyx_n_u_traceback __pyx_string_tab[216]
+#define __pyx_n_u_truncated __pyx_string_tab[217]
+#define __pyx_n_u_ttl_exceeded __pyx_string_tab[218]
+#define __pyx_n_u_tx_error __pyx_string_tab[219]
+#define __pyx_n_u_tx_frames __pyx_string_tab[220]
+#define __pyx_n_u_txif __pyx_string_tab[221]
+#define __pyx_n_u_update __pyx_string_tab[222]
+#define __pyx_n_u_urandom __pyx_string_tab[223]
+#define __pyx_n_u_v __pyx_string_tab[224]
+#define __pyx_n_u_values __pyx_string_tab[225]
+#define __pyx_n_u_version __pyx_string_tab[226]
+#define __pyx_n_u_vip __pyx_string_tab[227]
+#define __pyx_n_u_virtual __pyx_string_tab[228]
+#define __pyx_n_u_vport __pyx_string_tab[229]
+#define __pyx_n_u_want_neighbour __pyx_string_tab[230]
+#define __pyx_n_u_what __pyx_string_tab[231]
+#define __pyx_n_u_zip __pyx_string_tab[232]
+#define __pyx_kp_b_iso88591_t2S_q_j_1Kq_avRq __pyx_string_tab[233]
+#define __pyx_kp_b_iso88591_Q __pyx_string_tab[234]
+#define __pyx_kp_b_iso88591_3ay_AQ __pyx_string_tab[235]
+#define __pyx_kp_b_iso88591_A_3auCq_AQ_M_F_Jat5_1G1_2S_4s_6 __pyx_string_tab[236]
+#define __pyx_kp_b_iso88591_A_Cy_F __pyx_string_tab[237]
+#define __pyx_kp_b_iso88591_A_E_aq_S_q_q_Cq_aq_q_Qaq __pyx_string_tab[238]
+#define __pyx_kp_b_iso88591_A_L __pyx_string_tab[239]
+#define __pyx_kp_b_iso88591_A_T_avRxq_4s_1N_Q_7_R_R_Rq_36_b __pyx_string_tab[240]
+#define __pyx_kp_b_iso88591_A_1F_Q_AT_F_1_9L_IQa_9Kq_Qa_AQ __pyx_string_tab[241]
+#define __pyx_kp_b_iso88591_A_1F_Q_F_CvQe_Q_HA __pyx_string_tab[242]
+#define __pyx_kp_b_iso88591_A_1F_F_Cy_j_HA __pyx_string_tab[243]
+#define __pyx_kp_b_iso88591_A_L_Kq_F_1 __pyx_string_tab[244]
+#define __pyx_kp_b_iso88591_A_a_F_E_aq_S_aq_q_s_e1AT_7_7_5Fa __pyx_string_tab[245]
+#define __pyx_kp_b_iso88591_A_vQhd_2_A_HF_j_Qa_1Kt3b_r_z_3ax __pyx_string_tab[246]
+#define __pyx_kp_b_iso88591_A_1HL_4t3gQgQ_A_aq __pyx_string_tab[247]
+#define __pyx_kp_b_iso88591_A_1_F_Qd_s_7_1_7_Q_at5_A_HA_q_au __pyx_string_tab[248]
+#define __pyx_kp_b_iso88591_AQaq __pyx_string_tab[249]
+#define __pyx_kp_b_iso88591_d_Z_b_q_F_E_at3a_S_aq_q_r_G2Qha __pyx_string_tab[250]
+#define __pyx_kp_b_iso88591_d_Z_b_aq_Cq_e3d_Q_c __pyx_string_tab[251]
+#define __pyx_kp_b_iso88591_4A_Yaq_G3az_1_Qa_d_Z_b_A_e1_aq __pyx_string_tab[252]
+#define __pyx_kp_b_iso88591_33KK___1F_a_S_q_4q_1D_1_A_aq_fA __pyx_string_tab[253]
+#define __pyx_kp_b_iso88591_BBWWX_1F_Q_Qa_F_AT_F_1_1_3c_1_H __pyx_string_tab[254]
+#define __pyx_kp_b_iso88591_Fa_1F_a_3auCq_AQ_F_S_q_1_A_aq_m __pyx_string_tab[255]
+#define __pyx_kp_b_iso88591_Gq_1F_Qa_F_AT_IQa_1_HA __pyx_string_tab[256]
 #define __pyx_int_0 __pyx_number_tab[0]
 #define __pyx_int_neg_1 __pyx_number_tab[1]
 #define __pyx_int_1 __pyx_number_tab[2]
@@ -3779,8 +3784,8 @@ static CYTHON_SMALL_CODE int __pyx_m_clear(PyObject *m) {
   Py_CLEAR(clear_module_state->__pyx_umethod_PyDict_Type_pop.method);
   Py_CLEAR(clear_module_state->__pyx_umethod_PyDict_Type_values.method);
   for (int i=0; i<9; ++i) { Py_CLEAR(clear_module_state->__pyx_tuple[i]); }
-  for (int i=0; i<25; ++i) { Py_CLEAR(clear_module_state->__pyx_codeobj_tab[i]); }
-  for (int i=0; i<253; ++i) { Py_CLEAR(clear_module_state->__pyx_string_tab[i]); }
+  for (int i=0; i<26; ++i) { Py_CLEAR(clear_module_state->__pyx_codeobj_tab[i]); }
+  for (int i=0; i<257; ++i) { Py_CLEAR(clear_module_state->__pyx_string_tab[i]); }
   for (int i=0; i<18; ++i) { Py_CLEAR(clear_module_state->__pyx_number_tab[i]); }
 /* #### Code section: module_state_clear_contents ### */
 /* CommonTypesMetaclass.module_state_clear */
@@ -3810,8 +3815,8 @@ static CYTHON_SMALL_CODE int __pyx_m_traverse(PyObject *m, visitproc visit, void
   Py_VISIT(traverse_module_state->__pyx_umethod_PyDict_Type_pop.method);
   Py_VISIT(traverse_module_state->__pyx_umethod_PyDict_Type_values.method);
   for (int i=0; i<9; ++i) { __Pyx_VISIT_CONST(traverse_module_state->__pyx_tuple[i]); }
-  for (int i=0; i<25; ++i) { __Pyx_VISIT_CONST(traverse_module_state->__pyx_codeobj_tab[i]); }
-  for (int i=0; i<253; ++i) { __Pyx_VISIT_CONST(traverse_module_state->__pyx_string_tab[i]); }
+  for (int i=0; i<26; ++i) { __Pyx_VISIT_CONST(traverse_module_state->__pyx_codeobj_tab[i]); }
+  for (int i=0; i<257; ++i) { __Pyx_VISIT_CONST(traverse_module_state->__pyx_string_tab[i]); }
   for (int i=0; i<18; ++i) { __Pyx_VISIT_CONST(traverse_module_state->__pyx_number_tab[i]); }
 /* #### Code section: module_state_traverse_contents ### */
 /* CommonTypesMetaclass.module_state_traverse */
@@ -7733,7 +7738,7 @@ static int __pyx_f_2lb_8_forward_handle(struct __pyx_t_2lb_8_forward_FP *__pyx_v
  *             return drop(fp, R_BAD_L4_HEADER) if is_vip(fp, daddr) else pass_(fp, R_NOT_OURS)
  *     elif l4len < 8 or ld16(l4 + 4) < 8 or ld16(l4 + 4) > l4len:             # <<<<<<<<<<<<<<
  *         return drop(fp, R_BAD_L4_HEADER) if is_vip(fp, daddr) else pass_(fp, R_NOT_OURS)
- *     sport = ld16(l4)
+ *     else:
 */
   __pyx_t_2 = (__pyx_v_l4len < 8);
 
@@ -7768,8 +7773,8 @@ static int __pyx_f_2lb_8_forward_handle(struct __pyx_t_2lb_8_forward_FP *__pyx_v
  *             return drop(fp, R_BAD_L4_HEADER) if is_vip(fp, daddr) else pass_(fp, R_NOT_OURS)
  *     elif l4len < 8 or ld16(l4 + 4) < 8 or ld16(l4 + 4) > l4len:
  *         return drop(fp, R_BAD_L4_HEADER) if is_vip(fp, daddr) else pass_(fp, R_NOT_OURS)             # <<<<<<<<<<<<<<
- *     sport = ld16(l4)
- *     dport = ld16(l4 + 2)
+ *     else:
+ *         l4len = ld16(l4 + 4)    # the UDP length rules (RFC 768); bytes past it are not checksummed
 */
     __pyx_t_1 = __pyx_f_2lb_8_forward_is_vip(__pyx_v_fp, __pyx_v_daddr);
 
@@ -7791,22 +7796,33 @@ static int __pyx_f_2lb_8_forward_handle(struct __pyx_t_2lb_8_forward_FP *__pyx_v
  *             return drop(fp, R_BAD_L4_HEADER) if is_vip(fp, daddr) else pass_(fp, R_NOT_OURS)
  *     elif l4len < 8 or ld16(l4 + 4) < 8 or ld16(l4 + 4) > l4len:             # <<<<<<<<<<<<<<
  *         return drop(fp, R_BAD_L4_HEADER) if is_vip(fp, daddr) else pass_(fp, R_NOT_OURS)
- *     sport = ld16(l4)
+ *     else:
 */
+  }
+
+  /* "fastpath/core.pxi":140
+ *         return drop(fp, R_BAD_L4_HEADER) if is_vip(fp, daddr) else pass_(fp, R_NOT_OURS)
+ *     else:
+ *         l4len = ld16(l4 + 4)    # the UDP length rules (RFC 768); bytes past it are not checksummed             # <<<<<<<<<<<<<<
+ *     sport = ld16(l4)
+ *     dport = ld16(l4 + 2)
+*/
+  /*else*/ {
+    __pyx_v_l4len = __pyx_f_2lb_8_forward_ld16((__pyx_v_l4 + 4));
   }
   __pyx_L15:;
 
-  /* "fastpath/core.pxi":139
- *     elif l4len < 8 or ld16(l4 + 4) < 8 or ld16(l4 + 4) > l4len:
- *         return drop(fp, R_BAD_L4_HEADER) if is_vip(fp, daddr) else pass_(fp, R_NOT_OURS)
+  /* "fastpath/core.pxi":141
+ *     else:
+ *         l4len = ld16(l4 + 4)    # the UDP length rules (RFC 768); bytes past it are not checksummed
  *     sport = ld16(l4)             # <<<<<<<<<<<<<<
  *     dport = ld16(l4 + 2)
  * 
 */
   __pyx_v_sport = __pyx_f_2lb_8_forward_ld16(__pyx_v_l4);
 
-  /* "fastpath/core.pxi":140
- *         return drop(fp, R_BAD_L4_HEADER) if is_vip(fp, daddr) else pass_(fp, R_NOT_OURS)
+  /* "fastpath/core.pxi":142
+ *         l4len = ld16(l4 + 4)    # the UDP length rules (RFC 768); bytes past it are not checksummed
  *     sport = ld16(l4)
  *     dport = ld16(l4 + 2)             # <<<<<<<<<<<<<<
  * 
@@ -7814,7 +7830,7 @@ static int __pyx_f_2lb_8_forward_handle(struct __pyx_t_2lb_8_forward_FP *__pyx_v
 */
   __pyx_v_dport = __pyx_f_2lb_8_forward_ld16((__pyx_v_l4 + 2));
 
-  /* "fastpath/core.pxi":142
+  /* "fastpath/core.pxi":144
  *     dport = ld16(l4 + 2)
  * 
  *     cdef uint32_t h = flow_hash(fp, proto, saddr, sport, daddr, dport)             # <<<<<<<<<<<<<<
@@ -7823,7 +7839,7 @@ static int __pyx_f_2lb_8_forward_handle(struct __pyx_t_2lb_8_forward_FP *__pyx_v
 */
   __pyx_v_h = __pyx_f_2lb_8_forward_flow_hash(__pyx_v_fp, __pyx_v_proto, __pyx_v_saddr, __pyx_v_sport, __pyx_v_daddr, __pyx_v_dport);
 
-  /* "fastpath/core.pxi":143
+  /* "fastpath/core.pxi":145
  * 
  *     cdef uint32_t h = flow_hash(fp, proto, saddr, sport, daddr, dport)
  *     direction = DIR_IN             # <<<<<<<<<<<<<<
@@ -7832,7 +7848,7 @@ static int __pyx_f_2lb_8_forward_handle(struct __pyx_t_2lb_8_forward_FP *__pyx_v
 */
   __pyx_v_direction = __pyx_e_2lb_8_forward_DIR_IN;
 
-  /* "fastpath/core.pxi":144
+  /* "fastpath/core.pxi":146
  *     cdef uint32_t h = flow_hash(fp, proto, saddr, sport, daddr, dport)
  *     direction = DIR_IN
  *     c = lookup_in(fp, h, proto, saddr, sport, daddr, dport)             # <<<<<<<<<<<<<<
@@ -7841,7 +7857,7 @@ static int __pyx_f_2lb_8_forward_handle(struct __pyx_t_2lb_8_forward_FP *__pyx_v
 */
   __pyx_v_c = __pyx_f_2lb_8_forward_lookup_in(__pyx_v_fp, __pyx_v_h, __pyx_v_proto, __pyx_v_saddr, __pyx_v_sport, __pyx_v_daddr, __pyx_v_dport);
 
-  /* "fastpath/core.pxi":145
+  /* "fastpath/core.pxi":147
  *     direction = DIR_IN
  *     c = lookup_in(fp, h, proto, saddr, sport, daddr, dport)
  *     if c == NULL:             # <<<<<<<<<<<<<<
@@ -7853,7 +7869,7 @@ static int __pyx_f_2lb_8_forward_handle(struct __pyx_t_2lb_8_forward_FP *__pyx_v
   if (__pyx_t_1) {
 
 
-    /* "fastpath/core.pxi":146
+    /* "fastpath/core.pxi":148
  *     c = lookup_in(fp, h, proto, saddr, sport, daddr, dport)
  *     if c == NULL:
  *         direction = DIR_OUT             # <<<<<<<<<<<<<<
@@ -7862,7 +7878,7 @@ static int __pyx_f_2lb_8_forward_handle(struct __pyx_t_2lb_8_forward_FP *__pyx_v
 */
     __pyx_v_direction = __pyx_e_2lb_8_forward_DIR_OUT;
 
-    /* "fastpath/core.pxi":147
+    /* "fastpath/core.pxi":149
  *     if c == NULL:
  *         direction = DIR_OUT
  *         c = lookup_out(fp, h, proto, saddr, sport, daddr, dport)             # <<<<<<<<<<<<<<
@@ -7871,7 +7887,7 @@ static int __pyx_f_2lb_8_forward_handle(struct __pyx_t_2lb_8_forward_FP *__pyx_v
 */
     __pyx_v_c = __pyx_f_2lb_8_forward_lookup_out(__pyx_v_fp, __pyx_v_h, __pyx_v_proto, __pyx_v_saddr, __pyx_v_sport, __pyx_v_daddr, __pyx_v_dport);
 
-    /* "fastpath/core.pxi":145
+    /* "fastpath/core.pxi":147
  *     direction = DIR_IN
  *     c = lookup_in(fp, h, proto, saddr, sport, daddr, dport)
  *     if c == NULL:             # <<<<<<<<<<<<<<
@@ -7880,7 +7896,7 @@ static int __pyx_f_2lb_8_forward_handle(struct __pyx_t_2lb_8_forward_FP *__pyx_v
 */
   }
 
-  /* "fastpath/core.pxi":148
+  /* "fastpath/core.pxi":150
  *         direction = DIR_OUT
  *         c = lookup_out(fp, h, proto, saddr, sport, daddr, dport)
  *     if c != NULL and c.expires <= now:             # <<<<<<<<<<<<<<
@@ -7906,7 +7922,7 @@ static int __pyx_f_2lb_8_forward_handle(struct __pyx_t_2lb_8_forward_FP *__pyx_v
   if (__pyx_t_1) {
 
 
-    /* "fastpath/core.pxi":149
+    /* "fastpath/core.pxi":151
  *         c = lookup_out(fp, h, proto, saddr, sport, daddr, dport)
  *     if c != NULL and c.expires <= now:
  *         conn_free(fp, c)             # <<<<<<<<<<<<<<
@@ -7915,7 +7931,7 @@ static int __pyx_f_2lb_8_forward_handle(struct __pyx_t_2lb_8_forward_FP *__pyx_v
 */
     __pyx_f_2lb_8_forward_conn_free(__pyx_v_fp, __pyx_v_c);
 
-    /* "fastpath/core.pxi":150
+    /* "fastpath/core.pxi":152
  *     if c != NULL and c.expires <= now:
  *         conn_free(fp, c)
  *         c = NULL             # <<<<<<<<<<<<<<
@@ -7924,7 +7940,7 @@ static int __pyx_f_2lb_8_forward_handle(struct __pyx_t_2lb_8_forward_FP *__pyx_v
 */
     __pyx_v_c = NULL;
 
-    /* "fastpath/core.pxi":151
+    /* "fastpath/core.pxi":153
  *         conn_free(fp, c)
  *         c = NULL
  *         direction = DIR_IN             # <<<<<<<<<<<<<<
@@ -7933,7 +7949,7 @@ static int __pyx_f_2lb_8_forward_handle(struct __pyx_t_2lb_8_forward_FP *__pyx_v
 */
     __pyx_v_direction = __pyx_e_2lb_8_forward_DIR_IN;
 
-    /* "fastpath/core.pxi":148
+    /* "fastpath/core.pxi":150
  *         direction = DIR_OUT
  *         c = lookup_out(fp, h, proto, saddr, sport, daddr, dport)
  *     if c != NULL and c.expires <= now:             # <<<<<<<<<<<<<<
@@ -7942,7 +7958,7 @@ static int __pyx_f_2lb_8_forward_handle(struct __pyx_t_2lb_8_forward_FP *__pyx_v
 */
   }
 
-  /* "fastpath/core.pxi":153
+  /* "fastpath/core.pxi":155
  *         direction = DIR_IN
  * 
  *     if c == NULL:             # <<<<<<<<<<<<<<
@@ -7954,7 +7970,7 @@ static int __pyx_f_2lb_8_forward_handle(struct __pyx_t_2lb_8_forward_FP *__pyx_v
   if (__pyx_t_1) {
 
 
-    /* "fastpath/core.pxi":154
+    /* "fastpath/core.pxi":156
  * 
  *     if c == NULL:
  *         svc = find_service(fp, proto, daddr, dport)             # <<<<<<<<<<<<<<
@@ -7963,7 +7979,7 @@ static int __pyx_f_2lb_8_forward_handle(struct __pyx_t_2lb_8_forward_FP *__pyx_v
 */
     __pyx_v_svc = __pyx_f_2lb_8_forward_find_service(__pyx_v_fp, __pyx_v_proto, __pyx_v_daddr, __pyx_v_dport);
 
-    /* "fastpath/core.pxi":155
+    /* "fastpath/core.pxi":157
  *     if c == NULL:
  *         svc = find_service(fp, proto, daddr, dport)
  *         if svc < 0:             # <<<<<<<<<<<<<<
@@ -7975,7 +7991,7 @@ static int __pyx_f_2lb_8_forward_handle(struct __pyx_t_2lb_8_forward_FP *__pyx_v
     if (__pyx_t_1) {
 
 
-      /* "fastpath/core.pxi":156
+      /* "fastpath/core.pxi":158
  *         svc = find_service(fp, proto, daddr, dport)
  *         if svc < 0:
  *             return pass_(fp, R_NOT_OURS)             # <<<<<<<<<<<<<<
@@ -7988,7 +8004,7 @@ static int __pyx_f_2lb_8_forward_handle(struct __pyx_t_2lb_8_forward_FP *__pyx_v
       }
       goto __pyx_L0;
 
-      /* "fastpath/core.pxi":155
+      /* "fastpath/core.pxi":157
  *     if c == NULL:
  *         svc = find_service(fp, proto, daddr, dport)
  *         if svc < 0:             # <<<<<<<<<<<<<<
@@ -7997,7 +8013,7 @@ static int __pyx_f_2lb_8_forward_handle(struct __pyx_t_2lb_8_forward_FP *__pyx_v
 */
     }
 
-    /* "fastpath/core.pxi":157
+    /* "fastpath/core.pxi":159
  *         if svc < 0:
  *             return pass_(fp, R_NOT_OURS)
  *         if not ip_csum_ok(ip, ihl):             # <<<<<<<<<<<<<<
@@ -8009,7 +8025,7 @@ static int __pyx_f_2lb_8_forward_handle(struct __pyx_t_2lb_8_forward_FP *__pyx_v
     if (__pyx_t_1) {
 
 
-      /* "fastpath/core.pxi":158
+      /* "fastpath/core.pxi":160
  *             return pass_(fp, R_NOT_OURS)
  *         if not ip_csum_ok(ip, ihl):
  *             return drop(fp, R_BAD_IP_CSUM)             # <<<<<<<<<<<<<<
@@ -8022,7 +8038,7 @@ static int __pyx_f_2lb_8_forward_handle(struct __pyx_t_2lb_8_forward_FP *__pyx_v
       }
       goto __pyx_L0;
 
-      /* "fastpath/core.pxi":157
+      /* "fastpath/core.pxi":159
  *         if svc < 0:
  *             return pass_(fp, R_NOT_OURS)
  *         if not ip_csum_ok(ip, ihl):             # <<<<<<<<<<<<<<
@@ -8031,7 +8047,7 @@ static int __pyx_f_2lb_8_forward_handle(struct __pyx_t_2lb_8_forward_FP *__pyx_v
 */
     }
 
-    /* "fastpath/core.pxi":160
+    /* "fastpath/core.pxi":162
  *             return drop(fp, R_BAD_IP_CSUM)
  *         # Only a SYN opens a TCP connection (IPVS without sloppy_tcp does the same).
  *         if proto == 6 and ((l4[13] & 0x06) != 0x02):             # <<<<<<<<<<<<<<
@@ -8057,7 +8073,7 @@ static int __pyx_f_2lb_8_forward_handle(struct __pyx_t_2lb_8_forward_FP *__pyx_v
     if (__pyx_t_1) {
 
 
-      /* "fastpath/core.pxi":161
+      /* "fastpath/core.pxi":163
  *         # Only a SYN opens a TCP connection (IPVS without sloppy_tcp does the same).
  *         if proto == 6 and ((l4[13] & 0x06) != 0x02):
  *             return drop(fp, R_TCP_NO_CONN)             # <<<<<<<<<<<<<<
@@ -8070,7 +8086,7 @@ static int __pyx_f_2lb_8_forward_handle(struct __pyx_t_2lb_8_forward_FP *__pyx_v
       }
       goto __pyx_L0;
 
-      /* "fastpath/core.pxi":160
+      /* "fastpath/core.pxi":162
  *             return drop(fp, R_BAD_IP_CSUM)
  *         # Only a SYN opens a TCP connection (IPVS without sloppy_tcp does the same).
  *         if proto == 6 and ((l4[13] & 0x06) != 0x02):             # <<<<<<<<<<<<<<
@@ -8079,7 +8095,7 @@ static int __pyx_f_2lb_8_forward_handle(struct __pyx_t_2lb_8_forward_FP *__pyx_v
 */
     }
 
-    /* "fastpath/core.pxi":162
+    /* "fastpath/core.pxi":164
  *         if proto == 6 and ((l4[13] & 0x06) != 0x02):
  *             return drop(fp, R_TCP_NO_CONN)
  *         if not partial and not l4_csum_ok(l4, l4len, saddr, daddr, proto):             # <<<<<<<<<<<<<<
@@ -8105,7 +8121,7 @@ static int __pyx_f_2lb_8_forward_handle(struct __pyx_t_2lb_8_forward_FP *__pyx_v
     if (__pyx_t_1) {
 
 
-      /* "fastpath/core.pxi":163
+      /* "fastpath/core.pxi":165
  *             return drop(fp, R_TCP_NO_CONN)
  *         if not partial and not l4_csum_ok(l4, l4len, saddr, daddr, proto):
  *             return drop(fp, R_BAD_L4_CSUM)             # <<<<<<<<<<<<<<
@@ -8118,7 +8134,7 @@ static int __pyx_f_2lb_8_forward_handle(struct __pyx_t_2lb_8_forward_FP *__pyx_v
       }
       goto __pyx_L0;
 
-      /* "fastpath/core.pxi":162
+      /* "fastpath/core.pxi":164
  *         if proto == 6 and ((l4[13] & 0x06) != 0x02):
  *             return drop(fp, R_TCP_NO_CONN)
  *         if not partial and not l4_csum_ok(l4, l4len, saddr, daddr, proto):             # <<<<<<<<<<<<<<
@@ -8127,7 +8143,7 @@ static int __pyx_f_2lb_8_forward_handle(struct __pyx_t_2lb_8_forward_FP *__pyx_v
 */
     }
 
-    /* "fastpath/core.pxi":164
+    /* "fastpath/core.pxi":166
  *         if not partial and not l4_csum_ok(l4, l4len, saddr, daddr, proto):
  *             return drop(fp, R_BAD_L4_CSUM)
  *         p.svc = <uint16_t>svc             # <<<<<<<<<<<<<<
@@ -8136,7 +8152,7 @@ static int __pyx_f_2lb_8_forward_handle(struct __pyx_t_2lb_8_forward_FP *__pyx_v
 */
     __pyx_v_p->svc = ((uint16_t)__pyx_v_svc);
 
-    /* "fastpath/core.pxi":165
+    /* "fastpath/core.pxi":167
  *             return drop(fp, R_BAD_L4_CSUM)
  *         p.svc = <uint16_t>svc
  *         p.proto = proto             # <<<<<<<<<<<<<<
@@ -8145,7 +8161,7 @@ static int __pyx_f_2lb_8_forward_handle(struct __pyx_t_2lb_8_forward_FP *__pyx_v
 */
     __pyx_v_p->proto = __pyx_v_proto;
 
-    /* "fastpath/core.pxi":166
+    /* "fastpath/core.pxi":168
  *         p.svc = <uint16_t>svc
  *         p.proto = proto
  *         p.caddr = saddr             # <<<<<<<<<<<<<<
@@ -8154,7 +8170,7 @@ static int __pyx_f_2lb_8_forward_handle(struct __pyx_t_2lb_8_forward_FP *__pyx_v
 */
     __pyx_v_p->caddr = __pyx_v_saddr;
 
-    /* "fastpath/core.pxi":167
+    /* "fastpath/core.pxi":169
  *         p.proto = proto
  *         p.caddr = saddr
  *         p.cport = sport             # <<<<<<<<<<<<<<
@@ -8163,7 +8179,7 @@ static int __pyx_f_2lb_8_forward_handle(struct __pyx_t_2lb_8_forward_FP *__pyx_v
 */
     __pyx_v_p->cport = __pyx_v_sport;
 
-    /* "fastpath/core.pxi":168
+    /* "fastpath/core.pxi":170
  *         p.caddr = saddr
  *         p.cport = sport
  *         p.vaddr = daddr             # <<<<<<<<<<<<<<
@@ -8172,7 +8188,7 @@ static int __pyx_f_2lb_8_forward_handle(struct __pyx_t_2lb_8_forward_FP *__pyx_v
 */
     __pyx_v_p->vaddr = __pyx_v_daddr;
 
-    /* "fastpath/core.pxi":169
+    /* "fastpath/core.pxi":171
  *         p.cport = sport
  *         p.vaddr = daddr
  *         p.vport = dport             # <<<<<<<<<<<<<<
@@ -8181,7 +8197,7 @@ static int __pyx_f_2lb_8_forward_handle(struct __pyx_t_2lb_8_forward_FP *__pyx_v
 */
     __pyx_v_p->vport = __pyx_v_dport;
 
-    /* "fastpath/core.pxi":170
+    /* "fastpath/core.pxi":172
  *         p.vaddr = daddr
  *         p.vport = dport
  *         return V_NEW             # <<<<<<<<<<<<<<
@@ -8194,7 +8210,7 @@ static int __pyx_f_2lb_8_forward_handle(struct __pyx_t_2lb_8_forward_FP *__pyx_v
     }
     goto __pyx_L0;
 
-    /* "fastpath/core.pxi":153
+    /* "fastpath/core.pxi":155
  *         direction = DIR_IN
  * 
  *     if c == NULL:             # <<<<<<<<<<<<<<
@@ -8203,7 +8219,7 @@ static int __pyx_f_2lb_8_forward_handle(struct __pyx_t_2lb_8_forward_FP *__pyx_v
 */
   }
 
-  /* "fastpath/core.pxi":172
+  /* "fastpath/core.pxi":174
  *         return V_NEW
  * 
  *     if not ip_csum_ok(ip, ihl):             # <<<<<<<<<<<<<<
@@ -8215,7 +8231,7 @@ static int __pyx_f_2lb_8_forward_handle(struct __pyx_t_2lb_8_forward_FP *__pyx_v
   if (__pyx_t_1) {
 
 
-    /* "fastpath/core.pxi":173
+    /* "fastpath/core.pxi":175
  * 
  *     if not ip_csum_ok(ip, ihl):
  *         return drop(fp, R_BAD_IP_CSUM)             # <<<<<<<<<<<<<<
@@ -8228,7 +8244,7 @@ static int __pyx_f_2lb_8_forward_handle(struct __pyx_t_2lb_8_forward_FP *__pyx_v
     }
     goto __pyx_L0;
 
-    /* "fastpath/core.pxi":172
+    /* "fastpath/core.pxi":174
  *         return V_NEW
  * 
  *     if not ip_csum_ok(ip, ihl):             # <<<<<<<<<<<<<<
@@ -8237,7 +8253,7 @@ static int __pyx_f_2lb_8_forward_handle(struct __pyx_t_2lb_8_forward_FP *__pyx_v
 */
   }
 
-  /* "fastpath/core.pxi":174
+  /* "fastpath/core.pxi":176
  *     if not ip_csum_ok(ip, ihl):
  *         return drop(fp, R_BAD_IP_CSUM)
  *     if ip[8] <= 1:             # <<<<<<<<<<<<<<
@@ -8249,7 +8265,7 @@ static int __pyx_f_2lb_8_forward_handle(struct __pyx_t_2lb_8_forward_FP *__pyx_v
   if (__pyx_t_1) {
 
 
-    /* "fastpath/core.pxi":175
+    /* "fastpath/core.pxi":177
  *         return drop(fp, R_BAD_IP_CSUM)
  *     if ip[8] <= 1:
  *         return drop(fp, R_TTL_EXCEEDED)             # <<<<<<<<<<<<<<
@@ -8262,7 +8278,7 @@ static int __pyx_f_2lb_8_forward_handle(struct __pyx_t_2lb_8_forward_FP *__pyx_v
     }
     goto __pyx_L0;
 
-    /* "fastpath/core.pxi":174
+    /* "fastpath/core.pxi":176
  *     if not ip_csum_ok(ip, ihl):
  *         return drop(fp, R_BAD_IP_CSUM)
  *     if ip[8] <= 1:             # <<<<<<<<<<<<<<
@@ -8271,7 +8287,7 @@ static int __pyx_f_2lb_8_forward_handle(struct __pyx_t_2lb_8_forward_FP *__pyx_v
 */
   }
 
-  /* "fastpath/core.pxi":176
+  /* "fastpath/core.pxi":178
  *     if ip[8] <= 1:
  *         return drop(fp, R_TTL_EXCEEDED)
  *     d = &fp.dests[c.dest]             # <<<<<<<<<<<<<<
@@ -8280,7 +8296,7 @@ static int __pyx_f_2lb_8_forward_handle(struct __pyx_t_2lb_8_forward_FP *__pyx_v
 */
   __pyx_v_d = (&(__pyx_v_fp->dests[__pyx_v_c->dest]));
 
-  /* "fastpath/core.pxi":177
+  /* "fastpath/core.pxi":179
  *         return drop(fp, R_TTL_EXCEEDED)
  *     d = &fp.dests[c.dest]
  *     if direction == DIR_IN:             # <<<<<<<<<<<<<<
@@ -8292,7 +8308,7 @@ static int __pyx_f_2lb_8_forward_handle(struct __pyx_t_2lb_8_forward_FP *__pyx_v
   if (__pyx_t_1) {
 
 
-    /* "fastpath/core.pxi":178
+    /* "fastpath/core.pxi":180
  *     d = &fp.dests[c.dest]
  *     if direction == DIR_IN:
  *         nb = &fp.neigh[c.nh_in]             # <<<<<<<<<<<<<<
@@ -8301,7 +8317,7 @@ static int __pyx_f_2lb_8_forward_handle(struct __pyx_t_2lb_8_forward_FP *__pyx_v
 */
     __pyx_v_nb = (&(__pyx_v_fp->neigh[__pyx_v_c->nh_in]));
 
-    /* "fastpath/core.pxi":177
+    /* "fastpath/core.pxi":179
  *         return drop(fp, R_TTL_EXCEEDED)
  *     d = &fp.dests[c.dest]
  *     if direction == DIR_IN:             # <<<<<<<<<<<<<<
@@ -8311,7 +8327,7 @@ static int __pyx_f_2lb_8_forward_handle(struct __pyx_t_2lb_8_forward_FP *__pyx_v
     goto __pyx_L38;
   }
 
-  /* "fastpath/core.pxi":180
+  /* "fastpath/core.pxi":182
  *         nb = &fp.neigh[c.nh_in]
  *     else:
  *         nb = &fp.neigh[c.nh_out]             # <<<<<<<<<<<<<<
@@ -8323,7 +8339,7 @@ static int __pyx_f_2lb_8_forward_handle(struct __pyx_t_2lb_8_forward_FP *__pyx_v
   }
   __pyx_L38:;
 
-  /* "fastpath/core.pxi":181
+  /* "fastpath/core.pxi":183
  *     else:
  *         nb = &fp.neigh[c.nh_out]
  *     if nb.state != NEIGH_VALID:             # <<<<<<<<<<<<<<
@@ -8335,7 +8351,7 @@ static int __pyx_f_2lb_8_forward_handle(struct __pyx_t_2lb_8_forward_FP *__pyx_v
   if (__pyx_t_1) {
 
 
-    /* "fastpath/core.pxi":182
+    /* "fastpath/core.pxi":184
  *         nb = &fp.neigh[c.nh_out]
  *     if nb.state != NEIGH_VALID:
  *         return drop(fp, R_NO_NEIGH)             # <<<<<<<<<<<<<<
@@ -8348,7 +8364,7 @@ static int __pyx_f_2lb_8_forward_handle(struct __pyx_t_2lb_8_forward_FP *__pyx_v
     }
     goto __pyx_L0;
 
-    /* "fastpath/core.pxi":181
+    /* "fastpath/core.pxi":183
  *     else:
  *         nb = &fp.neigh[c.nh_out]
  *     if nb.state != NEIGH_VALID:             # <<<<<<<<<<<<<<
@@ -8357,7 +8373,7 @@ static int __pyx_f_2lb_8_forward_handle(struct __pyx_t_2lb_8_forward_FP *__pyx_v
 */
   }
 
-  /* "fastpath/core.pxi":183
+  /* "fastpath/core.pxi":185
  *     if nb.state != NEIGH_VALID:
  *         return drop(fp, R_NO_NEIGH)
  *     out = &fp.ifaces[nb.ifslot]             # <<<<<<<<<<<<<<
@@ -8366,7 +8382,7 @@ static int __pyx_f_2lb_8_forward_handle(struct __pyx_t_2lb_8_forward_FP *__pyx_v
 */
   __pyx_v_out = (&(__pyx_v_fp->ifaces[__pyx_v_nb->ifslot]));
 
-  /* "fastpath/core.pxi":184
+  /* "fastpath/core.pxi":186
  *         return drop(fp, R_NO_NEIGH)
  *     out = &fp.ifaces[nb.ifslot]
  *     if tot > out.mtu:             # <<<<<<<<<<<<<<
@@ -8378,7 +8394,7 @@ static int __pyx_f_2lb_8_forward_handle(struct __pyx_t_2lb_8_forward_FP *__pyx_v
   if (__pyx_t_1) {
 
 
-    /* "fastpath/core.pxi":185
+    /* "fastpath/core.pxi":187
  *     out = &fp.ifaces[nb.ifslot]
  *     if tot > out.mtu:
  *         return drop(fp, R_TOO_BIG)             # <<<<<<<<<<<<<<
@@ -8391,7 +8407,7 @@ static int __pyx_f_2lb_8_forward_handle(struct __pyx_t_2lb_8_forward_FP *__pyx_v
     }
     goto __pyx_L0;
 
-    /* "fastpath/core.pxi":184
+    /* "fastpath/core.pxi":186
  *         return drop(fp, R_NO_NEIGH)
  *     out = &fp.ifaces[nb.ifslot]
  *     if tot > out.mtu:             # <<<<<<<<<<<<<<
@@ -8400,7 +8416,7 @@ static int __pyx_f_2lb_8_forward_handle(struct __pyx_t_2lb_8_forward_FP *__pyx_v
 */
   }
 
-  /* "fastpath/core.pxi":188
+  /* "fastpath/core.pxi":190
  * 
  *     # TTL - 1: the 16-bit word (ttl, protocol) changes by 0x0100.
  *     ttl_word = ld16(ip + 8)             # <<<<<<<<<<<<<<
@@ -8409,7 +8425,7 @@ static int __pyx_f_2lb_8_forward_handle(struct __pyx_t_2lb_8_forward_FP *__pyx_v
 */
   __pyx_v_ttl_word = __pyx_f_2lb_8_forward_ld16((__pyx_v_ip + 8));
 
-  /* "fastpath/core.pxi":189
+  /* "fastpath/core.pxi":191
  *     # TTL - 1: the 16-bit word (ttl, protocol) changes by 0x0100.
  *     ttl_word = ld16(ip + 8)
  *     ip[8] -= 1             # <<<<<<<<<<<<<<
@@ -8420,7 +8436,7 @@ static int __pyx_f_2lb_8_forward_handle(struct __pyx_t_2lb_8_forward_FP *__pyx_v
   __pyx_t_4 = 8;
   (__pyx_v_ip[__pyx_t_4]) = ((__pyx_v_ip[__pyx_t_4]) - 1);
 
-  /* "fastpath/core.pxi":190
+  /* "fastpath/core.pxi":192
  *     ttl_word = ld16(ip + 8)
  *     ip[8] -= 1
  *     csum_replace2(ip + 10, ttl_word, ld16(ip + 8))             # <<<<<<<<<<<<<<
@@ -8429,7 +8445,7 @@ static int __pyx_f_2lb_8_forward_handle(struct __pyx_t_2lb_8_forward_FP *__pyx_v
 */
   __pyx_f_2lb_8_forward_csum_replace2((__pyx_v_ip + 10), __pyx_v_ttl_word, __pyx_f_2lb_8_forward_ld16((__pyx_v_ip + 8)));
 
-  /* "fastpath/core.pxi":191
+  /* "fastpath/core.pxi":193
  *     ip[8] -= 1
  *     csum_replace2(ip + 10, ttl_word, ld16(ip + 8))
  *     if direction == DIR_IN:             # <<<<<<<<<<<<<<
@@ -8441,7 +8457,7 @@ static int __pyx_f_2lb_8_forward_handle(struct __pyx_t_2lb_8_forward_FP *__pyx_v
   if (__pyx_t_1) {
 
 
-    /* "fastpath/core.pxi":192
+    /* "fastpath/core.pxi":194
  *     csum_replace2(ip + 10, ttl_word, ld16(ip + 8))
  *     if direction == DIR_IN:
  *         nat_rewrite(ip, l4, proto, partial, 16, c.daddr, 2, c.dport, l4len)             # <<<<<<<<<<<<<<
@@ -8450,7 +8466,7 @@ static int __pyx_f_2lb_8_forward_handle(struct __pyx_t_2lb_8_forward_FP *__pyx_v
 */
     __pyx_f_2lb_8_forward_nat_rewrite(__pyx_v_ip, __pyx_v_l4, __pyx_v_proto, __pyx_v_partial, 16, __pyx_v_c->daddr, 2, __pyx_v_c->dport, __pyx_v_l4len);
 
-    /* "fastpath/core.pxi":193
+    /* "fastpath/core.pxi":195
  *     if direction == DIR_IN:
  *         nat_rewrite(ip, l4, proto, partial, 16, c.daddr, 2, c.dport, l4len)
  *         d.inpkts += 1             # <<<<<<<<<<<<<<
@@ -8459,7 +8475,7 @@ static int __pyx_f_2lb_8_forward_handle(struct __pyx_t_2lb_8_forward_FP *__pyx_v
 */
     __pyx_v_d->inpkts = (__pyx_v_d->inpkts + 1);
 
-    /* "fastpath/core.pxi":194
+    /* "fastpath/core.pxi":196
  *         nat_rewrite(ip, l4, proto, partial, 16, c.daddr, 2, c.dport, l4len)
  *         d.inpkts += 1
  *         d.inbytes += tot             # <<<<<<<<<<<<<<
@@ -8468,7 +8484,7 @@ static int __pyx_f_2lb_8_forward_handle(struct __pyx_t_2lb_8_forward_FP *__pyx_v
 */
     __pyx_v_d->inbytes = (__pyx_v_d->inbytes + __pyx_v_tot);
 
-    /* "fastpath/core.pxi":191
+    /* "fastpath/core.pxi":193
  *     ip[8] -= 1
  *     csum_replace2(ip + 10, ttl_word, ld16(ip + 8))
  *     if direction == DIR_IN:             # <<<<<<<<<<<<<<
@@ -8478,7 +8494,7 @@ static int __pyx_f_2lb_8_forward_handle(struct __pyx_t_2lb_8_forward_FP *__pyx_v
     goto __pyx_L41;
   }
 
-  /* "fastpath/core.pxi":196
+  /* "fastpath/core.pxi":198
  *         d.inbytes += tot
  *     else:
  *         nat_rewrite(ip, l4, proto, partial, 12, c.vaddr, 0, c.vport, l4len)             # <<<<<<<<<<<<<<
@@ -8488,7 +8504,7 @@ static int __pyx_f_2lb_8_forward_handle(struct __pyx_t_2lb_8_forward_FP *__pyx_v
   /*else*/ {
     __pyx_f_2lb_8_forward_nat_rewrite(__pyx_v_ip, __pyx_v_l4, __pyx_v_proto, __pyx_v_partial, 12, __pyx_v_c->vaddr, 0, __pyx_v_c->vport, __pyx_v_l4len);
 
-    /* "fastpath/core.pxi":197
+    /* "fastpath/core.pxi":199
  *     else:
  *         nat_rewrite(ip, l4, proto, partial, 12, c.vaddr, 0, c.vport, l4len)
  *         d.outpkts += 1             # <<<<<<<<<<<<<<
@@ -8497,7 +8513,7 @@ static int __pyx_f_2lb_8_forward_handle(struct __pyx_t_2lb_8_forward_FP *__pyx_v
 */
     __pyx_v_d->outpkts = (__pyx_v_d->outpkts + 1);
 
-    /* "fastpath/core.pxi":198
+    /* "fastpath/core.pxi":200
  *         nat_rewrite(ip, l4, proto, partial, 12, c.vaddr, 0, c.vport, l4len)
  *         d.outpkts += 1
  *         d.outbytes += tot             # <<<<<<<<<<<<<<
@@ -8508,7 +8524,7 @@ static int __pyx_f_2lb_8_forward_handle(struct __pyx_t_2lb_8_forward_FP *__pyx_v
   }
   __pyx_L41:;
 
-  /* "fastpath/core.pxi":199
+  /* "fastpath/core.pxi":201
  *         d.outpkts += 1
  *         d.outbytes += tot
  *     conn_update(fp, c, direction, l4, now)             # <<<<<<<<<<<<<<
@@ -8517,7 +8533,7 @@ static int __pyx_f_2lb_8_forward_handle(struct __pyx_t_2lb_8_forward_FP *__pyx_v
 */
   __pyx_f_2lb_8_forward_conn_update(__pyx_v_fp, __pyx_v_c, __pyx_v_direction, __pyx_v_l4, __pyx_v_now);
 
-  /* "fastpath/core.pxi":201
+  /* "fastpath/core.pxi":203
  *     conn_update(fp, c, direction, l4, now)
  * 
  *     memcpy(f, nb.mac, 6)             # <<<<<<<<<<<<<<
@@ -8526,7 +8542,7 @@ static int __pyx_f_2lb_8_forward_handle(struct __pyx_t_2lb_8_forward_FP *__pyx_v
 */
   (void)(memcpy(__pyx_v_f, __pyx_v_nb->mac, 6));
 
-  /* "fastpath/core.pxi":202
+  /* "fastpath/core.pxi":204
  * 
  *     memcpy(f, nb.mac, 6)
  *     memcpy(f + 6, out.mac, 6)             # <<<<<<<<<<<<<<
@@ -8535,7 +8551,7 @@ static int __pyx_f_2lb_8_forward_handle(struct __pyx_t_2lb_8_forward_FP *__pyx_v
 */
   (void)(memcpy((__pyx_v_f + 6), __pyx_v_out->mac, 6));
 
-  /* "fastpath/core.pxi":203
+  /* "fastpath/core.pxi":205
  *     memcpy(f, nb.mac, 6)
  *     memcpy(f + 6, out.mac, 6)
  *     tx_if[0] = nb.ifslot             # <<<<<<<<<<<<<<
@@ -8547,7 +8563,7 @@ static int __pyx_f_2lb_8_forward_handle(struct __pyx_t_2lb_8_forward_FP *__pyx_v
   (__pyx_v_tx_if[0]) = __pyx_t_5;
 
 
-  /* "fastpath/core.pxi":204
+  /* "fastpath/core.pxi":206
  *     memcpy(f + 6, out.mac, 6)
  *     tx_if[0] = nb.ifslot
  *     return V_FORWARD             # <<<<<<<<<<<<<<
@@ -8591,7 +8607,7 @@ static int __pyx_f_2lb_8_forward_handle(struct __pyx_t_2lb_8_forward_FP *__pyx_v
   return __pyx_r;
 }
 
-/* "fastpath/core.pxi":206
+/* "fastpath/core.pxi":208
  *     return V_FORWARD
  * 
  * cdef int conn_create(FP* fp, Pending* p, uint64_t now) noexcept nogil:             # <<<<<<<<<<<<<<
@@ -8613,8 +8629,9 @@ static int __pyx_f_2lb_8_forward_conn_create(struct __pyx_t_2lb_8_forward_FP *__
   uint16_t __pyx_t_4;
   uint8_t __pyx_t_5;
   int __pyx_t_6;
+  uint64_t __pyx_t_7;
 
-  /* "fastpath/core.pxi":212
+  /* "fastpath/core.pxi":214
  *     cdef int nh_in, nh_out
  *     cdef uint32_t idx
  *     if p.dest < 0 or p.dest >= MAX_DESTS or not fp.dests[p.dest].in_use:             # <<<<<<<<<<<<<<
@@ -8650,7 +8667,7 @@ static int __pyx_f_2lb_8_forward_conn_create(struct __pyx_t_2lb_8_forward_FP *__
   if (__pyx_t_1) {
 
 
-    /* "fastpath/core.pxi":213
+    /* "fastpath/core.pxi":215
  *     cdef uint32_t idx
  *     if p.dest < 0 or p.dest >= MAX_DESTS or not fp.dests[p.dest].in_use:
  *         return R_NO_DEST             # <<<<<<<<<<<<<<
@@ -8663,7 +8680,7 @@ static int __pyx_f_2lb_8_forward_conn_create(struct __pyx_t_2lb_8_forward_FP *__
     }
     goto __pyx_L0;
 
-    /* "fastpath/core.pxi":212
+    /* "fastpath/core.pxi":214
  *     cdef int nh_in, nh_out
  *     cdef uint32_t idx
  *     if p.dest < 0 or p.dest >= MAX_DESTS or not fp.dests[p.dest].in_use:             # <<<<<<<<<<<<<<
@@ -8672,7 +8689,7 @@ static int __pyx_f_2lb_8_forward_conn_create(struct __pyx_t_2lb_8_forward_FP *__
 */
   }
 
-  /* "fastpath/core.pxi":214
+  /* "fastpath/core.pxi":216
  *     if p.dest < 0 or p.dest >= MAX_DESTS or not fp.dests[p.dest].in_use:
  *         return R_NO_DEST
  *     d = &fp.dests[p.dest]             # <<<<<<<<<<<<<<
@@ -8681,7 +8698,7 @@ static int __pyx_f_2lb_8_forward_conn_create(struct __pyx_t_2lb_8_forward_FP *__
 */
   __pyx_v_d = (&(__pyx_v_fp->dests[__pyx_v_p->dest]));
 
-  /* "fastpath/core.pxi":215
+  /* "fastpath/core.pxi":217
  *         return R_NO_DEST
  *     d = &fp.dests[p.dest]
  *     if fp.nfree == 0:             # <<<<<<<<<<<<<<
@@ -8693,7 +8710,7 @@ static int __pyx_f_2lb_8_forward_conn_create(struct __pyx_t_2lb_8_forward_FP *__
   if (__pyx_t_1) {
 
 
-    /* "fastpath/core.pxi":216
+    /* "fastpath/core.pxi":218
  *     d = &fp.dests[p.dest]
  *     if fp.nfree == 0:
  *         return R_TABLE_FULL             # <<<<<<<<<<<<<<
@@ -8706,7 +8723,7 @@ static int __pyx_f_2lb_8_forward_conn_create(struct __pyx_t_2lb_8_forward_FP *__
     }
     goto __pyx_L0;
 
-    /* "fastpath/core.pxi":215
+    /* "fastpath/core.pxi":217
  *         return R_NO_DEST
  *     d = &fp.dests[p.dest]
  *     if fp.nfree == 0:             # <<<<<<<<<<<<<<
@@ -8715,7 +8732,7 @@ static int __pyx_f_2lb_8_forward_conn_create(struct __pyx_t_2lb_8_forward_FP *__
 */
   }
 
-  /* "fastpath/core.pxi":217
+  /* "fastpath/core.pxi":219
  *     if fp.nfree == 0:
  *         return R_TABLE_FULL
  *     nh_in = nexthop_for(fp, d.rip)             # <<<<<<<<<<<<<<
@@ -8724,7 +8741,7 @@ static int __pyx_f_2lb_8_forward_conn_create(struct __pyx_t_2lb_8_forward_FP *__
 */
   __pyx_v_nh_in = __pyx_f_2lb_8_forward_nexthop_for(__pyx_v_fp, __pyx_v_d->rip);
 
-  /* "fastpath/core.pxi":218
+  /* "fastpath/core.pxi":220
  *         return R_TABLE_FULL
  *     nh_in = nexthop_for(fp, d.rip)
  *     nh_out = nexthop_for(fp, p.caddr)             # <<<<<<<<<<<<<<
@@ -8733,7 +8750,7 @@ static int __pyx_f_2lb_8_forward_conn_create(struct __pyx_t_2lb_8_forward_FP *__
 */
   __pyx_v_nh_out = __pyx_f_2lb_8_forward_nexthop_for(__pyx_v_fp, __pyx_v_p->caddr);
 
-  /* "fastpath/core.pxi":219
+  /* "fastpath/core.pxi":221
  *     nh_in = nexthop_for(fp, d.rip)
  *     nh_out = nexthop_for(fp, p.caddr)
  *     if nh_in < 0 or nh_out < 0:             # <<<<<<<<<<<<<<
@@ -8759,7 +8776,7 @@ static int __pyx_f_2lb_8_forward_conn_create(struct __pyx_t_2lb_8_forward_FP *__
   if (__pyx_t_1) {
 
 
-    /* "fastpath/core.pxi":220
+    /* "fastpath/core.pxi":222
  *     nh_out = nexthop_for(fp, p.caddr)
  *     if nh_in < 0 or nh_out < 0:
  *         return R_NO_ROUTE             # <<<<<<<<<<<<<<
@@ -8772,7 +8789,7 @@ static int __pyx_f_2lb_8_forward_conn_create(struct __pyx_t_2lb_8_forward_FP *__
     }
     goto __pyx_L0;
 
-    /* "fastpath/core.pxi":219
+    /* "fastpath/core.pxi":221
  *     nh_in = nexthop_for(fp, d.rip)
  *     nh_out = nexthop_for(fp, p.caddr)
  *     if nh_in < 0 or nh_out < 0:             # <<<<<<<<<<<<<<
@@ -8781,7 +8798,7 @@ static int __pyx_f_2lb_8_forward_conn_create(struct __pyx_t_2lb_8_forward_FP *__
 */
   }
 
-  /* "fastpath/core.pxi":221
+  /* "fastpath/core.pxi":223
  *     if nh_in < 0 or nh_out < 0:
  *         return R_NO_ROUTE
  *     fp.nfree -= 1             # <<<<<<<<<<<<<<
@@ -8790,7 +8807,7 @@ static int __pyx_f_2lb_8_forward_conn_create(struct __pyx_t_2lb_8_forward_FP *__
 */
   __pyx_v_fp->nfree = (__pyx_v_fp->nfree - 1);
 
-  /* "fastpath/core.pxi":222
+  /* "fastpath/core.pxi":224
  *         return R_NO_ROUTE
  *     fp.nfree -= 1
  *     idx = fp.free_list[fp.nfree]             # <<<<<<<<<<<<<<
@@ -8799,7 +8816,7 @@ static int __pyx_f_2lb_8_forward_conn_create(struct __pyx_t_2lb_8_forward_FP *__
 */
   __pyx_v_idx = (__pyx_v_fp->free_list[__pyx_v_fp->nfree]);
 
-  /* "fastpath/core.pxi":223
+  /* "fastpath/core.pxi":225
  *     fp.nfree -= 1
  *     idx = fp.free_list[fp.nfree]
  *     c = &fp.conns[idx]             # <<<<<<<<<<<<<<
@@ -8808,7 +8825,7 @@ static int __pyx_f_2lb_8_forward_conn_create(struct __pyx_t_2lb_8_forward_FP *__
 */
   __pyx_v_c = (&(__pyx_v_fp->conns[__pyx_v_idx]));
 
-  /* "fastpath/core.pxi":224
+  /* "fastpath/core.pxi":226
  *     idx = fp.free_list[fp.nfree]
  *     c = &fp.conns[idx]
  *     c.caddr = p.caddr             # <<<<<<<<<<<<<<
@@ -8819,7 +8836,7 @@ static int __pyx_f_2lb_8_forward_conn_create(struct __pyx_t_2lb_8_forward_FP *__
 
   __pyx_v_c->caddr = __pyx_t_3;
 
-  /* "fastpath/core.pxi":225
+  /* "fastpath/core.pxi":227
  *     c = &fp.conns[idx]
  *     c.caddr = p.caddr
  *     c.cport = p.cport             # <<<<<<<<<<<<<<
@@ -8830,7 +8847,7 @@ static int __pyx_f_2lb_8_forward_conn_create(struct __pyx_t_2lb_8_forward_FP *__
 
   __pyx_v_c->cport = __pyx_t_4;
 
-  /* "fastpath/core.pxi":226
+  /* "fastpath/core.pxi":228
  *     c.caddr = p.caddr
  *     c.cport = p.cport
  *     c.vaddr = p.vaddr             # <<<<<<<<<<<<<<
@@ -8841,7 +8858,7 @@ static int __pyx_f_2lb_8_forward_conn_create(struct __pyx_t_2lb_8_forward_FP *__
 
   __pyx_v_c->vaddr = __pyx_t_3;
 
-  /* "fastpath/core.pxi":227
+  /* "fastpath/core.pxi":229
  *     c.cport = p.cport
  *     c.vaddr = p.vaddr
  *     c.vport = p.vport             # <<<<<<<<<<<<<<
@@ -8852,7 +8869,7 @@ static int __pyx_f_2lb_8_forward_conn_create(struct __pyx_t_2lb_8_forward_FP *__
 
   __pyx_v_c->vport = __pyx_t_4;
 
-  /* "fastpath/core.pxi":228
+  /* "fastpath/core.pxi":230
  *     c.vaddr = p.vaddr
  *     c.vport = p.vport
  *     c.daddr = d.rip             # <<<<<<<<<<<<<<
@@ -8863,7 +8880,7 @@ static int __pyx_f_2lb_8_forward_conn_create(struct __pyx_t_2lb_8_forward_FP *__
 
   __pyx_v_c->daddr = __pyx_t_3;
 
-  /* "fastpath/core.pxi":229
+  /* "fastpath/core.pxi":231
  *     c.vport = p.vport
  *     c.daddr = d.rip
  *     c.dport = d.rport             # <<<<<<<<<<<<<<
@@ -8874,7 +8891,7 @@ static int __pyx_f_2lb_8_forward_conn_create(struct __pyx_t_2lb_8_forward_FP *__
 
   __pyx_v_c->dport = __pyx_t_4;
 
-  /* "fastpath/core.pxi":230
+  /* "fastpath/core.pxi":232
  *     c.daddr = d.rip
  *     c.dport = d.rport
  *     c.proto = p.proto             # <<<<<<<<<<<<<<
@@ -8885,7 +8902,7 @@ static int __pyx_f_2lb_8_forward_conn_create(struct __pyx_t_2lb_8_forward_FP *__
 
   __pyx_v_c->proto = __pyx_t_5;
 
-  /* "fastpath/core.pxi":231
+  /* "fastpath/core.pxi":233
  *     c.dport = d.rport
  *     c.proto = p.proto
  *     c.dest = <uint16_t>p.dest             # <<<<<<<<<<<<<<
@@ -8894,7 +8911,7 @@ static int __pyx_f_2lb_8_forward_conn_create(struct __pyx_t_2lb_8_forward_FP *__
 */
   __pyx_v_c->dest = ((uint16_t)__pyx_v_p->dest);
 
-  /* "fastpath/core.pxi":232
+  /* "fastpath/core.pxi":234
  *     c.proto = p.proto
  *     c.dest = <uint16_t>p.dest
  *     c.svc = p.svc             # <<<<<<<<<<<<<<
@@ -8905,7 +8922,7 @@ static int __pyx_f_2lb_8_forward_conn_create(struct __pyx_t_2lb_8_forward_FP *__
 
   __pyx_v_c->svc = __pyx_t_4;
 
-  /* "fastpath/core.pxi":233
+  /* "fastpath/core.pxi":235
  *     c.dest = <uint16_t>p.dest
  *     c.svc = p.svc
  *     c.nh_in = <uint16_t>nh_in             # <<<<<<<<<<<<<<
@@ -8914,7 +8931,7 @@ static int __pyx_f_2lb_8_forward_conn_create(struct __pyx_t_2lb_8_forward_FP *__
 */
   __pyx_v_c->nh_in = ((uint16_t)__pyx_v_nh_in);
 
-  /* "fastpath/core.pxi":234
+  /* "fastpath/core.pxi":236
  *     c.svc = p.svc
  *     c.nh_in = <uint16_t>nh_in
  *     c.nh_out = <uint16_t>nh_out             # <<<<<<<<<<<<<<
@@ -8923,21 +8940,21 @@ static int __pyx_f_2lb_8_forward_conn_create(struct __pyx_t_2lb_8_forward_FP *__
 */
   __pyx_v_c->nh_out = ((uint16_t)__pyx_v_nh_out);
 
-  /* "fastpath/core.pxi":235
+  /* "fastpath/core.pxi":237
  *     c.nh_in = <uint16_t>nh_in
  *     c.nh_out = <uint16_t>nh_out
  *     c.flags = CONN_IN_USE | CONN_INACTIVE             # <<<<<<<<<<<<<<
  *     c.state = S_NONE if p.proto == 6 else S_UDP
- *     c.expires = now + fp.timeouts[c.state]
+ *     # at least 1 ms: the frame that opened the connection must find it (even with a 0 timeout)
 */
   __pyx_v_c->flags = (__pyx_e_2lb_8_forward_CONN_IN_USE | __pyx_e_2lb_8_forward_CONN_INACTIVE);
 
-  /* "fastpath/core.pxi":236
+  /* "fastpath/core.pxi":238
  *     c.nh_out = <uint16_t>nh_out
  *     c.flags = CONN_IN_USE | CONN_INACTIVE
  *     c.state = S_NONE if p.proto == 6 else S_UDP             # <<<<<<<<<<<<<<
- *     c.expires = now + fp.timeouts[c.state]
- *     c.hash = flow_hash(fp, c.proto, c.caddr, c.cport, c.vaddr, c.vport)
+ *     # at least 1 ms: the frame that opened the connection must find it (even with a 0 timeout)
+ *     c.expires = now + (fp.timeouts[c.state] if fp.timeouts[c.state] else 1)
 */
   __pyx_t_1 = (__pyx_v_p->proto == 6);
 
@@ -8951,26 +8968,37 @@ static int __pyx_f_2lb_8_forward_conn_create(struct __pyx_t_2lb_8_forward_FP *__
 
   __pyx_v_c->state = __pyx_t_6;
 
-  /* "fastpath/core.pxi":237
- *     c.flags = CONN_IN_USE | CONN_INACTIVE
+  /* "fastpath/core.pxi":240
  *     c.state = S_NONE if p.proto == 6 else S_UDP
- *     c.expires = now + fp.timeouts[c.state]             # <<<<<<<<<<<<<<
+ *     # at least 1 ms: the frame that opened the connection must find it (even with a 0 timeout)
+ *     c.expires = now + (fp.timeouts[c.state] if fp.timeouts[c.state] else 1)             # <<<<<<<<<<<<<<
  *     c.hash = flow_hash(fp, c.proto, c.caddr, c.cport, c.vaddr, c.vport)
  *     c.next_in = fp.bucket_in[c.hash]
 */
-  __pyx_v_c->expires = (__pyx_v_now + (__pyx_v_fp->timeouts[__pyx_v_c->state]));
+  __pyx_t_1 = ((__pyx_v_fp->timeouts[__pyx_v_c->state]) != 0);
 
-  /* "fastpath/core.pxi":238
- *     c.state = S_NONE if p.proto == 6 else S_UDP
- *     c.expires = now + fp.timeouts[c.state]
+  if (__pyx_t_1) {
+
+    __pyx_t_7 = (__pyx_v_fp->timeouts[__pyx_v_c->state]);
+  } else {
+
+    __pyx_t_7 = 1;
+  }
+
+  __pyx_v_c->expires = (__pyx_v_now + __pyx_t_7);
+
+
+  /* "fastpath/core.pxi":241
+ *     # at least 1 ms: the frame that opened the connection must find it (even with a 0 timeout)
+ *     c.expires = now + (fp.timeouts[c.state] if fp.timeouts[c.state] else 1)
  *     c.hash = flow_hash(fp, c.proto, c.caddr, c.cport, c.vaddr, c.vport)             # <<<<<<<<<<<<<<
  *     c.next_in = fp.bucket_in[c.hash]
  *     fp.bucket_in[c.hash] = idx + 1
 */
   __pyx_v_c->hash = __pyx_f_2lb_8_forward_flow_hash(__pyx_v_fp, __pyx_v_c->proto, __pyx_v_c->caddr, __pyx_v_c->cport, __pyx_v_c->vaddr, __pyx_v_c->vport);
 
-  /* "fastpath/core.pxi":239
- *     c.expires = now + fp.timeouts[c.state]
+  /* "fastpath/core.pxi":242
+ *     c.expires = now + (fp.timeouts[c.state] if fp.timeouts[c.state] else 1)
  *     c.hash = flow_hash(fp, c.proto, c.caddr, c.cport, c.vaddr, c.vport)
  *     c.next_in = fp.bucket_in[c.hash]             # <<<<<<<<<<<<<<
  *     fp.bucket_in[c.hash] = idx + 1
@@ -8978,7 +9006,7 @@ static int __pyx_f_2lb_8_forward_conn_create(struct __pyx_t_2lb_8_forward_FP *__
 */
   __pyx_v_c->next_in = (__pyx_v_fp->bucket_in[__pyx_v_c->hash]);
 
-  /* "fastpath/core.pxi":240
+  /* "fastpath/core.pxi":243
  *     c.hash = flow_hash(fp, c.proto, c.caddr, c.cport, c.vaddr, c.vport)
  *     c.next_in = fp.bucket_in[c.hash]
  *     fp.bucket_in[c.hash] = idx + 1             # <<<<<<<<<<<<<<
@@ -8987,7 +9015,7 @@ static int __pyx_f_2lb_8_forward_conn_create(struct __pyx_t_2lb_8_forward_FP *__
 */
   (__pyx_v_fp->bucket_in[__pyx_v_c->hash]) = (__pyx_v_idx + 1);
 
-  /* "fastpath/core.pxi":241
+  /* "fastpath/core.pxi":244
  *     c.next_in = fp.bucket_in[c.hash]
  *     fp.bucket_in[c.hash] = idx + 1
  *     cdef uint32_t ho = flow_hash(fp, c.proto, c.daddr, c.dport, c.caddr, c.cport)             # <<<<<<<<<<<<<<
@@ -8996,7 +9024,7 @@ static int __pyx_f_2lb_8_forward_conn_create(struct __pyx_t_2lb_8_forward_FP *__
 */
   __pyx_v_ho = __pyx_f_2lb_8_forward_flow_hash(__pyx_v_fp, __pyx_v_c->proto, __pyx_v_c->daddr, __pyx_v_c->dport, __pyx_v_c->caddr, __pyx_v_c->cport);
 
-  /* "fastpath/core.pxi":242
+  /* "fastpath/core.pxi":245
  *     fp.bucket_in[c.hash] = idx + 1
  *     cdef uint32_t ho = flow_hash(fp, c.proto, c.daddr, c.dport, c.caddr, c.cport)
  *     c.next_out = fp.bucket_out[ho]             # <<<<<<<<<<<<<<
@@ -9005,7 +9033,7 @@ static int __pyx_f_2lb_8_forward_conn_create(struct __pyx_t_2lb_8_forward_FP *__
 */
   __pyx_v_c->next_out = (__pyx_v_fp->bucket_out[__pyx_v_ho]);
 
-  /* "fastpath/core.pxi":243
+  /* "fastpath/core.pxi":246
  *     cdef uint32_t ho = flow_hash(fp, c.proto, c.daddr, c.dport, c.caddr, c.cport)
  *     c.next_out = fp.bucket_out[ho]
  *     fp.bucket_out[ho] = idx + 1             # <<<<<<<<<<<<<<
@@ -9014,7 +9042,7 @@ static int __pyx_f_2lb_8_forward_conn_create(struct __pyx_t_2lb_8_forward_FP *__
 */
   (__pyx_v_fp->bucket_out[__pyx_v_ho]) = (__pyx_v_idx + 1);
 
-  /* "fastpath/core.pxi":244
+  /* "fastpath/core.pxi":247
  *     c.next_out = fp.bucket_out[ho]
  *     fp.bucket_out[ho] = idx + 1
  *     d.conns += 1             # <<<<<<<<<<<<<<
@@ -9023,7 +9051,7 @@ static int __pyx_f_2lb_8_forward_conn_create(struct __pyx_t_2lb_8_forward_FP *__
 */
   __pyx_v_d->conns = (__pyx_v_d->conns + 1);
 
-  /* "fastpath/core.pxi":245
+  /* "fastpath/core.pxi":248
  *     fp.bucket_out[ho] = idx + 1
  *     d.conns += 1
  *     d.inactive += 1             # <<<<<<<<<<<<<<
@@ -9032,7 +9060,7 @@ static int __pyx_f_2lb_8_forward_conn_create(struct __pyx_t_2lb_8_forward_FP *__
 */
   __pyx_v_d->inactive = (__pyx_v_d->inactive + 1);
 
-  /* "fastpath/core.pxi":246
+  /* "fastpath/core.pxi":249
  *     d.conns += 1
  *     d.inactive += 1
  *     fp.new_conns += 1             # <<<<<<<<<<<<<<
@@ -9040,7 +9068,7 @@ static int __pyx_f_2lb_8_forward_conn_create(struct __pyx_t_2lb_8_forward_FP *__
 */
   __pyx_v_fp->new_conns = (__pyx_v_fp->new_conns + 1);
 
-  /* "fastpath/core.pxi":247
+  /* "fastpath/core.pxi":250
  *     d.inactive += 1
  *     fp.new_conns += 1
  *     return R_NONE             # <<<<<<<<<<<<<<
@@ -9051,7 +9079,7 @@ static int __pyx_f_2lb_8_forward_conn_create(struct __pyx_t_2lb_8_forward_FP *__
   }
   goto __pyx_L0;
 
-  /* "fastpath/core.pxi":206
+  /* "fastpath/core.pxi":208
  *     return V_FORWARD
  * 
  * cdef int conn_create(FP* fp, Pending* p, uint64_t now) noexcept nogil:             # <<<<<<<<<<<<<<
@@ -12072,7 +12100,7 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_14set_routes(struct __pyx_obj
  *         rows = sorted(routes, key=lambda r: -r[1])[:MAX_ROUTES]
  *         parsed = []             # <<<<<<<<<<<<<<
  *         for prefix, plen, gw, ifslot in rows:
- *             mask = (0xFFFFFFFF << (32 - plen)) & 0xFFFFFFFF if plen else 0
+ *             self._check_iface(ifslot)
 */
   __pyx_t_5 = PyList_New(0); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 162, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
@@ -12083,8 +12111,8 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_14set_routes(struct __pyx_obj
  *         rows = sorted(routes, key=lambda r: -r[1])[:MAX_ROUTES]
  *         parsed = []
  *         for prefix, plen, gw, ifslot in rows:             # <<<<<<<<<<<<<<
+ *             self._check_iface(ifslot)
  *             mask = (0xFFFFFFFF << (32 - plen)) & 0xFFFFFFFF if plen else 0
- *             parsed.append((_ip(prefix) & mask, mask, _ip(gw) if gw else 0, ifslot))
 */
   if (likely(PyList_CheckExact(__pyx_v_rows)) || PyTuple_CheckExact(__pyx_v_rows)) {
     __pyx_t_5 = __pyx_v_rows; __Pyx_INCREF(__pyx_t_5);
@@ -12214,18 +12242,37 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_14set_routes(struct __pyx_obj
     /* "fastpath/_forward.pyx":164
  *         parsed = []
  *         for prefix, plen, gw, ifslot in rows:
+ *             self._check_iface(ifslot)             # <<<<<<<<<<<<<<
+ *             mask = (0xFFFFFFFF << (32 - plen)) & 0xFFFFFFFF if plen else 0
+ *             parsed.append((_ip(prefix) & mask, mask, _ip(gw) if gw else 0, ifslot))
+*/
+    __pyx_t_9 = ((PyObject *)__pyx_v_self);
+    __Pyx_INCREF(__pyx_t_9);
+    __pyx_t_4 = 0;
+    {
+      PyObject *__pyx_callargs[2] = {__pyx_t_9, __pyx_v_ifslot};
+      __pyx_t_1 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_check_iface, __pyx_callargs+__pyx_t_4, (2-__pyx_t_4) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
+      __Pyx_XDECREF(__pyx_t_9); __pyx_t_9 = 0;
+      if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 164, __pyx_L1_error)
+      __Pyx_GOTREF(__pyx_t_1);
+    }
+    __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
+
+    /* "fastpath/_forward.pyx":165
+ *         for prefix, plen, gw, ifslot in rows:
+ *             self._check_iface(ifslot)
  *             mask = (0xFFFFFFFF << (32 - plen)) & 0xFFFFFFFF if plen else 0             # <<<<<<<<<<<<<<
  *             parsed.append((_ip(prefix) & mask, mask, _ip(gw) if gw else 0, ifslot))
  *         self._lock()
 */
-    __pyx_t_12 = __Pyx_PyObject_IsTrue(__pyx_v_plen); if (unlikely((__pyx_t_12 < 0))) __PYX_ERR(0, 164, __pyx_L1_error)
+    __pyx_t_12 = __Pyx_PyObject_IsTrue(__pyx_v_plen); if (unlikely((__pyx_t_12 < 0))) __PYX_ERR(0, 165, __pyx_L1_error)
     if (__pyx_t_12) {
-      __pyx_t_9 = __Pyx_PyLong_SubtractCObj(__pyx_mstate_global->__pyx_int_32, __pyx_v_plen, 32, 0, 0); if (unlikely(!__pyx_t_9)) __PYX_ERR(0, 164, __pyx_L1_error)
+      __pyx_t_9 = __Pyx_PyLong_SubtractCObj(__pyx_mstate_global->__pyx_int_32, __pyx_v_plen, 32, 0, 0); if (unlikely(!__pyx_t_9)) __PYX_ERR(0, 165, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_9);
-      __pyx_t_8 = PyNumber_Lshift(__pyx_mstate_global->__pyx_int_4294967295, __pyx_t_9); if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 164, __pyx_L1_error)
+      __pyx_t_8 = PyNumber_Lshift(__pyx_mstate_global->__pyx_int_4294967295, __pyx_t_9); if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 165, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_8);
       __Pyx_DECREF(__pyx_t_9); __pyx_t_9 = 0;
-      __pyx_t_9 = __Pyx_PyNumber_And_object_int(__pyx_t_8, __pyx_mstate_global->__pyx_int_4294967295); if (unlikely(!__pyx_t_9)) __PYX_ERR(0, 164, __pyx_L1_error)
+      __pyx_t_9 = __Pyx_PyNumber_And_object_int(__pyx_t_8, __pyx_mstate_global->__pyx_int_4294967295); if (unlikely(!__pyx_t_9)) __PYX_ERR(0, 165, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_9);
       __Pyx_DECREF(__pyx_t_8); __pyx_t_8 = 0;
       __pyx_t_1 = __pyx_t_9;
@@ -12238,15 +12285,15 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_14set_routes(struct __pyx_obj
     __Pyx_XDECREF_SET(__pyx_v_mask, __pyx_t_1);
     __pyx_t_1 = 0;
 
-    /* "fastpath/_forward.pyx":165
- *         for prefix, plen, gw, ifslot in rows:
+    /* "fastpath/_forward.pyx":166
+ *             self._check_iface(ifslot)
  *             mask = (0xFFFFFFFF << (32 - plen)) & 0xFFFFFFFF if plen else 0
  *             parsed.append((_ip(prefix) & mask, mask, _ip(gw) if gw else 0, ifslot))             # <<<<<<<<<<<<<<
  *         self._lock()
  *         for i, (prefix, mask, gw, ifslot) in enumerate(parsed):
 */
     __pyx_t_9 = NULL;
-    __Pyx_GetModuleGlobalName(__pyx_t_8, __pyx_mstate_global->__pyx_n_u_ip); if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 165, __pyx_L1_error)
+    __Pyx_GetModuleGlobalName(__pyx_t_8, __pyx_mstate_global->__pyx_n_u_ip); if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 166, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_8);
     __pyx_t_4 = 1;
     #if CYTHON_UNPACK_METHODS
@@ -12265,16 +12312,16 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_14set_routes(struct __pyx_obj
       __pyx_t_1 = __Pyx_PyObject_FastCall((PyObject*)__pyx_t_8, __pyx_callargs+__pyx_t_4, (2-__pyx_t_4) | (__pyx_t_4*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
       __Pyx_XDECREF(__pyx_t_9); __pyx_t_9 = 0;
       __Pyx_DECREF(__pyx_t_8); __pyx_t_8 = 0;
-      if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 165, __pyx_L1_error)
+      if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 166, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_1);
     }
-    __pyx_t_8 = __Pyx_PyNumber_And_object_object(__pyx_t_1, __pyx_v_mask); if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 165, __pyx_L1_error)
+    __pyx_t_8 = __Pyx_PyNumber_And_object_object(__pyx_t_1, __pyx_v_mask); if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 166, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_8);
     __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
-    __pyx_t_12 = __Pyx_PyObject_IsTrue(__pyx_v_gw); if (unlikely((__pyx_t_12 < 0))) __PYX_ERR(0, 165, __pyx_L1_error)
+    __pyx_t_12 = __Pyx_PyObject_IsTrue(__pyx_v_gw); if (unlikely((__pyx_t_12 < 0))) __PYX_ERR(0, 166, __pyx_L1_error)
     if (__pyx_t_12) {
       __pyx_t_2 = NULL;
-      __Pyx_GetModuleGlobalName(__pyx_t_3, __pyx_mstate_global->__pyx_n_u_ip); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 165, __pyx_L1_error)
+      __Pyx_GetModuleGlobalName(__pyx_t_3, __pyx_mstate_global->__pyx_n_u_ip); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 166, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_3);
       __pyx_t_4 = 1;
       #if CYTHON_UNPACK_METHODS
@@ -12293,7 +12340,7 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_14set_routes(struct __pyx_obj
         __pyx_t_9 = __Pyx_PyObject_FastCall((PyObject*)__pyx_t_3, __pyx_callargs+__pyx_t_4, (2-__pyx_t_4) | (__pyx_t_4*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
         __Pyx_XDECREF(__pyx_t_2); __pyx_t_2 = 0;
         __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
-        if (unlikely(!__pyx_t_9)) __PYX_ERR(0, 165, __pyx_L1_error)
+        if (unlikely(!__pyx_t_9)) __PYX_ERR(0, 166, __pyx_L1_error)
         __Pyx_GOTREF(__pyx_t_9);
       }
       __pyx_t_1 = __pyx_t_9;
@@ -12303,21 +12350,21 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_14set_routes(struct __pyx_obj
       __pyx_t_1 = __pyx_mstate_global->__pyx_int_0;
     }
 
-    __pyx_t_9 = PyTuple_New(4); if (unlikely(!__pyx_t_9)) __PYX_ERR(0, 165, __pyx_L1_error)
+    __pyx_t_9 = PyTuple_New(4); if (unlikely(!__pyx_t_9)) __PYX_ERR(0, 166, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_9);
     __Pyx_GIVEREF(__pyx_t_8);
-    if (__Pyx_PyTuple_SET_ITEM(__pyx_t_9, 0, __pyx_t_8) != (0)) __PYX_ERR(0, 165, __pyx_L1_error);
+    if (__Pyx_PyTuple_SET_ITEM(__pyx_t_9, 0, __pyx_t_8) != (0)) __PYX_ERR(0, 166, __pyx_L1_error);
     __Pyx_INCREF(__pyx_v_mask);
     __Pyx_GIVEREF(__pyx_v_mask);
-    if (__Pyx_PyTuple_SET_ITEM(__pyx_t_9, 1, __pyx_v_mask) != (0)) __PYX_ERR(0, 165, __pyx_L1_error);
+    if (__Pyx_PyTuple_SET_ITEM(__pyx_t_9, 1, __pyx_v_mask) != (0)) __PYX_ERR(0, 166, __pyx_L1_error);
     __Pyx_GIVEREF(__pyx_t_1);
-    if (__Pyx_PyTuple_SET_ITEM(__pyx_t_9, 2, __pyx_t_1) != (0)) __PYX_ERR(0, 165, __pyx_L1_error);
+    if (__Pyx_PyTuple_SET_ITEM(__pyx_t_9, 2, __pyx_t_1) != (0)) __PYX_ERR(0, 166, __pyx_L1_error);
     __Pyx_INCREF(__pyx_v_ifslot);
     __Pyx_GIVEREF(__pyx_v_ifslot);
-    if (__Pyx_PyTuple_SET_ITEM(__pyx_t_9, 3, __pyx_v_ifslot) != (0)) __PYX_ERR(0, 165, __pyx_L1_error);
+    if (__Pyx_PyTuple_SET_ITEM(__pyx_t_9, 3, __pyx_v_ifslot) != (0)) __PYX_ERR(0, 166, __pyx_L1_error);
     __pyx_t_8 = 0;
     __pyx_t_1 = 0;
-    __pyx_t_13 = __Pyx_PyList_Append(__pyx_v_parsed, __pyx_t_9); if (unlikely(__pyx_t_13 == ((int)-1))) __PYX_ERR(0, 165, __pyx_L1_error)
+    __pyx_t_13 = __Pyx_PyList_Append(__pyx_v_parsed, __pyx_t_9); if (unlikely(__pyx_t_13 == ((int)-1))) __PYX_ERR(0, 166, __pyx_L1_error)
     __Pyx_DECREF(__pyx_t_9); __pyx_t_9 = 0;
 
 
@@ -12325,13 +12372,13 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_14set_routes(struct __pyx_obj
  *         rows = sorted(routes, key=lambda r: -r[1])[:MAX_ROUTES]
  *         parsed = []
  *         for prefix, plen, gw, ifslot in rows:             # <<<<<<<<<<<<<<
+ *             self._check_iface(ifslot)
  *             mask = (0xFFFFFFFF << (32 - plen)) & 0xFFFFFFFF if plen else 0
- *             parsed.append((_ip(prefix) & mask, mask, _ip(gw) if gw else 0, ifslot))
 */
   }
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
 
-  /* "fastpath/_forward.pyx":166
+  /* "fastpath/_forward.pyx":167
  *             mask = (0xFFFFFFFF << (32 - plen)) & 0xFFFFFFFF if plen else 0
  *             parsed.append((_ip(prefix) & mask, mask, _ip(gw) if gw else 0, ifslot))
  *         self._lock()             # <<<<<<<<<<<<<<
@@ -12340,7 +12387,7 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_14set_routes(struct __pyx_obj
 */
   __pyx_f_2lb_8_forward_9Forwarder__lock(__pyx_v_self);
 
-  /* "fastpath/_forward.pyx":167
+  /* "fastpath/_forward.pyx":168
  *             parsed.append((_ip(prefix) & mask, mask, _ip(gw) if gw else 0, ifslot))
  *         self._lock()
  *         for i, (prefix, mask, gw, ifslot) in enumerate(parsed):             # <<<<<<<<<<<<<<
@@ -12355,13 +12402,13 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_14set_routes(struct __pyx_obj
     {
       Py_ssize_t __pyx_temp = __Pyx_PyList_GET_SIZE(__pyx_t_9);
       #if !CYTHON_ASSUME_SAFE_SIZE
-      if (unlikely((__pyx_temp < 0))) __PYX_ERR(0, 167, __pyx_L1_error)
+      if (unlikely((__pyx_temp < 0))) __PYX_ERR(0, 168, __pyx_L1_error)
       #endif
       if (__pyx_t_6 >= __pyx_temp) break;
     }
     __pyx_t_1 = __Pyx_PyList_GET_ITEM_REF(__pyx_t_9, __pyx_t_6, __Pyx_ReferenceSharing_OwnStrongReference);
     ++__pyx_t_6;
-    if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 167, __pyx_L1_error)
+    if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 168, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_1);
     if ((likely(PyTuple_CheckExact(__pyx_t_1))) || (PyList_CheckExact(__pyx_t_1))) {
       PyObject* sequence = __pyx_t_1;
@@ -12369,7 +12416,7 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_14set_routes(struct __pyx_obj
       if (unlikely(size != 4)) {
         if (size > 4) __Pyx_RaiseTooManyValuesError(4);
         else if (size >= 0) __Pyx_RaiseNeedMoreValuesError(size);
-        __PYX_ERR(0, 167, __pyx_L1_error)
+        __PYX_ERR(0, 168, __pyx_L1_error)
       }
       #if CYTHON_ASSUME_SAFE_MACROS && !CYTHON_AVOID_BORROWED_REFS
       if (likely(PyTuple_CheckExact(sequence))) {
@@ -12383,16 +12430,16 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_14set_routes(struct __pyx_obj
         __Pyx_INCREF(__pyx_t_10);
       } else {
         __pyx_t_8 = __Pyx_PyList_GET_ITEM_REF(sequence, 0, __Pyx_ReferenceSharing_SharedReference);
-        if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 167, __pyx_L1_error)
+        if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 168, __pyx_L1_error)
         __Pyx_XGOTREF(__pyx_t_8);
         __pyx_t_3 = __Pyx_PyList_GET_ITEM_REF(sequence, 1, __Pyx_ReferenceSharing_SharedReference);
-        if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 167, __pyx_L1_error)
+        if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 168, __pyx_L1_error)
         __Pyx_XGOTREF(__pyx_t_3);
         __pyx_t_2 = __Pyx_PyList_GET_ITEM_REF(sequence, 2, __Pyx_ReferenceSharing_SharedReference);
-        if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 167, __pyx_L1_error)
+        if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 168, __pyx_L1_error)
         __Pyx_XGOTREF(__pyx_t_2);
         __pyx_t_10 = __Pyx_PyList_GET_ITEM_REF(sequence, 3, __Pyx_ReferenceSharing_SharedReference);
-        if (unlikely(!__pyx_t_10)) __PYX_ERR(0, 167, __pyx_L1_error)
+        if (unlikely(!__pyx_t_10)) __PYX_ERR(0, 168, __pyx_L1_error)
         __Pyx_XGOTREF(__pyx_t_10);
       }
       #else
@@ -12400,7 +12447,7 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_14set_routes(struct __pyx_obj
         Py_ssize_t i;
         PyObject** temps[4] = {&__pyx_t_8,&__pyx_t_3,&__pyx_t_2,&__pyx_t_10};
         for (i=0; i < 4; i++) {
-          PyObject* item = __Pyx_PySequence_ITEM(sequence, i); if (unlikely(!item)) __PYX_ERR(0, 167, __pyx_L1_error)
+          PyObject* item = __Pyx_PySequence_ITEM(sequence, i); if (unlikely(!item)) __PYX_ERR(0, 168, __pyx_L1_error)
           __Pyx_GOTREF(item);
           *(temps[i]) = item;
         }
@@ -12410,7 +12457,7 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_14set_routes(struct __pyx_obj
     } else {
       Py_ssize_t index = -1;
       PyObject** temps[4] = {&__pyx_t_8,&__pyx_t_3,&__pyx_t_2,&__pyx_t_10};
-      __pyx_t_14 = PyObject_GetIter(__pyx_t_1); if (unlikely(!__pyx_t_14)) __PYX_ERR(0, 167, __pyx_L1_error)
+      __pyx_t_14 = PyObject_GetIter(__pyx_t_1); if (unlikely(!__pyx_t_14)) __PYX_ERR(0, 168, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_14);
       __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
       __pyx_t_11 = (CYTHON_COMPILING_IN_LIMITED_API) ? PyIter_Next : __Pyx_PyObject_GetIterNextFunc(__pyx_t_14);
@@ -12419,7 +12466,7 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_14set_routes(struct __pyx_obj
         __Pyx_GOTREF(item);
         *(temps[index]) = item;
       }
-      if (__Pyx_IternextUnpackEndCheck(__pyx_t_11(__pyx_t_14), 4) < (0)) __PYX_ERR(0, 167, __pyx_L1_error)
+      if (__Pyx_IternextUnpackEndCheck(__pyx_t_11(__pyx_t_14), 4) < (0)) __PYX_ERR(0, 168, __pyx_L1_error)
       __pyx_t_11 = NULL;
       __Pyx_DECREF(__pyx_t_14); __pyx_t_14 = 0;
       goto __pyx_L11_unpacking_done;
@@ -12427,7 +12474,7 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_14set_routes(struct __pyx_obj
       __Pyx_DECREF(__pyx_t_14); __pyx_t_14 = 0;
       __pyx_t_11 = NULL;
       if (__Pyx_IterFinish() == 0) __Pyx_RaiseNeedMoreValuesError(index);
-      __PYX_ERR(0, 167, __pyx_L1_error)
+      __PYX_ERR(0, 168, __pyx_L1_error)
       __pyx_L11_unpacking_done:;
     }
     __Pyx_XDECREF_SET(__pyx_v_prefix, __pyx_t_8);
@@ -12440,61 +12487,61 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_14set_routes(struct __pyx_obj
     __pyx_t_10 = 0;
     __Pyx_INCREF(__pyx_t_5);
     __Pyx_XDECREF_SET(__pyx_v_i, __pyx_t_5);
-    __pyx_t_1 = __Pyx_PyLong_AddObjC(__pyx_t_5, __pyx_mstate_global->__pyx_int_1, 1, 0, 0); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 167, __pyx_L1_error)
+    __pyx_t_1 = __Pyx_PyLong_AddObjC(__pyx_t_5, __pyx_mstate_global->__pyx_int_1, 1, 0, 0); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 168, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_1);
     __Pyx_DECREF(__pyx_t_5);
     __pyx_t_5 = __pyx_t_1;
     __pyx_t_1 = 0;
 
-    /* "fastpath/_forward.pyx":168
+    /* "fastpath/_forward.pyx":169
  *         self._lock()
  *         for i, (prefix, mask, gw, ifslot) in enumerate(parsed):
  *             self.fp.routes[i].prefix = prefix             # <<<<<<<<<<<<<<
  *             self.fp.routes[i].mask = mask
  *             self.fp.routes[i].gw = gw
 */
-    __pyx_t_15 = __Pyx_PyLong_As_uint32_t(__pyx_v_prefix); if (unlikely((__pyx_t_15 == ((uint32_t)-1)) && PyErr_Occurred())) __PYX_ERR(0, 168, __pyx_L1_error)
-    __pyx_t_16 = __Pyx_PyIndex_AsSsize_t(__pyx_v_i); if (unlikely((__pyx_t_16 == (Py_ssize_t)-1) && PyErr_Occurred())) __PYX_ERR(0, 168, __pyx_L1_error)
+    __pyx_t_15 = __Pyx_PyLong_As_uint32_t(__pyx_v_prefix); if (unlikely((__pyx_t_15 == ((uint32_t)-1)) && PyErr_Occurred())) __PYX_ERR(0, 169, __pyx_L1_error)
+    __pyx_t_16 = __Pyx_PyIndex_AsSsize_t(__pyx_v_i); if (unlikely((__pyx_t_16 == (Py_ssize_t)-1) && PyErr_Occurred())) __PYX_ERR(0, 169, __pyx_L1_error)
     (__pyx_v_self->fp->routes[__pyx_t_16]).prefix = __pyx_t_15;
 
 
-    /* "fastpath/_forward.pyx":169
+    /* "fastpath/_forward.pyx":170
  *         for i, (prefix, mask, gw, ifslot) in enumerate(parsed):
  *             self.fp.routes[i].prefix = prefix
  *             self.fp.routes[i].mask = mask             # <<<<<<<<<<<<<<
  *             self.fp.routes[i].gw = gw
  *             self.fp.routes[i].ifslot = ifslot
 */
-    __pyx_t_15 = __Pyx_PyLong_As_uint32_t(__pyx_v_mask); if (unlikely((__pyx_t_15 == ((uint32_t)-1)) && PyErr_Occurred())) __PYX_ERR(0, 169, __pyx_L1_error)
-    __pyx_t_16 = __Pyx_PyIndex_AsSsize_t(__pyx_v_i); if (unlikely((__pyx_t_16 == (Py_ssize_t)-1) && PyErr_Occurred())) __PYX_ERR(0, 169, __pyx_L1_error)
+    __pyx_t_15 = __Pyx_PyLong_As_uint32_t(__pyx_v_mask); if (unlikely((__pyx_t_15 == ((uint32_t)-1)) && PyErr_Occurred())) __PYX_ERR(0, 170, __pyx_L1_error)
+    __pyx_t_16 = __Pyx_PyIndex_AsSsize_t(__pyx_v_i); if (unlikely((__pyx_t_16 == (Py_ssize_t)-1) && PyErr_Occurred())) __PYX_ERR(0, 170, __pyx_L1_error)
     (__pyx_v_self->fp->routes[__pyx_t_16]).mask = __pyx_t_15;
 
 
-    /* "fastpath/_forward.pyx":170
+    /* "fastpath/_forward.pyx":171
  *             self.fp.routes[i].prefix = prefix
  *             self.fp.routes[i].mask = mask
  *             self.fp.routes[i].gw = gw             # <<<<<<<<<<<<<<
  *             self.fp.routes[i].ifslot = ifslot
  *         self.fp.nroutes = len(parsed)
 */
-    __pyx_t_15 = __Pyx_PyLong_As_uint32_t(__pyx_v_gw); if (unlikely((__pyx_t_15 == ((uint32_t)-1)) && PyErr_Occurred())) __PYX_ERR(0, 170, __pyx_L1_error)
-    __pyx_t_16 = __Pyx_PyIndex_AsSsize_t(__pyx_v_i); if (unlikely((__pyx_t_16 == (Py_ssize_t)-1) && PyErr_Occurred())) __PYX_ERR(0, 170, __pyx_L1_error)
+    __pyx_t_15 = __Pyx_PyLong_As_uint32_t(__pyx_v_gw); if (unlikely((__pyx_t_15 == ((uint32_t)-1)) && PyErr_Occurred())) __PYX_ERR(0, 171, __pyx_L1_error)
+    __pyx_t_16 = __Pyx_PyIndex_AsSsize_t(__pyx_v_i); if (unlikely((__pyx_t_16 == (Py_ssize_t)-1) && PyErr_Occurred())) __PYX_ERR(0, 171, __pyx_L1_error)
     (__pyx_v_self->fp->routes[__pyx_t_16]).gw = __pyx_t_15;
 
 
-    /* "fastpath/_forward.pyx":171
+    /* "fastpath/_forward.pyx":172
  *             self.fp.routes[i].mask = mask
  *             self.fp.routes[i].gw = gw
  *             self.fp.routes[i].ifslot = ifslot             # <<<<<<<<<<<<<<
  *         self.fp.nroutes = len(parsed)
  *         self._unlock()
 */
-    __pyx_t_17 = __Pyx_PyLong_As_uint8_t(__pyx_v_ifslot); if (unlikely((__pyx_t_17 == ((uint8_t)-1)) && PyErr_Occurred())) __PYX_ERR(0, 171, __pyx_L1_error)
-    __pyx_t_16 = __Pyx_PyIndex_AsSsize_t(__pyx_v_i); if (unlikely((__pyx_t_16 == (Py_ssize_t)-1) && PyErr_Occurred())) __PYX_ERR(0, 171, __pyx_L1_error)
+    __pyx_t_17 = __Pyx_PyLong_As_uint8_t(__pyx_v_ifslot); if (unlikely((__pyx_t_17 == ((uint8_t)-1)) && PyErr_Occurred())) __PYX_ERR(0, 172, __pyx_L1_error)
+    __pyx_t_16 = __Pyx_PyIndex_AsSsize_t(__pyx_v_i); if (unlikely((__pyx_t_16 == (Py_ssize_t)-1) && PyErr_Occurred())) __PYX_ERR(0, 172, __pyx_L1_error)
     (__pyx_v_self->fp->routes[__pyx_t_16]).ifslot = __pyx_t_17;
 
 
-    /* "fastpath/_forward.pyx":167
+    /* "fastpath/_forward.pyx":168
  *             parsed.append((_ip(prefix) & mask, mask, _ip(gw) if gw else 0, ifslot))
  *         self._lock()
  *         for i, (prefix, mask, gw, ifslot) in enumerate(parsed):             # <<<<<<<<<<<<<<
@@ -12505,17 +12552,17 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_14set_routes(struct __pyx_obj
   __Pyx_DECREF(__pyx_t_9); __pyx_t_9 = 0;
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
 
-  /* "fastpath/_forward.pyx":172
+  /* "fastpath/_forward.pyx":173
  *             self.fp.routes[i].gw = gw
  *             self.fp.routes[i].ifslot = ifslot
  *         self.fp.nroutes = len(parsed)             # <<<<<<<<<<<<<<
  *         self._unlock()
  * 
 */
-  __pyx_t_6 = __Pyx_PyList_GET_SIZE(__pyx_v_parsed); if (unlikely(__pyx_t_6 == ((Py_ssize_t)-1))) __PYX_ERR(0, 172, __pyx_L1_error)
+  __pyx_t_6 = __Pyx_PyList_GET_SIZE(__pyx_v_parsed); if (unlikely(__pyx_t_6 == ((Py_ssize_t)-1))) __PYX_ERR(0, 173, __pyx_L1_error)
   __pyx_v_self->fp->nroutes = __pyx_t_6;
 
-  /* "fastpath/_forward.pyx":173
+  /* "fastpath/_forward.pyx":174
  *             self.fp.routes[i].ifslot = ifslot
  *         self.fp.nroutes = len(parsed)
  *         self._unlock()             # <<<<<<<<<<<<<<
@@ -12560,7 +12607,7 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_14set_routes(struct __pyx_obj
   return __pyx_r;
 }
 
-/* "fastpath/_forward.pyx":175
+/* "fastpath/_forward.pyx":176
  *         self._unlock()
  * 
  *     def want_neighbour(self, addr):             # <<<<<<<<<<<<<<
@@ -12608,32 +12655,32 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_addr,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_FASTCALL(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 175, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 176, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  1:
         values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 175, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 176, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "want_neighbour", 0) < (0)) __PYX_ERR(0, 175, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "want_neighbour", 0) < (0)) __PYX_ERR(0, 176, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 1; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("want_neighbour", 1, 1, 1, i); __PYX_ERR(0, 175, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("want_neighbour", 1, 1, 1, i); __PYX_ERR(0, 176, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 1)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 175, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 176, __pyx_L3_error)
     }
     __pyx_v_addr = values[0];
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("want_neighbour", 1, 1, 1, __pyx_nargs); __PYX_ERR(0, 175, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("want_neighbour", 1, 1, 1, __pyx_nargs); __PYX_ERR(0, 176, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -12672,7 +12719,7 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_16want_neighbour(struct __pyx
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("want_neighbour", 0);
 
-  /* "fastpath/_forward.pyx":178
+  /* "fastpath/_forward.pyx":179
  *         """Route `addr` and make sure the next hop has a neighbour slot; returns (ip, ifslot) of
  *         the next hop, or None without a route. Used to resolve MACs before the first packet."""
  *         cdef uint32_t nh = 0             # <<<<<<<<<<<<<<
@@ -12681,7 +12728,7 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_16want_neighbour(struct __pyx
 */
   __pyx_v_nh = 0;
 
-  /* "fastpath/_forward.pyx":179
+  /* "fastpath/_forward.pyx":180
  *         the next hop, or None without a route. Used to resolve MACs before the first packet."""
  *         cdef uint32_t nh = 0
  *         self._lock()             # <<<<<<<<<<<<<<
@@ -12690,7 +12737,7 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_16want_neighbour(struct __pyx
 */
   __pyx_f_2lb_8_forward_9Forwarder__lock(__pyx_v_self);
 
-  /* "fastpath/_forward.pyx":180
+  /* "fastpath/_forward.pyx":181
  *         cdef uint32_t nh = 0
  *         self._lock()
  *         ifslot = route_lookup(self.fp, _ip(addr), &nh)             # <<<<<<<<<<<<<<
@@ -12698,7 +12745,7 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_16want_neighbour(struct __pyx
  *             neigh_slot(self.fp, nh, ifslot)
 */
   __pyx_t_2 = NULL;
-  __Pyx_GetModuleGlobalName(__pyx_t_3, __pyx_mstate_global->__pyx_n_u_ip); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 180, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_3, __pyx_mstate_global->__pyx_n_u_ip); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 181, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
   __pyx_t_4 = 1;
   #if CYTHON_UNPACK_METHODS
@@ -12717,15 +12764,15 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_16want_neighbour(struct __pyx
     __pyx_t_1 = __Pyx_PyObject_FastCall((PyObject*)__pyx_t_3, __pyx_callargs+__pyx_t_4, (2-__pyx_t_4) | (__pyx_t_4*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
     __Pyx_XDECREF(__pyx_t_2); __pyx_t_2 = 0;
     __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
-    if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 180, __pyx_L1_error)
+    if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 181, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_1);
   }
-  __pyx_t_5 = __Pyx_PyLong_As_uint32_t(__pyx_t_1); if (unlikely((__pyx_t_5 == ((uint32_t)-1)) && PyErr_Occurred())) __PYX_ERR(0, 180, __pyx_L1_error)
+  __pyx_t_5 = __Pyx_PyLong_As_uint32_t(__pyx_t_1); if (unlikely((__pyx_t_5 == ((uint32_t)-1)) && PyErr_Occurred())) __PYX_ERR(0, 181, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
   __pyx_v_ifslot = __pyx_f_2lb_8_forward_route_lookup(__pyx_v_self->fp, __pyx_t_5, (&__pyx_v_nh));
 
 
-  /* "fastpath/_forward.pyx":181
+  /* "fastpath/_forward.pyx":182
  *         self._lock()
  *         ifslot = route_lookup(self.fp, _ip(addr), &nh)
  *         if ifslot >= 0:             # <<<<<<<<<<<<<<
@@ -12737,7 +12784,7 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_16want_neighbour(struct __pyx
   if (__pyx_t_6) {
 
 
-    /* "fastpath/_forward.pyx":182
+    /* "fastpath/_forward.pyx":183
  *         ifslot = route_lookup(self.fp, _ip(addr), &nh)
  *         if ifslot >= 0:
  *             neigh_slot(self.fp, nh, ifslot)             # <<<<<<<<<<<<<<
@@ -12746,7 +12793,7 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_16want_neighbour(struct __pyx
 */
     (void)(__pyx_f_2lb_8_forward_neigh_slot(__pyx_v_self->fp, __pyx_v_nh, __pyx_v_ifslot));
 
-    /* "fastpath/_forward.pyx":181
+    /* "fastpath/_forward.pyx":182
  *         self._lock()
  *         ifslot = route_lookup(self.fp, _ip(addr), &nh)
  *         if ifslot >= 0:             # <<<<<<<<<<<<<<
@@ -12755,7 +12802,7 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_16want_neighbour(struct __pyx
 */
   }
 
-  /* "fastpath/_forward.pyx":183
+  /* "fastpath/_forward.pyx":184
  *         if ifslot >= 0:
  *             neigh_slot(self.fp, nh, ifslot)
  *         self._unlock()             # <<<<<<<<<<<<<<
@@ -12764,7 +12811,7 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_16want_neighbour(struct __pyx
 */
   __pyx_f_2lb_8_forward_9Forwarder__unlock(__pyx_v_self);
 
-  /* "fastpath/_forward.pyx":184
+  /* "fastpath/_forward.pyx":185
  *             neigh_slot(self.fp, nh, ifslot)
  *         self._unlock()
  *         return (_ipstr(nh), ifslot) if ifslot >= 0 else None             # <<<<<<<<<<<<<<
@@ -12775,9 +12822,9 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_16want_neighbour(struct __pyx
 
   if (__pyx_t_6) {
     __pyx_t_2 = NULL;
-    __Pyx_GetModuleGlobalName(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_ipstr); if (unlikely(!__pyx_t_7)) __PYX_ERR(0, 184, __pyx_L1_error)
+    __Pyx_GetModuleGlobalName(__pyx_t_7, __pyx_mstate_global->__pyx_n_u_ipstr); if (unlikely(!__pyx_t_7)) __PYX_ERR(0, 185, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_7);
-    __pyx_t_8 = __Pyx_PyLong_From_uint32_t(__pyx_v_nh); if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 184, __pyx_L1_error)
+    __pyx_t_8 = __Pyx_PyLong_From_uint32_t(__pyx_v_nh); if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 185, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_8);
     __pyx_t_4 = 1;
     #if CYTHON_UNPACK_METHODS
@@ -12797,17 +12844,17 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_16want_neighbour(struct __pyx
       __Pyx_XDECREF(__pyx_t_2); __pyx_t_2 = 0;
       __Pyx_DECREF(__pyx_t_8); __pyx_t_8 = 0;
       __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
-      if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 184, __pyx_L1_error)
+      if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 185, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_3);
     }
-    __pyx_t_7 = __Pyx_PyLong_From_int(__pyx_v_ifslot); if (unlikely(!__pyx_t_7)) __PYX_ERR(0, 184, __pyx_L1_error)
+    __pyx_t_7 = __Pyx_PyLong_From_int(__pyx_v_ifslot); if (unlikely(!__pyx_t_7)) __PYX_ERR(0, 185, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_7);
-    __pyx_t_8 = PyTuple_New(2); if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 184, __pyx_L1_error)
+    __pyx_t_8 = PyTuple_New(2); if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 185, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_8);
     __Pyx_GIVEREF(__pyx_t_3);
-    if (__Pyx_PyTuple_SET_ITEM(__pyx_t_8, 0, __pyx_t_3) != (0)) __PYX_ERR(0, 184, __pyx_L1_error);
+    if (__Pyx_PyTuple_SET_ITEM(__pyx_t_8, 0, __pyx_t_3) != (0)) __PYX_ERR(0, 185, __pyx_L1_error);
     __Pyx_GIVEREF(__pyx_t_7);
-    if (__Pyx_PyTuple_SET_ITEM(__pyx_t_8, 1, __pyx_t_7) != (0)) __PYX_ERR(0, 184, __pyx_L1_error);
+    if (__Pyx_PyTuple_SET_ITEM(__pyx_t_8, 1, __pyx_t_7) != (0)) __PYX_ERR(0, 185, __pyx_L1_error);
     __pyx_t_3 = 0;
     __pyx_t_7 = 0;
     __pyx_t_1 = __pyx_t_8;
@@ -12828,7 +12875,7 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_16want_neighbour(struct __pyx
   __pyx_t_1 = 0;
   goto __pyx_L0;
 
-  /* "fastpath/_forward.pyx":175
+  /* "fastpath/_forward.pyx":176
  *         self._unlock()
  * 
  *     def want_neighbour(self, addr):             # <<<<<<<<<<<<<<
@@ -12853,7 +12900,7 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_16want_neighbour(struct __pyx
   return __pyx_r;
 }
 
-/* "fastpath/_forward.pyx":186
+/* "fastpath/_forward.pyx":187
  *         return (_ipstr(nh), ifslot) if ifslot >= 0 else None
  * 
  *     def set_neighbour(self, addr, int ifslot, bytes mac):             # <<<<<<<<<<<<<<
@@ -12902,46 +12949,46 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_addr,&__pyx_mstate_global->__pyx_n_u_ifslot,&__pyx_mstate_global->__pyx_n_u_mac,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_FASTCALL(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 186, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 187, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  3:
         values[2] = __Pyx_ArgRef_FASTCALL(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(0, 186, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(0, 187, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  2:
         values[1] = __Pyx_ArgRef_FASTCALL(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 186, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 187, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 186, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 187, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "set_neighbour", 0) < (0)) __PYX_ERR(0, 186, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "set_neighbour", 0) < (0)) __PYX_ERR(0, 187, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 3; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("set_neighbour", 1, 3, 3, i); __PYX_ERR(0, 186, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("set_neighbour", 1, 3, 3, i); __PYX_ERR(0, 187, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 3)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 186, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 187, __pyx_L3_error)
       values[1] = __Pyx_ArgRef_FASTCALL(__pyx_args, 1);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 186, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 187, __pyx_L3_error)
       values[2] = __Pyx_ArgRef_FASTCALL(__pyx_args, 2);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(0, 186, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(0, 187, __pyx_L3_error)
     }
     __pyx_v_addr = values[0];
-    __pyx_v_ifslot = __Pyx_PyLong_As_int(values[1]); if (unlikely((__pyx_v_ifslot == (int)-1) && PyErr_Occurred())) __PYX_ERR(0, 186, __pyx_L3_error)
+    __pyx_v_ifslot = __Pyx_PyLong_As_int(values[1]); if (unlikely((__pyx_v_ifslot == (int)-1) && PyErr_Occurred())) __PYX_ERR(0, 187, __pyx_L3_error)
     __pyx_v_mac = ((PyObject*)values[2]);
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("set_neighbour", 1, 3, 3, __pyx_nargs); __PYX_ERR(0, 186, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("set_neighbour", 1, 3, 3, __pyx_nargs); __PYX_ERR(0, 187, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -12952,7 +12999,7 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   __Pyx_RefNannyFinishContext();
   return NULL;
   __pyx_L4_argument_unpacking_done:;
-  if (unlikely(!__Pyx_ArgTypeTest(((PyObject *)__pyx_v_mac), (&PyBytes_Type), 1, "mac", 1))) __PYX_ERR(0, 186, __pyx_L1_error)
+  if (unlikely(!__Pyx_ArgTypeTest(((PyObject *)__pyx_v_mac), (&PyBytes_Type), 1, "mac", 1))) __PYX_ERR(0, 187, __pyx_L1_error)
   __pyx_r = __pyx_pf_2lb_8_forward_9Forwarder_18set_neighbour(((struct __pyx_obj_2lb_8_forward_Forwarder *)__pyx_v_self), __pyx_v_addr, __pyx_v_ifslot, __pyx_v_mac);
 
   /* function exit code */
@@ -12990,30 +13037,30 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_18set_neighbour(struct __pyx_
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("set_neighbour", 0);
 
-  /* "fastpath/_forward.pyx":187
+  /* "fastpath/_forward.pyx":188
  * 
  *     def set_neighbour(self, addr, int ifslot, bytes mac):
  *         if len(mac) != 6:             # <<<<<<<<<<<<<<
  *             raise ValueError("a MAC address is 6 bytes")
- *         self._lock()
+ *         self._check_iface(ifslot)
 */
   if (unlikely(__pyx_v_mac == Py_None)) {
     PyErr_SetString(PyExc_TypeError, "object of type \047NoneType\047 has no len()");
-    __PYX_ERR(0, 187, __pyx_L1_error)
+    __PYX_ERR(0, 188, __pyx_L1_error)
   }
-  __pyx_t_1 = __Pyx_PyBytes_GET_SIZE(__pyx_v_mac); if (unlikely(__pyx_t_1 == ((Py_ssize_t)-1))) __PYX_ERR(0, 187, __pyx_L1_error)
+  __pyx_t_1 = __Pyx_PyBytes_GET_SIZE(__pyx_v_mac); if (unlikely(__pyx_t_1 == ((Py_ssize_t)-1))) __PYX_ERR(0, 188, __pyx_L1_error)
   __pyx_t_2 = (__pyx_t_1 != 6);
 
 
   if (unlikely(__pyx_t_2)) {
 
 
-    /* "fastpath/_forward.pyx":188
+    /* "fastpath/_forward.pyx":189
  *     def set_neighbour(self, addr, int ifslot, bytes mac):
  *         if len(mac) != 6:
  *             raise ValueError("a MAC address is 6 bytes")             # <<<<<<<<<<<<<<
+ *         self._check_iface(ifslot)
  *         self._lock()
- *         i = neigh_slot(self.fp, _ip(addr), ifslot)
 */
     __pyx_t_4 = NULL;
     __pyx_t_5 = 1;
@@ -13021,67 +13068,89 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_18set_neighbour(struct __pyx_
       PyObject *__pyx_callargs[2] = {__pyx_t_4, __pyx_mstate_global->__pyx_kp_u_a_MAC_address_is_6_bytes};
       __pyx_t_3 = __Pyx_PyObject_FastCall((PyObject*)(((PyTypeObject*)PyExc_ValueError)), __pyx_callargs+__pyx_t_5, (2-__pyx_t_5) | (__pyx_t_5*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
       __Pyx_XDECREF(__pyx_t_4); __pyx_t_4 = 0;
-      if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 188, __pyx_L1_error)
+      if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 189, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_3);
     }
     __Pyx_Raise(__pyx_t_3, 0, 0, 0);
     __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
-    __PYX_ERR(0, 188, __pyx_L1_error)
+    __PYX_ERR(0, 189, __pyx_L1_error)
 
-    /* "fastpath/_forward.pyx":187
+    /* "fastpath/_forward.pyx":188
  * 
  *     def set_neighbour(self, addr, int ifslot, bytes mac):
  *         if len(mac) != 6:             # <<<<<<<<<<<<<<
  *             raise ValueError("a MAC address is 6 bytes")
- *         self._lock()
+ *         self._check_iface(ifslot)
 */
   }
 
-  /* "fastpath/_forward.pyx":189
+  /* "fastpath/_forward.pyx":190
  *         if len(mac) != 6:
  *             raise ValueError("a MAC address is 6 bytes")
+ *         self._check_iface(ifslot)             # <<<<<<<<<<<<<<
+ *         self._lock()
+ *         i = neigh_slot(self.fp, _ip(addr), ifslot)
+*/
+  __pyx_t_4 = ((PyObject *)__pyx_v_self);
+  __Pyx_INCREF(__pyx_t_4);
+  __pyx_t_6 = __Pyx_PyLong_From_int(__pyx_v_ifslot); if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 190, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_6);
+  __pyx_t_5 = 0;
+  {
+    PyObject *__pyx_callargs[2] = {__pyx_t_4, __pyx_t_6};
+    __pyx_t_3 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_check_iface, __pyx_callargs+__pyx_t_5, (2-__pyx_t_5) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
+    __Pyx_XDECREF(__pyx_t_4); __pyx_t_4 = 0;
+    __Pyx_DECREF(__pyx_t_6); __pyx_t_6 = 0;
+    if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 190, __pyx_L1_error)
+    __Pyx_GOTREF(__pyx_t_3);
+  }
+  __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
+
+  /* "fastpath/_forward.pyx":191
+ *             raise ValueError("a MAC address is 6 bytes")
+ *         self._check_iface(ifslot)
  *         self._lock()             # <<<<<<<<<<<<<<
  *         i = neigh_slot(self.fp, _ip(addr), ifslot)
  *         if i >= 0:
 */
   __pyx_f_2lb_8_forward_9Forwarder__lock(__pyx_v_self);
 
-  /* "fastpath/_forward.pyx":190
- *             raise ValueError("a MAC address is 6 bytes")
+  /* "fastpath/_forward.pyx":192
+ *         self._check_iface(ifslot)
  *         self._lock()
  *         i = neigh_slot(self.fp, _ip(addr), ifslot)             # <<<<<<<<<<<<<<
  *         if i >= 0:
  *             memcpy(self.fp.neigh[i].mac, <const char*>mac, 6)
 */
-  __pyx_t_4 = NULL;
-  __Pyx_GetModuleGlobalName(__pyx_t_6, __pyx_mstate_global->__pyx_n_u_ip); if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 190, __pyx_L1_error)
-  __Pyx_GOTREF(__pyx_t_6);
+  __pyx_t_6 = NULL;
+  __Pyx_GetModuleGlobalName(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_ip); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 192, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_4);
   __pyx_t_5 = 1;
   #if CYTHON_UNPACK_METHODS
-  if (unlikely(PyMethod_Check(__pyx_t_6))) {
-    __pyx_t_4 = PyMethod_GET_SELF(__pyx_t_6);
-    assert(__pyx_t_4);
-    PyObject* __pyx__function = PyMethod_GET_FUNCTION(__pyx_t_6);
-    __Pyx_INCREF(__pyx_t_4);
+  if (unlikely(PyMethod_Check(__pyx_t_4))) {
+    __pyx_t_6 = PyMethod_GET_SELF(__pyx_t_4);
+    assert(__pyx_t_6);
+    PyObject* __pyx__function = PyMethod_GET_FUNCTION(__pyx_t_4);
+    __Pyx_INCREF(__pyx_t_6);
     __Pyx_INCREF(__pyx__function);
-    __Pyx_DECREF_SET(__pyx_t_6, __pyx__function);
+    __Pyx_DECREF_SET(__pyx_t_4, __pyx__function);
     __pyx_t_5 = 0;
   }
   #endif
   {
-    PyObject *__pyx_callargs[2] = {__pyx_t_4, __pyx_v_addr};
-    __pyx_t_3 = __Pyx_PyObject_FastCall((PyObject*)__pyx_t_6, __pyx_callargs+__pyx_t_5, (2-__pyx_t_5) | (__pyx_t_5*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
-    __Pyx_XDECREF(__pyx_t_4); __pyx_t_4 = 0;
-    __Pyx_DECREF(__pyx_t_6); __pyx_t_6 = 0;
-    if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 190, __pyx_L1_error)
+    PyObject *__pyx_callargs[2] = {__pyx_t_6, __pyx_v_addr};
+    __pyx_t_3 = __Pyx_PyObject_FastCall((PyObject*)__pyx_t_4, __pyx_callargs+__pyx_t_5, (2-__pyx_t_5) | (__pyx_t_5*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
+    __Pyx_XDECREF(__pyx_t_6); __pyx_t_6 = 0;
+    __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
+    if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 192, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
   }
-  __pyx_t_7 = __Pyx_PyLong_As_uint32_t(__pyx_t_3); if (unlikely((__pyx_t_7 == ((uint32_t)-1)) && PyErr_Occurred())) __PYX_ERR(0, 190, __pyx_L1_error)
+  __pyx_t_7 = __Pyx_PyLong_As_uint32_t(__pyx_t_3); if (unlikely((__pyx_t_7 == ((uint32_t)-1)) && PyErr_Occurred())) __PYX_ERR(0, 192, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
   __pyx_v_i = __pyx_f_2lb_8_forward_neigh_slot(__pyx_v_self->fp, __pyx_t_7, __pyx_v_ifslot);
 
 
-  /* "fastpath/_forward.pyx":191
+  /* "fastpath/_forward.pyx":193
  *         self._lock()
  *         i = neigh_slot(self.fp, _ip(addr), ifslot)
  *         if i >= 0:             # <<<<<<<<<<<<<<
@@ -13093,7 +13162,7 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_18set_neighbour(struct __pyx_
   if (__pyx_t_2) {
 
 
-    /* "fastpath/_forward.pyx":192
+    /* "fastpath/_forward.pyx":194
  *         i = neigh_slot(self.fp, _ip(addr), ifslot)
  *         if i >= 0:
  *             memcpy(self.fp.neigh[i].mac, <const char*>mac, 6)             # <<<<<<<<<<<<<<
@@ -13102,13 +13171,13 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_18set_neighbour(struct __pyx_
 */
     if (unlikely(__pyx_v_mac == Py_None)) {
       PyErr_SetString(PyExc_TypeError, "expected bytes, NoneType found");
-      __PYX_ERR(0, 192, __pyx_L1_error)
+      __PYX_ERR(0, 194, __pyx_L1_error)
     }
-    __pyx_t_8 = __Pyx_PyBytes_AsString(__pyx_v_mac); if (unlikely((!__pyx_t_8) && PyErr_Occurred())) __PYX_ERR(0, 192, __pyx_L1_error)
+    __pyx_t_8 = __Pyx_PyBytes_AsString(__pyx_v_mac); if (unlikely((!__pyx_t_8) && PyErr_Occurred())) __PYX_ERR(0, 194, __pyx_L1_error)
     (void)(memcpy((__pyx_v_self->fp->neigh[__pyx_v_i]).mac, ((char const *)__pyx_t_8), 6));
 
 
-    /* "fastpath/_forward.pyx":193
+    /* "fastpath/_forward.pyx":195
  *         if i >= 0:
  *             memcpy(self.fp.neigh[i].mac, <const char*>mac, 6)
  *             self.fp.neigh[i].state = NEIGH_VALID             # <<<<<<<<<<<<<<
@@ -13117,7 +13186,7 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_18set_neighbour(struct __pyx_
 */
     (__pyx_v_self->fp->neigh[__pyx_v_i]).state = __pyx_e_2lb_8_forward_NEIGH_VALID;
 
-    /* "fastpath/_forward.pyx":191
+    /* "fastpath/_forward.pyx":193
  *         self._lock()
  *         i = neigh_slot(self.fp, _ip(addr), ifslot)
  *         if i >= 0:             # <<<<<<<<<<<<<<
@@ -13126,7 +13195,7 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_18set_neighbour(struct __pyx_
 */
   }
 
-  /* "fastpath/_forward.pyx":194
+  /* "fastpath/_forward.pyx":196
  *             memcpy(self.fp.neigh[i].mac, <const char*>mac, 6)
  *             self.fp.neigh[i].state = NEIGH_VALID
  *         self._unlock()             # <<<<<<<<<<<<<<
@@ -13135,14 +13204,14 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_18set_neighbour(struct __pyx_
 */
   __pyx_f_2lb_8_forward_9Forwarder__unlock(__pyx_v_self);
 
-  /* "fastpath/_forward.pyx":195
+  /* "fastpath/_forward.pyx":197
  *             self.fp.neigh[i].state = NEIGH_VALID
  *         self._unlock()
  *         return i >= 0             # <<<<<<<<<<<<<<
  * 
  *     def neighbours(self):
 */
-  __pyx_t_3 = __Pyx_PyBool_FromLong((__pyx_v_i >= 0)); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 195, __pyx_L1_error)
+  __pyx_t_3 = __Pyx_PyBool_FromLong((__pyx_v_i >= 0)); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 197, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
   {
     PyObject *__pyx_temp;
@@ -13155,7 +13224,7 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_18set_neighbour(struct __pyx_
   __pyx_t_3 = 0;
   goto __pyx_L0;
 
-  /* "fastpath/_forward.pyx":186
+  /* "fastpath/_forward.pyx":187
  *         return (_ipstr(nh), ifslot) if ifslot >= 0 else None
  * 
  *     def set_neighbour(self, addr, int ifslot, bytes mac):             # <<<<<<<<<<<<<<
@@ -13177,7 +13246,7 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_18set_neighbour(struct __pyx_
   return __pyx_r;
 }
 
-/* "fastpath/_forward.pyx":197
+/* "fastpath/_forward.pyx":199
  *         return i >= 0
  * 
  *     def neighbours(self):             # <<<<<<<<<<<<<<
@@ -13258,19 +13327,19 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_20neighbours(struct __pyx_obj
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("neighbours", 0);
 
-  /* "fastpath/_forward.pyx":199
+  /* "fastpath/_forward.pyx":201
  *     def neighbours(self):
  *         """[(ip, ifslot, mac or None)] for every next hop the fast path knows or wants."""
  *         out = []             # <<<<<<<<<<<<<<
  *         self._lock()
  *         for i in range(NEIGH_SIZE):
 */
-  __pyx_t_1 = PyList_New(0); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 199, __pyx_L1_error)
+  __pyx_t_1 = PyList_New(0); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 201, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
   __pyx_v_out = ((PyObject*)__pyx_t_1);
   __pyx_t_1 = 0;
 
-  /* "fastpath/_forward.pyx":200
+  /* "fastpath/_forward.pyx":202
  *         """[(ip, ifslot, mac or None)] for every next hop the fast path knows or wants."""
  *         out = []
  *         self._lock()             # <<<<<<<<<<<<<<
@@ -13279,7 +13348,7 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_20neighbours(struct __pyx_obj
 */
   __pyx_f_2lb_8_forward_9Forwarder__lock(__pyx_v_self);
 
-  /* "fastpath/_forward.pyx":201
+  /* "fastpath/_forward.pyx":203
  *         out = []
  *         self._lock()
  *         for i in range(NEIGH_SIZE):             # <<<<<<<<<<<<<<
@@ -13293,7 +13362,7 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_20neighbours(struct __pyx_obj
   for (__pyx_t_4 = 0; __pyx_t_4 < __pyx_t_3; __pyx_t_4+=1) {
     __pyx_v_i = __pyx_t_4;
 
-    /* "fastpath/_forward.pyx":202
+    /* "fastpath/_forward.pyx":204
  *         self._lock()
  *         for i in range(NEIGH_SIZE):
  *             n = &self.fp.neigh[i]             # <<<<<<<<<<<<<<
@@ -13302,7 +13371,7 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_20neighbours(struct __pyx_obj
 */
     __pyx_v_n = (&(__pyx_v_self->fp->neigh[__pyx_v_i]));
 
-    /* "fastpath/_forward.pyx":203
+    /* "fastpath/_forward.pyx":205
  *         for i in range(NEIGH_SIZE):
  *             n = &self.fp.neigh[i]
  *             if n.state != NEIGH_FREE:             # <<<<<<<<<<<<<<
@@ -13314,7 +13383,7 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_20neighbours(struct __pyx_obj
     if (__pyx_t_5) {
 
 
-      /* "fastpath/_forward.pyx":204
+      /* "fastpath/_forward.pyx":206
  *             n = &self.fp.neigh[i]
  *             if n.state != NEIGH_FREE:
  *                 mac = bytes(n.mac[:6]) if n.state == NEIGH_VALID else None             # <<<<<<<<<<<<<<
@@ -13325,7 +13394,7 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_20neighbours(struct __pyx_obj
 
       if (__pyx_t_5) {
         __pyx_t_7 = NULL;
-        __pyx_t_8 = __Pyx_PyBytes_FromStringAndSize(((char const *)__pyx_v_n->mac) + 0, 6 - 0); if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 204, __pyx_L1_error)
+        __pyx_t_8 = __Pyx_PyBytes_FromStringAndSize(((char const *)__pyx_v_n->mac) + 0, 6 - 0); if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 206, __pyx_L1_error)
         __Pyx_GOTREF(__pyx_t_8);
         __pyx_t_9 = 1;
         {
@@ -13333,7 +13402,7 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_20neighbours(struct __pyx_obj
           __pyx_t_6 = __Pyx_PyObject_FastCall((PyObject*)(&PyBytes_Type), __pyx_callargs+__pyx_t_9, (2-__pyx_t_9) | (__pyx_t_9*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
           __Pyx_XDECREF(__pyx_t_7); __pyx_t_7 = 0;
           __Pyx_DECREF(__pyx_t_8); __pyx_t_8 = 0;
-          if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 204, __pyx_L1_error)
+          if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 206, __pyx_L1_error)
           __Pyx_GOTREF(__pyx_t_6);
         }
         __pyx_t_1 = __pyx_t_6;
@@ -13346,33 +13415,33 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_20neighbours(struct __pyx_obj
       __Pyx_XDECREF_SET(__pyx_v_mac, __pyx_t_1);
       __pyx_t_1 = 0;
 
-      /* "fastpath/_forward.pyx":205
+      /* "fastpath/_forward.pyx":207
  *             if n.state != NEIGH_FREE:
  *                 mac = bytes(n.mac[:6]) if n.state == NEIGH_VALID else None
  *                 out.append((n.ip, n.ifslot, mac))             # <<<<<<<<<<<<<<
  *         self._unlock()
  *         return [(_ipstr(ip), s, m) for ip, s, m in out]
 */
-      __pyx_t_1 = __Pyx_PyLong_From_uint32_t(__pyx_v_n->ip); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 205, __pyx_L1_error)
+      __pyx_t_1 = __Pyx_PyLong_From_uint32_t(__pyx_v_n->ip); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 207, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_1);
-      __pyx_t_6 = __Pyx_PyLong_From_uint8_t(__pyx_v_n->ifslot); if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 205, __pyx_L1_error)
+      __pyx_t_6 = __Pyx_PyLong_From_uint8_t(__pyx_v_n->ifslot); if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 207, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_6);
-      __pyx_t_8 = PyTuple_New(3); if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 205, __pyx_L1_error)
+      __pyx_t_8 = PyTuple_New(3); if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 207, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_8);
       __Pyx_GIVEREF(__pyx_t_1);
-      if (__Pyx_PyTuple_SET_ITEM(__pyx_t_8, 0, __pyx_t_1) != (0)) __PYX_ERR(0, 205, __pyx_L1_error);
+      if (__Pyx_PyTuple_SET_ITEM(__pyx_t_8, 0, __pyx_t_1) != (0)) __PYX_ERR(0, 207, __pyx_L1_error);
       __Pyx_GIVEREF(__pyx_t_6);
-      if (__Pyx_PyTuple_SET_ITEM(__pyx_t_8, 1, __pyx_t_6) != (0)) __PYX_ERR(0, 205, __pyx_L1_error);
+      if (__Pyx_PyTuple_SET_ITEM(__pyx_t_8, 1, __pyx_t_6) != (0)) __PYX_ERR(0, 207, __pyx_L1_error);
       __Pyx_INCREF(__pyx_v_mac);
       __Pyx_GIVEREF(__pyx_v_mac);
-      if (__Pyx_PyTuple_SET_ITEM(__pyx_t_8, 2, __pyx_v_mac) != (0)) __PYX_ERR(0, 205, __pyx_L1_error);
+      if (__Pyx_PyTuple_SET_ITEM(__pyx_t_8, 2, __pyx_v_mac) != (0)) __PYX_ERR(0, 207, __pyx_L1_error);
       __pyx_t_1 = 0;
       __pyx_t_6 = 0;
-      __pyx_t_10 = __Pyx_PyList_Append(__pyx_v_out, __pyx_t_8); if (unlikely(__pyx_t_10 == ((int)-1))) __PYX_ERR(0, 205, __pyx_L1_error)
+      __pyx_t_10 = __Pyx_PyList_Append(__pyx_v_out, __pyx_t_8); if (unlikely(__pyx_t_10 == ((int)-1))) __PYX_ERR(0, 207, __pyx_L1_error)
       __Pyx_DECREF(__pyx_t_8); __pyx_t_8 = 0;
 
 
-      /* "fastpath/_forward.pyx":203
+      /* "fastpath/_forward.pyx":205
  *         for i in range(NEIGH_SIZE):
  *             n = &self.fp.neigh[i]
  *             if n.state != NEIGH_FREE:             # <<<<<<<<<<<<<<
@@ -13383,7 +13452,7 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_20neighbours(struct __pyx_obj
   }
 
 
-  /* "fastpath/_forward.pyx":206
+  /* "fastpath/_forward.pyx":208
  *                 mac = bytes(n.mac[:6]) if n.state == NEIGH_VALID else None
  *                 out.append((n.ip, n.ifslot, mac))
  *         self._unlock()             # <<<<<<<<<<<<<<
@@ -13392,15 +13461,15 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_20neighbours(struct __pyx_obj
 */
   __pyx_f_2lb_8_forward_9Forwarder__unlock(__pyx_v_self);
 
-  /* "fastpath/_forward.pyx":207
+  /* "fastpath/_forward.pyx":209
  *                 out.append((n.ip, n.ifslot, mac))
  *         self._unlock()
  *         return [(_ipstr(ip), s, m) for ip, s, m in out]             # <<<<<<<<<<<<<<
  * 
- *     def set_timeout(self, state, double seconds):
+ *     def _check_iface(self, int ifslot):
 */
   { /* enter inner scope */
-    __pyx_t_8 = PyList_New(0); if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 207, __pyx_L8_error)
+    __pyx_t_8 = PyList_New(0); if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 209, __pyx_L8_error)
     __Pyx_GOTREF(__pyx_t_8);
     __pyx_t_6 = __pyx_v_out; __Pyx_INCREF(__pyx_t_6);
     __pyx_t_11 = 0;
@@ -13408,13 +13477,13 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_20neighbours(struct __pyx_obj
       {
         Py_ssize_t __pyx_temp = __Pyx_PyList_GET_SIZE(__pyx_t_6);
         #if !CYTHON_ASSUME_SAFE_SIZE
-        if (unlikely((__pyx_temp < 0))) __PYX_ERR(0, 207, __pyx_L8_error)
+        if (unlikely((__pyx_temp < 0))) __PYX_ERR(0, 209, __pyx_L8_error)
         #endif
         if (__pyx_t_11 >= __pyx_temp) break;
       }
       __pyx_t_1 = __Pyx_PyList_GET_ITEM_REF(__pyx_t_6, __pyx_t_11, __Pyx_ReferenceSharing_OwnStrongReference);
       ++__pyx_t_11;
-      if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 207, __pyx_L8_error)
+      if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 209, __pyx_L8_error)
       __Pyx_GOTREF(__pyx_t_1);
       if ((likely(PyTuple_CheckExact(__pyx_t_1))) || (PyList_CheckExact(__pyx_t_1))) {
         PyObject* sequence = __pyx_t_1;
@@ -13422,7 +13491,7 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_20neighbours(struct __pyx_obj
         if (unlikely(size != 3)) {
           if (size > 3) __Pyx_RaiseTooManyValuesError(3);
           else if (size >= 0) __Pyx_RaiseNeedMoreValuesError(size);
-          __PYX_ERR(0, 207, __pyx_L8_error)
+          __PYX_ERR(0, 209, __pyx_L8_error)
         }
         #if CYTHON_ASSUME_SAFE_MACROS && !CYTHON_AVOID_BORROWED_REFS
         if (likely(PyTuple_CheckExact(sequence))) {
@@ -13434,27 +13503,27 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_20neighbours(struct __pyx_obj
           __Pyx_INCREF(__pyx_t_13);
         } else {
           __pyx_t_7 = __Pyx_PyList_GET_ITEM_REF(sequence, 0, __Pyx_ReferenceSharing_SharedReference);
-          if (unlikely(!__pyx_t_7)) __PYX_ERR(0, 207, __pyx_L8_error)
+          if (unlikely(!__pyx_t_7)) __PYX_ERR(0, 209, __pyx_L8_error)
           __Pyx_XGOTREF(__pyx_t_7);
           __pyx_t_12 = __Pyx_PyList_GET_ITEM_REF(sequence, 1, __Pyx_ReferenceSharing_SharedReference);
-          if (unlikely(!__pyx_t_12)) __PYX_ERR(0, 207, __pyx_L8_error)
+          if (unlikely(!__pyx_t_12)) __PYX_ERR(0, 209, __pyx_L8_error)
           __Pyx_XGOTREF(__pyx_t_12);
           __pyx_t_13 = __Pyx_PyList_GET_ITEM_REF(sequence, 2, __Pyx_ReferenceSharing_SharedReference);
-          if (unlikely(!__pyx_t_13)) __PYX_ERR(0, 207, __pyx_L8_error)
+          if (unlikely(!__pyx_t_13)) __PYX_ERR(0, 209, __pyx_L8_error)
           __Pyx_XGOTREF(__pyx_t_13);
         }
         #else
-        __pyx_t_7 = __Pyx_PySequence_ITEM(sequence, 0); if (unlikely(!__pyx_t_7)) __PYX_ERR(0, 207, __pyx_L8_error)
+        __pyx_t_7 = __Pyx_PySequence_ITEM(sequence, 0); if (unlikely(!__pyx_t_7)) __PYX_ERR(0, 209, __pyx_L8_error)
         __Pyx_GOTREF(__pyx_t_7);
-        __pyx_t_12 = __Pyx_PySequence_ITEM(sequence, 1); if (unlikely(!__pyx_t_12)) __PYX_ERR(0, 207, __pyx_L8_error)
+        __pyx_t_12 = __Pyx_PySequence_ITEM(sequence, 1); if (unlikely(!__pyx_t_12)) __PYX_ERR(0, 209, __pyx_L8_error)
         __Pyx_GOTREF(__pyx_t_12);
-        __pyx_t_13 = __Pyx_PySequence_ITEM(sequence, 2); if (unlikely(!__pyx_t_13)) __PYX_ERR(0, 207, __pyx_L8_error)
+        __pyx_t_13 = __Pyx_PySequence_ITEM(sequence, 2); if (unlikely(!__pyx_t_13)) __PYX_ERR(0, 209, __pyx_L8_error)
         __Pyx_GOTREF(__pyx_t_13);
         #endif
         __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
       } else {
         Py_ssize_t index = -1;
-        __pyx_t_14 = PyObject_GetIter(__pyx_t_1); if (unlikely(!__pyx_t_14)) __PYX_ERR(0, 207, __pyx_L8_error)
+        __pyx_t_14 = PyObject_GetIter(__pyx_t_1); if (unlikely(!__pyx_t_14)) __PYX_ERR(0, 209, __pyx_L8_error)
         __Pyx_GOTREF(__pyx_t_14);
         __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
         __pyx_t_15 = (CYTHON_COMPILING_IN_LIMITED_API) ? PyIter_Next : __Pyx_PyObject_GetIterNextFunc(__pyx_t_14);
@@ -13464,7 +13533,7 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_20neighbours(struct __pyx_obj
         __Pyx_GOTREF(__pyx_t_12);
         index = 2; __pyx_t_13 = __pyx_t_15(__pyx_t_14); if (unlikely(!__pyx_t_13)) goto __pyx_L11_unpacking_failed;
         __Pyx_GOTREF(__pyx_t_13);
-        if (__Pyx_IternextUnpackEndCheck(__pyx_t_15(__pyx_t_14), 3) < (0)) __PYX_ERR(0, 207, __pyx_L8_error)
+        if (__Pyx_IternextUnpackEndCheck(__pyx_t_15(__pyx_t_14), 3) < (0)) __PYX_ERR(0, 209, __pyx_L8_error)
         __pyx_t_15 = NULL;
         __Pyx_DECREF(__pyx_t_14); __pyx_t_14 = 0;
         goto __pyx_L12_unpacking_done;
@@ -13472,7 +13541,7 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_20neighbours(struct __pyx_obj
         __Pyx_DECREF(__pyx_t_14); __pyx_t_14 = 0;
         __pyx_t_15 = NULL;
         if (__Pyx_IterFinish() == 0) __Pyx_RaiseNeedMoreValuesError(index);
-        __PYX_ERR(0, 207, __pyx_L8_error)
+        __PYX_ERR(0, 209, __pyx_L8_error)
         __pyx_L12_unpacking_done:;
       }
       __Pyx_XDECREF_SET(__pyx_7genexpr__pyx_v_ip, __pyx_t_7);
@@ -13482,7 +13551,7 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_20neighbours(struct __pyx_obj
       __Pyx_XDECREF_SET(__pyx_7genexpr__pyx_v_m, __pyx_t_13);
       __pyx_t_13 = 0;
       __pyx_t_13 = NULL;
-      __Pyx_GetModuleGlobalName(__pyx_t_12, __pyx_mstate_global->__pyx_n_u_ipstr); if (unlikely(!__pyx_t_12)) __PYX_ERR(0, 207, __pyx_L8_error)
+      __Pyx_GetModuleGlobalName(__pyx_t_12, __pyx_mstate_global->__pyx_n_u_ipstr); if (unlikely(!__pyx_t_12)) __PYX_ERR(0, 209, __pyx_L8_error)
       __Pyx_GOTREF(__pyx_t_12);
       __pyx_t_9 = 1;
       #if CYTHON_UNPACK_METHODS
@@ -13501,22 +13570,22 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_20neighbours(struct __pyx_obj
         __pyx_t_1 = __Pyx_PyObject_FastCall((PyObject*)__pyx_t_12, __pyx_callargs+__pyx_t_9, (2-__pyx_t_9) | (__pyx_t_9*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
         __Pyx_XDECREF(__pyx_t_13); __pyx_t_13 = 0;
         __Pyx_DECREF(__pyx_t_12); __pyx_t_12 = 0;
-        if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 207, __pyx_L8_error)
+        if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 209, __pyx_L8_error)
         __Pyx_GOTREF(__pyx_t_1);
       }
-      __pyx_t_12 = PyTuple_New(3); if (unlikely(!__pyx_t_12)) __PYX_ERR(0, 207, __pyx_L8_error)
+      __pyx_t_12 = PyTuple_New(3); if (unlikely(!__pyx_t_12)) __PYX_ERR(0, 209, __pyx_L8_error)
       __Pyx_GOTREF(__pyx_t_12);
       __Pyx_GIVEREF(__pyx_t_1);
-      if (__Pyx_PyTuple_SET_ITEM(__pyx_t_12, 0, __pyx_t_1) != (0)) __PYX_ERR(0, 207, __pyx_L8_error);
+      if (__Pyx_PyTuple_SET_ITEM(__pyx_t_12, 0, __pyx_t_1) != (0)) __PYX_ERR(0, 209, __pyx_L8_error);
       __Pyx_INCREF(__pyx_7genexpr__pyx_v_s);
       __Pyx_GIVEREF(__pyx_7genexpr__pyx_v_s);
-      if (__Pyx_PyTuple_SET_ITEM(__pyx_t_12, 1, __pyx_7genexpr__pyx_v_s) != (0)) __PYX_ERR(0, 207, __pyx_L8_error);
+      if (__Pyx_PyTuple_SET_ITEM(__pyx_t_12, 1, __pyx_7genexpr__pyx_v_s) != (0)) __PYX_ERR(0, 209, __pyx_L8_error);
       __Pyx_INCREF(__pyx_7genexpr__pyx_v_m);
       __Pyx_GIVEREF(__pyx_7genexpr__pyx_v_m);
-      if (__Pyx_PyTuple_SET_ITEM(__pyx_t_12, 2, __pyx_7genexpr__pyx_v_m) != (0)) __PYX_ERR(0, 207, __pyx_L8_error);
+      if (__Pyx_PyTuple_SET_ITEM(__pyx_t_12, 2, __pyx_7genexpr__pyx_v_m) != (0)) __PYX_ERR(0, 209, __pyx_L8_error);
       __pyx_t_1 = 0;
       __Pyx_GIVEREF(__pyx_t_12);
-      if (unlikely(__Pyx_ListComp_AppendAndDecref(__pyx_t_8, __pyx_t_12))) __PYX_ERR(0, 207, __pyx_L8_error)
+      if (unlikely(__Pyx_ListComp_AppendAndDecref(__pyx_t_8, __pyx_t_12))) __PYX_ERR(0, 209, __pyx_L8_error)
       __pyx_t_12 = 0;
     }
     __Pyx_DECREF(__pyx_t_6); __pyx_t_6 = 0;
@@ -13542,7 +13611,7 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_20neighbours(struct __pyx_obj
   __pyx_t_8 = 0;
   goto __pyx_L0;
 
-  /* "fastpath/_forward.pyx":197
+  /* "fastpath/_forward.pyx":199
  *         return i >= 0
  * 
  *     def neighbours(self):             # <<<<<<<<<<<<<<
@@ -13574,8 +13643,239 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_20neighbours(struct __pyx_obj
   return __pyx_r;
 }
 
-/* "fastpath/_forward.pyx":209
+/* "fastpath/_forward.pyx":211
  *         return [(_ipstr(ip), s, m) for ip, s, m in out]
+ * 
+ *     def _check_iface(self, int ifslot):             # <<<<<<<<<<<<<<
+ *         # The core indexes fp.ifaces[] with these slots: only configured interfaces may be named.
+ *         _check_slot(ifslot, MAX_IFACES, "interface")
+*/
+
+/* Python wrapper */
+static PyObject *__pyx_pw_2lb_8_forward_9Forwarder_23_check_iface(PyObject *__pyx_v_self, 
+#if CYTHON_VECTORCALL
+PyObject *const *__pyx_args, Py_ssize_t __pyx_nargs, PyObject *__pyx_kwds
+#else
+PyObject *__pyx_args, PyObject *__pyx_kwds
+#endif
+); /*proto*/
+static PyMethodDef __pyx_mdef_2lb_8_forward_9Forwarder_23_check_iface = {"_check_iface", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_2lb_8_forward_9Forwarder_23_check_iface, __Pyx_METH_FASTCALL|METH_KEYWORDS, 0};
+static PyObject *__pyx_pw_2lb_8_forward_9Forwarder_23_check_iface(PyObject *__pyx_v_self, 
+#if CYTHON_VECTORCALL
+PyObject *const *__pyx_args, Py_ssize_t __pyx_nargs, PyObject *__pyx_kwds
+#else
+PyObject *__pyx_args, PyObject *__pyx_kwds
+#endif
+) {
+  int __pyx_v_ifslot;
+  #if !CYTHON_VECTORCALL
+  CYTHON_UNUSED Py_ssize_t __pyx_nargs;
+  #endif
+  CYTHON_UNUSED PyObject *const *__pyx_kwvalues;
+  PyObject* values[1] = {0};
+  int __pyx_lineno = 0;
+  const char *__pyx_filename = NULL;
+  int __pyx_clineno = 0;
+  PyObject *__pyx_r = 0;
+  __Pyx_RefNannyDeclarations
+  __Pyx_RefNannySetupContext("_check_iface (wrapper)", 0);
+  #if !CYTHON_VECTORCALL
+  #if CYTHON_ASSUME_SAFE_SIZE
+  __pyx_nargs = PyTuple_GET_SIZE(__pyx_args);
+  #else
+  __pyx_nargs = PyTuple_Size(__pyx_args); if (unlikely(__pyx_nargs < 0)) return NULL;
+  #endif
+  #endif
+  __pyx_kwvalues = __Pyx_KwValues_FASTCALL(__pyx_args, __pyx_nargs);
+  {
+    PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_ifslot,0};
+    const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_FASTCALL(__pyx_kwds) : 0;
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 211, __pyx_L3_error)
+    if (__pyx_kwds_len > 0) {
+      switch (__pyx_nargs) {
+        case  1:
+        values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 211, __pyx_L3_error)
+        CYTHON_FALLTHROUGH;
+        case  0: break;
+        default: goto __pyx_L5_argtuple_error;
+      }
+      const Py_ssize_t kwd_pos_args = __pyx_nargs;
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "_check_iface", 0) < (0)) __PYX_ERR(0, 211, __pyx_L3_error)
+      for (Py_ssize_t i = __pyx_nargs; i < 1; i++) {
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("_check_iface", 1, 1, 1, i); __PYX_ERR(0, 211, __pyx_L3_error) }
+      }
+    } else if (unlikely(__pyx_nargs != 1)) {
+      goto __pyx_L5_argtuple_error;
+    } else {
+      values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 211, __pyx_L3_error)
+    }
+    __pyx_v_ifslot = __Pyx_PyLong_As_int(values[0]); if (unlikely((__pyx_v_ifslot == (int)-1) && PyErr_Occurred())) __PYX_ERR(0, 211, __pyx_L3_error)
+  }
+  goto __pyx_L6_skip;
+  __pyx_L5_argtuple_error:;
+  __Pyx_RaiseArgtupleInvalid("_check_iface", 1, 1, 1, __pyx_nargs); __PYX_ERR(0, 211, __pyx_L3_error)
+  __pyx_L6_skip:;
+  goto __pyx_L4_argument_unpacking_done;
+  __pyx_L3_error:;
+  for (Py_ssize_t __pyx_temp=0; __pyx_temp < (Py_ssize_t)(sizeof(values)/sizeof(values[0])); ++__pyx_temp) {
+    Py_XDECREF(values[__pyx_temp]);
+  }
+  __Pyx_AddTraceback("lb._forward.Forwarder._check_iface", __pyx_clineno, __pyx_lineno, __pyx_filename);
+  __Pyx_RefNannyFinishContext();
+  return NULL;
+  __pyx_L4_argument_unpacking_done:;
+  __pyx_r = __pyx_pf_2lb_8_forward_9Forwarder_22_check_iface(((struct __pyx_obj_2lb_8_forward_Forwarder *)__pyx_v_self), __pyx_v_ifslot);
+
+  /* function exit code */
+  for (Py_ssize_t __pyx_temp=0; __pyx_temp < (Py_ssize_t)(sizeof(values)/sizeof(values[0])); ++__pyx_temp) {
+    Py_XDECREF(values[__pyx_temp]);
+  }
+
+  __Pyx_RefNannyFinishContext();
+  return __pyx_r;
+}
+
+static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_22_check_iface(struct __pyx_obj_2lb_8_forward_Forwarder *__pyx_v_self, int __pyx_v_ifslot) {
+  PyObject *__pyx_r = NULL;
+  __Pyx_RefNannyDeclarations
+  PyObject *__pyx_t_1 = NULL;
+  PyObject *__pyx_t_2 = NULL;
+  PyObject *__pyx_t_3 = NULL;
+  PyObject *__pyx_t_4 = NULL;
+  PyObject *__pyx_t_5 = NULL;
+  size_t __pyx_t_6;
+  int __pyx_t_7;
+  PyObject *__pyx_t_8[3];
+  Py_ssize_t __pyx_t_9;
+  int __pyx_t_10;
+  int __pyx_lineno = 0;
+  const char *__pyx_filename = NULL;
+  int __pyx_clineno = 0;
+  __Pyx_RefNannySetupContext("_check_iface", 0);
+
+  /* "fastpath/_forward.pyx":213
+ *     def _check_iface(self, int ifslot):
+ *         # The core indexes fp.ifaces[] with these slots: only configured interfaces may be named.
+ *         _check_slot(ifslot, MAX_IFACES, "interface")             # <<<<<<<<<<<<<<
+ *         if not self.fp.ifaces[ifslot].in_use:
+ *             raise ValueError(f"interface slot {ifslot} is not configured (set_interface first)")
+*/
+  __pyx_t_2 = NULL;
+  __Pyx_GetModuleGlobalName(__pyx_t_3, __pyx_mstate_global->__pyx_n_u_check_slot); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 213, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_3);
+  __pyx_t_4 = __Pyx_PyLong_From_int(__pyx_v_ifslot); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 213, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_4);
+  __pyx_t_5 = __Pyx_PyLong_From___pyx_anon_enum(__pyx_e_2lb_8_forward_MAX_IFACES); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 213, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_5);
+  __pyx_t_6 = 1;
+  #if CYTHON_UNPACK_METHODS
+  if (unlikely(PyMethod_Check(__pyx_t_3))) {
+    __pyx_t_2 = PyMethod_GET_SELF(__pyx_t_3);
+    assert(__pyx_t_2);
+    PyObject* __pyx__function = PyMethod_GET_FUNCTION(__pyx_t_3);
+    __Pyx_INCREF(__pyx_t_2);
+    __Pyx_INCREF(__pyx__function);
+    __Pyx_DECREF_SET(__pyx_t_3, __pyx__function);
+    __pyx_t_6 = 0;
+  }
+  #endif
+  {
+    PyObject *__pyx_callargs[4] = {__pyx_t_2, __pyx_t_4, __pyx_t_5, __pyx_mstate_global->__pyx_n_u_interface};
+    __pyx_t_1 = __Pyx_PyObject_FastCall((PyObject*)__pyx_t_3, __pyx_callargs+__pyx_t_6, (4-__pyx_t_6) | (__pyx_t_6*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
+    __Pyx_XDECREF(__pyx_t_2); __pyx_t_2 = 0;
+    __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
+    __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
+    __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
+    if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 213, __pyx_L1_error)
+    __Pyx_GOTREF(__pyx_t_1);
+  }
+  __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
+
+  /* "fastpath/_forward.pyx":214
+ *         # The core indexes fp.ifaces[] with these slots: only configured interfaces may be named.
+ *         _check_slot(ifslot, MAX_IFACES, "interface")
+ *         if not self.fp.ifaces[ifslot].in_use:             # <<<<<<<<<<<<<<
+ *             raise ValueError(f"interface slot {ifslot} is not configured (set_interface first)")
+ * 
+*/
+  __pyx_t_7 = (!((__pyx_v_self->fp->ifaces[__pyx_v_ifslot]).in_use != 0));
+
+  if (unlikely(__pyx_t_7)) {
+
+
+    /* "fastpath/_forward.pyx":215
+ *         _check_slot(ifslot, MAX_IFACES, "interface")
+ *         if not self.fp.ifaces[ifslot].in_use:
+ *             raise ValueError(f"interface slot {ifslot} is not configured (set_interface first)")             # <<<<<<<<<<<<<<
+ * 
+ *     def set_timeout(self, state, double seconds):
+*/
+    __pyx_t_3 = NULL;
+    __pyx_t_5 = __Pyx_PyUnicode_From_int(__pyx_v_ifslot, 0, ' ', 'd'); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 215, __pyx_L1_error)
+    __Pyx_GOTREF(__pyx_t_5);
+    __pyx_t_8[0] = __pyx_mstate_global->__pyx_kp_u_interface_slot;
+    __pyx_t_8[1] = __pyx_t_5;
+    __pyx_t_8[2] = __pyx_mstate_global->__pyx_kp_u_is_not_configured_set_interface;
+    __pyx_t_9 = 55;
+    #if __Pyx_PyUnicode_Join_CAN_USE_KIND_AND_LENGTH
+    __pyx_t_9 += __Pyx_PyUnicode_GET_LENGTH(__pyx_t_8[1]);
+    #endif
+    __pyx_t_10 = 0;
+    __pyx_t_4 = __Pyx_PyUnicode_Join(__pyx_t_8, 3, __pyx_t_9, __pyx_t_10);
+    if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 215, __pyx_L1_error)
+    __Pyx_GOTREF(__pyx_t_4);
+    __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
+    __pyx_t_6 = 1;
+    {
+      PyObject *__pyx_callargs[2] = {__pyx_t_3, __pyx_t_4};
+      __pyx_t_1 = __Pyx_PyObject_FastCall((PyObject*)(((PyTypeObject*)PyExc_ValueError)), __pyx_callargs+__pyx_t_6, (2-__pyx_t_6) | (__pyx_t_6*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
+      __Pyx_XDECREF(__pyx_t_3); __pyx_t_3 = 0;
+      __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
+      if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 215, __pyx_L1_error)
+      __Pyx_GOTREF(__pyx_t_1);
+    }
+    __Pyx_Raise(__pyx_t_1, 0, 0, 0);
+    __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
+    __PYX_ERR(0, 215, __pyx_L1_error)
+
+    /* "fastpath/_forward.pyx":214
+ *         # The core indexes fp.ifaces[] with these slots: only configured interfaces may be named.
+ *         _check_slot(ifslot, MAX_IFACES, "interface")
+ *         if not self.fp.ifaces[ifslot].in_use:             # <<<<<<<<<<<<<<
+ *             raise ValueError(f"interface slot {ifslot} is not configured (set_interface first)")
+ * 
+*/
+  }
+
+  /* "fastpath/_forward.pyx":211
+ *         return [(_ipstr(ip), s, m) for ip, s, m in out]
+ * 
+ *     def _check_iface(self, int ifslot):             # <<<<<<<<<<<<<<
+ *         # The core indexes fp.ifaces[] with these slots: only configured interfaces may be named.
+ *         _check_slot(ifslot, MAX_IFACES, "interface")
+*/
+
+  /* function exit code */
+  __pyx_r = Py_None; __Pyx_INCREF(Py_None);
+  goto __pyx_L0;
+  __pyx_L1_error:;
+  __Pyx_XDECREF(__pyx_t_1);
+  __Pyx_XDECREF(__pyx_t_2);
+  __Pyx_XDECREF(__pyx_t_3);
+  __Pyx_XDECREF(__pyx_t_4);
+  __Pyx_XDECREF(__pyx_t_5);
+  __Pyx_AddTraceback("lb._forward.Forwarder._check_iface", __pyx_clineno, __pyx_lineno, __pyx_filename);
+  __pyx_r = NULL;
+  __pyx_L0:;
+  __Pyx_XGIVEREF(__pyx_r);
+  __Pyx_RefNannyFinishContext();
+  return __pyx_r;
+}
+
+/* "fastpath/_forward.pyx":217
+ *             raise ValueError(f"interface slot {ifslot} is not configured (set_interface first)")
  * 
  *     def set_timeout(self, state, double seconds):             # <<<<<<<<<<<<<<
  *         self.fp.timeouts[STATE_NAMES.index(state)] = <uint64_t>(seconds * 1000)
@@ -13583,15 +13883,15 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_20neighbours(struct __pyx_obj
 */
 
 /* Python wrapper */
-static PyObject *__pyx_pw_2lb_8_forward_9Forwarder_23set_timeout(PyObject *__pyx_v_self, 
+static PyObject *__pyx_pw_2lb_8_forward_9Forwarder_25set_timeout(PyObject *__pyx_v_self, 
 #if CYTHON_VECTORCALL
 PyObject *const *__pyx_args, Py_ssize_t __pyx_nargs, PyObject *__pyx_kwds
 #else
 PyObject *__pyx_args, PyObject *__pyx_kwds
 #endif
 ); /*proto*/
-static PyMethodDef __pyx_mdef_2lb_8_forward_9Forwarder_23set_timeout = {"set_timeout", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_2lb_8_forward_9Forwarder_23set_timeout, __Pyx_METH_FASTCALL|METH_KEYWORDS, 0};
-static PyObject *__pyx_pw_2lb_8_forward_9Forwarder_23set_timeout(PyObject *__pyx_v_self, 
+static PyMethodDef __pyx_mdef_2lb_8_forward_9Forwarder_25set_timeout = {"set_timeout", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_2lb_8_forward_9Forwarder_25set_timeout, __Pyx_METH_FASTCALL|METH_KEYWORDS, 0};
+static PyObject *__pyx_pw_2lb_8_forward_9Forwarder_25set_timeout(PyObject *__pyx_v_self, 
 #if CYTHON_VECTORCALL
 PyObject *const *__pyx_args, Py_ssize_t __pyx_nargs, PyObject *__pyx_kwds
 #else
@@ -13622,39 +13922,39 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_state,&__pyx_mstate_global->__pyx_n_u_seconds,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_FASTCALL(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 209, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 217, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  2:
         values[1] = __Pyx_ArgRef_FASTCALL(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 209, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 217, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 209, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 217, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "set_timeout", 0) < (0)) __PYX_ERR(0, 209, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "set_timeout", 0) < (0)) __PYX_ERR(0, 217, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 2; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("set_timeout", 1, 2, 2, i); __PYX_ERR(0, 209, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("set_timeout", 1, 2, 2, i); __PYX_ERR(0, 217, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 2)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 209, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 217, __pyx_L3_error)
       values[1] = __Pyx_ArgRef_FASTCALL(__pyx_args, 1);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 209, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 217, __pyx_L3_error)
     }
     __pyx_v_state = values[0];
-    __pyx_v_seconds = __Pyx_PyFloat_AsDouble(values[1]); if (unlikely((__pyx_v_seconds == (double)-1) && PyErr_Occurred())) __PYX_ERR(0, 209, __pyx_L3_error)
+    __pyx_v_seconds = __Pyx_PyFloat_AsDouble(values[1]); if (unlikely((__pyx_v_seconds == (double)-1) && PyErr_Occurred())) __PYX_ERR(0, 217, __pyx_L3_error)
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("set_timeout", 1, 2, 2, __pyx_nargs); __PYX_ERR(0, 209, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("set_timeout", 1, 2, 2, __pyx_nargs); __PYX_ERR(0, 217, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -13665,7 +13965,7 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   __Pyx_RefNannyFinishContext();
   return NULL;
   __pyx_L4_argument_unpacking_done:;
-  __pyx_r = __pyx_pf_2lb_8_forward_9Forwarder_22set_timeout(((struct __pyx_obj_2lb_8_forward_Forwarder *)__pyx_v_self), __pyx_v_state, __pyx_v_seconds);
+  __pyx_r = __pyx_pf_2lb_8_forward_9Forwarder_24set_timeout(((struct __pyx_obj_2lb_8_forward_Forwarder *)__pyx_v_self), __pyx_v_state, __pyx_v_seconds);
 
   /* function exit code */
   for (Py_ssize_t __pyx_temp=0; __pyx_temp < (Py_ssize_t)(sizeof(values)/sizeof(values[0])); ++__pyx_temp) {
@@ -13676,7 +13976,7 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   return __pyx_r;
 }
 
-static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_22set_timeout(struct __pyx_obj_2lb_8_forward_Forwarder *__pyx_v_self, PyObject *__pyx_v_state, double __pyx_v_seconds) {
+static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_24set_timeout(struct __pyx_obj_2lb_8_forward_Forwarder *__pyx_v_self, PyObject *__pyx_v_state, double __pyx_v_seconds) {
   PyObject *__pyx_r = NULL;
   __Pyx_RefNannyDeclarations
   PyObject *__pyx_t_1 = NULL;
@@ -13690,7 +13990,7 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_22set_timeout(struct __pyx_ob
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("set_timeout", 0);
 
-  /* "fastpath/_forward.pyx":210
+  /* "fastpath/_forward.pyx":218
  * 
  *     def set_timeout(self, state, double seconds):
  *         self.fp.timeouts[STATE_NAMES.index(state)] = <uint64_t>(seconds * 1000)             # <<<<<<<<<<<<<<
@@ -13698,9 +13998,9 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_22set_timeout(struct __pyx_ob
  *     # --- the core on one frame (sans-IO) --------------------------------------------------------
 */
   __pyx_t_2 = NULL;
-  __Pyx_GetModuleGlobalName(__pyx_t_3, __pyx_mstate_global->__pyx_n_u_STATE_NAMES); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 210, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_3, __pyx_mstate_global->__pyx_n_u_STATE_NAMES); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 218, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
-  __pyx_t_4 = __Pyx_PyObject_GetAttrStr(__pyx_t_3, __pyx_mstate_global->__pyx_n_u_index); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 210, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyObject_GetAttrStr(__pyx_t_3, __pyx_mstate_global->__pyx_n_u_index); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 218, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
   __pyx_t_5 = 1;
@@ -13720,16 +14020,16 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_22set_timeout(struct __pyx_ob
     __pyx_t_1 = __Pyx_PyObject_FastCall((PyObject*)__pyx_t_4, __pyx_callargs+__pyx_t_5, (2-__pyx_t_5) | (__pyx_t_5*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
     __Pyx_XDECREF(__pyx_t_2); __pyx_t_2 = 0;
     __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-    if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 210, __pyx_L1_error)
+    if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 218, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_1);
   }
-  __pyx_t_6 = __Pyx_PyIndex_AsSsize_t(__pyx_t_1); if (unlikely((__pyx_t_6 == (Py_ssize_t)-1) && PyErr_Occurred())) __PYX_ERR(0, 210, __pyx_L1_error)
+  __pyx_t_6 = __Pyx_PyIndex_AsSsize_t(__pyx_t_1); if (unlikely((__pyx_t_6 == (Py_ssize_t)-1) && PyErr_Occurred())) __PYX_ERR(0, 218, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
   (__pyx_v_self->fp->timeouts[__pyx_t_6]) = ((uint64_t)(__pyx_v_seconds * 1000.0));
 
 
-  /* "fastpath/_forward.pyx":209
- *         return [(_ipstr(ip), s, m) for ip, s, m in out]
+  /* "fastpath/_forward.pyx":217
+ *             raise ValueError(f"interface slot {ifslot} is not configured (set_interface first)")
  * 
  *     def set_timeout(self, state, double seconds):             # <<<<<<<<<<<<<<
  *         self.fp.timeouts[STATE_NAMES.index(state)] = <uint64_t>(seconds * 1000)
@@ -13752,7 +14052,7 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_22set_timeout(struct __pyx_ob
   return __pyx_r;
 }
 
-/* "fastpath/_forward.pyx":213
+/* "fastpath/_forward.pyx":221
  * 
  *     # --- the core on one frame (sans-IO) --------------------------------------------------------
  *     def process(self, frame, now=None, bint partial=False):             # <<<<<<<<<<<<<<
@@ -13761,16 +14061,16 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_22set_timeout(struct __pyx_ob
 */
 
 /* Python wrapper */
-static PyObject *__pyx_pw_2lb_8_forward_9Forwarder_25process(PyObject *__pyx_v_self, 
+static PyObject *__pyx_pw_2lb_8_forward_9Forwarder_27process(PyObject *__pyx_v_self, 
 #if CYTHON_VECTORCALL
 PyObject *const *__pyx_args, Py_ssize_t __pyx_nargs, PyObject *__pyx_kwds
 #else
 PyObject *__pyx_args, PyObject *__pyx_kwds
 #endif
 ); /*proto*/
-PyDoc_STRVAR(__pyx_doc_2lb_8_forward_9Forwarder_24process, "Run the core on one Ethernet frame. Returns (verdict, reason, out) where out is a list\n        of (ifslot, bytes) frames to send. A new flow asks scheduler_cb, as the loop does.");
-static PyMethodDef __pyx_mdef_2lb_8_forward_9Forwarder_25process = {"process", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_2lb_8_forward_9Forwarder_25process, __Pyx_METH_FASTCALL|METH_KEYWORDS, __pyx_doc_2lb_8_forward_9Forwarder_24process};
-static PyObject *__pyx_pw_2lb_8_forward_9Forwarder_25process(PyObject *__pyx_v_self, 
+PyDoc_STRVAR(__pyx_doc_2lb_8_forward_9Forwarder_26process, "Run the core on one Ethernet frame. Returns (verdict, reason, out) where out is a list\n        of (ifslot, bytes) frames to send. A new flow asks scheduler_cb, as the loop does.");
+static PyMethodDef __pyx_mdef_2lb_8_forward_9Forwarder_27process = {"process", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_2lb_8_forward_9Forwarder_27process, __Pyx_METH_FASTCALL|METH_KEYWORDS, __pyx_doc_2lb_8_forward_9Forwarder_26process};
+static PyObject *__pyx_pw_2lb_8_forward_9Forwarder_27process(PyObject *__pyx_v_self, 
 #if CYTHON_VECTORCALL
 PyObject *const *__pyx_args, Py_ssize_t __pyx_nargs, PyObject *__pyx_kwds
 #else
@@ -13802,43 +14102,43 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_frame,&__pyx_mstate_global->__pyx_n_u_now,&__pyx_mstate_global->__pyx_n_u_partial,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_FASTCALL(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 213, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 221, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  3:
         values[2] = __Pyx_ArgRef_FASTCALL(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(0, 213, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(0, 221, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  2:
         values[1] = __Pyx_ArgRef_FASTCALL(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 213, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 221, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 213, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 221, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "process", 0) < (0)) __PYX_ERR(0, 213, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "process", 0) < (0)) __PYX_ERR(0, 221, __pyx_L3_error)
       if (!values[1]) values[1] = __Pyx_NewRef(((PyObject *)Py_None));
       for (Py_ssize_t i = __pyx_nargs; i < 1; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("process", 0, 1, 3, i); __PYX_ERR(0, 213, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("process", 0, 1, 3, i); __PYX_ERR(0, 221, __pyx_L3_error) }
       }
     } else {
       switch (__pyx_nargs) {
         case  3:
         values[2] = __Pyx_ArgRef_FASTCALL(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(0, 213, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(0, 221, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  2:
         values[1] = __Pyx_ArgRef_FASTCALL(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 213, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 221, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 213, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 221, __pyx_L3_error)
         break;
         default: goto __pyx_L5_argtuple_error;
       }
@@ -13847,14 +14147,14 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
     __pyx_v_frame = values[0];
     __pyx_v_now = values[1];
     if (values[2]) {
-      __pyx_v_partial = __Pyx_PyObject_IsTrue(values[2]); if (unlikely((__pyx_v_partial == (int)-1) && PyErr_Occurred())) __PYX_ERR(0, 213, __pyx_L3_error)
+      __pyx_v_partial = __Pyx_PyObject_IsTrue(values[2]); if (unlikely((__pyx_v_partial == (int)-1) && PyErr_Occurred())) __PYX_ERR(0, 221, __pyx_L3_error)
     } else {
       __pyx_v_partial = ((int)0);
     }
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("process", 0, 1, 3, __pyx_nargs); __PYX_ERR(0, 213, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("process", 0, 1, 3, __pyx_nargs); __PYX_ERR(0, 221, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -13865,7 +14165,7 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   __Pyx_RefNannyFinishContext();
   return NULL;
   __pyx_L4_argument_unpacking_done:;
-  __pyx_r = __pyx_pf_2lb_8_forward_9Forwarder_24process(((struct __pyx_obj_2lb_8_forward_Forwarder *)__pyx_v_self), __pyx_v_frame, __pyx_v_now, __pyx_v_partial);
+  __pyx_r = __pyx_pf_2lb_8_forward_9Forwarder_26process(((struct __pyx_obj_2lb_8_forward_Forwarder *)__pyx_v_self), __pyx_v_frame, __pyx_v_now, __pyx_v_partial);
 
   /* function exit code */
   for (Py_ssize_t __pyx_temp=0; __pyx_temp < (Py_ssize_t)(sizeof(values)/sizeof(values[0])); ++__pyx_temp) {
@@ -13876,7 +14176,7 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   return __pyx_r;
 }
 
-static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_24process(struct __pyx_obj_2lb_8_forward_Forwarder *__pyx_v_self, PyObject *__pyx_v_frame, PyObject *__pyx_v_now, int __pyx_v_partial) {
+static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_26process(struct __pyx_obj_2lb_8_forward_Forwarder *__pyx_v_self, PyObject *__pyx_v_frame, PyObject *__pyx_v_now, int __pyx_v_partial) {
   PyObject *__pyx_v_buf = 0;
   uint8_t *__pyx_v_p;
   uint32_t __pyx_v_n;
@@ -13906,7 +14206,7 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_24process(struct __pyx_obj_2l
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("process", 0);
 
-  /* "fastpath/_forward.pyx":216
+  /* "fastpath/_forward.pyx":224
  *         """Run the core on one Ethernet frame. Returns (verdict, reason, out) where out is a list
  *         of (ifslot, bytes) frames to send. A new flow asks scheduler_cb, as the loop does."""
  *         cdef bytearray buf = bytearray(frame)             # <<<<<<<<<<<<<<
@@ -13919,25 +14219,25 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_24process(struct __pyx_obj_2l
     PyObject *__pyx_callargs[2] = {__pyx_t_2, __pyx_v_frame};
     __pyx_t_1 = __Pyx_PyObject_FastCall((PyObject*)(&PyByteArray_Type), __pyx_callargs+__pyx_t_3, (2-__pyx_t_3) | (__pyx_t_3*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
     __Pyx_XDECREF(__pyx_t_2); __pyx_t_2 = 0;
-    if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 216, __pyx_L1_error)
+    if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 224, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_1);
   }
   __pyx_v_buf = ((PyObject*)__pyx_t_1);
   __pyx_t_1 = 0;
 
-  /* "fastpath/_forward.pyx":217
+  /* "fastpath/_forward.pyx":225
  *         of (ifslot, bytes) frames to send. A new flow asks scheduler_cb, as the loop does."""
  *         cdef bytearray buf = bytearray(frame)
  *         cdef uint8_t* p = <uint8_t*>buf if len(buf) else <uint8_t*>b"\0"             # <<<<<<<<<<<<<<
  *         cdef uint32_t n = len(buf)
  *         cdef uint64_t t = now_ms() if now is None else <uint64_t>(now * 1000)
 */
-  __pyx_t_5 = __Pyx_PyByteArray_GET_SIZE(__pyx_v_buf); if (unlikely(__pyx_t_5 == ((Py_ssize_t)-1))) __PYX_ERR(0, 217, __pyx_L1_error)
+  __pyx_t_5 = __Pyx_PyByteArray_GET_SIZE(__pyx_v_buf); if (unlikely(__pyx_t_5 == ((Py_ssize_t)-1))) __PYX_ERR(0, 225, __pyx_L1_error)
   __pyx_t_6 = (__pyx_t_5 != 0);
 
 
   if (__pyx_t_6) {
-    __pyx_t_7 = __Pyx_PyObject_AsWritableUString(__pyx_v_buf); if (unlikely((!__pyx_t_7) && PyErr_Occurred())) __PYX_ERR(0, 217, __pyx_L1_error)
+    __pyx_t_7 = __Pyx_PyObject_AsWritableUString(__pyx_v_buf); if (unlikely((!__pyx_t_7) && PyErr_Occurred())) __PYX_ERR(0, 225, __pyx_L1_error)
 
     __pyx_t_4 = ((uint8_t *)__pyx_t_7);
 
@@ -13948,17 +14248,17 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_24process(struct __pyx_obj_2l
 
   __pyx_v_p = __pyx_t_4;
 
-  /* "fastpath/_forward.pyx":218
+  /* "fastpath/_forward.pyx":226
  *         cdef bytearray buf = bytearray(frame)
  *         cdef uint8_t* p = <uint8_t*>buf if len(buf) else <uint8_t*>b"\0"
  *         cdef uint32_t n = len(buf)             # <<<<<<<<<<<<<<
  *         cdef uint64_t t = now_ms() if now is None else <uint64_t>(now * 1000)
  *         cdef int v, txif = -1
 */
-  __pyx_t_5 = __Pyx_PyByteArray_GET_SIZE(__pyx_v_buf); if (unlikely(__pyx_t_5 == ((Py_ssize_t)-1))) __PYX_ERR(0, 218, __pyx_L1_error)
+  __pyx_t_5 = __Pyx_PyByteArray_GET_SIZE(__pyx_v_buf); if (unlikely(__pyx_t_5 == ((Py_ssize_t)-1))) __PYX_ERR(0, 226, __pyx_L1_error)
   __pyx_v_n = __pyx_t_5;
 
-  /* "fastpath/_forward.pyx":219
+  /* "fastpath/_forward.pyx":227
  *         cdef uint8_t* p = <uint8_t*>buf if len(buf) else <uint8_t*>b"\0"
  *         cdef uint32_t n = len(buf)
  *         cdef uint64_t t = now_ms() if now is None else <uint64_t>(now * 1000)             # <<<<<<<<<<<<<<
@@ -13970,9 +14270,9 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_24process(struct __pyx_obj_2l
 
     __pyx_t_8 = __pyx_f_2lb_8_forward_now_ms();
   } else {
-    __pyx_t_1 = __Pyx_PyLong_MultiplyObjC(__pyx_v_now, __pyx_mstate_global->__pyx_int_1000, 0x3E8, 0, 0); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 219, __pyx_L1_error)
+    __pyx_t_1 = __Pyx_PyLong_MultiplyObjC(__pyx_v_now, __pyx_mstate_global->__pyx_int_1000, 0x3E8, 0, 0); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 227, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_1);
-    __pyx_t_9 = __Pyx_PyLong_As_uint64_t(__pyx_t_1); if (unlikely((__pyx_t_9 == ((uint64_t)-1)) && PyErr_Occurred())) __PYX_ERR(0, 219, __pyx_L1_error)
+    __pyx_t_9 = __Pyx_PyLong_As_uint64_t(__pyx_t_1); if (unlikely((__pyx_t_9 == ((uint64_t)-1)) && PyErr_Occurred())) __PYX_ERR(0, 227, __pyx_L1_error)
     __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
 
     __pyx_t_8 = ((uint64_t)__pyx_t_9);
@@ -13981,7 +14281,7 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_24process(struct __pyx_obj_2l
 
   __pyx_v_t = __pyx_t_8;
 
-  /* "fastpath/_forward.pyx":220
+  /* "fastpath/_forward.pyx":228
  *         cdef uint32_t n = len(buf)
  *         cdef uint64_t t = now_ms() if now is None else <uint64_t>(now * 1000)
  *         cdef int v, txif = -1             # <<<<<<<<<<<<<<
@@ -13990,7 +14290,7 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_24process(struct __pyx_obj_2l
 */
   __pyx_v_txif = -1;
 
-  /* "fastpath/_forward.pyx":221
+  /* "fastpath/_forward.pyx":229
  *         cdef uint64_t t = now_ms() if now is None else <uint64_t>(now * 1000)
  *         cdef int v, txif = -1
  *         cdef int ip = <int>partial             # <<<<<<<<<<<<<<
@@ -13999,7 +14299,7 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_24process(struct __pyx_obj_2l
 */
   __pyx_v_ip = ((int)__pyx_v_partial);
 
-  /* "fastpath/_forward.pyx":222
+  /* "fastpath/_forward.pyx":230
  *         cdef int v, txif = -1
  *         cdef int ip = <int>partial
  *         with nogil:             # <<<<<<<<<<<<<<
@@ -14012,7 +14312,7 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_24process(struct __pyx_obj_2l
       __Pyx_FastGIL_Remember();
       /*try:*/ {
 
-        /* "fastpath/_forward.pyx":223
+        /* "fastpath/_forward.pyx":231
  *         cdef int ip = <int>partial
  *         with nogil:
  *             pthread_mutex_lock(&self.fp.lock)             # <<<<<<<<<<<<<<
@@ -14021,7 +14321,7 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_24process(struct __pyx_obj_2l
 */
         (void)(pthread_mutex_lock((&__pyx_v_self->fp->lock)));
 
-        /* "fastpath/_forward.pyx":224
+        /* "fastpath/_forward.pyx":232
  *         with nogil:
  *             pthread_mutex_lock(&self.fp.lock)
  *             self.capture_n = 0             # <<<<<<<<<<<<<<
@@ -14030,7 +14330,7 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_24process(struct __pyx_obj_2l
 */
         __pyx_v_self->capture_n = 0;
 
-        /* "fastpath/_forward.pyx":225
+        /* "fastpath/_forward.pyx":233
  *             pthread_mutex_lock(&self.fp.lock)
  *             self.capture_n = 0
  *             self.fp.npending = 0             # <<<<<<<<<<<<<<
@@ -14039,7 +14339,7 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_24process(struct __pyx_obj_2l
 */
         __pyx_v_self->fp->npending = 0;
 
-        /* "fastpath/_forward.pyx":226
+        /* "fastpath/_forward.pyx":234
  *             self.capture_n = 0
  *             self.fp.npending = 0
  *             v = handle(self.fp, p, n, ip, t, &txif, &self.fp.pending[0])             # <<<<<<<<<<<<<<
@@ -14048,7 +14348,7 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_24process(struct __pyx_obj_2l
 */
         __pyx_v_v = __pyx_f_2lb_8_forward_handle(__pyx_v_self->fp, __pyx_v_p, __pyx_v_n, __pyx_v_ip, __pyx_v_t, (&__pyx_v_txif), (&(__pyx_v_self->fp->pending[0])));
 
-        /* "fastpath/_forward.pyx":227
+        /* "fastpath/_forward.pyx":235
  *             self.fp.npending = 0
  *             v = handle(self.fp, p, n, ip, t, &txif, &self.fp.pending[0])
  *             if v == V_NEW:             # <<<<<<<<<<<<<<
@@ -14060,7 +14360,7 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_24process(struct __pyx_obj_2l
         if (__pyx_t_6) {
 
 
-          /* "fastpath/_forward.pyx":228
+          /* "fastpath/_forward.pyx":236
  *             v = handle(self.fp, p, n, ip, t, &txif, &self.fp.pending[0])
  *             if v == V_NEW:
  *                 self._queue_pending(p, n, 0, ip)             # <<<<<<<<<<<<<<
@@ -14069,7 +14369,7 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_24process(struct __pyx_obj_2l
 */
           ((struct __pyx_vtabstruct_2lb_8_forward_Forwarder *)__pyx_v_self->__pyx_vtab)->_queue_pending(__pyx_v_self, __pyx_v_p, __pyx_v_n, 0, __pyx_v_ip);
 
-          /* "fastpath/_forward.pyx":229
+          /* "fastpath/_forward.pyx":237
  *             if v == V_NEW:
  *                 self._queue_pending(p, n, 0, ip)
  *                 self._resolve_pending(t, True)             # <<<<<<<<<<<<<<
@@ -14078,7 +14378,7 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_24process(struct __pyx_obj_2l
 */
           ((struct __pyx_vtabstruct_2lb_8_forward_Forwarder *)__pyx_v_self->__pyx_vtab)->_resolve_pending(__pyx_v_self, __pyx_v_t, 1);
 
-          /* "fastpath/_forward.pyx":230
+          /* "fastpath/_forward.pyx":238
  *                 self._queue_pending(p, n, 0, ip)
  *                 self._resolve_pending(t, True)
  *                 v = V_FORWARD if self.capture_n else V_DROP             # <<<<<<<<<<<<<<
@@ -14097,7 +14397,7 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_24process(struct __pyx_obj_2l
 
           __pyx_v_v = __pyx_t_10;
 
-          /* "fastpath/_forward.pyx":231
+          /* "fastpath/_forward.pyx":239
  *                 self._resolve_pending(t, True)
  *                 v = V_FORWARD if self.capture_n else V_DROP
  *                 txif = self.capture_if             # <<<<<<<<<<<<<<
@@ -14108,7 +14408,7 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_24process(struct __pyx_obj_2l
 
           __pyx_v_txif = __pyx_t_11;
 
-          /* "fastpath/_forward.pyx":227
+          /* "fastpath/_forward.pyx":235
  *             self.fp.npending = 0
  *             v = handle(self.fp, p, n, ip, t, &txif, &self.fp.pending[0])
  *             if v == V_NEW:             # <<<<<<<<<<<<<<
@@ -14117,7 +14417,7 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_24process(struct __pyx_obj_2l
 */
         }
 
-        /* "fastpath/_forward.pyx":232
+        /* "fastpath/_forward.pyx":240
  *                 v = V_FORWARD if self.capture_n else V_DROP
  *                 txif = self.capture_if
  *             pthread_mutex_unlock(&self.fp.lock)             # <<<<<<<<<<<<<<
@@ -14127,7 +14427,7 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_24process(struct __pyx_obj_2l
         (void)(pthread_mutex_unlock((&__pyx_v_self->fp->lock)));
       }
 
-      /* "fastpath/_forward.pyx":222
+      /* "fastpath/_forward.pyx":230
  *         cdef int v, txif = -1
  *         cdef int ip = <int>partial
  *         with nogil:             # <<<<<<<<<<<<<<
@@ -14144,7 +14444,7 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_24process(struct __pyx_obj_2l
       }
   }
 
-  /* "fastpath/_forward.pyx":233
+  /* "fastpath/_forward.pyx":241
  *                 txif = self.capture_if
  *             pthread_mutex_unlock(&self.fp.lock)
  *         reason = REASON_NAMES[self.fp.last_reason] if v in (V_DROP, V_PASS) else None             # <<<<<<<<<<<<<<
@@ -14154,9 +14454,9 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_24process(struct __pyx_obj_2l
   switch (__pyx_v_v) {
     case __pyx_e_2lb_8_forward_V_DROP:
     case __pyx_e_2lb_8_forward_V_PASS:
-    __Pyx_GetModuleGlobalName(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_REASON_NAMES); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 233, __pyx_L1_error)
+    __Pyx_GetModuleGlobalName(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_REASON_NAMES); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 241, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_2);
-    __pyx_t_12 = __Pyx_GetItemInt(__pyx_t_2, __pyx_v_self->fp->last_reason, int, 1, __Pyx_PyLong_From_int, 0, 0, 1, __Pyx_ReferenceSharing_OwnStrongReference); if (unlikely(!__pyx_t_12)) __PYX_ERR(0, 233, __pyx_L1_error)
+    __pyx_t_12 = __Pyx_GetItemInt(__pyx_t_2, __pyx_v_self->fp->last_reason, int, 1, __Pyx_PyLong_From_int, 0, 0, 1, __Pyx_ReferenceSharing_OwnStrongReference); if (unlikely(!__pyx_t_12)) __PYX_ERR(0, 241, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_12);
     __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
     __pyx_t_1 = __pyx_t_12;
@@ -14170,7 +14470,7 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_24process(struct __pyx_obj_2l
   __pyx_v_reason = __pyx_t_1;
   __pyx_t_1 = 0;
 
-  /* "fastpath/_forward.pyx":234
+  /* "fastpath/_forward.pyx":242
  *             pthread_mutex_unlock(&self.fp.lock)
  *         reason = REASON_NAMES[self.fp.last_reason] if v in (V_DROP, V_PASS) else None
  *         out = [(txif, bytes(buf))] if v == V_FORWARD else []             # <<<<<<<<<<<<<<
@@ -14180,7 +14480,7 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_24process(struct __pyx_obj_2l
   __pyx_t_6 = (__pyx_v_v == __pyx_e_2lb_8_forward_V_FORWARD);
 
   if (__pyx_t_6) {
-    __pyx_t_12 = __Pyx_PyLong_From_int(__pyx_v_txif); if (unlikely(!__pyx_t_12)) __PYX_ERR(0, 234, __pyx_L1_error)
+    __pyx_t_12 = __Pyx_PyLong_From_int(__pyx_v_txif); if (unlikely(!__pyx_t_12)) __PYX_ERR(0, 242, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_12);
     __pyx_t_13 = NULL;
     __pyx_t_3 = 1;
@@ -14188,26 +14488,26 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_24process(struct __pyx_obj_2l
       PyObject *__pyx_callargs[2] = {__pyx_t_13, __pyx_v_buf};
       __pyx_t_2 = __Pyx_PyObject_FastCall((PyObject*)(&PyBytes_Type), __pyx_callargs+__pyx_t_3, (2-__pyx_t_3) | (__pyx_t_3*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
       __Pyx_XDECREF(__pyx_t_13); __pyx_t_13 = 0;
-      if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 234, __pyx_L1_error)
+      if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 242, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_2);
     }
-    __pyx_t_13 = PyTuple_New(2); if (unlikely(!__pyx_t_13)) __PYX_ERR(0, 234, __pyx_L1_error)
+    __pyx_t_13 = PyTuple_New(2); if (unlikely(!__pyx_t_13)) __PYX_ERR(0, 242, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_13);
     __Pyx_GIVEREF(__pyx_t_12);
-    if (__Pyx_PyTuple_SET_ITEM(__pyx_t_13, 0, __pyx_t_12) != (0)) __PYX_ERR(0, 234, __pyx_L1_error);
+    if (__Pyx_PyTuple_SET_ITEM(__pyx_t_13, 0, __pyx_t_12) != (0)) __PYX_ERR(0, 242, __pyx_L1_error);
     __Pyx_GIVEREF(__pyx_t_2);
-    if (__Pyx_PyTuple_SET_ITEM(__pyx_t_13, 1, __pyx_t_2) != (0)) __PYX_ERR(0, 234, __pyx_L1_error);
+    if (__Pyx_PyTuple_SET_ITEM(__pyx_t_13, 1, __pyx_t_2) != (0)) __PYX_ERR(0, 242, __pyx_L1_error);
     __pyx_t_12 = 0;
     __pyx_t_2 = 0;
-    __pyx_t_2 = PyList_New(1); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 234, __pyx_L1_error)
+    __pyx_t_2 = PyList_New(1); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 242, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_2);
     __Pyx_GIVEREF(__pyx_t_13);
-    if (__Pyx_PyList_SET_ITEM(__pyx_t_2, 0, __pyx_t_13) != (0)) __PYX_ERR(0, 234, __pyx_L1_error);
+    if (__Pyx_PyList_SET_ITEM(__pyx_t_2, 0, __pyx_t_13) != (0)) __PYX_ERR(0, 242, __pyx_L1_error);
     __pyx_t_13 = 0;
     __pyx_t_1 = __pyx_t_2;
     __pyx_t_2 = 0;
   } else {
-    __pyx_t_2 = PyList_New(0); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 234, __pyx_L1_error)
+    __pyx_t_2 = PyList_New(0); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 242, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_2);
     __pyx_t_1 = __pyx_t_2;
     __pyx_t_2 = 0;
@@ -14216,28 +14516,28 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_24process(struct __pyx_obj_2l
   __pyx_v_out = ((PyObject*)__pyx_t_1);
   __pyx_t_1 = 0;
 
-  /* "fastpath/_forward.pyx":235
+  /* "fastpath/_forward.pyx":243
  *         reason = REASON_NAMES[self.fp.last_reason] if v in (V_DROP, V_PASS) else None
  *         out = [(txif, bytes(buf))] if v == V_FORWARD else []
  *         return VERDICT_NAMES[v], reason, out             # <<<<<<<<<<<<<<
  * 
  *     def expire(self, now=None):
 */
-  __Pyx_GetModuleGlobalName(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_VERDICT_NAMES); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 235, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_VERDICT_NAMES); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 243, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
-  __pyx_t_2 = __Pyx_GetItemInt(__pyx_t_1, __pyx_v_v, int, 1, __Pyx_PyLong_From_int, 0, 0, 1, __Pyx_ReferenceSharing_OwnStrongReference); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 235, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_GetItemInt(__pyx_t_1, __pyx_v_v, int, 1, __Pyx_PyLong_From_int, 0, 0, 1, __Pyx_ReferenceSharing_OwnStrongReference); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 243, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
-  __pyx_t_1 = PyTuple_New(3); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 235, __pyx_L1_error)
+  __pyx_t_1 = PyTuple_New(3); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 243, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
   __Pyx_GIVEREF(__pyx_t_2);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_1, 0, __pyx_t_2) != (0)) __PYX_ERR(0, 235, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_1, 0, __pyx_t_2) != (0)) __PYX_ERR(0, 243, __pyx_L1_error);
   __Pyx_INCREF(__pyx_v_reason);
   __Pyx_GIVEREF(__pyx_v_reason);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_1, 1, __pyx_v_reason) != (0)) __PYX_ERR(0, 235, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_1, 1, __pyx_v_reason) != (0)) __PYX_ERR(0, 243, __pyx_L1_error);
   __Pyx_INCREF(__pyx_v_out);
   __Pyx_GIVEREF(__pyx_v_out);
-  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_1, 2, __pyx_v_out) != (0)) __PYX_ERR(0, 235, __pyx_L1_error);
+  if (__Pyx_PyTuple_SET_ITEM(__pyx_t_1, 2, __pyx_v_out) != (0)) __PYX_ERR(0, 243, __pyx_L1_error);
   __pyx_t_2 = 0;
   {
     PyObject *__pyx_temp;
@@ -14250,7 +14550,7 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_24process(struct __pyx_obj_2l
   __pyx_t_1 = 0;
   goto __pyx_L0;
 
-  /* "fastpath/_forward.pyx":213
+  /* "fastpath/_forward.pyx":221
  * 
  *     # --- the core on one frame (sans-IO) --------------------------------------------------------
  *     def process(self, frame, now=None, bint partial=False):             # <<<<<<<<<<<<<<
@@ -14281,7 +14581,7 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_24process(struct __pyx_obj_2l
   return __pyx_r;
 }
 
-/* "fastpath/_forward.pyx":237
+/* "fastpath/_forward.pyx":245
  *         return VERDICT_NAMES[v], reason, out
  * 
  *     def expire(self, now=None):             # <<<<<<<<<<<<<<
@@ -14290,16 +14590,16 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_24process(struct __pyx_obj_2l
 */
 
 /* Python wrapper */
-static PyObject *__pyx_pw_2lb_8_forward_9Forwarder_27expire(PyObject *__pyx_v_self, 
+static PyObject *__pyx_pw_2lb_8_forward_9Forwarder_29expire(PyObject *__pyx_v_self, 
 #if CYTHON_VECTORCALL
 PyObject *const *__pyx_args, Py_ssize_t __pyx_nargs, PyObject *__pyx_kwds
 #else
 PyObject *__pyx_args, PyObject *__pyx_kwds
 #endif
 ); /*proto*/
-PyDoc_STRVAR(__pyx_doc_2lb_8_forward_9Forwarder_26expire, "Sweep the whole connection table once (the loop does this a little at a time).");
-static PyMethodDef __pyx_mdef_2lb_8_forward_9Forwarder_27expire = {"expire", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_2lb_8_forward_9Forwarder_27expire, __Pyx_METH_FASTCALL|METH_KEYWORDS, __pyx_doc_2lb_8_forward_9Forwarder_26expire};
-static PyObject *__pyx_pw_2lb_8_forward_9Forwarder_27expire(PyObject *__pyx_v_self, 
+PyDoc_STRVAR(__pyx_doc_2lb_8_forward_9Forwarder_28expire, "Sweep the whole connection table once (the loop does this a little at a time).");
+static PyMethodDef __pyx_mdef_2lb_8_forward_9Forwarder_29expire = {"expire", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_2lb_8_forward_9Forwarder_29expire, __Pyx_METH_FASTCALL|METH_KEYWORDS, __pyx_doc_2lb_8_forward_9Forwarder_28expire};
+static PyObject *__pyx_pw_2lb_8_forward_9Forwarder_29expire(PyObject *__pyx_v_self, 
 #if CYTHON_VECTORCALL
 PyObject *const *__pyx_args, Py_ssize_t __pyx_nargs, PyObject *__pyx_kwds
 #else
@@ -14329,24 +14629,24 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_now,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_FASTCALL(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 237, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 245, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  1:
         values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 237, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 245, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "expire", 0) < (0)) __PYX_ERR(0, 237, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "expire", 0) < (0)) __PYX_ERR(0, 245, __pyx_L3_error)
       if (!values[0]) values[0] = __Pyx_NewRef(((PyObject *)Py_None));
     } else {
       switch (__pyx_nargs) {
         case  1:
         values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 237, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 245, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
@@ -14357,7 +14657,7 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("expire", 0, 0, 1, __pyx_nargs); __PYX_ERR(0, 237, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("expire", 0, 0, 1, __pyx_nargs); __PYX_ERR(0, 245, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -14368,7 +14668,7 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   __Pyx_RefNannyFinishContext();
   return NULL;
   __pyx_L4_argument_unpacking_done:;
-  __pyx_r = __pyx_pf_2lb_8_forward_9Forwarder_26expire(((struct __pyx_obj_2lb_8_forward_Forwarder *)__pyx_v_self), __pyx_v_now);
+  __pyx_r = __pyx_pf_2lb_8_forward_9Forwarder_28expire(((struct __pyx_obj_2lb_8_forward_Forwarder *)__pyx_v_self), __pyx_v_now);
 
   /* function exit code */
   for (Py_ssize_t __pyx_temp=0; __pyx_temp < (Py_ssize_t)(sizeof(values)/sizeof(values[0])); ++__pyx_temp) {
@@ -14378,7 +14678,7 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   return __pyx_r;
 }
 
-static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_26expire(struct __pyx_obj_2lb_8_forward_Forwarder *__pyx_v_self, PyObject *__pyx_v_now) {
+static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_28expire(struct __pyx_obj_2lb_8_forward_Forwarder *__pyx_v_self, PyObject *__pyx_v_now) {
   uint64_t __pyx_v_t;
   PyObject *__pyx_r = NULL;
   __Pyx_RefNannyDeclarations
@@ -14391,7 +14691,7 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_26expire(struct __pyx_obj_2lb
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("expire", 0);
 
-  /* "fastpath/_forward.pyx":239
+  /* "fastpath/_forward.pyx":247
  *     def expire(self, now=None):
  *         """Sweep the whole connection table once (the loop does this a little at a time)."""
  *         cdef uint64_t t = now_ms() if now is None else <uint64_t>(now * 1000)             # <<<<<<<<<<<<<<
@@ -14403,9 +14703,9 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_26expire(struct __pyx_obj_2lb
 
     __pyx_t_1 = __pyx_f_2lb_8_forward_now_ms();
   } else {
-    __pyx_t_3 = __Pyx_PyLong_MultiplyObjC(__pyx_v_now, __pyx_mstate_global->__pyx_int_1000, 0x3E8, 0, 0); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 239, __pyx_L1_error)
+    __pyx_t_3 = __Pyx_PyLong_MultiplyObjC(__pyx_v_now, __pyx_mstate_global->__pyx_int_1000, 0x3E8, 0, 0); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 247, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
-    __pyx_t_4 = __Pyx_PyLong_As_uint64_t(__pyx_t_3); if (unlikely((__pyx_t_4 == ((uint64_t)-1)) && PyErr_Occurred())) __PYX_ERR(0, 239, __pyx_L1_error)
+    __pyx_t_4 = __Pyx_PyLong_As_uint64_t(__pyx_t_3); if (unlikely((__pyx_t_4 == ((uint64_t)-1)) && PyErr_Occurred())) __PYX_ERR(0, 247, __pyx_L1_error)
     __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
 
     __pyx_t_1 = ((uint64_t)__pyx_t_4);
@@ -14414,7 +14714,7 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_26expire(struct __pyx_obj_2lb
 
   __pyx_v_t = __pyx_t_1;
 
-  /* "fastpath/_forward.pyx":240
+  /* "fastpath/_forward.pyx":248
  *         """Sweep the whole connection table once (the loop does this a little at a time)."""
  *         cdef uint64_t t = now_ms() if now is None else <uint64_t>(now * 1000)
  *         with nogil:             # <<<<<<<<<<<<<<
@@ -14427,7 +14727,7 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_26expire(struct __pyx_obj_2lb
       __Pyx_FastGIL_Remember();
       /*try:*/ {
 
-        /* "fastpath/_forward.pyx":241
+        /* "fastpath/_forward.pyx":249
  *         cdef uint64_t t = now_ms() if now is None else <uint64_t>(now * 1000)
  *         with nogil:
  *             pthread_mutex_lock(&self.fp.lock)             # <<<<<<<<<<<<<<
@@ -14436,7 +14736,7 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_26expire(struct __pyx_obj_2lb
 */
         (void)(pthread_mutex_lock((&__pyx_v_self->fp->lock)));
 
-        /* "fastpath/_forward.pyx":242
+        /* "fastpath/_forward.pyx":250
  *         with nogil:
  *             pthread_mutex_lock(&self.fp.lock)
  *             sweep(self.fp, t, self.fp.max_conns)             # <<<<<<<<<<<<<<
@@ -14445,7 +14745,7 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_26expire(struct __pyx_obj_2lb
 */
         __pyx_f_2lb_8_forward_sweep(__pyx_v_self->fp, __pyx_v_t, __pyx_v_self->fp->max_conns);
 
-        /* "fastpath/_forward.pyx":243
+        /* "fastpath/_forward.pyx":251
  *             pthread_mutex_lock(&self.fp.lock)
  *             sweep(self.fp, t, self.fp.max_conns)
  *             pthread_mutex_unlock(&self.fp.lock)             # <<<<<<<<<<<<<<
@@ -14455,7 +14755,7 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_26expire(struct __pyx_obj_2lb
         (void)(pthread_mutex_unlock((&__pyx_v_self->fp->lock)));
       }
 
-      /* "fastpath/_forward.pyx":240
+      /* "fastpath/_forward.pyx":248
  *         """Sweep the whole connection table once (the loop does this a little at a time)."""
  *         cdef uint64_t t = now_ms() if now is None else <uint64_t>(now * 1000)
  *         with nogil:             # <<<<<<<<<<<<<<
@@ -14472,7 +14772,7 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_26expire(struct __pyx_obj_2lb
       }
   }
 
-  /* "fastpath/_forward.pyx":237
+  /* "fastpath/_forward.pyx":245
  *         return VERDICT_NAMES[v], reason, out
  * 
  *     def expire(self, now=None):             # <<<<<<<<<<<<<<
@@ -14494,7 +14794,7 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_26expire(struct __pyx_obj_2lb
   return __pyx_r;
 }
 
-/* "fastpath/_forward.pyx":245
+/* "fastpath/_forward.pyx":253
  *             pthread_mutex_unlock(&self.fp.lock)
  * 
  *     cdef void _queue_pending(self, uint8_t* frame, uint32_t n, int rx_if, int partial) noexcept nogil:             # <<<<<<<<<<<<<<
@@ -14505,7 +14805,7 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_26expire(struct __pyx_obj_2lb
 static void __pyx_f_2lb_8_forward_9Forwarder__queue_pending(struct __pyx_obj_2lb_8_forward_Forwarder *__pyx_v_self, uint8_t *__pyx_v_frame, uint32_t __pyx_v_n, int __pyx_v_rx_if, int __pyx_v_partial) {
   struct __pyx_t_2lb_8_forward_Pending *__pyx_v_q;
 
-  /* "fastpath/_forward.pyx":246
+  /* "fastpath/_forward.pyx":254
  * 
  *     cdef void _queue_pending(self, uint8_t* frame, uint32_t n, int rx_if, int partial) noexcept nogil:
  *         cdef Pending* q = &self.fp.pending[self.fp.npending]             # <<<<<<<<<<<<<<
@@ -14514,7 +14814,7 @@ static void __pyx_f_2lb_8_forward_9Forwarder__queue_pending(struct __pyx_obj_2lb
 */
   __pyx_v_q = (&(__pyx_v_self->fp->pending[__pyx_v_self->fp->npending]));
 
-  /* "fastpath/_forward.pyx":247
+  /* "fastpath/_forward.pyx":255
  *     cdef void _queue_pending(self, uint8_t* frame, uint32_t n, int rx_if, int partial) noexcept nogil:
  *         cdef Pending* q = &self.fp.pending[self.fp.npending]
  *         q.frame = frame             # <<<<<<<<<<<<<<
@@ -14523,7 +14823,7 @@ static void __pyx_f_2lb_8_forward_9Forwarder__queue_pending(struct __pyx_obj_2lb
 */
   __pyx_v_q->frame = __pyx_v_frame;
 
-  /* "fastpath/_forward.pyx":248
+  /* "fastpath/_forward.pyx":256
  *         cdef Pending* q = &self.fp.pending[self.fp.npending]
  *         q.frame = frame
  *         q.len = n             # <<<<<<<<<<<<<<
@@ -14532,7 +14832,7 @@ static void __pyx_f_2lb_8_forward_9Forwarder__queue_pending(struct __pyx_obj_2lb
 */
   __pyx_v_q->len = __pyx_v_n;
 
-  /* "fastpath/_forward.pyx":249
+  /* "fastpath/_forward.pyx":257
  *         q.frame = frame
  *         q.len = n
  *         q.rx_if = rx_if             # <<<<<<<<<<<<<<
@@ -14541,7 +14841,7 @@ static void __pyx_f_2lb_8_forward_9Forwarder__queue_pending(struct __pyx_obj_2lb
 */
   __pyx_v_q->rx_if = __pyx_v_rx_if;
 
-  /* "fastpath/_forward.pyx":250
+  /* "fastpath/_forward.pyx":258
  *         q.len = n
  *         q.rx_if = rx_if
  *         q.partial = partial             # <<<<<<<<<<<<<<
@@ -14550,7 +14850,7 @@ static void __pyx_f_2lb_8_forward_9Forwarder__queue_pending(struct __pyx_obj_2lb
 */
   __pyx_v_q->partial = __pyx_v_partial;
 
-  /* "fastpath/_forward.pyx":251
+  /* "fastpath/_forward.pyx":259
  *         q.rx_if = rx_if
  *         q.partial = partial
  *         self.fp.npending += 1             # <<<<<<<<<<<<<<
@@ -14559,7 +14859,7 @@ static void __pyx_f_2lb_8_forward_9Forwarder__queue_pending(struct __pyx_obj_2lb
 */
   __pyx_v_self->fp->npending = (__pyx_v_self->fp->npending + 1);
 
-  /* "fastpath/_forward.pyx":245
+  /* "fastpath/_forward.pyx":253
  *             pthread_mutex_unlock(&self.fp.lock)
  * 
  *     cdef void _queue_pending(self, uint8_t* frame, uint32_t n, int rx_if, int partial) noexcept nogil:             # <<<<<<<<<<<<<<
@@ -14571,7 +14871,7 @@ static void __pyx_f_2lb_8_forward_9Forwarder__queue_pending(struct __pyx_obj_2lb
 
 }
 
-/* "fastpath/_forward.pyx":253
+/* "fastpath/_forward.pyx":261
  *         self.fp.npending += 1
  * 
  *     cdef void _resolve_pending(self, uint64_t now, bint capture) noexcept nogil:             # <<<<<<<<<<<<<<
@@ -14602,7 +14902,7 @@ static void __pyx_f_2lb_8_forward_9Forwarder__resolve_pending(struct __pyx_obj_2
   int __pyx_clineno = 0;
   PyGILState_STATE __pyx_gilstate_save;
 
-  /* "fastpath/_forward.pyx":255
+  /* "fastpath/_forward.pyx":263
  *     cdef void _resolve_pending(self, uint64_t now, bint capture) noexcept nogil:
  *         # Called with fp.lock held, once per batch: one trip into Python for all new flows.
  *         cdef FP* fp = self.fp             # <<<<<<<<<<<<<<
@@ -14613,7 +14913,7 @@ static void __pyx_f_2lb_8_forward_9Forwarder__resolve_pending(struct __pyx_obj_2
 
   __pyx_v_fp = __pyx_t_1;
 
-  /* "fastpath/_forward.pyx":256
+  /* "fastpath/_forward.pyx":264
  *         # Called with fp.lock held, once per batch: one trip into Python for all new flows.
  *         cdef FP* fp = self.fp
  *         cdef int k, j, r = R_NONE, v, txif = -1             # <<<<<<<<<<<<<<
@@ -14623,7 +14923,7 @@ static void __pyx_f_2lb_8_forward_9Forwarder__resolve_pending(struct __pyx_obj_2
   __pyx_v_r = __pyx_e_2lb_8_forward_R_NONE;
   __pyx_v_txif = -1;
 
-  /* "fastpath/_forward.pyx":259
+  /* "fastpath/_forward.pyx":267
  *         cdef Pending* q
  *         cdef Pending scratch
  *         for k in range(fp.npending):             # <<<<<<<<<<<<<<
@@ -14637,7 +14937,7 @@ static void __pyx_f_2lb_8_forward_9Forwarder__resolve_pending(struct __pyx_obj_2
   for (__pyx_t_4 = 0; __pyx_t_4 < __pyx_t_3; __pyx_t_4+=1) {
     __pyx_v_k = __pyx_t_4;
 
-    /* "fastpath/_forward.pyx":260
+    /* "fastpath/_forward.pyx":268
  *         cdef Pending scratch
  *         for k in range(fp.npending):
  *             q = &fp.pending[k]             # <<<<<<<<<<<<<<
@@ -14646,7 +14946,7 @@ static void __pyx_f_2lb_8_forward_9Forwarder__resolve_pending(struct __pyx_obj_2
 */
     __pyx_v_q = (&(__pyx_v_fp->pending[__pyx_v_k]));
 
-    /* "fastpath/_forward.pyx":261
+    /* "fastpath/_forward.pyx":269
  *         for k in range(fp.npending):
  *             q = &fp.pending[k]
  *             q.dup_of = -1             # <<<<<<<<<<<<<<
@@ -14655,7 +14955,7 @@ static void __pyx_f_2lb_8_forward_9Forwarder__resolve_pending(struct __pyx_obj_2
 */
     __pyx_v_q->dup_of = -1;
 
-    /* "fastpath/_forward.pyx":262
+    /* "fastpath/_forward.pyx":270
  *             q = &fp.pending[k]
  *             q.dup_of = -1
  *             q.dest = -1             # <<<<<<<<<<<<<<
@@ -14664,7 +14964,7 @@ static void __pyx_f_2lb_8_forward_9Forwarder__resolve_pending(struct __pyx_obj_2
 */
     __pyx_v_q->dest = -1;
 
-    /* "fastpath/_forward.pyx":263
+    /* "fastpath/_forward.pyx":271
  *             q.dup_of = -1
  *             q.dest = -1
  *             for j in range(k):             # <<<<<<<<<<<<<<
@@ -14678,7 +14978,7 @@ static void __pyx_f_2lb_8_forward_9Forwarder__resolve_pending(struct __pyx_obj_2
     for (__pyx_t_7 = 0; __pyx_t_7 < __pyx_t_6; __pyx_t_7+=1) {
       __pyx_v_j = __pyx_t_7;
 
-      /* "fastpath/_forward.pyx":264
+      /* "fastpath/_forward.pyx":272
  *             q.dest = -1
  *             for j in range(k):
  *                 if (fp.pending[j].caddr == q.caddr and fp.pending[j].cport == q.cport             # <<<<<<<<<<<<<<
@@ -14696,7 +14996,7 @@ static void __pyx_f_2lb_8_forward_9Forwarder__resolve_pending(struct __pyx_obj_2
         goto __pyx_L8_bool_binop_done;
       }
 
-      /* "fastpath/_forward.pyx":265
+      /* "fastpath/_forward.pyx":273
  *             for j in range(k):
  *                 if (fp.pending[j].caddr == q.caddr and fp.pending[j].cport == q.cport
  *                         and fp.pending[j].vaddr == q.vaddr and fp.pending[j].vport == q.vport             # <<<<<<<<<<<<<<
@@ -14724,7 +15024,7 @@ static void __pyx_f_2lb_8_forward_9Forwarder__resolve_pending(struct __pyx_obj_2
         goto __pyx_L8_bool_binop_done;
       }
 
-      /* "fastpath/_forward.pyx":266
+      /* "fastpath/_forward.pyx":274
  *                 if (fp.pending[j].caddr == q.caddr and fp.pending[j].cport == q.cport
  *                         and fp.pending[j].vaddr == q.vaddr and fp.pending[j].vport == q.vport
  *                         and fp.pending[j].proto == q.proto):             # <<<<<<<<<<<<<<
@@ -14748,7 +15048,7 @@ static void __pyx_f_2lb_8_forward_9Forwarder__resolve_pending(struct __pyx_obj_2
 
       __pyx_L8_bool_binop_done:;
 
-      /* "fastpath/_forward.pyx":264
+      /* "fastpath/_forward.pyx":272
  *             q.dest = -1
  *             for j in range(k):
  *                 if (fp.pending[j].caddr == q.caddr and fp.pending[j].cport == q.cport             # <<<<<<<<<<<<<<
@@ -14758,7 +15058,7 @@ static void __pyx_f_2lb_8_forward_9Forwarder__resolve_pending(struct __pyx_obj_2
       if (__pyx_t_8) {
 
 
-        /* "fastpath/_forward.pyx":267
+        /* "fastpath/_forward.pyx":275
  *                         and fp.pending[j].vaddr == q.vaddr and fp.pending[j].vport == q.vport
  *                         and fp.pending[j].proto == q.proto):
  *                     q.dup_of = j             # <<<<<<<<<<<<<<
@@ -14767,7 +15067,7 @@ static void __pyx_f_2lb_8_forward_9Forwarder__resolve_pending(struct __pyx_obj_2
 */
         __pyx_v_q->dup_of = __pyx_v_j;
 
-        /* "fastpath/_forward.pyx":268
+        /* "fastpath/_forward.pyx":276
  *                         and fp.pending[j].proto == q.proto):
  *                     q.dup_of = j
  *                     break             # <<<<<<<<<<<<<<
@@ -14776,7 +15076,7 @@ static void __pyx_f_2lb_8_forward_9Forwarder__resolve_pending(struct __pyx_obj_2
 */
         goto __pyx_L6_break;
 
-        /* "fastpath/_forward.pyx":264
+        /* "fastpath/_forward.pyx":272
  *             q.dest = -1
  *             for j in range(k):
  *                 if (fp.pending[j].caddr == q.caddr and fp.pending[j].cport == q.cport             # <<<<<<<<<<<<<<
@@ -14790,7 +15090,7 @@ static void __pyx_f_2lb_8_forward_9Forwarder__resolve_pending(struct __pyx_obj_2
   }
 
 
-  /* "fastpath/_forward.pyx":269
+  /* "fastpath/_forward.pyx":277
  *                     q.dup_of = j
  *                     break
  *         with gil:             # <<<<<<<<<<<<<<
@@ -14801,17 +15101,17 @@ static void __pyx_f_2lb_8_forward_9Forwarder__resolve_pending(struct __pyx_obj_2
       PyGILState_STATE __pyx_gilstate_save = __Pyx_PyGILState_Ensure();
       /*try:*/ {
 
-        /* "fastpath/_forward.pyx":270
+        /* "fastpath/_forward.pyx":278
  *                     break
  *         with gil:
  *             self._call_scheduler()             # <<<<<<<<<<<<<<
  *         for k in range(fp.npending):
  *             q = &fp.pending[k]
 */
-        ((struct __pyx_vtabstruct_2lb_8_forward_Forwarder *)__pyx_v_self->__pyx_vtab)->_call_scheduler(__pyx_v_self); if (unlikely(PyErr_Occurred())) __PYX_ERR(0, 270, __pyx_L14_error)
+        ((struct __pyx_vtabstruct_2lb_8_forward_Forwarder *)__pyx_v_self->__pyx_vtab)->_call_scheduler(__pyx_v_self); if (unlikely(PyErr_Occurred())) __PYX_ERR(0, 278, __pyx_L14_error)
       }
 
-      /* "fastpath/_forward.pyx":269
+      /* "fastpath/_forward.pyx":277
  *                     q.dup_of = j
  *                     break
  *         with gil:             # <<<<<<<<<<<<<<
@@ -14831,7 +15131,7 @@ static void __pyx_f_2lb_8_forward_9Forwarder__resolve_pending(struct __pyx_obj_2
       }
   }
 
-  /* "fastpath/_forward.pyx":271
+  /* "fastpath/_forward.pyx":279
  *         with gil:
  *             self._call_scheduler()
  *         for k in range(fp.npending):             # <<<<<<<<<<<<<<
@@ -14845,7 +15145,7 @@ static void __pyx_f_2lb_8_forward_9Forwarder__resolve_pending(struct __pyx_obj_2
   for (__pyx_t_4 = 0; __pyx_t_4 < __pyx_t_3; __pyx_t_4+=1) {
     __pyx_v_k = __pyx_t_4;
 
-    /* "fastpath/_forward.pyx":272
+    /* "fastpath/_forward.pyx":280
  *             self._call_scheduler()
  *         for k in range(fp.npending):
  *             q = &fp.pending[k]             # <<<<<<<<<<<<<<
@@ -14854,7 +15154,7 @@ static void __pyx_f_2lb_8_forward_9Forwarder__resolve_pending(struct __pyx_obj_2
 */
     __pyx_v_q = (&(__pyx_v_fp->pending[__pyx_v_k]));
 
-    /* "fastpath/_forward.pyx":274
+    /* "fastpath/_forward.pyx":282
  *             q = &fp.pending[k]
  *             if lookup_in(fp, flow_hash(fp, q.proto, q.caddr, q.cport, q.vaddr, q.vport),
  *                          q.proto, q.caddr, q.cport, q.vaddr, q.vport) == NULL:             # <<<<<<<<<<<<<<
@@ -14864,7 +15164,7 @@ static void __pyx_f_2lb_8_forward_9Forwarder__resolve_pending(struct __pyx_obj_2
     __pyx_t_8 = (__pyx_f_2lb_8_forward_lookup_in(__pyx_v_fp, __pyx_f_2lb_8_forward_flow_hash(__pyx_v_fp, __pyx_v_q->proto, __pyx_v_q->caddr, __pyx_v_q->cport, __pyx_v_q->vaddr, __pyx_v_q->vport), __pyx_v_q->proto, __pyx_v_q->caddr, __pyx_v_q->cport, __pyx_v_q->vaddr, __pyx_v_q->vport) == NULL);
 
 
-    /* "fastpath/_forward.pyx":273
+    /* "fastpath/_forward.pyx":281
  *         for k in range(fp.npending):
  *             q = &fp.pending[k]
  *             if lookup_in(fp, flow_hash(fp, q.proto, q.caddr, q.cport, q.vaddr, q.vport),             # <<<<<<<<<<<<<<
@@ -14874,7 +15174,7 @@ static void __pyx_f_2lb_8_forward_9Forwarder__resolve_pending(struct __pyx_obj_2
     if (__pyx_t_8) {
 
 
-      /* "fastpath/_forward.pyx":275
+      /* "fastpath/_forward.pyx":283
  *             if lookup_in(fp, flow_hash(fp, q.proto, q.caddr, q.cport, q.vaddr, q.vport),
  *                          q.proto, q.caddr, q.cport, q.vaddr, q.vport) == NULL:
  *                 if q.dup_of >= 0:             # <<<<<<<<<<<<<<
@@ -14886,7 +15186,7 @@ static void __pyx_f_2lb_8_forward_9Forwarder__resolve_pending(struct __pyx_obj_2
       if (__pyx_t_8) {
 
 
-        /* "fastpath/_forward.pyx":276
+        /* "fastpath/_forward.pyx":284
  *                          q.proto, q.caddr, q.cport, q.vaddr, q.vport) == NULL:
  *                 if q.dup_of >= 0:
  *                     q.dest = fp.pending[q.dup_of].dest             # <<<<<<<<<<<<<<
@@ -14897,7 +15197,7 @@ static void __pyx_f_2lb_8_forward_9Forwarder__resolve_pending(struct __pyx_obj_2
 
         __pyx_v_q->dest = __pyx_t_5;
 
-        /* "fastpath/_forward.pyx":275
+        /* "fastpath/_forward.pyx":283
  *             if lookup_in(fp, flow_hash(fp, q.proto, q.caddr, q.cport, q.vaddr, q.vport),
  *                          q.proto, q.caddr, q.cport, q.vaddr, q.vport) == NULL:
  *                 if q.dup_of >= 0:             # <<<<<<<<<<<<<<
@@ -14906,7 +15206,7 @@ static void __pyx_f_2lb_8_forward_9Forwarder__resolve_pending(struct __pyx_obj_2
 */
       }
 
-      /* "fastpath/_forward.pyx":277
+      /* "fastpath/_forward.pyx":285
  *                 if q.dup_of >= 0:
  *                     q.dest = fp.pending[q.dup_of].dest
  *                 r = conn_create(fp, q, now)             # <<<<<<<<<<<<<<
@@ -14915,7 +15215,7 @@ static void __pyx_f_2lb_8_forward_9Forwarder__resolve_pending(struct __pyx_obj_2
 */
       __pyx_v_r = __pyx_f_2lb_8_forward_conn_create(__pyx_v_fp, __pyx_v_q, __pyx_v_now);
 
-      /* "fastpath/_forward.pyx":278
+      /* "fastpath/_forward.pyx":286
  *                     q.dest = fp.pending[q.dup_of].dest
  *                 r = conn_create(fp, q, now)
  *                 if r != R_NONE:             # <<<<<<<<<<<<<<
@@ -14927,7 +15227,7 @@ static void __pyx_f_2lb_8_forward_9Forwarder__resolve_pending(struct __pyx_obj_2
       if (__pyx_t_8) {
 
 
-        /* "fastpath/_forward.pyx":279
+        /* "fastpath/_forward.pyx":287
  *                 r = conn_create(fp, q, now)
  *                 if r != R_NONE:
  *                     drop(fp, r)             # <<<<<<<<<<<<<<
@@ -14936,16 +15236,16 @@ static void __pyx_f_2lb_8_forward_9Forwarder__resolve_pending(struct __pyx_obj_2
 */
         (void)(__pyx_f_2lb_8_forward_drop(__pyx_v_fp, __pyx_v_r));
 
-        /* "fastpath/_forward.pyx":280
+        /* "fastpath/_forward.pyx":288
  *                 if r != R_NONE:
  *                     drop(fp, r)
  *                     continue             # <<<<<<<<<<<<<<
  *             v = handle(fp, q.frame, q.len, q.partial, now, &txif, &scratch)
- *             if v == V_FORWARD:
+ *             if v == V_NEW:          # cannot happen once the connection exists; never lose a frame silently
 */
         goto __pyx_L16_continue;
 
-        /* "fastpath/_forward.pyx":278
+        /* "fastpath/_forward.pyx":286
  *                     q.dest = fp.pending[q.dup_of].dest
  *                 r = conn_create(fp, q, now)
  *                 if r != R_NONE:             # <<<<<<<<<<<<<<
@@ -14954,7 +15254,7 @@ static void __pyx_f_2lb_8_forward_9Forwarder__resolve_pending(struct __pyx_obj_2
 */
       }
 
-      /* "fastpath/_forward.pyx":273
+      /* "fastpath/_forward.pyx":281
  *         for k in range(fp.npending):
  *             q = &fp.pending[k]
  *             if lookup_in(fp, flow_hash(fp, q.proto, q.caddr, q.cport, q.vaddr, q.vport),             # <<<<<<<<<<<<<<
@@ -14963,18 +15263,48 @@ static void __pyx_f_2lb_8_forward_9Forwarder__resolve_pending(struct __pyx_obj_2
 */
     }
 
-    /* "fastpath/_forward.pyx":281
+    /* "fastpath/_forward.pyx":289
  *                     drop(fp, r)
  *                     continue
  *             v = handle(fp, q.frame, q.len, q.partial, now, &txif, &scratch)             # <<<<<<<<<<<<<<
- *             if v == V_FORWARD:
- *                 if capture:
+ *             if v == V_NEW:          # cannot happen once the connection exists; never lose a frame silently
+ *                 drop(fp, R_NO_DEST)
 */
     __pyx_v_v = __pyx_f_2lb_8_forward_handle(__pyx_v_fp, __pyx_v_q->frame, __pyx_v_q->len, __pyx_v_q->partial, __pyx_v_now, (&__pyx_v_txif), (&__pyx_v_scratch));
 
-    /* "fastpath/_forward.pyx":282
+    /* "fastpath/_forward.pyx":290
  *                     continue
  *             v = handle(fp, q.frame, q.len, q.partial, now, &txif, &scratch)
+ *             if v == V_NEW:          # cannot happen once the connection exists; never lose a frame silently             # <<<<<<<<<<<<<<
+ *                 drop(fp, R_NO_DEST)
+ *             if v == V_FORWARD:
+*/
+    __pyx_t_8 = (__pyx_v_v == __pyx_e_2lb_8_forward_V_NEW);
+
+    if (__pyx_t_8) {
+
+
+      /* "fastpath/_forward.pyx":291
+ *             v = handle(fp, q.frame, q.len, q.partial, now, &txif, &scratch)
+ *             if v == V_NEW:          # cannot happen once the connection exists; never lose a frame silently
+ *                 drop(fp, R_NO_DEST)             # <<<<<<<<<<<<<<
+ *             if v == V_FORWARD:
+ *                 if capture:
+*/
+      (void)(__pyx_f_2lb_8_forward_drop(__pyx_v_fp, __pyx_e_2lb_8_forward_R_NO_DEST));
+
+      /* "fastpath/_forward.pyx":290
+ *                     continue
+ *             v = handle(fp, q.frame, q.len, q.partial, now, &txif, &scratch)
+ *             if v == V_NEW:          # cannot happen once the connection exists; never lose a frame silently             # <<<<<<<<<<<<<<
+ *                 drop(fp, R_NO_DEST)
+ *             if v == V_FORWARD:
+*/
+    }
+
+    /* "fastpath/_forward.pyx":292
+ *             if v == V_NEW:          # cannot happen once the connection exists; never lose a frame silently
+ *                 drop(fp, R_NO_DEST)
  *             if v == V_FORWARD:             # <<<<<<<<<<<<<<
  *                 if capture:
  *                     self.capture_n += 1
@@ -14984,8 +15314,8 @@ static void __pyx_f_2lb_8_forward_9Forwarder__resolve_pending(struct __pyx_obj_2
     if (__pyx_t_8) {
 
 
-      /* "fastpath/_forward.pyx":283
- *             v = handle(fp, q.frame, q.len, q.partial, now, &txif, &scratch)
+      /* "fastpath/_forward.pyx":293
+ *                 drop(fp, R_NO_DEST)
  *             if v == V_FORWARD:
  *                 if capture:             # <<<<<<<<<<<<<<
  *                     self.capture_n += 1
@@ -14993,7 +15323,7 @@ static void __pyx_f_2lb_8_forward_9Forwarder__resolve_pending(struct __pyx_obj_2
 */
       if (__pyx_v_capture) {
 
-        /* "fastpath/_forward.pyx":284
+        /* "fastpath/_forward.pyx":294
  *             if v == V_FORWARD:
  *                 if capture:
  *                     self.capture_n += 1             # <<<<<<<<<<<<<<
@@ -15002,7 +15332,7 @@ static void __pyx_f_2lb_8_forward_9Forwarder__resolve_pending(struct __pyx_obj_2
 */
         __pyx_v_self->capture_n = (__pyx_v_self->capture_n + 1);
 
-        /* "fastpath/_forward.pyx":285
+        /* "fastpath/_forward.pyx":295
  *                 if capture:
  *                     self.capture_n += 1
  *                     self.capture_if = txif             # <<<<<<<<<<<<<<
@@ -15011,17 +15341,17 @@ static void __pyx_f_2lb_8_forward_9Forwarder__resolve_pending(struct __pyx_obj_2
 */
         __pyx_v_self->capture_if = __pyx_v_txif;
 
-        /* "fastpath/_forward.pyx":283
- *             v = handle(fp, q.frame, q.len, q.partial, now, &txif, &scratch)
+        /* "fastpath/_forward.pyx":293
+ *                 drop(fp, R_NO_DEST)
  *             if v == V_FORWARD:
  *                 if capture:             # <<<<<<<<<<<<<<
  *                     self.capture_n += 1
  *                     self.capture_if = txif
 */
-        goto __pyx_L22;
+        goto __pyx_L23;
       }
 
-      /* "fastpath/_forward.pyx":287
+      /* "fastpath/_forward.pyx":297
  *                     self.capture_if = txif
  *                 else:
  *                     self._tx(txif, q.frame, q.len)             # <<<<<<<<<<<<<<
@@ -15031,11 +15361,11 @@ static void __pyx_f_2lb_8_forward_9Forwarder__resolve_pending(struct __pyx_obj_2
       /*else*/ {
         ((struct __pyx_vtabstruct_2lb_8_forward_Forwarder *)__pyx_v_self->__pyx_vtab)->_tx(__pyx_v_self, __pyx_v_txif, __pyx_v_q->frame, __pyx_v_q->len);
       }
-      __pyx_L22:;
+      __pyx_L23:;
 
-      /* "fastpath/_forward.pyx":282
- *                     continue
- *             v = handle(fp, q.frame, q.len, q.partial, now, &txif, &scratch)
+      /* "fastpath/_forward.pyx":292
+ *             if v == V_NEW:          # cannot happen once the connection exists; never lose a frame silently
+ *                 drop(fp, R_NO_DEST)
  *             if v == V_FORWARD:             # <<<<<<<<<<<<<<
  *                 if capture:
  *                     self.capture_n += 1
@@ -15045,7 +15375,7 @@ static void __pyx_f_2lb_8_forward_9Forwarder__resolve_pending(struct __pyx_obj_2
   }
 
 
-  /* "fastpath/_forward.pyx":288
+  /* "fastpath/_forward.pyx":298
  *                 else:
  *                     self._tx(txif, q.frame, q.len)
  *         fp.npending = 0             # <<<<<<<<<<<<<<
@@ -15054,7 +15384,7 @@ static void __pyx_f_2lb_8_forward_9Forwarder__resolve_pending(struct __pyx_obj_2
 */
   __pyx_v_fp->npending = 0;
 
-  /* "fastpath/_forward.pyx":253
+  /* "fastpath/_forward.pyx":261
  *         self.fp.npending += 1
  * 
  *     cdef void _resolve_pending(self, uint64_t now, bint capture) noexcept nogil:             # <<<<<<<<<<<<<<
@@ -15079,7 +15409,7 @@ static void __pyx_f_2lb_8_forward_9Forwarder__resolve_pending(struct __pyx_obj_2
 
 }
 
-/* "fastpath/_forward.pyx":290
+/* "fastpath/_forward.pyx":300
  *         fp.npending = 0
  * 
  *     cdef void _call_scheduler(self):             # <<<<<<<<<<<<<<
@@ -15124,7 +15454,7 @@ static void __pyx_f_2lb_8_forward_9Forwarder__call_scheduler(struct __pyx_obj_2l
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("_call_scheduler", 0);
 
-  /* "fastpath/_forward.pyx":291
+  /* "fastpath/_forward.pyx":301
  * 
  *     cdef void _call_scheduler(self):
  *         cdef FP* fp = self.fp             # <<<<<<<<<<<<<<
@@ -15135,31 +15465,31 @@ static void __pyx_f_2lb_8_forward_9Forwarder__call_scheduler(struct __pyx_obj_2l
 
   __pyx_v_fp = __pyx_t_1;
 
-  /* "fastpath/_forward.pyx":293
+  /* "fastpath/_forward.pyx":303
  *         cdef FP* fp = self.fp
  *         cdef Pending* q
  *         idx = []             # <<<<<<<<<<<<<<
  *         flows = []
  *         for k in range(fp.npending):
 */
-  __pyx_t_2 = PyList_New(0); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 293, __pyx_L1_error)
+  __pyx_t_2 = PyList_New(0); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 303, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   __pyx_v_idx = ((PyObject*)__pyx_t_2);
   __pyx_t_2 = 0;
 
-  /* "fastpath/_forward.pyx":294
+  /* "fastpath/_forward.pyx":304
  *         cdef Pending* q
  *         idx = []
  *         flows = []             # <<<<<<<<<<<<<<
  *         for k in range(fp.npending):
  *             q = &fp.pending[k]
 */
-  __pyx_t_2 = PyList_New(0); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 294, __pyx_L1_error)
+  __pyx_t_2 = PyList_New(0); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 304, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   __pyx_v_flows = ((PyObject*)__pyx_t_2);
   __pyx_t_2 = 0;
 
-  /* "fastpath/_forward.pyx":295
+  /* "fastpath/_forward.pyx":305
  *         idx = []
  *         flows = []
  *         for k in range(fp.npending):             # <<<<<<<<<<<<<<
@@ -15167,7 +15497,7 @@ static void __pyx_f_2lb_8_forward_9Forwarder__call_scheduler(struct __pyx_obj_2l
  *             if q.dup_of < 0:
 */
   __pyx_t_3 = NULL;
-  __pyx_t_4 = __Pyx_PyLong_From_int(__pyx_v_fp->npending); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 295, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyLong_From_int(__pyx_v_fp->npending); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 305, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   __pyx_t_5 = 1;
   {
@@ -15175,12 +15505,12 @@ static void __pyx_f_2lb_8_forward_9Forwarder__call_scheduler(struct __pyx_obj_2l
     __pyx_t_2 = __Pyx_PyObject_FastCall((PyObject*)(&PyRange_Type), __pyx_callargs+__pyx_t_5, (2-__pyx_t_5) | (__pyx_t_5*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
     __Pyx_XDECREF(__pyx_t_3); __pyx_t_3 = 0;
     __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-    if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 295, __pyx_L1_error)
+    if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 305, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_2);
   }
-  __pyx_t_4 = PyObject_GetIter(__pyx_t_2); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 295, __pyx_L1_error)
+  __pyx_t_4 = PyObject_GetIter(__pyx_t_2); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 305, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
-  __pyx_t_6 = (CYTHON_COMPILING_IN_LIMITED_API) ? PyIter_Next : __Pyx_PyObject_GetIterNextFunc(__pyx_t_4); if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 295, __pyx_L1_error)
+  __pyx_t_6 = (CYTHON_COMPILING_IN_LIMITED_API) ? PyIter_Next : __Pyx_PyObject_GetIterNextFunc(__pyx_t_4); if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 305, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
   for (;;) {
     {
@@ -15188,7 +15518,7 @@ static void __pyx_f_2lb_8_forward_9Forwarder__call_scheduler(struct __pyx_obj_2l
       if (unlikely(!__pyx_t_2)) {
         PyObject* exc_type = PyErr_Occurred();
         if (exc_type) {
-          if (unlikely(!__Pyx_PyErr_GivenExceptionMatches(exc_type, PyExc_StopIteration))) __PYX_ERR(0, 295, __pyx_L1_error)
+          if (unlikely(!__Pyx_PyErr_GivenExceptionMatches(exc_type, PyExc_StopIteration))) __PYX_ERR(0, 305, __pyx_L1_error)
           PyErr_Clear();
         }
         break;
@@ -15198,18 +15528,18 @@ static void __pyx_f_2lb_8_forward_9Forwarder__call_scheduler(struct __pyx_obj_2l
     __Pyx_XDECREF_SET(__pyx_v_k, __pyx_t_2);
     __pyx_t_2 = 0;
 
-    /* "fastpath/_forward.pyx":296
+    /* "fastpath/_forward.pyx":306
  *         flows = []
  *         for k in range(fp.npending):
  *             q = &fp.pending[k]             # <<<<<<<<<<<<<<
  *             if q.dup_of < 0:
  *                 idx.append(k)
 */
-    __pyx_t_7 = __Pyx_PyIndex_AsSsize_t(__pyx_v_k); if (unlikely((__pyx_t_7 == (Py_ssize_t)-1) && PyErr_Occurred())) __PYX_ERR(0, 296, __pyx_L1_error)
+    __pyx_t_7 = __Pyx_PyIndex_AsSsize_t(__pyx_v_k); if (unlikely((__pyx_t_7 == (Py_ssize_t)-1) && PyErr_Occurred())) __PYX_ERR(0, 306, __pyx_L1_error)
     __pyx_v_q = (&(__pyx_v_fp->pending[__pyx_t_7]));
 
 
-    /* "fastpath/_forward.pyx":297
+    /* "fastpath/_forward.pyx":307
  *         for k in range(fp.npending):
  *             q = &fp.pending[k]
  *             if q.dup_of < 0:             # <<<<<<<<<<<<<<
@@ -15221,60 +15551,60 @@ static void __pyx_f_2lb_8_forward_9Forwarder__call_scheduler(struct __pyx_obj_2l
     if (__pyx_t_8) {
 
 
-      /* "fastpath/_forward.pyx":298
+      /* "fastpath/_forward.pyx":308
  *             q = &fp.pending[k]
  *             if q.dup_of < 0:
  *                 idx.append(k)             # <<<<<<<<<<<<<<
  *                 flows.append((q.svc, q.proto, q.caddr, q.cport, q.vaddr, q.vport))
  *         try:
 */
-      __pyx_t_9 = __Pyx_PyList_Append(__pyx_v_idx, __pyx_v_k); if (unlikely(__pyx_t_9 == ((int)-1))) __PYX_ERR(0, 298, __pyx_L1_error)
+      __pyx_t_9 = __Pyx_PyList_Append(__pyx_v_idx, __pyx_v_k); if (unlikely(__pyx_t_9 == ((int)-1))) __PYX_ERR(0, 308, __pyx_L1_error)
 
 
-      /* "fastpath/_forward.pyx":299
+      /* "fastpath/_forward.pyx":309
  *             if q.dup_of < 0:
  *                 idx.append(k)
  *                 flows.append((q.svc, q.proto, q.caddr, q.cport, q.vaddr, q.vport))             # <<<<<<<<<<<<<<
  *         try:
  *             picks = self.scheduler_cb(flows) if self.scheduler_cb is not None else [-1] * len(flows)
 */
-      __pyx_t_2 = __Pyx_PyLong_From_uint16_t(__pyx_v_q->svc); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 299, __pyx_L1_error)
+      __pyx_t_2 = __Pyx_PyLong_From_uint16_t(__pyx_v_q->svc); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 309, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_2);
-      __pyx_t_3 = __Pyx_PyLong_From_uint8_t(__pyx_v_q->proto); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 299, __pyx_L1_error)
+      __pyx_t_3 = __Pyx_PyLong_From_uint8_t(__pyx_v_q->proto); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 309, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_3);
-      __pyx_t_10 = __Pyx_PyLong_From_uint32_t(__pyx_v_q->caddr); if (unlikely(!__pyx_t_10)) __PYX_ERR(0, 299, __pyx_L1_error)
+      __pyx_t_10 = __Pyx_PyLong_From_uint32_t(__pyx_v_q->caddr); if (unlikely(!__pyx_t_10)) __PYX_ERR(0, 309, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_10);
-      __pyx_t_11 = __Pyx_PyLong_From_uint16_t(__pyx_v_q->cport); if (unlikely(!__pyx_t_11)) __PYX_ERR(0, 299, __pyx_L1_error)
+      __pyx_t_11 = __Pyx_PyLong_From_uint16_t(__pyx_v_q->cport); if (unlikely(!__pyx_t_11)) __PYX_ERR(0, 309, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_11);
-      __pyx_t_12 = __Pyx_PyLong_From_uint32_t(__pyx_v_q->vaddr); if (unlikely(!__pyx_t_12)) __PYX_ERR(0, 299, __pyx_L1_error)
+      __pyx_t_12 = __Pyx_PyLong_From_uint32_t(__pyx_v_q->vaddr); if (unlikely(!__pyx_t_12)) __PYX_ERR(0, 309, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_12);
-      __pyx_t_13 = __Pyx_PyLong_From_uint16_t(__pyx_v_q->vport); if (unlikely(!__pyx_t_13)) __PYX_ERR(0, 299, __pyx_L1_error)
+      __pyx_t_13 = __Pyx_PyLong_From_uint16_t(__pyx_v_q->vport); if (unlikely(!__pyx_t_13)) __PYX_ERR(0, 309, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_13);
-      __pyx_t_14 = PyTuple_New(6); if (unlikely(!__pyx_t_14)) __PYX_ERR(0, 299, __pyx_L1_error)
+      __pyx_t_14 = PyTuple_New(6); if (unlikely(!__pyx_t_14)) __PYX_ERR(0, 309, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_14);
       __Pyx_GIVEREF(__pyx_t_2);
-      if (__Pyx_PyTuple_SET_ITEM(__pyx_t_14, 0, __pyx_t_2) != (0)) __PYX_ERR(0, 299, __pyx_L1_error);
+      if (__Pyx_PyTuple_SET_ITEM(__pyx_t_14, 0, __pyx_t_2) != (0)) __PYX_ERR(0, 309, __pyx_L1_error);
       __Pyx_GIVEREF(__pyx_t_3);
-      if (__Pyx_PyTuple_SET_ITEM(__pyx_t_14, 1, __pyx_t_3) != (0)) __PYX_ERR(0, 299, __pyx_L1_error);
+      if (__Pyx_PyTuple_SET_ITEM(__pyx_t_14, 1, __pyx_t_3) != (0)) __PYX_ERR(0, 309, __pyx_L1_error);
       __Pyx_GIVEREF(__pyx_t_10);
-      if (__Pyx_PyTuple_SET_ITEM(__pyx_t_14, 2, __pyx_t_10) != (0)) __PYX_ERR(0, 299, __pyx_L1_error);
+      if (__Pyx_PyTuple_SET_ITEM(__pyx_t_14, 2, __pyx_t_10) != (0)) __PYX_ERR(0, 309, __pyx_L1_error);
       __Pyx_GIVEREF(__pyx_t_11);
-      if (__Pyx_PyTuple_SET_ITEM(__pyx_t_14, 3, __pyx_t_11) != (0)) __PYX_ERR(0, 299, __pyx_L1_error);
+      if (__Pyx_PyTuple_SET_ITEM(__pyx_t_14, 3, __pyx_t_11) != (0)) __PYX_ERR(0, 309, __pyx_L1_error);
       __Pyx_GIVEREF(__pyx_t_12);
-      if (__Pyx_PyTuple_SET_ITEM(__pyx_t_14, 4, __pyx_t_12) != (0)) __PYX_ERR(0, 299, __pyx_L1_error);
+      if (__Pyx_PyTuple_SET_ITEM(__pyx_t_14, 4, __pyx_t_12) != (0)) __PYX_ERR(0, 309, __pyx_L1_error);
       __Pyx_GIVEREF(__pyx_t_13);
-      if (__Pyx_PyTuple_SET_ITEM(__pyx_t_14, 5, __pyx_t_13) != (0)) __PYX_ERR(0, 299, __pyx_L1_error);
+      if (__Pyx_PyTuple_SET_ITEM(__pyx_t_14, 5, __pyx_t_13) != (0)) __PYX_ERR(0, 309, __pyx_L1_error);
       __pyx_t_2 = 0;
       __pyx_t_3 = 0;
       __pyx_t_10 = 0;
       __pyx_t_11 = 0;
       __pyx_t_12 = 0;
       __pyx_t_13 = 0;
-      __pyx_t_9 = __Pyx_PyList_Append(__pyx_v_flows, __pyx_t_14); if (unlikely(__pyx_t_9 == ((int)-1))) __PYX_ERR(0, 299, __pyx_L1_error)
+      __pyx_t_9 = __Pyx_PyList_Append(__pyx_v_flows, __pyx_t_14); if (unlikely(__pyx_t_9 == ((int)-1))) __PYX_ERR(0, 309, __pyx_L1_error)
       __Pyx_DECREF(__pyx_t_14); __pyx_t_14 = 0;
 
 
-      /* "fastpath/_forward.pyx":297
+      /* "fastpath/_forward.pyx":307
  *         for k in range(fp.npending):
  *             q = &fp.pending[k]
  *             if q.dup_of < 0:             # <<<<<<<<<<<<<<
@@ -15283,7 +15613,7 @@ static void __pyx_f_2lb_8_forward_9Forwarder__call_scheduler(struct __pyx_obj_2l
 */
     }
 
-    /* "fastpath/_forward.pyx":295
+    /* "fastpath/_forward.pyx":305
  *         idx = []
  *         flows = []
  *         for k in range(fp.npending):             # <<<<<<<<<<<<<<
@@ -15293,7 +15623,7 @@ static void __pyx_f_2lb_8_forward_9Forwarder__call_scheduler(struct __pyx_obj_2l
   }
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
 
-  /* "fastpath/_forward.pyx":300
+  /* "fastpath/_forward.pyx":310
  *                 idx.append(k)
  *                 flows.append((q.svc, q.proto, q.caddr, q.cport, q.vaddr, q.vport))
  *         try:             # <<<<<<<<<<<<<<
@@ -15309,7 +15639,7 @@ static void __pyx_f_2lb_8_forward_9Forwarder__call_scheduler(struct __pyx_obj_2l
     __Pyx_XGOTREF(__pyx_t_17);
     /*try:*/ {
 
-      /* "fastpath/_forward.pyx":301
+      /* "fastpath/_forward.pyx":311
  *                 flows.append((q.svc, q.proto, q.caddr, q.cport, q.vaddr, q.vport))
  *         try:
  *             picks = self.scheduler_cb(flows) if self.scheduler_cb is not None else [-1] * len(flows)             # <<<<<<<<<<<<<<
@@ -15338,20 +15668,20 @@ static void __pyx_f_2lb_8_forward_9Forwarder__call_scheduler(struct __pyx_obj_2l
           __pyx_t_14 = __Pyx_PyObject_FastCall((PyObject*)__pyx_t_12, __pyx_callargs+__pyx_t_5, (2-__pyx_t_5) | (__pyx_t_5*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
           __Pyx_XDECREF(__pyx_t_13); __pyx_t_13 = 0;
           __Pyx_DECREF(__pyx_t_12); __pyx_t_12 = 0;
-          if (unlikely(!__pyx_t_14)) __PYX_ERR(0, 301, __pyx_L7_error)
+          if (unlikely(!__pyx_t_14)) __PYX_ERR(0, 311, __pyx_L7_error)
           __Pyx_GOTREF(__pyx_t_14);
         }
         __pyx_t_4 = __pyx_t_14;
         __pyx_t_14 = 0;
       } else {
-        __pyx_t_7 = __Pyx_PyList_GET_SIZE(__pyx_v_flows); if (unlikely(__pyx_t_7 == ((Py_ssize_t)-1))) __PYX_ERR(0, 301, __pyx_L7_error)
-        __pyx_t_14 = PyList_New(1 * ((__pyx_t_7<0) ? 0:__pyx_t_7)); if (unlikely(!__pyx_t_14)) __PYX_ERR(0, 301, __pyx_L7_error)
+        __pyx_t_7 = __Pyx_PyList_GET_SIZE(__pyx_v_flows); if (unlikely(__pyx_t_7 == ((Py_ssize_t)-1))) __PYX_ERR(0, 311, __pyx_L7_error)
+        __pyx_t_14 = PyList_New(1 * ((__pyx_t_7<0) ? 0:__pyx_t_7)); if (unlikely(!__pyx_t_14)) __PYX_ERR(0, 311, __pyx_L7_error)
         __Pyx_GOTREF(__pyx_t_14);
         { Py_ssize_t __pyx_temp;
           for (__pyx_temp=0; __pyx_temp < __pyx_t_7; __pyx_temp++) {
             __Pyx_INCREF(__pyx_mstate_global->__pyx_int_neg_1);
             __Pyx_GIVEREF(__pyx_mstate_global->__pyx_int_neg_1);
-            if (__Pyx_PyList_SET_ITEM(__pyx_t_14, __pyx_temp, __pyx_mstate_global->__pyx_int_neg_1) != (0)) __PYX_ERR(0, 301, __pyx_L7_error);
+            if (__Pyx_PyList_SET_ITEM(__pyx_t_14, __pyx_temp, __pyx_mstate_global->__pyx_int_neg_1) != (0)) __PYX_ERR(0, 311, __pyx_L7_error);
           }
         }
 
@@ -15362,7 +15692,7 @@ static void __pyx_f_2lb_8_forward_9Forwarder__call_scheduler(struct __pyx_obj_2l
       __pyx_v_picks = __pyx_t_4;
       __pyx_t_4 = 0;
 
-      /* "fastpath/_forward.pyx":302
+      /* "fastpath/_forward.pyx":312
  *         try:
  *             picks = self.scheduler_cb(flows) if self.scheduler_cb is not None else [-1] * len(flows)
  *             for k, dest in zip(idx, picks):             # <<<<<<<<<<<<<<
@@ -15375,7 +15705,7 @@ static void __pyx_f_2lb_8_forward_9Forwarder__call_scheduler(struct __pyx_obj_2l
         PyObject *__pyx_callargs[3] = {__pyx_t_14, __pyx_v_idx, __pyx_v_picks};
         __pyx_t_4 = __Pyx_PyObject_FastCall((PyObject*)__pyx_builtin_zip, __pyx_callargs+__pyx_t_5, (3-__pyx_t_5) | (__pyx_t_5*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
         __Pyx_XDECREF(__pyx_t_14); __pyx_t_14 = 0;
-        if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 302, __pyx_L7_error)
+        if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 312, __pyx_L7_error)
         __Pyx_GOTREF(__pyx_t_4);
       }
       if (likely(PyList_CheckExact(__pyx_t_4)) || PyTuple_CheckExact(__pyx_t_4)) {
@@ -15383,9 +15713,9 @@ static void __pyx_f_2lb_8_forward_9Forwarder__call_scheduler(struct __pyx_obj_2l
         __pyx_t_7 = 0;
         __pyx_t_6 = NULL;
       } else {
-        __pyx_t_7 = -1; __pyx_t_14 = PyObject_GetIter(__pyx_t_4); if (unlikely(!__pyx_t_14)) __PYX_ERR(0, 302, __pyx_L7_error)
+        __pyx_t_7 = -1; __pyx_t_14 = PyObject_GetIter(__pyx_t_4); if (unlikely(!__pyx_t_14)) __PYX_ERR(0, 312, __pyx_L7_error)
         __Pyx_GOTREF(__pyx_t_14);
-        __pyx_t_6 = (CYTHON_COMPILING_IN_LIMITED_API) ? PyIter_Next : __Pyx_PyObject_GetIterNextFunc(__pyx_t_14); if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 302, __pyx_L7_error)
+        __pyx_t_6 = (CYTHON_COMPILING_IN_LIMITED_API) ? PyIter_Next : __Pyx_PyObject_GetIterNextFunc(__pyx_t_14); if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 312, __pyx_L7_error)
       }
       __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
       for (;;) {
@@ -15394,7 +15724,7 @@ static void __pyx_f_2lb_8_forward_9Forwarder__call_scheduler(struct __pyx_obj_2l
             {
               Py_ssize_t __pyx_temp = __Pyx_PyList_GET_SIZE(__pyx_t_14);
               #if !CYTHON_ASSUME_SAFE_SIZE
-              if (unlikely((__pyx_temp < 0))) __PYX_ERR(0, 302, __pyx_L7_error)
+              if (unlikely((__pyx_temp < 0))) __PYX_ERR(0, 312, __pyx_L7_error)
               #endif
               if (__pyx_t_7 >= __pyx_temp) break;
             }
@@ -15404,7 +15734,7 @@ static void __pyx_f_2lb_8_forward_9Forwarder__call_scheduler(struct __pyx_obj_2l
             {
               Py_ssize_t __pyx_temp = __Pyx_PyTuple_GET_SIZE(__pyx_t_14);
               #if !CYTHON_ASSUME_SAFE_SIZE
-              if (unlikely((__pyx_temp < 0))) __PYX_ERR(0, 302, __pyx_L7_error)
+              if (unlikely((__pyx_temp < 0))) __PYX_ERR(0, 312, __pyx_L7_error)
               #endif
               if (__pyx_t_7 >= __pyx_temp) break;
             }
@@ -15415,13 +15745,13 @@ static void __pyx_f_2lb_8_forward_9Forwarder__call_scheduler(struct __pyx_obj_2l
             #endif
             ++__pyx_t_7;
           }
-          if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 302, __pyx_L7_error)
+          if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 312, __pyx_L7_error)
         } else {
           __pyx_t_4 = __pyx_t_6(__pyx_t_14);
           if (unlikely(!__pyx_t_4)) {
             PyObject* exc_type = PyErr_Occurred();
             if (exc_type) {
-              if (unlikely(!__Pyx_PyErr_GivenExceptionMatches(exc_type, PyExc_StopIteration))) __PYX_ERR(0, 302, __pyx_L7_error)
+              if (unlikely(!__Pyx_PyErr_GivenExceptionMatches(exc_type, PyExc_StopIteration))) __PYX_ERR(0, 312, __pyx_L7_error)
               PyErr_Clear();
             }
             break;
@@ -15434,7 +15764,7 @@ static void __pyx_f_2lb_8_forward_9Forwarder__call_scheduler(struct __pyx_obj_2l
           if (unlikely(size != 2)) {
             if (size > 2) __Pyx_RaiseTooManyValuesError(2);
             else if (size >= 0) __Pyx_RaiseNeedMoreValuesError(size);
-            __PYX_ERR(0, 302, __pyx_L7_error)
+            __PYX_ERR(0, 312, __pyx_L7_error)
           }
           #if CYTHON_ASSUME_SAFE_MACROS && !CYTHON_AVOID_BORROWED_REFS
           if (likely(PyTuple_CheckExact(sequence))) {
@@ -15444,22 +15774,22 @@ static void __pyx_f_2lb_8_forward_9Forwarder__call_scheduler(struct __pyx_obj_2l
             __Pyx_INCREF(__pyx_t_13);
           } else {
             __pyx_t_12 = __Pyx_PyList_GET_ITEM_REF(sequence, 0, __Pyx_ReferenceSharing_SharedReference);
-            if (unlikely(!__pyx_t_12)) __PYX_ERR(0, 302, __pyx_L7_error)
+            if (unlikely(!__pyx_t_12)) __PYX_ERR(0, 312, __pyx_L7_error)
             __Pyx_XGOTREF(__pyx_t_12);
             __pyx_t_13 = __Pyx_PyList_GET_ITEM_REF(sequence, 1, __Pyx_ReferenceSharing_SharedReference);
-            if (unlikely(!__pyx_t_13)) __PYX_ERR(0, 302, __pyx_L7_error)
+            if (unlikely(!__pyx_t_13)) __PYX_ERR(0, 312, __pyx_L7_error)
             __Pyx_XGOTREF(__pyx_t_13);
           }
           #else
-          __pyx_t_12 = __Pyx_PySequence_ITEM(sequence, 0); if (unlikely(!__pyx_t_12)) __PYX_ERR(0, 302, __pyx_L7_error)
+          __pyx_t_12 = __Pyx_PySequence_ITEM(sequence, 0); if (unlikely(!__pyx_t_12)) __PYX_ERR(0, 312, __pyx_L7_error)
           __Pyx_GOTREF(__pyx_t_12);
-          __pyx_t_13 = __Pyx_PySequence_ITEM(sequence, 1); if (unlikely(!__pyx_t_13)) __PYX_ERR(0, 302, __pyx_L7_error)
+          __pyx_t_13 = __Pyx_PySequence_ITEM(sequence, 1); if (unlikely(!__pyx_t_13)) __PYX_ERR(0, 312, __pyx_L7_error)
           __Pyx_GOTREF(__pyx_t_13);
           #endif
           __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
         } else {
           Py_ssize_t index = -1;
-          __pyx_t_11 = PyObject_GetIter(__pyx_t_4); if (unlikely(!__pyx_t_11)) __PYX_ERR(0, 302, __pyx_L7_error)
+          __pyx_t_11 = PyObject_GetIter(__pyx_t_4); if (unlikely(!__pyx_t_11)) __PYX_ERR(0, 312, __pyx_L7_error)
           __Pyx_GOTREF(__pyx_t_11);
           __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
           __pyx_t_18 = (CYTHON_COMPILING_IN_LIMITED_API) ? PyIter_Next : __Pyx_PyObject_GetIterNextFunc(__pyx_t_11);
@@ -15467,7 +15797,7 @@ static void __pyx_f_2lb_8_forward_9Forwarder__call_scheduler(struct __pyx_obj_2l
           __Pyx_GOTREF(__pyx_t_12);
           index = 1; __pyx_t_13 = __pyx_t_18(__pyx_t_11); if (unlikely(!__pyx_t_13)) goto __pyx_L15_unpacking_failed;
           __Pyx_GOTREF(__pyx_t_13);
-          if (__Pyx_IternextUnpackEndCheck(__pyx_t_18(__pyx_t_11), 2) < (0)) __PYX_ERR(0, 302, __pyx_L7_error)
+          if (__Pyx_IternextUnpackEndCheck(__pyx_t_18(__pyx_t_11), 2) < (0)) __PYX_ERR(0, 312, __pyx_L7_error)
           __pyx_t_18 = NULL;
           __Pyx_DECREF(__pyx_t_11); __pyx_t_11 = 0;
           goto __pyx_L16_unpacking_done;
@@ -15475,7 +15805,7 @@ static void __pyx_f_2lb_8_forward_9Forwarder__call_scheduler(struct __pyx_obj_2l
           __Pyx_DECREF(__pyx_t_11); __pyx_t_11 = 0;
           __pyx_t_18 = NULL;
           if (__Pyx_IterFinish() == 0) __Pyx_RaiseNeedMoreValuesError(index);
-          __PYX_ERR(0, 302, __pyx_L7_error)
+          __PYX_ERR(0, 312, __pyx_L7_error)
           __pyx_L16_unpacking_done:;
         }
         __Pyx_XDECREF_SET(__pyx_v_k, __pyx_t_12);
@@ -15483,7 +15813,7 @@ static void __pyx_f_2lb_8_forward_9Forwarder__call_scheduler(struct __pyx_obj_2l
         __Pyx_XDECREF_SET(__pyx_v_dest, __pyx_t_13);
         __pyx_t_13 = 0;
 
-        /* "fastpath/_forward.pyx":303
+        /* "fastpath/_forward.pyx":313
  *             picks = self.scheduler_cb(flows) if self.scheduler_cb is not None else [-1] * len(flows)
  *             for k, dest in zip(idx, picks):
  *                 fp.pending[k].dest = -1 if dest is None else dest             # <<<<<<<<<<<<<<
@@ -15495,15 +15825,15 @@ static void __pyx_f_2lb_8_forward_9Forwarder__call_scheduler(struct __pyx_obj_2l
 
           __pyx_t_19 = -1;
         } else {
-          __pyx_t_20 = __Pyx_PyLong_As_int(__pyx_v_dest); if (unlikely((__pyx_t_20 == (int)-1) && PyErr_Occurred())) __PYX_ERR(0, 303, __pyx_L7_error)
+          __pyx_t_20 = __Pyx_PyLong_As_int(__pyx_v_dest); if (unlikely((__pyx_t_20 == (int)-1) && PyErr_Occurred())) __PYX_ERR(0, 313, __pyx_L7_error)
           __pyx_t_19 = __pyx_t_20;
         }
 
-        __pyx_t_21 = __Pyx_PyIndex_AsSsize_t(__pyx_v_k); if (unlikely((__pyx_t_21 == (Py_ssize_t)-1) && PyErr_Occurred())) __PYX_ERR(0, 303, __pyx_L7_error)
+        __pyx_t_21 = __Pyx_PyIndex_AsSsize_t(__pyx_v_k); if (unlikely((__pyx_t_21 == (Py_ssize_t)-1) && PyErr_Occurred())) __PYX_ERR(0, 313, __pyx_L7_error)
         (__pyx_v_fp->pending[__pyx_t_21]).dest = __pyx_t_19;
 
 
-        /* "fastpath/_forward.pyx":302
+        /* "fastpath/_forward.pyx":312
  *         try:
  *             picks = self.scheduler_cb(flows) if self.scheduler_cb is not None else [-1] * len(flows)
  *             for k, dest in zip(idx, picks):             # <<<<<<<<<<<<<<
@@ -15513,7 +15843,7 @@ static void __pyx_f_2lb_8_forward_9Forwarder__call_scheduler(struct __pyx_obj_2l
       }
       __Pyx_DECREF(__pyx_t_14); __pyx_t_14 = 0;
 
-      /* "fastpath/_forward.pyx":300
+      /* "fastpath/_forward.pyx":310
  *                 idx.append(k)
  *                 flows.append((q.svc, q.proto, q.caddr, q.cport, q.vaddr, q.vport))
  *         try:             # <<<<<<<<<<<<<<
@@ -15535,7 +15865,7 @@ static void __pyx_f_2lb_8_forward_9Forwarder__call_scheduler(struct __pyx_obj_2l
     __Pyx_XDECREF(__pyx_t_3); __pyx_t_3 = 0;
     __Pyx_XDECREF(__pyx_t_4); __pyx_t_4 = 0;
 
-    /* "fastpath/_forward.pyx":304
+    /* "fastpath/_forward.pyx":314
  *             for k, dest in zip(idx, picks):
  *                 fp.pending[k].dest = -1 if dest is None else dest
  *         except Exception:             # <<<<<<<<<<<<<<
@@ -15545,25 +15875,25 @@ static void __pyx_f_2lb_8_forward_9Forwarder__call_scheduler(struct __pyx_obj_2l
     __pyx_t_19 = __Pyx_PyErr_ExceptionMatches(((PyObject *)(((PyTypeObject*)PyExc_Exception))));
     if (__pyx_t_19) {
       __Pyx_AddTraceback("lb._forward.Forwarder._call_scheduler", __pyx_clineno, __pyx_lineno, __pyx_filename);
-      if (__Pyx_GetException(&__pyx_t_14, &__pyx_t_4, &__pyx_t_13) < 0) __PYX_ERR(0, 304, __pyx_L9_except_error)
+      if (__Pyx_GetException(&__pyx_t_14, &__pyx_t_4, &__pyx_t_13) < 0) __PYX_ERR(0, 314, __pyx_L9_except_error)
       __Pyx_XGOTREF(__pyx_t_14);
       __Pyx_XGOTREF(__pyx_t_4);
       __Pyx_XGOTREF(__pyx_t_13);
 
-      /* "fastpath/_forward.pyx":305
+      /* "fastpath/_forward.pyx":315
  *                 fp.pending[k].dest = -1 if dest is None else dest
  *         except Exception:
  *             import traceback             # <<<<<<<<<<<<<<
  *             traceback.print_exc()
  * 
 */
-      __pyx_t_22 = __Pyx_Import(__pyx_mstate_global->__pyx_n_u_traceback, 0, 0, NULL, 0); if (unlikely(!__pyx_t_22)) __PYX_ERR(0, 305, __pyx_L9_except_error)
+      __pyx_t_22 = __Pyx_Import(__pyx_mstate_global->__pyx_n_u_traceback, 0, 0, NULL, 0); if (unlikely(!__pyx_t_22)) __PYX_ERR(0, 315, __pyx_L9_except_error)
       __pyx_t_12 = __pyx_t_22;
       __Pyx_GOTREF(__pyx_t_12);
       __pyx_v_traceback = __pyx_t_12;
       __pyx_t_12 = 0;
 
-      /* "fastpath/_forward.pyx":306
+      /* "fastpath/_forward.pyx":316
  *         except Exception:
  *             import traceback
  *             traceback.print_exc()             # <<<<<<<<<<<<<<
@@ -15577,7 +15907,7 @@ static void __pyx_f_2lb_8_forward_9Forwarder__call_scheduler(struct __pyx_obj_2l
         PyObject *__pyx_callargs[2] = {__pyx_t_11, NULL};
         __pyx_t_12 = __Pyx_PyObject_FastCallMethod((PyObject*)__pyx_mstate_global->__pyx_n_u_print_exc, __pyx_callargs+__pyx_t_5, (1-__pyx_t_5) | (1*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
         __Pyx_XDECREF(__pyx_t_11); __pyx_t_11 = 0;
-        if (unlikely(!__pyx_t_12)) __PYX_ERR(0, 306, __pyx_L9_except_error)
+        if (unlikely(!__pyx_t_12)) __PYX_ERR(0, 316, __pyx_L9_except_error)
         __Pyx_GOTREF(__pyx_t_12);
       }
       __Pyx_DECREF(__pyx_t_12); __pyx_t_12 = 0;
@@ -15588,7 +15918,7 @@ static void __pyx_f_2lb_8_forward_9Forwarder__call_scheduler(struct __pyx_obj_2l
     }
     goto __pyx_L9_except_error;
 
-    /* "fastpath/_forward.pyx":300
+    /* "fastpath/_forward.pyx":310
  *                 idx.append(k)
  *                 flows.append((q.svc, q.proto, q.caddr, q.cport, q.vaddr, q.vport))
  *         try:             # <<<<<<<<<<<<<<
@@ -15609,7 +15939,7 @@ static void __pyx_f_2lb_8_forward_9Forwarder__call_scheduler(struct __pyx_obj_2l
     __pyx_L12_try_end:;
   }
 
-  /* "fastpath/_forward.pyx":290
+  /* "fastpath/_forward.pyx":300
  *         fp.npending = 0
  * 
  *     cdef void _call_scheduler(self):             # <<<<<<<<<<<<<<
@@ -15642,7 +15972,7 @@ static void __pyx_f_2lb_8_forward_9Forwarder__call_scheduler(struct __pyx_obj_2l
   __Pyx_RefNannyFinishContext();
 }
 
-/* "fastpath/_forward.pyx":309
+/* "fastpath/_forward.pyx":319
  * 
  *     # --- counters --------------------------------------------------------------------------------
  *     def counters(self):             # <<<<<<<<<<<<<<
@@ -15651,15 +15981,15 @@ static void __pyx_f_2lb_8_forward_9Forwarder__call_scheduler(struct __pyx_obj_2l
 */
 
 /* Python wrapper */
-static PyObject *__pyx_pw_2lb_8_forward_9Forwarder_29counters(PyObject *__pyx_v_self, 
+static PyObject *__pyx_pw_2lb_8_forward_9Forwarder_31counters(PyObject *__pyx_v_self, 
 #if CYTHON_VECTORCALL
 PyObject *const *__pyx_args, Py_ssize_t __pyx_nargs, PyObject *__pyx_kwds
 #else
 PyObject *__pyx_args, PyObject *__pyx_kwds
 #endif
 ); /*proto*/
-static PyMethodDef __pyx_mdef_2lb_8_forward_9Forwarder_29counters = {"counters", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_2lb_8_forward_9Forwarder_29counters, __Pyx_METH_FASTCALL|METH_KEYWORDS, 0};
-static PyObject *__pyx_pw_2lb_8_forward_9Forwarder_29counters(PyObject *__pyx_v_self, 
+static PyMethodDef __pyx_mdef_2lb_8_forward_9Forwarder_31counters = {"counters", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_2lb_8_forward_9Forwarder_31counters, __Pyx_METH_FASTCALL|METH_KEYWORDS, 0};
+static PyObject *__pyx_pw_2lb_8_forward_9Forwarder_31counters(PyObject *__pyx_v_self, 
 #if CYTHON_VECTORCALL
 PyObject *const *__pyx_args, Py_ssize_t __pyx_nargs, PyObject *__pyx_kwds
 #else
@@ -15685,14 +16015,14 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   const Py_ssize_t __pyx_kwds_len = unlikely(__pyx_kwds) ? __Pyx_NumKwargs_FASTCALL(__pyx_kwds) : 0;
   if (unlikely(__pyx_kwds_len < 0)) return NULL;
   if (unlikely(__pyx_kwds_len > 0)) {__Pyx_RejectKeywords("counters", __pyx_kwds); return NULL;}
-  __pyx_r = __pyx_pf_2lb_8_forward_9Forwarder_28counters(((struct __pyx_obj_2lb_8_forward_Forwarder *)__pyx_v_self));
+  __pyx_r = __pyx_pf_2lb_8_forward_9Forwarder_30counters(((struct __pyx_obj_2lb_8_forward_Forwarder *)__pyx_v_self));
 
   /* function exit code */
   __Pyx_RefNannyFinishContext();
   return __pyx_r;
 }
 
-static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_28counters(struct __pyx_obj_2lb_8_forward_Forwarder *__pyx_v_self) {
+static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_30counters(struct __pyx_obj_2lb_8_forward_Forwarder *__pyx_v_self) {
   struct __pyx_t_2lb_8_forward_FP *__pyx_v_fp;
   PyObject *__pyx_v_out = NULL;
   PyObject *__pyx_8genexpr1__pyx_v_i = NULL;
@@ -15719,7 +16049,7 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_28counters(struct __pyx_obj_2
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("counters", 0);
 
-  /* "fastpath/_forward.pyx":310
+  /* "fastpath/_forward.pyx":320
  *     # --- counters --------------------------------------------------------------------------------
  *     def counters(self):
  *         fp = self.fp             # <<<<<<<<<<<<<<
@@ -15730,7 +16060,7 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_28counters(struct __pyx_obj_2
 
   __pyx_v_fp = __pyx_t_1;
 
-  /* "fastpath/_forward.pyx":311
+  /* "fastpath/_forward.pyx":321
  *     def counters(self):
  *         fp = self.fp
  *         out = {name: fp.reasons[i] for i, name in enumerate(REASON_NAMES) if i}             # <<<<<<<<<<<<<<
@@ -15738,20 +16068,20 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_28counters(struct __pyx_obj_2
  *                    expired_conns=fp.expired_conns, conns=fp.max_conns - fp.nfree,
 */
   { /* enter inner scope */
-    __pyx_t_2 = PyDict_New(); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 311, __pyx_L5_error)
+    __pyx_t_2 = PyDict_New(); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 321, __pyx_L5_error)
     __Pyx_GOTREF(__pyx_t_2);
     __Pyx_INCREF(__pyx_mstate_global->__pyx_int_0);
     __pyx_t_3 = __pyx_mstate_global->__pyx_int_0;
-    __Pyx_GetModuleGlobalName(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_REASON_NAMES); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 311, __pyx_L5_error)
+    __Pyx_GetModuleGlobalName(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_REASON_NAMES); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 321, __pyx_L5_error)
     __Pyx_GOTREF(__pyx_t_4);
     if (likely(PyList_CheckExact(__pyx_t_4)) || PyTuple_CheckExact(__pyx_t_4)) {
       __pyx_t_5 = __pyx_t_4; __Pyx_INCREF(__pyx_t_5);
       __pyx_t_6 = 0;
       __pyx_t_7 = NULL;
     } else {
-      __pyx_t_6 = -1; __pyx_t_5 = PyObject_GetIter(__pyx_t_4); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 311, __pyx_L5_error)
+      __pyx_t_6 = -1; __pyx_t_5 = PyObject_GetIter(__pyx_t_4); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 321, __pyx_L5_error)
       __Pyx_GOTREF(__pyx_t_5);
-      __pyx_t_7 = (CYTHON_COMPILING_IN_LIMITED_API) ? PyIter_Next : __Pyx_PyObject_GetIterNextFunc(__pyx_t_5); if (unlikely(!__pyx_t_7)) __PYX_ERR(0, 311, __pyx_L5_error)
+      __pyx_t_7 = (CYTHON_COMPILING_IN_LIMITED_API) ? PyIter_Next : __Pyx_PyObject_GetIterNextFunc(__pyx_t_5); if (unlikely(!__pyx_t_7)) __PYX_ERR(0, 321, __pyx_L5_error)
     }
     __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
     for (;;) {
@@ -15760,7 +16090,7 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_28counters(struct __pyx_obj_2
           {
             Py_ssize_t __pyx_temp = __Pyx_PyList_GET_SIZE(__pyx_t_5);
             #if !CYTHON_ASSUME_SAFE_SIZE
-            if (unlikely((__pyx_temp < 0))) __PYX_ERR(0, 311, __pyx_L5_error)
+            if (unlikely((__pyx_temp < 0))) __PYX_ERR(0, 321, __pyx_L5_error)
             #endif
             if (__pyx_t_6 >= __pyx_temp) break;
           }
@@ -15770,7 +16100,7 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_28counters(struct __pyx_obj_2
           {
             Py_ssize_t __pyx_temp = __Pyx_PyTuple_GET_SIZE(__pyx_t_5);
             #if !CYTHON_ASSUME_SAFE_SIZE
-            if (unlikely((__pyx_temp < 0))) __PYX_ERR(0, 311, __pyx_L5_error)
+            if (unlikely((__pyx_temp < 0))) __PYX_ERR(0, 321, __pyx_L5_error)
             #endif
             if (__pyx_t_6 >= __pyx_temp) break;
           }
@@ -15781,13 +16111,13 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_28counters(struct __pyx_obj_2
           #endif
           ++__pyx_t_6;
         }
-        if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 311, __pyx_L5_error)
+        if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 321, __pyx_L5_error)
       } else {
         __pyx_t_4 = __pyx_t_7(__pyx_t_5);
         if (unlikely(!__pyx_t_4)) {
           PyObject* exc_type = PyErr_Occurred();
           if (exc_type) {
-            if (unlikely(!__Pyx_PyErr_GivenExceptionMatches(exc_type, PyExc_StopIteration))) __PYX_ERR(0, 311, __pyx_L5_error)
+            if (unlikely(!__Pyx_PyErr_GivenExceptionMatches(exc_type, PyExc_StopIteration))) __PYX_ERR(0, 321, __pyx_L5_error)
             PyErr_Clear();
           }
           break;
@@ -15798,19 +16128,19 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_28counters(struct __pyx_obj_2
       __pyx_t_4 = 0;
       __Pyx_INCREF(__pyx_t_3);
       __Pyx_XDECREF_SET(__pyx_8genexpr1__pyx_v_i, __pyx_t_3);
-      __pyx_t_4 = __Pyx_PyLong_AddObjC(__pyx_t_3, __pyx_mstate_global->__pyx_int_1, 1, 0, 0); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 311, __pyx_L5_error)
+      __pyx_t_4 = __Pyx_PyLong_AddObjC(__pyx_t_3, __pyx_mstate_global->__pyx_int_1, 1, 0, 0); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 321, __pyx_L5_error)
       __Pyx_GOTREF(__pyx_t_4);
       __Pyx_DECREF(__pyx_t_3);
       __pyx_t_3 = __pyx_t_4;
       __pyx_t_4 = 0;
-      __pyx_t_8 = __Pyx_PyObject_IsTrue(__pyx_8genexpr1__pyx_v_i); if (unlikely((__pyx_t_8 < 0))) __PYX_ERR(0, 311, __pyx_L5_error)
+      __pyx_t_8 = __Pyx_PyObject_IsTrue(__pyx_8genexpr1__pyx_v_i); if (unlikely((__pyx_t_8 < 0))) __PYX_ERR(0, 321, __pyx_L5_error)
       if (__pyx_t_8) {
 
-        __pyx_t_9 = __Pyx_PyIndex_AsSsize_t(__pyx_8genexpr1__pyx_v_i); if (unlikely((__pyx_t_9 == (Py_ssize_t)-1) && PyErr_Occurred())) __PYX_ERR(0, 311, __pyx_L5_error)
-        __pyx_t_4 = __Pyx_PyLong_From_int64_t((__pyx_v_fp->reasons[__pyx_t_9])); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 311, __pyx_L5_error)
+        __pyx_t_9 = __Pyx_PyIndex_AsSsize_t(__pyx_8genexpr1__pyx_v_i); if (unlikely((__pyx_t_9 == (Py_ssize_t)-1) && PyErr_Occurred())) __PYX_ERR(0, 321, __pyx_L5_error)
+        __pyx_t_4 = __Pyx_PyLong_From_int64_t((__pyx_v_fp->reasons[__pyx_t_9])); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 321, __pyx_L5_error)
         __Pyx_GOTREF(__pyx_t_4);
 
-        if (unlikely(PyDict_SetItem(__pyx_t_2, __pyx_8genexpr1__pyx_v_name, __pyx_t_4))) __PYX_ERR(0, 311, __pyx_L5_error)
+        if (unlikely(PyDict_SetItem(__pyx_t_2, __pyx_8genexpr1__pyx_v_name, __pyx_t_4))) __PYX_ERR(0, 321, __pyx_L5_error)
         __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
       }
     }
@@ -15828,7 +16158,7 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_28counters(struct __pyx_obj_2
   __pyx_v_out = ((PyObject*)__pyx_t_2);
   __pyx_t_2 = 0;
 
-  /* "fastpath/_forward.pyx":312
+  /* "fastpath/_forward.pyx":322
  *         fp = self.fp
  *         out = {name: fp.reasons[i] for i, name in enumerate(REASON_NAMES) if i}
  *         out.update(rx_frames=fp.rx_frames, tx_frames=fp.tx_frames, new_conns=fp.new_conns,             # <<<<<<<<<<<<<<
@@ -15837,37 +16167,37 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_28counters(struct __pyx_obj_2
 */
   __pyx_t_3 = __pyx_v_out;
   __Pyx_INCREF(__pyx_t_3);
-  __pyx_t_5 = __Pyx_PyLong_From_int64_t(__pyx_v_fp->rx_frames); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 312, __pyx_L1_error)
+  __pyx_t_5 = __Pyx_PyLong_From_int64_t(__pyx_v_fp->rx_frames); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 322, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __pyx_t_4 = __Pyx_PyLong_From_int64_t(__pyx_v_fp->tx_frames); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 312, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyLong_From_int64_t(__pyx_v_fp->tx_frames); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 322, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
-  __pyx_t_10 = __Pyx_PyLong_From_int64_t(__pyx_v_fp->new_conns); if (unlikely(!__pyx_t_10)) __PYX_ERR(0, 312, __pyx_L1_error)
+  __pyx_t_10 = __Pyx_PyLong_From_int64_t(__pyx_v_fp->new_conns); if (unlikely(!__pyx_t_10)) __PYX_ERR(0, 322, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_10);
 
-  /* "fastpath/_forward.pyx":313
+  /* "fastpath/_forward.pyx":323
  *         out = {name: fp.reasons[i] for i, name in enumerate(REASON_NAMES) if i}
  *         out.update(rx_frames=fp.rx_frames, tx_frames=fp.tx_frames, new_conns=fp.new_conns,
  *                    expired_conns=fp.expired_conns, conns=fp.max_conns - fp.nfree,             # <<<<<<<<<<<<<<
  *                    ring_drops=self._ring_drops())
  *         return out
 */
-  __pyx_t_11 = __Pyx_PyLong_From_int64_t(__pyx_v_fp->expired_conns); if (unlikely(!__pyx_t_11)) __PYX_ERR(0, 313, __pyx_L1_error)
+  __pyx_t_11 = __Pyx_PyLong_From_int64_t(__pyx_v_fp->expired_conns); if (unlikely(!__pyx_t_11)) __PYX_ERR(0, 323, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_11);
-  __pyx_t_12 = __Pyx_PyLong_From_uint32_t((__pyx_v_fp->max_conns - __pyx_v_fp->nfree)); if (unlikely(!__pyx_t_12)) __PYX_ERR(0, 313, __pyx_L1_error)
+  __pyx_t_12 = __Pyx_PyLong_From_uint32_t((__pyx_v_fp->max_conns - __pyx_v_fp->nfree)); if (unlikely(!__pyx_t_12)) __PYX_ERR(0, 323, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_12);
 
-  /* "fastpath/_forward.pyx":314
+  /* "fastpath/_forward.pyx":324
  *         out.update(rx_frames=fp.rx_frames, tx_frames=fp.tx_frames, new_conns=fp.new_conns,
  *                    expired_conns=fp.expired_conns, conns=fp.max_conns - fp.nfree,
  *                    ring_drops=self._ring_drops())             # <<<<<<<<<<<<<<
  *         return out
  * 
 */
-  __pyx_t_13 = ((struct __pyx_vtabstruct_2lb_8_forward_Forwarder *)__pyx_v_self->__pyx_vtab)->_ring_drops(__pyx_v_self); if (unlikely(!__pyx_t_13)) __PYX_ERR(0, 314, __pyx_L1_error)
+  __pyx_t_13 = ((struct __pyx_vtabstruct_2lb_8_forward_Forwarder *)__pyx_v_self->__pyx_vtab)->_ring_drops(__pyx_v_self); if (unlikely(!__pyx_t_13)) __PYX_ERR(0, 324, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_13);
   #if CYTHON_VECTORCALL
 
-  /* "fastpath/_forward.pyx":312
+  /* "fastpath/_forward.pyx":322
  *         fp = self.fp
  *         out = {name: fp.reasons[i] for i, name in enumerate(REASON_NAMES) if i}
  *         out.update(rx_frames=fp.rx_frames, tx_frames=fp.tx_frames, new_conns=fp.new_conns,             # <<<<<<<<<<<<<<
@@ -15880,13 +16210,13 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_28counters(struct __pyx_obj_2
     PyObject *__pyx_callargs[7] = {__pyx_t_3, __pyx_t_5, __pyx_t_4, __pyx_t_10, __pyx_t_11, __pyx_t_12, __pyx_t_13};
     #if CYTHON_VECTORCALL
     __pyx_t_15 = __pyx_mstate_global->__pyx_tuple[1];
-    if (unlikely(!__pyx_t_15)) __PYX_ERR(0, 312, __pyx_L1_error)
+    if (unlikely(!__pyx_t_15)) __PYX_ERR(0, 322, __pyx_L1_error)
     __Pyx_INCREF(__pyx_t_15);
     #else
     {
       PyObject *__pyx_temp[6] = {__pyx_mstate_global->__pyx_n_u_rx_frames, __pyx_mstate_global->__pyx_n_u_tx_frames, __pyx_mstate_global->__pyx_n_u_new_conns, __pyx_mstate_global->__pyx_n_u_expired_conns, __pyx_mstate_global->__pyx_n_u_conns, __pyx_mstate_global->__pyx_n_u_ring_drops};
       __pyx_t_15 = __Pyx_MakeKwargDict(__pyx_temp, __pyx_callargs+1, 6);
-      if (unlikely(!__pyx_t_15)) __PYX_ERR(0, 312, __pyx_L1_error)
+      if (unlikely(!__pyx_t_15)) __PYX_ERR(0, 322, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_15);
     }
     #endif
@@ -15901,12 +16231,12 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_28counters(struct __pyx_obj_2
     __Pyx_DECREF(__pyx_t_12); __pyx_t_12 = 0;
     __Pyx_DECREF(__pyx_t_13); __pyx_t_13 = 0;
     __Pyx_DECREF(__pyx_t_15); __pyx_t_15 = 0;
-    if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 312, __pyx_L1_error)
+    if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 322, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_2);
   }
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
 
-  /* "fastpath/_forward.pyx":315
+  /* "fastpath/_forward.pyx":325
  *                    expired_conns=fp.expired_conns, conns=fp.max_conns - fp.nfree,
  *                    ring_drops=self._ring_drops())
  *         return out             # <<<<<<<<<<<<<<
@@ -15924,7 +16254,7 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_28counters(struct __pyx_obj_2
   }
   goto __pyx_L0;
 
-  /* "fastpath/_forward.pyx":309
+  /* "fastpath/_forward.pyx":319
  * 
  *     # --- counters --------------------------------------------------------------------------------
  *     def counters(self):             # <<<<<<<<<<<<<<
@@ -15955,7 +16285,7 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_28counters(struct __pyx_obj_2
   return __pyx_r;
 }
 
-/* "fastpath/_forward.pyx":317
+/* "fastpath/_forward.pyx":327
  *         return out
  * 
  *     def dest_counters(self, int slot):             # <<<<<<<<<<<<<<
@@ -15964,15 +16294,15 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_28counters(struct __pyx_obj_2
 */
 
 /* Python wrapper */
-static PyObject *__pyx_pw_2lb_8_forward_9Forwarder_31dest_counters(PyObject *__pyx_v_self, 
+static PyObject *__pyx_pw_2lb_8_forward_9Forwarder_33dest_counters(PyObject *__pyx_v_self, 
 #if CYTHON_VECTORCALL
 PyObject *const *__pyx_args, Py_ssize_t __pyx_nargs, PyObject *__pyx_kwds
 #else
 PyObject *__pyx_args, PyObject *__pyx_kwds
 #endif
 ); /*proto*/
-static PyMethodDef __pyx_mdef_2lb_8_forward_9Forwarder_31dest_counters = {"dest_counters", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_2lb_8_forward_9Forwarder_31dest_counters, __Pyx_METH_FASTCALL|METH_KEYWORDS, 0};
-static PyObject *__pyx_pw_2lb_8_forward_9Forwarder_31dest_counters(PyObject *__pyx_v_self, 
+static PyMethodDef __pyx_mdef_2lb_8_forward_9Forwarder_33dest_counters = {"dest_counters", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_2lb_8_forward_9Forwarder_33dest_counters, __Pyx_METH_FASTCALL|METH_KEYWORDS, 0};
+static PyObject *__pyx_pw_2lb_8_forward_9Forwarder_33dest_counters(PyObject *__pyx_v_self, 
 #if CYTHON_VECTORCALL
 PyObject *const *__pyx_args, Py_ssize_t __pyx_nargs, PyObject *__pyx_kwds
 #else
@@ -16002,32 +16332,32 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_slot,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_FASTCALL(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 317, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 327, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  1:
         values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 317, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 327, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "dest_counters", 0) < (0)) __PYX_ERR(0, 317, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "dest_counters", 0) < (0)) __PYX_ERR(0, 327, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 1; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("dest_counters", 1, 1, 1, i); __PYX_ERR(0, 317, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("dest_counters", 1, 1, 1, i); __PYX_ERR(0, 327, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 1)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 317, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 327, __pyx_L3_error)
     }
-    __pyx_v_slot = __Pyx_PyLong_As_int(values[0]); if (unlikely((__pyx_v_slot == (int)-1) && PyErr_Occurred())) __PYX_ERR(0, 317, __pyx_L3_error)
+    __pyx_v_slot = __Pyx_PyLong_As_int(values[0]); if (unlikely((__pyx_v_slot == (int)-1) && PyErr_Occurred())) __PYX_ERR(0, 327, __pyx_L3_error)
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("dest_counters", 1, 1, 1, __pyx_nargs); __PYX_ERR(0, 317, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("dest_counters", 1, 1, 1, __pyx_nargs); __PYX_ERR(0, 327, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -16038,7 +16368,7 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   __Pyx_RefNannyFinishContext();
   return NULL;
   __pyx_L4_argument_unpacking_done:;
-  __pyx_r = __pyx_pf_2lb_8_forward_9Forwarder_30dest_counters(((struct __pyx_obj_2lb_8_forward_Forwarder *)__pyx_v_self), __pyx_v_slot);
+  __pyx_r = __pyx_pf_2lb_8_forward_9Forwarder_32dest_counters(((struct __pyx_obj_2lb_8_forward_Forwarder *)__pyx_v_self), __pyx_v_slot);
 
   /* function exit code */
   for (Py_ssize_t __pyx_temp=0; __pyx_temp < (Py_ssize_t)(sizeof(values)/sizeof(values[0])); ++__pyx_temp) {
@@ -16049,7 +16379,7 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   return __pyx_r;
 }
 
-static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_30dest_counters(struct __pyx_obj_2lb_8_forward_Forwarder *__pyx_v_self, int __pyx_v_slot) {
+static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_32dest_counters(struct __pyx_obj_2lb_8_forward_Forwarder *__pyx_v_self, int __pyx_v_slot) {
   struct __pyx_t_2lb_8_forward_Dest *__pyx_v_d;
   PyObject *__pyx_r = NULL;
   __Pyx_RefNannyDeclarations
@@ -16064,7 +16394,7 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_30dest_counters(struct __pyx_
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("dest_counters", 0);
 
-  /* "fastpath/_forward.pyx":318
+  /* "fastpath/_forward.pyx":328
  * 
  *     def dest_counters(self, int slot):
  *         _check_slot(slot, MAX_DESTS, "destination")             # <<<<<<<<<<<<<<
@@ -16072,11 +16402,11 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_30dest_counters(struct __pyx_
  *         return {"active": d.active, "inactive": d.inactive, "conns": d.conns,
 */
   __pyx_t_2 = NULL;
-  __Pyx_GetModuleGlobalName(__pyx_t_3, __pyx_mstate_global->__pyx_n_u_check_slot); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 318, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_3, __pyx_mstate_global->__pyx_n_u_check_slot); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 328, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
-  __pyx_t_4 = __Pyx_PyLong_From_int(__pyx_v_slot); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 318, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyLong_From_int(__pyx_v_slot); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 328, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
-  __pyx_t_5 = __Pyx_PyLong_From___pyx_anon_enum(__pyx_e_2lb_8_forward_MAX_DESTS); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 318, __pyx_L1_error)
+  __pyx_t_5 = __Pyx_PyLong_From___pyx_anon_enum(__pyx_e_2lb_8_forward_MAX_DESTS); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 328, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   __pyx_t_6 = 1;
   #if CYTHON_UNPACK_METHODS
@@ -16097,12 +16427,12 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_30dest_counters(struct __pyx_
     __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
     __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
     __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
-    if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 318, __pyx_L1_error)
+    if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 328, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_1);
   }
   __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
 
-  /* "fastpath/_forward.pyx":319
+  /* "fastpath/_forward.pyx":329
  *     def dest_counters(self, int slot):
  *         _check_slot(slot, MAX_DESTS, "destination")
  *         d = &self.fp.dests[slot]             # <<<<<<<<<<<<<<
@@ -16111,58 +16441,58 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_30dest_counters(struct __pyx_
 */
   __pyx_v_d = (&(__pyx_v_self->fp->dests[__pyx_v_slot]));
 
-  /* "fastpath/_forward.pyx":320
+  /* "fastpath/_forward.pyx":330
  *         _check_slot(slot, MAX_DESTS, "destination")
  *         d = &self.fp.dests[slot]
  *         return {"active": d.active, "inactive": d.inactive, "conns": d.conns,             # <<<<<<<<<<<<<<
  *                 "inpkts": d.inpkts, "outpkts": d.outpkts, "inbytes": d.inbytes,
  *                 "outbytes": d.outbytes}
 */
-  __pyx_t_1 = __Pyx_PyDict_NewPresized(7); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 320, __pyx_L1_error)
+  __pyx_t_1 = __Pyx_PyDict_NewPresized(7); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 330, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
-  __pyx_t_3 = __Pyx_PyLong_From_int64_t(__pyx_v_d->active); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 320, __pyx_L1_error)
+  __pyx_t_3 = __Pyx_PyLong_From_int64_t(__pyx_v_d->active); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 330, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
-  if (PyDict_SetItem(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_active, __pyx_t_3) < (0)) __PYX_ERR(0, 320, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_active, __pyx_t_3) < (0)) __PYX_ERR(0, 330, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
-  __pyx_t_3 = __Pyx_PyLong_From_int64_t(__pyx_v_d->inactive); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 320, __pyx_L1_error)
+  __pyx_t_3 = __Pyx_PyLong_From_int64_t(__pyx_v_d->inactive); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 330, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
-  if (PyDict_SetItem(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_inactive, __pyx_t_3) < (0)) __PYX_ERR(0, 320, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_inactive, __pyx_t_3) < (0)) __PYX_ERR(0, 330, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
-  __pyx_t_3 = __Pyx_PyLong_From_int64_t(__pyx_v_d->conns); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 320, __pyx_L1_error)
+  __pyx_t_3 = __Pyx_PyLong_From_int64_t(__pyx_v_d->conns); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 330, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
-  if (PyDict_SetItem(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_conns, __pyx_t_3) < (0)) __PYX_ERR(0, 320, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_conns, __pyx_t_3) < (0)) __PYX_ERR(0, 330, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
 
-  /* "fastpath/_forward.pyx":321
+  /* "fastpath/_forward.pyx":331
  *         d = &self.fp.dests[slot]
  *         return {"active": d.active, "inactive": d.inactive, "conns": d.conns,
  *                 "inpkts": d.inpkts, "outpkts": d.outpkts, "inbytes": d.inbytes,             # <<<<<<<<<<<<<<
  *                 "outbytes": d.outbytes}
  * 
 */
-  __pyx_t_3 = __Pyx_PyLong_From_int64_t(__pyx_v_d->inpkts); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 321, __pyx_L1_error)
+  __pyx_t_3 = __Pyx_PyLong_From_int64_t(__pyx_v_d->inpkts); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 331, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
-  if (PyDict_SetItem(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_inpkts, __pyx_t_3) < (0)) __PYX_ERR(0, 320, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_inpkts, __pyx_t_3) < (0)) __PYX_ERR(0, 330, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
-  __pyx_t_3 = __Pyx_PyLong_From_int64_t(__pyx_v_d->outpkts); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 321, __pyx_L1_error)
+  __pyx_t_3 = __Pyx_PyLong_From_int64_t(__pyx_v_d->outpkts); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 331, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
-  if (PyDict_SetItem(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_outpkts, __pyx_t_3) < (0)) __PYX_ERR(0, 320, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_outpkts, __pyx_t_3) < (0)) __PYX_ERR(0, 330, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
-  __pyx_t_3 = __Pyx_PyLong_From_int64_t(__pyx_v_d->inbytes); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 321, __pyx_L1_error)
+  __pyx_t_3 = __Pyx_PyLong_From_int64_t(__pyx_v_d->inbytes); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 331, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
-  if (PyDict_SetItem(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_inbytes, __pyx_t_3) < (0)) __PYX_ERR(0, 320, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_inbytes, __pyx_t_3) < (0)) __PYX_ERR(0, 330, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
 
-  /* "fastpath/_forward.pyx":322
+  /* "fastpath/_forward.pyx":332
  *         return {"active": d.active, "inactive": d.inactive, "conns": d.conns,
  *                 "inpkts": d.inpkts, "outpkts": d.outpkts, "inbytes": d.inbytes,
  *                 "outbytes": d.outbytes}             # <<<<<<<<<<<<<<
  * 
  *     def conns(self, now=None):
 */
-  __pyx_t_3 = __Pyx_PyLong_From_int64_t(__pyx_v_d->outbytes); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 322, __pyx_L1_error)
+  __pyx_t_3 = __Pyx_PyLong_From_int64_t(__pyx_v_d->outbytes); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 332, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
-  if (PyDict_SetItem(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_outbytes, __pyx_t_3) < (0)) __PYX_ERR(0, 320, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_outbytes, __pyx_t_3) < (0)) __PYX_ERR(0, 330, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
   {
     PyObject *__pyx_temp;
@@ -16175,7 +16505,7 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_30dest_counters(struct __pyx_
   __pyx_t_1 = 0;
   goto __pyx_L0;
 
-  /* "fastpath/_forward.pyx":317
+  /* "fastpath/_forward.pyx":327
  *         return out
  * 
  *     def dest_counters(self, int slot):             # <<<<<<<<<<<<<<
@@ -16199,7 +16529,7 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_30dest_counters(struct __pyx_
   return __pyx_r;
 }
 
-/* "fastpath/_forward.pyx":324
+/* "fastpath/_forward.pyx":334
  *                 "outbytes": d.outbytes}
  * 
  *     def conns(self, now=None):             # <<<<<<<<<<<<<<
@@ -16208,16 +16538,16 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_30dest_counters(struct __pyx_
 */
 
 /* Python wrapper */
-static PyObject *__pyx_pw_2lb_8_forward_9Forwarder_33conns(PyObject *__pyx_v_self, 
+static PyObject *__pyx_pw_2lb_8_forward_9Forwarder_35conns(PyObject *__pyx_v_self, 
 #if CYTHON_VECTORCALL
 PyObject *const *__pyx_args, Py_ssize_t __pyx_nargs, PyObject *__pyx_kwds
 #else
 PyObject *__pyx_args, PyObject *__pyx_kwds
 #endif
 ); /*proto*/
-PyDoc_STRVAR(__pyx_doc_2lb_8_forward_9Forwarder_32conns, "Every live connection as a dict (for listings and tests).");
-static PyMethodDef __pyx_mdef_2lb_8_forward_9Forwarder_33conns = {"conns", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_2lb_8_forward_9Forwarder_33conns, __Pyx_METH_FASTCALL|METH_KEYWORDS, __pyx_doc_2lb_8_forward_9Forwarder_32conns};
-static PyObject *__pyx_pw_2lb_8_forward_9Forwarder_33conns(PyObject *__pyx_v_self, 
+PyDoc_STRVAR(__pyx_doc_2lb_8_forward_9Forwarder_34conns, "Every live connection as a dict (for listings and tests).");
+static PyMethodDef __pyx_mdef_2lb_8_forward_9Forwarder_35conns = {"conns", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_2lb_8_forward_9Forwarder_35conns, __Pyx_METH_FASTCALL|METH_KEYWORDS, __pyx_doc_2lb_8_forward_9Forwarder_34conns};
+static PyObject *__pyx_pw_2lb_8_forward_9Forwarder_35conns(PyObject *__pyx_v_self, 
 #if CYTHON_VECTORCALL
 PyObject *const *__pyx_args, Py_ssize_t __pyx_nargs, PyObject *__pyx_kwds
 #else
@@ -16247,24 +16577,24 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_now,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_FASTCALL(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 324, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 334, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  1:
         values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 324, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 334, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "conns", 0) < (0)) __PYX_ERR(0, 324, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "conns", 0) < (0)) __PYX_ERR(0, 334, __pyx_L3_error)
       if (!values[0]) values[0] = __Pyx_NewRef(((PyObject *)Py_None));
     } else {
       switch (__pyx_nargs) {
         case  1:
         values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 324, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 334, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
@@ -16275,7 +16605,7 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("conns", 0, 0, 1, __pyx_nargs); __PYX_ERR(0, 324, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("conns", 0, 0, 1, __pyx_nargs); __PYX_ERR(0, 334, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -16286,7 +16616,7 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   __Pyx_RefNannyFinishContext();
   return NULL;
   __pyx_L4_argument_unpacking_done:;
-  __pyx_r = __pyx_pf_2lb_8_forward_9Forwarder_32conns(((struct __pyx_obj_2lb_8_forward_Forwarder *)__pyx_v_self), __pyx_v_now);
+  __pyx_r = __pyx_pf_2lb_8_forward_9Forwarder_34conns(((struct __pyx_obj_2lb_8_forward_Forwarder *)__pyx_v_self), __pyx_v_now);
 
   /* function exit code */
   for (Py_ssize_t __pyx_temp=0; __pyx_temp < (Py_ssize_t)(sizeof(values)/sizeof(values[0])); ++__pyx_temp) {
@@ -16296,7 +16626,7 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   return __pyx_r;
 }
 
-static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_32conns(struct __pyx_obj_2lb_8_forward_Forwarder *__pyx_v_self, PyObject *__pyx_v_now) {
+static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_34conns(struct __pyx_obj_2lb_8_forward_Forwarder *__pyx_v_self, PyObject *__pyx_v_now) {
   uint64_t __pyx_v_t;
   PyObject *__pyx_v_rows = NULL;
   uint32_t __pyx_v_i;
@@ -16334,7 +16664,7 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_32conns(struct __pyx_obj_2lb_
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("conns", 0);
 
-  /* "fastpath/_forward.pyx":326
+  /* "fastpath/_forward.pyx":336
  *     def conns(self, now=None):
  *         """Every live connection as a dict (for listings and tests)."""
  *         cdef uint64_t t = now_ms() if now is None else <uint64_t>(now * 1000)             # <<<<<<<<<<<<<<
@@ -16346,9 +16676,9 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_32conns(struct __pyx_obj_2lb_
 
     __pyx_t_1 = __pyx_f_2lb_8_forward_now_ms();
   } else {
-    __pyx_t_3 = __Pyx_PyLong_MultiplyObjC(__pyx_v_now, __pyx_mstate_global->__pyx_int_1000, 0x3E8, 0, 0); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 326, __pyx_L1_error)
+    __pyx_t_3 = __Pyx_PyLong_MultiplyObjC(__pyx_v_now, __pyx_mstate_global->__pyx_int_1000, 0x3E8, 0, 0); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 336, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
-    __pyx_t_4 = __Pyx_PyLong_As_uint64_t(__pyx_t_3); if (unlikely((__pyx_t_4 == ((uint64_t)-1)) && PyErr_Occurred())) __PYX_ERR(0, 326, __pyx_L1_error)
+    __pyx_t_4 = __Pyx_PyLong_As_uint64_t(__pyx_t_3); if (unlikely((__pyx_t_4 == ((uint64_t)-1)) && PyErr_Occurred())) __PYX_ERR(0, 336, __pyx_L1_error)
     __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
 
     __pyx_t_1 = ((uint64_t)__pyx_t_4);
@@ -16357,19 +16687,19 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_32conns(struct __pyx_obj_2lb_
 
   __pyx_v_t = __pyx_t_1;
 
-  /* "fastpath/_forward.pyx":327
+  /* "fastpath/_forward.pyx":337
  *         """Every live connection as a dict (for listings and tests)."""
  *         cdef uint64_t t = now_ms() if now is None else <uint64_t>(now * 1000)
  *         rows = []             # <<<<<<<<<<<<<<
  *         self._lock()
  *         for i in range(self.fp.max_conns):
 */
-  __pyx_t_3 = PyList_New(0); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 327, __pyx_L1_error)
+  __pyx_t_3 = PyList_New(0); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 337, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
   __pyx_v_rows = ((PyObject*)__pyx_t_3);
   __pyx_t_3 = 0;
 
-  /* "fastpath/_forward.pyx":328
+  /* "fastpath/_forward.pyx":338
  *         cdef uint64_t t = now_ms() if now is None else <uint64_t>(now * 1000)
  *         rows = []
  *         self._lock()             # <<<<<<<<<<<<<<
@@ -16378,7 +16708,7 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_32conns(struct __pyx_obj_2lb_
 */
   __pyx_f_2lb_8_forward_9Forwarder__lock(__pyx_v_self);
 
-  /* "fastpath/_forward.pyx":329
+  /* "fastpath/_forward.pyx":339
  *         rows = []
  *         self._lock()
  *         for i in range(self.fp.max_conns):             # <<<<<<<<<<<<<<
@@ -16392,7 +16722,7 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_32conns(struct __pyx_obj_2lb_
   for (__pyx_t_7 = 0; __pyx_t_7 < __pyx_t_6; __pyx_t_7+=1) {
     __pyx_v_i = __pyx_t_7;
 
-    /* "fastpath/_forward.pyx":330
+    /* "fastpath/_forward.pyx":340
  *         self._lock()
  *         for i in range(self.fp.max_conns):
  *             c = &self.fp.conns[i]             # <<<<<<<<<<<<<<
@@ -16401,7 +16731,7 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_32conns(struct __pyx_obj_2lb_
 */
     __pyx_v_c = (&(__pyx_v_self->fp->conns[__pyx_v_i]));
 
-    /* "fastpath/_forward.pyx":331
+    /* "fastpath/_forward.pyx":341
  *         for i in range(self.fp.max_conns):
  *             c = &self.fp.conns[i]
  *             if c.flags & CONN_IN_USE:             # <<<<<<<<<<<<<<
@@ -16413,75 +16743,75 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_32conns(struct __pyx_obj_2lb_
     if (__pyx_t_2) {
 
 
-      /* "fastpath/_forward.pyx":332
+      /* "fastpath/_forward.pyx":342
  *             c = &self.fp.conns[i]
  *             if c.flags & CONN_IN_USE:
  *                 rows.append((c.proto, c.caddr, c.cport, c.vaddr, c.vport, c.daddr, c.dport,             # <<<<<<<<<<<<<<
  *                              c.state, c.dest, c.svc, c.expires))
  *         self._unlock()
 */
-      __pyx_t_3 = __Pyx_PyLong_From_uint8_t(__pyx_v_c->proto); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 332, __pyx_L1_error)
+      __pyx_t_3 = __Pyx_PyLong_From_uint8_t(__pyx_v_c->proto); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 342, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_3);
-      __pyx_t_8 = __Pyx_PyLong_From_uint32_t(__pyx_v_c->caddr); if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 332, __pyx_L1_error)
+      __pyx_t_8 = __Pyx_PyLong_From_uint32_t(__pyx_v_c->caddr); if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 342, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_8);
-      __pyx_t_9 = __Pyx_PyLong_From_uint16_t(__pyx_v_c->cport); if (unlikely(!__pyx_t_9)) __PYX_ERR(0, 332, __pyx_L1_error)
+      __pyx_t_9 = __Pyx_PyLong_From_uint16_t(__pyx_v_c->cport); if (unlikely(!__pyx_t_9)) __PYX_ERR(0, 342, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_9);
-      __pyx_t_10 = __Pyx_PyLong_From_uint32_t(__pyx_v_c->vaddr); if (unlikely(!__pyx_t_10)) __PYX_ERR(0, 332, __pyx_L1_error)
+      __pyx_t_10 = __Pyx_PyLong_From_uint32_t(__pyx_v_c->vaddr); if (unlikely(!__pyx_t_10)) __PYX_ERR(0, 342, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_10);
-      __pyx_t_11 = __Pyx_PyLong_From_uint16_t(__pyx_v_c->vport); if (unlikely(!__pyx_t_11)) __PYX_ERR(0, 332, __pyx_L1_error)
+      __pyx_t_11 = __Pyx_PyLong_From_uint16_t(__pyx_v_c->vport); if (unlikely(!__pyx_t_11)) __PYX_ERR(0, 342, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_11);
-      __pyx_t_12 = __Pyx_PyLong_From_uint32_t(__pyx_v_c->daddr); if (unlikely(!__pyx_t_12)) __PYX_ERR(0, 332, __pyx_L1_error)
+      __pyx_t_12 = __Pyx_PyLong_From_uint32_t(__pyx_v_c->daddr); if (unlikely(!__pyx_t_12)) __PYX_ERR(0, 342, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_12);
-      __pyx_t_13 = __Pyx_PyLong_From_uint16_t(__pyx_v_c->dport); if (unlikely(!__pyx_t_13)) __PYX_ERR(0, 332, __pyx_L1_error)
+      __pyx_t_13 = __Pyx_PyLong_From_uint16_t(__pyx_v_c->dport); if (unlikely(!__pyx_t_13)) __PYX_ERR(0, 342, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_13);
 
-      /* "fastpath/_forward.pyx":333
+      /* "fastpath/_forward.pyx":343
  *             if c.flags & CONN_IN_USE:
  *                 rows.append((c.proto, c.caddr, c.cport, c.vaddr, c.vport, c.daddr, c.dport,
  *                              c.state, c.dest, c.svc, c.expires))             # <<<<<<<<<<<<<<
  *         self._unlock()
  *         return [{"proto": "TCP" if r[0] == 6 else "UDP", "client": (_ipstr(r[1]), r[2]),
 */
-      __pyx_t_14 = __Pyx_PyLong_From_uint8_t(__pyx_v_c->state); if (unlikely(!__pyx_t_14)) __PYX_ERR(0, 333, __pyx_L1_error)
+      __pyx_t_14 = __Pyx_PyLong_From_uint8_t(__pyx_v_c->state); if (unlikely(!__pyx_t_14)) __PYX_ERR(0, 343, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_14);
-      __pyx_t_15 = __Pyx_PyLong_From_uint16_t(__pyx_v_c->dest); if (unlikely(!__pyx_t_15)) __PYX_ERR(0, 333, __pyx_L1_error)
+      __pyx_t_15 = __Pyx_PyLong_From_uint16_t(__pyx_v_c->dest); if (unlikely(!__pyx_t_15)) __PYX_ERR(0, 343, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_15);
-      __pyx_t_16 = __Pyx_PyLong_From_uint16_t(__pyx_v_c->svc); if (unlikely(!__pyx_t_16)) __PYX_ERR(0, 333, __pyx_L1_error)
+      __pyx_t_16 = __Pyx_PyLong_From_uint16_t(__pyx_v_c->svc); if (unlikely(!__pyx_t_16)) __PYX_ERR(0, 343, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_16);
-      __pyx_t_17 = __Pyx_PyLong_From_uint64_t(__pyx_v_c->expires); if (unlikely(!__pyx_t_17)) __PYX_ERR(0, 333, __pyx_L1_error)
+      __pyx_t_17 = __Pyx_PyLong_From_uint64_t(__pyx_v_c->expires); if (unlikely(!__pyx_t_17)) __PYX_ERR(0, 343, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_17);
 
-      /* "fastpath/_forward.pyx":332
+      /* "fastpath/_forward.pyx":342
  *             c = &self.fp.conns[i]
  *             if c.flags & CONN_IN_USE:
  *                 rows.append((c.proto, c.caddr, c.cport, c.vaddr, c.vport, c.daddr, c.dport,             # <<<<<<<<<<<<<<
  *                              c.state, c.dest, c.svc, c.expires))
  *         self._unlock()
 */
-      __pyx_t_18 = PyTuple_New(11); if (unlikely(!__pyx_t_18)) __PYX_ERR(0, 332, __pyx_L1_error)
+      __pyx_t_18 = PyTuple_New(11); if (unlikely(!__pyx_t_18)) __PYX_ERR(0, 342, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_18);
       __Pyx_GIVEREF(__pyx_t_3);
-      if (__Pyx_PyTuple_SET_ITEM(__pyx_t_18, 0, __pyx_t_3) != (0)) __PYX_ERR(0, 332, __pyx_L1_error);
+      if (__Pyx_PyTuple_SET_ITEM(__pyx_t_18, 0, __pyx_t_3) != (0)) __PYX_ERR(0, 342, __pyx_L1_error);
       __Pyx_GIVEREF(__pyx_t_8);
-      if (__Pyx_PyTuple_SET_ITEM(__pyx_t_18, 1, __pyx_t_8) != (0)) __PYX_ERR(0, 332, __pyx_L1_error);
+      if (__Pyx_PyTuple_SET_ITEM(__pyx_t_18, 1, __pyx_t_8) != (0)) __PYX_ERR(0, 342, __pyx_L1_error);
       __Pyx_GIVEREF(__pyx_t_9);
-      if (__Pyx_PyTuple_SET_ITEM(__pyx_t_18, 2, __pyx_t_9) != (0)) __PYX_ERR(0, 332, __pyx_L1_error);
+      if (__Pyx_PyTuple_SET_ITEM(__pyx_t_18, 2, __pyx_t_9) != (0)) __PYX_ERR(0, 342, __pyx_L1_error);
       __Pyx_GIVEREF(__pyx_t_10);
-      if (__Pyx_PyTuple_SET_ITEM(__pyx_t_18, 3, __pyx_t_10) != (0)) __PYX_ERR(0, 332, __pyx_L1_error);
+      if (__Pyx_PyTuple_SET_ITEM(__pyx_t_18, 3, __pyx_t_10) != (0)) __PYX_ERR(0, 342, __pyx_L1_error);
       __Pyx_GIVEREF(__pyx_t_11);
-      if (__Pyx_PyTuple_SET_ITEM(__pyx_t_18, 4, __pyx_t_11) != (0)) __PYX_ERR(0, 332, __pyx_L1_error);
+      if (__Pyx_PyTuple_SET_ITEM(__pyx_t_18, 4, __pyx_t_11) != (0)) __PYX_ERR(0, 342, __pyx_L1_error);
       __Pyx_GIVEREF(__pyx_t_12);
-      if (__Pyx_PyTuple_SET_ITEM(__pyx_t_18, 5, __pyx_t_12) != (0)) __PYX_ERR(0, 332, __pyx_L1_error);
+      if (__Pyx_PyTuple_SET_ITEM(__pyx_t_18, 5, __pyx_t_12) != (0)) __PYX_ERR(0, 342, __pyx_L1_error);
       __Pyx_GIVEREF(__pyx_t_13);
-      if (__Pyx_PyTuple_SET_ITEM(__pyx_t_18, 6, __pyx_t_13) != (0)) __PYX_ERR(0, 332, __pyx_L1_error);
+      if (__Pyx_PyTuple_SET_ITEM(__pyx_t_18, 6, __pyx_t_13) != (0)) __PYX_ERR(0, 342, __pyx_L1_error);
       __Pyx_GIVEREF(__pyx_t_14);
-      if (__Pyx_PyTuple_SET_ITEM(__pyx_t_18, 7, __pyx_t_14) != (0)) __PYX_ERR(0, 332, __pyx_L1_error);
+      if (__Pyx_PyTuple_SET_ITEM(__pyx_t_18, 7, __pyx_t_14) != (0)) __PYX_ERR(0, 342, __pyx_L1_error);
       __Pyx_GIVEREF(__pyx_t_15);
-      if (__Pyx_PyTuple_SET_ITEM(__pyx_t_18, 8, __pyx_t_15) != (0)) __PYX_ERR(0, 332, __pyx_L1_error);
+      if (__Pyx_PyTuple_SET_ITEM(__pyx_t_18, 8, __pyx_t_15) != (0)) __PYX_ERR(0, 342, __pyx_L1_error);
       __Pyx_GIVEREF(__pyx_t_16);
-      if (__Pyx_PyTuple_SET_ITEM(__pyx_t_18, 9, __pyx_t_16) != (0)) __PYX_ERR(0, 332, __pyx_L1_error);
+      if (__Pyx_PyTuple_SET_ITEM(__pyx_t_18, 9, __pyx_t_16) != (0)) __PYX_ERR(0, 342, __pyx_L1_error);
       __Pyx_GIVEREF(__pyx_t_17);
-      if (__Pyx_PyTuple_SET_ITEM(__pyx_t_18, 10, __pyx_t_17) != (0)) __PYX_ERR(0, 332, __pyx_L1_error);
+      if (__Pyx_PyTuple_SET_ITEM(__pyx_t_18, 10, __pyx_t_17) != (0)) __PYX_ERR(0, 342, __pyx_L1_error);
       __pyx_t_3 = 0;
       __pyx_t_8 = 0;
       __pyx_t_9 = 0;
@@ -16493,11 +16823,11 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_32conns(struct __pyx_obj_2lb_
       __pyx_t_15 = 0;
       __pyx_t_16 = 0;
       __pyx_t_17 = 0;
-      __pyx_t_19 = __Pyx_PyList_Append(__pyx_v_rows, __pyx_t_18); if (unlikely(__pyx_t_19 == ((int)-1))) __PYX_ERR(0, 332, __pyx_L1_error)
+      __pyx_t_19 = __Pyx_PyList_Append(__pyx_v_rows, __pyx_t_18); if (unlikely(__pyx_t_19 == ((int)-1))) __PYX_ERR(0, 342, __pyx_L1_error)
       __Pyx_DECREF(__pyx_t_18); __pyx_t_18 = 0;
 
 
-      /* "fastpath/_forward.pyx":331
+      /* "fastpath/_forward.pyx":341
  *         for i in range(self.fp.max_conns):
  *             c = &self.fp.conns[i]
  *             if c.flags & CONN_IN_USE:             # <<<<<<<<<<<<<<
@@ -16508,7 +16838,7 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_32conns(struct __pyx_obj_2lb_
   }
 
 
-  /* "fastpath/_forward.pyx":334
+  /* "fastpath/_forward.pyx":344
  *                 rows.append((c.proto, c.caddr, c.cport, c.vaddr, c.vport, c.daddr, c.dport,
  *                              c.state, c.dest, c.svc, c.expires))
  *         self._unlock()             # <<<<<<<<<<<<<<
@@ -16517,7 +16847,7 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_32conns(struct __pyx_obj_2lb_
 */
   __pyx_f_2lb_8_forward_9Forwarder__unlock(__pyx_v_self);
 
-  /* "fastpath/_forward.pyx":335
+  /* "fastpath/_forward.pyx":345
  *                              c.state, c.dest, c.svc, c.expires))
  *         self._unlock()
  *         return [{"proto": "TCP" if r[0] == 6 else "UDP", "client": (_ipstr(r[1]), r[2]),             # <<<<<<<<<<<<<<
@@ -16525,10 +16855,10 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_32conns(struct __pyx_obj_2lb_
  *                  "state": STATE_NAMES[r[7]], "dest_slot": r[8], "svc_slot": r[9],
 */
   { /* enter inner scope */
-    __pyx_t_18 = PyList_New(0); if (unlikely(!__pyx_t_18)) __PYX_ERR(0, 335, __pyx_L8_error)
+    __pyx_t_18 = PyList_New(0); if (unlikely(!__pyx_t_18)) __PYX_ERR(0, 345, __pyx_L8_error)
     __Pyx_GOTREF(__pyx_t_18);
 
-    /* "fastpath/_forward.pyx":338
+    /* "fastpath/_forward.pyx":348
  *                  "virtual": (_ipstr(r[3]), r[4]), "dest": (_ipstr(r[5]), r[6]),
  *                  "state": STATE_NAMES[r[7]], "dest_slot": r[8], "svc_slot": r[9],
  *                  "expires_in": max(0.0, (<int64_t>r[10] - <int64_t>t) / 1000.0)} for r in rows]             # <<<<<<<<<<<<<<
@@ -16541,29 +16871,29 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_32conns(struct __pyx_obj_2lb_
       {
         Py_ssize_t __pyx_temp = __Pyx_PyList_GET_SIZE(__pyx_t_17);
         #if !CYTHON_ASSUME_SAFE_SIZE
-        if (unlikely((__pyx_temp < 0))) __PYX_ERR(0, 338, __pyx_L8_error)
+        if (unlikely((__pyx_temp < 0))) __PYX_ERR(0, 348, __pyx_L8_error)
         #endif
         if (__pyx_t_20 >= __pyx_temp) break;
       }
       __pyx_t_16 = __Pyx_PyList_GET_ITEM_REF(__pyx_t_17, __pyx_t_20, __Pyx_ReferenceSharing_OwnStrongReference);
       ++__pyx_t_20;
-      if (unlikely(!__pyx_t_16)) __PYX_ERR(0, 338, __pyx_L8_error)
+      if (unlikely(!__pyx_t_16)) __PYX_ERR(0, 348, __pyx_L8_error)
       __Pyx_GOTREF(__pyx_t_16);
       __Pyx_XDECREF_SET(__pyx_8genexpr2__pyx_v_r, __pyx_t_16);
       __pyx_t_16 = 0;
 
-      /* "fastpath/_forward.pyx":335
+      /* "fastpath/_forward.pyx":345
  *                              c.state, c.dest, c.svc, c.expires))
  *         self._unlock()
  *         return [{"proto": "TCP" if r[0] == 6 else "UDP", "client": (_ipstr(r[1]), r[2]),             # <<<<<<<<<<<<<<
  *                  "virtual": (_ipstr(r[3]), r[4]), "dest": (_ipstr(r[5]), r[6]),
  *                  "state": STATE_NAMES[r[7]], "dest_slot": r[8], "svc_slot": r[9],
 */
-      __pyx_t_16 = __Pyx_PyDict_NewPresized(8); if (unlikely(!__pyx_t_16)) __PYX_ERR(0, 335, __pyx_L8_error)
+      __pyx_t_16 = __Pyx_PyDict_NewPresized(8); if (unlikely(!__pyx_t_16)) __PYX_ERR(0, 345, __pyx_L8_error)
       __Pyx_GOTREF(__pyx_t_16);
-      __pyx_t_14 = __Pyx_GetItemInt(__pyx_8genexpr2__pyx_v_r, 0, long, 1, __Pyx_PyLong_From_long, 0, 0, 1, __Pyx_ReferenceSharing_SharedReference); if (unlikely(!__pyx_t_14)) __PYX_ERR(0, 335, __pyx_L8_error)
+      __pyx_t_14 = __Pyx_GetItemInt(__pyx_8genexpr2__pyx_v_r, 0, long, 1, __Pyx_PyLong_From_long, 0, 0, 1, __Pyx_ReferenceSharing_SharedReference); if (unlikely(!__pyx_t_14)) __PYX_ERR(0, 345, __pyx_L8_error)
       __Pyx_GOTREF(__pyx_t_14);
-      __pyx_t_2 = (__Pyx_PyLong_BoolEqObjC(__pyx_t_14, __pyx_mstate_global->__pyx_int_6, 6, 0)); if (unlikely((__pyx_t_2 < 0))) __PYX_ERR(0, 335, __pyx_L8_error)
+      __pyx_t_2 = (__Pyx_PyLong_BoolEqObjC(__pyx_t_14, __pyx_mstate_global->__pyx_int_6, 6, 0)); if (unlikely((__pyx_t_2 < 0))) __PYX_ERR(0, 345, __pyx_L8_error)
       __Pyx_DECREF(__pyx_t_14); __pyx_t_14 = 0;
       if (__pyx_t_2) {
         __Pyx_INCREF(__pyx_mstate_global->__pyx_n_u_TCP);
@@ -16573,12 +16903,12 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_32conns(struct __pyx_obj_2lb_
         __pyx_t_15 = __pyx_mstate_global->__pyx_n_u_UDP;
       }
 
-      if (PyDict_SetItem(__pyx_t_16, __pyx_mstate_global->__pyx_n_u_proto, __pyx_t_15) < (0)) __PYX_ERR(0, 335, __pyx_L8_error)
+      if (PyDict_SetItem(__pyx_t_16, __pyx_mstate_global->__pyx_n_u_proto, __pyx_t_15) < (0)) __PYX_ERR(0, 345, __pyx_L8_error)
       __Pyx_DECREF(__pyx_t_15); __pyx_t_15 = 0;
       __pyx_t_14 = NULL;
-      __Pyx_GetModuleGlobalName(__pyx_t_13, __pyx_mstate_global->__pyx_n_u_ipstr); if (unlikely(!__pyx_t_13)) __PYX_ERR(0, 335, __pyx_L8_error)
+      __Pyx_GetModuleGlobalName(__pyx_t_13, __pyx_mstate_global->__pyx_n_u_ipstr); if (unlikely(!__pyx_t_13)) __PYX_ERR(0, 345, __pyx_L8_error)
       __Pyx_GOTREF(__pyx_t_13);
-      __pyx_t_12 = __Pyx_GetItemInt(__pyx_8genexpr2__pyx_v_r, 1, long, 1, __Pyx_PyLong_From_long, 0, 0, 1, __Pyx_ReferenceSharing_SharedReference); if (unlikely(!__pyx_t_12)) __PYX_ERR(0, 335, __pyx_L8_error)
+      __pyx_t_12 = __Pyx_GetItemInt(__pyx_8genexpr2__pyx_v_r, 1, long, 1, __Pyx_PyLong_From_long, 0, 0, 1, __Pyx_ReferenceSharing_SharedReference); if (unlikely(!__pyx_t_12)) __PYX_ERR(0, 345, __pyx_L8_error)
       __Pyx_GOTREF(__pyx_t_12);
       __pyx_t_21 = 1;
       #if CYTHON_UNPACK_METHODS
@@ -16598,23 +16928,23 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_32conns(struct __pyx_obj_2lb_
         __Pyx_XDECREF(__pyx_t_14); __pyx_t_14 = 0;
         __Pyx_DECREF(__pyx_t_12); __pyx_t_12 = 0;
         __Pyx_DECREF(__pyx_t_13); __pyx_t_13 = 0;
-        if (unlikely(!__pyx_t_15)) __PYX_ERR(0, 335, __pyx_L8_error)
+        if (unlikely(!__pyx_t_15)) __PYX_ERR(0, 345, __pyx_L8_error)
         __Pyx_GOTREF(__pyx_t_15);
       }
-      __pyx_t_13 = __Pyx_GetItemInt(__pyx_8genexpr2__pyx_v_r, 2, long, 1, __Pyx_PyLong_From_long, 0, 0, 1, __Pyx_ReferenceSharing_SharedReference); if (unlikely(!__pyx_t_13)) __PYX_ERR(0, 335, __pyx_L8_error)
+      __pyx_t_13 = __Pyx_GetItemInt(__pyx_8genexpr2__pyx_v_r, 2, long, 1, __Pyx_PyLong_From_long, 0, 0, 1, __Pyx_ReferenceSharing_SharedReference); if (unlikely(!__pyx_t_13)) __PYX_ERR(0, 345, __pyx_L8_error)
       __Pyx_GOTREF(__pyx_t_13);
-      __pyx_t_12 = PyTuple_New(2); if (unlikely(!__pyx_t_12)) __PYX_ERR(0, 335, __pyx_L8_error)
+      __pyx_t_12 = PyTuple_New(2); if (unlikely(!__pyx_t_12)) __PYX_ERR(0, 345, __pyx_L8_error)
       __Pyx_GOTREF(__pyx_t_12);
       __Pyx_GIVEREF(__pyx_t_15);
-      if (__Pyx_PyTuple_SET_ITEM(__pyx_t_12, 0, __pyx_t_15) != (0)) __PYX_ERR(0, 335, __pyx_L8_error);
+      if (__Pyx_PyTuple_SET_ITEM(__pyx_t_12, 0, __pyx_t_15) != (0)) __PYX_ERR(0, 345, __pyx_L8_error);
       __Pyx_GIVEREF(__pyx_t_13);
-      if (__Pyx_PyTuple_SET_ITEM(__pyx_t_12, 1, __pyx_t_13) != (0)) __PYX_ERR(0, 335, __pyx_L8_error);
+      if (__Pyx_PyTuple_SET_ITEM(__pyx_t_12, 1, __pyx_t_13) != (0)) __PYX_ERR(0, 345, __pyx_L8_error);
       __pyx_t_15 = 0;
       __pyx_t_13 = 0;
-      if (PyDict_SetItem(__pyx_t_16, __pyx_mstate_global->__pyx_n_u_client, __pyx_t_12) < (0)) __PYX_ERR(0, 335, __pyx_L8_error)
+      if (PyDict_SetItem(__pyx_t_16, __pyx_mstate_global->__pyx_n_u_client, __pyx_t_12) < (0)) __PYX_ERR(0, 345, __pyx_L8_error)
       __Pyx_DECREF(__pyx_t_12); __pyx_t_12 = 0;
 
-      /* "fastpath/_forward.pyx":336
+      /* "fastpath/_forward.pyx":346
  *         self._unlock()
  *         return [{"proto": "TCP" if r[0] == 6 else "UDP", "client": (_ipstr(r[1]), r[2]),
  *                  "virtual": (_ipstr(r[3]), r[4]), "dest": (_ipstr(r[5]), r[6]),             # <<<<<<<<<<<<<<
@@ -16622,9 +16952,9 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_32conns(struct __pyx_obj_2lb_
  *                  "expires_in": max(0.0, (<int64_t>r[10] - <int64_t>t) / 1000.0)} for r in rows]
 */
       __pyx_t_13 = NULL;
-      __Pyx_GetModuleGlobalName(__pyx_t_15, __pyx_mstate_global->__pyx_n_u_ipstr); if (unlikely(!__pyx_t_15)) __PYX_ERR(0, 336, __pyx_L8_error)
+      __Pyx_GetModuleGlobalName(__pyx_t_15, __pyx_mstate_global->__pyx_n_u_ipstr); if (unlikely(!__pyx_t_15)) __PYX_ERR(0, 346, __pyx_L8_error)
       __Pyx_GOTREF(__pyx_t_15);
-      __pyx_t_14 = __Pyx_GetItemInt(__pyx_8genexpr2__pyx_v_r, 3, long, 1, __Pyx_PyLong_From_long, 0, 0, 1, __Pyx_ReferenceSharing_SharedReference); if (unlikely(!__pyx_t_14)) __PYX_ERR(0, 336, __pyx_L8_error)
+      __pyx_t_14 = __Pyx_GetItemInt(__pyx_8genexpr2__pyx_v_r, 3, long, 1, __Pyx_PyLong_From_long, 0, 0, 1, __Pyx_ReferenceSharing_SharedReference); if (unlikely(!__pyx_t_14)) __PYX_ERR(0, 346, __pyx_L8_error)
       __Pyx_GOTREF(__pyx_t_14);
       __pyx_t_21 = 1;
       #if CYTHON_UNPACK_METHODS
@@ -16644,25 +16974,25 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_32conns(struct __pyx_obj_2lb_
         __Pyx_XDECREF(__pyx_t_13); __pyx_t_13 = 0;
         __Pyx_DECREF(__pyx_t_14); __pyx_t_14 = 0;
         __Pyx_DECREF(__pyx_t_15); __pyx_t_15 = 0;
-        if (unlikely(!__pyx_t_12)) __PYX_ERR(0, 336, __pyx_L8_error)
+        if (unlikely(!__pyx_t_12)) __PYX_ERR(0, 346, __pyx_L8_error)
         __Pyx_GOTREF(__pyx_t_12);
       }
-      __pyx_t_15 = __Pyx_GetItemInt(__pyx_8genexpr2__pyx_v_r, 4, long, 1, __Pyx_PyLong_From_long, 0, 0, 1, __Pyx_ReferenceSharing_SharedReference); if (unlikely(!__pyx_t_15)) __PYX_ERR(0, 336, __pyx_L8_error)
+      __pyx_t_15 = __Pyx_GetItemInt(__pyx_8genexpr2__pyx_v_r, 4, long, 1, __Pyx_PyLong_From_long, 0, 0, 1, __Pyx_ReferenceSharing_SharedReference); if (unlikely(!__pyx_t_15)) __PYX_ERR(0, 346, __pyx_L8_error)
       __Pyx_GOTREF(__pyx_t_15);
-      __pyx_t_14 = PyTuple_New(2); if (unlikely(!__pyx_t_14)) __PYX_ERR(0, 336, __pyx_L8_error)
+      __pyx_t_14 = PyTuple_New(2); if (unlikely(!__pyx_t_14)) __PYX_ERR(0, 346, __pyx_L8_error)
       __Pyx_GOTREF(__pyx_t_14);
       __Pyx_GIVEREF(__pyx_t_12);
-      if (__Pyx_PyTuple_SET_ITEM(__pyx_t_14, 0, __pyx_t_12) != (0)) __PYX_ERR(0, 336, __pyx_L8_error);
+      if (__Pyx_PyTuple_SET_ITEM(__pyx_t_14, 0, __pyx_t_12) != (0)) __PYX_ERR(0, 346, __pyx_L8_error);
       __Pyx_GIVEREF(__pyx_t_15);
-      if (__Pyx_PyTuple_SET_ITEM(__pyx_t_14, 1, __pyx_t_15) != (0)) __PYX_ERR(0, 336, __pyx_L8_error);
+      if (__Pyx_PyTuple_SET_ITEM(__pyx_t_14, 1, __pyx_t_15) != (0)) __PYX_ERR(0, 346, __pyx_L8_error);
       __pyx_t_12 = 0;
       __pyx_t_15 = 0;
-      if (PyDict_SetItem(__pyx_t_16, __pyx_mstate_global->__pyx_n_u_virtual, __pyx_t_14) < (0)) __PYX_ERR(0, 335, __pyx_L8_error)
+      if (PyDict_SetItem(__pyx_t_16, __pyx_mstate_global->__pyx_n_u_virtual, __pyx_t_14) < (0)) __PYX_ERR(0, 345, __pyx_L8_error)
       __Pyx_DECREF(__pyx_t_14); __pyx_t_14 = 0;
       __pyx_t_15 = NULL;
-      __Pyx_GetModuleGlobalName(__pyx_t_12, __pyx_mstate_global->__pyx_n_u_ipstr); if (unlikely(!__pyx_t_12)) __PYX_ERR(0, 336, __pyx_L8_error)
+      __Pyx_GetModuleGlobalName(__pyx_t_12, __pyx_mstate_global->__pyx_n_u_ipstr); if (unlikely(!__pyx_t_12)) __PYX_ERR(0, 346, __pyx_L8_error)
       __Pyx_GOTREF(__pyx_t_12);
-      __pyx_t_13 = __Pyx_GetItemInt(__pyx_8genexpr2__pyx_v_r, 5, long, 1, __Pyx_PyLong_From_long, 0, 0, 1, __Pyx_ReferenceSharing_SharedReference); if (unlikely(!__pyx_t_13)) __PYX_ERR(0, 336, __pyx_L8_error)
+      __pyx_t_13 = __Pyx_GetItemInt(__pyx_8genexpr2__pyx_v_r, 5, long, 1, __Pyx_PyLong_From_long, 0, 0, 1, __Pyx_ReferenceSharing_SharedReference); if (unlikely(!__pyx_t_13)) __PYX_ERR(0, 346, __pyx_L8_error)
       __Pyx_GOTREF(__pyx_t_13);
       __pyx_t_21 = 1;
       #if CYTHON_UNPACK_METHODS
@@ -16682,58 +17012,58 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_32conns(struct __pyx_obj_2lb_
         __Pyx_XDECREF(__pyx_t_15); __pyx_t_15 = 0;
         __Pyx_DECREF(__pyx_t_13); __pyx_t_13 = 0;
         __Pyx_DECREF(__pyx_t_12); __pyx_t_12 = 0;
-        if (unlikely(!__pyx_t_14)) __PYX_ERR(0, 336, __pyx_L8_error)
+        if (unlikely(!__pyx_t_14)) __PYX_ERR(0, 346, __pyx_L8_error)
         __Pyx_GOTREF(__pyx_t_14);
       }
-      __pyx_t_12 = __Pyx_GetItemInt(__pyx_8genexpr2__pyx_v_r, 6, long, 1, __Pyx_PyLong_From_long, 0, 0, 1, __Pyx_ReferenceSharing_SharedReference); if (unlikely(!__pyx_t_12)) __PYX_ERR(0, 336, __pyx_L8_error)
+      __pyx_t_12 = __Pyx_GetItemInt(__pyx_8genexpr2__pyx_v_r, 6, long, 1, __Pyx_PyLong_From_long, 0, 0, 1, __Pyx_ReferenceSharing_SharedReference); if (unlikely(!__pyx_t_12)) __PYX_ERR(0, 346, __pyx_L8_error)
       __Pyx_GOTREF(__pyx_t_12);
-      __pyx_t_13 = PyTuple_New(2); if (unlikely(!__pyx_t_13)) __PYX_ERR(0, 336, __pyx_L8_error)
+      __pyx_t_13 = PyTuple_New(2); if (unlikely(!__pyx_t_13)) __PYX_ERR(0, 346, __pyx_L8_error)
       __Pyx_GOTREF(__pyx_t_13);
       __Pyx_GIVEREF(__pyx_t_14);
-      if (__Pyx_PyTuple_SET_ITEM(__pyx_t_13, 0, __pyx_t_14) != (0)) __PYX_ERR(0, 336, __pyx_L8_error);
+      if (__Pyx_PyTuple_SET_ITEM(__pyx_t_13, 0, __pyx_t_14) != (0)) __PYX_ERR(0, 346, __pyx_L8_error);
       __Pyx_GIVEREF(__pyx_t_12);
-      if (__Pyx_PyTuple_SET_ITEM(__pyx_t_13, 1, __pyx_t_12) != (0)) __PYX_ERR(0, 336, __pyx_L8_error);
+      if (__Pyx_PyTuple_SET_ITEM(__pyx_t_13, 1, __pyx_t_12) != (0)) __PYX_ERR(0, 346, __pyx_L8_error);
       __pyx_t_14 = 0;
       __pyx_t_12 = 0;
-      if (PyDict_SetItem(__pyx_t_16, __pyx_mstate_global->__pyx_n_u_dest, __pyx_t_13) < (0)) __PYX_ERR(0, 335, __pyx_L8_error)
+      if (PyDict_SetItem(__pyx_t_16, __pyx_mstate_global->__pyx_n_u_dest, __pyx_t_13) < (0)) __PYX_ERR(0, 345, __pyx_L8_error)
       __Pyx_DECREF(__pyx_t_13); __pyx_t_13 = 0;
 
-      /* "fastpath/_forward.pyx":337
+      /* "fastpath/_forward.pyx":347
  *         return [{"proto": "TCP" if r[0] == 6 else "UDP", "client": (_ipstr(r[1]), r[2]),
  *                  "virtual": (_ipstr(r[3]), r[4]), "dest": (_ipstr(r[5]), r[6]),
  *                  "state": STATE_NAMES[r[7]], "dest_slot": r[8], "svc_slot": r[9],             # <<<<<<<<<<<<<<
  *                  "expires_in": max(0.0, (<int64_t>r[10] - <int64_t>t) / 1000.0)} for r in rows]
  * 
 */
-      __Pyx_GetModuleGlobalName(__pyx_t_13, __pyx_mstate_global->__pyx_n_u_STATE_NAMES); if (unlikely(!__pyx_t_13)) __PYX_ERR(0, 337, __pyx_L8_error)
+      __Pyx_GetModuleGlobalName(__pyx_t_13, __pyx_mstate_global->__pyx_n_u_STATE_NAMES); if (unlikely(!__pyx_t_13)) __PYX_ERR(0, 347, __pyx_L8_error)
       __Pyx_GOTREF(__pyx_t_13);
-      __pyx_t_12 = __Pyx_GetItemInt(__pyx_8genexpr2__pyx_v_r, 7, long, 1, __Pyx_PyLong_From_long, 0, 0, 1, __Pyx_ReferenceSharing_SharedReference); if (unlikely(!__pyx_t_12)) __PYX_ERR(0, 337, __pyx_L8_error)
+      __pyx_t_12 = __Pyx_GetItemInt(__pyx_8genexpr2__pyx_v_r, 7, long, 1, __Pyx_PyLong_From_long, 0, 0, 1, __Pyx_ReferenceSharing_SharedReference); if (unlikely(!__pyx_t_12)) __PYX_ERR(0, 347, __pyx_L8_error)
       __Pyx_GOTREF(__pyx_t_12);
-      __pyx_t_14 = __Pyx_PyObject_GetItem(__pyx_t_13, __pyx_t_12); if (unlikely(!__pyx_t_14)) __PYX_ERR(0, 337, __pyx_L8_error)
+      __pyx_t_14 = __Pyx_PyObject_GetItem(__pyx_t_13, __pyx_t_12); if (unlikely(!__pyx_t_14)) __PYX_ERR(0, 347, __pyx_L8_error)
       __Pyx_GOTREF(__pyx_t_14);
       __Pyx_DECREF(__pyx_t_13); __pyx_t_13 = 0;
       __Pyx_DECREF(__pyx_t_12); __pyx_t_12 = 0;
-      if (PyDict_SetItem(__pyx_t_16, __pyx_mstate_global->__pyx_n_u_state, __pyx_t_14) < (0)) __PYX_ERR(0, 335, __pyx_L8_error)
+      if (PyDict_SetItem(__pyx_t_16, __pyx_mstate_global->__pyx_n_u_state, __pyx_t_14) < (0)) __PYX_ERR(0, 345, __pyx_L8_error)
       __Pyx_DECREF(__pyx_t_14); __pyx_t_14 = 0;
-      __pyx_t_14 = __Pyx_GetItemInt(__pyx_8genexpr2__pyx_v_r, 8, long, 1, __Pyx_PyLong_From_long, 0, 0, 1, __Pyx_ReferenceSharing_SharedReference); if (unlikely(!__pyx_t_14)) __PYX_ERR(0, 337, __pyx_L8_error)
+      __pyx_t_14 = __Pyx_GetItemInt(__pyx_8genexpr2__pyx_v_r, 8, long, 1, __Pyx_PyLong_From_long, 0, 0, 1, __Pyx_ReferenceSharing_SharedReference); if (unlikely(!__pyx_t_14)) __PYX_ERR(0, 347, __pyx_L8_error)
       __Pyx_GOTREF(__pyx_t_14);
-      if (PyDict_SetItem(__pyx_t_16, __pyx_mstate_global->__pyx_n_u_dest_slot, __pyx_t_14) < (0)) __PYX_ERR(0, 335, __pyx_L8_error)
+      if (PyDict_SetItem(__pyx_t_16, __pyx_mstate_global->__pyx_n_u_dest_slot, __pyx_t_14) < (0)) __PYX_ERR(0, 345, __pyx_L8_error)
       __Pyx_DECREF(__pyx_t_14); __pyx_t_14 = 0;
-      __pyx_t_14 = __Pyx_GetItemInt(__pyx_8genexpr2__pyx_v_r, 9, long, 1, __Pyx_PyLong_From_long, 0, 0, 1, __Pyx_ReferenceSharing_SharedReference); if (unlikely(!__pyx_t_14)) __PYX_ERR(0, 337, __pyx_L8_error)
+      __pyx_t_14 = __Pyx_GetItemInt(__pyx_8genexpr2__pyx_v_r, 9, long, 1, __Pyx_PyLong_From_long, 0, 0, 1, __Pyx_ReferenceSharing_SharedReference); if (unlikely(!__pyx_t_14)) __PYX_ERR(0, 347, __pyx_L8_error)
       __Pyx_GOTREF(__pyx_t_14);
-      if (PyDict_SetItem(__pyx_t_16, __pyx_mstate_global->__pyx_n_u_svc_slot, __pyx_t_14) < (0)) __PYX_ERR(0, 335, __pyx_L8_error)
+      if (PyDict_SetItem(__pyx_t_16, __pyx_mstate_global->__pyx_n_u_svc_slot, __pyx_t_14) < (0)) __PYX_ERR(0, 345, __pyx_L8_error)
       __Pyx_DECREF(__pyx_t_14); __pyx_t_14 = 0;
 
-      /* "fastpath/_forward.pyx":338
+      /* "fastpath/_forward.pyx":348
  *                  "virtual": (_ipstr(r[3]), r[4]), "dest": (_ipstr(r[5]), r[6]),
  *                  "state": STATE_NAMES[r[7]], "dest_slot": r[8], "svc_slot": r[9],
  *                  "expires_in": max(0.0, (<int64_t>r[10] - <int64_t>t) / 1000.0)} for r in rows]             # <<<<<<<<<<<<<<
  * 
  *     cdef object _ring_drops(self):
 */
-      __pyx_t_14 = __Pyx_GetItemInt(__pyx_8genexpr2__pyx_v_r, 10, long, 1, __Pyx_PyLong_From_long, 0, 0, 1, __Pyx_ReferenceSharing_SharedReference); if (unlikely(!__pyx_t_14)) __PYX_ERR(0, 338, __pyx_L8_error)
+      __pyx_t_14 = __Pyx_GetItemInt(__pyx_8genexpr2__pyx_v_r, 10, long, 1, __Pyx_PyLong_From_long, 0, 0, 1, __Pyx_ReferenceSharing_SharedReference); if (unlikely(!__pyx_t_14)) __PYX_ERR(0, 348, __pyx_L8_error)
       __Pyx_GOTREF(__pyx_t_14);
-      __pyx_t_22 = __Pyx_PyLong_As_int64_t(__pyx_t_14); if (unlikely((__pyx_t_22 == ((int64_t)-1)) && PyErr_Occurred())) __PYX_ERR(0, 338, __pyx_L8_error)
+      __pyx_t_22 = __Pyx_PyLong_As_int64_t(__pyx_t_14); if (unlikely((__pyx_t_22 == ((int64_t)-1)) && PyErr_Occurred())) __PYX_ERR(0, 348, __pyx_L8_error)
       __Pyx_DECREF(__pyx_t_14); __pyx_t_14 = 0;
 
       __pyx_t_23 = (((double)(((int64_t)__pyx_t_22) - ((int64_t)__pyx_v_t))) / 1000.0);
@@ -16750,13 +17080,13 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_32conns(struct __pyx_obj_2lb_
         __pyx_t_25 = __pyx_t_24;
       }
 
-      __pyx_t_14 = PyFloat_FromDouble(__pyx_t_25); if (unlikely(!__pyx_t_14)) __PYX_ERR(0, 338, __pyx_L8_error)
+      __pyx_t_14 = PyFloat_FromDouble(__pyx_t_25); if (unlikely(!__pyx_t_14)) __PYX_ERR(0, 348, __pyx_L8_error)
       __Pyx_GOTREF(__pyx_t_14);
 
-      if (PyDict_SetItem(__pyx_t_16, __pyx_mstate_global->__pyx_n_u_expires_in, __pyx_t_14) < (0)) __PYX_ERR(0, 335, __pyx_L8_error)
+      if (PyDict_SetItem(__pyx_t_16, __pyx_mstate_global->__pyx_n_u_expires_in, __pyx_t_14) < (0)) __PYX_ERR(0, 345, __pyx_L8_error)
       __Pyx_DECREF(__pyx_t_14); __pyx_t_14 = 0;
       __Pyx_GIVEREF(__pyx_t_16);
-      if (unlikely(__Pyx_ListComp_AppendAndDecref(__pyx_t_18, __pyx_t_16))) __PYX_ERR(0, 335, __pyx_L8_error)
+      if (unlikely(__Pyx_ListComp_AppendAndDecref(__pyx_t_18, __pyx_t_16))) __PYX_ERR(0, 345, __pyx_L8_error)
       __pyx_t_16 = 0;
     }
     __Pyx_DECREF(__pyx_t_17); __pyx_t_17 = 0;
@@ -16778,7 +17108,7 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_32conns(struct __pyx_obj_2lb_
   __pyx_t_18 = 0;
   goto __pyx_L0;
 
-  /* "fastpath/_forward.pyx":324
+  /* "fastpath/_forward.pyx":334
  *                 "outbytes": d.outbytes}
  * 
  *     def conns(self, now=None):             # <<<<<<<<<<<<<<
@@ -16813,7 +17143,7 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_32conns(struct __pyx_obj_2lb_
   return __pyx_r;
 }
 
-/* "fastpath/_forward.pyx":340
+/* "fastpath/_forward.pyx":350
  *                  "expires_in": max(0.0, (<int64_t>r[10] - <int64_t>t) / 1000.0)} for r in rows]
  * 
  *     cdef object _ring_drops(self):             # <<<<<<<<<<<<<<
@@ -16838,7 +17168,7 @@ static PyObject *__pyx_f_2lb_8_forward_9Forwarder__ring_drops(struct __pyx_obj_2
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("_ring_drops", 0);
 
-  /* "fastpath/_forward.pyx":342
+  /* "fastpath/_forward.pyx":352
  *     cdef object _ring_drops(self):
  *         cdef tpacket_stats_v3 st
  *         cdef socklen_t sl = sizeof(st)             # <<<<<<<<<<<<<<
@@ -16847,7 +17177,7 @@ static PyObject *__pyx_f_2lb_8_forward_9Forwarder__ring_drops(struct __pyx_obj_2
 */
   __pyx_v_sl = (sizeof(__pyx_v_st));
 
-  /* "fastpath/_forward.pyx":343
+  /* "fastpath/_forward.pyx":353
  *         cdef tpacket_stats_v3 st
  *         cdef socklen_t sl = sizeof(st)
  *         for i in range(MAX_IFACES):             # <<<<<<<<<<<<<<
@@ -16861,7 +17191,7 @@ static PyObject *__pyx_f_2lb_8_forward_9Forwarder__ring_drops(struct __pyx_obj_2
   for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
     __pyx_v_i = __pyx_t_3;
 
-    /* "fastpath/_forward.pyx":344
+    /* "fastpath/_forward.pyx":354
  *         cdef socklen_t sl = sizeof(st)
  *         for i in range(MAX_IFACES):
  *             if self.fp.ifaces[i].fd >= 0:             # <<<<<<<<<<<<<<
@@ -16873,7 +17203,7 @@ static PyObject *__pyx_f_2lb_8_forward_9Forwarder__ring_drops(struct __pyx_obj_2
     if (__pyx_t_4) {
 
 
-      /* "fastpath/_forward.pyx":345
+      /* "fastpath/_forward.pyx":355
  *         for i in range(MAX_IFACES):
  *             if self.fp.ifaces[i].fd >= 0:
  *                 if getsockopt(self.fp.ifaces[i].fd, SOL_PACKET, PACKET_STATISTICS, &st, &sl) == 0:             # <<<<<<<<<<<<<<
@@ -16885,16 +17215,16 @@ static PyObject *__pyx_f_2lb_8_forward_9Forwarder__ring_drops(struct __pyx_obj_2
       if (__pyx_t_4) {
 
 
-        /* "fastpath/_forward.pyx":346
+        /* "fastpath/_forward.pyx":356
  *             if self.fp.ifaces[i].fd >= 0:
  *                 if getsockopt(self.fp.ifaces[i].fd, SOL_PACKET, PACKET_STATISTICS, &st, &sl) == 0:
  *                     self.ring_drops += st.tp_drops             # <<<<<<<<<<<<<<
  *         return self.ring_drops
  * 
 */
-        __pyx_t_5 = __Pyx_PyLong_From_unsigned_int(__pyx_v_st.tp_drops); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 346, __pyx_L1_error)
+        __pyx_t_5 = __Pyx_PyLong_From_unsigned_int(__pyx_v_st.tp_drops); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 356, __pyx_L1_error)
         __Pyx_GOTREF(__pyx_t_5);
-        __pyx_t_6 = __Pyx_PyNumber_InPlaceAdd_object_int(__pyx_v_self->ring_drops, __pyx_t_5); if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 346, __pyx_L1_error)
+        __pyx_t_6 = __Pyx_PyNumber_InPlaceAdd_object_int(__pyx_v_self->ring_drops, __pyx_t_5); if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 356, __pyx_L1_error)
         __Pyx_GOTREF(__pyx_t_6);
         __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
         __Pyx_GIVEREF(__pyx_t_6);
@@ -16902,7 +17232,7 @@ static PyObject *__pyx_f_2lb_8_forward_9Forwarder__ring_drops(struct __pyx_obj_2
         __Pyx_DECREF_SET(__pyx_v_self->ring_drops, __pyx_t_6);
         __pyx_t_6 = 0;
 
-        /* "fastpath/_forward.pyx":345
+        /* "fastpath/_forward.pyx":355
  *         for i in range(MAX_IFACES):
  *             if self.fp.ifaces[i].fd >= 0:
  *                 if getsockopt(self.fp.ifaces[i].fd, SOL_PACKET, PACKET_STATISTICS, &st, &sl) == 0:             # <<<<<<<<<<<<<<
@@ -16911,7 +17241,7 @@ static PyObject *__pyx_f_2lb_8_forward_9Forwarder__ring_drops(struct __pyx_obj_2
 */
       }
 
-      /* "fastpath/_forward.pyx":344
+      /* "fastpath/_forward.pyx":354
  *         cdef socklen_t sl = sizeof(st)
  *         for i in range(MAX_IFACES):
  *             if self.fp.ifaces[i].fd >= 0:             # <<<<<<<<<<<<<<
@@ -16922,7 +17252,7 @@ static PyObject *__pyx_f_2lb_8_forward_9Forwarder__ring_drops(struct __pyx_obj_2
   }
 
 
-  /* "fastpath/_forward.pyx":347
+  /* "fastpath/_forward.pyx":357
  *                 if getsockopt(self.fp.ifaces[i].fd, SOL_PACKET, PACKET_STATISTICS, &st, &sl) == 0:
  *                     self.ring_drops += st.tp_drops
  *         return self.ring_drops             # <<<<<<<<<<<<<<
@@ -16940,7 +17270,7 @@ static PyObject *__pyx_f_2lb_8_forward_9Forwarder__ring_drops(struct __pyx_obj_2
   }
   goto __pyx_L0;
 
-  /* "fastpath/_forward.pyx":340
+  /* "fastpath/_forward.pyx":350
  *                  "expires_in": max(0.0, (<int64_t>r[10] - <int64_t>t) / 1000.0)} for r in rows]
  * 
  *     cdef object _ring_drops(self):             # <<<<<<<<<<<<<<
@@ -16963,7 +17293,7 @@ static PyObject *__pyx_f_2lb_8_forward_9Forwarder__ring_drops(struct __pyx_obj_2
   return __pyx_r;
 }
 
-/* "fastpath/_forward.pyx":350
+/* "fastpath/_forward.pyx":360
  * 
  *     # --- the AF_PACKET ring loop -------------------------------------------------------------------
  *     def open(self, int slot, uint32_t block_size=1 << 18, uint32_t nblocks=64, uint32_t tov_ms=1):             # <<<<<<<<<<<<<<
@@ -16972,16 +17302,16 @@ static PyObject *__pyx_f_2lb_8_forward_9Forwarder__ring_drops(struct __pyx_obj_2
 */
 
 /* Python wrapper */
-static PyObject *__pyx_pw_2lb_8_forward_9Forwarder_35open(PyObject *__pyx_v_self, 
+static PyObject *__pyx_pw_2lb_8_forward_9Forwarder_37open(PyObject *__pyx_v_self, 
 #if CYTHON_VECTORCALL
 PyObject *const *__pyx_args, Py_ssize_t __pyx_nargs, PyObject *__pyx_kwds
 #else
 PyObject *__pyx_args, PyObject *__pyx_kwds
 #endif
 ); /*proto*/
-PyDoc_STRVAR(__pyx_doc_2lb_8_forward_9Forwarder_34open, "Open a TPACKET_V3 RX ring on interface `slot` (set_interface first). Needs root.");
-static PyMethodDef __pyx_mdef_2lb_8_forward_9Forwarder_35open = {"open", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_2lb_8_forward_9Forwarder_35open, __Pyx_METH_FASTCALL|METH_KEYWORDS, __pyx_doc_2lb_8_forward_9Forwarder_34open};
-static PyObject *__pyx_pw_2lb_8_forward_9Forwarder_35open(PyObject *__pyx_v_self, 
+PyDoc_STRVAR(__pyx_doc_2lb_8_forward_9Forwarder_36open, "Open a TPACKET_V3 RX ring on interface `slot` (set_interface first). Needs root.");
+static PyMethodDef __pyx_mdef_2lb_8_forward_9Forwarder_37open = {"open", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_2lb_8_forward_9Forwarder_37open, __Pyx_METH_FASTCALL|METH_KEYWORDS, __pyx_doc_2lb_8_forward_9Forwarder_36open};
+static PyObject *__pyx_pw_2lb_8_forward_9Forwarder_37open(PyObject *__pyx_v_self, 
 #if CYTHON_VECTORCALL
 PyObject *const *__pyx_args, Py_ssize_t __pyx_nargs, PyObject *__pyx_kwds
 #else
@@ -17014,74 +17344,74 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_slot,&__pyx_mstate_global->__pyx_n_u_block_size,&__pyx_mstate_global->__pyx_n_u_nblocks,&__pyx_mstate_global->__pyx_n_u_tov_ms,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_FASTCALL(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 350, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 360, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  4:
         values[3] = __Pyx_ArgRef_FASTCALL(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(0, 350, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(0, 360, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  3:
         values[2] = __Pyx_ArgRef_FASTCALL(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(0, 350, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(0, 360, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  2:
         values[1] = __Pyx_ArgRef_FASTCALL(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 350, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 360, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 350, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 360, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "open", 0) < (0)) __PYX_ERR(0, 350, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "open", 0) < (0)) __PYX_ERR(0, 360, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 1; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("open", 0, 1, 4, i); __PYX_ERR(0, 350, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("open", 0, 1, 4, i); __PYX_ERR(0, 360, __pyx_L3_error) }
       }
     } else {
       switch (__pyx_nargs) {
         case  4:
         values[3] = __Pyx_ArgRef_FASTCALL(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(0, 350, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(0, 360, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  3:
         values[2] = __Pyx_ArgRef_FASTCALL(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(0, 350, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(0, 360, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  2:
         values[1] = __Pyx_ArgRef_FASTCALL(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 350, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 360, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 350, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 360, __pyx_L3_error)
         break;
         default: goto __pyx_L5_argtuple_error;
       }
     }
-    __pyx_v_slot = __Pyx_PyLong_As_int(values[0]); if (unlikely((__pyx_v_slot == (int)-1) && PyErr_Occurred())) __PYX_ERR(0, 350, __pyx_L3_error)
+    __pyx_v_slot = __Pyx_PyLong_As_int(values[0]); if (unlikely((__pyx_v_slot == (int)-1) && PyErr_Occurred())) __PYX_ERR(0, 360, __pyx_L3_error)
     if (values[1]) {
-      __pyx_v_block_size = __Pyx_PyLong_As_uint32_t(values[1]); if (unlikely((__pyx_v_block_size == ((uint32_t)-1)) && PyErr_Occurred())) __PYX_ERR(0, 350, __pyx_L3_error)
+      __pyx_v_block_size = __Pyx_PyLong_As_uint32_t(values[1]); if (unlikely((__pyx_v_block_size == ((uint32_t)-1)) && PyErr_Occurred())) __PYX_ERR(0, 360, __pyx_L3_error)
     } else {
       __pyx_v_block_size = ((uint32_t)0x40000);
     }
     if (values[2]) {
-      __pyx_v_nblocks = __Pyx_PyLong_As_uint32_t(values[2]); if (unlikely((__pyx_v_nblocks == ((uint32_t)-1)) && PyErr_Occurred())) __PYX_ERR(0, 350, __pyx_L3_error)
+      __pyx_v_nblocks = __Pyx_PyLong_As_uint32_t(values[2]); if (unlikely((__pyx_v_nblocks == ((uint32_t)-1)) && PyErr_Occurred())) __PYX_ERR(0, 360, __pyx_L3_error)
     } else {
       __pyx_v_nblocks = ((uint32_t)64);
     }
     if (values[3]) {
-      __pyx_v_tov_ms = __Pyx_PyLong_As_uint32_t(values[3]); if (unlikely((__pyx_v_tov_ms == ((uint32_t)-1)) && PyErr_Occurred())) __PYX_ERR(0, 350, __pyx_L3_error)
+      __pyx_v_tov_ms = __Pyx_PyLong_As_uint32_t(values[3]); if (unlikely((__pyx_v_tov_ms == ((uint32_t)-1)) && PyErr_Occurred())) __PYX_ERR(0, 360, __pyx_L3_error)
     } else {
       __pyx_v_tov_ms = ((uint32_t)1);
     }
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("open", 0, 1, 4, __pyx_nargs); __PYX_ERR(0, 350, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("open", 0, 1, 4, __pyx_nargs); __PYX_ERR(0, 360, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -17092,7 +17422,7 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   __Pyx_RefNannyFinishContext();
   return NULL;
   __pyx_L4_argument_unpacking_done:;
-  __pyx_r = __pyx_pf_2lb_8_forward_9Forwarder_34open(((struct __pyx_obj_2lb_8_forward_Forwarder *)__pyx_v_self), __pyx_v_slot, __pyx_v_block_size, __pyx_v_nblocks, __pyx_v_tov_ms);
+  __pyx_r = __pyx_pf_2lb_8_forward_9Forwarder_36open(((struct __pyx_obj_2lb_8_forward_Forwarder *)__pyx_v_self), __pyx_v_slot, __pyx_v_block_size, __pyx_v_nblocks, __pyx_v_tov_ms);
 
   /* function exit code */
   for (Py_ssize_t __pyx_temp=0; __pyx_temp < (Py_ssize_t)(sizeof(values)/sizeof(values[0])); ++__pyx_temp) {
@@ -17106,7 +17436,7 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   return __pyx_r;
 }
 
-static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_34open(struct __pyx_obj_2lb_8_forward_Forwarder *__pyx_v_self, int __pyx_v_slot, uint32_t __pyx_v_block_size, uint32_t __pyx_v_nblocks, uint32_t __pyx_v_tov_ms) {
+static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_36open(struct __pyx_obj_2lb_8_forward_Forwarder *__pyx_v_self, int __pyx_v_slot, uint32_t __pyx_v_block_size, uint32_t __pyx_v_nblocks, uint32_t __pyx_v_tov_ms) {
   struct __pyx_t_2lb_8_forward_Iface *__pyx_v_f;
   int __pyx_v_fd;
   int __pyx_v_one;
@@ -17137,7 +17467,7 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_34open(struct __pyx_obj_2lb_8
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("open", 0);
 
-  /* "fastpath/_forward.pyx":352
+  /* "fastpath/_forward.pyx":362
  *     def open(self, int slot, uint32_t block_size=1 << 18, uint32_t nblocks=64, uint32_t tov_ms=1):
  *         """Open a TPACKET_V3 RX ring on interface `slot` (set_interface first). Needs root."""
  *         _check_slot(slot, MAX_IFACES, "interface")             # <<<<<<<<<<<<<<
@@ -17145,11 +17475,11 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_34open(struct __pyx_obj_2lb_8
  *         if not f.in_use or f.fd >= 0:
 */
   __pyx_t_2 = NULL;
-  __Pyx_GetModuleGlobalName(__pyx_t_3, __pyx_mstate_global->__pyx_n_u_check_slot); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 352, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_3, __pyx_mstate_global->__pyx_n_u_check_slot); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 362, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
-  __pyx_t_4 = __Pyx_PyLong_From_int(__pyx_v_slot); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 352, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyLong_From_int(__pyx_v_slot); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 362, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
-  __pyx_t_5 = __Pyx_PyLong_From___pyx_anon_enum(__pyx_e_2lb_8_forward_MAX_IFACES); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 352, __pyx_L1_error)
+  __pyx_t_5 = __Pyx_PyLong_From___pyx_anon_enum(__pyx_e_2lb_8_forward_MAX_IFACES); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 362, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   __pyx_t_6 = 1;
   #if CYTHON_UNPACK_METHODS
@@ -17170,12 +17500,12 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_34open(struct __pyx_obj_2lb_8
     __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
     __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
     __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
-    if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 352, __pyx_L1_error)
+    if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 362, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_1);
   }
   __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
 
-  /* "fastpath/_forward.pyx":353
+  /* "fastpath/_forward.pyx":363
  *         """Open a TPACKET_V3 RX ring on interface `slot` (set_interface first). Needs root."""
  *         _check_slot(slot, MAX_IFACES, "interface")
  *         cdef Iface* f = &self.fp.ifaces[slot]             # <<<<<<<<<<<<<<
@@ -17184,7 +17514,7 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_34open(struct __pyx_obj_2lb_8
 */
   __pyx_v_f = (&(__pyx_v_self->fp->ifaces[__pyx_v_slot]));
 
-  /* "fastpath/_forward.pyx":354
+  /* "fastpath/_forward.pyx":364
  *         _check_slot(slot, MAX_IFACES, "interface")
  *         cdef Iface* f = &self.fp.ifaces[slot]
  *         if not f.in_use or f.fd >= 0:             # <<<<<<<<<<<<<<
@@ -17210,7 +17540,7 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_34open(struct __pyx_obj_2lb_8
   if (unlikely(__pyx_t_7)) {
 
 
-    /* "fastpath/_forward.pyx":355
+    /* "fastpath/_forward.pyx":365
  *         cdef Iface* f = &self.fp.ifaces[slot]
  *         if not f.in_use or f.fd >= 0:
  *             raise ValueError(f"interface slot {slot} is not configured or already open")             # <<<<<<<<<<<<<<
@@ -17218,7 +17548,7 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_34open(struct __pyx_obj_2lb_8
  *         if fd < 0:
 */
     __pyx_t_3 = NULL;
-    __pyx_t_5 = __Pyx_PyUnicode_From_int(__pyx_v_slot, 0, ' ', 'd'); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 355, __pyx_L1_error)
+    __pyx_t_5 = __Pyx_PyUnicode_From_int(__pyx_v_slot, 0, ' ', 'd'); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 365, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_5);
     __pyx_t_9[0] = __pyx_mstate_global->__pyx_kp_u_interface_slot;
     __pyx_t_9[1] = __pyx_t_5;
@@ -17229,7 +17559,7 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_34open(struct __pyx_obj_2lb_8
     #endif
     __pyx_t_11 = 0;
     __pyx_t_4 = __Pyx_PyUnicode_Join(__pyx_t_9, 3, __pyx_t_10, __pyx_t_11);
-    if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 355, __pyx_L1_error)
+    if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 365, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_4);
     __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
     __pyx_t_6 = 1;
@@ -17238,14 +17568,14 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_34open(struct __pyx_obj_2lb_8
       __pyx_t_1 = __Pyx_PyObject_FastCall((PyObject*)(((PyTypeObject*)PyExc_ValueError)), __pyx_callargs+__pyx_t_6, (2-__pyx_t_6) | (__pyx_t_6*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
       __Pyx_XDECREF(__pyx_t_3); __pyx_t_3 = 0;
       __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-      if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 355, __pyx_L1_error)
+      if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 365, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_1);
     }
     __Pyx_Raise(__pyx_t_1, 0, 0, 0);
     __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
-    __PYX_ERR(0, 355, __pyx_L1_error)
+    __PYX_ERR(0, 365, __pyx_L1_error)
 
-    /* "fastpath/_forward.pyx":354
+    /* "fastpath/_forward.pyx":364
  *         _check_slot(slot, MAX_IFACES, "interface")
  *         cdef Iface* f = &self.fp.ifaces[slot]
  *         if not f.in_use or f.fd >= 0:             # <<<<<<<<<<<<<<
@@ -17254,7 +17584,7 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_34open(struct __pyx_obj_2lb_8
 */
   }
 
-  /* "fastpath/_forward.pyx":356
+  /* "fastpath/_forward.pyx":366
  *         if not f.in_use or f.fd >= 0:
  *             raise ValueError(f"interface slot {slot} is not configured or already open")
  *         cdef int fd = socket(AF_PACKET, SOCK_RAW, 0)             # <<<<<<<<<<<<<<
@@ -17263,7 +17593,7 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_34open(struct __pyx_obj_2lb_8
 */
   __pyx_v_fd = socket(AF_PACKET, SOCK_RAW, 0);
 
-  /* "fastpath/_forward.pyx":357
+  /* "fastpath/_forward.pyx":367
  *             raise ValueError(f"interface slot {slot} is not configured or already open")
  *         cdef int fd = socket(AF_PACKET, SOCK_RAW, 0)
  *         if fd < 0:             # <<<<<<<<<<<<<<
@@ -17275,7 +17605,7 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_34open(struct __pyx_obj_2lb_8
   if (unlikely(__pyx_t_7)) {
 
 
-    /* "fastpath/_forward.pyx":358
+    /* "fastpath/_forward.pyx":368
  *         cdef int fd = socket(AF_PACKET, SOCK_RAW, 0)
  *         if fd < 0:
  *             raise OSError(errno, os.strerror(errno))             # <<<<<<<<<<<<<<
@@ -17283,15 +17613,15 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_34open(struct __pyx_obj_2lb_8
  *         cdef tpacket_req3 req
 */
     __pyx_t_4 = NULL;
-    __pyx_t_3 = __Pyx_PyLong_From_int(errno); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 358, __pyx_L1_error)
+    __pyx_t_3 = __Pyx_PyLong_From_int(errno); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 368, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
     __pyx_t_2 = NULL;
-    __Pyx_GetModuleGlobalName(__pyx_t_12, __pyx_mstate_global->__pyx_n_u_os); if (unlikely(!__pyx_t_12)) __PYX_ERR(0, 358, __pyx_L1_error)
+    __Pyx_GetModuleGlobalName(__pyx_t_12, __pyx_mstate_global->__pyx_n_u_os); if (unlikely(!__pyx_t_12)) __PYX_ERR(0, 368, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_12);
-    __pyx_t_13 = __Pyx_PyObject_GetAttrStr(__pyx_t_12, __pyx_mstate_global->__pyx_n_u_strerror); if (unlikely(!__pyx_t_13)) __PYX_ERR(0, 358, __pyx_L1_error)
+    __pyx_t_13 = __Pyx_PyObject_GetAttrStr(__pyx_t_12, __pyx_mstate_global->__pyx_n_u_strerror); if (unlikely(!__pyx_t_13)) __PYX_ERR(0, 368, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_13);
     __Pyx_DECREF(__pyx_t_12); __pyx_t_12 = 0;
-    __pyx_t_12 = __Pyx_PyLong_From_int(errno); if (unlikely(!__pyx_t_12)) __PYX_ERR(0, 358, __pyx_L1_error)
+    __pyx_t_12 = __Pyx_PyLong_From_int(errno); if (unlikely(!__pyx_t_12)) __PYX_ERR(0, 368, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_12);
     __pyx_t_6 = 1;
     #if CYTHON_UNPACK_METHODS
@@ -17311,7 +17641,7 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_34open(struct __pyx_obj_2lb_8
       __Pyx_XDECREF(__pyx_t_2); __pyx_t_2 = 0;
       __Pyx_DECREF(__pyx_t_12); __pyx_t_12 = 0;
       __Pyx_DECREF(__pyx_t_13); __pyx_t_13 = 0;
-      if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 358, __pyx_L1_error)
+      if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 368, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_5);
     }
     __pyx_t_6 = 1;
@@ -17321,14 +17651,14 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_34open(struct __pyx_obj_2lb_8
       __Pyx_XDECREF(__pyx_t_4); __pyx_t_4 = 0;
       __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
       __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-      if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 358, __pyx_L1_error)
+      if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 368, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_1);
     }
     __Pyx_Raise(__pyx_t_1, 0, 0, 0);
     __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
-    __PYX_ERR(0, 358, __pyx_L1_error)
+    __PYX_ERR(0, 368, __pyx_L1_error)
 
-    /* "fastpath/_forward.pyx":357
+    /* "fastpath/_forward.pyx":367
  *             raise ValueError(f"interface slot {slot} is not configured or already open")
  *         cdef int fd = socket(AF_PACKET, SOCK_RAW, 0)
  *         if fd < 0:             # <<<<<<<<<<<<<<
@@ -17337,7 +17667,7 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_34open(struct __pyx_obj_2lb_8
 */
   }
 
-  /* "fastpath/_forward.pyx":359
+  /* "fastpath/_forward.pyx":369
  *         if fd < 0:
  *             raise OSError(errno, os.strerror(errno))
  *         cdef int one = 1, version = TPACKET_V3             # <<<<<<<<<<<<<<
@@ -17347,7 +17677,7 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_34open(struct __pyx_obj_2lb_8
   __pyx_v_one = 1;
   __pyx_v_version = TPACKET_V3;
 
-  /* "fastpath/_forward.pyx":362
+  /* "fastpath/_forward.pyx":372
  *         cdef tpacket_req3 req
  *         cdef sockaddr_ll sll
  *         memset(&req, 0, sizeof(req))             # <<<<<<<<<<<<<<
@@ -17356,7 +17686,7 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_34open(struct __pyx_obj_2lb_8
 */
   (void)(memset((&__pyx_v_req), 0, (sizeof(__pyx_v_req))));
 
-  /* "fastpath/_forward.pyx":363
+  /* "fastpath/_forward.pyx":373
  *         cdef sockaddr_ll sll
  *         memset(&req, 0, sizeof(req))
  *         req.tp_block_size = block_size             # <<<<<<<<<<<<<<
@@ -17365,7 +17695,7 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_34open(struct __pyx_obj_2lb_8
 */
   __pyx_v_req.tp_block_size = __pyx_v_block_size;
 
-  /* "fastpath/_forward.pyx":364
+  /* "fastpath/_forward.pyx":374
  *         memset(&req, 0, sizeof(req))
  *         req.tp_block_size = block_size
  *         req.tp_block_nr = nblocks             # <<<<<<<<<<<<<<
@@ -17374,7 +17704,7 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_34open(struct __pyx_obj_2lb_8
 */
   __pyx_v_req.tp_block_nr = __pyx_v_nblocks;
 
-  /* "fastpath/_forward.pyx":365
+  /* "fastpath/_forward.pyx":375
  *         req.tp_block_size = block_size
  *         req.tp_block_nr = nblocks
  *         req.tp_frame_size = 2048             # <<<<<<<<<<<<<<
@@ -17383,7 +17713,7 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_34open(struct __pyx_obj_2lb_8
 */
   __pyx_v_req.tp_frame_size = 0x800;
 
-  /* "fastpath/_forward.pyx":366
+  /* "fastpath/_forward.pyx":376
  *         req.tp_block_nr = nblocks
  *         req.tp_frame_size = 2048
  *         req.tp_frame_nr = (block_size // 2048) * nblocks             # <<<<<<<<<<<<<<
@@ -17392,7 +17722,7 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_34open(struct __pyx_obj_2lb_8
 */
   __pyx_v_req.tp_frame_nr = ((__pyx_v_block_size / 0x800) * __pyx_v_nblocks);
 
-  /* "fastpath/_forward.pyx":367
+  /* "fastpath/_forward.pyx":377
  *         req.tp_frame_size = 2048
  *         req.tp_frame_nr = (block_size // 2048) * nblocks
  *         req.tp_retire_blk_tov = tov_ms             # <<<<<<<<<<<<<<
@@ -17401,7 +17731,7 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_34open(struct __pyx_obj_2lb_8
 */
   __pyx_v_req.tp_retire_blk_tov = __pyx_v_tov_ms;
 
-  /* "fastpath/_forward.pyx":368
+  /* "fastpath/_forward.pyx":378
  *         req.tp_frame_nr = (block_size // 2048) * nblocks
  *         req.tp_retire_blk_tov = tov_ms
  *         memset(&sll, 0, sizeof(sll))             # <<<<<<<<<<<<<<
@@ -17410,7 +17740,7 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_34open(struct __pyx_obj_2lb_8
 */
   (void)(memset((&__pyx_v_sll), 0, (sizeof(__pyx_v_sll))));
 
-  /* "fastpath/_forward.pyx":369
+  /* "fastpath/_forward.pyx":379
  *         req.tp_retire_blk_tov = tov_ms
  *         memset(&sll, 0, sizeof(sll))
  *         sll.sll_family = AF_PACKET             # <<<<<<<<<<<<<<
@@ -17419,7 +17749,7 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_34open(struct __pyx_obj_2lb_8
 */
   __pyx_v_sll.sll_family = AF_PACKET;
 
-  /* "fastpath/_forward.pyx":370
+  /* "fastpath/_forward.pyx":380
  *         memset(&sll, 0, sizeof(sll))
  *         sll.sll_family = AF_PACKET
  *         sll.sll_protocol = htons(ETH_P_ALL)             # <<<<<<<<<<<<<<
@@ -17428,7 +17758,7 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_34open(struct __pyx_obj_2lb_8
 */
   __pyx_v_sll.sll_protocol = htons(ETH_P_ALL);
 
-  /* "fastpath/_forward.pyx":371
+  /* "fastpath/_forward.pyx":381
  *         sll.sll_family = AF_PACKET
  *         sll.sll_protocol = htons(ETH_P_ALL)
  *         sll.sll_ifindex = f.ifindex             # <<<<<<<<<<<<<<
@@ -17439,7 +17769,7 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_34open(struct __pyx_obj_2lb_8
 
   __pyx_v_sll.sll_ifindex = __pyx_t_11;
 
-  /* "fastpath/_forward.pyx":372
+  /* "fastpath/_forward.pyx":382
  *         sll.sll_protocol = htons(ETH_P_ALL)
  *         sll.sll_ifindex = f.ifindex
  *         cdef void* ring = MAP_FAILED             # <<<<<<<<<<<<<<
@@ -17448,7 +17778,7 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_34open(struct __pyx_obj_2lb_8
 */
   __pyx_v_ring = MAP_FAILED;
 
-  /* "fastpath/_forward.pyx":373
+  /* "fastpath/_forward.pyx":383
  *         sll.sll_ifindex = f.ifindex
  *         cdef void* ring = MAP_FAILED
  *         try:             # <<<<<<<<<<<<<<
@@ -17464,29 +17794,29 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_34open(struct __pyx_obj_2lb_8
     __Pyx_XGOTREF(__pyx_t_16);
     /*try:*/ {
 
-      /* "fastpath/_forward.pyx":374
+      /* "fastpath/_forward.pyx":384
  *         cdef void* ring = MAP_FAILED
  *         try:
  *             _sockopt(fd, PACKET_VERSION, &version, sizeof(int), "PACKET_VERSION")             # <<<<<<<<<<<<<<
  *             _sockopt(fd, PACKET_RX_RING, &req, sizeof(req), "PACKET_RX_RING")
  *             ring = mmap(NULL, <size_t>block_size * nblocks, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)
 */
-      __pyx_t_1 = __pyx_f_2lb_8_forward__sockopt(__pyx_v_fd, PACKET_VERSION, (&__pyx_v_version), (sizeof(int)), __pyx_mstate_global->__pyx_n_u_PACKET_VERSION); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 374, __pyx_L7_error)
+      __pyx_t_1 = __pyx_f_2lb_8_forward__sockopt(__pyx_v_fd, PACKET_VERSION, (&__pyx_v_version), (sizeof(int)), __pyx_mstate_global->__pyx_n_u_PACKET_VERSION); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 384, __pyx_L7_error)
       __Pyx_GOTREF(__pyx_t_1);
       __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
 
-      /* "fastpath/_forward.pyx":375
+      /* "fastpath/_forward.pyx":385
  *         try:
  *             _sockopt(fd, PACKET_VERSION, &version, sizeof(int), "PACKET_VERSION")
  *             _sockopt(fd, PACKET_RX_RING, &req, sizeof(req), "PACKET_RX_RING")             # <<<<<<<<<<<<<<
  *             ring = mmap(NULL, <size_t>block_size * nblocks, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)
  *             if ring == MAP_FAILED:
 */
-      __pyx_t_1 = __pyx_f_2lb_8_forward__sockopt(__pyx_v_fd, PACKET_RX_RING, (&__pyx_v_req), (sizeof(__pyx_v_req)), __pyx_mstate_global->__pyx_n_u_PACKET_RX_RING); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 375, __pyx_L7_error)
+      __pyx_t_1 = __pyx_f_2lb_8_forward__sockopt(__pyx_v_fd, PACKET_RX_RING, (&__pyx_v_req), (sizeof(__pyx_v_req)), __pyx_mstate_global->__pyx_n_u_PACKET_RX_RING); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 385, __pyx_L7_error)
       __Pyx_GOTREF(__pyx_t_1);
       __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
 
-      /* "fastpath/_forward.pyx":376
+      /* "fastpath/_forward.pyx":386
  *             _sockopt(fd, PACKET_VERSION, &version, sizeof(int), "PACKET_VERSION")
  *             _sockopt(fd, PACKET_RX_RING, &req, sizeof(req), "PACKET_RX_RING")
  *             ring = mmap(NULL, <size_t>block_size * nblocks, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)             # <<<<<<<<<<<<<<
@@ -17495,7 +17825,7 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_34open(struct __pyx_obj_2lb_8
 */
       __pyx_v_ring = mmap(NULL, (((size_t)__pyx_v_block_size) * __pyx_v_nblocks), (PROT_READ | PROT_WRITE), MAP_SHARED, __pyx_v_fd, 0);
 
-      /* "fastpath/_forward.pyx":377
+      /* "fastpath/_forward.pyx":387
  *             _sockopt(fd, PACKET_RX_RING, &req, sizeof(req), "PACKET_RX_RING")
  *             ring = mmap(NULL, <size_t>block_size * nblocks, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)
  *             if ring == MAP_FAILED:             # <<<<<<<<<<<<<<
@@ -17507,7 +17837,7 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_34open(struct __pyx_obj_2lb_8
       if (unlikely(__pyx_t_7)) {
 
 
-        /* "fastpath/_forward.pyx":378
+        /* "fastpath/_forward.pyx":388
  *             ring = mmap(NULL, <size_t>block_size * nblocks, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)
  *             if ring == MAP_FAILED:
  *                 raise OSError(errno, "mmap of the RX ring: " + os.strerror(errno))             # <<<<<<<<<<<<<<
@@ -17515,15 +17845,15 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_34open(struct __pyx_obj_2lb_8
  *             _sockopt(fd, PACKET_IGNORE_OUTGOING, &one, sizeof(int), "PACKET_IGNORE_OUTGOING")
 */
         __pyx_t_5 = NULL;
-        __pyx_t_3 = __Pyx_PyLong_From_int(errno); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 378, __pyx_L7_error)
+        __pyx_t_3 = __Pyx_PyLong_From_int(errno); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 388, __pyx_L7_error)
         __Pyx_GOTREF(__pyx_t_3);
         __pyx_t_13 = NULL;
-        __Pyx_GetModuleGlobalName(__pyx_t_12, __pyx_mstate_global->__pyx_n_u_os); if (unlikely(!__pyx_t_12)) __PYX_ERR(0, 378, __pyx_L7_error)
+        __Pyx_GetModuleGlobalName(__pyx_t_12, __pyx_mstate_global->__pyx_n_u_os); if (unlikely(!__pyx_t_12)) __PYX_ERR(0, 388, __pyx_L7_error)
         __Pyx_GOTREF(__pyx_t_12);
-        __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_t_12, __pyx_mstate_global->__pyx_n_u_strerror); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 378, __pyx_L7_error)
+        __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_t_12, __pyx_mstate_global->__pyx_n_u_strerror); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 388, __pyx_L7_error)
         __Pyx_GOTREF(__pyx_t_2);
         __Pyx_DECREF(__pyx_t_12); __pyx_t_12 = 0;
-        __pyx_t_12 = __Pyx_PyLong_From_int(errno); if (unlikely(!__pyx_t_12)) __PYX_ERR(0, 378, __pyx_L7_error)
+        __pyx_t_12 = __Pyx_PyLong_From_int(errno); if (unlikely(!__pyx_t_12)) __PYX_ERR(0, 388, __pyx_L7_error)
         __Pyx_GOTREF(__pyx_t_12);
         __pyx_t_6 = 1;
         #if CYTHON_UNPACK_METHODS
@@ -17543,10 +17873,10 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_34open(struct __pyx_obj_2lb_8
           __Pyx_XDECREF(__pyx_t_13); __pyx_t_13 = 0;
           __Pyx_DECREF(__pyx_t_12); __pyx_t_12 = 0;
           __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
-          if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 378, __pyx_L7_error)
+          if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 388, __pyx_L7_error)
           __Pyx_GOTREF(__pyx_t_4);
         }
-        __pyx_t_2 = PyNumber_Add(__pyx_mstate_global->__pyx_kp_u_mmap_of_the_RX_ring, __pyx_t_4); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 378, __pyx_L7_error)
+        __pyx_t_2 = PyNumber_Add(__pyx_mstate_global->__pyx_kp_u_mmap_of_the_RX_ring, __pyx_t_4); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 388, __pyx_L7_error)
         __Pyx_GOTREF(__pyx_t_2);
         __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
         __pyx_t_6 = 1;
@@ -17556,14 +17886,14 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_34open(struct __pyx_obj_2lb_8
           __Pyx_XDECREF(__pyx_t_5); __pyx_t_5 = 0;
           __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
           __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
-          if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 378, __pyx_L7_error)
+          if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 388, __pyx_L7_error)
           __Pyx_GOTREF(__pyx_t_1);
         }
         __Pyx_Raise(__pyx_t_1, 0, 0, 0);
         __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
-        __PYX_ERR(0, 378, __pyx_L7_error)
+        __PYX_ERR(0, 388, __pyx_L7_error)
 
-        /* "fastpath/_forward.pyx":377
+        /* "fastpath/_forward.pyx":387
  *             _sockopt(fd, PACKET_RX_RING, &req, sizeof(req), "PACKET_RX_RING")
  *             ring = mmap(NULL, <size_t>block_size * nblocks, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)
  *             if ring == MAP_FAILED:             # <<<<<<<<<<<<<<
@@ -17572,29 +17902,29 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_34open(struct __pyx_obj_2lb_8
 */
       }
 
-      /* "fastpath/_forward.pyx":379
+      /* "fastpath/_forward.pyx":389
  *             if ring == MAP_FAILED:
  *                 raise OSError(errno, "mmap of the RX ring: " + os.strerror(errno))
  *             _sockopt(fd, PACKET_QDISC_BYPASS, &one, sizeof(int), "PACKET_QDISC_BYPASS")             # <<<<<<<<<<<<<<
  *             _sockopt(fd, PACKET_IGNORE_OUTGOING, &one, sizeof(int), "PACKET_IGNORE_OUTGOING")
  *             if bind(fd, <sockaddr*>&sll, sizeof(sll)) < 0:
 */
-      __pyx_t_1 = __pyx_f_2lb_8_forward__sockopt(__pyx_v_fd, PACKET_QDISC_BYPASS, (&__pyx_v_one), (sizeof(int)), __pyx_mstate_global->__pyx_n_u_PACKET_QDISC_BYPASS); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 379, __pyx_L7_error)
+      __pyx_t_1 = __pyx_f_2lb_8_forward__sockopt(__pyx_v_fd, PACKET_QDISC_BYPASS, (&__pyx_v_one), (sizeof(int)), __pyx_mstate_global->__pyx_n_u_PACKET_QDISC_BYPASS); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 389, __pyx_L7_error)
       __Pyx_GOTREF(__pyx_t_1);
       __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
 
-      /* "fastpath/_forward.pyx":380
+      /* "fastpath/_forward.pyx":390
  *                 raise OSError(errno, "mmap of the RX ring: " + os.strerror(errno))
  *             _sockopt(fd, PACKET_QDISC_BYPASS, &one, sizeof(int), "PACKET_QDISC_BYPASS")
  *             _sockopt(fd, PACKET_IGNORE_OUTGOING, &one, sizeof(int), "PACKET_IGNORE_OUTGOING")             # <<<<<<<<<<<<<<
  *             if bind(fd, <sockaddr*>&sll, sizeof(sll)) < 0:
  *                 raise OSError(errno, "bind: " + os.strerror(errno))
 */
-      __pyx_t_1 = __pyx_f_2lb_8_forward__sockopt(__pyx_v_fd, PACKET_IGNORE_OUTGOING, (&__pyx_v_one), (sizeof(int)), __pyx_mstate_global->__pyx_n_u_PACKET_IGNORE_OUTGOING); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 380, __pyx_L7_error)
+      __pyx_t_1 = __pyx_f_2lb_8_forward__sockopt(__pyx_v_fd, PACKET_IGNORE_OUTGOING, (&__pyx_v_one), (sizeof(int)), __pyx_mstate_global->__pyx_n_u_PACKET_IGNORE_OUTGOING); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 390, __pyx_L7_error)
       __Pyx_GOTREF(__pyx_t_1);
       __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
 
-      /* "fastpath/_forward.pyx":381
+      /* "fastpath/_forward.pyx":391
  *             _sockopt(fd, PACKET_QDISC_BYPASS, &one, sizeof(int), "PACKET_QDISC_BYPASS")
  *             _sockopt(fd, PACKET_IGNORE_OUTGOING, &one, sizeof(int), "PACKET_IGNORE_OUTGOING")
  *             if bind(fd, <sockaddr*>&sll, sizeof(sll)) < 0:             # <<<<<<<<<<<<<<
@@ -17606,7 +17936,7 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_34open(struct __pyx_obj_2lb_8
       if (unlikely(__pyx_t_7)) {
 
 
-        /* "fastpath/_forward.pyx":382
+        /* "fastpath/_forward.pyx":392
  *             _sockopt(fd, PACKET_IGNORE_OUTGOING, &one, sizeof(int), "PACKET_IGNORE_OUTGOING")
  *             if bind(fd, <sockaddr*>&sll, sizeof(sll)) < 0:
  *                 raise OSError(errno, "bind: " + os.strerror(errno))             # <<<<<<<<<<<<<<
@@ -17614,15 +17944,15 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_34open(struct __pyx_obj_2lb_8
  *             if ring != MAP_FAILED:
 */
         __pyx_t_2 = NULL;
-        __pyx_t_3 = __Pyx_PyLong_From_int(errno); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 382, __pyx_L7_error)
+        __pyx_t_3 = __Pyx_PyLong_From_int(errno); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 392, __pyx_L7_error)
         __Pyx_GOTREF(__pyx_t_3);
         __pyx_t_4 = NULL;
-        __Pyx_GetModuleGlobalName(__pyx_t_12, __pyx_mstate_global->__pyx_n_u_os); if (unlikely(!__pyx_t_12)) __PYX_ERR(0, 382, __pyx_L7_error)
+        __Pyx_GetModuleGlobalName(__pyx_t_12, __pyx_mstate_global->__pyx_n_u_os); if (unlikely(!__pyx_t_12)) __PYX_ERR(0, 392, __pyx_L7_error)
         __Pyx_GOTREF(__pyx_t_12);
-        __pyx_t_13 = __Pyx_PyObject_GetAttrStr(__pyx_t_12, __pyx_mstate_global->__pyx_n_u_strerror); if (unlikely(!__pyx_t_13)) __PYX_ERR(0, 382, __pyx_L7_error)
+        __pyx_t_13 = __Pyx_PyObject_GetAttrStr(__pyx_t_12, __pyx_mstate_global->__pyx_n_u_strerror); if (unlikely(!__pyx_t_13)) __PYX_ERR(0, 392, __pyx_L7_error)
         __Pyx_GOTREF(__pyx_t_13);
         __Pyx_DECREF(__pyx_t_12); __pyx_t_12 = 0;
-        __pyx_t_12 = __Pyx_PyLong_From_int(errno); if (unlikely(!__pyx_t_12)) __PYX_ERR(0, 382, __pyx_L7_error)
+        __pyx_t_12 = __Pyx_PyLong_From_int(errno); if (unlikely(!__pyx_t_12)) __PYX_ERR(0, 392, __pyx_L7_error)
         __Pyx_GOTREF(__pyx_t_12);
         __pyx_t_6 = 1;
         #if CYTHON_UNPACK_METHODS
@@ -17642,10 +17972,10 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_34open(struct __pyx_obj_2lb_8
           __Pyx_XDECREF(__pyx_t_4); __pyx_t_4 = 0;
           __Pyx_DECREF(__pyx_t_12); __pyx_t_12 = 0;
           __Pyx_DECREF(__pyx_t_13); __pyx_t_13 = 0;
-          if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 382, __pyx_L7_error)
+          if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 392, __pyx_L7_error)
           __Pyx_GOTREF(__pyx_t_5);
         }
-        __pyx_t_13 = PyNumber_Add(__pyx_mstate_global->__pyx_kp_u_bind, __pyx_t_5); if (unlikely(!__pyx_t_13)) __PYX_ERR(0, 382, __pyx_L7_error)
+        __pyx_t_13 = PyNumber_Add(__pyx_mstate_global->__pyx_kp_u_bind, __pyx_t_5); if (unlikely(!__pyx_t_13)) __PYX_ERR(0, 392, __pyx_L7_error)
         __Pyx_GOTREF(__pyx_t_13);
         __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
         __pyx_t_6 = 1;
@@ -17655,14 +17985,14 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_34open(struct __pyx_obj_2lb_8
           __Pyx_XDECREF(__pyx_t_2); __pyx_t_2 = 0;
           __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
           __Pyx_DECREF(__pyx_t_13); __pyx_t_13 = 0;
-          if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 382, __pyx_L7_error)
+          if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 392, __pyx_L7_error)
           __Pyx_GOTREF(__pyx_t_1);
         }
         __Pyx_Raise(__pyx_t_1, 0, 0, 0);
         __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
-        __PYX_ERR(0, 382, __pyx_L7_error)
+        __PYX_ERR(0, 392, __pyx_L7_error)
 
-        /* "fastpath/_forward.pyx":381
+        /* "fastpath/_forward.pyx":391
  *             _sockopt(fd, PACKET_QDISC_BYPASS, &one, sizeof(int), "PACKET_QDISC_BYPASS")
  *             _sockopt(fd, PACKET_IGNORE_OUTGOING, &one, sizeof(int), "PACKET_IGNORE_OUTGOING")
  *             if bind(fd, <sockaddr*>&sll, sizeof(sll)) < 0:             # <<<<<<<<<<<<<<
@@ -17671,7 +18001,7 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_34open(struct __pyx_obj_2lb_8
 */
       }
 
-      /* "fastpath/_forward.pyx":373
+      /* "fastpath/_forward.pyx":383
  *         sll.sll_ifindex = f.ifindex
  *         cdef void* ring = MAP_FAILED
  *         try:             # <<<<<<<<<<<<<<
@@ -17692,7 +18022,7 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_34open(struct __pyx_obj_2lb_8
     __Pyx_XDECREF(__pyx_t_4); __pyx_t_4 = 0;
     __Pyx_XDECREF(__pyx_t_5); __pyx_t_5 = 0;
 
-    /* "fastpath/_forward.pyx":383
+    /* "fastpath/_forward.pyx":393
  *             if bind(fd, <sockaddr*>&sll, sizeof(sll)) < 0:
  *                 raise OSError(errno, "bind: " + os.strerror(errno))
  *         except BaseException:             # <<<<<<<<<<<<<<
@@ -17702,12 +18032,12 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_34open(struct __pyx_obj_2lb_8
     __pyx_t_11 = __Pyx_PyErr_ExceptionMatches(((PyObject *)(((PyTypeObject*)PyExc_BaseException))));
     if (__pyx_t_11) {
       __Pyx_AddTraceback("lb._forward.Forwarder.open", __pyx_clineno, __pyx_lineno, __pyx_filename);
-      if (__Pyx_GetException(&__pyx_t_1, &__pyx_t_13, &__pyx_t_3) < 0) __PYX_ERR(0, 383, __pyx_L9_except_error)
+      if (__Pyx_GetException(&__pyx_t_1, &__pyx_t_13, &__pyx_t_3) < 0) __PYX_ERR(0, 393, __pyx_L9_except_error)
       __Pyx_XGOTREF(__pyx_t_1);
       __Pyx_XGOTREF(__pyx_t_13);
       __Pyx_XGOTREF(__pyx_t_3);
 
-      /* "fastpath/_forward.pyx":384
+      /* "fastpath/_forward.pyx":394
  *                 raise OSError(errno, "bind: " + os.strerror(errno))
  *         except BaseException:
  *             if ring != MAP_FAILED:             # <<<<<<<<<<<<<<
@@ -17719,7 +18049,7 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_34open(struct __pyx_obj_2lb_8
       if (__pyx_t_7) {
 
 
-        /* "fastpath/_forward.pyx":385
+        /* "fastpath/_forward.pyx":395
  *         except BaseException:
  *             if ring != MAP_FAILED:
  *                 munmap(ring, <size_t>block_size * nblocks)             # <<<<<<<<<<<<<<
@@ -17728,7 +18058,7 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_34open(struct __pyx_obj_2lb_8
 */
         (void)(munmap(__pyx_v_ring, (((size_t)__pyx_v_block_size) * __pyx_v_nblocks)));
 
-        /* "fastpath/_forward.pyx":384
+        /* "fastpath/_forward.pyx":394
  *                 raise OSError(errno, "bind: " + os.strerror(errno))
  *         except BaseException:
  *             if ring != MAP_FAILED:             # <<<<<<<<<<<<<<
@@ -17737,7 +18067,7 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_34open(struct __pyx_obj_2lb_8
 */
       }
 
-      /* "fastpath/_forward.pyx":386
+      /* "fastpath/_forward.pyx":396
  *             if ring != MAP_FAILED:
  *                 munmap(ring, <size_t>block_size * nblocks)
  *             close(fd)             # <<<<<<<<<<<<<<
@@ -17746,7 +18076,7 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_34open(struct __pyx_obj_2lb_8
 */
       (void)(close(__pyx_v_fd));
 
-      /* "fastpath/_forward.pyx":387
+      /* "fastpath/_forward.pyx":397
  *                 munmap(ring, <size_t>block_size * nblocks)
  *             close(fd)
  *             raise             # <<<<<<<<<<<<<<
@@ -17758,11 +18088,11 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_34open(struct __pyx_obj_2lb_8
       __Pyx_XGIVEREF(__pyx_t_3);
       __Pyx_ErrRestoreWithState(__pyx_t_1, __pyx_t_13, __pyx_t_3);
       __pyx_t_1 = 0;  __pyx_t_13 = 0;  __pyx_t_3 = 0; 
-      __PYX_ERR(0, 387, __pyx_L9_except_error)
+      __PYX_ERR(0, 397, __pyx_L9_except_error)
     }
     goto __pyx_L9_except_error;
 
-    /* "fastpath/_forward.pyx":373
+    /* "fastpath/_forward.pyx":383
  *         sll.sll_ifindex = f.ifindex
  *         cdef void* ring = MAP_FAILED
  *         try:             # <<<<<<<<<<<<<<
@@ -17778,7 +18108,7 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_34open(struct __pyx_obj_2lb_8
     __pyx_L12_try_end:;
   }
 
-  /* "fastpath/_forward.pyx":388
+  /* "fastpath/_forward.pyx":398
  *             close(fd)
  *             raise
  *         f.fd = fd             # <<<<<<<<<<<<<<
@@ -17787,7 +18117,7 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_34open(struct __pyx_obj_2lb_8
 */
   __pyx_v_f->fd = __pyx_v_fd;
 
-  /* "fastpath/_forward.pyx":389
+  /* "fastpath/_forward.pyx":399
  *             raise
  *         f.fd = fd
  *         f.ring = <uint8_t*>ring             # <<<<<<<<<<<<<<
@@ -17796,7 +18126,7 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_34open(struct __pyx_obj_2lb_8
 */
   __pyx_v_f->ring = ((uint8_t *)__pyx_v_ring);
 
-  /* "fastpath/_forward.pyx":390
+  /* "fastpath/_forward.pyx":400
  *         f.fd = fd
  *         f.ring = <uint8_t*>ring
  *         f.ring_size = <size_t>block_size * nblocks             # <<<<<<<<<<<<<<
@@ -17805,7 +18135,7 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_34open(struct __pyx_obj_2lb_8
 */
   __pyx_v_f->ring_size = (((size_t)__pyx_v_block_size) * __pyx_v_nblocks);
 
-  /* "fastpath/_forward.pyx":391
+  /* "fastpath/_forward.pyx":401
  *         f.ring = <uint8_t*>ring
  *         f.ring_size = <size_t>block_size * nblocks
  *         f.block_size = block_size             # <<<<<<<<<<<<<<
@@ -17814,7 +18144,7 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_34open(struct __pyx_obj_2lb_8
 */
   __pyx_v_f->block_size = __pyx_v_block_size;
 
-  /* "fastpath/_forward.pyx":392
+  /* "fastpath/_forward.pyx":402
  *         f.ring_size = <size_t>block_size * nblocks
  *         f.block_size = block_size
  *         f.nblocks = nblocks             # <<<<<<<<<<<<<<
@@ -17823,7 +18153,7 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_34open(struct __pyx_obj_2lb_8
 */
   __pyx_v_f->nblocks = __pyx_v_nblocks;
 
-  /* "fastpath/_forward.pyx":393
+  /* "fastpath/_forward.pyx":403
  *         f.block_size = block_size
  *         f.nblocks = nblocks
  *         f.cur_block = 0             # <<<<<<<<<<<<<<
@@ -17832,7 +18162,7 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_34open(struct __pyx_obj_2lb_8
 */
   __pyx_v_f->cur_block = 0;
 
-  /* "fastpath/_forward.pyx":394
+  /* "fastpath/_forward.pyx":404
  *         f.nblocks = nblocks
  *         f.cur_block = 0
  *         f.tx.n = 0             # <<<<<<<<<<<<<<
@@ -17841,7 +18171,7 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_34open(struct __pyx_obj_2lb_8
 */
   __pyx_v_f->tx.n = 0;
 
-  /* "fastpath/_forward.pyx":350
+  /* "fastpath/_forward.pyx":360
  * 
  *     # --- the AF_PACKET ring loop -------------------------------------------------------------------
  *     def open(self, int slot, uint32_t block_size=1 << 18, uint32_t nblocks=64, uint32_t tov_ms=1):             # <<<<<<<<<<<<<<
@@ -17875,7 +18205,7 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_34open(struct __pyx_obj_2lb_8
   return __pyx_r;
 }
 
-/* "fastpath/_forward.pyx":396
+/* "fastpath/_forward.pyx":406
  *         f.tx.n = 0
  * 
  *     def close(self):             # <<<<<<<<<<<<<<
@@ -17884,15 +18214,15 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_34open(struct __pyx_obj_2lb_8
 */
 
 /* Python wrapper */
-static PyObject *__pyx_pw_2lb_8_forward_9Forwarder_37close(PyObject *__pyx_v_self, 
+static PyObject *__pyx_pw_2lb_8_forward_9Forwarder_39close(PyObject *__pyx_v_self, 
 #if CYTHON_VECTORCALL
 PyObject *const *__pyx_args, Py_ssize_t __pyx_nargs, PyObject *__pyx_kwds
 #else
 PyObject *__pyx_args, PyObject *__pyx_kwds
 #endif
 ); /*proto*/
-static PyMethodDef __pyx_mdef_2lb_8_forward_9Forwarder_37close = {"close", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_2lb_8_forward_9Forwarder_37close, __Pyx_METH_FASTCALL|METH_KEYWORDS, 0};
-static PyObject *__pyx_pw_2lb_8_forward_9Forwarder_37close(PyObject *__pyx_v_self, 
+static PyMethodDef __pyx_mdef_2lb_8_forward_9Forwarder_39close = {"close", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_2lb_8_forward_9Forwarder_39close, __Pyx_METH_FASTCALL|METH_KEYWORDS, 0};
+static PyObject *__pyx_pw_2lb_8_forward_9Forwarder_39close(PyObject *__pyx_v_self, 
 #if CYTHON_VECTORCALL
 PyObject *const *__pyx_args, Py_ssize_t __pyx_nargs, PyObject *__pyx_kwds
 #else
@@ -17918,14 +18248,14 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   const Py_ssize_t __pyx_kwds_len = unlikely(__pyx_kwds) ? __Pyx_NumKwargs_FASTCALL(__pyx_kwds) : 0;
   if (unlikely(__pyx_kwds_len < 0)) return NULL;
   if (unlikely(__pyx_kwds_len > 0)) {__Pyx_RejectKeywords("close", __pyx_kwds); return NULL;}
-  __pyx_r = __pyx_pf_2lb_8_forward_9Forwarder_36close(((struct __pyx_obj_2lb_8_forward_Forwarder *)__pyx_v_self));
+  __pyx_r = __pyx_pf_2lb_8_forward_9Forwarder_38close(((struct __pyx_obj_2lb_8_forward_Forwarder *)__pyx_v_self));
 
   /* function exit code */
   __Pyx_RefNannyFinishContext();
   return __pyx_r;
 }
 
-static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_36close(struct __pyx_obj_2lb_8_forward_Forwarder *__pyx_v_self) {
+static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_38close(struct __pyx_obj_2lb_8_forward_Forwarder *__pyx_v_self) {
   int __pyx_v_i;
   struct __pyx_t_2lb_8_forward_Iface *__pyx_v_f;
   PyObject *__pyx_r = NULL;
@@ -17936,7 +18266,7 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_36close(struct __pyx_obj_2lb_
   int __pyx_t_4;
   __Pyx_RefNannySetupContext("close", 0);
 
-  /* "fastpath/_forward.pyx":397
+  /* "fastpath/_forward.pyx":407
  * 
  *     def close(self):
  *         for i in range(MAX_IFACES):             # <<<<<<<<<<<<<<
@@ -17950,7 +18280,7 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_36close(struct __pyx_obj_2lb_
   for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
     __pyx_v_i = __pyx_t_3;
 
-    /* "fastpath/_forward.pyx":398
+    /* "fastpath/_forward.pyx":408
  *     def close(self):
  *         for i in range(MAX_IFACES):
  *             f = &self.fp.ifaces[i]             # <<<<<<<<<<<<<<
@@ -17959,7 +18289,7 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_36close(struct __pyx_obj_2lb_
 */
     __pyx_v_f = (&(__pyx_v_self->fp->ifaces[__pyx_v_i]));
 
-    /* "fastpath/_forward.pyx":399
+    /* "fastpath/_forward.pyx":409
  *         for i in range(MAX_IFACES):
  *             f = &self.fp.ifaces[i]
  *             if f.fd >= 0:             # <<<<<<<<<<<<<<
@@ -17971,7 +18301,7 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_36close(struct __pyx_obj_2lb_
     if (__pyx_t_4) {
 
 
-      /* "fastpath/_forward.pyx":400
+      /* "fastpath/_forward.pyx":410
  *             f = &self.fp.ifaces[i]
  *             if f.fd >= 0:
  *                 munmap(f.ring, f.ring_size)             # <<<<<<<<<<<<<<
@@ -17980,7 +18310,7 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_36close(struct __pyx_obj_2lb_
 */
       (void)(munmap(__pyx_v_f->ring, __pyx_v_f->ring_size));
 
-      /* "fastpath/_forward.pyx":401
+      /* "fastpath/_forward.pyx":411
  *             if f.fd >= 0:
  *                 munmap(f.ring, f.ring_size)
  *                 close(f.fd)             # <<<<<<<<<<<<<<
@@ -17989,7 +18319,7 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_36close(struct __pyx_obj_2lb_
 */
       (void)(close(__pyx_v_f->fd));
 
-      /* "fastpath/_forward.pyx":402
+      /* "fastpath/_forward.pyx":412
  *                 munmap(f.ring, f.ring_size)
  *                 close(f.fd)
  *                 f.fd = -1             # <<<<<<<<<<<<<<
@@ -17998,7 +18328,7 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_36close(struct __pyx_obj_2lb_
 */
       __pyx_v_f->fd = -1;
 
-      /* "fastpath/_forward.pyx":399
+      /* "fastpath/_forward.pyx":409
  *         for i in range(MAX_IFACES):
  *             f = &self.fp.ifaces[i]
  *             if f.fd >= 0:             # <<<<<<<<<<<<<<
@@ -18009,7 +18339,7 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_36close(struct __pyx_obj_2lb_
   }
 
 
-  /* "fastpath/_forward.pyx":396
+  /* "fastpath/_forward.pyx":406
  *         f.tx.n = 0
  * 
  *     def close(self):             # <<<<<<<<<<<<<<
@@ -18026,7 +18356,7 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_36close(struct __pyx_obj_2lb_
   return __pyx_r;
 }
 
-/* "fastpath/_forward.pyx":404
+/* "fastpath/_forward.pyx":414
  *                 f.fd = -1
  * 
  *     def stop(self):             # <<<<<<<<<<<<<<
@@ -18035,15 +18365,15 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_36close(struct __pyx_obj_2lb_
 */
 
 /* Python wrapper */
-static PyObject *__pyx_pw_2lb_8_forward_9Forwarder_39stop(PyObject *__pyx_v_self, 
+static PyObject *__pyx_pw_2lb_8_forward_9Forwarder_41stop(PyObject *__pyx_v_self, 
 #if CYTHON_VECTORCALL
 PyObject *const *__pyx_args, Py_ssize_t __pyx_nargs, PyObject *__pyx_kwds
 #else
 PyObject *__pyx_args, PyObject *__pyx_kwds
 #endif
 ); /*proto*/
-static PyMethodDef __pyx_mdef_2lb_8_forward_9Forwarder_39stop = {"stop", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_2lb_8_forward_9Forwarder_39stop, __Pyx_METH_FASTCALL|METH_KEYWORDS, 0};
-static PyObject *__pyx_pw_2lb_8_forward_9Forwarder_39stop(PyObject *__pyx_v_self, 
+static PyMethodDef __pyx_mdef_2lb_8_forward_9Forwarder_41stop = {"stop", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_2lb_8_forward_9Forwarder_41stop, __Pyx_METH_FASTCALL|METH_KEYWORDS, 0};
+static PyObject *__pyx_pw_2lb_8_forward_9Forwarder_41stop(PyObject *__pyx_v_self, 
 #if CYTHON_VECTORCALL
 PyObject *const *__pyx_args, Py_ssize_t __pyx_nargs, PyObject *__pyx_kwds
 #else
@@ -18069,19 +18399,19 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   const Py_ssize_t __pyx_kwds_len = unlikely(__pyx_kwds) ? __Pyx_NumKwargs_FASTCALL(__pyx_kwds) : 0;
   if (unlikely(__pyx_kwds_len < 0)) return NULL;
   if (unlikely(__pyx_kwds_len > 0)) {__Pyx_RejectKeywords("stop", __pyx_kwds); return NULL;}
-  __pyx_r = __pyx_pf_2lb_8_forward_9Forwarder_38stop(((struct __pyx_obj_2lb_8_forward_Forwarder *)__pyx_v_self));
+  __pyx_r = __pyx_pf_2lb_8_forward_9Forwarder_40stop(((struct __pyx_obj_2lb_8_forward_Forwarder *)__pyx_v_self));
 
   /* function exit code */
   __Pyx_RefNannyFinishContext();
   return __pyx_r;
 }
 
-static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_38stop(struct __pyx_obj_2lb_8_forward_Forwarder *__pyx_v_self) {
+static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_40stop(struct __pyx_obj_2lb_8_forward_Forwarder *__pyx_v_self) {
   PyObject *__pyx_r = NULL;
   __Pyx_RefNannyDeclarations
   __Pyx_RefNannySetupContext("stop", 0);
 
-  /* "fastpath/_forward.pyx":405
+  /* "fastpath/_forward.pyx":415
  * 
  *     def stop(self):
  *         self.stopping = True             # <<<<<<<<<<<<<<
@@ -18090,7 +18420,7 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_38stop(struct __pyx_obj_2lb_8
 */
   __pyx_v_self->stopping = 1;
 
-  /* "fastpath/_forward.pyx":404
+  /* "fastpath/_forward.pyx":414
  *                 f.fd = -1
  * 
  *     def stop(self):             # <<<<<<<<<<<<<<
@@ -18105,7 +18435,7 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_38stop(struct __pyx_obj_2lb_8
   return __pyx_r;
 }
 
-/* "fastpath/_forward.pyx":407
+/* "fastpath/_forward.pyx":417
  *         self.stopping = True
  * 
  *     def run(self):             # <<<<<<<<<<<<<<
@@ -18114,16 +18444,16 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_38stop(struct __pyx_obj_2lb_8
 */
 
 /* Python wrapper */
-static PyObject *__pyx_pw_2lb_8_forward_9Forwarder_41run(PyObject *__pyx_v_self, 
+static PyObject *__pyx_pw_2lb_8_forward_9Forwarder_43run(PyObject *__pyx_v_self, 
 #if CYTHON_VECTORCALL
 PyObject *const *__pyx_args, Py_ssize_t __pyx_nargs, PyObject *__pyx_kwds
 #else
 PyObject *__pyx_args, PyObject *__pyx_kwds
 #endif
 ); /*proto*/
-PyDoc_STRVAR(__pyx_doc_2lb_8_forward_9Forwarder_40run, "The packet loop; returns after stop(). Call it from a thread of its own.");
-static PyMethodDef __pyx_mdef_2lb_8_forward_9Forwarder_41run = {"run", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_2lb_8_forward_9Forwarder_41run, __Pyx_METH_FASTCALL|METH_KEYWORDS, __pyx_doc_2lb_8_forward_9Forwarder_40run};
-static PyObject *__pyx_pw_2lb_8_forward_9Forwarder_41run(PyObject *__pyx_v_self, 
+PyDoc_STRVAR(__pyx_doc_2lb_8_forward_9Forwarder_42run, "The packet loop; returns after stop(). Call it from a thread of its own.");
+static PyMethodDef __pyx_mdef_2lb_8_forward_9Forwarder_43run = {"run", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_2lb_8_forward_9Forwarder_43run, __Pyx_METH_FASTCALL|METH_KEYWORDS, __pyx_doc_2lb_8_forward_9Forwarder_42run};
+static PyObject *__pyx_pw_2lb_8_forward_9Forwarder_43run(PyObject *__pyx_v_self, 
 #if CYTHON_VECTORCALL
 PyObject *const *__pyx_args, Py_ssize_t __pyx_nargs, PyObject *__pyx_kwds
 #else
@@ -18149,19 +18479,19 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   const Py_ssize_t __pyx_kwds_len = unlikely(__pyx_kwds) ? __Pyx_NumKwargs_FASTCALL(__pyx_kwds) : 0;
   if (unlikely(__pyx_kwds_len < 0)) return NULL;
   if (unlikely(__pyx_kwds_len > 0)) {__Pyx_RejectKeywords("run", __pyx_kwds); return NULL;}
-  __pyx_r = __pyx_pf_2lb_8_forward_9Forwarder_40run(((struct __pyx_obj_2lb_8_forward_Forwarder *)__pyx_v_self));
+  __pyx_r = __pyx_pf_2lb_8_forward_9Forwarder_42run(((struct __pyx_obj_2lb_8_forward_Forwarder *)__pyx_v_self));
 
   /* function exit code */
   __Pyx_RefNannyFinishContext();
   return __pyx_r;
 }
 
-static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_40run(struct __pyx_obj_2lb_8_forward_Forwarder *__pyx_v_self) {
+static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_42run(struct __pyx_obj_2lb_8_forward_Forwarder *__pyx_v_self) {
   PyObject *__pyx_r = NULL;
   __Pyx_RefNannyDeclarations
   __Pyx_RefNannySetupContext("run", 0);
 
-  /* "fastpath/_forward.pyx":409
+  /* "fastpath/_forward.pyx":419
  *     def run(self):
  *         """The packet loop; returns after stop(). Call it from a thread of its own."""
  *         self.stopping = False             # <<<<<<<<<<<<<<
@@ -18170,7 +18500,7 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_40run(struct __pyx_obj_2lb_8_
 */
   __pyx_v_self->stopping = 0;
 
-  /* "fastpath/_forward.pyx":410
+  /* "fastpath/_forward.pyx":420
  *         """The packet loop; returns after stop(). Call it from a thread of its own."""
  *         self.stopping = False
  *         self.running = True             # <<<<<<<<<<<<<<
@@ -18179,7 +18509,7 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_40run(struct __pyx_obj_2lb_8_
 */
   __pyx_v_self->running = 1;
 
-  /* "fastpath/_forward.pyx":411
+  /* "fastpath/_forward.pyx":421
  *         self.stopping = False
  *         self.running = True
  *         try:             # <<<<<<<<<<<<<<
@@ -18188,7 +18518,7 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_40run(struct __pyx_obj_2lb_8_
 */
   /*try:*/ {
 
-    /* "fastpath/_forward.pyx":412
+    /* "fastpath/_forward.pyx":422
  *         self.running = True
  *         try:
  *             with nogil:             # <<<<<<<<<<<<<<
@@ -18201,7 +18531,7 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_40run(struct __pyx_obj_2lb_8_
         __Pyx_FastGIL_Remember();
         /*try:*/ {
 
-          /* "fastpath/_forward.pyx":413
+          /* "fastpath/_forward.pyx":423
  *         try:
  *             with nogil:
  *                 self._loop()             # <<<<<<<<<<<<<<
@@ -18211,7 +18541,7 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_40run(struct __pyx_obj_2lb_8_
           ((struct __pyx_vtabstruct_2lb_8_forward_Forwarder *)__pyx_v_self->__pyx_vtab)->_loop(__pyx_v_self);
         }
 
-        /* "fastpath/_forward.pyx":412
+        /* "fastpath/_forward.pyx":422
  *         self.running = True
  *         try:
  *             with nogil:             # <<<<<<<<<<<<<<
@@ -18229,7 +18559,7 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_40run(struct __pyx_obj_2lb_8_
     }
   }
 
-  /* "fastpath/_forward.pyx":415
+  /* "fastpath/_forward.pyx":425
  *                 self._loop()
  *         finally:
  *             self.running = False             # <<<<<<<<<<<<<<
@@ -18244,7 +18574,7 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_40run(struct __pyx_obj_2lb_8_
     __pyx_L5:;
   }
 
-  /* "fastpath/_forward.pyx":407
+  /* "fastpath/_forward.pyx":417
  *         self.stopping = True
  * 
  *     def run(self):             # <<<<<<<<<<<<<<
@@ -18259,7 +18589,7 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_40run(struct __pyx_obj_2lb_8_
   return __pyx_r;
 }
 
-/* "fastpath/_forward.pyx":417
+/* "fastpath/_forward.pyx":427
  *             self.running = False
  * 
  *     cdef void _loop(self) noexcept nogil:             # <<<<<<<<<<<<<<
@@ -18280,7 +18610,7 @@ static void __pyx_f_2lb_8_forward_9Forwarder__loop(struct __pyx_obj_2lb_8_forwar
   int __pyx_t_4;
   int __pyx_t_5;
 
-  /* "fastpath/_forward.pyx":419
+  /* "fastpath/_forward.pyx":429
  *     cdef void _loop(self) noexcept nogil:
  *         cdef pollfd pfds[MAX_IFACES]
  *         cdef int nfds = 0, i, busy             # <<<<<<<<<<<<<<
@@ -18289,7 +18619,7 @@ static void __pyx_f_2lb_8_forward_9Forwarder__loop(struct __pyx_obj_2lb_8_forwar
 */
   __pyx_v_nfds = 0;
 
-  /* "fastpath/_forward.pyx":422
+  /* "fastpath/_forward.pyx":432
  *         cdef Iface* f
  *         cdef tpacket_block_desc* blk
  *         for i in range(MAX_IFACES):             # <<<<<<<<<<<<<<
@@ -18303,7 +18633,7 @@ static void __pyx_f_2lb_8_forward_9Forwarder__loop(struct __pyx_obj_2lb_8_forwar
   for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
     __pyx_v_i = __pyx_t_3;
 
-    /* "fastpath/_forward.pyx":423
+    /* "fastpath/_forward.pyx":433
  *         cdef tpacket_block_desc* blk
  *         for i in range(MAX_IFACES):
  *             if self.fp.ifaces[i].fd >= 0:             # <<<<<<<<<<<<<<
@@ -18315,7 +18645,7 @@ static void __pyx_f_2lb_8_forward_9Forwarder__loop(struct __pyx_obj_2lb_8_forwar
     if (__pyx_t_4) {
 
 
-      /* "fastpath/_forward.pyx":424
+      /* "fastpath/_forward.pyx":434
  *         for i in range(MAX_IFACES):
  *             if self.fp.ifaces[i].fd >= 0:
  *                 pfds[nfds].fd = self.fp.ifaces[i].fd             # <<<<<<<<<<<<<<
@@ -18326,7 +18656,7 @@ static void __pyx_f_2lb_8_forward_9Forwarder__loop(struct __pyx_obj_2lb_8_forwar
 
       (__pyx_v_pfds[__pyx_v_nfds]).fd = __pyx_t_5;
 
-      /* "fastpath/_forward.pyx":425
+      /* "fastpath/_forward.pyx":435
  *             if self.fp.ifaces[i].fd >= 0:
  *                 pfds[nfds].fd = self.fp.ifaces[i].fd
  *                 pfds[nfds].events = POLLIN             # <<<<<<<<<<<<<<
@@ -18335,7 +18665,7 @@ static void __pyx_f_2lb_8_forward_9Forwarder__loop(struct __pyx_obj_2lb_8_forwar
 */
       (__pyx_v_pfds[__pyx_v_nfds]).events = POLLIN;
 
-      /* "fastpath/_forward.pyx":426
+      /* "fastpath/_forward.pyx":436
  *                 pfds[nfds].fd = self.fp.ifaces[i].fd
  *                 pfds[nfds].events = POLLIN
  *                 pfds[nfds].revents = 0             # <<<<<<<<<<<<<<
@@ -18344,7 +18674,7 @@ static void __pyx_f_2lb_8_forward_9Forwarder__loop(struct __pyx_obj_2lb_8_forwar
 */
       (__pyx_v_pfds[__pyx_v_nfds]).revents = 0;
 
-      /* "fastpath/_forward.pyx":427
+      /* "fastpath/_forward.pyx":437
  *                 pfds[nfds].events = POLLIN
  *                 pfds[nfds].revents = 0
  *                 nfds += 1             # <<<<<<<<<<<<<<
@@ -18353,7 +18683,7 @@ static void __pyx_f_2lb_8_forward_9Forwarder__loop(struct __pyx_obj_2lb_8_forwar
 */
       __pyx_v_nfds = (__pyx_v_nfds + 1);
 
-      /* "fastpath/_forward.pyx":423
+      /* "fastpath/_forward.pyx":433
  *         cdef tpacket_block_desc* blk
  *         for i in range(MAX_IFACES):
  *             if self.fp.ifaces[i].fd >= 0:             # <<<<<<<<<<<<<<
@@ -18364,7 +18694,7 @@ static void __pyx_f_2lb_8_forward_9Forwarder__loop(struct __pyx_obj_2lb_8_forwar
   }
 
 
-  /* "fastpath/_forward.pyx":428
+  /* "fastpath/_forward.pyx":438
  *                 pfds[nfds].revents = 0
  *                 nfds += 1
  *         while not self.stopping:             # <<<<<<<<<<<<<<
@@ -18377,7 +18707,7 @@ static void __pyx_f_2lb_8_forward_9Forwarder__loop(struct __pyx_obj_2lb_8_forwar
 
     if (!__pyx_t_4) break;
 
-    /* "fastpath/_forward.pyx":429
+    /* "fastpath/_forward.pyx":439
  *                 nfds += 1
  *         while not self.stopping:
  *             busy = 0             # <<<<<<<<<<<<<<
@@ -18386,7 +18716,7 @@ static void __pyx_f_2lb_8_forward_9Forwarder__loop(struct __pyx_obj_2lb_8_forwar
 */
     __pyx_v_busy = 0;
 
-    /* "fastpath/_forward.pyx":430
+    /* "fastpath/_forward.pyx":440
  *         while not self.stopping:
  *             busy = 0
  *             for i in range(MAX_IFACES):             # <<<<<<<<<<<<<<
@@ -18400,7 +18730,7 @@ static void __pyx_f_2lb_8_forward_9Forwarder__loop(struct __pyx_obj_2lb_8_forwar
     for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
       __pyx_v_i = __pyx_t_3;
 
-      /* "fastpath/_forward.pyx":431
+      /* "fastpath/_forward.pyx":441
  *             busy = 0
  *             for i in range(MAX_IFACES):
  *                 f = &self.fp.ifaces[i]             # <<<<<<<<<<<<<<
@@ -18409,7 +18739,7 @@ static void __pyx_f_2lb_8_forward_9Forwarder__loop(struct __pyx_obj_2lb_8_forwar
 */
       __pyx_v_f = (&(__pyx_v_self->fp->ifaces[__pyx_v_i]));
 
-      /* "fastpath/_forward.pyx":432
+      /* "fastpath/_forward.pyx":442
  *             for i in range(MAX_IFACES):
  *                 f = &self.fp.ifaces[i]
  *                 if f.fd < 0:             # <<<<<<<<<<<<<<
@@ -18421,7 +18751,7 @@ static void __pyx_f_2lb_8_forward_9Forwarder__loop(struct __pyx_obj_2lb_8_forwar
       if (__pyx_t_4) {
 
 
-        /* "fastpath/_forward.pyx":433
+        /* "fastpath/_forward.pyx":443
  *                 f = &self.fp.ifaces[i]
  *                 if f.fd < 0:
  *                     continue             # <<<<<<<<<<<<<<
@@ -18430,7 +18760,7 @@ static void __pyx_f_2lb_8_forward_9Forwarder__loop(struct __pyx_obj_2lb_8_forwar
 */
         goto __pyx_L8_continue;
 
-        /* "fastpath/_forward.pyx":432
+        /* "fastpath/_forward.pyx":442
  *             for i in range(MAX_IFACES):
  *                 f = &self.fp.ifaces[i]
  *                 if f.fd < 0:             # <<<<<<<<<<<<<<
@@ -18439,7 +18769,7 @@ static void __pyx_f_2lb_8_forward_9Forwarder__loop(struct __pyx_obj_2lb_8_forwar
 */
       }
 
-      /* "fastpath/_forward.pyx":434
+      /* "fastpath/_forward.pyx":444
  *                 if f.fd < 0:
  *                     continue
  *                 blk = <tpacket_block_desc*>(f.ring + <size_t>f.cur_block * f.block_size)             # <<<<<<<<<<<<<<
@@ -18448,7 +18778,7 @@ static void __pyx_f_2lb_8_forward_9Forwarder__loop(struct __pyx_obj_2lb_8_forwar
 */
       __pyx_v_blk = ((struct tpacket_block_desc *)(__pyx_v_f->ring + (((size_t)__pyx_v_f->cur_block) * __pyx_v_f->block_size)));
 
-      /* "fastpath/_forward.pyx":435
+      /* "fastpath/_forward.pyx":445
  *                     continue
  *                 blk = <tpacket_block_desc*>(f.ring + <size_t>f.cur_block * f.block_size)
  *                 if blk.hdr.bh1.block_status & TP_STATUS_USER:             # <<<<<<<<<<<<<<
@@ -18460,7 +18790,7 @@ static void __pyx_f_2lb_8_forward_9Forwarder__loop(struct __pyx_obj_2lb_8_forwar
       if (__pyx_t_4) {
 
 
-        /* "fastpath/_forward.pyx":436
+        /* "fastpath/_forward.pyx":446
  *                 blk = <tpacket_block_desc*>(f.ring + <size_t>f.cur_block * f.block_size)
  *                 if blk.hdr.bh1.block_status & TP_STATUS_USER:
  *                     self._block(i, blk)             # <<<<<<<<<<<<<<
@@ -18469,7 +18799,7 @@ static void __pyx_f_2lb_8_forward_9Forwarder__loop(struct __pyx_obj_2lb_8_forwar
 */
         ((struct __pyx_vtabstruct_2lb_8_forward_Forwarder *)__pyx_v_self->__pyx_vtab)->_block(__pyx_v_self, __pyx_v_i, __pyx_v_blk);
 
-        /* "fastpath/_forward.pyx":437
+        /* "fastpath/_forward.pyx":447
  *                 if blk.hdr.bh1.block_status & TP_STATUS_USER:
  *                     self._block(i, blk)
  *                     busy = 1             # <<<<<<<<<<<<<<
@@ -18478,7 +18808,7 @@ static void __pyx_f_2lb_8_forward_9Forwarder__loop(struct __pyx_obj_2lb_8_forwar
 */
         __pyx_v_busy = 1;
 
-        /* "fastpath/_forward.pyx":435
+        /* "fastpath/_forward.pyx":445
  *                     continue
  *                 blk = <tpacket_block_desc*>(f.ring + <size_t>f.cur_block * f.block_size)
  *                 if blk.hdr.bh1.block_status & TP_STATUS_USER:             # <<<<<<<<<<<<<<
@@ -18490,7 +18820,7 @@ static void __pyx_f_2lb_8_forward_9Forwarder__loop(struct __pyx_obj_2lb_8_forwar
     }
 
 
-    /* "fastpath/_forward.pyx":438
+    /* "fastpath/_forward.pyx":448
  *                     self._block(i, blk)
  *                     busy = 1
  *             if not busy:             # <<<<<<<<<<<<<<
@@ -18502,7 +18832,7 @@ static void __pyx_f_2lb_8_forward_9Forwarder__loop(struct __pyx_obj_2lb_8_forwar
     if (__pyx_t_4) {
 
 
-      /* "fastpath/_forward.pyx":439
+      /* "fastpath/_forward.pyx":449
  *                     busy = 1
  *             if not busy:
  *                 poll(pfds, nfds, 100)             # <<<<<<<<<<<<<<
@@ -18511,7 +18841,7 @@ static void __pyx_f_2lb_8_forward_9Forwarder__loop(struct __pyx_obj_2lb_8_forwar
 */
       (void)(poll(__pyx_v_pfds, __pyx_v_nfds, 0x64));
 
-      /* "fastpath/_forward.pyx":440
+      /* "fastpath/_forward.pyx":450
  *             if not busy:
  *                 poll(pfds, nfds, 100)
  *                 pthread_mutex_lock(&self.fp.lock)             # <<<<<<<<<<<<<<
@@ -18520,7 +18850,7 @@ static void __pyx_f_2lb_8_forward_9Forwarder__loop(struct __pyx_obj_2lb_8_forwar
 */
       (void)(pthread_mutex_lock((&__pyx_v_self->fp->lock)));
 
-      /* "fastpath/_forward.pyx":441
+      /* "fastpath/_forward.pyx":451
  *                 poll(pfds, nfds, 100)
  *                 pthread_mutex_lock(&self.fp.lock)
  *                 sweep(self.fp, now_ms(), 16384)             # <<<<<<<<<<<<<<
@@ -18529,7 +18859,7 @@ static void __pyx_f_2lb_8_forward_9Forwarder__loop(struct __pyx_obj_2lb_8_forwar
 */
       __pyx_f_2lb_8_forward_sweep(__pyx_v_self->fp, __pyx_f_2lb_8_forward_now_ms(), 0x4000);
 
-      /* "fastpath/_forward.pyx":442
+      /* "fastpath/_forward.pyx":452
  *                 pthread_mutex_lock(&self.fp.lock)
  *                 sweep(self.fp, now_ms(), 16384)
  *                 pthread_mutex_unlock(&self.fp.lock)             # <<<<<<<<<<<<<<
@@ -18538,7 +18868,7 @@ static void __pyx_f_2lb_8_forward_9Forwarder__loop(struct __pyx_obj_2lb_8_forwar
 */
       (void)(pthread_mutex_unlock((&__pyx_v_self->fp->lock)));
 
-      /* "fastpath/_forward.pyx":438
+      /* "fastpath/_forward.pyx":448
  *                     self._block(i, blk)
  *                     busy = 1
  *             if not busy:             # <<<<<<<<<<<<<<
@@ -18548,7 +18878,7 @@ static void __pyx_f_2lb_8_forward_9Forwarder__loop(struct __pyx_obj_2lb_8_forwar
     }
   }
 
-  /* "fastpath/_forward.pyx":417
+  /* "fastpath/_forward.pyx":427
  *             self.running = False
  * 
  *     cdef void _loop(self) noexcept nogil:             # <<<<<<<<<<<<<<
@@ -18565,7 +18895,7 @@ static void __pyx_f_2lb_8_forward_9Forwarder__loop(struct __pyx_obj_2lb_8_forwar
 
 }
 
-/* "fastpath/_forward.pyx":444
+/* "fastpath/_forward.pyx":454
  *                 pthread_mutex_unlock(&self.fp.lock)
  * 
  *     cdef void _block(self, int i, tpacket_block_desc* blk) noexcept nogil:             # <<<<<<<<<<<<<<
@@ -18593,7 +18923,7 @@ static void __pyx_f_2lb_8_forward_9Forwarder__block(struct __pyx_obj_2lb_8_forwa
   int __pyx_t_7;
   int __pyx_t_8;
 
-  /* "fastpath/_forward.pyx":445
+  /* "fastpath/_forward.pyx":455
  * 
  *     cdef void _block(self, int i, tpacket_block_desc* blk) noexcept nogil:
  *         cdef FP* fp = self.fp             # <<<<<<<<<<<<<<
@@ -18604,7 +18934,7 @@ static void __pyx_f_2lb_8_forward_9Forwarder__block(struct __pyx_obj_2lb_8_forwa
 
   __pyx_v_fp = __pyx_t_1;
 
-  /* "fastpath/_forward.pyx":446
+  /* "fastpath/_forward.pyx":456
  *     cdef void _block(self, int i, tpacket_block_desc* blk) noexcept nogil:
  *         cdef FP* fp = self.fp
  *         cdef Iface* f = &fp.ifaces[i]             # <<<<<<<<<<<<<<
@@ -18613,7 +18943,7 @@ static void __pyx_f_2lb_8_forward_9Forwarder__block(struct __pyx_obj_2lb_8_forwa
 */
   __pyx_v_f = (&(__pyx_v_fp->ifaces[__pyx_v_i]));
 
-  /* "fastpath/_forward.pyx":447
+  /* "fastpath/_forward.pyx":457
  *         cdef FP* fp = self.fp
  *         cdef Iface* f = &fp.ifaces[i]
  *         cdef uint32_t k, npkts = blk.hdr.bh1.num_pkts             # <<<<<<<<<<<<<<
@@ -18624,7 +18954,7 @@ static void __pyx_f_2lb_8_forward_9Forwarder__block(struct __pyx_obj_2lb_8_forwa
 
   __pyx_v_npkts = __pyx_t_2;
 
-  /* "fastpath/_forward.pyx":448
+  /* "fastpath/_forward.pyx":458
  *         cdef Iface* f = &fp.ifaces[i]
  *         cdef uint32_t k, npkts = blk.hdr.bh1.num_pkts
  *         cdef tpacket3_hdr* h = <tpacket3_hdr*>(<uint8_t*>blk + blk.hdr.bh1.offset_to_first_pkt)             # <<<<<<<<<<<<<<
@@ -18633,7 +18963,7 @@ static void __pyx_f_2lb_8_forward_9Forwarder__block(struct __pyx_obj_2lb_8_forwa
 */
   __pyx_v_h = ((struct tpacket3_hdr *)(((uint8_t *)__pyx_v_blk) + __pyx_v_blk->hdr.bh1.offset_to_first_pkt));
 
-  /* "fastpath/_forward.pyx":450
+  /* "fastpath/_forward.pyx":460
  *         cdef tpacket3_hdr* h = <tpacket3_hdr*>(<uint8_t*>blk + blk.hdr.bh1.offset_to_first_pkt)
  *         cdef uint8_t* frame
  *         cdef int v, txif = -1, partial             # <<<<<<<<<<<<<<
@@ -18642,7 +18972,7 @@ static void __pyx_f_2lb_8_forward_9Forwarder__block(struct __pyx_obj_2lb_8_forwa
 */
   __pyx_v_txif = -1;
 
-  /* "fastpath/_forward.pyx":452
+  /* "fastpath/_forward.pyx":462
  *         cdef int v, txif = -1, partial
  *         cdef uint64_t now
  *         pthread_mutex_lock(&fp.lock)             # <<<<<<<<<<<<<<
@@ -18651,7 +18981,7 @@ static void __pyx_f_2lb_8_forward_9Forwarder__block(struct __pyx_obj_2lb_8_forwa
 */
   (void)(pthread_mutex_lock((&__pyx_v_fp->lock)));
 
-  /* "fastpath/_forward.pyx":453
+  /* "fastpath/_forward.pyx":463
  *         cdef uint64_t now
  *         pthread_mutex_lock(&fp.lock)
  *         now = now_ms()             # <<<<<<<<<<<<<<
@@ -18660,7 +18990,7 @@ static void __pyx_f_2lb_8_forward_9Forwarder__block(struct __pyx_obj_2lb_8_forwa
 */
   __pyx_v_now = __pyx_f_2lb_8_forward_now_ms();
 
-  /* "fastpath/_forward.pyx":454
+  /* "fastpath/_forward.pyx":464
  *         pthread_mutex_lock(&fp.lock)
  *         now = now_ms()
  *         fp.npending = 0             # <<<<<<<<<<<<<<
@@ -18669,7 +18999,7 @@ static void __pyx_f_2lb_8_forward_9Forwarder__block(struct __pyx_obj_2lb_8_forwa
 */
   __pyx_v_fp->npending = 0;
 
-  /* "fastpath/_forward.pyx":455
+  /* "fastpath/_forward.pyx":465
  *         now = now_ms()
  *         fp.npending = 0
  *         for k in range(npkts):             # <<<<<<<<<<<<<<
@@ -18683,7 +19013,7 @@ static void __pyx_f_2lb_8_forward_9Forwarder__block(struct __pyx_obj_2lb_8_forwa
   for (__pyx_t_4 = 0; __pyx_t_4 < __pyx_t_3; __pyx_t_4+=1) {
     __pyx_v_k = __pyx_t_4;
 
-    /* "fastpath/_forward.pyx":456
+    /* "fastpath/_forward.pyx":466
  *         fp.npending = 0
  *         for k in range(npkts):
  *             frame = <uint8_t*>h + h.tp_mac             # <<<<<<<<<<<<<<
@@ -18692,7 +19022,7 @@ static void __pyx_f_2lb_8_forward_9Forwarder__block(struct __pyx_obj_2lb_8_forwa
 */
     __pyx_v_frame = (((uint8_t *)__pyx_v_h) + __pyx_v_h->tp_mac);
 
-    /* "fastpath/_forward.pyx":457
+    /* "fastpath/_forward.pyx":467
  *         for k in range(npkts):
  *             frame = <uint8_t*>h + h.tp_mac
  *             fp.rx_frames += 1             # <<<<<<<<<<<<<<
@@ -18701,7 +19031,7 @@ static void __pyx_f_2lb_8_forward_9Forwarder__block(struct __pyx_obj_2lb_8_forwa
 */
     __pyx_v_fp->rx_frames = (__pyx_v_fp->rx_frames + 1);
 
-    /* "fastpath/_forward.pyx":458
+    /* "fastpath/_forward.pyx":468
  *             frame = <uint8_t*>h + h.tp_mac
  *             fp.rx_frames += 1
  *             if h.tp_snaplen < h.tp_len:             # <<<<<<<<<<<<<<
@@ -18713,7 +19043,7 @@ static void __pyx_f_2lb_8_forward_9Forwarder__block(struct __pyx_obj_2lb_8_forwa
     if (__pyx_t_5) {
 
 
-      /* "fastpath/_forward.pyx":459
+      /* "fastpath/_forward.pyx":469
  *             fp.rx_frames += 1
  *             if h.tp_snaplen < h.tp_len:
  *                 fp.reasons[R_TRUNCATED] += 1             # <<<<<<<<<<<<<<
@@ -18724,7 +19054,7 @@ static void __pyx_f_2lb_8_forward_9Forwarder__block(struct __pyx_obj_2lb_8_forwa
       __pyx_t_6 = __pyx_e_2lb_8_forward_R_TRUNCATED;
       (__pyx_v_fp->reasons[__pyx_t_6]) = ((__pyx_v_fp->reasons[__pyx_t_6]) + 1);
 
-      /* "fastpath/_forward.pyx":458
+      /* "fastpath/_forward.pyx":468
  *             frame = <uint8_t*>h + h.tp_mac
  *             fp.rx_frames += 1
  *             if h.tp_snaplen < h.tp_len:             # <<<<<<<<<<<<<<
@@ -18734,7 +19064,7 @@ static void __pyx_f_2lb_8_forward_9Forwarder__block(struct __pyx_obj_2lb_8_forwa
       goto __pyx_L5;
     }
 
-    /* "fastpath/_forward.pyx":461
+    /* "fastpath/_forward.pyx":471
  *                 fp.reasons[R_TRUNCATED] += 1
  *             else:
  *                 partial = 1 if h.tp_status & TP_STATUS_CSUMNOTREADY else 0             # <<<<<<<<<<<<<<
@@ -18754,7 +19084,7 @@ static void __pyx_f_2lb_8_forward_9Forwarder__block(struct __pyx_obj_2lb_8_forwa
 
       __pyx_v_partial = __pyx_t_7;
 
-      /* "fastpath/_forward.pyx":462
+      /* "fastpath/_forward.pyx":472
  *             else:
  *                 partial = 1 if h.tp_status & TP_STATUS_CSUMNOTREADY else 0
  *                 v = handle(fp, frame, h.tp_snaplen, partial, now, &txif, &fp.pending[fp.npending])             # <<<<<<<<<<<<<<
@@ -18763,7 +19093,7 @@ static void __pyx_f_2lb_8_forward_9Forwarder__block(struct __pyx_obj_2lb_8_forwa
 */
       __pyx_v_v = __pyx_f_2lb_8_forward_handle(__pyx_v_fp, __pyx_v_frame, __pyx_v_h->tp_snaplen, __pyx_v_partial, __pyx_v_now, (&__pyx_v_txif), (&(__pyx_v_fp->pending[__pyx_v_fp->npending])));
 
-      /* "fastpath/_forward.pyx":463
+      /* "fastpath/_forward.pyx":473
  *                 partial = 1 if h.tp_status & TP_STATUS_CSUMNOTREADY else 0
  *                 v = handle(fp, frame, h.tp_snaplen, partial, now, &txif, &fp.pending[fp.npending])
  *                 if v == V_FORWARD:             # <<<<<<<<<<<<<<
@@ -18773,7 +19103,7 @@ static void __pyx_f_2lb_8_forward_9Forwarder__block(struct __pyx_obj_2lb_8_forwa
       switch (__pyx_v_v) {
         case __pyx_e_2lb_8_forward_V_FORWARD:
 
-        /* "fastpath/_forward.pyx":464
+        /* "fastpath/_forward.pyx":474
  *                 v = handle(fp, frame, h.tp_snaplen, partial, now, &txif, &fp.pending[fp.npending])
  *                 if v == V_FORWARD:
  *                     self._tx(txif, frame, h.tp_snaplen)             # <<<<<<<<<<<<<<
@@ -18782,7 +19112,7 @@ static void __pyx_f_2lb_8_forward_9Forwarder__block(struct __pyx_obj_2lb_8_forwa
 */
         ((struct __pyx_vtabstruct_2lb_8_forward_Forwarder *)__pyx_v_self->__pyx_vtab)->_tx(__pyx_v_self, __pyx_v_txif, __pyx_v_frame, __pyx_v_h->tp_snaplen);
 
-        /* "fastpath/_forward.pyx":463
+        /* "fastpath/_forward.pyx":473
  *                 partial = 1 if h.tp_status & TP_STATUS_CSUMNOTREADY else 0
  *                 v = handle(fp, frame, h.tp_snaplen, partial, now, &txif, &fp.pending[fp.npending])
  *                 if v == V_FORWARD:             # <<<<<<<<<<<<<<
@@ -18792,7 +19122,7 @@ static void __pyx_f_2lb_8_forward_9Forwarder__block(struct __pyx_obj_2lb_8_forwa
         break;
         case __pyx_e_2lb_8_forward_V_NEW:
 
-        /* "fastpath/_forward.pyx":466
+        /* "fastpath/_forward.pyx":476
  *                     self._tx(txif, frame, h.tp_snaplen)
  *                 elif v == V_NEW:
  *                     self._queue_pending(frame, h.tp_snaplen, i, partial)             # <<<<<<<<<<<<<<
@@ -18801,7 +19131,7 @@ static void __pyx_f_2lb_8_forward_9Forwarder__block(struct __pyx_obj_2lb_8_forwa
 */
         ((struct __pyx_vtabstruct_2lb_8_forward_Forwarder *)__pyx_v_self->__pyx_vtab)->_queue_pending(__pyx_v_self, __pyx_v_frame, __pyx_v_h->tp_snaplen, __pyx_v_i, __pyx_v_partial);
 
-        /* "fastpath/_forward.pyx":467
+        /* "fastpath/_forward.pyx":477
  *                 elif v == V_NEW:
  *                     self._queue_pending(frame, h.tp_snaplen, i, partial)
  *                     if fp.npending == MAX_PENDING:             # <<<<<<<<<<<<<<
@@ -18813,7 +19143,7 @@ static void __pyx_f_2lb_8_forward_9Forwarder__block(struct __pyx_obj_2lb_8_forwa
         if (__pyx_t_5) {
 
 
-          /* "fastpath/_forward.pyx":468
+          /* "fastpath/_forward.pyx":478
  *                     self._queue_pending(frame, h.tp_snaplen, i, partial)
  *                     if fp.npending == MAX_PENDING:
  *                         self._resolve_pending(now, False)             # <<<<<<<<<<<<<<
@@ -18822,7 +19152,7 @@ static void __pyx_f_2lb_8_forward_9Forwarder__block(struct __pyx_obj_2lb_8_forwa
 */
           ((struct __pyx_vtabstruct_2lb_8_forward_Forwarder *)__pyx_v_self->__pyx_vtab)->_resolve_pending(__pyx_v_self, __pyx_v_now, 0);
 
-          /* "fastpath/_forward.pyx":467
+          /* "fastpath/_forward.pyx":477
  *                 elif v == V_NEW:
  *                     self._queue_pending(frame, h.tp_snaplen, i, partial)
  *                     if fp.npending == MAX_PENDING:             # <<<<<<<<<<<<<<
@@ -18831,7 +19161,7 @@ static void __pyx_f_2lb_8_forward_9Forwarder__block(struct __pyx_obj_2lb_8_forwa
 */
         }
 
-        /* "fastpath/_forward.pyx":465
+        /* "fastpath/_forward.pyx":475
  *                 if v == V_FORWARD:
  *                     self._tx(txif, frame, h.tp_snaplen)
  *                 elif v == V_NEW:             # <<<<<<<<<<<<<<
@@ -18844,7 +19174,7 @@ static void __pyx_f_2lb_8_forward_9Forwarder__block(struct __pyx_obj_2lb_8_forwa
     }
     __pyx_L5:;
 
-    /* "fastpath/_forward.pyx":469
+    /* "fastpath/_forward.pyx":479
  *                     if fp.npending == MAX_PENDING:
  *                         self._resolve_pending(now, False)
  *             h = <tpacket3_hdr*>(<uint8_t*>h + h.tp_next_offset)             # <<<<<<<<<<<<<<
@@ -18855,7 +19185,7 @@ static void __pyx_f_2lb_8_forward_9Forwarder__block(struct __pyx_obj_2lb_8_forwa
   }
 
 
-  /* "fastpath/_forward.pyx":470
+  /* "fastpath/_forward.pyx":480
  *                         self._resolve_pending(now, False)
  *             h = <tpacket3_hdr*>(<uint8_t*>h + h.tp_next_offset)
  *         if fp.npending:             # <<<<<<<<<<<<<<
@@ -18867,7 +19197,7 @@ static void __pyx_f_2lb_8_forward_9Forwarder__block(struct __pyx_obj_2lb_8_forwa
   if (__pyx_t_5) {
 
 
-    /* "fastpath/_forward.pyx":471
+    /* "fastpath/_forward.pyx":481
  *             h = <tpacket3_hdr*>(<uint8_t*>h + h.tp_next_offset)
  *         if fp.npending:
  *             self._resolve_pending(now, False)             # <<<<<<<<<<<<<<
@@ -18876,7 +19206,7 @@ static void __pyx_f_2lb_8_forward_9Forwarder__block(struct __pyx_obj_2lb_8_forwa
 */
     ((struct __pyx_vtabstruct_2lb_8_forward_Forwarder *)__pyx_v_self->__pyx_vtab)->_resolve_pending(__pyx_v_self, __pyx_v_now, 0);
 
-    /* "fastpath/_forward.pyx":470
+    /* "fastpath/_forward.pyx":480
  *                         self._resolve_pending(now, False)
  *             h = <tpacket3_hdr*>(<uint8_t*>h + h.tp_next_offset)
  *         if fp.npending:             # <<<<<<<<<<<<<<
@@ -18885,7 +19215,7 @@ static void __pyx_f_2lb_8_forward_9Forwarder__block(struct __pyx_obj_2lb_8_forwa
 */
   }
 
-  /* "fastpath/_forward.pyx":472
+  /* "fastpath/_forward.pyx":482
  *         if fp.npending:
  *             self._resolve_pending(now, False)
  *         for k in range(MAX_IFACES):             # <<<<<<<<<<<<<<
@@ -18899,7 +19229,7 @@ static void __pyx_f_2lb_8_forward_9Forwarder__block(struct __pyx_obj_2lb_8_forwa
   for (__pyx_t_2 = 0; __pyx_t_2 < __pyx_t_8; __pyx_t_2+=1) {
     __pyx_v_k = __pyx_t_2;
 
-    /* "fastpath/_forward.pyx":473
+    /* "fastpath/_forward.pyx":483
  *             self._resolve_pending(now, False)
  *         for k in range(MAX_IFACES):
  *             if fp.ifaces[k].tx.n:             # <<<<<<<<<<<<<<
@@ -18911,7 +19241,7 @@ static void __pyx_f_2lb_8_forward_9Forwarder__block(struct __pyx_obj_2lb_8_forwa
     if (__pyx_t_5) {
 
 
-      /* "fastpath/_forward.pyx":474
+      /* "fastpath/_forward.pyx":484
  *         for k in range(MAX_IFACES):
  *             if fp.ifaces[k].tx.n:
  *                 self._flush(k)             # <<<<<<<<<<<<<<
@@ -18920,7 +19250,7 @@ static void __pyx_f_2lb_8_forward_9Forwarder__block(struct __pyx_obj_2lb_8_forwa
 */
       ((struct __pyx_vtabstruct_2lb_8_forward_Forwarder *)__pyx_v_self->__pyx_vtab)->_flush(__pyx_v_self, __pyx_v_k);
 
-      /* "fastpath/_forward.pyx":473
+      /* "fastpath/_forward.pyx":483
  *             self._resolve_pending(now, False)
  *         for k in range(MAX_IFACES):
  *             if fp.ifaces[k].tx.n:             # <<<<<<<<<<<<<<
@@ -18931,7 +19261,7 @@ static void __pyx_f_2lb_8_forward_9Forwarder__block(struct __pyx_obj_2lb_8_forwa
   }
 
 
-  /* "fastpath/_forward.pyx":475
+  /* "fastpath/_forward.pyx":485
  *             if fp.ifaces[k].tx.n:
  *                 self._flush(k)
  *         sweep(fp, now, 64)             # <<<<<<<<<<<<<<
@@ -18940,7 +19270,7 @@ static void __pyx_f_2lb_8_forward_9Forwarder__block(struct __pyx_obj_2lb_8_forwa
 */
   __pyx_f_2lb_8_forward_sweep(__pyx_v_fp, __pyx_v_now, 64);
 
-  /* "fastpath/_forward.pyx":476
+  /* "fastpath/_forward.pyx":486
  *                 self._flush(k)
  *         sweep(fp, now, 64)
  *         pthread_mutex_unlock(&fp.lock)             # <<<<<<<<<<<<<<
@@ -18949,7 +19279,7 @@ static void __pyx_f_2lb_8_forward_9Forwarder__block(struct __pyx_obj_2lb_8_forwa
 */
   (void)(pthread_mutex_unlock((&__pyx_v_fp->lock)));
 
-  /* "fastpath/_forward.pyx":477
+  /* "fastpath/_forward.pyx":487
  *         sweep(fp, now, 64)
  *         pthread_mutex_unlock(&fp.lock)
  *         __sync_synchronize()             # <<<<<<<<<<<<<<
@@ -18958,7 +19288,7 @@ static void __pyx_f_2lb_8_forward_9Forwarder__block(struct __pyx_obj_2lb_8_forwa
 */
   __sync_synchronize();
 
-  /* "fastpath/_forward.pyx":478
+  /* "fastpath/_forward.pyx":488
  *         pthread_mutex_unlock(&fp.lock)
  *         __sync_synchronize()
  *         blk.hdr.bh1.block_status = TP_STATUS_KERNEL             # <<<<<<<<<<<<<<
@@ -18967,7 +19297,7 @@ static void __pyx_f_2lb_8_forward_9Forwarder__block(struct __pyx_obj_2lb_8_forwa
 */
   __pyx_v_blk->hdr.bh1.block_status = TP_STATUS_KERNEL;
 
-  /* "fastpath/_forward.pyx":479
+  /* "fastpath/_forward.pyx":489
  *         __sync_synchronize()
  *         blk.hdr.bh1.block_status = TP_STATUS_KERNEL
  *         f.cur_block = (f.cur_block + 1) % f.nblocks             # <<<<<<<<<<<<<<
@@ -18976,7 +19306,7 @@ static void __pyx_f_2lb_8_forward_9Forwarder__block(struct __pyx_obj_2lb_8_forwa
 */
   __pyx_v_f->cur_block = ((__pyx_v_f->cur_block + 1) % __pyx_v_f->nblocks);
 
-  /* "fastpath/_forward.pyx":444
+  /* "fastpath/_forward.pyx":454
  *                 pthread_mutex_unlock(&self.fp.lock)
  * 
  *     cdef void _block(self, int i, tpacket_block_desc* blk) noexcept nogil:             # <<<<<<<<<<<<<<
@@ -18997,7 +19327,7 @@ static void __pyx_f_2lb_8_forward_9Forwarder__block(struct __pyx_obj_2lb_8_forwa
 
 }
 
-/* "fastpath/_forward.pyx":481
+/* "fastpath/_forward.pyx":491
  *         f.cur_block = (f.cur_block + 1) % f.nblocks
  * 
  *     cdef void _tx(self, int ifslot, uint8_t* frame, uint32_t n) noexcept nogil:             # <<<<<<<<<<<<<<
@@ -19010,7 +19340,7 @@ static void __pyx_f_2lb_8_forward_9Forwarder__tx(struct __pyx_obj_2lb_8_forward_
   int __pyx_t_1;
   int __pyx_t_2;
 
-  /* "fastpath/_forward.pyx":482
+  /* "fastpath/_forward.pyx":492
  * 
  *     cdef void _tx(self, int ifslot, uint8_t* frame, uint32_t n) noexcept nogil:
  *         cdef TxQueue* q = &self.fp.ifaces[ifslot].tx             # <<<<<<<<<<<<<<
@@ -19019,7 +19349,7 @@ static void __pyx_f_2lb_8_forward_9Forwarder__tx(struct __pyx_obj_2lb_8_forward_
 */
   __pyx_v_q = (&(__pyx_v_self->fp->ifaces[__pyx_v_ifslot]).tx);
 
-  /* "fastpath/_forward.pyx":483
+  /* "fastpath/_forward.pyx":493
  *     cdef void _tx(self, int ifslot, uint8_t* frame, uint32_t n) noexcept nogil:
  *         cdef TxQueue* q = &self.fp.ifaces[ifslot].tx
  *         if self.fp.ifaces[ifslot].fd < 0:             # <<<<<<<<<<<<<<
@@ -19031,7 +19361,7 @@ static void __pyx_f_2lb_8_forward_9Forwarder__tx(struct __pyx_obj_2lb_8_forward_
   if (__pyx_t_1) {
 
 
-    /* "fastpath/_forward.pyx":484
+    /* "fastpath/_forward.pyx":494
  *         cdef TxQueue* q = &self.fp.ifaces[ifslot].tx
  *         if self.fp.ifaces[ifslot].fd < 0:
  *             self.fp.reasons[R_TX_ERROR] += 1             # <<<<<<<<<<<<<<
@@ -19042,7 +19372,7 @@ static void __pyx_f_2lb_8_forward_9Forwarder__tx(struct __pyx_obj_2lb_8_forward_
     __pyx_t_2 = __pyx_e_2lb_8_forward_R_TX_ERROR;
     (__pyx_v_self->fp->reasons[__pyx_t_2]) = ((__pyx_v_self->fp->reasons[__pyx_t_2]) + 1);
 
-    /* "fastpath/_forward.pyx":485
+    /* "fastpath/_forward.pyx":495
  *         if self.fp.ifaces[ifslot].fd < 0:
  *             self.fp.reasons[R_TX_ERROR] += 1
  *             return             # <<<<<<<<<<<<<<
@@ -19053,7 +19383,7 @@ static void __pyx_f_2lb_8_forward_9Forwarder__tx(struct __pyx_obj_2lb_8_forward_
     }
     goto __pyx_L0;
 
-    /* "fastpath/_forward.pyx":483
+    /* "fastpath/_forward.pyx":493
  *     cdef void _tx(self, int ifslot, uint8_t* frame, uint32_t n) noexcept nogil:
  *         cdef TxQueue* q = &self.fp.ifaces[ifslot].tx
  *         if self.fp.ifaces[ifslot].fd < 0:             # <<<<<<<<<<<<<<
@@ -19062,7 +19392,7 @@ static void __pyx_f_2lb_8_forward_9Forwarder__tx(struct __pyx_obj_2lb_8_forward_
 */
   }
 
-  /* "fastpath/_forward.pyx":486
+  /* "fastpath/_forward.pyx":496
  *             self.fp.reasons[R_TX_ERROR] += 1
  *             return
  *         if q.n == TX_BATCH:             # <<<<<<<<<<<<<<
@@ -19074,7 +19404,7 @@ static void __pyx_f_2lb_8_forward_9Forwarder__tx(struct __pyx_obj_2lb_8_forward_
   if (__pyx_t_1) {
 
 
-    /* "fastpath/_forward.pyx":487
+    /* "fastpath/_forward.pyx":497
  *             return
  *         if q.n == TX_BATCH:
  *             self._flush(ifslot)             # <<<<<<<<<<<<<<
@@ -19083,7 +19413,7 @@ static void __pyx_f_2lb_8_forward_9Forwarder__tx(struct __pyx_obj_2lb_8_forward_
 */
     ((struct __pyx_vtabstruct_2lb_8_forward_Forwarder *)__pyx_v_self->__pyx_vtab)->_flush(__pyx_v_self, __pyx_v_ifslot);
 
-    /* "fastpath/_forward.pyx":486
+    /* "fastpath/_forward.pyx":496
  *             self.fp.reasons[R_TX_ERROR] += 1
  *             return
  *         if q.n == TX_BATCH:             # <<<<<<<<<<<<<<
@@ -19092,7 +19422,7 @@ static void __pyx_f_2lb_8_forward_9Forwarder__tx(struct __pyx_obj_2lb_8_forward_
 */
   }
 
-  /* "fastpath/_forward.pyx":488
+  /* "fastpath/_forward.pyx":498
  *         if q.n == TX_BATCH:
  *             self._flush(ifslot)
  *         q.iov[q.n].iov_base = frame             # <<<<<<<<<<<<<<
@@ -19101,7 +19431,7 @@ static void __pyx_f_2lb_8_forward_9Forwarder__tx(struct __pyx_obj_2lb_8_forward_
 */
   (__pyx_v_q->iov[__pyx_v_q->n]).iov_base = __pyx_v_frame;
 
-  /* "fastpath/_forward.pyx":489
+  /* "fastpath/_forward.pyx":499
  *             self._flush(ifslot)
  *         q.iov[q.n].iov_base = frame
  *         q.iov[q.n].iov_len = n             # <<<<<<<<<<<<<<
@@ -19110,7 +19440,7 @@ static void __pyx_f_2lb_8_forward_9Forwarder__tx(struct __pyx_obj_2lb_8_forward_
 */
   (__pyx_v_q->iov[__pyx_v_q->n]).iov_len = __pyx_v_n;
 
-  /* "fastpath/_forward.pyx":490
+  /* "fastpath/_forward.pyx":500
  *         q.iov[q.n].iov_base = frame
  *         q.iov[q.n].iov_len = n
  *         memset(&q.msgs[q.n], 0, sizeof(mmsghdr))             # <<<<<<<<<<<<<<
@@ -19119,7 +19449,7 @@ static void __pyx_f_2lb_8_forward_9Forwarder__tx(struct __pyx_obj_2lb_8_forward_
 */
   (void)(memset((&(__pyx_v_q->msgs[__pyx_v_q->n])), 0, (sizeof(struct mmsghdr))));
 
-  /* "fastpath/_forward.pyx":491
+  /* "fastpath/_forward.pyx":501
  *         q.iov[q.n].iov_len = n
  *         memset(&q.msgs[q.n], 0, sizeof(mmsghdr))
  *         q.msgs[q.n].msg_hdr.msg_iov = &q.iov[q.n]             # <<<<<<<<<<<<<<
@@ -19128,7 +19458,7 @@ static void __pyx_f_2lb_8_forward_9Forwarder__tx(struct __pyx_obj_2lb_8_forward_
 */
   (__pyx_v_q->msgs[__pyx_v_q->n]).msg_hdr.msg_iov = (&(__pyx_v_q->iov[__pyx_v_q->n]));
 
-  /* "fastpath/_forward.pyx":492
+  /* "fastpath/_forward.pyx":502
  *         memset(&q.msgs[q.n], 0, sizeof(mmsghdr))
  *         q.msgs[q.n].msg_hdr.msg_iov = &q.iov[q.n]
  *         q.msgs[q.n].msg_hdr.msg_iovlen = 1             # <<<<<<<<<<<<<<
@@ -19137,7 +19467,7 @@ static void __pyx_f_2lb_8_forward_9Forwarder__tx(struct __pyx_obj_2lb_8_forward_
 */
   (__pyx_v_q->msgs[__pyx_v_q->n]).msg_hdr.msg_iovlen = 1;
 
-  /* "fastpath/_forward.pyx":493
+  /* "fastpath/_forward.pyx":503
  *         q.msgs[q.n].msg_hdr.msg_iov = &q.iov[q.n]
  *         q.msgs[q.n].msg_hdr.msg_iovlen = 1
  *         q.n += 1             # <<<<<<<<<<<<<<
@@ -19146,7 +19476,7 @@ static void __pyx_f_2lb_8_forward_9Forwarder__tx(struct __pyx_obj_2lb_8_forward_
 */
   __pyx_v_q->n = (__pyx_v_q->n + 1);
 
-  /* "fastpath/_forward.pyx":481
+  /* "fastpath/_forward.pyx":491
  *         f.cur_block = (f.cur_block + 1) % f.nblocks
  * 
  *     cdef void _tx(self, int ifslot, uint8_t* frame, uint32_t n) noexcept nogil:             # <<<<<<<<<<<<<<
@@ -19159,7 +19489,7 @@ static void __pyx_f_2lb_8_forward_9Forwarder__tx(struct __pyx_obj_2lb_8_forward_
 
 }
 
-/* "fastpath/_forward.pyx":495
+/* "fastpath/_forward.pyx":505
  *         q.n += 1
  * 
  *     cdef void _flush(self, int ifslot) noexcept nogil:             # <<<<<<<<<<<<<<
@@ -19174,7 +19504,7 @@ static void __pyx_f_2lb_8_forward_9Forwarder__flush(struct __pyx_obj_2lb_8_forwa
   int __pyx_t_1;
   int __pyx_t_2;
 
-  /* "fastpath/_forward.pyx":496
+  /* "fastpath/_forward.pyx":506
  * 
  *     cdef void _flush(self, int ifslot) noexcept nogil:
  *         cdef Iface* f = &self.fp.ifaces[ifslot]             # <<<<<<<<<<<<<<
@@ -19183,7 +19513,7 @@ static void __pyx_f_2lb_8_forward_9Forwarder__flush(struct __pyx_obj_2lb_8_forwa
 */
   __pyx_v_f = (&(__pyx_v_self->fp->ifaces[__pyx_v_ifslot]));
 
-  /* "fastpath/_forward.pyx":497
+  /* "fastpath/_forward.pyx":507
  *     cdef void _flush(self, int ifslot) noexcept nogil:
  *         cdef Iface* f = &self.fp.ifaces[ifslot]
  *         cdef int sent = 0, r             # <<<<<<<<<<<<<<
@@ -19192,7 +19522,7 @@ static void __pyx_f_2lb_8_forward_9Forwarder__flush(struct __pyx_obj_2lb_8_forwa
 */
   __pyx_v_sent = 0;
 
-  /* "fastpath/_forward.pyx":498
+  /* "fastpath/_forward.pyx":508
  *         cdef Iface* f = &self.fp.ifaces[ifslot]
  *         cdef int sent = 0, r
  *         while sent < f.tx.n:             # <<<<<<<<<<<<<<
@@ -19205,7 +19535,7 @@ static void __pyx_f_2lb_8_forward_9Forwarder__flush(struct __pyx_obj_2lb_8_forwa
 
     if (!__pyx_t_1) break;
 
-    /* "fastpath/_forward.pyx":499
+    /* "fastpath/_forward.pyx":509
  *         cdef int sent = 0, r
  *         while sent < f.tx.n:
  *             r = sendmmsg(f.fd, &f.tx.msgs[sent], f.tx.n - sent, 0)             # <<<<<<<<<<<<<<
@@ -19214,7 +19544,7 @@ static void __pyx_f_2lb_8_forward_9Forwarder__flush(struct __pyx_obj_2lb_8_forwa
 */
     __pyx_v_r = sendmmsg(__pyx_v_f->fd, (&(__pyx_v_f->tx.msgs[__pyx_v_sent])), (__pyx_v_f->tx.n - __pyx_v_sent), 0);
 
-    /* "fastpath/_forward.pyx":500
+    /* "fastpath/_forward.pyx":510
  *         while sent < f.tx.n:
  *             r = sendmmsg(f.fd, &f.tx.msgs[sent], f.tx.n - sent, 0)
  *             if r < 0:             # <<<<<<<<<<<<<<
@@ -19226,7 +19556,7 @@ static void __pyx_f_2lb_8_forward_9Forwarder__flush(struct __pyx_obj_2lb_8_forwa
     if (__pyx_t_1) {
 
 
-      /* "fastpath/_forward.pyx":501
+      /* "fastpath/_forward.pyx":511
  *             r = sendmmsg(f.fd, &f.tx.msgs[sent], f.tx.n - sent, 0)
  *             if r < 0:
  *                 if errno == EINTR:             # <<<<<<<<<<<<<<
@@ -19238,7 +19568,7 @@ static void __pyx_f_2lb_8_forward_9Forwarder__flush(struct __pyx_obj_2lb_8_forwa
       if (__pyx_t_1) {
 
 
-        /* "fastpath/_forward.pyx":502
+        /* "fastpath/_forward.pyx":512
  *             if r < 0:
  *                 if errno == EINTR:
  *                     continue             # <<<<<<<<<<<<<<
@@ -19247,7 +19577,7 @@ static void __pyx_f_2lb_8_forward_9Forwarder__flush(struct __pyx_obj_2lb_8_forwa
 */
         goto __pyx_L3_continue;
 
-        /* "fastpath/_forward.pyx":501
+        /* "fastpath/_forward.pyx":511
  *             r = sendmmsg(f.fd, &f.tx.msgs[sent], f.tx.n - sent, 0)
  *             if r < 0:
  *                 if errno == EINTR:             # <<<<<<<<<<<<<<
@@ -19256,7 +19586,7 @@ static void __pyx_f_2lb_8_forward_9Forwarder__flush(struct __pyx_obj_2lb_8_forwa
 */
       }
 
-      /* "fastpath/_forward.pyx":503
+      /* "fastpath/_forward.pyx":513
  *                 if errno == EINTR:
  *                     continue
  *                 self.fp.reasons[R_TX_ERROR] += 1     # this frame is lost (e.g. ENOBUFS); go on             # <<<<<<<<<<<<<<
@@ -19267,7 +19597,7 @@ static void __pyx_f_2lb_8_forward_9Forwarder__flush(struct __pyx_obj_2lb_8_forwa
       __pyx_t_2 = __pyx_e_2lb_8_forward_R_TX_ERROR;
       (__pyx_v_self->fp->reasons[__pyx_t_2]) = ((__pyx_v_self->fp->reasons[__pyx_t_2]) + 1);
 
-      /* "fastpath/_forward.pyx":504
+      /* "fastpath/_forward.pyx":514
  *                     continue
  *                 self.fp.reasons[R_TX_ERROR] += 1     # this frame is lost (e.g. ENOBUFS); go on
  *                 sent += 1             # <<<<<<<<<<<<<<
@@ -19276,7 +19606,7 @@ static void __pyx_f_2lb_8_forward_9Forwarder__flush(struct __pyx_obj_2lb_8_forwa
 */
       __pyx_v_sent = (__pyx_v_sent + 1);
 
-      /* "fastpath/_forward.pyx":500
+      /* "fastpath/_forward.pyx":510
  *         while sent < f.tx.n:
  *             r = sendmmsg(f.fd, &f.tx.msgs[sent], f.tx.n - sent, 0)
  *             if r < 0:             # <<<<<<<<<<<<<<
@@ -19286,7 +19616,7 @@ static void __pyx_f_2lb_8_forward_9Forwarder__flush(struct __pyx_obj_2lb_8_forwa
       goto __pyx_L5;
     }
 
-    /* "fastpath/_forward.pyx":506
+    /* "fastpath/_forward.pyx":516
  *                 sent += 1
  *             else:
  *                 self.fp.tx_frames += r             # <<<<<<<<<<<<<<
@@ -19296,7 +19626,7 @@ static void __pyx_f_2lb_8_forward_9Forwarder__flush(struct __pyx_obj_2lb_8_forwa
     /*else*/ {
       __pyx_v_self->fp->tx_frames = (__pyx_v_self->fp->tx_frames + __pyx_v_r);
 
-      /* "fastpath/_forward.pyx":507
+      /* "fastpath/_forward.pyx":517
  *             else:
  *                 self.fp.tx_frames += r
  *                 sent += r             # <<<<<<<<<<<<<<
@@ -19309,7 +19639,7 @@ static void __pyx_f_2lb_8_forward_9Forwarder__flush(struct __pyx_obj_2lb_8_forwa
     __pyx_L3_continue:;
   }
 
-  /* "fastpath/_forward.pyx":508
+  /* "fastpath/_forward.pyx":518
  *                 self.fp.tx_frames += r
  *                 sent += r
  *         f.tx.n = 0             # <<<<<<<<<<<<<<
@@ -19318,7 +19648,7 @@ static void __pyx_f_2lb_8_forward_9Forwarder__flush(struct __pyx_obj_2lb_8_forwa
 */
   __pyx_v_f->tx.n = 0;
 
-  /* "fastpath/_forward.pyx":495
+  /* "fastpath/_forward.pyx":505
  *         q.n += 1
  * 
  *     cdef void _flush(self, int ifslot) noexcept nogil:             # <<<<<<<<<<<<<<
@@ -19502,15 +19832,15 @@ static int __pyx_pf_2lb_8_forward_9Forwarder_12scheduler_cb_4__del__(struct __py
 */
 
 /* Python wrapper */
-static PyObject *__pyx_pw_2lb_8_forward_9Forwarder_43__reduce_cython__(PyObject *__pyx_v_self, 
+static PyObject *__pyx_pw_2lb_8_forward_9Forwarder_45__reduce_cython__(PyObject *__pyx_v_self, 
 #if CYTHON_VECTORCALL
 PyObject *const *__pyx_args, Py_ssize_t __pyx_nargs, PyObject *__pyx_kwds
 #else
 PyObject *__pyx_args, PyObject *__pyx_kwds
 #endif
 ); /*proto*/
-static PyMethodDef __pyx_mdef_2lb_8_forward_9Forwarder_43__reduce_cython__ = {"__reduce_cython__", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_2lb_8_forward_9Forwarder_43__reduce_cython__, __Pyx_METH_FASTCALL|METH_KEYWORDS, 0};
-static PyObject *__pyx_pw_2lb_8_forward_9Forwarder_43__reduce_cython__(PyObject *__pyx_v_self, 
+static PyMethodDef __pyx_mdef_2lb_8_forward_9Forwarder_45__reduce_cython__ = {"__reduce_cython__", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_2lb_8_forward_9Forwarder_45__reduce_cython__, __Pyx_METH_FASTCALL|METH_KEYWORDS, 0};
+static PyObject *__pyx_pw_2lb_8_forward_9Forwarder_45__reduce_cython__(PyObject *__pyx_v_self, 
 #if CYTHON_VECTORCALL
 PyObject *const *__pyx_args, Py_ssize_t __pyx_nargs, PyObject *__pyx_kwds
 #else
@@ -19536,14 +19866,14 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   const Py_ssize_t __pyx_kwds_len = unlikely(__pyx_kwds) ? __Pyx_NumKwargs_FASTCALL(__pyx_kwds) : 0;
   if (unlikely(__pyx_kwds_len < 0)) return NULL;
   if (unlikely(__pyx_kwds_len > 0)) {__Pyx_RejectKeywords("__reduce_cython__", __pyx_kwds); return NULL;}
-  __pyx_r = __pyx_pf_2lb_8_forward_9Forwarder_42__reduce_cython__(((struct __pyx_obj_2lb_8_forward_Forwarder *)__pyx_v_self));
+  __pyx_r = __pyx_pf_2lb_8_forward_9Forwarder_44__reduce_cython__(((struct __pyx_obj_2lb_8_forward_Forwarder *)__pyx_v_self));
 
   /* function exit code */
   __Pyx_RefNannyFinishContext();
   return __pyx_r;
 }
 
-static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_42__reduce_cython__(CYTHON_UNUSED struct __pyx_obj_2lb_8_forward_Forwarder *__pyx_v_self) {
+static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_44__reduce_cython__(CYTHON_UNUSED struct __pyx_obj_2lb_8_forward_Forwarder *__pyx_v_self) {
   PyObject *__pyx_r = NULL;
   __Pyx_RefNannyDeclarations
   int __pyx_lineno = 0;
@@ -19583,15 +19913,15 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_42__reduce_cython__(CYTHON_UN
 */
 
 /* Python wrapper */
-static PyObject *__pyx_pw_2lb_8_forward_9Forwarder_45__setstate_cython__(PyObject *__pyx_v_self, 
+static PyObject *__pyx_pw_2lb_8_forward_9Forwarder_47__setstate_cython__(PyObject *__pyx_v_self, 
 #if CYTHON_VECTORCALL
 PyObject *const *__pyx_args, Py_ssize_t __pyx_nargs, PyObject *__pyx_kwds
 #else
 PyObject *__pyx_args, PyObject *__pyx_kwds
 #endif
 ); /*proto*/
-static PyMethodDef __pyx_mdef_2lb_8_forward_9Forwarder_45__setstate_cython__ = {"__setstate_cython__", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_2lb_8_forward_9Forwarder_45__setstate_cython__, __Pyx_METH_FASTCALL|METH_KEYWORDS, 0};
-static PyObject *__pyx_pw_2lb_8_forward_9Forwarder_45__setstate_cython__(PyObject *__pyx_v_self, 
+static PyMethodDef __pyx_mdef_2lb_8_forward_9Forwarder_47__setstate_cython__ = {"__setstate_cython__", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_2lb_8_forward_9Forwarder_47__setstate_cython__, __Pyx_METH_FASTCALL|METH_KEYWORDS, 0};
+static PyObject *__pyx_pw_2lb_8_forward_9Forwarder_47__setstate_cython__(PyObject *__pyx_v_self, 
 #if CYTHON_VECTORCALL
 PyObject *const *__pyx_args, Py_ssize_t __pyx_nargs, PyObject *__pyx_kwds
 #else
@@ -19657,7 +19987,7 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   __Pyx_RefNannyFinishContext();
   return NULL;
   __pyx_L4_argument_unpacking_done:;
-  __pyx_r = __pyx_pf_2lb_8_forward_9Forwarder_44__setstate_cython__(((struct __pyx_obj_2lb_8_forward_Forwarder *)__pyx_v_self), __pyx_v___pyx_state);
+  __pyx_r = __pyx_pf_2lb_8_forward_9Forwarder_46__setstate_cython__(((struct __pyx_obj_2lb_8_forward_Forwarder *)__pyx_v_self), __pyx_v___pyx_state);
 
   /* function exit code */
   for (Py_ssize_t __pyx_temp=0; __pyx_temp < (Py_ssize_t)(sizeof(values)/sizeof(values[0])); ++__pyx_temp) {
@@ -19667,7 +19997,7 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   return __pyx_r;
 }
 
-static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_44__setstate_cython__(CYTHON_UNUSED struct __pyx_obj_2lb_8_forward_Forwarder *__pyx_v_self, CYTHON_UNUSED PyObject *__pyx_v___pyx_state) {
+static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_46__setstate_cython__(CYTHON_UNUSED struct __pyx_obj_2lb_8_forward_Forwarder *__pyx_v_self, CYTHON_UNUSED PyObject *__pyx_v___pyx_state) {
   PyObject *__pyx_r = NULL;
   __Pyx_RefNannyDeclarations
   int __pyx_lineno = 0;
@@ -19699,7 +20029,7 @@ static PyObject *__pyx_pf_2lb_8_forward_9Forwarder_44__setstate_cython__(CYTHON_
   return __pyx_r;
 }
 
-/* "fastpath/_forward.pyx":511
+/* "fastpath/_forward.pyx":521
  * 
  * 
  * cdef _sockopt(int fd, int name, void* val, socklen_t n, what):             # <<<<<<<<<<<<<<
@@ -19727,7 +20057,7 @@ static PyObject *__pyx_f_2lb_8_forward__sockopt(int __pyx_v_fd, int __pyx_v_name
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("_sockopt", 0);
 
-  /* "fastpath/_forward.pyx":512
+  /* "fastpath/_forward.pyx":522
  * 
  * cdef _sockopt(int fd, int name, void* val, socklen_t n, what):
  *     if setsockopt(fd, SOL_PACKET, name, val, n) < 0:             # <<<<<<<<<<<<<<
@@ -19739,7 +20069,7 @@ static PyObject *__pyx_f_2lb_8_forward__sockopt(int __pyx_v_fd, int __pyx_v_name
   if (unlikely(__pyx_t_1)) {
 
 
-    /* "fastpath/_forward.pyx":513
+    /* "fastpath/_forward.pyx":523
  * cdef _sockopt(int fd, int name, void* val, socklen_t n, what):
  *     if setsockopt(fd, SOL_PACKET, name, val, n) < 0:
  *         raise OSError(errno, f"setsockopt {what}: {os.strerror(errno)}")             # <<<<<<<<<<<<<<
@@ -19747,22 +20077,22 @@ static PyObject *__pyx_f_2lb_8_forward__sockopt(int __pyx_v_fd, int __pyx_v_name
  * 
 */
     __pyx_t_3 = NULL;
-    __pyx_t_4 = __Pyx_PyLong_From_int(errno); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 513, __pyx_L1_error)
+    __pyx_t_4 = __Pyx_PyLong_From_int(errno); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 523, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_4);
-    __pyx_t_5 = __Pyx_PyObject_FormatSimple(__pyx_v_what, __pyx_mstate_global->__pyx_empty_unicode); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 513, __pyx_L1_error)
+    __pyx_t_5 = __Pyx_PyObject_FormatSimple(__pyx_v_what, __pyx_mstate_global->__pyx_empty_unicode); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 523, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_5);
-    __Pyx_GetModuleGlobalName(__pyx_t_6, __pyx_mstate_global->__pyx_n_u_os); if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 513, __pyx_L1_error)
+    __Pyx_GetModuleGlobalName(__pyx_t_6, __pyx_mstate_global->__pyx_n_u_os); if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 523, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_6);
-    __pyx_t_7 = __Pyx_PyObject_GetAttrStr(__pyx_t_6, __pyx_mstate_global->__pyx_n_u_strerror); if (unlikely(!__pyx_t_7)) __PYX_ERR(0, 513, __pyx_L1_error)
+    __pyx_t_7 = __Pyx_PyObject_GetAttrStr(__pyx_t_6, __pyx_mstate_global->__pyx_n_u_strerror); if (unlikely(!__pyx_t_7)) __PYX_ERR(0, 523, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_7);
     __Pyx_DECREF(__pyx_t_6); __pyx_t_6 = 0;
-    __pyx_t_6 = __Pyx_PyLong_From_int(errno); if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 513, __pyx_L1_error)
+    __pyx_t_6 = __Pyx_PyLong_From_int(errno); if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 523, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_6);
-    __pyx_t_8 = __Pyx_PyObject_CallOneArg(__pyx_t_7, __pyx_t_6); if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 513, __pyx_L1_error)
+    __pyx_t_8 = __Pyx_PyObject_CallOneArg(__pyx_t_7, __pyx_t_6); if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 523, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_8);
     __Pyx_DECREF(__pyx_t_7); __pyx_t_7 = 0;
     __Pyx_DECREF(__pyx_t_6); __pyx_t_6 = 0;
-    __pyx_t_6 = __Pyx_PyObject_FormatSimple(__pyx_t_8, __pyx_mstate_global->__pyx_empty_unicode); if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 513, __pyx_L1_error)
+    __pyx_t_6 = __Pyx_PyObject_FormatSimple(__pyx_t_8, __pyx_mstate_global->__pyx_empty_unicode); if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 523, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_6);
     __Pyx_DECREF(__pyx_t_8); __pyx_t_8 = 0;
     __pyx_t_9[0] = __pyx_mstate_global->__pyx_kp_u_setsockopt;
@@ -19778,7 +20108,7 @@ static PyObject *__pyx_f_2lb_8_forward__sockopt(int __pyx_v_fd, int __pyx_v_name
     __pyx_t_11 |= __Pyx_PyUnicode_KIND_04(__pyx_t_9[1]) | __Pyx_PyUnicode_KIND_04(__pyx_t_9[3]);
     #endif
     __pyx_t_8 = __Pyx_PyUnicode_Join(__pyx_t_9, 4, __pyx_t_10, __pyx_t_11);
-    if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 513, __pyx_L1_error)
+    if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 523, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_8);
     __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
     __Pyx_DECREF(__pyx_t_6); __pyx_t_6 = 0;
@@ -19789,14 +20119,14 @@ static PyObject *__pyx_f_2lb_8_forward__sockopt(int __pyx_v_fd, int __pyx_v_name
       __Pyx_XDECREF(__pyx_t_3); __pyx_t_3 = 0;
       __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
       __Pyx_DECREF(__pyx_t_8); __pyx_t_8 = 0;
-      if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 513, __pyx_L1_error)
+      if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 523, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_2);
     }
     __Pyx_Raise(__pyx_t_2, 0, 0, 0);
     __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
-    __PYX_ERR(0, 513, __pyx_L1_error)
+    __PYX_ERR(0, 523, __pyx_L1_error)
 
-    /* "fastpath/_forward.pyx":512
+    /* "fastpath/_forward.pyx":522
  * 
  * cdef _sockopt(int fd, int name, void* val, socklen_t n, what):
  *     if setsockopt(fd, SOL_PACKET, name, val, n) < 0:             # <<<<<<<<<<<<<<
@@ -19805,7 +20135,7 @@ static PyObject *__pyx_f_2lb_8_forward__sockopt(int __pyx_v_fd, int __pyx_v_name
 */
   }
 
-  /* "fastpath/_forward.pyx":511
+  /* "fastpath/_forward.pyx":521
  * 
  * 
  * cdef _sockopt(int fd, int name, void* val, socklen_t n, what):             # <<<<<<<<<<<<<<
@@ -19832,7 +20162,7 @@ static PyObject *__pyx_f_2lb_8_forward__sockopt(int __pyx_v_fd, int __pyx_v_name
   return __pyx_r;
 }
 
-/* "fastpath/_forward.pyx":516
+/* "fastpath/_forward.pyx":526
  * 
  * 
  * def _check_slot(int slot, int limit, what):             # <<<<<<<<<<<<<<
@@ -19881,46 +20211,46 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_slot,&__pyx_mstate_global->__pyx_n_u_limit,&__pyx_mstate_global->__pyx_n_u_what,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_FASTCALL(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 516, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 526, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  3:
         values[2] = __Pyx_ArgRef_FASTCALL(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(0, 516, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(0, 526, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  2:
         values[1] = __Pyx_ArgRef_FASTCALL(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 516, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 526, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 516, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 526, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "_check_slot", 0) < (0)) __PYX_ERR(0, 516, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "_check_slot", 0) < (0)) __PYX_ERR(0, 526, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 3; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("_check_slot", 1, 3, 3, i); __PYX_ERR(0, 516, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("_check_slot", 1, 3, 3, i); __PYX_ERR(0, 526, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 3)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 516, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 526, __pyx_L3_error)
       values[1] = __Pyx_ArgRef_FASTCALL(__pyx_args, 1);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 516, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 526, __pyx_L3_error)
       values[2] = __Pyx_ArgRef_FASTCALL(__pyx_args, 2);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(0, 516, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(0, 526, __pyx_L3_error)
     }
-    __pyx_v_slot = __Pyx_PyLong_As_int(values[0]); if (unlikely((__pyx_v_slot == (int)-1) && PyErr_Occurred())) __PYX_ERR(0, 516, __pyx_L3_error)
-    __pyx_v_limit = __Pyx_PyLong_As_int(values[1]); if (unlikely((__pyx_v_limit == (int)-1) && PyErr_Occurred())) __PYX_ERR(0, 516, __pyx_L3_error)
+    __pyx_v_slot = __Pyx_PyLong_As_int(values[0]); if (unlikely((__pyx_v_slot == (int)-1) && PyErr_Occurred())) __PYX_ERR(0, 526, __pyx_L3_error)
+    __pyx_v_limit = __Pyx_PyLong_As_int(values[1]); if (unlikely((__pyx_v_limit == (int)-1) && PyErr_Occurred())) __PYX_ERR(0, 526, __pyx_L3_error)
     __pyx_v_what = values[2];
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("_check_slot", 1, 3, 3, __pyx_nargs); __PYX_ERR(0, 516, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("_check_slot", 1, 3, 3, __pyx_nargs); __PYX_ERR(0, 526, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -19963,7 +20293,7 @@ static PyObject *__pyx_pf_2lb_8_forward_4_check_slot(CYTHON_UNUSED PyObject *__p
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("_check_slot", 0);
 
-  /* "fastpath/_forward.pyx":517
+  /* "fastpath/_forward.pyx":527
  * 
  * def _check_slot(int slot, int limit, what):
  *     if not 0 <= slot < limit:             # <<<<<<<<<<<<<<
@@ -19979,17 +20309,17 @@ static PyObject *__pyx_pf_2lb_8_forward_4_check_slot(CYTHON_UNUSED PyObject *__p
   if (unlikely(__pyx_t_2)) {
 
 
-    /* "fastpath/_forward.pyx":518
+    /* "fastpath/_forward.pyx":528
  * def _check_slot(int slot, int limit, what):
  *     if not 0 <= slot < limit:
  *         raise ValueError(f"{what} slot {slot} out of range 0..{limit - 1}")             # <<<<<<<<<<<<<<
 */
     __pyx_t_4 = NULL;
-    __pyx_t_5 = __Pyx_PyObject_FormatSimple(__pyx_v_what, __pyx_mstate_global->__pyx_empty_unicode); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 518, __pyx_L1_error)
+    __pyx_t_5 = __Pyx_PyObject_FormatSimple(__pyx_v_what, __pyx_mstate_global->__pyx_empty_unicode); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 528, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_5);
-    __pyx_t_6 = __Pyx_PyUnicode_From_int(__pyx_v_slot, 0, ' ', 'd'); if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 518, __pyx_L1_error)
+    __pyx_t_6 = __Pyx_PyUnicode_From_int(__pyx_v_slot, 0, ' ', 'd'); if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 528, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_6);
-    __pyx_t_7 = __Pyx_PyUnicode_From_long((__pyx_v_limit - 1), 0, ' ', 'd'); if (unlikely(!__pyx_t_7)) __PYX_ERR(0, 518, __pyx_L1_error)
+    __pyx_t_7 = __Pyx_PyUnicode_From_long((__pyx_v_limit - 1), 0, ' ', 'd'); if (unlikely(!__pyx_t_7)) __PYX_ERR(0, 528, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_7);
     __pyx_t_8[0] = __pyx_t_5;
     __pyx_t_8[1] = __pyx_mstate_global->__pyx_kp_u_slot_2;
@@ -20005,7 +20335,7 @@ static PyObject *__pyx_pf_2lb_8_forward_4_check_slot(CYTHON_UNUSED PyObject *__p
     __pyx_t_10 |= __Pyx_PyUnicode_KIND_04(__pyx_t_8[0]);
     #endif
     __pyx_t_11 = __Pyx_PyUnicode_Join(__pyx_t_8, 5, __pyx_t_9, __pyx_t_10);
-    if (unlikely(!__pyx_t_11)) __PYX_ERR(0, 518, __pyx_L1_error)
+    if (unlikely(!__pyx_t_11)) __PYX_ERR(0, 528, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_11);
     __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
     __Pyx_DECREF(__pyx_t_6); __pyx_t_6 = 0;
@@ -20016,14 +20346,14 @@ static PyObject *__pyx_pf_2lb_8_forward_4_check_slot(CYTHON_UNUSED PyObject *__p
       __pyx_t_3 = __Pyx_PyObject_FastCall((PyObject*)(((PyTypeObject*)PyExc_ValueError)), __pyx_callargs+__pyx_t_12, (2-__pyx_t_12) | (__pyx_t_12*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
       __Pyx_XDECREF(__pyx_t_4); __pyx_t_4 = 0;
       __Pyx_DECREF(__pyx_t_11); __pyx_t_11 = 0;
-      if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 518, __pyx_L1_error)
+      if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 528, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_3);
     }
     __Pyx_Raise(__pyx_t_3, 0, 0, 0);
     __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
-    __PYX_ERR(0, 518, __pyx_L1_error)
+    __PYX_ERR(0, 528, __pyx_L1_error)
 
-    /* "fastpath/_forward.pyx":517
+    /* "fastpath/_forward.pyx":527
  * 
  * def _check_slot(int slot, int limit, what):
  *     if not 0 <= slot < limit:             # <<<<<<<<<<<<<<
@@ -20031,7 +20361,7 @@ static PyObject *__pyx_pf_2lb_8_forward_4_check_slot(CYTHON_UNUSED PyObject *__p
 */
   }
 
-  /* "fastpath/_forward.pyx":516
+  /* "fastpath/_forward.pyx":526
  * 
  * 
  * def _check_slot(int slot, int limit, what):             # <<<<<<<<<<<<<<
@@ -20207,18 +20537,19 @@ static PyMethodDef __pyx_methods_2lb_8_forward_Forwarder[] = {
   {"want_neighbour", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_2lb_8_forward_9Forwarder_17want_neighbour, __Pyx_METH_FASTCALL|METH_KEYWORDS, __pyx_doc_2lb_8_forward_9Forwarder_16want_neighbour},
   {"set_neighbour", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_2lb_8_forward_9Forwarder_19set_neighbour, __Pyx_METH_FASTCALL|METH_KEYWORDS, 0},
   {"neighbours", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_2lb_8_forward_9Forwarder_21neighbours, __Pyx_METH_FASTCALL|METH_KEYWORDS, __pyx_doc_2lb_8_forward_9Forwarder_20neighbours},
-  {"set_timeout", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_2lb_8_forward_9Forwarder_23set_timeout, __Pyx_METH_FASTCALL|METH_KEYWORDS, 0},
-  {"process", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_2lb_8_forward_9Forwarder_25process, __Pyx_METH_FASTCALL|METH_KEYWORDS, __pyx_doc_2lb_8_forward_9Forwarder_24process},
-  {"expire", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_2lb_8_forward_9Forwarder_27expire, __Pyx_METH_FASTCALL|METH_KEYWORDS, __pyx_doc_2lb_8_forward_9Forwarder_26expire},
-  {"counters", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_2lb_8_forward_9Forwarder_29counters, __Pyx_METH_FASTCALL|METH_KEYWORDS, 0},
-  {"dest_counters", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_2lb_8_forward_9Forwarder_31dest_counters, __Pyx_METH_FASTCALL|METH_KEYWORDS, 0},
-  {"conns", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_2lb_8_forward_9Forwarder_33conns, __Pyx_METH_FASTCALL|METH_KEYWORDS, __pyx_doc_2lb_8_forward_9Forwarder_32conns},
-  {"open", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_2lb_8_forward_9Forwarder_35open, __Pyx_METH_FASTCALL|METH_KEYWORDS, __pyx_doc_2lb_8_forward_9Forwarder_34open},
-  {"close", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_2lb_8_forward_9Forwarder_37close, __Pyx_METH_FASTCALL|METH_KEYWORDS, 0},
-  {"stop", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_2lb_8_forward_9Forwarder_39stop, __Pyx_METH_FASTCALL|METH_KEYWORDS, 0},
-  {"run", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_2lb_8_forward_9Forwarder_41run, __Pyx_METH_FASTCALL|METH_KEYWORDS, __pyx_doc_2lb_8_forward_9Forwarder_40run},
-  {"__reduce_cython__", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_2lb_8_forward_9Forwarder_43__reduce_cython__, __Pyx_METH_FASTCALL|METH_KEYWORDS, 0},
-  {"__setstate_cython__", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_2lb_8_forward_9Forwarder_45__setstate_cython__, __Pyx_METH_FASTCALL|METH_KEYWORDS, 0},
+  {"_check_iface", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_2lb_8_forward_9Forwarder_23_check_iface, __Pyx_METH_FASTCALL|METH_KEYWORDS, 0},
+  {"set_timeout", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_2lb_8_forward_9Forwarder_25set_timeout, __Pyx_METH_FASTCALL|METH_KEYWORDS, 0},
+  {"process", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_2lb_8_forward_9Forwarder_27process, __Pyx_METH_FASTCALL|METH_KEYWORDS, __pyx_doc_2lb_8_forward_9Forwarder_26process},
+  {"expire", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_2lb_8_forward_9Forwarder_29expire, __Pyx_METH_FASTCALL|METH_KEYWORDS, __pyx_doc_2lb_8_forward_9Forwarder_28expire},
+  {"counters", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_2lb_8_forward_9Forwarder_31counters, __Pyx_METH_FASTCALL|METH_KEYWORDS, 0},
+  {"dest_counters", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_2lb_8_forward_9Forwarder_33dest_counters, __Pyx_METH_FASTCALL|METH_KEYWORDS, 0},
+  {"conns", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_2lb_8_forward_9Forwarder_35conns, __Pyx_METH_FASTCALL|METH_KEYWORDS, __pyx_doc_2lb_8_forward_9Forwarder_34conns},
+  {"open", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_2lb_8_forward_9Forwarder_37open, __Pyx_METH_FASTCALL|METH_KEYWORDS, __pyx_doc_2lb_8_forward_9Forwarder_36open},
+  {"close", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_2lb_8_forward_9Forwarder_39close, __Pyx_METH_FASTCALL|METH_KEYWORDS, 0},
+  {"stop", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_2lb_8_forward_9Forwarder_41stop, __Pyx_METH_FASTCALL|METH_KEYWORDS, 0},
+  {"run", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_2lb_8_forward_9Forwarder_43run, __Pyx_METH_FASTCALL|METH_KEYWORDS, __pyx_doc_2lb_8_forward_9Forwarder_42run},
+  {"__reduce_cython__", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_2lb_8_forward_9Forwarder_45__reduce_cython__, __Pyx_METH_FASTCALL|METH_KEYWORDS, 0},
+  {"__setstate_cython__", (PyCFunction)(void(*)(void))(__Pyx_PyCFunction_FastCallWithKeywords)__pyx_pw_2lb_8_forward_9Forwarder_47__setstate_cython__, __Pyx_METH_FASTCALL|METH_KEYWORDS, 0},
   {0, 0, 0, 0}
 };
 
@@ -21409,203 +21740,218 @@ __Pyx_RefNannySetupContext("PyInit__forward", 0);
   if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_2lb_8_forward_Forwarder, __pyx_mstate_global->__pyx_n_u_set_routes, __pyx_t_17) < (0)) __PYX_ERR(0, 159, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_17); __pyx_t_17 = 0;
 
-  /* "fastpath/_forward.pyx":175
+  /* "fastpath/_forward.pyx":176
  *         self._unlock()
  * 
  *     def want_neighbour(self, addr):             # <<<<<<<<<<<<<<
  *         """Route `addr` and make sure the next hop has a neighbour slot; returns (ip, ifslot) of
  *         the next hop, or None without a route. Used to resolve MACs before the first packet."""
 */
-  __pyx_t_17 = __Pyx_CyFunction_New(&__pyx_mdef_2lb_8_forward_9Forwarder_17want_neighbour, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_Forwarder_want_neighbour, NULL, __pyx_mstate_global->__pyx_n_u_lb__forward, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[9])); if (unlikely(!__pyx_t_17)) __PYX_ERR(0, 175, __pyx_L1_error)
+  __pyx_t_17 = __Pyx_CyFunction_New(&__pyx_mdef_2lb_8_forward_9Forwarder_17want_neighbour, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_Forwarder_want_neighbour, NULL, __pyx_mstate_global->__pyx_n_u_lb__forward, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[9])); if (unlikely(!__pyx_t_17)) __PYX_ERR(0, 176, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_17);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_17);
   #endif
-  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_2lb_8_forward_Forwarder, __pyx_mstate_global->__pyx_n_u_want_neighbour, __pyx_t_17) < (0)) __PYX_ERR(0, 175, __pyx_L1_error)
+  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_2lb_8_forward_Forwarder, __pyx_mstate_global->__pyx_n_u_want_neighbour, __pyx_t_17) < (0)) __PYX_ERR(0, 176, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_17); __pyx_t_17 = 0;
 
-  /* "fastpath/_forward.pyx":186
+  /* "fastpath/_forward.pyx":187
  *         return (_ipstr(nh), ifslot) if ifslot >= 0 else None
  * 
  *     def set_neighbour(self, addr, int ifslot, bytes mac):             # <<<<<<<<<<<<<<
  *         if len(mac) != 6:
  *             raise ValueError("a MAC address is 6 bytes")
 */
-  __pyx_t_17 = __Pyx_CyFunction_New(&__pyx_mdef_2lb_8_forward_9Forwarder_19set_neighbour, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_Forwarder_set_neighbour, NULL, __pyx_mstate_global->__pyx_n_u_lb__forward, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[10])); if (unlikely(!__pyx_t_17)) __PYX_ERR(0, 186, __pyx_L1_error)
+  __pyx_t_17 = __Pyx_CyFunction_New(&__pyx_mdef_2lb_8_forward_9Forwarder_19set_neighbour, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_Forwarder_set_neighbour, NULL, __pyx_mstate_global->__pyx_n_u_lb__forward, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[10])); if (unlikely(!__pyx_t_17)) __PYX_ERR(0, 187, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_17);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_17);
   #endif
-  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_2lb_8_forward_Forwarder, __pyx_mstate_global->__pyx_n_u_set_neighbour, __pyx_t_17) < (0)) __PYX_ERR(0, 186, __pyx_L1_error)
+  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_2lb_8_forward_Forwarder, __pyx_mstate_global->__pyx_n_u_set_neighbour, __pyx_t_17) < (0)) __PYX_ERR(0, 187, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_17); __pyx_t_17 = 0;
 
-  /* "fastpath/_forward.pyx":197
+  /* "fastpath/_forward.pyx":199
  *         return i >= 0
  * 
  *     def neighbours(self):             # <<<<<<<<<<<<<<
  *         """[(ip, ifslot, mac or None)] for every next hop the fast path knows or wants."""
  *         out = []
 */
-  __pyx_t_17 = __Pyx_CyFunction_New(&__pyx_mdef_2lb_8_forward_9Forwarder_21neighbours, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_Forwarder_neighbours, NULL, __pyx_mstate_global->__pyx_n_u_lb__forward, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[11])); if (unlikely(!__pyx_t_17)) __PYX_ERR(0, 197, __pyx_L1_error)
+  __pyx_t_17 = __Pyx_CyFunction_New(&__pyx_mdef_2lb_8_forward_9Forwarder_21neighbours, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_Forwarder_neighbours, NULL, __pyx_mstate_global->__pyx_n_u_lb__forward, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[11])); if (unlikely(!__pyx_t_17)) __PYX_ERR(0, 199, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_17);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_17);
   #endif
-  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_2lb_8_forward_Forwarder, __pyx_mstate_global->__pyx_n_u_neighbours, __pyx_t_17) < (0)) __PYX_ERR(0, 197, __pyx_L1_error)
+  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_2lb_8_forward_Forwarder, __pyx_mstate_global->__pyx_n_u_neighbours, __pyx_t_17) < (0)) __PYX_ERR(0, 199, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_17); __pyx_t_17 = 0;
 
-  /* "fastpath/_forward.pyx":209
+  /* "fastpath/_forward.pyx":211
  *         return [(_ipstr(ip), s, m) for ip, s, m in out]
+ * 
+ *     def _check_iface(self, int ifslot):             # <<<<<<<<<<<<<<
+ *         # The core indexes fp.ifaces[] with these slots: only configured interfaces may be named.
+ *         _check_slot(ifslot, MAX_IFACES, "interface")
+*/
+  __pyx_t_17 = __Pyx_CyFunction_New(&__pyx_mdef_2lb_8_forward_9Forwarder_23_check_iface, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_Forwarder__check_iface, NULL, __pyx_mstate_global->__pyx_n_u_lb__forward, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[12])); if (unlikely(!__pyx_t_17)) __PYX_ERR(0, 211, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_17);
+  #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
+  PyUnstable_Object_EnableDeferredRefcount(__pyx_t_17);
+  #endif
+  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_2lb_8_forward_Forwarder, __pyx_mstate_global->__pyx_n_u_check_iface, __pyx_t_17) < (0)) __PYX_ERR(0, 211, __pyx_L1_error)
+  __Pyx_DECREF(__pyx_t_17); __pyx_t_17 = 0;
+
+  /* "fastpath/_forward.pyx":217
+ *             raise ValueError(f"interface slot {ifslot} is not configured (set_interface first)")
  * 
  *     def set_timeout(self, state, double seconds):             # <<<<<<<<<<<<<<
  *         self.fp.timeouts[STATE_NAMES.index(state)] = <uint64_t>(seconds * 1000)
  * 
 */
-  __pyx_t_17 = __Pyx_CyFunction_New(&__pyx_mdef_2lb_8_forward_9Forwarder_23set_timeout, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_Forwarder_set_timeout, NULL, __pyx_mstate_global->__pyx_n_u_lb__forward, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[12])); if (unlikely(!__pyx_t_17)) __PYX_ERR(0, 209, __pyx_L1_error)
+  __pyx_t_17 = __Pyx_CyFunction_New(&__pyx_mdef_2lb_8_forward_9Forwarder_25set_timeout, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_Forwarder_set_timeout, NULL, __pyx_mstate_global->__pyx_n_u_lb__forward, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[13])); if (unlikely(!__pyx_t_17)) __PYX_ERR(0, 217, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_17);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_17);
   #endif
-  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_2lb_8_forward_Forwarder, __pyx_mstate_global->__pyx_n_u_set_timeout, __pyx_t_17) < (0)) __PYX_ERR(0, 209, __pyx_L1_error)
+  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_2lb_8_forward_Forwarder, __pyx_mstate_global->__pyx_n_u_set_timeout, __pyx_t_17) < (0)) __PYX_ERR(0, 217, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_17); __pyx_t_17 = 0;
 
-  /* "fastpath/_forward.pyx":213
+  /* "fastpath/_forward.pyx":221
  * 
  *     # --- the core on one frame (sans-IO) --------------------------------------------------------
  *     def process(self, frame, now=None, bint partial=False):             # <<<<<<<<<<<<<<
  *         """Run the core on one Ethernet frame. Returns (verdict, reason, out) where out is a list
  *         of (ifslot, bytes) frames to send. A new flow asks scheduler_cb, as the loop does."""
 */
-  __pyx_t_17 = __Pyx_CyFunction_New(&__pyx_mdef_2lb_8_forward_9Forwarder_25process, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_Forwarder_process, NULL, __pyx_mstate_global->__pyx_n_u_lb__forward, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[13])); if (unlikely(!__pyx_t_17)) __PYX_ERR(0, 213, __pyx_L1_error)
+  __pyx_t_17 = __Pyx_CyFunction_New(&__pyx_mdef_2lb_8_forward_9Forwarder_27process, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_Forwarder_process, NULL, __pyx_mstate_global->__pyx_n_u_lb__forward, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[14])); if (unlikely(!__pyx_t_17)) __PYX_ERR(0, 221, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_17);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_17);
   #endif
   __Pyx_CyFunction_SetDefaultsTuple(__pyx_t_17, __pyx_mstate_global->__pyx_tuple[6]);
-  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_2lb_8_forward_Forwarder, __pyx_mstate_global->__pyx_n_u_process, __pyx_t_17) < (0)) __PYX_ERR(0, 213, __pyx_L1_error)
+  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_2lb_8_forward_Forwarder, __pyx_mstate_global->__pyx_n_u_process, __pyx_t_17) < (0)) __PYX_ERR(0, 221, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_17); __pyx_t_17 = 0;
 
-  /* "fastpath/_forward.pyx":237
+  /* "fastpath/_forward.pyx":245
  *         return VERDICT_NAMES[v], reason, out
  * 
  *     def expire(self, now=None):             # <<<<<<<<<<<<<<
  *         """Sweep the whole connection table once (the loop does this a little at a time)."""
  *         cdef uint64_t t = now_ms() if now is None else <uint64_t>(now * 1000)
 */
-  __pyx_t_17 = __Pyx_CyFunction_New(&__pyx_mdef_2lb_8_forward_9Forwarder_27expire, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_Forwarder_expire, NULL, __pyx_mstate_global->__pyx_n_u_lb__forward, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[14])); if (unlikely(!__pyx_t_17)) __PYX_ERR(0, 237, __pyx_L1_error)
+  __pyx_t_17 = __Pyx_CyFunction_New(&__pyx_mdef_2lb_8_forward_9Forwarder_29expire, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_Forwarder_expire, NULL, __pyx_mstate_global->__pyx_n_u_lb__forward, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[15])); if (unlikely(!__pyx_t_17)) __PYX_ERR(0, 245, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_17);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_17);
   #endif
   __Pyx_CyFunction_SetDefaultsTuple(__pyx_t_17, __pyx_mstate_global->__pyx_tuple[7]);
-  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_2lb_8_forward_Forwarder, __pyx_mstate_global->__pyx_n_u_expire, __pyx_t_17) < (0)) __PYX_ERR(0, 237, __pyx_L1_error)
+  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_2lb_8_forward_Forwarder, __pyx_mstate_global->__pyx_n_u_expire, __pyx_t_17) < (0)) __PYX_ERR(0, 245, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_17); __pyx_t_17 = 0;
 
-  /* "fastpath/_forward.pyx":309
+  /* "fastpath/_forward.pyx":319
  * 
  *     # --- counters --------------------------------------------------------------------------------
  *     def counters(self):             # <<<<<<<<<<<<<<
  *         fp = self.fp
  *         out = {name: fp.reasons[i] for i, name in enumerate(REASON_NAMES) if i}
 */
-  __pyx_t_17 = __Pyx_CyFunction_New(&__pyx_mdef_2lb_8_forward_9Forwarder_29counters, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_Forwarder_counters, NULL, __pyx_mstate_global->__pyx_n_u_lb__forward, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[15])); if (unlikely(!__pyx_t_17)) __PYX_ERR(0, 309, __pyx_L1_error)
+  __pyx_t_17 = __Pyx_CyFunction_New(&__pyx_mdef_2lb_8_forward_9Forwarder_31counters, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_Forwarder_counters, NULL, __pyx_mstate_global->__pyx_n_u_lb__forward, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[16])); if (unlikely(!__pyx_t_17)) __PYX_ERR(0, 319, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_17);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_17);
   #endif
-  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_2lb_8_forward_Forwarder, __pyx_mstate_global->__pyx_n_u_counters, __pyx_t_17) < (0)) __PYX_ERR(0, 309, __pyx_L1_error)
+  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_2lb_8_forward_Forwarder, __pyx_mstate_global->__pyx_n_u_counters, __pyx_t_17) < (0)) __PYX_ERR(0, 319, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_17); __pyx_t_17 = 0;
 
-  /* "fastpath/_forward.pyx":317
+  /* "fastpath/_forward.pyx":327
  *         return out
  * 
  *     def dest_counters(self, int slot):             # <<<<<<<<<<<<<<
  *         _check_slot(slot, MAX_DESTS, "destination")
  *         d = &self.fp.dests[slot]
 */
-  __pyx_t_17 = __Pyx_CyFunction_New(&__pyx_mdef_2lb_8_forward_9Forwarder_31dest_counters, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_Forwarder_dest_counters, NULL, __pyx_mstate_global->__pyx_n_u_lb__forward, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[16])); if (unlikely(!__pyx_t_17)) __PYX_ERR(0, 317, __pyx_L1_error)
+  __pyx_t_17 = __Pyx_CyFunction_New(&__pyx_mdef_2lb_8_forward_9Forwarder_33dest_counters, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_Forwarder_dest_counters, NULL, __pyx_mstate_global->__pyx_n_u_lb__forward, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[17])); if (unlikely(!__pyx_t_17)) __PYX_ERR(0, 327, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_17);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_17);
   #endif
-  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_2lb_8_forward_Forwarder, __pyx_mstate_global->__pyx_n_u_dest_counters, __pyx_t_17) < (0)) __PYX_ERR(0, 317, __pyx_L1_error)
+  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_2lb_8_forward_Forwarder, __pyx_mstate_global->__pyx_n_u_dest_counters, __pyx_t_17) < (0)) __PYX_ERR(0, 327, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_17); __pyx_t_17 = 0;
 
-  /* "fastpath/_forward.pyx":324
+  /* "fastpath/_forward.pyx":334
  *                 "outbytes": d.outbytes}
  * 
  *     def conns(self, now=None):             # <<<<<<<<<<<<<<
  *         """Every live connection as a dict (for listings and tests)."""
  *         cdef uint64_t t = now_ms() if now is None else <uint64_t>(now * 1000)
 */
-  __pyx_t_17 = __Pyx_CyFunction_New(&__pyx_mdef_2lb_8_forward_9Forwarder_33conns, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_Forwarder_conns, NULL, __pyx_mstate_global->__pyx_n_u_lb__forward, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[17])); if (unlikely(!__pyx_t_17)) __PYX_ERR(0, 324, __pyx_L1_error)
+  __pyx_t_17 = __Pyx_CyFunction_New(&__pyx_mdef_2lb_8_forward_9Forwarder_35conns, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_Forwarder_conns, NULL, __pyx_mstate_global->__pyx_n_u_lb__forward, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[18])); if (unlikely(!__pyx_t_17)) __PYX_ERR(0, 334, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_17);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_17);
   #endif
   __Pyx_CyFunction_SetDefaultsTuple(__pyx_t_17, __pyx_mstate_global->__pyx_tuple[7]);
-  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_2lb_8_forward_Forwarder, __pyx_mstate_global->__pyx_n_u_conns, __pyx_t_17) < (0)) __PYX_ERR(0, 324, __pyx_L1_error)
+  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_2lb_8_forward_Forwarder, __pyx_mstate_global->__pyx_n_u_conns, __pyx_t_17) < (0)) __PYX_ERR(0, 334, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_17); __pyx_t_17 = 0;
 
-  /* "fastpath/_forward.pyx":350
+  /* "fastpath/_forward.pyx":360
  * 
  *     # --- the AF_PACKET ring loop -------------------------------------------------------------------
  *     def open(self, int slot, uint32_t block_size=1 << 18, uint32_t nblocks=64, uint32_t tov_ms=1):             # <<<<<<<<<<<<<<
  *         """Open a TPACKET_V3 RX ring on interface `slot` (set_interface first). Needs root."""
  *         _check_slot(slot, MAX_IFACES, "interface")
 */
-  __pyx_t_17 = __Pyx_CyFunction_New(&__pyx_mdef_2lb_8_forward_9Forwarder_35open, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_Forwarder_open, NULL, __pyx_mstate_global->__pyx_n_u_lb__forward, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[18])); if (unlikely(!__pyx_t_17)) __PYX_ERR(0, 350, __pyx_L1_error)
+  __pyx_t_17 = __Pyx_CyFunction_New(&__pyx_mdef_2lb_8_forward_9Forwarder_37open, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_Forwarder_open, NULL, __pyx_mstate_global->__pyx_n_u_lb__forward, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[19])); if (unlikely(!__pyx_t_17)) __PYX_ERR(0, 360, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_17);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_17);
   #endif
   __Pyx_CyFunction_SetDefaultsTuple(__pyx_t_17, __pyx_mstate_global->__pyx_tuple[8]);
-  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_2lb_8_forward_Forwarder, __pyx_mstate_global->__pyx_n_u_open, __pyx_t_17) < (0)) __PYX_ERR(0, 350, __pyx_L1_error)
+  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_2lb_8_forward_Forwarder, __pyx_mstate_global->__pyx_n_u_open, __pyx_t_17) < (0)) __PYX_ERR(0, 360, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_17); __pyx_t_17 = 0;
 
-  /* "fastpath/_forward.pyx":396
+  /* "fastpath/_forward.pyx":406
  *         f.tx.n = 0
  * 
  *     def close(self):             # <<<<<<<<<<<<<<
  *         for i in range(MAX_IFACES):
  *             f = &self.fp.ifaces[i]
 */
-  __pyx_t_17 = __Pyx_CyFunction_New(&__pyx_mdef_2lb_8_forward_9Forwarder_37close, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_Forwarder_close, NULL, __pyx_mstate_global->__pyx_n_u_lb__forward, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[19])); if (unlikely(!__pyx_t_17)) __PYX_ERR(0, 396, __pyx_L1_error)
+  __pyx_t_17 = __Pyx_CyFunction_New(&__pyx_mdef_2lb_8_forward_9Forwarder_39close, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_Forwarder_close, NULL, __pyx_mstate_global->__pyx_n_u_lb__forward, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[20])); if (unlikely(!__pyx_t_17)) __PYX_ERR(0, 406, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_17);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_17);
   #endif
-  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_2lb_8_forward_Forwarder, __pyx_mstate_global->__pyx_n_u_close, __pyx_t_17) < (0)) __PYX_ERR(0, 396, __pyx_L1_error)
+  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_2lb_8_forward_Forwarder, __pyx_mstate_global->__pyx_n_u_close, __pyx_t_17) < (0)) __PYX_ERR(0, 406, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_17); __pyx_t_17 = 0;
 
-  /* "fastpath/_forward.pyx":404
+  /* "fastpath/_forward.pyx":414
  *                 f.fd = -1
  * 
  *     def stop(self):             # <<<<<<<<<<<<<<
  *         self.stopping = True
  * 
 */
-  __pyx_t_17 = __Pyx_CyFunction_New(&__pyx_mdef_2lb_8_forward_9Forwarder_39stop, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_Forwarder_stop, NULL, __pyx_mstate_global->__pyx_n_u_lb__forward, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[20])); if (unlikely(!__pyx_t_17)) __PYX_ERR(0, 404, __pyx_L1_error)
+  __pyx_t_17 = __Pyx_CyFunction_New(&__pyx_mdef_2lb_8_forward_9Forwarder_41stop, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_Forwarder_stop, NULL, __pyx_mstate_global->__pyx_n_u_lb__forward, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[21])); if (unlikely(!__pyx_t_17)) __PYX_ERR(0, 414, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_17);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_17);
   #endif
-  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_2lb_8_forward_Forwarder, __pyx_mstate_global->__pyx_n_u_stop, __pyx_t_17) < (0)) __PYX_ERR(0, 404, __pyx_L1_error)
+  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_2lb_8_forward_Forwarder, __pyx_mstate_global->__pyx_n_u_stop, __pyx_t_17) < (0)) __PYX_ERR(0, 414, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_17); __pyx_t_17 = 0;
 
-  /* "fastpath/_forward.pyx":407
+  /* "fastpath/_forward.pyx":417
  *         self.stopping = True
  * 
  *     def run(self):             # <<<<<<<<<<<<<<
  *         """The packet loop; returns after stop(). Call it from a thread of its own."""
  *         self.stopping = False
 */
-  __pyx_t_17 = __Pyx_CyFunction_New(&__pyx_mdef_2lb_8_forward_9Forwarder_41run, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_Forwarder_run, NULL, __pyx_mstate_global->__pyx_n_u_lb__forward, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[21])); if (unlikely(!__pyx_t_17)) __PYX_ERR(0, 407, __pyx_L1_error)
+  __pyx_t_17 = __Pyx_CyFunction_New(&__pyx_mdef_2lb_8_forward_9Forwarder_43run, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_Forwarder_run, NULL, __pyx_mstate_global->__pyx_n_u_lb__forward, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[22])); if (unlikely(!__pyx_t_17)) __PYX_ERR(0, 417, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_17);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_17);
   #endif
-  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_2lb_8_forward_Forwarder, __pyx_mstate_global->__pyx_n_u_run, __pyx_t_17) < (0)) __PYX_ERR(0, 407, __pyx_L1_error)
+  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_2lb_8_forward_Forwarder, __pyx_mstate_global->__pyx_n_u_run, __pyx_t_17) < (0)) __PYX_ERR(0, 417, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_17); __pyx_t_17 = 0;
 
   /* "(tree fragment)":1
@@ -21613,7 +21959,7 @@ __Pyx_RefNannySetupContext("PyInit__forward", 0);
  *     raise TypeError, "no default __reduce__ due to non-trivial __cinit__"
  * def __setstate_cython__(self, __pyx_state):
 */
-  __pyx_t_17 = __Pyx_CyFunction_New(&__pyx_mdef_2lb_8_forward_9Forwarder_43__reduce_cython__, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_Forwarder___reduce_cython, NULL, __pyx_mstate_global->__pyx_n_u_lb__forward, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[22])); if (unlikely(!__pyx_t_17)) __PYX_ERR(2, 1, __pyx_L1_error)
+  __pyx_t_17 = __Pyx_CyFunction_New(&__pyx_mdef_2lb_8_forward_9Forwarder_45__reduce_cython__, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_Forwarder___reduce_cython, NULL, __pyx_mstate_global->__pyx_n_u_lb__forward, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[23])); if (unlikely(!__pyx_t_17)) __PYX_ERR(2, 1, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_17);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_17);
@@ -21627,7 +21973,7 @@ __Pyx_RefNannySetupContext("PyInit__forward", 0);
  * def __setstate_cython__(self, __pyx_state):             # <<<<<<<<<<<<<<
  *     raise TypeError, "no default __reduce__ due to non-trivial __cinit__"
 */
-  __pyx_t_17 = __Pyx_CyFunction_New(&__pyx_mdef_2lb_8_forward_9Forwarder_45__setstate_cython__, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_Forwarder___setstate_cython, NULL, __pyx_mstate_global->__pyx_n_u_lb__forward, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[23])); if (unlikely(!__pyx_t_17)) __PYX_ERR(2, 3, __pyx_L1_error)
+  __pyx_t_17 = __Pyx_CyFunction_New(&__pyx_mdef_2lb_8_forward_9Forwarder_47__setstate_cython__, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_Forwarder___setstate_cython, NULL, __pyx_mstate_global->__pyx_n_u_lb__forward, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[24])); if (unlikely(!__pyx_t_17)) __PYX_ERR(2, 3, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_17);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_17);
@@ -21635,19 +21981,19 @@ __Pyx_RefNannySetupContext("PyInit__forward", 0);
   if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_setstate_cython, __pyx_t_17) < (0)) __PYX_ERR(2, 3, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_17); __pyx_t_17 = 0;
 
-  /* "fastpath/_forward.pyx":516
+  /* "fastpath/_forward.pyx":526
  * 
  * 
  * def _check_slot(int slot, int limit, what):             # <<<<<<<<<<<<<<
  *     if not 0 <= slot < limit:
  *         raise ValueError(f"{what} slot {slot} out of range 0..{limit - 1}")
 */
-  __pyx_t_17 = __Pyx_CyFunction_New(&__pyx_mdef_2lb_8_forward_5_check_slot, 0, __pyx_mstate_global->__pyx_n_u_check_slot, NULL, __pyx_mstate_global->__pyx_n_u_lb__forward, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[24])); if (unlikely(!__pyx_t_17)) __PYX_ERR(0, 516, __pyx_L1_error)
+  __pyx_t_17 = __Pyx_CyFunction_New(&__pyx_mdef_2lb_8_forward_5_check_slot, 0, __pyx_mstate_global->__pyx_n_u_check_slot, NULL, __pyx_mstate_global->__pyx_n_u_lb__forward, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[25])); if (unlikely(!__pyx_t_17)) __PYX_ERR(0, 526, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_17);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_17);
   #endif
-  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_check_slot, __pyx_t_17) < (0)) __PYX_ERR(0, 516, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_check_slot, __pyx_t_17) < (0)) __PYX_ERR(0, 526, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_17); __pyx_t_17 = 0;
 
   /* "fastpath/_forward.pyx":1
@@ -21715,8 +22061,8 @@ static int __Pyx_InitCachedBuiltins(__pyx_mstatetype *__pyx_mstate) {
   int __pyx_clineno = 0;
   CYTHON_UNUSED_VAR(__pyx_mstate);
   __pyx_builtin_sorted = __Pyx_GetBuiltinName(__pyx_mstate->__pyx_n_u_sorted); if (!__pyx_builtin_sorted) __PYX_ERR(0, 161, __pyx_L1_error)
-  __pyx_builtin_enumerate = __Pyx_GetBuiltinName(__pyx_mstate->__pyx_n_u_enumerate); if (!__pyx_builtin_enumerate) __PYX_ERR(0, 167, __pyx_L1_error)
-  __pyx_builtin_zip = __Pyx_GetBuiltinName(__pyx_mstate->__pyx_n_u_zip); if (!__pyx_builtin_zip) __PYX_ERR(0, 302, __pyx_L1_error)
+  __pyx_builtin_enumerate = __Pyx_GetBuiltinName(__pyx_mstate->__pyx_n_u_enumerate); if (!__pyx_builtin_enumerate) __PYX_ERR(0, 168, __pyx_L1_error)
+  __pyx_builtin_zip = __Pyx_GetBuiltinName(__pyx_mstate->__pyx_n_u_zip); if (!__pyx_builtin_zip) __PYX_ERR(0, 312, __pyx_L1_error)
 
   /* Cached unbound methods */
   __pyx_mstate->__pyx_umethod_PyDict_Type_items.type = (PyObject*)&PyDict_Type;
@@ -21753,7 +22099,7 @@ static int __Pyx_InitCachedConstants(__pyx_mstatetype *__pyx_mstate) {
   }
   __Pyx_GIVEREF(__pyx_mstate_global->__pyx_tuple[0]);
 
-  /* "fastpath/_forward.pyx":312
+  /* "fastpath/_forward.pyx":322
  *         fp = self.fp
  *         out = {name: fp.reasons[i] for i, name in enumerate(REASON_NAMES) if i}
  *         out.update(rx_frames=fp.rx_frames, tx_frames=fp.tx_frames, new_conns=fp.new_conns,             # <<<<<<<<<<<<<<
@@ -21762,7 +22108,7 @@ static int __Pyx_InitCachedConstants(__pyx_mstatetype *__pyx_mstate) {
 */
   {
     PyObject* __pyx_temp[6] = {__pyx_mstate_global->__pyx_n_u_rx_frames, __pyx_mstate_global->__pyx_n_u_tx_frames, __pyx_mstate_global->__pyx_n_u_new_conns, __pyx_mstate_global->__pyx_n_u_expired_conns, __pyx_mstate_global->__pyx_n_u_conns, __pyx_mstate_global->__pyx_n_u_ring_drops};
-    __pyx_mstate_global->__pyx_tuple[1] = __Pyx_PyTuple_FromArray(__pyx_temp, 6); if (unlikely(!__pyx_mstate_global->__pyx_tuple[1])) __PYX_ERR(0, 312, __pyx_L1_error)
+    __pyx_mstate_global->__pyx_tuple[1] = __Pyx_PyTuple_FromArray(__pyx_temp, 6); if (unlikely(!__pyx_mstate_global->__pyx_tuple[1])) __PYX_ERR(0, 322, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_mstate_global->__pyx_tuple[1]);
   }
   __Pyx_GIVEREF(__pyx_mstate_global->__pyx_tuple[1]);
@@ -21823,7 +22169,7 @@ static int __Pyx_InitCachedConstants(__pyx_mstatetype *__pyx_mstate) {
   }
   __Pyx_GIVEREF(__pyx_mstate_global->__pyx_tuple[5]);
 
-  /* "fastpath/_forward.pyx":213
+  /* "fastpath/_forward.pyx":221
  * 
  *     # --- the core on one frame (sans-IO) --------------------------------------------------------
  *     def process(self, frame, now=None, bint partial=False):             # <<<<<<<<<<<<<<
@@ -21832,12 +22178,12 @@ static int __Pyx_InitCachedConstants(__pyx_mstatetype *__pyx_mstate) {
 */
   {
     PyObject* __pyx_temp[2] = {Py_None, Py_False};
-    __pyx_mstate_global->__pyx_tuple[6] = __Pyx_PyTuple_FromArray(__pyx_temp, 2); if (unlikely(!__pyx_mstate_global->__pyx_tuple[6])) __PYX_ERR(0, 213, __pyx_L1_error)
+    __pyx_mstate_global->__pyx_tuple[6] = __Pyx_PyTuple_FromArray(__pyx_temp, 2); if (unlikely(!__pyx_mstate_global->__pyx_tuple[6])) __PYX_ERR(0, 221, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_mstate_global->__pyx_tuple[6]);
   }
   __Pyx_GIVEREF(__pyx_mstate_global->__pyx_tuple[6]);
 
-  /* "fastpath/_forward.pyx":237
+  /* "fastpath/_forward.pyx":245
  *         return VERDICT_NAMES[v], reason, out
  * 
  *     def expire(self, now=None):             # <<<<<<<<<<<<<<
@@ -21846,12 +22192,12 @@ static int __Pyx_InitCachedConstants(__pyx_mstatetype *__pyx_mstate) {
 */
   {
     PyObject* __pyx_temp[1] = {Py_None};
-    __pyx_mstate_global->__pyx_tuple[7] = __Pyx_PyTuple_FromArray(__pyx_temp, 1); if (unlikely(!__pyx_mstate_global->__pyx_tuple[7])) __PYX_ERR(0, 237, __pyx_L1_error)
+    __pyx_mstate_global->__pyx_tuple[7] = __Pyx_PyTuple_FromArray(__pyx_temp, 1); if (unlikely(!__pyx_mstate_global->__pyx_tuple[7])) __PYX_ERR(0, 245, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_mstate_global->__pyx_tuple[7]);
   }
   __Pyx_GIVEREF(__pyx_mstate_global->__pyx_tuple[7]);
 
-  /* "fastpath/_forward.pyx":350
+  /* "fastpath/_forward.pyx":360
  * 
  *     # --- the AF_PACKET ring loop -------------------------------------------------------------------
  *     def open(self, int slot, uint32_t block_size=1 << 18, uint32_t nblocks=64, uint32_t tov_ms=1):             # <<<<<<<<<<<<<<
@@ -21860,7 +22206,7 @@ static int __Pyx_InitCachedConstants(__pyx_mstatetype *__pyx_mstate) {
 */
   {
     PyObject* __pyx_temp[3] = {__pyx_mstate_global->__pyx_int_262144, __pyx_mstate_global->__pyx_int_64, __pyx_mstate_global->__pyx_int_1};
-    __pyx_mstate_global->__pyx_tuple[8] = __Pyx_PyTuple_FromArray(__pyx_temp, 3); if (unlikely(!__pyx_mstate_global->__pyx_tuple[8])) __PYX_ERR(0, 350, __pyx_L1_error)
+    __pyx_mstate_global->__pyx_tuple[8] = __Pyx_PyTuple_FromArray(__pyx_temp, 3); if (unlikely(!__pyx_mstate_global->__pyx_tuple[8])) __PYX_ERR(0, 360, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_mstate_global->__pyx_tuple[8]);
   }
   __Pyx_GIVEREF(__pyx_mstate_global->__pyx_tuple[8]);
@@ -21901,41 +22247,41 @@ static int __Pyx_InitConstants(__pyx_mstatetype *__pyx_mstate) {
   int __pyx_clineno = 0;
   CYTHON_UNUSED_VAR(__pyx_mstate);
   {
-    const struct { const unsigned int length: 8; } str_length_index[] = {{34},{17},{6},{15},{2},{1},{179},{24},{8},{6},{7},{6},{21},{2},{15},{9},{21},{50},{11},{8},{5},{10},{16},{11},{8},{9},{27},{29},{20},{23},{15},{15},{18},{23},{16},{20},{14},{17},{13},{18},{23},{23},{20},{21},{21},{14},{24},{11},{8},{6},{4},{22},{19},{14},{14},{12},{11},{6},{8},{8},{3},{9},{3},{13},{9},{20},{12},{17},{8},{12},{8},{10},{8},{11},{14},{12},{10},{17},{13},{12},{12},{19},{8},{11},{3},{6},{13},{6},{4},{18},{15},{13},{15},{13},{10},{3},{1},{10},{13},{6},{18},{5},{5},{8},{1},{4},{13},{9},{11},{4},{9},{6},{13},{10},{1},{2},{7},{2},{8},{5},{10},{3},{2},{1},{7},{6},{8},{7},{5},{6},{9},{2},{9},{5},{3},{11},{5},{6},{1},{3},{4},{9},{3},{1},{4},{7},{10},{3},{9},{2},{7},{12},{8},{4},{8},{8},{3},{3},{4},{2},{3},{8},{7},{1},{6},{7},{4},{4},{3},{6},{9},{7},{5},{1},{6},{3},{5},{4},{10},{3},{6},{4},{5},{3},{9},{1},{12},{7},{4},{7},{8},{13},{13},{10},{28},{11},{11},{10},{11},{3},{4},{6},{5},{4},{8},{3},{8},{1},{10},{11},{4},{7},{6},{9},{9},{12},{8},{9},{4},{6},{7},{1},{6},{7},{3},{7},{5},{14},{4},{3}};
-    const struct { const unsigned int length: 9; } bytes_length_index[] = {{41},{9},{17},{113},{27},{68},{9},{99},{75},{42},{42},{36},{126},{198},{87},{10},{280},{72},{272},{509},{111},{103},{89}};
+    const struct { const unsigned int length: 8; } str_length_index[] = {{40},{34},{17},{6},{15},{2},{1},{179},{24},{8},{6},{7},{6},{21},{2},{15},{9},{21},{50},{11},{8},{5},{10},{16},{11},{8},{9},{27},{29},{22},{20},{23},{15},{15},{18},{23},{16},{20},{14},{17},{13},{18},{23},{23},{20},{21},{21},{14},{24},{11},{8},{6},{4},{22},{19},{14},{14},{12},{11},{6},{8},{8},{3},{9},{3},{13},{9},{20},{12},{17},{8},{12},{8},{10},{8},{11},{14},{12},{10},{17},{13},{12},{12},{19},{8},{12},{11},{3},{6},{13},{6},{4},{18},{15},{13},{15},{13},{10},{3},{1},{10},{13},{6},{18},{5},{5},{8},{1},{4},{13},{9},{11},{4},{9},{6},{13},{10},{1},{2},{7},{2},{8},{5},{10},{3},{2},{1},{7},{6},{8},{7},{5},{6},{9},{2},{9},{5},{3},{11},{5},{6},{1},{3},{4},{9},{3},{1},{4},{7},{10},{3},{9},{2},{7},{12},{8},{4},{8},{8},{3},{3},{4},{2},{3},{8},{7},{1},{6},{7},{4},{4},{3},{6},{9},{7},{5},{1},{6},{3},{5},{4},{10},{3},{6},{4},{5},{3},{9},{1},{12},{7},{4},{7},{8},{13},{13},{10},{28},{11},{11},{10},{11},{3},{4},{6},{5},{4},{8},{3},{8},{1},{10},{11},{4},{7},{6},{9},{9},{12},{8},{9},{4},{6},{7},{1},{6},{7},{3},{7},{5},{14},{4},{3}};
+    const struct { const unsigned int length: 9; } bytes_length_index[] = {{41},{9},{17},{122},{27},{68},{9},{99},{75},{42},{42},{36},{126},{207},{44},{87},{10},{280},{72},{272},{509},{111},{103},{89}};
     #ifndef CYTHON_COMPRESS_STRINGS
       #define CYTHON_COMPRESS_STRINGS 90
     #endif
-    #if (CYTHON_COMPRESS_STRINGS) == 1 /* compression: zlib (2636 bytes) */
-static const char cstring[] = "x\332}V\315W\333\306\026\177.\224\220@\032\0144$\244\311\221CxI\232\226\367\\H\322\3206=\2121\251Kb\360\007m>\316;\252,\215AE\226dil m\317\351\322K-g\251\245\226Zj\351\245\227Zz\231?\341\375\t\357\336\221\360Gh\037\307xf\356\334\271w\356\275\277\373\033\013\232#\030&\025\024\323\250k\007-\233\250\202i\013\262n\023Y=\025L\213\030\202\331\242\202Y\027l\3318 \302\277\327\326\004G\207\003\367\250M\210P\267\345\203\0061\350\375M\341\373\242I\211@\017e*\344N\351\241i\010`Z%\272V#\266L\211~*8\324\326\024JlT2\204\275\374\336\227\033_o\010\262\241\n6\371\225(\324\021\234VM\321e\307!\016z\254\2654\235j\206@O-\342\254\t\205\272pj\266\004\203\300\035\251)X\2407z\200\036\302]\035Bq\"\334\225\r\210J\246\232iHp\\3\016\356\n\252f\203\023\255M\360\364\266\254;dM\026^\2129AVU\233\2001\270\357#\241vJ\211\003\022\t\316\223\232f\250\233p\320\221k:!\006~\327e\207Z2=\374\227T7\355c\331V\327\254\323\223\003E3 \260\272\254\2208;\232\023k\253\215\206la,x\251\362+\301\206\233lB\302!1u\271\245SA\222 \345-\205H\222\240\266\370\315\014\323\370\022\022\325\326d\035v\301\260F%\t\342rL\345\310\264\250\360\255.7j\252\3744\367b\267\222\347_\322\317b\241\272\225\337\026\367_T\245j\341e~w\277Z\311W\252\342\263\027\205\312\017\371\255\355B\221\253l\307\027&\366`\2626p\257\360\222I\322\350\026:\205\034\376\325\246\242\023\331\226T\342\320\017e\016\261\333\232BF\305\2463\2724\r\303\031]\2660s#\0224*\235\027\223\023\013\3527\\\033D;8\254\231\255Q\035\204\353pe\331\246\002e\035\n\354\326\310.\004\367\301\375Q2(\343\270x\340l\\lCk\020g\\v.~\024R\255A@wDHMk\270:\226\215\021\037\205\275\366\206\030C\362\205X\251Jbn\007\352X\315\027\213\273\305\374\036\254\362U\251\360\274\270[\316KP\350\347\273\205\342\363DZ\332*Tr\322\263\327{b\245\222\210\312\257\244\362P\341\247|\271R\330-\226\363be\267(\025\305\227\371\n\300\244\232O\246\257\213\240\006\337R9\237\373\t\307J\276X\255\346\366\020S\034A\373[{`b\253\220\253\306\047$\330\224\212\371WUI\332;=\201\377-hp\251HNh\231\324%)iB\0007\000\031\333T: T\243\244\201\202z""\313Pp<8C\031\3745d\315\340\243\251\266t.1\344\006\037\241\311\244D\r\247m\212\335\205\033\315\226\254\237)\235\265\3229T\017\004\344\004\027\274\244\311\031g\304\3759\300K\022E4\302\355\017\211r$akK\232\005\037\2402Is\000\246\010\001\315 2\047\026$\022\33195\024\315\\\033l95Y\305C\334\204\323j$\313C\320&6.\364\215\261=X&{\272\211>\265w\244\326\252+\303\216\033\3533E\327\200~\341\333 \000^\211\332\200\335\232\254\034\361\256\343\275v\326J*\236\035k.\276\300\230p\242\031\234-U\033\233\250\325\340\234\035\367\\\374\255J\334Z\274p\300W\275\256&\014X\267\316\236\001\030\033\244n\233\r\211\323h\375X=8\326\264:\260(9\321\352\350\n\334\360Ti\006\327\210w\014\353\210:\203\326\323,\315J(\031\261\342\034\221S\275\266vF\267\272\326\320\250\256Q\252\023\340V\245!;G\r\371$\276\\\203\266\014\254\253\301S\347\014)\302 \307\360\211\225\214C\303\344y\204a\240\001s\336\314@\276\360\217Eno\340\310\017\233\307 \305\264\230\016\350\300\207_\035F\274\266e\311\266CT\370\246\300\330\370(Y:1,\323\262lR\327N,`|\n\260S\0226\202\201\2326\274\256\216i\330\244\tA\022\212\217\002\376K\230|\307\326\254\230Wl\363\330\261-\323\246\300[\366\211\304s\3538\016`\005\233\303\226\224\032\257\260\n\257\237^O\340p\306jc\\6\306`C\336\032\316\326\276\205|\301\203\370t\355\354q\031a\262\021\376\202i\362n9\207p\257\344J\272\216\205u@@T\336>Hn\320 \304\266M\333i+\360\341(\243q\317\326[\272N\025\013\336W^\0174MMS\252i\007\324lK\rg\000a\214[\001s*\324\0323\010\357>\314O$n\227\236%\204\002\260Z\226\nz-\370\205\242\232\215v[\326[\304i\003\300\001\317m\250\244fS \2116\246r\234i\217\341\307\312;\315\3723\325\237\274\360\047\355|\325\251\270\027\334f\177\372\223\316\257,\305\346Y\226\355x\315\350\336\323P\016\333\335r\267\211\212\227:\017\334\022Nf:\353\035\271s\312f=\321+\375)\366\247cA\313\315\201\211\331y\367s&\262R\177z\266\263\355fp\370\321\225]\312\036z\023^\326{\356gQ\037\035\246P7\343n\270\016\373\247\227\362\346\275G\376\315\200\204\331\376\354\234;\341>biv\233\025<n\350\007\027\274\\\351\330\356\202+\242\303""\331N\016\374\247\330\ro\333\317\370\233\301\333\356t\357\243^&\336\312\273\237\202\303&\232I\271\213n\205]`M\017\234]\3514\335I~\307\271\253\250\220\310\347>uK\\\177.\355.\261Tl\343E<\271\334\251\272i\314\212\334i\273e\367\004\016Lx\033\236\343\337\013\356\207\331\260\330[\351\2250\234\307\020\307&+\263\337\341.\345\340\367\356f\257\334k\366\0272\336|\264\262\036<\n\347\303o\2725\274a\177\341\026S\275/|\031\303i\242\213\0057\353n\263\007q\234\"\370[\200e\206A\226\346\334K0y\342\275\010R\301\215\260\320-u\345\376\3342\027\355\370\315\340R\370 \026}\206\351>g*\311}\016.^r\t\333\034$r\250\271\346\247\30641\243\237\262_c)\327|\037\247\002\327;\010\217\213\375\364|\177n\021o\370\036\322;\303\262\250\003\351\031\261s.\375SLf\3158\375\027\240\326\031L?\001\204\211\254\nE\177\014\005|\034\254D\017\2671\226\005\3671T]d\373^\306{\342\213c\265\277\n%\373\230Ux\005\250\277\356\223\200{\277\302#<djt\373\253\340v\000\312i\254\031\036\334fwx8\263\030\357\016\243\336\272W\363/\370vp+|\327K#\374\356\002\326\327\341~\047\236\355_\365\333A%L\205K\000\246\211^v$\244-w\032\242P\275\007\376\353@\016\2321@\037C%\276bo\274\261\345+H\363\310\362\047/\373\2412\317\364ol\205\225\230<\310\363\177\247\376q\36136t\231v?\203}\325[\005\250az2A6\206\331\212\013\366\257&\3754\351\215&\250\351N\201\274\005\215{\354+\301R\230\362>\367E\277\344\313~3\232\274\306R\357\247\227\241\317\246<\325_\361\337\004\277u\357\000\"S\374\340\271\342Q\314\311\337\024\320fiD\300s\010\247\304\016=\331;\001,NC\332\256u\323\335{\275L\357\353\250R\215\252\373\375\233\267\370\3661\\\240\035\224\002y\254\226\327\331} \003\321\253\370\023\020\336\335\360Fw\033\216f{bo?*W\022\013\351\233\230@$\031\217\370Y\010f\037\272\356\021\270\311t\263\335|/\215\047\372\351eD<8j\372\037\373\377\t3\320\226[\335Y0T\352\311\375\364\n\220\312uL_\260\025~\024\336\357\256C\320\027\243\322~\264\377&z\3636\232\274\316\322\177\235\227\313\237\364goa\334\220\345\034\326\030@\345\336\001\334\256CYV\260\312\002pV\332\273\343)~:\232\314D\231\215\200""\227\361\026{\215\227\351\203\325\317\201\355\326!\374w\341r7\213\202\244\350\177Y\007\350\342\3764o\214\363\276\347\334\313,\301\325\267\214\257\247\006\224\272\316\r\225\374z \006\325p!\374\241+vKX,N\226X\252]\310a\016\200\004Z\260\214\026W!]pi\334z\351-F\253\017\003\220/\201\271\354XPC\024\256D\253\217\202Z8\t\266_F\2452\362a\rn\200=\374#4\324\204\377}\230\301\262\376\301[\372\032\346c=Z\337\211v\244H\372\345}B6_x\0209\300\220-B\013_\200j\245\020\321\033\200\251i6\001\226\266\360yH^\217\350\346\032\302\026\363Q\007\233o\375KA&~ej\361\253q\027\036\207\273@\036O\020\341\375\351%\367\017\217\047\377\n\020u\323\3758\346|8\021\315\360\264\316t\276g\231\221e4s\203}\0031^\005*H\3635\304\035\323\374\350\351\316S\226N\264\037b^\022C\214\3272\203l8\273\350\212n5\272~\337O\373\367\203\357\272\2511\311\252\177\034\324C\021\351g\003\270k\n\372\341(\230\017\236\204?B\311g\243\352/\321/j\244\022,V\353\354]:\200\214\037D\253\337\205\345\320\356^\347\010?3\2119i\005/\273\351\201$\033\244\203\325\340\217\256\210&(\244y\213\315@\261\363\376R0\005\005K\r\014z\257\375Z\360\021\177\263\304\376\225\2711\217\262\333\006\332z\013\333\231\030\3450\\\206\340:W\221\031.v\256\271\313\030\361\305\316M \331#\177\336\347\213[\3749\350\334\300\206\306-\031\207\005\340\017(\376\263\350\331\317\321\317\257\260 \213\303\047iy\310y\t\331\214\275v3\235l\374{`\335U0\355\027;KPk\030\256\243\362`\225\014\313n6\341\223h\022\037\216Q\220\375\337_#\037 0\261\224\004\022\003`\312mx\017\375\241\267\304\315\363ns\354\341\374\273x\n\261\364\303\373\217\2071\274\377\377\000\207]N\036";
-    PyObject *data = __Pyx_DecompressString(cstring, 2636, 1);
+    #if (CYTHON_COMPRESS_STRINGS) == 1 /* compression: zlib (2680 bytes) */
+static const char cstring[] = "x\332uV\315W\333\306\026\177.\224\220@\032\0144$\244\311\221Kx\tI\313{\256I\322\3206=\2121\211\013\030\374A\232\217\363\216*KcP\221%Y\032\033\223\266\347t\351\245\226Zj\251\245\226Zz\351\245\226^\346O\350\237\360\356\035\t\177\204\226c<3w\356\334\357\373\273\346\024\213\323t\312I\272VS\216\232&\221\271\373\026\241\202\242Qb\326D\211p5\305\264\350\032w\221O79Q5\211(\237q\272A4NoRN\257q\246\250\035\021\356\277\353\353\234\245\302\203\373\324$ \304\024\217\352D\243k\233\334\217\005\235\022\216\036\213\224\313\236\321c]C\3212Q\225*1EJ\3243\316\242\246\"\201zd\322\270\203\334\301\327\033\337np\242&s&\371\225H\324\342\254fURE\313\"\026j\2546\025\225*\032G\317\014b\255s\371\032w\24679\215\200\215T\347\014\340\033}@\217\301Vp\0217\334=Q\003\257D\252\350\232\000\317\025\355\350\036\047+&(QZ\004_o\213\252E\326En\217\317r\242,\233\004\204\201\275\217\271\352\031%\026P\004xO\252\212&o\302CK\254\252\204h\370]\023-j\210\364\370?BM7OES^7\316\332G\3220\256,:\212\025q\313\365\272h\240/hT\3515g\202%\233\020p\010LMl\252\224\023\004\010yS\"\202\300\311Mf\231\246k_C\240Z\212\250\302-\010V\250 \200_\226.\235\350\006\345\276W\305zU\026\237ew\367\3139\366%\374\314\347+[\271m\376p\267\"T\362{\271\375\303J9W\256\360\317w\363\345\227\271\255\355|\201\261lG\006\023s\260Y\037\250\227X\312\004a\364\n\225B\014\377\366R:&\322\211\240\240\307C\252\244\022\321\024db\321\217i\0261[\3128\253n\215\036uM\263F\217M\214\347\010\005\205\n\027\311\244m@V\207g\215(G\307U\2759\312\203E<<\031\246.A\262\207\004\2639r\213-2n\377X\323\214\223\007\312\306\311&4\014\261\306i\027\374G\"U\352\004xG\210T7\206\247SQ\033\321\221?hm\360Q\241\356\362\345\212\300gw \273\225\\\241\260_\310\035\300)W\021\362/\n\373\245\234\000\351\177\261\237/\274\210\251\305\255|9+<\177s\300\227\3131\251\364Z(\r\031^\345J\345\374~\241\224\343\313\373\005\241\300\357\345\312P<\225\\\274}S\0006\370\026J\271\354+\\\313\271B\245\222=\300Jcuu\270u\000\"\266\362\331J\364B\200K\241\220{]\021\204\203\2636\374oA\333\013\005\322\246%R\023\204\2705""\241\344\241\274\261y\205#B\025J\352H\25055\t\327\243\363\332\203\277\272\250hl\325\345\246\312(\232Xg+\264\236\020\263\341\266E\261\347\360\242\321\024\325s\246\363\006\273P\353\003\002i\343\201\2454~c\215\250\277\320\006\202@\261\032\205\321&\210\367\330\374\202b\300\007\300NP,(Y,\007E#\"\203\036\204\032\321:\323$E_\037\\YUQ\306GL\204\325\254\307\307c\340&&\036\324\215\261;8\306w\252\216:\225\367\244\332\254I\303\356\033\3539IU\000\240\341[#P\310\0025\301\332\252(\235\260\016d}w\336V2\276\035k4v@\237p\243h\014Oe\023\033\252Yg\250\036\365_\364-\013LZt\260@W\255&\307\030Y3\316\007\005\254uR3\365\272\300\200\266v*\037\235*J\rp\226\264\225\032\252\0025,T\212\3068\242\033\3158\241\326\240\r\025C1b\320\306\272\261N\310\231Z]?\007dU\251+TU(U\t\240\257T\027\255\223\272\330\216\214\253\323\246\2069\326X\350\254!\\h\344\024>\021\223v\254\351,\216\260\0148`\317\032\033\340\031\3761\311\255\r\\\331c\375\024\250\030\026\335\002\036\3700\323aE\263\rC4-\"\3037\005L\307\261e\250D3t\3030IMi\0330\023(\224\240\024#\023,T7a\376Z\272f\222\0068I(\216\r\374\0270\370\226\251\030\021\306\230\372\251e\032\272I\001\303\314\266\300bkY\026\324\n6\212)HU\226a\031\346\243Z\213\313\341\034\341\306pm\014\315\206\0306\334\255\177\017\361\202\221\371l\375|\374\214\240\332\010\226\3016\236l\3261\330\025\233\244\252\230X\013\010Df\255\204@\007\rBLS7\255\226\004\037Ve4\352\337ZSU\251d\300\004f\371@\321T\327\205\252rD\365\226P\267\006%\214~K N\206\\c\004\341\227\001\354\333\002\223K\317\003B\241\260\232\206\014|M\370\r#\353\365VKT\233\304jA\201C=\267 \223\212I\0010Z\030\312q\324=\205\2373\357\025\343\317D\177\362\322\237\264\363M\247l_\262\033\375\351\317:\277:\tg\336I;;n#\274\377,\020\203V\267\324m \343\225\316C\273\210\233\231N\246#v\316\234Y\227w\213\177\362\375\351\210\320\264\263 bv\336~\340\360N\261?=\333\331s\222N\n7\3336[~\262E\233:\217\334\t7\355\276\360\322\370\0205\047\360Q\312\336\260-\347\337n\302\235w\037{\267}\022\244\373\263s\366\204\375\030\204|\351\344]&\361\245\r\352\256uL{\301\346Q""\363l\047\013\206$\234[\356\266\227\3626\375w\335\351\336\047\275Tt\225\263?\007\205\r\024\223\260\027\355\262s\311i\270\240\354Z\247aO2c\347\256#CL\237\373\334.2\376\271\244\275\344$\"\031\273\321\346j\247b\0471<b\247e\227\3546<\230p7\\\313\273\357\257\005\351\240\320[\351\025\321\235\047\340\307\246Sr~\007[J\376\357\335\315^\251\327\350/\244\334\371p%\343?\016\346\203\357\272U\264\260\277p\307\221\335\257<\021\335i\240\212\005;mo;\017#?y\320\267\000\307\224\003Q\232\263\257\300\346\251\273\353\047\374[A\276[\354\212\375\271eF\332\361\032\376\225\340aD\372\002\343~AT\034\373,\030^\264\211\2639\010\344\220s\335K\214qbD?w~\215\250\214\363C\024\n<\357`\235\\\356\047\347\373s\213h\341\007\010\357\214\223F\036\010\317\210\234\013\341\237rD\247\021\205\377\022\344:\205\341\047Pj\274S\201\244?\201\004>\361W\302G\333\350\313\202\375\004\262\316;\207n\312}\352\361c\271\277\016)\373\324)\263\014P/\343\021\237i\277\306<<v\344\360\313o\374/}`Nb\316\360\341\266s\227\271\003\246\\u\212\216\330\237E\307w\034\352f\334\252w\3113\375;\301\373^\022\353\360\036T\177\006\014m\273\246w\335k\371\345 \021,AUM\364\322#\276m\331\323\340\216\354>\364\336\370\242\337\210*\365\t\244\344\033\347\255;v|\r\361\0369\276r\323\0373\263\220\377\346\2540\303\206\001G\013_:\273\230\204\231\316F\207\332\031\373\010X\216P\036\353\261\360\366\272\047zP;\177M\375\353\362\027\316\320\274\244\375\0050\312\356*\324\047\3064\345\247\243\332\\\261\341\355\365\270\t\047\335\321\2506\354)\2407\241\355O=\311_\n\022\356\003\217\367\212\250 \234\274\341$>L/CsN\271\262\267\342\275\365\177\353\336\2052N\260\207\0272N1~\377\220u\323Ib\331\274\000\327\213\316\261+\272m(\340i\010\361\215n\262{\277\227\352}\033\226+a\345\260\177\373\016\273>\005\003Z~\321\027\307\n\340\246\263\006\010\302\273eo\002\334\273\027\334\352n\303\323t\217\357\035\206\245r,!y\033\203\215\020\345\022/\r\316\034B\253>\0065\251n\272\233\353%\361E?\271\214m\002\212\032\336\247\336\377\202\024\364\362Vw\026\004\025{b?\271\002Ht\023\303\347o\005\237""\004k\335\0148}9,\036\206\207o\303\267\357\302\311\233N\362\357\343r\365\263\376\354\035\364\033\242\234\305z\200J\264\357B\261g -+\230A\016\200.\351\336u%/\031N\246\302\324\206\317\322x\307y\203\306\364A\352\003\200\310\014\270\377>X\356\246\221\020\027\310\337\346\001Z\277?\315\272\351\242nV\363Q\321}\357\260\363\324\000\2073LP\321\253\371\274_\t\026\202\227]\276[\304d1\204\305T\355C\014\263PH\300\005\307pq\025\302\005F\343\325\236\273\030\256>\362\201\276\004\342\322cN\r\253p%\\}\354W\203I\220\275\027\026K\010\242U\260\000\033\377\047h\276\t\357\307 \205i\375\203\341\300\r\214G&\314\354\204;B(\374\362!F\250\257\\\360\034\312\320Y\204\276\277\004\331\212\273\242\001}8\001\222\266p\246\214\367\005\306\243\0062\337yW\374T4\243\252\321\250\271\007\023\345\036 \316S\254\360\376\364\222\375\207\313\202\177\r\320\275a\177\032\r\nx\021\316\260\260\316t~\304)68\2063\267\234\357\300\307\353\000\033Iv\006\277\243\3310\372\272\363\314I\306\334\2170.\261 \207\3452\205\020:\273h\363v%\274\271\346%\2755\377\207nb\214\262\352\235\372\265\200G\250\332\000\300\233\202~8\361\347\375\247\301O\220\362\331\260\362K\370\213\034\312\004\223\325<\037f\014 \302\325\037\202R`vo\262\n?\027\2111i\372{\335\344\200\222\366\223\376\252\377G\227G\021\024\302\274\345\314@\262s\336\222?\005\tK\014\004\272o\274\252\377\t\033t|\377\332\334\230F\321n\001\304\275\203\353TT\345\260\\\005\347:\327\021\031.wn\330\313\350\361\345\316m@\346\023o\336c\207;l\206tnaC\343\225\210\313\002\340\007$\377y\370\374\347\360\347\327\230\220\305\341\034[\036\342c\0146c#r\246\223\216~Ddl\t\303~\271\263\004\271\206\345&2\017N\361\262l\247c<\t\047q\332\214\026\331?\375\226aZ?\252\300XR\354HT\000Sv\335}\344\r\265\305j^t\033c\323\366\237\374\311G\324\217\355\037wch\377\377\001\010\317\202\234";
+    PyObject *data = __Pyx_DecompressString(cstring, 2680, 1);
     #define __Pyx_DecompressString_LZSS_UNUSED
     if (unlikely(!data)) __PYX_ERR(0, 1, __pyx_L1_error)
     const char* const bytes = __Pyx_PyBytes_AsString(data);
     #if !CYTHON_ASSUME_SAFE_MACROS
     if (likely(bytes)); else { Py_DECREF(data); __PYX_ERR(0, 1, __pyx_L1_error) }
     #endif
-    #elif (CYTHON_COMPRESS_STRINGS) > 0 && (CYTHON_COMPRESS_STRINGS) <= 90 /* compression: lzss (3487 bytes) */
-static const char cstring[] = "\377 is not \377configur\377ed or al\377ready op\377en out o\377f range \2770.. sl.\000(\377tree fra\377gment): \377?Note th\377at Cytho\375nW\001delibe\377rately s\177tricter!\001\377n PEP-48\3774 and re\377jects su\377bclasses\376n\001builtin\377 types. \377If you n=e\241\000to p%\000%\t\273th\251\000set\200\000e\357 \047an\323\000ati\367on_<\000ing\047o dirb\000iv\242\000\377o False.\377a MAC ad\337dress\207!6 _bytes\017\000_\223 \277ebind:6\000s\277ableen\002\001f\377astpath/\377_forward\377.pyxgcin\336\326\000face\230#is>(\003dmmap\272!\233\000_ RX r\207\000:\356 \377 default\367 __\360 uce_\357_ du\225\002non=-\246 vial\033\000V\000\357it__\325\000soc\377kopt <la\377mbda>CLO\373SE\000\002_WAIT\377DEFAULT_\377TIMEOUTS\377ESTABLIS\277HEDFIN\036\002FV\253\003er\000\006.v\006c\256BS__\017\tq\001t\270@_\013\017\377clear_de\363stB\007\016\003serv\267ice\013\tos\003\to7nns*\010ou\266!\007\010vQ\001_c\006\016exp\275@\376\260\007neighbo\343urB\010\253\204\001\322\007pro9c\324@\343\007run\360\007\247`\300\261\014\016\001\276F\033\013d\0062\013ro\341u\252`F\013\357\016e\001tim\367eou\241(stop\276\374\047want_\310\006I\357Pv4A\215\204\003LAS\337T_ACK\305@TE\277NNONEP\013\000E\377T_IGNORE}_\346@GOING\017\004\377QDISC_BY\357PASS\"\004RX_\375R\027\007VERSIO\377NREASON_\337NAMES\244`TE\366\004\004YNi\000SYN_\357RECV\004\001SEN\317TTCP\320a\340bUD\275P@\000DICT7\003_\376\032\000_NEXT__\367Pyx\001\000Dict\377_NextRef\373__\376\205\004e____\376\323\206\002_getite=m\r\001func\025\001\020\000ys\341b#\000main)\001\337modul2\002na\305m:\002p\\\000 \004\007\001vt<\216\206\001T\001qual\035\005\303\205\005\014\305\204\016\335\205\006ex\210\001\370AQ\005\334\204\006\371_\340\205\003\344\204\n__tes}t\272\001heck_\365\210\001\367_ip\000\000str_\337is_co\377Ain\177eactive\305\207\001\377asyncio.^\022\006sbad1\001c?\001\367sum\010\004head;er\030\001l4_\020\t\014\000\366\025\004lop\001izeb\347ufc\350\205\007\333\205\ncliwent\003\000ne_\271 \377tracebac\177kclosec\350\205\001\202\303\205\005d""\252\206\001\320\205\n\345\205\002\311\212\001\304\206\001imn\251\211\002dr\360\212\001um\257\212\002L\356\205\003\364\205\003d_I\002\201\206\003si\000\267ffd\373\210\004fp\377\212\005f}r\254@from_\302\211\002\377fwdgwiif\177indexif\264\213\001\314d\000\246\"in\344\211\002\024\003np\367kts\271\211\006ipip\374\214\212\004\250askeylb\375.\347\211\005limitl\377ittlemma\377cmaskmax\336\227\003mtun\255anb:\267!s\231\207\007new\000\000\274\003\017nhno\265\210\002\004\000\274\207\006\020\000\376\310\206\002nonenot\346\342@v4\004\001\334\207\001now\374\023\000\207\215\001osouto\273ut\237\213\002out\263\001p\277parsed\003\000t\367ial\221\214\001plen\377popprefi\377xprint_e\373xc\207\210\004proto\377rreasonr\177eqreset\221\213\001z\225\213\001_\371!srip\322\207\003\377rowsrpor\177trunrx_\327\"\347sss\305`\231\205\001r_c\375b\335Bdsself\340\360\211\004\316\210\005\277\210\n\352\204\002\246\211\006et_\332\262\210\003s\001\006.<\350`al\207s>.\325\213\005\232\211\001H\010\271\210\004s\233et\261\214\004sh\225\000\214\004l5l\215\217\001s\246\000ed\305\206\002\331\210\001\377strerror\247svc\000\000\265\205\002t\256\206\003f\177ulltcp_\203@\374\234\204\001\227\211\001too_bi\177gtov_ms\272\204\006>\364\001cated\351@\276!\267eed\t\000x_S\002t\372\211%t\326`updat\377eurandom\377vvaluesv\377ersionvi\377pvirtual\371v\307!\334\211\013whatz\377ip\200\001\330\004\007\200\377t\2102\210S\220\007\220\377q\330\010\016\210j\230\001\377\230\022\2301\230K\240q\377\320(>\270a\270v\300\367R\300q%\001\n\210+\220\375Q.\001\013\2103\210a\210\377y\230\014\240A\240Q\200wA\330\010\013\003u\220C@\000\377\014\022\220*\230A\230Q\177\330\010\014\210F\220!\003\001\377J\220a\220t\2305\240\177\003\2401\240G\2501,\001\366m\001\001\330)\000!\2204\220\377s\230&\240\001\240\022\240\3776\250\035\260e\2701\330\377\014\020\220\003\2206\230\021\337\230\"\230I\240D\002H\220\376c\000\017\210r\220\023\220A\356m\001\014\210C}\000\001\230\033\377\240F\250!\250:\260[\277\300\010\310\002\310!\025\003E\353\220\025n\000qC\001""\001\220\024\177\220S\230\007\230q\240j\000\337\017\210q\220\004\237\002\020\026\274\035\001\021\004\020\025\220Q+\002\020_\021\220\027\230\001Y\003L\003\003\337\r\210T\220\021\222!a\210\337v\220R\220xF\000\003\240\3774\240s\250(\260)\270\2771\270N\310#\310\346\000\013\377\2107\220!\220:\230R\373\230|\211\000R\260|\300:\377\310R\310q\330\023!\240\377\022\320#3\2606\270\022\357\270;\300b\236\001\330\023\036\377\230d\240,\250a\330\010\374\214\000\270!\023\2201\220F\230\325+\342\003Am\000\023\014\000!\230\376\243 \020\220\n\230!\2309\377\240L\260\001\260\033\270I\177\300Q\300a\330\020\032\016\002\177K\250q\260\n\270+\r\003\321\034\353!:\016\365$C\266\000Q\220\347e\230:\300&k\007.\250\001\234\233H\314#\025\230j\020\003\360 \200\243A\340\302@\210 \310AK\233a\t\277\330\021\022\330\020\024\236\001\340\356\243@\013\2301 \001\016\210a<\343H\356.\006\230a\230\213@\373!\255\007\351@!\330\374 e\337`A\353\230T\362@7\276@7\260#w\3205F\333\001\023\2207\363@\377A\230U\240!\2409\250\366\330`\014\210\363F\026\220q\230\367\005\230S\304`4\240t\250\2573\250e\260y\002\017\335\002h\377\230d\320\"2\260\"\260\317A\330\010\021\260A5\001F\230\365$\312\002\014\341!K\230t\240\3773\240b\250\007\250r\260\337\036\270z\310\021\373a\047\230\367\022\2303\235\000x\240r\250\377\026\250v\260S\270\001\270\335\027\312`\003\3101\266\204\010D\220\367\010\230\006\265@+\250Y\260\353a\260\325b\003\246\000!\2302w\230Z\240\002\nX\240Q\271\204\003}7\270@2\230V\2401\003\t\372)\001\010\270\204\001{\230#\230Q\371\230\261\"\343\"\360\006\000\t\034\335\230i\007\021\220\034\035\000d\240\375%\350`!\2507\260!\260^\261\205\0027\220#\220]\000\026\311\205\004\373\004\240\225)q\220\006\220a\377\220u\230K\240w\250c\377\260\027\270\001\240*\250A\377\250Q\250a\250q\320\004\377\030\230\001\340\010\032\230&\377\240\006\240d\250#\250Z\377\260{\300$\300b\310\001\304\202\204\002\254Nt\220!\266\205\007\264Jr\230\365\021\376AG\371\000Q\230h\240\177a\240x\250q\260\010\264 \377\030\300\021\300(\310!\310\3778\320ST\320TU\330\353\035\036""\032\002w~\000v\260Q\371\260\345\005\365\204\001r\220\031\230)\377\2401\240A\240S\250\003\276\334\000\047\270\033\300F8\0001\177\310A\310U\320RS;\004\363\021\035\275!\341\207\001\240e\2501\276\312\000U\260)\2706d\000!\277\3001\300E\310\021.\001\330\363\021\032\271\205\001\205\000q\250\005\250\377]\270!\2701\270D\300\375\014F\000Q\310a\330\021#\357\2406\250\031\273!\260D\270\377\002\270)\3003\300b\310\377\t\320QU\320UZ\320\177Z[\320\004\031\230\021\2023\337\r\016\330\014\036\265\204\001\240\004\363\240C\340A\322`\220$\220e\356\253`d\240#\342A \240\001\377\240\021\240$\240c\250\021\377\320\004!\320!4\260A\256\303A\036\230Y\211\001\330\353 *\357\240G\2503\375 z\270\032\343\3001\r\001\356D\3632\034\230A\377\330\010\026\220e\2301\330^k\016\020\220\r\230\321d<\307\205\001\351\020\346B\315\211\0033\314BQ\250f\377\260A\260T\270\023\270H?\300A\300Q\330\014\246\211\004\251\206\001\327O\2401\300\000s\364@Q\330\177\020\024\320\024%\240Q\261\001\376\304\206\001M\240\024\320%5\260\376\025\000\027\220t\2301\330\014\370\312\010\304\205\001\200\204\003#\320%6\260\367b\270\004Y\000M\320QRr\242\213\001b\352`\300\206\001J\240b\277@\267?\270!\314\210\001}\230\317\206\001\030\376\214!3\3203K\320K_\337\320_`\340\010\334\210\003,\240\377a\330\010\030\230\001\230\024\277\230S\240\007\240q\370\207\001\013\377\2104\210q\220\010\230\003\257\2301\230D\233\213\001\330\270\213\003\320\363\035.\263\204\001\214!f\230A\230\337[\250\n\260!\340\213\003b\220\376\261\213\002\047\230\021\230\047\240\022\376\237\207\001\250Q\330\010\027\220}\375\240\370\"\017\210a\210q\220}\005\356\212\003\330\010\013\320\013\322\"\337\013\210?\230!\004\010\320\013\367\033\230;\266@\026\250r\260\341\021\"\002\312@\341\212\0032\t\210>\230\016\030\003\033\2305\351A\345\214\001F\000\230\212\001\375\032L\001\t\330\014\024\220A\377\220T\320\031)\250\021\250\337)\260=\300\001\005\n%\250\377w\260f\270A\330\014\023\377\2204\220q\230\006\230h\377\240k\260\022\2609\270J\377\300b\310\014\320T`\320_`d\320de\251Au\220\214\005\377g""\230Q\230g\320%=?\270R\270r\300\031\335\204\002]\005\276\220!u\260M\300\021n\0061\177\260\021\260%\260}\300`\000\377\017\210t\2201\220D\230\377\013\2401\240E\250\027\260\345\006\256@\001\346\211\001L\002\240Y\250\367b\260\002\257\214\002A\330\017\020\376e\na\220v\230X\240[\316\034\000!\330\014\342\204\001\004\000\r\330\277\010\t\210\026\210q\003\001\030\373\220\032\212\214\001\t\210\035\220h\357\230k\250\022\275\216\001\t\210\036\246\212\213\002\210\033\225\216\001\027\001a.\001\023\377\210E\220\021\320\004B\320_BW\320WX\321\210\001\024\324\214\007q\032\352\210\007\221\217\004\341\214\n\013\2101\212\217\003w3\220c\363!\t\210\027\351@b\204\000\031\301\217\001\005\006\016\004\032\220\233\212\002\037H\220A\320\004\265\213\001\331i\361\217\032V\363l\t\210E\002\t\303\003\016\272b\037\006\220m\2405\227\215\001|\004\376\213\002?\320\004G\300q\330\305\204\004\264\215\002\002\270\025I\324\212\003\260\r\271\013\266\007";
-    PyObject *data = __Pyx_DecompressString_LZSS(cstring, 3487, 4743);
+    #elif (CYTHON_COMPRESS_STRINGS) > 0 && (CYTHON_COMPRESS_STRINGS) <= 90 /* compression: lzss (3567 bytes) */
+static const char cstring[] = "\377 is not \377configur\377ed (set_\377interfac\377e first)\376\025\020or alre\377ady open\377 out of \377range 0.\357. slV\000(tr\375eB\000ragmen\377t): ?Not\377e that C\337ython\177\001de\377liberate\377ly stric\374|\000!\001n PEP-\377484 and \377rejects \377subclass\373esn\001built\377in types\377. If you\367 ne\311\000to p\214%\000%\tth\251\000\340\000\200\000e\357 \047an\373\000ati\367on_<\000ing\047o dirb\000iv\242\000\377o False.\377a MAC ad\337dress\257!6 _bytes\017\000_\273 \277ebind:6\000s\277ableen\002\001f\377astpath/\377_forward?.pyxgc\316\047\231\"\373is(\003dmmap|\272!\233\000 RX r\207\000\375:\226@ defau\337lt __\230@uc\277e__ du\225\002n\367on-\246 vial\274\033\000V\000it__\270@s\377ockopt <\377lambda>C\357LOSE\000\002_WA\377ITDEFAUL\377T_TIMEOU\377TSESTABL\377ISHEDFINZ\036\002F\253\003er\000\006.v\006Mc\256B__\017\tq\001t\270@\375_\n\020check_\371i\306aD\007clear\337_dest\004\rse\337rvice\037\tos\336\003\tonns>\010ou\330\244\204\001\007\010Q\001_c\006\016ex\371p\323@\306\007neigh\217bourB\010\301\204\001\350\007p\347roc\352@\371\007run\200\206\047\237\205\001\262\013\250\205\n\033\013d\0062\013r\303ou\300`F\013\357\016\210\206\001ti\357meou\241(sto}p\222Gwant_\310\006\337IPv4A\243\204\003LA\277ST_ACK\333@T\177ENNONEP\013\000\377ET_IGNOR\373E_\374@GOING\376\017\004QDISC_B\337YPASS\"\004RX\373_R\027\007VERSI\377ONREASON\277_NAMES\272`T\355E\004\004YNi\000SYN\337_RECV\004\001SE\237NTTCP\346a\366bU{DP@\000DICT7\003\375_\032\000_NEXT_\357_Pyx\001\000Dic\377t_NextRe\367f__\224\206\004e___\375_\351\206\002_getit{em\r\001func\025\001\362\020\000s\367b#\000main\276)\001modul2\002n\213am:\002p\\\000 \004\007\001vyt\244\206\001T\001qual\035\005\030\331\205\005\333\204\016\363\205\006ex\210\001\233\211\001Q\005\362\362\204\006_\366\205\003\372\204\n__te\223st\272\001\373\204\007_\213\205\003\227\211\001_\373ip\000\000str_i\357s_co\213aine\277active\347\207\001a\177syncio.\022\006\317sbad1\001\317\205\002su\375m\010\004header\216\030\001l4_\020\t\014\000\025""\004l\377ock_size\217bufc\364\205\007\202\206\003\355\205\004c\337lient\003\000ne\375_\305 traceb\377ackclose\tc\364\205\001\317\205\005d\266\206\001\334\205\n\361\205\002\353\212\001\266\320\206\001in\313\211\002dr\222\213\001u1m\321\212\002\372\205\003\200\206\003d_I\002\215\206\003\177s_inffd\235\211\004\347fpf\242\213\004\005\000mef\357rom_\344\211\002fwd\377gwiifind\217exif\326\213\001d\000\246\"i\371n\206\212\002\024\003npkts\236\263\214\006ipip\256\212\004\264as\277keylb.\211\212\005l\377imitlitt\377lemmacma\337skmax\227\003mt[un\271anb\267!s\245\207\007\347new\000\000\274\003nhn\301o\301\210\002\004\000\310\207\006\020\000\324\206\002no\337nenot\342@v4\234\004\001\350\207\001now\023\000\251\215\001o\177soutout\301\213\002\367out\263\001ppar\367sed\003\000tial\376\263\214\001plenpop\377prefixpr\177int_exc\223\210\004\377protorre\377asonreqrOeset\263\213\001\267\213\001_\371!\357srip\336\207\003row\377srportru\357nrx_\327\"sss\367che\245\205\001r_cb~\335Bdsself\374\211\004p\332\210\005\200\217\n\366\204\002\262\211\006et_\276\210\003\355s\001\006.<\350`als\303>.\367\213\005\311\217\001H\010\305\210\004se\315t\323\214\004sh\225\000\214\004ll\232\257\217\001s\246\000ed\321\206\002\345\210\001s\377trerrors\253vc\000\000_\321\217\001t\272\206\003f\177ulltcp_\203@\374\234\204\001\243\211\001too_bi\177gtov_ms\272\204\006>\364\001cated\351@\276!\267eed\t\000x_S\002t\372\211%t\326`updat\377eurandom\377vvaluesv\377ersionvi\377pvirtual\371v\307!\350\211\013whatz\377ip\200\001\330\004\007\200\377t\2102\210S\220\007\220\377q\330\010\016\210j\230\001\377\230\022\2301\230K\240q\377\320(>\270a\270v\300\367R\300q%\001\n\210+\220\375Q.\001\013\2103\210a\210\377y\230\014\240A\240Q\200wA\330\010\013\003u\220C@\000\377\014\022\220*\230A\230Q\377\330\010\014\210M\230\021\230\355!\005\001F\220\002\002J\220a\377\220t\2305\240\003\2401\317\240G\25015\001v\001\001\330\3762\000!\2204\220s\230&\377\240\001\240\022\2406\250\035\377\260e\2701\330\014\020\220\367\003\2206B\000\"\230I\240""\366M\002H\220l\000\017\210r\220w\023\220Av\001\014\210C\206\000\377\001\230\033\240F\250!\250\377:\260[\300\010\310\002\310]!\025\003E\220\025n\000qC\001\377\001\220\024\220S\230\007\230\373q\240j\000\017\210q\220\004\346\250\002\020\026\035\001\021\004\020\025\220\375Q+\002\020\021\220\027\230\001\372Y\003L\003\003\r\210T\220\021\376\233!a\210v\220R\220x\376F\000\003\2404\240s\250(\377\260)\2701\270N\310#\375\310\357\000\013\2107\220!\220\337:\230R\230|\211\000R\260\377|\300:\310R\310q\330\377\023!\240\022\320#3\260\1776\270\022\270;\300b\236\001\377\330\023\036\230d\240,\250\347a\330\010\214\000\301!\023\2201\257\220F\230+\342\003Am\000\023\366\014\000!\230\243 \020\220\n\230\377!\2309\240L\260\001\260\377\033\270I\300Q\300a\330\373\020\032\016\002K\250q\260\n\213\270+\r\003\034\364!:\016\365$C>\266\000Q\220e\230:\300&k\007\347.\250\001\233H\314#\025\230j\034\020\003\360 \200A\340\313@\210 \321A\375K\244a\t\330\021\022\330\020u\024\236\001\340\243@\013\2301 \001\347\016\210a\343H\356.\006\230ai\230\213@\373!\007\351@!\330\374 ]e\350`A\230T\362@7\276@\2777\260#\3205F\333\001\023\357\2207\230\"\305`U\240!\267\2409\250\341`\014\210\363F\026\277\220q\230\005\230S\304`4\177\240t\2503\250e\260y\002\375\017\335\002h\230d\320\"2\177\260\"\260A\330\010\021\260A\3165\001F\230$\312\002\316`\r\230\337Q\230a\330\014\352!K\230\377t\2403\240b\250\007\250\177r\260\036\270z\310\021\204\204\001\337\047\230\022\2303\246\000x\240\377r\250\026\250v\260S\270w\001\270\027\323`\003\3101\277\204\010\337D\220\010\230\006\276@+\250\257Y\260a\260\336b\003\257\000!\337\2302\230Z\240\002\nX\240\365Q\302\204\0037\301@2\230V\240\3511\003\t)\001\010\301\204\001{\230#\342\224\002\010\343\002\355!\214aH\230L\376\227A\013\2104\210t\2203\313\220g\271\000gL\001\337\205\002\320\035\377.\250a\250q\200A\360\337\006\000\t\034\230\225\007\021\220}\034\342\000d\240%\240s\317\"{!\260\346\205\0027\220#\220\211\000\355\026\376\205\004\004\240\312)q\220\006\377\220a\220u\230K\240w\377\250c\260\027\270\001\240*""\357\250A\250Q]\001\320\004\030\377\230\001\340\010\032\230&\240\377\006\240d\250#\250Z\260\177{\300$\300b\310\001\267\204\002\342\341Nt\274!\353\205\007\351Jr\230\021\372\263aG\245 Q\230h\240a\277\240x\250q\260\010\340 \030\377\300\021\300(\310!\3108\377\320ST\320TU\330\035\365\036\032\002w\337\000v\260Q\260\374\323b\364\206\006\031\230)\2401\240\377A\240S\250\003\2507\260\337\047\270\033\300F8\0001\310\277A\310U\320RS;\004\021y\035\351!\237\210\001\240e\2501\312\000\337U\260)\2706d\000!\300\3371\300E\310\021.\001\330\021\371\032\356\205\001\205\000q\250\005\250]\377\270!\2701\270D\300\014\376F\000Q\310a\330\021#\240\3576\250\031\260\274 \260D\270\377\002\270)\3003\300b\310\377\t\320QU\320UZ\320\177Z[\320\004\031\230\021\2023\337\r\016\330\014\036\352\204\001\240\004\373\240C\214a\021\220\021\220$\273\220e\327`d\240#\216a \377\240\001\240\021\240$\240c\377\250\021\320\004!\320!4]\260\302B\036\230Y\211\001\330\353 \337*\240G\2503\336@z\270\307\032\3001\r\001\232d\3632\034\230\377A\330\010\026\220e\2301\275\330k\016\020\220\r\230\375d<\322\374\205\001\020\346B\202\212\0033\314BQ\250\377f\260A\260T\270\023\270\177H\300A\300Q\330\014\333\211\004\256\336\206\001O\2401\300\000s\364@Q\377\330\020\024\320\024%\240Q\374\261\001\371\206\001M\240\024\320%5\375\260\025\000\027\220t\2301\330\361\014\312\010\371\205\001\200\204\003#\320%6\357\260b\270\004Y\000M\320Q\345R\340\213\001b\352`\365\206\001J\240bn\277@?\270!\201\211\001}\230\204\207\001\375\030\214!3\3203K\320K\277_\320_`\340\010\221\211\003,\377\240a\330\010\030\230\001\230\177\024\230S\240\007\240q\216\205\005\377q\220\010\230\003\2301\230\315D\320\213\001\330\014\214\205\t\214!f\230\177A\230[\250\n\260!\236\214\003\373b\220\346\213\002\047\230\021\230\047\373\240\022\324\207\001\250Q\330\010\027\367\220}\240\277\205\002\017\210a\210\367q\220\005\243\213\003\330\010\013\320\235\013\322\"\013\210?\302\214\001\006\006\320\357\013\033\230;\266@\026\250r\303\260\021\"\002\312@\226\213\0032\t\210>\035\230\030\003\033\2305""\351A\243\215\001F\000\372\315\212\001\032\222\215\001\t\330\014\024\220\377A\220T\320\031)\250\021\277\250)\260=\300\001\005\n%\277\250w\260f\270A\247\210\0014\377\220q\230\006\230h\240k\377\260\022\2609\270J\300b\377\310\014\320T`\320`d\227\320de\251Au\305\214\005\234\207\002\320\377%=\270R\270r\300\031\370\335\204\002]\005\250\207\001u\260M\300\021\376n\0061\260\021\260%\260}\375\300`\000\017\210t\2201\220\377D\230\013\2401\240E\250\227\027\260\006\256@\001\233\212\001\354\207\003Y\357\250b\260\002\344\214\002A\330\017\375\020e\na\220v\230X\240\235[\034\000!\330\014\342\204\001\004\000\r\177\330\010\t\210\026\210q\003\001\367\030\220\032\277\214\001\t\210\035\220\337h\230k\250\022\362\216\001\t\210M\036\277\213\002\210\033\312\216\001\027\001a.\001\377\023\210E\220\021\320\004B\277\320BW\320WX\321\210\001\024\342\211\215\007\032\226\211\007\306\217\004\226\215\n\013\2101\356\277\217\0033\220c\363!\t\210\027\304\351@\204\000\031\366\217\001\005\006\016\004\032\220>\307\212\002H\220A\320\004\352\213\001\331iX\264\220\025\276\220\002\363l\t\210E\002\t\303\003}\016\272b\006\220m\2405\314\215\001\374|\004\263\214\002\320\004G\300q\330\010\305\204\004\351\215\002\270\025I\200\213\003\260\r\271\013\266\007";
+    PyObject *data = __Pyx_DecompressString_LZSS(cstring, 3567, 4879);
     #define __Pyx_DecompressString_UNUSED
     if (unlikely(!data)) __PYX_ERR(0, 1, __pyx_L1_error)
     const char* const bytes = __Pyx_PyBytes_AsString(data);
     #if !CYTHON_ASSUME_SAFE_MACROS
     if (likely(bytes)); else { Py_DECREF(data); __PYX_ERR(0, 1, __pyx_L1_error) }
     #endif
-    #else /* compression: none (4743 bytes) */
-static const char bytes[] = " is not configured or already open out of range 0.. slot (tree fragment): ?Note that Cython is deliberately stricter than PEP-484 and rejects subclasses of builtin types. If you need to pass subclasses then set the \047annotation_typing\047 directive to False.a MAC address is 6 bytesadd_notebind: disableenablefastpath/_forward.pyxgcinterface slot isenabledmmap of the RX ring: no default __reduce__ due to non-trivial __cinit__setsockopt <lambda>CLOSECLOSE_WAITDEFAULT_TIMEOUTSESTABLISHEDFIN_WAITForwarderForwarder.__reduce_cython__Forwarder.__setstate_cython__Forwarder.clear_destForwarder.clear_serviceForwarder.closeForwarder.connsForwarder.countersForwarder.dest_countersForwarder.expireForwarder.neighboursForwarder.openForwarder.processForwarder.runForwarder.set_destForwarder.set_interfaceForwarder.set_neighbourForwarder.set_routesForwarder.set_serviceForwarder.set_timeoutForwarder.stopForwarder.want_neighbourIPv4AddressLAST_ACKLISTENNONEPACKET_IGNORE_OUTGOINGPACKET_QDISC_BYPASSPACKET_RX_RINGPACKET_VERSIONREASON_NAMESSTATE_NAMESSYNACKSYN_RECVSYN_SENTTCPTIME_WAITUDPVERDICT_NAMES_TCP_NEXT__Pyx_PyDict_NextRef__annotate____class_getitem____func____getstate____main____module____name____pyx_state__pyx_vtable____qualname____reduce____reduce_cython____reduce_ex____set_name____setstate____setstate_cython____test___check_slot_ip_ipstr_is_coroutineactiveaddrasyncio.coroutinesbad_ip_checksumbad_ip_headerbad_l4_checksumbad_l4_headerblock_sizebufcclear_destclear_serviceclientcline_in_tracebackcloseconnscountersddestdest_countersdest_slotdestinationdropenumerateexpireexpired_connsexpires_inffdforwardfpfragmentframefrom_bytesfwdgwiifindexifslotinactiveinbytesindexinpktsinterfaceipipaddressitemskeylb._forwardlimitlittlemmacmaskmax_connsmtunnamenblocksneighboursnewnew_connsnhno_destno_neighbourno_routenonenot_ipv4not_oursnowoneopenosoutoutbytesoutpktspparsedpartialpassplenpopprefixprint_excprocessprotorreasonreqresetringring_dropsriproutesrowsrportrunrx_framessscheduler_cbsecondsselfse""rviceset_destset_interfaceset_neighbourset_routesset_routes.<locals>.<lambda>set_serviceset_timeoutsetdefaultshort_framesllslotsortedstatestopstrerrorsvcsvc_slotttable_fulltcp_no_conntimetoo_bigtov_mstracebacktruncatedttl_exceededtx_errortx_framestxifupdateurandomvvaluesversionvipvirtualvportwant_neighbourwhatzip\200\001\330\004\007\200t\2102\210S\220\007\220q\330\010\016\210j\230\001\230\022\2301\230K\240q\320(>\270a\270v\300R\300q\200\001\330\004\n\210+\220Q\200\001\330\004\013\2103\210a\210y\230\014\240A\240Q\200A\330\010\013\2103\210a\210u\220C\220q\330\014\022\220*\230A\230Q\330\010\014\210F\220!\330\010\014\210J\220a\220t\2305\240\003\2401\240G\2501\330\010\013\2102\210S\220\001\330\014\022\220!\2204\220s\230&\240\001\240\022\2406\250\035\260e\2701\330\014\020\220\003\2206\230\021\230\"\230I\240Q\330\010\014\210H\220A\330\010\017\210r\220\023\220A\200A\330\010\014\210C\210y\230\001\230\033\240F\250!\250:\260[\300\010\310\002\310!\200A\330\010\014\210E\220\025\220a\220q\330\014\020\220\001\220\024\220S\230\007\230q\240\001\330\014\017\210q\220\004\220C\220q\330\020\026\220a\220q\230\007\230q\240\001\330\020\025\220Q\220a\220q\330\020\021\220\027\230\001\200A\330\010\014\210L\230\001\200A\330\010\r\210T\220\021\330\010\016\210a\210v\220R\220x\230q\240\003\2404\240s\250(\260)\2701\270N\310#\310Q\330\010\013\2107\220!\220:\230R\230|\250:\260R\260|\300:\310R\310q\330\023!\240\022\320#3\2606\270\022\270;\300b\310\002\310!\330\023\036\230d\240,\250a\330\010\017\210q\200A\330\010\023\2201\220F\230+\240Q\330\010\014\210A\210T\220\023\220F\230!\2301\330\010\020\220\n\230!\2309\240L\260\001\260\033\270I\300Q\300a\330\020\032\230!\2309\240K\250q\260\n\270+\300Q\300a\330\020\034\230A\230Q\200A\330\010\023\2201\220F\230+\240Q\330\010\014\210F\220!\330\010\014\210C\210v\220Q\220e\230:\240Q\330\010\014\210H\220A\200A\330\010\023\2201\220F\230.\250\001\330\010\014\210F\220!\330\010\014\210C\210y\230\001\230\025\230j\250\001\330\010\014\210H\220A\200A\340\010\014\210L\230\001""\330\010\014\210K\220q\330\010\t\330\021\022\330\020\024\220F\230!\340\014\020\220\013\2301\200A\340\010\016\210a\330\010\014\210F\220!\330\010\014\210E\220\025\220a\220q\330\014\020\220\001\220\024\220S\230\006\230a\230q\330\014\017\210q\220\007\220s\230!\330\020\026\220e\2301\230A\230T\240\022\2407\250!\2507\260#\3205F\300a\330\020\023\2207\230\"\230A\230U\240!\2409\250A\330\010\014\210H\220A\330\010\017\210r\220\026\220q\230\005\230S\240\003\2404\240t\2503\250e\2601\200A\340\010\017\210v\220Q\220h\230d\320\"2\260\"\260A\330\010\021\220\021\330\010\014\210H\220F\230$\230j\250\001\330\014\023\2201\220K\230t\2403\240b\250\007\250r\260\036\270z\310\021\330\014\022\220\047\230\022\2303\230a\230x\240r\250\026\250v\260S\270\001\270\027\300\010\310\003\3101\330\010\014\210F\220!\330\010\014\210D\220\010\230\006\230d\240+\250Y\260a\260q\330\014\020\220\003\2207\230!\2302\230Z\240q\330\014\020\220\003\2207\230!\2302\230X\240Q\330\014\020\220\003\2207\230!\2302\230V\2401\330\014\020\220\003\2207\230!\2302\230Z\240q\330\010\014\210C\210{\230#\230Q\230a\330\010\014\210H\220A\200A\360\006\000\t\034\2301\330\010\014\210F\220!\330\010\021\220\034\230Q\230d\240%\240s\250!\2507\260!\2601\330\010\013\2107\220#\220Q\330\014\026\220a\220t\2305\240\004\240A\330\010\014\210H\220A\330\010\017\210q\220\006\220a\220u\230K\240w\250c\260\027\270\001\240*\250A\250Q\250a\250q\320\004\030\230\001\340\010\032\230&\240\006\240d\250#\250Z\260{\300$\300b\310\001\330\010\017\210q\330\010\014\210F\220!\330\010\014\210E\220\025\220a\220t\2303\230a\330\014\020\220\001\220\024\220S\230\006\230a\230q\330\014\017\210q\220\007\220r\230\021\330\020\024\220G\2302\230Q\230h\240a\240x\250q\260\010\270\001\270\030\300\021\300(\310!\3108\320ST\320TU\330\035\036\230h\240a\240w\250a\250v\260Q\260a\330\010\014\210H\220A\330\010\017\210r\220\031\230)\2401\240A\240S\250\003\2507\260\047\270\033\300F\310!\3101\310A\310U\320RS\320ST\320TU\330\021\035\230V\2401\240A\240Q\240e\2501\250A\250U\260)\2706\300\021\300!\3001""\300E\310\021\310!\3101\330\021\032\230+\240Q\240a\240q\250\005\250]\270!\2701\270D\300\014\310A\310Q\310a\330\021#\2406\250\031\260!\2601\260D\270\002\270)\3003\300b\310\t\320QU\320UZ\320Z[\320\004\031\230\021\340\010\032\230&\240\006\240d\250#\250Z\260{\300$\300b\310\001\330\r\016\330\014\036\230a\230q\240\004\240C\240q\330\014\021\220\021\220$\220e\2303\230d\240#\240Q\330\014 \240\001\240\021\240$\240c\250\021\320\004!\320!4\260A\360\006\000\t\036\230Y\240a\240q\330\010\032\230*\240G\2503\250a\250z\270\032\3001\330\010\032\230#\230Q\230a\330\010\032\230&\240\006\240d\250#\250Z\260{\300$\300b\310\001\330\010\034\230A\330\010\026\220e\2301\330\r\016\330\014\036\230a\230q\240\004\240C\240q\330\014\020\220\r\230Q\330\014\020\220\003\220<\230q\330\014\020\220\006\220a\220t\2305\240\003\2403\240d\250#\250Q\250f\260A\260T\270\023\270H\300A\300Q\330\014\017\210r\220\023\220A\330\020\024\220O\2401\240C\240s\250#\250Q\330\020\024\320\024%\240Q\240c\250\021\330\020\024\220M\240\024\320%5\260Q\330\020\027\220t\2301\330\014 \240\001\240\021\240$\240c\250\021\330\010\021\220\034\230Q\230d\240#\320%6\260b\270\004\270H\300M\320QR\330\010\016\210b\220\006\220e\2301\230J\240b\250\003\250?\270!\330\010\017\210}\230A\230T\240\030\250\021\320\0043\3203K\320K_\320_`\340\010\023\2201\220F\230,\240a\330\010\030\230\001\230\024\230S\240\007\240q\250\001\330\010\013\2104\210q\220\010\230\003\2301\230D\240\003\2401\330\014\022\220*\230A\320\035.\250a\250q\330\010\026\220f\230A\230[\250\n\260!\330\010\013\2103\210b\220\001\330\014\022\220\047\230\021\230\047\240\022\2409\250A\250Q\330\010\027\220}\240A\360\006\000\t\017\210a\210q\220\005\220S\230\007\230q\330\010\013\320\013\034\230A\330\010\013\210?\230!\330\010\013\320\013\034\230A\330\010\013\320\013\033\230;\240c\250\026\250r\260\021\330\010\013\320\013 \240\001\330\010\016\210a\210q\220\005\220S\230\007\230q\330\010\013\210>\230\021\330\010\013\320\013\033\2305\240\001\240\021\330\010\013\210?\230!\2301\330\010\032\230!\330\010\t\330""\014\024\220A\220T\320\031)\250\021\250)\260=\300\001\330\014\024\220A\220T\320\031)\250\021\250%\250w\260f\270A\330\014\023\2204\220q\230\006\230h\240k\260\022\2609\270J\300b\310\014\320T`\320`d\320de\330\014\017\210u\220C\220q\330\020\026\220g\230Q\230g\320%=\270R\270r\300\031\310!\3101\330\014\024\220A\220T\320\031.\250a\250u\260M\300\021\330\014\024\220A\220T\320\0311\260\021\260%\260}\300A\330\014\017\210t\2201\220D\230\013\2401\240E\250\027\260\006\260b\270\001\330\020\026\220g\230Q\230g\240Y\250b\260\002\260)\2701\270A\330\017\020\330\014\017\210u\220C\220q\330\020\026\220a\220v\230X\240[\260\002\260!\330\014\021\220\021\220!\330\014\r\330\010\t\210\026\210q\330\010\t\210\030\220\032\2301\330\010\t\210\035\220h\230k\250\022\2501\330\010\t\210\036\220q\330\010\t\210\033\220A\330\010\t\210\035\220a\330\010\t\210\023\210E\220\021\320\004B\320BW\320WX\360\006\000\t\024\2201\220F\230+\240Q\330\010\032\230#\230Q\230a\330\010\014\210F\220!\330\010\014\210A\210T\220\023\220F\230!\2301\330\010\013\2101\330\014\022\220!\2203\220c\230\021\330\010\t\210\027\220\001\330\010\t\210\031\220!\330\010\t\210\027\220\001\330\010\t\210\027\220\001\330\010\t\210\032\2201\330\010\014\210H\220A\320\004F\300a\330\010\023\2201\220F\230,\240a\330\010\013\2103\210a\210u\220C\220q\330\014\022\220*\230A\230Q\330\010\014\210F\220!\330\010\030\230\001\230\024\230S\240\007\240q\250\001\330\010\t\210\032\2201\330\010\t\210\033\220A\330\010\016\210a\210q\220\006\220m\2405\250\001\330\010\t\210\027\220\001\330\010\014\210H\220A\320\004G\300q\330\010\023\2201\220F\230.\250\001\330\010\032\230#\230Q\230a\330\010\014\210F\220!\330\010\014\210A\210T\220\023\220I\230Q\230a\330\010\t\210\027\220\001\330\010\t\210\031\220!\330\010\t\210\031\220!\330\010\t\210\027\220\001\330\010\t\210\032\2201\330\010\014\210H\220A";
+    #else /* compression: none (4879 bytes) */
+static const char bytes[] = " is not configured (set_interface first) is not configured or already open out of range 0.. slot (tree fragment): ?Note that Cython is deliberately stricter than PEP-484 and rejects subclasses of builtin types. If you need to pass subclasses then set the \047annotation_typing\047 directive to False.a MAC address is 6 bytesadd_notebind: disableenablefastpath/_forward.pyxgcinterface slot isenabledmmap of the RX ring: no default __reduce__ due to non-trivial __cinit__setsockopt <lambda>CLOSECLOSE_WAITDEFAULT_TIMEOUTSESTABLISHEDFIN_WAITForwarderForwarder.__reduce_cython__Forwarder.__setstate_cython__Forwarder._check_ifaceForwarder.clear_destForwarder.clear_serviceForwarder.closeForwarder.connsForwarder.countersForwarder.dest_countersForwarder.expireForwarder.neighboursForwarder.openForwarder.processForwarder.runForwarder.set_destForwarder.set_interfaceForwarder.set_neighbourForwarder.set_routesForwarder.set_serviceForwarder.set_timeoutForwarder.stopForwarder.want_neighbourIPv4AddressLAST_ACKLISTENNONEPACKET_IGNORE_OUTGOINGPACKET_QDISC_BYPASSPACKET_RX_RINGPACKET_VERSIONREASON_NAMESSTATE_NAMESSYNACKSYN_RECVSYN_SENTTCPTIME_WAITUDPVERDICT_NAMES_TCP_NEXT__Pyx_PyDict_NextRef__annotate____class_getitem____func____getstate____main____module____name____pyx_state__pyx_vtable____qualname____reduce____reduce_cython____reduce_ex____set_name____setstate____setstate_cython____test___check_iface_check_slot_ip_ipstr_is_coroutineactiveaddrasyncio.coroutinesbad_ip_checksumbad_ip_headerbad_l4_checksumbad_l4_headerblock_sizebufcclear_destclear_serviceclientcline_in_tracebackcloseconnscountersddestdest_countersdest_slotdestinationdropenumerateexpireexpired_connsexpires_inffdforwardfpfragmentframefrom_bytesfwdgwiifindexifslotinactiveinbytesindexinpktsinterfaceipipaddressitemskeylb._forwardlimitlittlemmacmaskmax_connsmtunnamenblocksneighboursnewnew_connsnhno_destno_neighbourno_routenonenot_ipv4not_oursnowoneopenosoutoutbytesoutpktspparsedpartialpassplenpopprefixprint_excprocessprotorreasonreqr""esetringring_dropsriproutesrowsrportrunrx_framessscheduler_cbsecondsselfserviceset_destset_interfaceset_neighbourset_routesset_routes.<locals>.<lambda>set_serviceset_timeoutsetdefaultshort_framesllslotsortedstatestopstrerrorsvcsvc_slotttable_fulltcp_no_conntimetoo_bigtov_mstracebacktruncatedttl_exceededtx_errortx_framestxifupdateurandomvvaluesversionvipvirtualvportwant_neighbourwhatzip\200\001\330\004\007\200t\2102\210S\220\007\220q\330\010\016\210j\230\001\230\022\2301\230K\240q\320(>\270a\270v\300R\300q\200\001\330\004\n\210+\220Q\200\001\330\004\013\2103\210a\210y\230\014\240A\240Q\200A\330\010\013\2103\210a\210u\220C\220q\330\014\022\220*\230A\230Q\330\010\014\210M\230\021\230!\330\010\014\210F\220!\330\010\014\210J\220a\220t\2305\240\003\2401\240G\2501\330\010\013\2102\210S\220\001\330\014\022\220!\2204\220s\230&\240\001\240\022\2406\250\035\260e\2701\330\014\020\220\003\2206\230\021\230\"\230I\240Q\330\010\014\210H\220A\330\010\017\210r\220\023\220A\200A\330\010\014\210C\210y\230\001\230\033\240F\250!\250:\260[\300\010\310\002\310!\200A\330\010\014\210E\220\025\220a\220q\330\014\020\220\001\220\024\220S\230\007\230q\240\001\330\014\017\210q\220\004\220C\220q\330\020\026\220a\220q\230\007\230q\240\001\330\020\025\220Q\220a\220q\330\020\021\220\027\230\001\200A\330\010\014\210L\230\001\200A\330\010\r\210T\220\021\330\010\016\210a\210v\220R\220x\230q\240\003\2404\240s\250(\260)\2701\270N\310#\310Q\330\010\013\2107\220!\220:\230R\230|\250:\260R\260|\300:\310R\310q\330\023!\240\022\320#3\2606\270\022\270;\300b\310\002\310!\330\023\036\230d\240,\250a\330\010\017\210q\200A\330\010\023\2201\220F\230+\240Q\330\010\014\210A\210T\220\023\220F\230!\2301\330\010\020\220\n\230!\2309\240L\260\001\260\033\270I\300Q\300a\330\020\032\230!\2309\240K\250q\260\n\270+\300Q\300a\330\020\034\230A\230Q\200A\330\010\023\2201\220F\230+\240Q\330\010\014\210F\220!\330\010\014\210C\210v\220Q\220e\230:\240Q\330\010\014\210H\220A\200A\330\010\023\2201\220F\230.\250\001\330\010\014\210F\220!""\330\010\014\210C\210y\230\001\230\025\230j\250\001\330\010\014\210H\220A\200A\340\010\014\210L\230\001\330\010\014\210K\220q\330\010\t\330\021\022\330\020\024\220F\230!\340\014\020\220\013\2301\200A\340\010\016\210a\330\010\014\210F\220!\330\010\014\210E\220\025\220a\220q\330\014\020\220\001\220\024\220S\230\006\230a\230q\330\014\017\210q\220\007\220s\230!\330\020\026\220e\2301\230A\230T\240\022\2407\250!\2507\260#\3205F\300a\330\020\023\2207\230\"\230A\230U\240!\2409\250A\330\010\014\210H\220A\330\010\017\210r\220\026\220q\230\005\230S\240\003\2404\240t\2503\250e\2601\200A\340\010\017\210v\220Q\220h\230d\320\"2\260\"\260A\330\010\021\220\021\330\010\014\210H\220F\230$\230j\250\001\330\014\020\220\r\230Q\230a\330\014\023\2201\220K\230t\2403\240b\250\007\250r\260\036\270z\310\021\330\014\022\220\047\230\022\2303\230a\230x\240r\250\026\250v\260S\270\001\270\027\300\010\310\003\3101\330\010\014\210F\220!\330\010\014\210D\220\010\230\006\230d\240+\250Y\260a\260q\330\014\020\220\003\2207\230!\2302\230Z\240q\330\014\020\220\003\2207\230!\2302\230X\240Q\330\014\020\220\003\2207\230!\2302\230V\2401\330\014\020\220\003\2207\230!\2302\230Z\240q\330\010\014\210C\210{\230#\230Q\230a\330\010\014\210H\220A\200A\340\010\023\2201\220H\230L\250\001\330\010\013\2104\210t\2203\220g\230Q\230g\240Q\330\014\022\220*\230A\320\035.\250a\250q\200A\360\006\000\t\034\2301\330\010\014\210F\220!\330\010\021\220\034\230Q\230d\240%\240s\250!\2507\260!\2601\330\010\013\2107\220#\220Q\330\014\026\220a\220t\2305\240\004\240A\330\010\014\210H\220A\330\010\017\210q\220\006\220a\220u\230K\240w\250c\260\027\270\001\240*\250A\250Q\250a\250q\320\004\030\230\001\340\010\032\230&\240\006\240d\250#\250Z\260{\300$\300b\310\001\330\010\017\210q\330\010\014\210F\220!\330\010\014\210E\220\025\220a\220t\2303\230a\330\014\020\220\001\220\024\220S\230\006\230a\230q\330\014\017\210q\220\007\220r\230\021\330\020\024\220G\2302\230Q\230h\240a\240x\250q\260\010\270\001\270\030\300\021\300(\310!\3108\320ST\320TU\330""\035\036\230h\240a\240w\250a\250v\260Q\260a\330\010\014\210H\220A\330\010\017\210r\220\031\230)\2401\240A\240S\250\003\2507\260\047\270\033\300F\310!\3101\310A\310U\320RS\320ST\320TU\330\021\035\230V\2401\240A\240Q\240e\2501\250A\250U\260)\2706\300\021\300!\3001\300E\310\021\310!\3101\330\021\032\230+\240Q\240a\240q\250\005\250]\270!\2701\270D\300\014\310A\310Q\310a\330\021#\2406\250\031\260!\2601\260D\270\002\270)\3003\300b\310\t\320QU\320UZ\320Z[\320\004\031\230\021\340\010\032\230&\240\006\240d\250#\250Z\260{\300$\300b\310\001\330\r\016\330\014\036\230a\230q\240\004\240C\240q\330\014\021\220\021\220$\220e\2303\230d\240#\240Q\330\014 \240\001\240\021\240$\240c\250\021\320\004!\320!4\260A\360\006\000\t\036\230Y\240a\240q\330\010\032\230*\240G\2503\250a\250z\270\032\3001\330\010\032\230#\230Q\230a\330\010\032\230&\240\006\240d\250#\250Z\260{\300$\300b\310\001\330\010\034\230A\330\010\026\220e\2301\330\r\016\330\014\036\230a\230q\240\004\240C\240q\330\014\020\220\r\230Q\330\014\020\220\003\220<\230q\330\014\020\220\006\220a\220t\2305\240\003\2403\240d\250#\250Q\250f\260A\260T\270\023\270H\300A\300Q\330\014\017\210r\220\023\220A\330\020\024\220O\2401\240C\240s\250#\250Q\330\020\024\320\024%\240Q\240c\250\021\330\020\024\220M\240\024\320%5\260Q\330\020\027\220t\2301\330\014 \240\001\240\021\240$\240c\250\021\330\010\021\220\034\230Q\230d\240#\320%6\260b\270\004\270H\300M\320QR\330\010\016\210b\220\006\220e\2301\230J\240b\250\003\250?\270!\330\010\017\210}\230A\230T\240\030\250\021\320\0043\3203K\320K_\320_`\340\010\023\2201\220F\230,\240a\330\010\030\230\001\230\024\230S\240\007\240q\250\001\330\010\013\2104\210q\220\010\230\003\2301\230D\240\003\2401\330\014\022\220*\230A\320\035.\250a\250q\330\010\026\220f\230A\230[\250\n\260!\330\010\013\2103\210b\220\001\330\014\022\220\047\230\021\230\047\240\022\2409\250A\250Q\330\010\027\220}\240A\360\006\000\t\017\210a\210q\220\005\220S\230\007\230q\330\010\013\320\013\034\230A\330\010\013\210?\230!\330\010\013\320\013\034\230A""\330\010\013\320\013\033\230;\240c\250\026\250r\260\021\330\010\013\320\013 \240\001\330\010\016\210a\210q\220\005\220S\230\007\230q\330\010\013\210>\230\021\330\010\013\320\013\033\2305\240\001\240\021\330\010\013\210?\230!\2301\330\010\032\230!\330\010\t\330\014\024\220A\220T\320\031)\250\021\250)\260=\300\001\330\014\024\220A\220T\320\031)\250\021\250%\250w\260f\270A\330\014\023\2204\220q\230\006\230h\240k\260\022\2609\270J\300b\310\014\320T`\320`d\320de\330\014\017\210u\220C\220q\330\020\026\220g\230Q\230g\320%=\270R\270r\300\031\310!\3101\330\014\024\220A\220T\320\031.\250a\250u\260M\300\021\330\014\024\220A\220T\320\0311\260\021\260%\260}\300A\330\014\017\210t\2201\220D\230\013\2401\240E\250\027\260\006\260b\270\001\330\020\026\220g\230Q\230g\240Y\250b\260\002\260)\2701\270A\330\017\020\330\014\017\210u\220C\220q\330\020\026\220a\220v\230X\240[\260\002\260!\330\014\021\220\021\220!\330\014\r\330\010\t\210\026\210q\330\010\t\210\030\220\032\2301\330\010\t\210\035\220h\230k\250\022\2501\330\010\t\210\036\220q\330\010\t\210\033\220A\330\010\t\210\035\220a\330\010\t\210\023\210E\220\021\320\004B\320BW\320WX\360\006\000\t\024\2201\220F\230+\240Q\330\010\032\230#\230Q\230a\330\010\014\210F\220!\330\010\014\210A\210T\220\023\220F\230!\2301\330\010\013\2101\330\014\022\220!\2203\220c\230\021\330\010\t\210\027\220\001\330\010\t\210\031\220!\330\010\t\210\027\220\001\330\010\t\210\027\220\001\330\010\t\210\032\2201\330\010\014\210H\220A\320\004F\300a\330\010\023\2201\220F\230,\240a\330\010\013\2103\210a\210u\220C\220q\330\014\022\220*\230A\230Q\330\010\014\210F\220!\330\010\030\230\001\230\024\230S\240\007\240q\250\001\330\010\t\210\032\2201\330\010\t\210\033\220A\330\010\016\210a\210q\220\006\220m\2405\250\001\330\010\t\210\027\220\001\330\010\014\210H\220A\320\004G\300q\330\010\023\2201\220F\230.\250\001\330\010\032\230#\230Q\230a\330\010\014\210F\220!\330\010\014\210A\210T\220\023\220I\230Q\230a\330\010\t\210\027\220\001\330\010\t\210\031\220!\330\010\t\210\031\220!""\330\010\t\210\027\220\001\330\010\t\210\032\2201\330\010\014\210H\220A";
     PyObject *data = NULL;
     #define __Pyx_DecompressString_UNUSED
     #define __Pyx_DecompressString_LZSS_UNUSED
     #endif
     PyObject **stringtab = __pyx_mstate->__pyx_string_tab;
     Py_ssize_t pos = 0;
-    for (int i = 0; i < 230; i++) {
+    for (int i = 0; i < 233; i++) {
       Py_ssize_t bytes_length = str_length_index[i].length;
       PyObject *string = PyUnicode_DecodeUTF8(bytes + pos, bytes_length, NULL);
-      if (likely(string) && i >= 19) PyUnicode_InternInPlace(&string);
+      if (likely(string) && i >= 20) PyUnicode_InternInPlace(&string);
       if (unlikely(!string)) {
         Py_XDECREF(data);
         __PYX_ERR(0, 1, __pyx_L1_error)
@@ -21943,8 +22289,8 @@ static const char bytes[] = " is not configured or already open out of range 0..
       stringtab[i] = string;
       pos += bytes_length;
     }
-    for (int i = 230; i < 253; i++) {
-      Py_ssize_t bytes_length = bytes_length_index[i-230].length;
+    for (int i = 233; i < 257; i++) {
+      Py_ssize_t bytes_length = bytes_length_index[i-233].length;
       PyObject *string = PyBytes_FromStringAndSize(bytes + pos, bytes_length);
       stringtab[i] = string;
       pos += bytes_length;
@@ -21954,15 +22300,15 @@ static const char bytes[] = " is not configured or already open out of range 0..
       }
     }
     Py_XDECREF(data);
-    for (Py_ssize_t i = 0; i < 253; i++) {
+    for (Py_ssize_t i = 0; i < 257; i++) {
       if (unlikely(PyObject_Hash(stringtab[i]) == -1)) {
         __PYX_ERR(0, 1, __pyx_L1_error)
       }
     }
     #if CYTHON_IMMORTAL_CONSTANTS
     {
-      PyObject **table = stringtab + 230;
-      for (Py_ssize_t i=0; i<23; ++i) {
+      PyObject **table = stringtab + 233;
+      for (Py_ssize_t i=0; i<24; ++i) {
         #if PY_VERSION_HEX >= 0x030F0000
         PyUnstable_SetImmortal(table[i]);
         #elif CYTHON_COMPILING_IN_CPYTHON_FREETHREADING
@@ -22093,87 +22439,92 @@ static int __Pyx_CreateCodeObjects(__pyx_mstatetype *__pyx_mstate) {
   {
     const __Pyx_PyCode_New_function_description descr = {2, 0, 0, 10, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 159};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_self, __pyx_mstate->__pyx_n_u_routes, __pyx_mstate->__pyx_n_u_rows, __pyx_mstate->__pyx_n_u_parsed, __pyx_mstate->__pyx_n_u_prefix, __pyx_mstate->__pyx_n_u_plen, __pyx_mstate->__pyx_n_u_gw, __pyx_mstate->__pyx_n_u_ifslot, __pyx_mstate->__pyx_n_u_mask, __pyx_mstate->__pyx_n_u_i};
-    __pyx_mstate_global->__pyx_codeobj_tab[8] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_fastpath__forward_pyx, __pyx_mstate->__pyx_n_u_set_routes, __pyx_mstate->__pyx_kp_b_iso88591_A_vQhd_2_A_HF_j_1Kt3b_r_z_3axr_v, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[8])) goto bad;
+    __pyx_mstate_global->__pyx_codeobj_tab[8] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_fastpath__forward_pyx, __pyx_mstate->__pyx_n_u_set_routes, __pyx_mstate->__pyx_kp_b_iso88591_A_vQhd_2_A_HF_j_Qa_1Kt3b_r_z_3ax, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[8])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {2, 0, 0, 4, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 175};
+    const __Pyx_PyCode_New_function_description descr = {2, 0, 0, 4, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 176};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_self, __pyx_mstate->__pyx_n_u_addr, __pyx_mstate->__pyx_n_u_nh, __pyx_mstate->__pyx_n_u_ifslot};
     __pyx_mstate_global->__pyx_codeobj_tab[9] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_fastpath__forward_pyx, __pyx_mstate->__pyx_n_u_want_neighbour, __pyx_mstate->__pyx_kp_b_iso88591_A_1_F_Qd_s_7_1_7_Q_at5_A_HA_q_au, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[9])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {4, 0, 0, 5, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 186};
+    const __Pyx_PyCode_New_function_description descr = {4, 0, 0, 5, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 187};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_self, __pyx_mstate->__pyx_n_u_addr, __pyx_mstate->__pyx_n_u_ifslot, __pyx_mstate->__pyx_n_u_mac, __pyx_mstate->__pyx_n_u_i};
-    __pyx_mstate_global->__pyx_codeobj_tab[10] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_fastpath__forward_pyx, __pyx_mstate->__pyx_n_u_set_neighbour, __pyx_mstate->__pyx_kp_b_iso88591_A_3auCq_AQ_F_Jat5_1G1_2S_4s_6_e1, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[10])) goto bad;
+    __pyx_mstate_global->__pyx_codeobj_tab[10] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_fastpath__forward_pyx, __pyx_mstate->__pyx_n_u_set_neighbour, __pyx_mstate->__pyx_kp_b_iso88591_A_3auCq_AQ_M_F_Jat5_1G1_2S_4s_6, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[10])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 8, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 197};
+    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 8, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 199};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_self, __pyx_mstate->__pyx_n_u_out, __pyx_mstate->__pyx_n_u_i, __pyx_mstate->__pyx_n_u_n, __pyx_mstate->__pyx_n_u_mac, __pyx_mstate->__pyx_n_u_ip_2, __pyx_mstate->__pyx_n_u_s, __pyx_mstate->__pyx_n_u_m};
     __pyx_mstate_global->__pyx_codeobj_tab[11] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_fastpath__forward_pyx, __pyx_mstate->__pyx_n_u_neighbours, __pyx_mstate->__pyx_kp_b_iso88591_A_a_F_E_aq_S_aq_q_s_e1AT_7_7_5Fa, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[11])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {3, 0, 0, 3, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 209};
+    const __Pyx_PyCode_New_function_description descr = {2, 0, 0, 2, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 211};
+    PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_self, __pyx_mstate->__pyx_n_u_ifslot};
+    __pyx_mstate_global->__pyx_codeobj_tab[12] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_fastpath__forward_pyx, __pyx_mstate->__pyx_n_u_check_iface, __pyx_mstate->__pyx_kp_b_iso88591_A_1HL_4t3gQgQ_A_aq, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[12])) goto bad;
+  }
+  {
+    const __Pyx_PyCode_New_function_description descr = {3, 0, 0, 3, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 217};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_self, __pyx_mstate->__pyx_n_u_state, __pyx_mstate->__pyx_n_u_seconds};
-    __pyx_mstate_global->__pyx_codeobj_tab[12] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_fastpath__forward_pyx, __pyx_mstate->__pyx_n_u_set_timeout, __pyx_mstate->__pyx_kp_b_iso88591_A_Cy_F, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[12])) goto bad;
+    __pyx_mstate_global->__pyx_codeobj_tab[13] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_fastpath__forward_pyx, __pyx_mstate->__pyx_n_u_set_timeout, __pyx_mstate->__pyx_kp_b_iso88591_A_Cy_F, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[13])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {4, 0, 0, 13, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 213};
+    const __Pyx_PyCode_New_function_description descr = {4, 0, 0, 13, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 221};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_self, __pyx_mstate->__pyx_n_u_frame, __pyx_mstate->__pyx_n_u_now, __pyx_mstate->__pyx_n_u_partial, __pyx_mstate->__pyx_n_u_buf, __pyx_mstate->__pyx_n_u_p, __pyx_mstate->__pyx_n_u_n, __pyx_mstate->__pyx_n_u_t, __pyx_mstate->__pyx_n_u_v, __pyx_mstate->__pyx_n_u_txif, __pyx_mstate->__pyx_n_u_ip_2, __pyx_mstate->__pyx_n_u_reason, __pyx_mstate->__pyx_n_u_out};
-    __pyx_mstate_global->__pyx_codeobj_tab[13] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_fastpath__forward_pyx, __pyx_mstate->__pyx_n_u_process, __pyx_mstate->__pyx_kp_b_iso88591_4A_Yaq_G3az_1_Qa_d_Z_b_A_e1_aq, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[13])) goto bad;
+    __pyx_mstate_global->__pyx_codeobj_tab[14] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_fastpath__forward_pyx, __pyx_mstate->__pyx_n_u_process, __pyx_mstate->__pyx_kp_b_iso88591_4A_Yaq_G3az_1_Qa_d_Z_b_A_e1_aq, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[14])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {2, 0, 0, 3, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 237};
+    const __Pyx_PyCode_New_function_description descr = {2, 0, 0, 3, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 245};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_self, __pyx_mstate->__pyx_n_u_now, __pyx_mstate->__pyx_n_u_t};
-    __pyx_mstate_global->__pyx_codeobj_tab[14] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_fastpath__forward_pyx, __pyx_mstate->__pyx_n_u_expire, __pyx_mstate->__pyx_kp_b_iso88591_d_Z_b_aq_Cq_e3d_Q_c, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[14])) goto bad;
+    __pyx_mstate_global->__pyx_codeobj_tab[15] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_fastpath__forward_pyx, __pyx_mstate->__pyx_n_u_expire, __pyx_mstate->__pyx_kp_b_iso88591_d_Z_b_aq_Cq_e3d_Q_c, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[15])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 5, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 309};
+    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 5, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 319};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_self, __pyx_mstate->__pyx_n_u_fp, __pyx_mstate->__pyx_n_u_out, __pyx_mstate->__pyx_n_u_i, __pyx_mstate->__pyx_n_u_name_2};
-    __pyx_mstate_global->__pyx_codeobj_tab[15] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_fastpath__forward_pyx, __pyx_mstate->__pyx_n_u_counters, __pyx_mstate->__pyx_kp_b_iso88591_A_T_avRxq_4s_1N_Q_7_R_R_Rq_36_b, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[15])) goto bad;
+    __pyx_mstate_global->__pyx_codeobj_tab[16] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_fastpath__forward_pyx, __pyx_mstate->__pyx_n_u_counters, __pyx_mstate->__pyx_kp_b_iso88591_A_T_avRxq_4s_1N_Q_7_R_R_Rq_36_b, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[16])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {2, 0, 0, 3, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 317};
+    const __Pyx_PyCode_New_function_description descr = {2, 0, 0, 3, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 327};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_self, __pyx_mstate->__pyx_n_u_slot, __pyx_mstate->__pyx_n_u_d};
-    __pyx_mstate_global->__pyx_codeobj_tab[16] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_fastpath__forward_pyx, __pyx_mstate->__pyx_n_u_dest_counters, __pyx_mstate->__pyx_kp_b_iso88591_A_1F_Q_AT_F_1_9L_IQa_9Kq_Qa_AQ, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[16])) goto bad;
+    __pyx_mstate_global->__pyx_codeobj_tab[17] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_fastpath__forward_pyx, __pyx_mstate->__pyx_n_u_dest_counters, __pyx_mstate->__pyx_kp_b_iso88591_A_1F_Q_AT_F_1_9L_IQa_9Kq_Qa_AQ, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[17])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {2, 0, 0, 7, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 324};
+    const __Pyx_PyCode_New_function_description descr = {2, 0, 0, 7, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 334};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_self, __pyx_mstate->__pyx_n_u_now, __pyx_mstate->__pyx_n_u_t, __pyx_mstate->__pyx_n_u_rows, __pyx_mstate->__pyx_n_u_i, __pyx_mstate->__pyx_n_u_c, __pyx_mstate->__pyx_n_u_r};
-    __pyx_mstate_global->__pyx_codeobj_tab[17] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_fastpath__forward_pyx, __pyx_mstate->__pyx_n_u_conns, __pyx_mstate->__pyx_kp_b_iso88591_d_Z_b_q_F_E_at3a_S_aq_q_r_G2Qha, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[17])) goto bad;
+    __pyx_mstate_global->__pyx_codeobj_tab[18] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_fastpath__forward_pyx, __pyx_mstate->__pyx_n_u_conns, __pyx_mstate->__pyx_kp_b_iso88591_d_Z_b_q_F_E_at3a_S_aq_q_r_G2Qha, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[18])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {5, 0, 0, 12, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 350};
+    const __Pyx_PyCode_New_function_description descr = {5, 0, 0, 12, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 360};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_self, __pyx_mstate->__pyx_n_u_slot, __pyx_mstate->__pyx_n_u_block_size, __pyx_mstate->__pyx_n_u_nblocks, __pyx_mstate->__pyx_n_u_tov_ms, __pyx_mstate->__pyx_n_u_f, __pyx_mstate->__pyx_n_u_fd, __pyx_mstate->__pyx_n_u_one, __pyx_mstate->__pyx_n_u_version, __pyx_mstate->__pyx_n_u_req, __pyx_mstate->__pyx_n_u_sll, __pyx_mstate->__pyx_n_u_ring};
-    __pyx_mstate_global->__pyx_codeobj_tab[18] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_fastpath__forward_pyx, __pyx_mstate->__pyx_n_u_open, __pyx_mstate->__pyx_kp_b_iso88591_33KK___1F_a_S_q_4q_1D_1_A_aq_fA, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[18])) goto bad;
+    __pyx_mstate_global->__pyx_codeobj_tab[19] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_fastpath__forward_pyx, __pyx_mstate->__pyx_n_u_open, __pyx_mstate->__pyx_kp_b_iso88591_33KK___1F_a_S_q_4q_1D_1_A_aq_fA, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[19])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 3, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 396};
+    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 3, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 406};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_self, __pyx_mstate->__pyx_n_u_i, __pyx_mstate->__pyx_n_u_f};
-    __pyx_mstate_global->__pyx_codeobj_tab[19] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_fastpath__forward_pyx, __pyx_mstate->__pyx_n_u_close, __pyx_mstate->__pyx_kp_b_iso88591_A_E_aq_S_q_q_Cq_aq_q_Qaq, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[19])) goto bad;
+    __pyx_mstate_global->__pyx_codeobj_tab[20] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_fastpath__forward_pyx, __pyx_mstate->__pyx_n_u_close, __pyx_mstate->__pyx_kp_b_iso88591_A_E_aq_S_q_q_Cq_aq_q_Qaq, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[20])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 1, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 404};
+    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 1, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 414};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_self};
-    __pyx_mstate_global->__pyx_codeobj_tab[20] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_fastpath__forward_pyx, __pyx_mstate->__pyx_n_u_stop, __pyx_mstate->__pyx_kp_b_iso88591_A_L, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[20])) goto bad;
+    __pyx_mstate_global->__pyx_codeobj_tab[21] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_fastpath__forward_pyx, __pyx_mstate->__pyx_n_u_stop, __pyx_mstate->__pyx_kp_b_iso88591_A_L, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[21])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 1, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 407};
+    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 1, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 417};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_self};
-    __pyx_mstate_global->__pyx_codeobj_tab[21] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_fastpath__forward_pyx, __pyx_mstate->__pyx_n_u_run, __pyx_mstate->__pyx_kp_b_iso88591_A_L_Kq_F_1, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[21])) goto bad;
+    __pyx_mstate_global->__pyx_codeobj_tab[22] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_fastpath__forward_pyx, __pyx_mstate->__pyx_n_u_run, __pyx_mstate->__pyx_kp_b_iso88591_A_L_Kq_F_1, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[22])) goto bad;
   }
   {
     const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 1, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 1};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_self};
-    __pyx_mstate_global->__pyx_codeobj_tab[22] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_tree_fragment, __pyx_mstate->__pyx_n_u_reduce_cython, __pyx_mstate->__pyx_kp_b_iso88591_Q, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[22])) goto bad;
+    __pyx_mstate_global->__pyx_codeobj_tab[23] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_tree_fragment, __pyx_mstate->__pyx_n_u_reduce_cython, __pyx_mstate->__pyx_kp_b_iso88591_Q, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[23])) goto bad;
   }
   {
     const __Pyx_PyCode_New_function_description descr = {2, 0, 0, 2, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 3};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_self, __pyx_mstate->__pyx_n_u_pyx_state};
-    __pyx_mstate_global->__pyx_codeobj_tab[23] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_tree_fragment, __pyx_mstate->__pyx_n_u_setstate_cython, __pyx_mstate->__pyx_kp_b_iso88591_Q, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[23])) goto bad;
+    __pyx_mstate_global->__pyx_codeobj_tab[24] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_tree_fragment, __pyx_mstate->__pyx_n_u_setstate_cython, __pyx_mstate->__pyx_kp_b_iso88591_Q, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[24])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {3, 0, 0, 3, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 516};
+    const __Pyx_PyCode_New_function_description descr = {3, 0, 0, 3, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 526};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_slot, __pyx_mstate->__pyx_n_u_limit, __pyx_mstate->__pyx_n_u_what};
-    __pyx_mstate_global->__pyx_codeobj_tab[24] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_fastpath__forward_pyx, __pyx_mstate->__pyx_n_u_check_slot, __pyx_mstate->__pyx_kp_b_iso88591_t2S_q_j_1Kq_avRq, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[24])) goto bad;
+    __pyx_mstate_global->__pyx_codeobj_tab[25] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_fastpath__forward_pyx, __pyx_mstate->__pyx_n_u_check_slot, __pyx_mstate->__pyx_kp_b_iso88591_t2S_q_j_1Kq_avRq, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[25])) goto bad;
   }
   Py_DECREF(tuple_dedup_map);
   return 0;
@@ -26358,6 +26709,327 @@ static CYTHON_INLINE int __Pyx_ListComp_AppendAndDecref(PyObject* list, PyObject
 }
 #endif
 
+/* CIntToDigits (used by CIntToPyUnicode) */
+static const char DIGIT_PAIRS_10[2*10*10+1] = {
+    "00010203040506070809"
+    "10111213141516171819"
+    "20212223242526272829"
+    "30313233343536373839"
+    "40414243444546474849"
+    "50515253545556575859"
+    "60616263646566676869"
+    "70717273747576777879"
+    "80818283848586878889"
+    "90919293949596979899"
+};
+static const char DIGIT_PAIRS_8[2*8*8+1] = {
+    "0001020304050607"
+    "1011121314151617"
+    "2021222324252627"
+    "3031323334353637"
+    "4041424344454647"
+    "5051525354555657"
+    "6061626364656667"
+    "7071727374757677"
+};
+static const char DIGITS_HEX[2*16+1] = {
+    "0123456789abcdef"
+    "0123456789ABCDEF"
+};
+
+/* BuildPyUnicode (used by COrdinalToPyUnicode) */
+static PyObject* __Pyx_PyUnicode_BuildFromAscii(Py_ssize_t ulength, const char* chars, int clength,
+                                                int prepend_sign, char padding_char) {
+    PyObject *uval;
+    Py_ssize_t uoffset = ulength - clength;
+#if CYTHON_USE_UNICODE_INTERNALS
+    Py_ssize_t i;
+    void *udata;
+    uval = PyUnicode_New(ulength, 127);
+    if (unlikely(!uval)) return NULL;
+    udata = PyUnicode_DATA(uval);
+    if (uoffset > 0) {
+        i = 0;
+        if (prepend_sign) {
+            __Pyx_PyUnicode_WRITE(PyUnicode_1BYTE_KIND, udata, 0, '-');
+            i++;
+        }
+        for (; i < uoffset; i++) {
+            __Pyx_PyUnicode_WRITE(PyUnicode_1BYTE_KIND, udata, i, padding_char);
+        }
+    }
+    for (i=0; i < clength; i++) {
+        __Pyx_PyUnicode_WRITE(PyUnicode_1BYTE_KIND, udata, uoffset+i, chars[i]);
+    }
+#else
+    {
+        PyObject *sign = NULL, *padding = NULL;
+        uval = NULL;
+        if (uoffset > 0) {
+            prepend_sign = !!prepend_sign;
+            if (uoffset > prepend_sign) {
+                padding = PyUnicode_FromOrdinal(padding_char);
+                if (likely(padding) && uoffset > prepend_sign + 1) {
+                    PyObject *tmp = PySequence_Repeat(padding, uoffset - prepend_sign);
+                    Py_DECREF(padding);
+                    padding = tmp;
+                }
+                if (unlikely(!padding)) goto done_or_error;
+            }
+            if (prepend_sign) {
+                sign = PyUnicode_FromOrdinal('-');
+                if (unlikely(!sign)) goto done_or_error;
+            }
+        }
+        uval = PyUnicode_DecodeASCII(chars, clength, NULL);
+        if (likely(uval) && padding) {
+            PyObject *tmp = PyUnicode_Concat(padding, uval);
+            Py_DECREF(uval);
+            uval = tmp;
+        }
+        if (likely(uval) && sign) {
+            PyObject *tmp = PyUnicode_Concat(sign, uval);
+            Py_DECREF(uval);
+            uval = tmp;
+        }
+done_or_error:
+        Py_XDECREF(padding);
+        Py_XDECREF(sign);
+    }
+#endif
+    return uval;
+}
+
+/* COrdinalToPyUnicode (used by CIntToPyUnicode) */
+static CYTHON_INLINE int __Pyx_CheckUnicodeValue(int value) {
+    return value <= 1114111;
+}
+static PyObject* __Pyx_PyUnicode_FromOrdinal_Padded(int value, Py_ssize_t ulength, char padding_char) {
+    Py_ssize_t padding_length = ulength - 1;
+    if (likely((padding_length <= 250) && (value < 0xD800 || value > 0xDFFF))) {
+        char chars[256];
+        if (value <= 255) {
+            memset(chars, padding_char, (size_t) padding_length);
+            chars[ulength-1] = (char) value;
+            return PyUnicode_DecodeLatin1(chars, ulength, NULL);
+        }
+        char *cpos = chars + sizeof(chars);
+        if (value < 0x800) {
+            *--cpos = (char) (0x80 | (value & 0x3f));
+            value >>= 6;
+            *--cpos = (char) (0xc0 | (value & 0x1f));
+        } else if (value < 0x10000) {
+            *--cpos = (char) (0x80 | (value & 0x3f));
+            value >>= 6;
+            *--cpos = (char) (0x80 | (value & 0x3f));
+            value >>= 6;
+            *--cpos = (char) (0xe0 | (value & 0x0f));
+        } else {
+            *--cpos = (char) (0x80 | (value & 0x3f));
+            value >>= 6;
+            *--cpos = (char) (0x80 | (value & 0x3f));
+            value >>= 6;
+            *--cpos = (char) (0x80 | (value & 0x3f));
+            value >>= 6;
+            *--cpos = (char) (0xf0 | (value & 0x07));
+        }
+        cpos -= padding_length;
+        memset(cpos, padding_char, (size_t) padding_length);
+        return PyUnicode_DecodeUTF8(cpos, chars + sizeof(chars) - cpos, NULL);
+    }
+    if (value <= 127 && CYTHON_USE_UNICODE_INTERNALS) {
+        const char chars[1] = {(char) value};
+        return __Pyx_PyUnicode_BuildFromAscii(ulength, chars, 1, 0, padding_char);
+    }
+    {
+        PyObject *uchar, *padding_uchar, *padding, *result;
+        padding_uchar = PyUnicode_FromOrdinal(padding_char);
+        if (unlikely(!padding_uchar)) return NULL;
+        padding = PySequence_Repeat(padding_uchar, padding_length);
+        Py_DECREF(padding_uchar);
+        if (unlikely(!padding)) return NULL;
+        uchar = PyUnicode_FromOrdinal(value);
+        if (unlikely(!uchar)) {
+            Py_DECREF(padding);
+            return NULL;
+        }
+        result = PyUnicode_Concat(padding, uchar);
+        Py_DECREF(padding);
+        Py_DECREF(uchar);
+        return result;
+    }
+}
+
+/* CIntToPyUnicode */
+static CYTHON_INLINE PyObject* __Pyx_uchar___Pyx_PyUnicode_From_int(int value, Py_ssize_t width, char padding_char) {
+#ifdef __Pyx_HAS_GCC_DIAGNOSTIC
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wconversion"
+#endif
+    const int neg_one = (int) -1, const_zero = (int) 0;
+#ifdef __Pyx_HAS_GCC_DIAGNOSTIC
+#pragma GCC diagnostic pop
+#endif
+    const int is_unsigned = neg_one > const_zero;
+    if (unlikely(!(is_unsigned || value == 0 || value > 0) ||
+                    !(sizeof(value) <= 2 || value & ~ (int) 0x01fffff || __Pyx_CheckUnicodeValue((int) value)))) {
+        PyErr_SetString(PyExc_OverflowError, "%c arg not in range(0x110000)");
+        return NULL;
+    }
+    if (width <= 1) {
+        return PyUnicode_FromOrdinal((int) value);
+    }
+    return __Pyx_PyUnicode_FromOrdinal_Padded((int) value, width, padding_char);
+}
+static CYTHON_INLINE PyObject* __Pyx____Pyx_PyUnicode_From_int(int value, Py_ssize_t width, char padding_char, char format_char) {
+    char digits[sizeof(int)*3+2];
+    char *dpos, *end = digits + sizeof(int)*3+2;
+    const char *hex_digits = DIGITS_HEX;
+    Py_ssize_t length, ulength;
+    int prepend_sign, last_one_off;
+    int remaining;
+#ifdef __Pyx_HAS_GCC_DIAGNOSTIC
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wconversion"
+#endif
+    const int neg_one = (int) -1, const_zero = (int) 0;
+#ifdef __Pyx_HAS_GCC_DIAGNOSTIC
+#pragma GCC diagnostic pop
+#endif
+    const int is_unsigned = neg_one > const_zero;
+    if (format_char == 'X') {
+        hex_digits += 16;
+        format_char = 'x';
+    }
+    remaining = value;
+    last_one_off = 0;
+    dpos = end;
+    do {
+        int digit_pos;
+        switch (format_char) {
+        case 'o':
+            digit_pos = abs((int)(remaining % (8*8)));
+            remaining = (int) (remaining / (8*8));
+            dpos -= 2;
+            memcpy(dpos, DIGIT_PAIRS_8 + digit_pos * 2, 2);
+            last_one_off = (digit_pos < 8);
+            break;
+        case 'd':
+            digit_pos = abs((int)(remaining % (10*10)));
+            remaining = (int) (remaining / (10*10));
+            dpos -= 2;
+            memcpy(dpos, DIGIT_PAIRS_10 + digit_pos * 2, 2);
+            last_one_off = (digit_pos < 10);
+            break;
+        case 'x':
+            *(--dpos) = hex_digits[abs((int)(remaining % 16))];
+            remaining = (int) (remaining / 16);
+            break;
+        default:
+            assert(0);
+            break;
+        }
+    } while (unlikely(remaining != 0));
+    assert(!last_one_off || *dpos == '0');
+    dpos += last_one_off;
+    length = end - dpos;
+    ulength = length;
+    prepend_sign = 0;
+    if (!is_unsigned && value <= neg_one) {
+        if (padding_char == ' ' || width <= length + 1) {
+            *(--dpos) = '-';
+            ++length;
+        } else {
+            prepend_sign = 1;
+        }
+        ++ulength;
+    }
+    if (width > ulength) {
+        ulength = width;
+    }
+    if (ulength == 1) {
+        return PyUnicode_FromOrdinal(*dpos);
+    }
+    return __Pyx_PyUnicode_BuildFromAscii(ulength, dpos, (int) length, prepend_sign, padding_char);
+}
+
+/* JoinPyUnicode */
+static PyObject* __Pyx_PyUnicode_Join(PyObject** values, Py_ssize_t value_count, Py_ssize_t result_ulength, int kind) {
+#if __Pyx_PyUnicode_Join_CAN_USE_KIND_AND_LENGTH && CYTHON_USE_UNICODE_INTERNALS
+    PyObject *result_uval;
+    int result_ukind, kind_shift;
+    Py_ssize_t i, char_pos;
+    void *result_udata;
+    static const Py_UCS4 max_char[5] = {0x7fU, 0xffU, 0xffffU, 0xffffU, 0x10ffffU};
+    assert (kind >= 0);
+    if (kind > PyUnicode_4BYTE_KIND) kind = PyUnicode_4BYTE_KIND;
+    result_uval = PyUnicode_New(result_ulength, max_char[kind]);
+    if (unlikely(!result_uval)) return NULL;
+    kind_shift = kind >> 1;  // 0, 1, 2
+    result_ukind = 1 << kind_shift;  // 1, 2, 4
+    result_udata = PyUnicode_DATA(result_uval);
+    assert(kind_shift == 2 || kind_shift == 1 || kind_shift == 0);
+    if (unlikely((PY_SSIZE_T_MAX >> kind_shift) - result_ulength < 0))
+        goto overflow;
+    char_pos = 0;
+    for (i=0; i < value_count; i++) {
+        int ukind;
+        Py_ssize_t ulength;
+        void *udata;
+        PyObject *uval = values[i];
+        if (__Pyx_PyUnicode_READY(uval) == (-1))
+            goto bad;
+        ulength = __Pyx_PyUnicode_GET_LENGTH(uval);
+        #if !CYTHON_ASSUME_SAFE_SIZE
+        if (unlikely(ulength < 0)) goto bad;
+        #endif
+        if (unlikely(!ulength))
+            continue;
+        if (unlikely((PY_SSIZE_T_MAX >> kind_shift) - ulength < char_pos))
+            goto overflow;
+        ukind = __Pyx_PyUnicode_KIND(uval);
+        udata = __Pyx_PyUnicode_DATA(uval);
+        if (ukind == result_ukind) {
+            memcpy((char *)result_udata + (char_pos << kind_shift), udata, (size_t) (ulength << kind_shift));
+        } else {
+            #if PY_VERSION_HEX >= 0x030d0000
+            if (unlikely(PyUnicode_CopyCharacters(result_uval, char_pos, uval, 0, ulength) < 0)) goto bad;
+            #elif CYTHON_COMPILING_IN_CPYTHON || defined(_PyUnicode_FastCopyCharacters)
+            _PyUnicode_FastCopyCharacters(result_uval, char_pos, uval, 0, ulength);
+            #else
+            Py_ssize_t j;
+            for (j=0; j < ulength; j++) {
+                Py_UCS4 uchar = __Pyx_PyUnicode_READ(ukind, udata, j);
+                __Pyx_PyUnicode_WRITE(result_ukind, result_udata, char_pos+j, uchar);
+            }
+            #endif
+        }
+        char_pos += ulength;
+    }
+    return result_uval;
+overflow:
+    PyErr_SetString(PyExc_OverflowError, "join() result is too long for a Python string");
+bad:
+    Py_DECREF(result_uval);
+    return NULL;
+#else
+    Py_ssize_t i;
+    PyObject *result = NULL;
+    PyObject *value_tuple = PyTuple_New(value_count);
+    if (unlikely(!value_tuple)) return NULL;
+    CYTHON_UNUSED_VAR(kind);
+    CYTHON_UNUSED_VAR(result_ulength);
+    for (i=0; i<value_count; i++) {
+        Py_INCREF(values[i]);
+        if (__Pyx_PyTuple_SET_ITEM(value_tuple, i, values[i]) != (0)) goto bad;
+    }
+    result = PyUnicode_Join(__pyx_mstate_global->__pyx_empty_unicode, value_tuple);
+bad:
+    Py_DECREF(value_tuple);
+    return result;
+#endif
+}
+
 /* GetTopmostException (used by SaveResetException) */
 #if CYTHON_USE_EXC_INFO_STACK && CYTHON_FAST_THREAD_STATE
 static _PyErr_StackItem *
@@ -26933,327 +27605,6 @@ static CYTHON_INLINE PyObject* __Pyx__PyNumber_Add_object_int(PyObject *op1, PyO
     return (inplace) ? PyNumber_InPlaceAdd(op1, op2) : PyNumber_Add(op1, op2);
 }
 #endif
-
-/* CIntToDigits (used by CIntToPyUnicode) */
-static const char DIGIT_PAIRS_10[2*10*10+1] = {
-    "00010203040506070809"
-    "10111213141516171819"
-    "20212223242526272829"
-    "30313233343536373839"
-    "40414243444546474849"
-    "50515253545556575859"
-    "60616263646566676869"
-    "70717273747576777879"
-    "80818283848586878889"
-    "90919293949596979899"
-};
-static const char DIGIT_PAIRS_8[2*8*8+1] = {
-    "0001020304050607"
-    "1011121314151617"
-    "2021222324252627"
-    "3031323334353637"
-    "4041424344454647"
-    "5051525354555657"
-    "6061626364656667"
-    "7071727374757677"
-};
-static const char DIGITS_HEX[2*16+1] = {
-    "0123456789abcdef"
-    "0123456789ABCDEF"
-};
-
-/* BuildPyUnicode (used by COrdinalToPyUnicode) */
-static PyObject* __Pyx_PyUnicode_BuildFromAscii(Py_ssize_t ulength, const char* chars, int clength,
-                                                int prepend_sign, char padding_char) {
-    PyObject *uval;
-    Py_ssize_t uoffset = ulength - clength;
-#if CYTHON_USE_UNICODE_INTERNALS
-    Py_ssize_t i;
-    void *udata;
-    uval = PyUnicode_New(ulength, 127);
-    if (unlikely(!uval)) return NULL;
-    udata = PyUnicode_DATA(uval);
-    if (uoffset > 0) {
-        i = 0;
-        if (prepend_sign) {
-            __Pyx_PyUnicode_WRITE(PyUnicode_1BYTE_KIND, udata, 0, '-');
-            i++;
-        }
-        for (; i < uoffset; i++) {
-            __Pyx_PyUnicode_WRITE(PyUnicode_1BYTE_KIND, udata, i, padding_char);
-        }
-    }
-    for (i=0; i < clength; i++) {
-        __Pyx_PyUnicode_WRITE(PyUnicode_1BYTE_KIND, udata, uoffset+i, chars[i]);
-    }
-#else
-    {
-        PyObject *sign = NULL, *padding = NULL;
-        uval = NULL;
-        if (uoffset > 0) {
-            prepend_sign = !!prepend_sign;
-            if (uoffset > prepend_sign) {
-                padding = PyUnicode_FromOrdinal(padding_char);
-                if (likely(padding) && uoffset > prepend_sign + 1) {
-                    PyObject *tmp = PySequence_Repeat(padding, uoffset - prepend_sign);
-                    Py_DECREF(padding);
-                    padding = tmp;
-                }
-                if (unlikely(!padding)) goto done_or_error;
-            }
-            if (prepend_sign) {
-                sign = PyUnicode_FromOrdinal('-');
-                if (unlikely(!sign)) goto done_or_error;
-            }
-        }
-        uval = PyUnicode_DecodeASCII(chars, clength, NULL);
-        if (likely(uval) && padding) {
-            PyObject *tmp = PyUnicode_Concat(padding, uval);
-            Py_DECREF(uval);
-            uval = tmp;
-        }
-        if (likely(uval) && sign) {
-            PyObject *tmp = PyUnicode_Concat(sign, uval);
-            Py_DECREF(uval);
-            uval = tmp;
-        }
-done_or_error:
-        Py_XDECREF(padding);
-        Py_XDECREF(sign);
-    }
-#endif
-    return uval;
-}
-
-/* COrdinalToPyUnicode (used by CIntToPyUnicode) */
-static CYTHON_INLINE int __Pyx_CheckUnicodeValue(int value) {
-    return value <= 1114111;
-}
-static PyObject* __Pyx_PyUnicode_FromOrdinal_Padded(int value, Py_ssize_t ulength, char padding_char) {
-    Py_ssize_t padding_length = ulength - 1;
-    if (likely((padding_length <= 250) && (value < 0xD800 || value > 0xDFFF))) {
-        char chars[256];
-        if (value <= 255) {
-            memset(chars, padding_char, (size_t) padding_length);
-            chars[ulength-1] = (char) value;
-            return PyUnicode_DecodeLatin1(chars, ulength, NULL);
-        }
-        char *cpos = chars + sizeof(chars);
-        if (value < 0x800) {
-            *--cpos = (char) (0x80 | (value & 0x3f));
-            value >>= 6;
-            *--cpos = (char) (0xc0 | (value & 0x1f));
-        } else if (value < 0x10000) {
-            *--cpos = (char) (0x80 | (value & 0x3f));
-            value >>= 6;
-            *--cpos = (char) (0x80 | (value & 0x3f));
-            value >>= 6;
-            *--cpos = (char) (0xe0 | (value & 0x0f));
-        } else {
-            *--cpos = (char) (0x80 | (value & 0x3f));
-            value >>= 6;
-            *--cpos = (char) (0x80 | (value & 0x3f));
-            value >>= 6;
-            *--cpos = (char) (0x80 | (value & 0x3f));
-            value >>= 6;
-            *--cpos = (char) (0xf0 | (value & 0x07));
-        }
-        cpos -= padding_length;
-        memset(cpos, padding_char, (size_t) padding_length);
-        return PyUnicode_DecodeUTF8(cpos, chars + sizeof(chars) - cpos, NULL);
-    }
-    if (value <= 127 && CYTHON_USE_UNICODE_INTERNALS) {
-        const char chars[1] = {(char) value};
-        return __Pyx_PyUnicode_BuildFromAscii(ulength, chars, 1, 0, padding_char);
-    }
-    {
-        PyObject *uchar, *padding_uchar, *padding, *result;
-        padding_uchar = PyUnicode_FromOrdinal(padding_char);
-        if (unlikely(!padding_uchar)) return NULL;
-        padding = PySequence_Repeat(padding_uchar, padding_length);
-        Py_DECREF(padding_uchar);
-        if (unlikely(!padding)) return NULL;
-        uchar = PyUnicode_FromOrdinal(value);
-        if (unlikely(!uchar)) {
-            Py_DECREF(padding);
-            return NULL;
-        }
-        result = PyUnicode_Concat(padding, uchar);
-        Py_DECREF(padding);
-        Py_DECREF(uchar);
-        return result;
-    }
-}
-
-/* CIntToPyUnicode */
-static CYTHON_INLINE PyObject* __Pyx_uchar___Pyx_PyUnicode_From_int(int value, Py_ssize_t width, char padding_char) {
-#ifdef __Pyx_HAS_GCC_DIAGNOSTIC
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wconversion"
-#endif
-    const int neg_one = (int) -1, const_zero = (int) 0;
-#ifdef __Pyx_HAS_GCC_DIAGNOSTIC
-#pragma GCC diagnostic pop
-#endif
-    const int is_unsigned = neg_one > const_zero;
-    if (unlikely(!(is_unsigned || value == 0 || value > 0) ||
-                    !(sizeof(value) <= 2 || value & ~ (int) 0x01fffff || __Pyx_CheckUnicodeValue((int) value)))) {
-        PyErr_SetString(PyExc_OverflowError, "%c arg not in range(0x110000)");
-        return NULL;
-    }
-    if (width <= 1) {
-        return PyUnicode_FromOrdinal((int) value);
-    }
-    return __Pyx_PyUnicode_FromOrdinal_Padded((int) value, width, padding_char);
-}
-static CYTHON_INLINE PyObject* __Pyx____Pyx_PyUnicode_From_int(int value, Py_ssize_t width, char padding_char, char format_char) {
-    char digits[sizeof(int)*3+2];
-    char *dpos, *end = digits + sizeof(int)*3+2;
-    const char *hex_digits = DIGITS_HEX;
-    Py_ssize_t length, ulength;
-    int prepend_sign, last_one_off;
-    int remaining;
-#ifdef __Pyx_HAS_GCC_DIAGNOSTIC
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wconversion"
-#endif
-    const int neg_one = (int) -1, const_zero = (int) 0;
-#ifdef __Pyx_HAS_GCC_DIAGNOSTIC
-#pragma GCC diagnostic pop
-#endif
-    const int is_unsigned = neg_one > const_zero;
-    if (format_char == 'X') {
-        hex_digits += 16;
-        format_char = 'x';
-    }
-    remaining = value;
-    last_one_off = 0;
-    dpos = end;
-    do {
-        int digit_pos;
-        switch (format_char) {
-        case 'o':
-            digit_pos = abs((int)(remaining % (8*8)));
-            remaining = (int) (remaining / (8*8));
-            dpos -= 2;
-            memcpy(dpos, DIGIT_PAIRS_8 + digit_pos * 2, 2);
-            last_one_off = (digit_pos < 8);
-            break;
-        case 'd':
-            digit_pos = abs((int)(remaining % (10*10)));
-            remaining = (int) (remaining / (10*10));
-            dpos -= 2;
-            memcpy(dpos, DIGIT_PAIRS_10 + digit_pos * 2, 2);
-            last_one_off = (digit_pos < 10);
-            break;
-        case 'x':
-            *(--dpos) = hex_digits[abs((int)(remaining % 16))];
-            remaining = (int) (remaining / 16);
-            break;
-        default:
-            assert(0);
-            break;
-        }
-    } while (unlikely(remaining != 0));
-    assert(!last_one_off || *dpos == '0');
-    dpos += last_one_off;
-    length = end - dpos;
-    ulength = length;
-    prepend_sign = 0;
-    if (!is_unsigned && value <= neg_one) {
-        if (padding_char == ' ' || width <= length + 1) {
-            *(--dpos) = '-';
-            ++length;
-        } else {
-            prepend_sign = 1;
-        }
-        ++ulength;
-    }
-    if (width > ulength) {
-        ulength = width;
-    }
-    if (ulength == 1) {
-        return PyUnicode_FromOrdinal(*dpos);
-    }
-    return __Pyx_PyUnicode_BuildFromAscii(ulength, dpos, (int) length, prepend_sign, padding_char);
-}
-
-/* JoinPyUnicode */
-static PyObject* __Pyx_PyUnicode_Join(PyObject** values, Py_ssize_t value_count, Py_ssize_t result_ulength, int kind) {
-#if __Pyx_PyUnicode_Join_CAN_USE_KIND_AND_LENGTH && CYTHON_USE_UNICODE_INTERNALS
-    PyObject *result_uval;
-    int result_ukind, kind_shift;
-    Py_ssize_t i, char_pos;
-    void *result_udata;
-    static const Py_UCS4 max_char[5] = {0x7fU, 0xffU, 0xffffU, 0xffffU, 0x10ffffU};
-    assert (kind >= 0);
-    if (kind > PyUnicode_4BYTE_KIND) kind = PyUnicode_4BYTE_KIND;
-    result_uval = PyUnicode_New(result_ulength, max_char[kind]);
-    if (unlikely(!result_uval)) return NULL;
-    kind_shift = kind >> 1;  // 0, 1, 2
-    result_ukind = 1 << kind_shift;  // 1, 2, 4
-    result_udata = PyUnicode_DATA(result_uval);
-    assert(kind_shift == 2 || kind_shift == 1 || kind_shift == 0);
-    if (unlikely((PY_SSIZE_T_MAX >> kind_shift) - result_ulength < 0))
-        goto overflow;
-    char_pos = 0;
-    for (i=0; i < value_count; i++) {
-        int ukind;
-        Py_ssize_t ulength;
-        void *udata;
-        PyObject *uval = values[i];
-        if (__Pyx_PyUnicode_READY(uval) == (-1))
-            goto bad;
-        ulength = __Pyx_PyUnicode_GET_LENGTH(uval);
-        #if !CYTHON_ASSUME_SAFE_SIZE
-        if (unlikely(ulength < 0)) goto bad;
-        #endif
-        if (unlikely(!ulength))
-            continue;
-        if (unlikely((PY_SSIZE_T_MAX >> kind_shift) - ulength < char_pos))
-            goto overflow;
-        ukind = __Pyx_PyUnicode_KIND(uval);
-        udata = __Pyx_PyUnicode_DATA(uval);
-        if (ukind == result_ukind) {
-            memcpy((char *)result_udata + (char_pos << kind_shift), udata, (size_t) (ulength << kind_shift));
-        } else {
-            #if PY_VERSION_HEX >= 0x030d0000
-            if (unlikely(PyUnicode_CopyCharacters(result_uval, char_pos, uval, 0, ulength) < 0)) goto bad;
-            #elif CYTHON_COMPILING_IN_CPYTHON || defined(_PyUnicode_FastCopyCharacters)
-            _PyUnicode_FastCopyCharacters(result_uval, char_pos, uval, 0, ulength);
-            #else
-            Py_ssize_t j;
-            for (j=0; j < ulength; j++) {
-                Py_UCS4 uchar = __Pyx_PyUnicode_READ(ukind, udata, j);
-                __Pyx_PyUnicode_WRITE(result_ukind, result_udata, char_pos+j, uchar);
-            }
-            #endif
-        }
-        char_pos += ulength;
-    }
-    return result_uval;
-overflow:
-    PyErr_SetString(PyExc_OverflowError, "join() result is too long for a Python string");
-bad:
-    Py_DECREF(result_uval);
-    return NULL;
-#else
-    Py_ssize_t i;
-    PyObject *result = NULL;
-    PyObject *value_tuple = PyTuple_New(value_count);
-    if (unlikely(!value_tuple)) return NULL;
-    CYTHON_UNUSED_VAR(kind);
-    CYTHON_UNUSED_VAR(result_ulength);
-    for (i=0; i<value_count; i++) {
-        Py_INCREF(values[i]);
-        if (__Pyx_PyTuple_SET_ITEM(value_tuple, i, values[i]) != (0)) goto bad;
-    }
-    result = PyUnicode_Join(__pyx_mstate_global->__pyx_empty_unicode, value_tuple);
-bad:
-    Py_DECREF(value_tuple);
-    return result;
-#endif
-}
 
 /* CIntToPyUnicode */
 static CYTHON_INLINE PyObject* __Pyx_uchar___Pyx_PyUnicode_From_long(long value, Py_ssize_t width, char padding_char) {

@@ -161,6 +161,7 @@ cdef class Forwarder:
         rows = sorted(routes, key=lambda r: -r[1])[:MAX_ROUTES]
         parsed = []
         for prefix, plen, gw, ifslot in rows:
+            self._check_iface(ifslot)
             mask = (0xFFFFFFFF << (32 - plen)) & 0xFFFFFFFF if plen else 0
             parsed.append((_ip(prefix) & mask, mask, _ip(gw) if gw else 0, ifslot))
         self._lock()
@@ -186,6 +187,7 @@ cdef class Forwarder:
     def set_neighbour(self, addr, int ifslot, bytes mac):
         if len(mac) != 6:
             raise ValueError("a MAC address is 6 bytes")
+        self._check_iface(ifslot)
         self._lock()
         i = neigh_slot(self.fp, _ip(addr), ifslot)
         if i >= 0:
@@ -205,6 +207,12 @@ cdef class Forwarder:
                 out.append((n.ip, n.ifslot, mac))
         self._unlock()
         return [(_ipstr(ip), s, m) for ip, s, m in out]
+
+    def _check_iface(self, int ifslot):
+        # The core indexes fp.ifaces[] with these slots: only configured interfaces may be named.
+        _check_slot(ifslot, MAX_IFACES, "interface")
+        if not self.fp.ifaces[ifslot].in_use:
+            raise ValueError(f"interface slot {ifslot} is not configured (set_interface first)")
 
     def set_timeout(self, state, double seconds):
         self.fp.timeouts[STATE_NAMES.index(state)] = <uint64_t>(seconds * 1000)
@@ -279,6 +287,8 @@ cdef class Forwarder:
                     drop(fp, r)
                     continue
             v = handle(fp, q.frame, q.len, q.partial, now, &txif, &scratch)
+            if v == V_NEW:          # cannot happen once the connection exists; never lose a frame silently
+                drop(fp, R_NO_DEST)
             if v == V_FORWARD:
                 if capture:
                     self.capture_n += 1

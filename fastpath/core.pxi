@@ -136,6 +136,8 @@ cdef int handle(FP* fp, uint8_t* f, uint32_t flen, int partial, uint64_t now,
             return drop(fp, R_BAD_L4_HEADER) if is_vip(fp, daddr) else pass_(fp, R_NOT_OURS)
     elif l4len < 8 or ld16(l4 + 4) < 8 or ld16(l4 + 4) > l4len:
         return drop(fp, R_BAD_L4_HEADER) if is_vip(fp, daddr) else pass_(fp, R_NOT_OURS)
+    else:
+        l4len = ld16(l4 + 4)    # the UDP length rules (RFC 768); bytes past it are not checksummed
     sport = ld16(l4)
     dport = ld16(l4 + 2)
 
@@ -234,7 +236,8 @@ cdef int conn_create(FP* fp, Pending* p, uint64_t now) noexcept nogil:
     c.nh_out = <uint16_t>nh_out
     c.flags = CONN_IN_USE | CONN_INACTIVE
     c.state = S_NONE if p.proto == 6 else S_UDP
-    c.expires = now + fp.timeouts[c.state]
+    # at least 1 ms: the frame that opened the connection must find it (even with a 0 timeout)
+    c.expires = now + (fp.timeouts[c.state] if fp.timeouts[c.state] else 1)
     c.hash = flow_hash(fp, c.proto, c.caddr, c.cport, c.vaddr, c.vport)
     c.next_in = fp.bucket_in[c.hash]
     fp.bucket_in[c.hash] = idx + 1

@@ -441,9 +441,6 @@ def test_mutated_established_flow_frames(k, edits, resize, partial):
 
 
 # --- bad configuration ----------------------------------------------------------------------------
-@pytest.mark.xfail(strict=True, reason="fast-path bug: set_routes() accepts an interface slot >= "
-                   "MAX_IFACES (8); handle() then reads fp.ifaces[slot] out of bounds (slot 8/9: "
-                   "every frame 'too_big'; slot 50: segfault in process())")
 @pytest.mark.parametrize("ifslot", [8, 50])
 def test_set_routes_rejects_an_interface_slot_out_of_range(ifslot):
     f, _ = make()
@@ -451,8 +448,6 @@ def test_set_routes_rejects_an_interface_slot_out_of_range(ifslot):
         f.set_routes([("0.0.0.0", 0, V.ROUTER_IP, ifslot)])
 
 
-@pytest.mark.xfail(strict=True, reason="fast-path bug: set_neighbour() accepts an interface slot "
-                   ">= MAX_IFACES (8), used later as an index into fp.ifaces[]")
 def test_set_neighbour_rejects_an_interface_slot_out_of_range():
     f, _ = make()
     with pytest.raises(ValueError):

@@ -331,9 +331,6 @@ def test_udp_expiry_default_300s():
     assert act(f, V.UDP_DEST) == (0, 0) and f.counters()["conns"] == 0
 
 
-@pytest.mark.xfail(strict=True, reason="fast-path bug: with a 0 timeout the new connection expires "
-                   "between conn_create() and handle() (expires <= now); the frame is dropped with "
-                   "reason 'none' and counted nowhere (the ring loop loses it silently)")
 @pytest.mark.parametrize("timeout_state,frame", [("NONE", syn(40000)),
                                                  ("UDP", bytes(V.udp_in(7000, b"q")[0]))])
 def test_zero_timeout_still_accounts_for_the_frame(timeout_state, frame):
@@ -469,3 +466,28 @@ def test_scheduler_exception_drops_the_flow_without_raising(capsys):
     f = make(sched=boom)
     assert f.process(syn(40000), now=NOW)[:2] == ("drop", "no_dest")
     assert "scheduler bug" in capsys.readouterr().err
+
+
+def test_udp_shorter_than_its_ip_payload_is_checked_over_the_udp_length():
+    # RFC 768: the UDP length rules; bytes past it (as some stacks pad) are not checksummed.
+    pin, _ = V.udp_in(7100, b"hello")
+    good = bytes(pin)                                 # UDP checksum correct over 13 bytes
+    ip_at = 14
+    ihl = (good[ip_at] & 0x0F) * 4
+    frame = bytearray(good + b"\xAA\xBB\xCC")         # three bytes inside IP, outside UDP
+    total = int.from_bytes(frame[ip_at + 2:ip_at + 4], "big") + 3
+    frame[ip_at + 2:ip_at + 4] = total.to_bytes(2, "big")
+    frame[ip_at + 10:ip_at + 12] = b"\0\0"
+    frame[ip_at + 10:ip_at + 12] = _ip_csum(frame[ip_at:ip_at + ihl])
+    f = make()
+    verdict, reason, out = f.process(bytes(frame), now=NOW)
+    assert (verdict, reason) == ("forward", None)
+    got = Ether(out[0][1])
+    assert got[UDP].len == 13 and bytes(got[UDP].payload)[:5] == b"hello"
+
+
+def _ip_csum(header: bytes) -> bytes:
+    s = sum(int.from_bytes(header[i:i + 2], "big") for i in range(0, len(header), 2))
+    while s >> 16:
+        s = (s & 0xFFFF) + (s >> 16)
+    return ((~s) & 0xFFFF).to_bytes(2, "big")
