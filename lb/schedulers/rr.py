@@ -28,9 +28,10 @@ class RoundRobin(Scheduler):
 
     def schedule(self, service, flow):
         dests = service.dests
+        n = len(dests)
         start = self.pos + 1
-        order = list(range(start, len(dests))) + list(range(0, min(start, len(dests))))
-        for i in order:
+        for k in range(n):              # O(1) when the next one is available, as in the kernel
+            i = (start + k) % n
             if dests[i].available:
                 self.pos, self.last = i, dests[i]
                 return dests[i]
