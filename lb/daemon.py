@@ -254,7 +254,9 @@ class Director:
         self.fwd.stop()
         for t in self.threads:
             t.join(timeout=5)
+        counters = self.fwd.counters()
         self.fwd.close()
+        log.info("stopped; counters: %s", " ".join(f"{k}={v}" for k, v in counters.items() if v))
         try:
             nft.remove(self.table)
         except nft.NftError as e:
