@@ -51,10 +51,13 @@ class Slots:
         self.free.sort(reverse=True)
 
 
+def _lock_path(ifname: str) -> str:
+    return f"/run/lbd/netns-{os.stat('/proc/self/ns/net').st_ino}-{ifname}.lock"
+
+
 def _interface_lock(ifname: str):
     """One lbd per interface (per network namespace): an flock held for the daemon's life."""
-    ns_ino = os.stat("/proc/self/ns/net").st_ino
-    path = f"/run/lbd/netns-{ns_ino}-{ifname}.lock"
+    path = _lock_path(ifname)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -261,8 +264,11 @@ class Director:
             nft.remove(self.table)
         except nft.NftError as e:
             log.error("%s", e)
-        for fd in self.locks:
+        for name, fd in zip(self.ifnames, self.locks):
+            with contextlib.suppress(OSError):
+                os.unlink(_lock_path(name))     # still holding it: nobody else owns this file
             os.close(fd)
+        self.locks = []
 
 
 async def serve(director: Director, path: str) -> None:

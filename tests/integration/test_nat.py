@@ -3,6 +3,8 @@ namespace, the lab servers on rs1..rs3 reporting who answered and which client t
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -158,14 +160,22 @@ def test_second_daemon_on_the_same_interface_is_refused(lab, director):
 
 def test_sigterm_leaves_the_director_clean(lab):
     d = Director(lab).start()
-    ok(d.lbadm("-A", "-t", f"{VIP}:80", "-s", "rr"))
-    tables = lab.run("director", ["nft", "list", "tables"], timeout=10, capture_output=True, text=True)
-    assert "lbd_" in tables.stdout
-    d.stop()
-    tables = lab.run("director", ["nft", "list", "tables"], timeout=10, capture_output=True, text=True)
-    assert "lbd_" not in tables.stdout
-    import os
-    assert not os.path.exists(d.socket)
+    try:
+        ok(d.lbadm("-A", "-t", f"{VIP}:80", "-s", "rr"))
+        tables = lab.run("director", ["nft", "list", "tables"], timeout=10, capture_output=True, text=True)
+        assert "lbd_" in tables.stdout
+        ino = os.stat(f"/var/run/netns/{lab.ns('director')}").st_ino
+        lock = f"/run/lbd/netns-{ino}-{lab.director_ifname}.lock"
+        assert os.path.exists(lock)
+        os.kill(d.pid, signal.SIGTERM)
+        assert d.proc.wait(timeout=10) == 0
+        tables = lab.run("director", ["nft", "list", "tables"], timeout=10, capture_output=True, text=True)
+        assert "lbd_" not in tables.stdout
+        assert not os.path.exists(d.socket)
+        assert not os.path.exists(lock)
+        assert "stopped; counters:" in d.log_tail()
+    finally:
+        d.stop()
 
 
 def test_non_syn_to_the_vip_is_dropped_not_reset(lab, director):
