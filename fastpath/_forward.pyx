@@ -15,6 +15,8 @@ from libc.stdlib cimport calloc, free
 from libc.string cimport memcpy, memset
 
 from lbsys cimport *
+from cpython.memoryview cimport PyMemoryView_FromMemory
+from cpython.buffer cimport PyBUF_READ
 
 cdef extern from *:
     void __sync_synchronize() nogil
@@ -53,6 +55,8 @@ cdef class Forwarder:
     cdef int capture_n
     cdef int capture_if
     cdef object ring_drops
+    cdef readonly object active
+    cdef readonly object inactive
 
     def __cinit__(self, uint32_t max_conns=1 << 20, scheduler_cb=None):
         self.fp = <FP*>calloc(1, sizeof(FP))
@@ -81,6 +85,10 @@ cdef class Forwarder:
             fp.timeouts[STATE_NAMES.index(name)] = secs * 1000
         self.scheduler_cb = scheduler_cb
         self.ring_drops = 0
+        # Live ActiveConn/InActConn by destination slot, as flat int64 views over the C arrays
+        # (the least-connection schedulers read them per decision; no dict, no copy).
+        self.active = PyMemoryView_FromMemory(<char*>fp.active, MAX_DESTS * 8, PyBUF_READ).cast("q")
+        self.inactive = PyMemoryView_FromMemory(<char*>fp.inactive, MAX_DESTS * 8, PyBUF_READ).cast("q")
 
     def __dealloc__(self):
         if self.fp == NULL:
@@ -143,6 +151,8 @@ cdef class Forwarder:
         d = &self.fp.dests[slot]
         if reset:
             memset(d, 0, sizeof(Dest))
+            self.fp.active[slot] = 0
+            self.fp.inactive[slot] = 0
         d.rip = r
         d.rport = rport
         d.svc = svc
@@ -327,7 +337,7 @@ cdef class Forwarder:
     def dest_counters(self, int slot):
         _check_slot(slot, MAX_DESTS, "destination")
         d = &self.fp.dests[slot]
-        return {"active": d.active, "inactive": d.inactive, "conns": d.conns,
+        return {"active": self.fp.active[slot], "inactive": self.fp.inactive[slot], "conns": d.conns,
                 "inpkts": d.inpkts, "outpkts": d.outpkts, "inbytes": d.inbytes,
                 "outbytes": d.outbytes}
 

@@ -245,6 +245,6 @@ cdef int conn_create(FP* fp, Pending* p, uint64_t now) noexcept nogil:
     c.next_out = fp.bucket_out[ho]
     fp.bucket_out[ho] = idx + 1
     d.conns += 1
-    d.inactive += 1
+    fp.inactive[p.dest] += 1
     fp.new_conns += 1
     return R_NONE

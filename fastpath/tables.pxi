@@ -87,8 +87,6 @@ cdef struct Dest:
     uint16_t svc
     uint8_t in_use
     uint8_t fwd
-    int64_t active
-    int64_t inactive
     int64_t conns
     int64_t inpkts
     int64_t outpkts
@@ -168,6 +166,8 @@ cdef struct FP:
     uint32_t seed
     Service services[MAX_SERVICES]
     Dest dests[MAX_DESTS]
+    int64_t active[MAX_DESTS]       # ActiveConn / InActConn per destination: arrays of their own so
+    int64_t inactive[MAX_DESTS]     # the control plane reads them as two flat int64 memoryviews
     Iface ifaces[MAX_IFACES]
     Route routes[MAX_ROUTES]
     int nroutes
@@ -249,13 +249,12 @@ cdef inline void unlink_chain_out(FP* fp, uint32_t idx) noexcept nogil:
 
 cdef inline void conn_free(FP* fp, Conn* c) noexcept nogil:
     cdef uint32_t idx = <uint32_t>(c - fp.conns)
-    cdef Dest* d = &fp.dests[c.dest]
     unlink_chain_in(fp, idx)
     unlink_chain_out(fp, idx)
     if c.flags & CONN_INACTIVE:
-        d.inactive -= 1
+        fp.inactive[c.dest] -= 1
     else:
-        d.active -= 1
+        fp.active[c.dest] -= 1
     c.flags = 0
     fp.free_list[fp.nfree] = idx
     fp.nfree += 1
@@ -263,15 +262,14 @@ cdef inline void conn_free(FP* fp, Conn* c) noexcept nogil:
 
 cdef inline void conn_set_state(FP* fp, Conn* c, uint8_t state) noexcept nogil:
     # ActiveConn/InActConn move exactly as in the kernel's set_tcp_state(): only ESTABLISHED is active.
-    cdef Dest* d = &fp.dests[c.dest]
     if state != c.state:
         if not (c.flags & CONN_INACTIVE) and state != S_ESTABLISHED:
-            d.active -= 1
-            d.inactive += 1
+            fp.active[c.dest] -= 1
+            fp.inactive[c.dest] += 1
             c.flags |= CONN_INACTIVE
         elif (c.flags & CONN_INACTIVE) and state == S_ESTABLISHED:
-            d.active += 1
-            d.inactive -= 1
+            fp.active[c.dest] += 1
+            fp.inactive[c.dest] -= 1
             c.flags &= ~CONN_INACTIVE
         c.state = state
 

@@ -31,7 +31,7 @@ class RealServer:
     fwd: str = MASQ
     slot: int | None = None
     flags: set = field(default_factory=set)
-    stats: object = field(default=None, repr=False)
+    stats: object = field(default=None, repr=False)   # the Forwarder (or a stand-in in tests)
 
     def counters(self) -> dict:
         """Live per-destination counters from the fast path; zeros while not attached."""
@@ -41,11 +41,17 @@ class RealServer:
 
     @property
     def active_conns(self) -> int:
-        return self.counters()["active"]
+        # stats.active / stats.inactive: flat views over the fast path's counters, read per
+        # scheduling decision by the least-connection family, so no dict is built here.
+        if self.stats is None or self.slot is None:
+            return 0
+        return self.stats.active[self.slot]
 
     @property
     def inactive_conns(self) -> int:
-        return self.counters()["inactive"]
+        if self.stats is None or self.slot is None:
+            return 0
+        return self.stats.inactive[self.slot]
 
     @property
     def overloaded(self) -> bool:

@@ -8,8 +8,12 @@ HEAD = ("IP Virtual Server version 1.2.1 (size=4096)\n"
 
 
 class FakeStats:
+    """Stands in for the Forwarder: dest_counters() and the active/inactive views by slot."""
+
     def __init__(self, table):
         self.table = table
+        self.active = {slot: a for slot, (a, _) in table.items()}
+        self.inactive = {slot: i for slot, (_, i) in table.items()}
 
     def dest_counters(self, slot):
         active, inactive = self.table[slot]
