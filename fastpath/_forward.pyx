@@ -12,7 +12,7 @@ import time
 
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int64_t
 from libc.stdlib cimport calloc, free
-from libc.string cimport memcpy, memset
+from libc.string cimport memcpy, memmove, memset
 
 from lbsys cimport *
 from cpython.memoryview cimport PyMemoryView_FromMemory
@@ -24,6 +24,9 @@ cdef extern from *:
 include "wire.pxi"
 include "tables.pxi"
 include "core.pxi"
+include "mode_nat.pxi"
+include "mode_dr.pxi"
+include "mode_tun.pxi"
 
 # IPVS default timeouts in seconds, by ConnState (ip_vs_proto_tcp.c, ip_vs_proto_udp.c).
 DEFAULT_TIMEOUTS = {"NONE": 2, "ESTABLISHED": 900, "SYN_SENT": 120, "SYN_RECV": 60,
@@ -53,7 +56,7 @@ cdef class Forwarder:
     cdef bint stopping
     cdef bint running
     cdef int capture_n
-    cdef int capture_if
+    cdef Frame captured         # process(): what the pending path forwarded
     cdef object ring_drops
     cdef readonly object active
     cdef readonly object inactive
@@ -112,7 +115,8 @@ cdef class Forwarder:
     cdef inline void _unlock(self) noexcept:
         pthread_mutex_unlock(&self.fp.lock)
 
-    def set_interface(self, int slot, int ifindex, bytes mac, int mtu=1500):
+    def set_interface(self, int slot, int ifindex, bytes mac, int mtu=1500, addr=None):
+        """`addr`: this director's IPv4 address on the interface (source of TUN outer headers)."""
         _check_slot(slot, MAX_IFACES, "interface")
         if len(mac) != 6:
             raise ValueError("a MAC address is 6 bytes")
@@ -122,6 +126,7 @@ cdef class Forwarder:
         f.ifindex = ifindex
         memcpy(f.mac, <const char*>mac, 6)
         f.mtu = mtu
+        f.addr = _ip(addr) if addr else 0
         self._unlock()
 
     def set_service(self, int slot, int proto, vip, int vport, int fwd=FWD_MASQ):
@@ -230,26 +235,34 @@ cdef class Forwarder:
     # --- the core on one frame (sans-IO) --------------------------------------------------------
     def process(self, frame, now=None, bint partial=False):
         """Run the core on one Ethernet frame. Returns (verdict, reason, out) where out is a list
-        of (ifslot, bytes) frames to send. A new flow asks scheduler_cb, as the loop does."""
-        cdef bytearray buf = bytearray(frame)
-        cdef uint8_t* p = <uint8_t*>buf if len(buf) else <uint8_t*>b"\0"
-        cdef uint32_t n = len(buf)
+        of (ifslot, bytes) frames to send. A new flow asks scheduler_cb, as the loop does.
+        `reason` names why a frame was passed or dropped (or "frag_needed" when the frame sent is
+        the ICMP error that replaced it)."""
+        cdef bytearray buf = bytearray(HEADROOM) + bytearray(frame) + bytearray(1)
+        cdef Frame fr
         cdef uint64_t t = now_ms() if now is None else <uint64_t>(now * 1000)
-        cdef int v, txif = -1
-        cdef int ip = <int>partial
+        cdef int v
+        memset(&fr, 0, sizeof(Frame))
+        fr.f = <uint8_t*>buf + HEADROOM
+        fr.flen = len(buf) - HEADROOM - 1
+        fr.partial = <int>partial
         with nogil:
             pthread_mutex_lock(&self.fp.lock)
+            self.fp.last_reason = R_NONE
             self.capture_n = 0
             self.fp.npending = 0
-            v = handle(self.fp, p, n, ip, t, &txif, &self.fp.pending[0])
+            v = handle(self.fp, &fr, t, &self.fp.pending[0])
             if v == V_NEW:
-                self._queue_pending(p, n, 0, ip)
+                self._queue_pending(fr.f, fr.flen, 0, fr.partial)
                 self._resolve_pending(t, True)
                 v = V_FORWARD if self.capture_n else V_DROP
-                txif = self.capture_if
+                fr = self.captured
             pthread_mutex_unlock(&self.fp.lock)
-        reason = REASON_NAMES[self.fp.last_reason] if v in (V_DROP, V_PASS) else None
-        out = [(txif, bytes(buf))] if v == V_FORWARD else []
+        reason = REASON_NAMES[self.fp.last_reason] if self.fp.last_reason else None
+        out = []
+        if v == V_FORWARD:
+            start = HEADROOM + fr.out_off
+            out = [(fr.tx_if, bytes(buf[start:start + fr.out_len]))]
         return VERDICT_NAMES[v], reason, out
 
     def expire(self, now=None):
@@ -271,9 +284,10 @@ cdef class Forwarder:
     cdef void _resolve_pending(self, uint64_t now, bint capture) noexcept nogil:
         # Called with fp.lock held, once per batch: one trip into Python for all new flows.
         cdef FP* fp = self.fp
-        cdef int k, j, r = R_NONE, v, txif = -1
+        cdef int k, j, r = R_NONE, v
         cdef Pending* q
         cdef Pending scratch
+        cdef Frame fr
         for k in range(fp.npending):
             q = &fp.pending[k]
             q.dup_of = -1
@@ -296,15 +310,18 @@ cdef class Forwarder:
                 if r != R_NONE:
                     drop(fp, r)
                     continue
-            v = handle(fp, q.frame, q.len, q.partial, now, &txif, &scratch)
+            fr.f = q.frame
+            fr.flen = q.len
+            fr.partial = q.partial
+            v = handle(fp, &fr, now, &scratch)
             if v == V_NEW:          # cannot happen once the connection exists; never lose a frame silently
                 drop(fp, R_NO_DEST)
             if v == V_FORWARD:
                 if capture:
                     self.capture_n += 1
-                    self.capture_if = txif
+                    self.captured = fr
                 else:
-                    self._tx(txif, q.frame, q.len)
+                    self._tx(fr.tx_if, fr.f + fr.out_off, fr.out_len)
         fp.npending = 0
 
     cdef void _call_scheduler(self):
@@ -376,7 +393,7 @@ cdef class Forwarder:
         cdef int fd = socket(AF_PACKET, SOCK_RAW, 0)
         if fd < 0:
             raise OSError(errno, os.strerror(errno))
-        cdef int one = 1, version = TPACKET_V3
+        cdef int one = 1, version = TPACKET_V3, reserve = HEADROOM
         cdef tpacket_req3 req
         cdef sockaddr_ll sll
         memset(&req, 0, sizeof(req))
@@ -392,6 +409,8 @@ cdef class Forwarder:
         cdef void* ring = MAP_FAILED
         try:
             _sockopt(fd, PACKET_VERSION, &version, sizeof(int), "PACKET_VERSION")
+            # Headroom before every frame in the ring: TUN grows frames at the front in place.
+            _sockopt(fd, PACKET_RESERVE, &reserve, sizeof(int), "PACKET_RESERVE")
             _sockopt(fd, PACKET_RX_RING, &req, sizeof(req), "PACKET_RX_RING")
             ring = mmap(NULL, <size_t>block_size * nblocks, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)
             if ring == MAP_FAILED:
@@ -467,7 +486,8 @@ cdef class Forwarder:
         cdef uint32_t k, npkts = blk.hdr.bh1.num_pkts
         cdef tpacket3_hdr* h = <tpacket3_hdr*>(<uint8_t*>blk + blk.hdr.bh1.offset_to_first_pkt)
         cdef uint8_t* frame
-        cdef int v, txif = -1, partial
+        cdef int v, partial
+        cdef Frame fr
         cdef uint64_t now
         pthread_mutex_lock(&fp.lock)
         now = now_ms()
@@ -479,9 +499,12 @@ cdef class Forwarder:
                 fp.reasons[R_TRUNCATED] += 1
             else:
                 partial = 1 if h.tp_status & TP_STATUS_CSUMNOTREADY else 0
-                v = handle(fp, frame, h.tp_snaplen, partial, now, &txif, &fp.pending[fp.npending])
+                fr.f = frame
+                fr.flen = h.tp_snaplen
+                fr.partial = partial
+                v = handle(fp, &fr, now, &fp.pending[fp.npending])
                 if v == V_FORWARD:
-                    self._tx(txif, frame, h.tp_snaplen)
+                    self._tx(fr.tx_if, frame + fr.out_off, fr.out_len)
                 elif v == V_NEW:
                     self._queue_pending(frame, h.tp_snaplen, i, partial)
                     if fp.npending == MAX_PENDING:

@@ -2,12 +2,13 @@
 # loop and Forwarder.process() are two shells around it.
 
 cdef enum:
-    DIR_IN = 0      # client -> real server
-    DIR_OUT = 1     # real server -> client
+    DIR_IN = 0          # client -> real server
+    DIR_OUT = 1         # real server -> client
+    DIR_INPUT_ONLY = 2  # DR/TUN: the director sees only client -> real server
 
 # IPVS TCP state transitions, by direction, event (syn, fin, ack, rst) and current state, as in the
 # kernel's tcp_states table (net/netfilter/ipvs/ip_vs_proto_tcp.c); columns follow ConnState order.
-cdef uint8_t TCP_NEXT[2][4][11]
+cdef uint8_t TCP_NEXT[3][4][11]
 _TCP_NEXT = [
     [   # in (client -> server)
         [S_SYN_RECV, S_ESTABLISHED, S_ESTABLISHED, S_SYN_RECV, S_SYN_RECV, S_SYN_RECV, S_SYN_RECV, S_SYN_RECV, S_SYN_RECV, S_SYN_RECV, S_SYN_RECV],
@@ -21,11 +22,17 @@ _TCP_NEXT = [
         [S_ESTABLISHED, S_ESTABLISHED, S_SYN_SENT, S_ESTABLISHED, S_FIN_WAIT, S_TIME_WAIT, S_CLOSE, S_CLOSE_WAIT, S_LAST_ACK, S_ESTABLISHED, S_ESTABLISHED],
         [S_CLOSE, S_CLOSE, S_SYN_SENT, S_CLOSE, S_CLOSE, S_TIME_WAIT, S_CLOSE, S_CLOSE, S_CLOSE, S_CLOSE, S_CLOSE],
     ],
+    [   # input only (DR, TUN: replies bypass the director)
+        [S_SYN_RECV, S_ESTABLISHED, S_ESTABLISHED, S_SYN_RECV, S_SYN_RECV, S_SYN_RECV, S_SYN_RECV, S_SYN_RECV, S_SYN_RECV, S_SYN_RECV, S_SYN_RECV],
+        [S_CLOSE, S_FIN_WAIT, S_SYN_SENT, S_TIME_WAIT, S_FIN_WAIT, S_TIME_WAIT, S_CLOSE, S_CLOSE_WAIT, S_LAST_ACK, S_LISTEN, S_TIME_WAIT],
+        [S_CLOSE, S_ESTABLISHED, S_SYN_SENT, S_ESTABLISHED, S_FIN_WAIT, S_TIME_WAIT, S_CLOSE, S_CLOSE_WAIT, S_CLOSE, S_LISTEN, S_ESTABLISHED],
+        [S_CLOSE, S_CLOSE, S_CLOSE, S_SYN_RECV, S_CLOSE, S_CLOSE, S_CLOSE, S_CLOSE, S_LAST_ACK, S_LISTEN, S_CLOSE],
+    ],
 ]
 
 cdef void _init_tcp_table():
     cdef int d, e, s
-    for d in range(2):
+    for d in range(3):
         for e in range(4):
             for s in range(11):
                 TCP_NEXT[d][e][s] = _TCP_NEXT[d][e][s]
@@ -78,35 +85,19 @@ cdef inline int pass_(FP* fp, int reason) noexcept nogil:
     fp.last_reason = reason
     return V_PASS
 
-cdef inline void nat_rewrite(uint8_t* ip, uint8_t* l4, uint8_t proto, int partial,
-                             int addr_off, uint32_t new_addr, int port_off, uint16_t new_port,
-                             uint32_t l4len) noexcept nogil:
-    # NAT: replace one address and one port; IP and L4 checksums updated incrementally (RFC 1624),
-    # except for frames with a partial checksum, which get theirs computed in full.
-    cdef uint32_t csum_off = 16 if proto == 6 else 6
-    cdef uint32_t old_addr = ld32(ip + addr_off)
-    cdef uint16_t old_port = ld16(l4 + port_off)
-    st32(ip + addr_off, new_addr)
-    st16(l4 + port_off, new_port)
-    csum_replace4(ip + 10, old_addr, new_addr)
-    if partial:
-        l4_csum_full(l4, l4len, ld32(ip + 12), ld32(ip + 16), proto, csum_off)
-    else:
-        l4_csum_replace4(l4 + csum_off, proto, old_addr, new_addr)
-        l4_csum_replace2(l4 + csum_off, proto, old_port, new_port)
-
-cdef int handle(FP* fp, uint8_t* f, uint32_t flen, int partial, uint64_t now,
-                int* tx_if, Pending* p) noexcept nogil:
+cdef int handle(FP* fp, Frame* fr, uint64_t now, Pending* p) noexcept nogil:
+    # fr.f/fr.flen in; on V_FORWARD: fr.out_off/out_len (the frame to send, which a mode may have
+    # grown into the 64 bytes of headroom before fr.f) and fr.tx_if.
     cdef uint32_t ihl, tot, l4len, saddr, daddr
-    cdef uint16_t sport, dport, ttl_word
+    cdef uint16_t sport, dport
     cdef uint8_t proto
+    cdef uint8_t* f = fr.f
+    cdef uint32_t flen = fr.flen
     cdef uint8_t* ip
     cdef uint8_t* l4
     cdef Conn* c
     cdef int direction, svc
     cdef Neigh* nb
-    cdef Iface* out
-    cdef Dest* d
 
     if flen < 14:
         return drop(fp, R_SHORT_FRAME)
@@ -161,7 +152,7 @@ cdef int handle(FP* fp, uint8_t* f, uint32_t flen, int partial, uint64_t now,
         # Only a SYN opens a TCP connection (IPVS without sloppy_tcp does the same).
         if proto == 6 and ((l4[13] & 0x06) != 0x02):
             return drop(fp, R_TCP_NO_CONN)
-        if not partial and not l4_csum_ok(l4, l4len, saddr, daddr, proto):
+        if not fr.partial and not l4_csum_ok(l4, l4len, saddr, daddr, proto):
             return drop(fp, R_BAD_L4_CSUM)
         p.svc = <uint16_t>svc
         p.proto = proto
@@ -173,44 +164,39 @@ cdef int handle(FP* fp, uint8_t* f, uint32_t flen, int partial, uint64_t now,
 
     if not ip_csum_ok(ip, ihl):
         return drop(fp, R_BAD_IP_CSUM)
-    if ip[8] <= 1:
-        return drop(fp, R_TTL_EXCEEDED)
-    d = &fp.dests[c.dest]
-    if direction == DIR_IN:
-        nb = &fp.neigh[c.nh_in]
-    else:
-        nb = &fp.neigh[c.nh_out]
+    nb = &fp.neigh[c.nh_in if direction == DIR_IN else c.nh_out]
     if nb.state != NEIGH_VALID:
         return drop(fp, R_NO_NEIGH)
-    out = &fp.ifaces[nb.ifslot]
-    if tot > out.mtu:
-        return drop(fp, R_TOO_BIG)
-
-    # TTL - 1: the 16-bit word (ttl, protocol) changes by 0x0100.
-    ttl_word = ld16(ip + 8)
-    ip[8] -= 1
-    csum_replace2(ip + 10, ttl_word, ld16(ip + 8))
-    if direction == DIR_IN:
-        nat_rewrite(ip, l4, proto, partial, 16, c.daddr, 2, c.dport, l4len)
-        d.inpkts += 1
-        d.inbytes += tot
+    fr.ip = ip
+    fr.l4 = l4
+    fr.tot = tot
+    fr.l4len = l4len
+    fr.proto = proto
+    fr.direction = direction
+    fr.out_off = 0
+    fr.out_len = flen
+    fr.tx_if = nb.ifslot
+    cdef int v
+    if c.fwd == FWD_MASQ:
+        v = xmit_nat(fp, c, fr, nb)
+    elif c.fwd == FWD_ROUTE:
+        v = xmit_dr(fp, c, fr, nb)
     else:
-        nat_rewrite(ip, l4, proto, partial, 12, c.vaddr, 0, c.vport, l4len)
-        d.outpkts += 1
-        d.outbytes += tot
-    conn_update(fp, c, direction, l4, now)
+        v = xmit_tun(fp, c, fr, nb)
+    if v == V_FORWARD:
+        conn_update(fp, c, direction if c.fwd == FWD_MASQ else DIR_INPUT_ONLY, l4, now)
+    return v
 
+cdef inline void set_l2(FP* fp, uint8_t* f, Neigh* nb) noexcept nogil:
     memcpy(f, nb.mac, 6)
-    memcpy(f + 6, out.mac, 6)
-    tx_if[0] = nb.ifslot
-    return V_FORWARD
+    memcpy(f + 6, fp.ifaces[nb.ifslot].mac, 6)
 
 cdef int conn_create(FP* fp, Pending* p, uint64_t now) noexcept nogil:
     # Install the connection the scheduler chose for a pending new flow; returns a Reason.
     cdef Dest* d
     cdef Conn* c
     cdef int nh_in, nh_out
-    cdef uint32_t idx
+    cdef uint32_t idx, ho
     if p.dest < 0 or p.dest >= MAX_DESTS or not fp.dests[p.dest].in_use:
         return R_NO_DEST
     d = &fp.dests[p.dest]
@@ -235,15 +221,17 @@ cdef int conn_create(FP* fp, Pending* p, uint64_t now) noexcept nogil:
     c.nh_in = <uint16_t>nh_in
     c.nh_out = <uint16_t>nh_out
     c.flags = CONN_IN_USE | CONN_INACTIVE
+    c.fwd = d.fwd
     c.state = S_NONE if p.proto == 6 else S_UDP
     # at least 1 ms: the frame that opened the connection must find it (even with a 0 timeout)
     c.expires = now + (fp.timeouts[c.state] if fp.timeouts[c.state] else 1)
     c.hash = flow_hash(fp, c.proto, c.caddr, c.cport, c.vaddr, c.vport)
     c.next_in = fp.bucket_in[c.hash]
     fp.bucket_in[c.hash] = idx + 1
-    cdef uint32_t ho = flow_hash(fp, c.proto, c.daddr, c.dport, c.caddr, c.cport)
-    c.next_out = fp.bucket_out[ho]
-    fp.bucket_out[ho] = idx + 1
+    if c.fwd == FWD_MASQ:       # only NAT sees replies; DR/TUN connections have no out key
+        ho = flow_hash(fp, c.proto, c.daddr, c.dport, c.caddr, c.cport)
+        c.next_out = fp.bucket_out[ho]
+        fp.bucket_out[ho] = idx + 1
     d.conns += 1
     fp.inactive[p.dest] += 1
     fp.new_conns += 1

@@ -10,6 +10,7 @@ cdef enum:
     NEIGH_SIZE = 4096          # open addressing, power of two
     TX_BATCH = 64
     MAX_PENDING = 256
+    HEADROOM = 64              # bytes before each frame the core may grow into (TUN: 20)
 
 cdef enum:
     V_FORWARD = 0
@@ -37,12 +38,13 @@ cdef enum:
     R_NO_NEIGH
     R_TOO_BIG
     R_TX_ERROR
+    R_FRAG_NEEDED           # TUN: too big for the tunnel with DF set; ICMP sent to the client
     R_NREASONS
 
 REASON_NAMES = ("none", "not_ipv4", "not_ours", "short_frame", "truncated", "bad_ip_header",
                 "bad_ip_checksum", "fragment", "bad_l4_header", "bad_l4_checksum",
                 "ttl_exceeded", "tcp_no_conn", "no_dest", "table_full", "no_route",
-                "no_neighbour", "too_big", "tx_error")
+                "no_neighbour", "too_big", "tx_error", "frag_needed")
 VERDICT_NAMES = ("forward", "pass", "drop", "new")
 
 # IPVS TCP states (same numbering as the kernel's IP_VS_TCP_S_*) plus one for UDP.
@@ -65,7 +67,9 @@ STATE_NAMES = ("NONE", "ESTABLISHED", "SYN_SENT", "SYN_RECV", "FIN_WAIT", "TIME_
                "CLOSE_WAIT", "LAST_ACK", "LISTEN", "SYNACK", "UDP")
 
 cdef enum:
-    FWD_MASQ = 0
+    FWD_MASQ = 0            # NAT (ipvsadm -m)
+    FWD_ROUTE = 1           # DR (-g)
+    FWD_TUNNEL = 2          # TUN, IPIP (-i)
 
 cdef enum:
     CONN_IN_USE = 1
@@ -108,7 +112,8 @@ cdef struct Conn:
     uint16_t nh_in          # neighbour slot toward the real server
     uint16_t nh_out         # neighbour slot toward the client
     uint8_t flags
-    uint8_t _pad[3]
+    uint8_t fwd             # FWD_*: how this connection's packets leave
+    uint8_t _pad[2]
     uint32_t next_in        # hash chains: index + 1, 0 ends the chain
     uint32_t next_out
     uint32_t hash
@@ -138,6 +143,7 @@ cdef struct Iface:
     int ifindex
     uint8_t mac[6]
     uint32_t mtu
+    uint32_t addr           # our IPv4 address here: source of TUN outer headers
     int fd
     uint8_t* ring
     size_t ring_size
@@ -189,6 +195,22 @@ cdef struct FP:
     int64_t expired_conns
     Pending pending[MAX_PENDING]
     int npending
+    uint16_t ip_id          # IP ID for headers we build (TUN outer, ICMP)
+
+# One frame on its way through the core (see handle()).
+cdef struct Frame:
+    uint8_t* f              # the Ethernet frame; 64 bytes before it are ours to use
+    uint32_t flen
+    int partial             # L4 checksum not filled in yet (TP_STATUS_CSUMNOTREADY)
+    uint8_t* ip
+    uint8_t* l4
+    uint32_t tot
+    uint32_t l4len
+    uint8_t proto
+    int direction
+    int out_off             # the frame to send starts at f + out_off ...
+    uint32_t out_len        # ... and is this long
+    int tx_if
 
 cdef inline uint32_t flow_hash(FP* fp, uint8_t proto, uint32_t a1, uint16_t p1,
                                uint32_t a2, uint16_t p2) noexcept nogil:
@@ -250,7 +272,8 @@ cdef inline void unlink_chain_out(FP* fp, uint32_t idx) noexcept nogil:
 cdef inline void conn_free(FP* fp, Conn* c) noexcept nogil:
     cdef uint32_t idx = <uint32_t>(c - fp.conns)
     unlink_chain_in(fp, idx)
-    unlink_chain_out(fp, idx)
+    if c.fwd == FWD_MASQ:
+        unlink_chain_out(fp, idx)
     if c.flags & CONN_INACTIVE:
         fp.inactive[c.dest] -= 1
     else:

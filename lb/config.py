@@ -8,9 +8,9 @@ from __future__ import annotations
 import ipaddress
 
 from lb import listing, schedulers
-from lb.model import FWD_METHODS, MASQ, PROTOCOLS, RealServer, Service
+from lb.model import FWD_METHODS, MASQ, PROTOCOLS, ROUTE, TUNNEL, RealServer, Service
 
-SUPPORTED_FWD = (MASQ,)
+SUPPORTED_FWD = (MASQ, ROUTE, TUNNEL)
 DEFAULT_SCHEDULER = "wlc"  # ipvsadm's DEF_SCHED
 
 
@@ -64,6 +64,14 @@ def _fwd(cmd: dict) -> str:
     if fwd not in SUPPORTED_FWD:
         raise ConfigError(f"forwarding method {fwd!r} is not supported yet")
     return fwd
+
+
+def _same_port(svc, rport: int, fwd: str) -> None:
+    # DR and TUN deliver the client's packet as it is: the real server must listen on the
+    # virtual port, so these methods cannot map ports (only NAT rewrites them).
+    if fwd in (ROUTE, TUNNEL) and rport != svc.port:
+        raise ConfigError(f"forwarding method {fwd!r} cannot map ports: real server port {rport} "
+                          f"must equal the virtual port {svc.port}")
 
 
 def _weight(cmd: dict) -> int:
@@ -141,7 +149,9 @@ class Config:
         rip, rport = _server_key(cmd, svc.port)
         if svc.find_dest(rip, rport) is not None:
             raise ConfigError(f"real server {rip}:{rport} already exists in service {svc}")
-        dest = RealServer(rip, rport, weight=_weight(cmd), fwd=_fwd(cmd), stats=self.stats)
+        fwd = _fwd(cmd)
+        _same_port(svc, rport, fwd)
+        dest = RealServer(rip, rport, weight=_weight(cmd), fwd=fwd, stats=self.stats)
         svc.dests.append(dest)
         svc.sched.update_service(svc)
         return ""
@@ -150,6 +160,7 @@ class Config:
         svc = self._existing_service(cmd)
         dest = self._existing_dest(svc, cmd)
         weight, fwd = _weight(cmd), _fwd(cmd)
+        _same_port(svc, dest.port, fwd)
         dest.weight, dest.fwd = weight, fwd
         svc.sched.update_service(svc)
         return ""

@@ -85,7 +85,7 @@ class Director:
         self.locks = [_interface_lock(n) for n in ifnames]
         self.fwd = Forwarder(max_conns=max_conns, scheduler_cb=self._schedule)
         for slot, iface in enumerate(self.ifaces):
-            self.fwd.set_interface(slot, iface.index, iface.mac, iface.mtu)
+            self.fwd.set_interface(slot, iface.index, iface.mac, iface.mtu, iface.source)
         self.ifslots = {iface.index: slot for slot, iface in enumerate(self.ifaces)}
         self.local_addrs = sorted({a for i in self.ifaces for a in i.addrs})
         self.config = Config(stats=self.fwd)

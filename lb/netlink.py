@@ -18,6 +18,7 @@ class Interface:
     mac: bytes
     mtu: int
     addrs: list[str]
+    source: str | None      # the address we speak from here (TUN outer headers): not a /32 VIP
 
 
 class Netlink:
@@ -33,9 +34,12 @@ class Netlink:
             raise LookupError(f"no interface named {name!r} in this network namespace")
         link = self.ipr.get_links(found[0])[0]
         mac = link.get_attr("IFLA_ADDRESS") or "00:00:00:00:00:00"
-        addrs = [a.get_attr("IFA_ADDRESS") for a in self.ipr.get_addr(family=2, index=found[0])]
+        rows = [(a.get_attr("IFA_ADDRESS"), a["prefixlen"])
+                for a in self.ipr.get_addr(family=2, index=found[0])]
+        addrs = [a for a, _ in rows]
+        source = next((a for a, plen in rows if plen < 32), addrs[0] if addrs else None)
         return Interface(name, found[0], bytes.fromhex(mac.replace(":", "")),
-                         link.get_attr("IFLA_MTU") or 1500, addrs)
+                         link.get_attr("IFLA_MTU") or 1500, addrs, source)
 
     def routes(self, ifslots: dict[int, int]) -> list[tuple]:
         """IPv4 routes of the main table that leave through one of our interfaces, as the fast

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from lb.modes.base import ForwardingMode, service_drop
 from lb.modes.nat import Masquerade
+from lb.modes.route import DirectRouting
+from lb.modes.tunnel import Tunnel
 
 _MODES: dict[str, ForwardingMode] = {}
 
@@ -20,5 +22,7 @@ def names() -> list[str]:
 
 
 register(Masquerade())
+register(DirectRouting())
+register(Tunnel())
 
 __all__ = ["ForwardingMode", "get", "names", "register", "service_drop"]

@@ -100,10 +100,13 @@ def test_rport_defaults_to_vport_and_stats_attached():
     ({"op": "del_service", **VIP, "proto": "udp"}, "no such service UDP 198.18.0.100:80"),
     (server("add_server", weight=1, fwd="masq"),
      "real server 198.18.0.11:80 already exists in service TCP 198.18.0.100:80"),
-    (server("add_server", rip="198.18.0.13", fwd="route"), "forwarding method 'route' is not supported yet"),
-    (server("add_server", rip="198.18.0.13", fwd="tunnel"), "forwarding method 'tunnel' is not supported yet"),
+    (server("add_server", rip="198.18.0.13", rport=8080, fwd="route"),
+     "forwarding method 'route' cannot map ports: real server port 8080 must equal the virtual port 80"),
+    (server("add_server", rip="198.18.0.13", rport=8080, fwd="tunnel"),
+     "forwarding method 'tunnel' cannot map ports: real server port 8080 must equal the virtual port 80"),
+    (server("add_server", rip="198.18.0.13", fwd="fullnat"), "forwarding method 'fullnat' is not supported yet"),
     (server("add_server", rip="198.18.0.13", fwd="warp"), "unknown forwarding method 'warp'"),
-    (server("edit_server", fwd="route"), "forwarding method 'route' is not supported yet"),
+    (server("edit_server", fwd="fullnat"), "forwarding method 'fullnat' is not supported yet"),
     (server("edit_server", rip="198.18.0.13", fwd="masq"),
      "no such real server 198.18.0.13:80 in service TCP 198.18.0.100:80"),
     (server("del_server", rport=8080), "no such real server 198.18.0.11:8080 in service TCP 198.18.0.100:80"),
@@ -123,3 +126,17 @@ def test_errors_leave_config_untouched(cfg, cmd, message):
         cfg.apply(cmd)
     assert str(err.value) == message
     assert snapshot(cfg) == before
+
+
+def test_dr_and_tun_servers_keep_the_virtual_port():
+    c = Config()
+    c.apply({"op": "add_service", **VIP, "scheduler": "rr"})
+    c.apply({"op": "add_server", **VIP, "rip": "198.18.0.13", "fwd": "route"})
+    c.apply({"op": "add_server", **VIP, "rip": "198.18.0.14", "fwd": "tunnel"})
+    c.apply({"op": "add_server", **VIP, "rip": "198.18.0.15", "rport": 8080, "fwd": "masq"})
+    assert [(d.port, d.fwd) for d in c.services[0].dests] == [(80, "route"), (80, "tunnel"),
+                                                              (8080, "masq")]
+    # a NAT server with a mapped port cannot become DR: refused, nothing changes
+    with pytest.raises(ConfigError, match="cannot map ports"):
+        c.apply({"op": "edit_server", **VIP, "rip": "198.18.0.15", "rport": 8080, "fwd": "route"})
+    assert c.services[0].dests[2].fwd == "masq"

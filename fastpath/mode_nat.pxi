@@ -1,0 +1,45 @@
+# NAT (ipvsadm -m): in, the destination VIP:vport becomes RIP:rport; out, the source RIP:rport
+# becomes VIP:vport. TTL - 1, checksums updated incrementally (RFC 1624).
+
+cdef inline void nat_rewrite(uint8_t* ip, uint8_t* l4, uint8_t proto, int partial,
+                             int addr_off, uint32_t new_addr, int port_off, uint16_t new_port,
+                             uint32_t l4len) noexcept nogil:
+    # Replace one address and one port. Frames with a partial L4 checksum get theirs computed in
+    # full instead: their checksum field holds only the pseudo-header sum.
+    cdef uint32_t csum_off = 16 if proto == 6 else 6
+    cdef uint32_t old_addr = ld32(ip + addr_off)
+    cdef uint16_t old_port = ld16(l4 + port_off)
+    st32(ip + addr_off, new_addr)
+    st16(l4 + port_off, new_port)
+    csum_replace4(ip + 10, old_addr, new_addr)
+    if partial:
+        l4_csum_full(l4, l4len, ld32(ip + 12), ld32(ip + 16), proto, csum_off)
+    else:
+        l4_csum_replace4(l4 + csum_off, proto, old_addr, new_addr)
+        l4_csum_replace2(l4 + csum_off, proto, old_port, new_port)
+
+cdef inline int decrement_ttl(FP* fp, uint8_t* ip) noexcept nogil:
+    # The 16-bit word (ttl, protocol) changes by 0x0100: one incremental checksum update.
+    cdef uint16_t word = ld16(ip + 8)
+    if ip[8] <= 1:
+        return drop(fp, R_TTL_EXCEEDED)
+    ip[8] -= 1
+    csum_replace2(ip + 10, word, ld16(ip + 8))
+    return V_FORWARD
+
+cdef int xmit_nat(FP* fp, Conn* c, Frame* fr, Neigh* nb) noexcept nogil:
+    cdef Dest* d = &fp.dests[c.dest]
+    if fr.tot > fp.ifaces[nb.ifslot].mtu:
+        return drop(fp, R_TOO_BIG)
+    if decrement_ttl(fp, fr.ip) != V_FORWARD:
+        return V_DROP
+    if fr.direction == DIR_IN:
+        nat_rewrite(fr.ip, fr.l4, fr.proto, fr.partial, 16, c.daddr, 2, c.dport, fr.l4len)
+        d.inpkts += 1
+        d.inbytes += fr.tot
+    else:
+        nat_rewrite(fr.ip, fr.l4, fr.proto, fr.partial, 12, c.vaddr, 0, c.vport, fr.l4len)
+        d.outpkts += 1
+        d.outbytes += fr.tot
+    set_l2(fp, fr.f, nb)
+    return V_FORWARD

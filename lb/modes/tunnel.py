@@ -1,0 +1,13 @@
+"""TUN (ipvsadm -i, "Tunnel"): the fast path wraps the client's packet in an outer IPv4 header
+from the director to the real server (IPIP, protocol 4); the real server decapsulates it (the
+kernel's ipip device, or `lb realserver setup --mode tun`'s userspace decapsulator) and answers
+the client directly from the VIP. Real servers may be anywhere the director can route to."""
+from __future__ import annotations
+
+from lb.modes.base import ForwardingMode
+
+
+class Tunnel(ForwardingMode):
+    name = "tunnel"
+    listing = "Tunnel"
+    fwd_code = 2
