@@ -46,7 +46,7 @@ VIP, PORT = "198.18.10.100", 9
 SPORT_BASE = 10000
 FRAME_LEN = 60  # + 4 bytes FCS = 64 on the wire
 
-ALL_MODES = ("kernel", "nftdnat", "nat")
+ALL_MODES = ("kernel", "nftdnat", "nat", "dr", "tun")
 NS_PREFIX = "ppsbench"  # namespaces "<NS_PREFIX><pid>x<rand>-{gen,fwd,sink}"; not "lb*", which other harnesses sweep
 
 # Offloads turned off on every veth (kernel feature names, as `ethtool -k` lists them).
@@ -371,6 +371,9 @@ def sample(lab):
 class Mode:
     name = ""
     target = SINK_IP
+    # Bytes the forwarder adds to each frame (tun: the outer IPv4 header).  out_frame_len is
+    # expected to be FRAME_LEN - 14 + grows; more than that means frames were merged (GRO).
+    grows = 0
 
     def __init__(self, lab, args):
         self.lab, self.args = lab, args
@@ -426,9 +429,14 @@ table ip lbbench_dnat {{
 
 
 class NatMode(Mode):
-    """lb.daemon in NAT (masq) mode: VIP on f0, ip_forward=0, fast path busy thread on --fwd-cpu."""
+    """lb.daemon in NAT (masq) mode: VIP on f0, ip_forward=0, fast path busy thread on --fwd-cpu.
+
+    DrMode and TunMode are the same setup with another forwarding method for the real server
+    (fwd_args).  The sink needs no VIP for either: it drops all IPv4 in netdev ingress, before
+    any address or protocol check, and rx_packets counts the frame before that."""
     name = "nat"
     target = VIP
+    fwd_args = ("-m", "-w", "1")
 
     def __init__(self, lab, args):
         super().__init__(lab, args)
@@ -481,7 +489,7 @@ class NatMode(Mode):
             time.sleep(0.2)
         try:
             self.cli("-A", "-u", f"{VIP}:{PORT}", "-s", "rr")
-            self.cli("-a", "-u", f"{VIP}:{PORT}", "-r", f"{SINK_IP}:{PORT}", "-m", "-w", "1")
+            self.cli("-a", "-u", f"{VIP}:{PORT}", "-r", f"{SINK_IP}:{PORT}", *self.fwd_args)
         except RuntimeError as e:
             raise Unavailable(f"configuring lb.daemon failed: {e}")
 
@@ -516,7 +524,21 @@ class NatMode(Mode):
             pass
 
 
-MODES = {"kernel": KernelMode, "nftdnat": NftDnatMode, "nat": NatMode}
+class DrMode(NatMode):
+    """lb.daemon in DR (-g): only the destination MAC is rewritten to s0's; dst IP stays the VIP.
+    s0 is on f1's segment, as DR requires."""
+    name = "dr"
+    fwd_args = ("-g", "-w", "1")
+
+
+class TunMode(NatMode):
+    """lb.daemon in TUN (-i): IPIP, outer header f1's address -> 198.18.11.2, 20 bytes more."""
+    name = "tun"
+    fwd_args = ("-i", "-w", "1")
+    grows = 20
+
+
+MODES = {"kernel": KernelMode, "nftdnat": NftDnatMode, "nat": NatMode, "dr": DrMode, "tun": TunMode}
 
 
 # --------------------------------------------------------------------------- generator
@@ -674,8 +696,10 @@ def measure(lab, gen, mode, args, tag):
         "fwd_in_dropped_pps": d("f0", "rx_dropped") / dt,    # backlog full: forwarder too slow
         "fwd_out_tx_pps": d("f1", "tx_packets") / dt,
         "fwd_out_dropped_pps": d("f1", "tx_dropped") / dt,   # sink's queue full
-        # veth counts bytes after the Ethernet header: FRAME_LEN - 14 = 46 unless frames were merged
+        # veth counts bytes after the Ethernet header: FRAME_LEN - 14 = 46 (66 for tun, which adds
+        # an outer IPv4 header) unless frames were merged; summarize() warns when it is not that
         "out_frame_len": round(d("f1", "tx_bytes") / max(d("f1", "tx_packets"), 1), 2),
+        "out_frame_len_expected": FRAME_LEN - 14 + mode.grows,
         "softnet_dropped": [b[1] - a_[1] for a_, b in zip(n0, n1)],
         "softnet_squeezed": [b[2] - a_[2] for a_, b in zip(n0, n1)],
         "cpu": cpu,
@@ -786,6 +810,8 @@ def summarize(results, modes):
                 row["paired_ratio_median"] = statistics.median(paired)
             row["delivered_of_offered"] = statistics.median(
                 r["sink_rx_pps"] / r["offered_pps"] for r in rs if r["offered_pps"])
+            row["median_out_frame_len"] = statistics.median(r["out_frame_len"] for r in rs)
+            row["out_frame_len_expected"] = rs[0]["out_frame_len_expected"]
             row["median_cpu_busy"] = [statistics.median(r["cpu"][i]["busy"] for r in rs)
                                       for i in range(len(rs[0]["cpu"]))]
         rows.append(row)
@@ -819,6 +845,10 @@ def print_table(rows, cmdline, unavailable):
                   f"forwarder, may be the limit" + (" (every ratio is then compressed towards 1)"
                                                    if r["mode"] == "kernel" else
                                                    f" ({r['mode']}'s ratio is a lower bound)"))
+        if r.get("median_pps") and abs(r["median_out_frame_len"] - r["out_frame_len_expected"]) > 0.5:
+            print(f"WARNING: {r['mode']} sent {r['median_out_frame_len']:.1f} bytes per frame at f1, expected "
+                  f"{r['out_frame_len_expected']}: frames were merged (GRO) or not forwarded as this mode "
+                  f"should, so its pps is not comparable")
         if r.get("used_disturbed"):
             print(f"WARNING: every {r['mode']} trial was disturbed by other load on the forwarder CPU")
 
