@@ -498,7 +498,7 @@ class NatMode(Mode):
 
     def extra_counters(self):
         out = {}
-        for args in (("-L", "-n", "--stats"),):
+        for args in (("-L", "-n"),):  # lbadm has no --stats; -L -n shows the method and conns
             try:
                 r = self.cli(*args, check=False, timeout=5)
                 out[" ".join(args)] = (r.stdout or r.stderr).strip()
