@@ -23,6 +23,7 @@ cdef extern from *:
 
 include "wire.pxi"
 include "tables.pxi"
+include "persist.pxi"
 include "core.pxi"
 include "mode_nat.pxi"
 include "mode_dr.pxi"
@@ -129,15 +130,21 @@ cdef class Forwarder:
         f.addr = _ip(addr) if addr else 0
         self._unlock()
 
-    def set_service(self, int slot, int proto, vip, int vport, int fwd=FWD_MASQ):
+    def set_service(self, int slot, int proto, vip, int vport, int fwd=FWD_MASQ,
+                    double persistent=0, netmask="255.255.255.255", bint onepacket=False):
+        """`persistent`: seconds a client stays pinned to its server after its last connection
+        (ipvsadm -p), `netmask`: which clients share a template (-M); `onepacket`: -o."""
         _check_slot(slot, MAX_SERVICES, "service")
-        cdef uint32_t v = _ip(vip)
+        cdef uint32_t v = _ip(vip), mask = _ip(netmask)
         self._lock()
         s = &self.fp.services[slot]
         s.vip = v
         s.vport = vport
         s.proto = proto
         s.fwd = fwd
+        s.persist_ms = <uint32_t>(persistent * 1000)
+        s.persist_mask = mask
+        s.onepacket = onepacket
         s.in_use = 1
         self._unlock()
 
@@ -288,18 +295,23 @@ cdef class Forwarder:
         cdef Pending* q
         cdef Pending scratch
         cdef Frame fr
+        cdef bint ask = False
         for k in range(fp.npending):
             q = &fp.pending[k]
             q.dup_of = -1
-            q.dest = -1
+            if fp.services[q.svc].onepacket:
+                ask = ask or q.dest < 0
+                continue                    # -o: every datagram is scheduled on its own
             for j in range(k):
                 if (fp.pending[j].caddr == q.caddr and fp.pending[j].cport == q.cport
                         and fp.pending[j].vaddr == q.vaddr and fp.pending[j].vport == q.vport
                         and fp.pending[j].proto == q.proto):
                     q.dup_of = j
                     break
-        with gil:
-            self._call_scheduler()
+            ask = ask or (q.dup_of < 0 and q.dest < 0)
+        if ask:
+            with gil:
+                self._call_scheduler()
         for k in range(fp.npending):
             q = &fp.pending[k]
             if lookup_in(fp, flow_hash(fp, q.proto, q.caddr, q.cport, q.vaddr, q.vport),
@@ -316,6 +328,8 @@ cdef class Forwarder:
             v = handle(fp, &fr, now, &scratch)
             if v == V_NEW:          # cannot happen once the connection exists; never lose a frame silently
                 drop(fp, R_NO_DEST)
+            if fp.services[q.svc].onepacket:
+                self._forget(q, now)
             if v == V_FORWARD:
                 if capture:
                     self.capture_n += 1
@@ -324,6 +338,13 @@ cdef class Forwarder:
                     self._tx(fr.tx_if, fr.f + fr.out_off, fr.out_len)
         fp.npending = 0
 
+    cdef void _forget(self, Pending* q, uint64_t now) noexcept nogil:
+        # -o one-packet scheduling: the connection existed only to carry this datagram.
+        cdef Conn* c = lookup_in(self.fp, flow_hash(self.fp, q.proto, q.caddr, q.cport, q.vaddr, q.vport),
+                                 q.proto, q.caddr, q.cport, q.vaddr, q.vport)
+        if c != NULL:
+            conn_free(self.fp, c)
+
     cdef void _call_scheduler(self):
         cdef FP* fp = self.fp
         cdef Pending* q
@@ -331,7 +352,7 @@ cdef class Forwarder:
         flows = []
         for k in range(fp.npending):
             q = &fp.pending[k]
-            if q.dup_of < 0:
+            if q.dup_of < 0 and q.dest < 0:
                 idx.append(k)
                 flows.append((q.svc, q.proto, q.caddr, q.cport, q.vaddr, q.vport))
         try:
@@ -347,7 +368,8 @@ cdef class Forwarder:
         fp = self.fp
         out = {name: fp.reasons[i] for i, name in enumerate(REASON_NAMES) if i}
         out.update(rx_frames=fp.rx_frames, tx_frames=fp.tx_frames, new_conns=fp.new_conns,
-                   expired_conns=fp.expired_conns, conns=fp.max_conns - fp.nfree,
+                   expired_conns=fp.expired_conns, templates=fp.templates,
+                   conns=fp.max_conns - fp.nfree - fp.templates,
                    ring_drops=self._ring_drops())
         return out
 
@@ -367,12 +389,14 @@ cdef class Forwarder:
             c = &self.fp.conns[i]
             if c.flags & CONN_IN_USE:
                 rows.append((c.proto, c.caddr, c.cport, c.vaddr, c.vport, c.daddr, c.dport,
-                             c.state, c.dest, c.svc, c.expires))
+                             c.state, c.dest, c.svc, c.expires, c.flags & CONN_TEMPLATE,
+                             c.n_control))
         self._unlock()
         return [{"proto": "TCP" if r[0] == 6 else "UDP", "client": (_ipstr(r[1]), r[2]),
                  "virtual": (_ipstr(r[3]), r[4]), "dest": (_ipstr(r[5]), r[6]),
                  "state": STATE_NAMES[r[7]], "dest_slot": r[8], "svc_slot": r[9],
-                 "expires_in": max(0.0, (<int64_t>r[10] - <int64_t>t) / 1000.0)} for r in rows]
+                 "expires_in": max(0.0, (<int64_t>r[10] - <int64_t>t) / 1000.0),
+                 "template": bool(r[11]), "controls": r[12]} for r in rows]
 
     cdef object _ring_drops(self):
         cdef tpacket_stats_v3 st

@@ -96,6 +96,7 @@ cdef int handle(FP* fp, Frame* fr, uint64_t now, Pending* p) noexcept nogil:
     cdef uint8_t* ip
     cdef uint8_t* l4
     cdef Conn* c
+    cdef Conn* tmpl
     cdef int direction, svc
     cdef Neigh* nb
 
@@ -160,6 +161,12 @@ cdef int handle(FP* fp, Frame* fr, uint64_t now, Pending* p) noexcept nogil:
         p.cport = sport
         p.vaddr = daddr
         p.vport = dport
+        p.dest = -1
+        if fp.services[svc].persist_ms:
+            # A client its template pins to a server needs no scheduler: no trip into Python.
+            tmpl = template_lookup(fp, &fp.services[svc], proto, saddr, daddr, dport, now)
+            if tmpl != NULL:
+                p.dest = tmpl.dest
         return V_NEW
 
     if not ip_csum_ok(ip, ihl):
@@ -197,6 +204,7 @@ cdef int conn_create(FP* fp, Pending* p, uint64_t now) noexcept nogil:
     cdef Conn* c
     cdef int nh_in, nh_out
     cdef uint32_t idx, ho
+    cdef int r
     if p.dest < 0 or p.dest >= MAX_DESTS or not fp.dests[p.dest].in_use:
         return R_NO_DEST
     d = &fp.dests[p.dest]
@@ -232,7 +240,14 @@ cdef int conn_create(FP* fp, Pending* p, uint64_t now) noexcept nogil:
         ho = flow_hash(fp, c.proto, c.daddr, c.dport, c.caddr, c.cport)
         c.next_out = fp.bucket_out[ho]
         fp.bucket_out[ho] = idx + 1
+    c.control = 0
     d.conns += 1
     fp.inactive[p.dest] += 1
     fp.new_conns += 1
+    if fp.services[p.svc].persist_ms:
+        r = persist_bind(fp, c, p, now)
+        if r != R_NONE:
+            conn_free(fp, c)
+            fp.expired_conns -= 1
+            return r
     return R_NONE

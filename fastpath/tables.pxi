@@ -74,6 +74,8 @@ cdef enum:
 cdef enum:
     CONN_IN_USE = 1
     CONN_INACTIVE = 2       # counted in the destination's inactive figure, not active
+    CONN_TEMPLATE = 4       # a persistence template, not a flow
+    CONN_STALE = 8          # a template whose server was deleted: never matched again
     NEIGH_FREE = 0
     NEIGH_WANTED = 1        # the fast path needs it; the control plane resolves it
     NEIGH_VALID = 2
@@ -84,6 +86,9 @@ cdef struct Service:
     uint8_t proto
     uint8_t fwd
     uint8_t in_use
+    uint8_t onepacket       # -o: schedule every datagram, keep no connection
+    uint32_t persist_ms     # -p: persistence timeout, 0 = not persistent
+    uint32_t persist_mask   # -M: client netmask of the persistence template
 
 cdef struct Dest:
     uint32_t rip
@@ -117,9 +122,10 @@ cdef struct Conn:
     uint32_t next_in        # hash chains: index + 1, 0 ends the chain
     uint32_t next_out
     uint32_t hash
-    uint32_t _pad2
+    uint32_t control        # the persistence template controlling this connection: index + 1
     uint64_t expires        # monotonic milliseconds
-    uint64_t _pad3
+    uint32_t n_control      # a template: how many connections it controls
+    uint32_t tmpl_timeout   # a template: its persistence timeout (ms)
 
 cdef struct Neigh:
     uint32_t ip
@@ -164,7 +170,7 @@ cdef struct Pending:
     uint32_t vaddr
     uint16_t cport
     uint16_t vport
-    int dest
+    int dest                # chosen by the scheduler, or preset by a persistence template
     int dup_of
 
 cdef struct FP:
@@ -193,6 +199,7 @@ cdef struct FP:
     int64_t tx_frames
     int64_t new_conns
     int64_t expired_conns
+    int64_t templates
     Pending pending[MAX_PENDING]
     int npending
     uint16_t ip_id          # IP ID for headers we build (TUN outer, ICMP)
@@ -235,7 +242,7 @@ cdef inline Conn* lookup_in(FP* fp, uint32_t h, uint8_t proto, uint32_t saddr, u
     while i:
         c = &fp.conns[i - 1]
         if (c.caddr == saddr and c.vaddr == daddr and c.cport == sport and c.vport == dport
-                and c.proto == proto):
+                and c.proto == proto and not (c.flags & CONN_TEMPLATE)):
             return c
         i = c.next_in
     return NULL
@@ -272,12 +279,18 @@ cdef inline void unlink_chain_out(FP* fp, uint32_t idx) noexcept nogil:
 cdef inline void conn_free(FP* fp, Conn* c) noexcept nogil:
     cdef uint32_t idx = <uint32_t>(c - fp.conns)
     unlink_chain_in(fp, idx)
-    if c.fwd == FWD_MASQ:
-        unlink_chain_out(fp, idx)
-    if c.flags & CONN_INACTIVE:
-        fp.inactive[c.dest] -= 1
+    if c.control:
+        fp.conns[c.control - 1].n_control -= 1
+        c.control = 0
+    if c.flags & CONN_TEMPLATE:
+        fp.templates -= 1               # templates count in neither ActiveConn nor InActConn
     else:
-        fp.active[c.dest] -= 1
+        if c.fwd == FWD_MASQ:
+            unlink_chain_out(fp, idx)
+        if c.flags & CONN_INACTIVE:
+            fp.inactive[c.dest] -= 1
+        else:
+            fp.active[c.dest] -= 1
     c.flags = 0
     fp.free_list[fp.nfree] = idx
     fp.nfree += 1
@@ -303,7 +316,10 @@ cdef void sweep(FP* fp, uint64_t now, uint32_t budget) noexcept nogil:
     for k in range(budget):
         c = &fp.conns[fp.sweep_pos]
         if (c.flags & CONN_IN_USE) and c.expires <= now:
-            conn_free(fp, c)
+            if c.flags & CONN_TEMPLATE and c.n_control:
+                c.expires = now + c.tmpl_timeout    # still controls connections: re-arm
+            else:
+                conn_free(fp, c)
         fp.sweep_pos += 1
         if fp.sweep_pos >= fp.max_conns:
             fp.sweep_pos = 0
