@@ -131,28 +131,59 @@ cdef class Forwarder:
         self._unlock()
 
     def set_service(self, int slot, int proto, vip, int vport, int fwd=FWD_MASQ,
-                    double persistent=0, netmask="255.255.255.255", bint onepacket=False):
-        """`persistent`: seconds a client stays pinned to its server after its last connection
-        (ipvsadm -p), `netmask`: which clients share a template (-M); `onepacket`: -o."""
+                    double persistent=0, netmask="255.255.255.255", bint onepacket=False,
+                    unsigned int fwmark=0, keys=None):
+        """A virtual service. Packets find it by (proto, vip, vport), or for a fwmark service
+        (`fwmark` != 0) by any of `keys` [(proto, vip, port)]. `persistent`: seconds a client
+        stays pinned to its server after its last connection (-p); `netmask`: which clients
+        share a template (-M); `onepacket`: schedule every datagram (-o)."""
         _check_slot(slot, MAX_SERVICES, "service")
-        cdef uint32_t v = _ip(vip), mask = _ip(netmask)
+        if not fwmark:
+            keys = [(proto, vip, vport)]
+        parsed = [(p, _ip(a), port) for p, a, port in keys or ()]
+        cdef uint32_t mask = _ip(netmask)
         self._lock()
-        s = &self.fp.services[slot]
-        s.vip = v
-        s.vport = vport
-        s.proto = proto
-        s.fwd = fwd
-        s.persist_ms = <uint32_t>(persistent * 1000)
-        s.persist_mask = mask
-        s.onepacket = onepacket
-        s.in_use = 1
-        self._unlock()
+        try:
+            s = &self.fp.services[slot]
+            s.vip = parsed[0][1] if parsed and not fwmark else 0
+            s.vport = vport if not fwmark else 0
+            s.proto = proto
+            s.fwd = fwd
+            s.persist_ms = <uint32_t>(persistent * 1000)
+            s.persist_mask = mask
+            s.onepacket = onepacket
+            s.fwmark = fwmark
+            self._set_keys(slot, parsed)
+            s.in_use = 1
+        finally:
+            self._unlock()
+
+    cdef int _set_keys(self, int slot, list parsed) except -1:
+        # Called with the lock held. Old keys of the slot go first, so a key may move.
+        fp = self.fp
+        for i in range(fp.nkeys):
+            if fp.keys[i].in_use and fp.keys[i].svc == slot:
+                fp.keys[i].in_use = 0
+        free = [i for i in range(MAX_KEYS) if not fp.keys[i].in_use]
+        if len(parsed) > len(free):
+            raise ValueError(f"more than {MAX_KEYS} service keys")
+        for (proto, vip, port), i in zip(parsed, free):
+            fp.keys[i].proto = proto
+            fp.keys[i].vip = vip
+            fp.keys[i].vport = port
+            fp.keys[i].svc = slot
+            fp.keys[i].in_use = 1
+            fp.nkeys = max(fp.nkeys, i + 1)
+        return 0
 
     def clear_service(self, int slot):
         _check_slot(slot, MAX_SERVICES, "service")
         self._lock()
-        self.fp.services[slot].in_use = 0
-        self._unlock()
+        try:
+            self.fp.services[slot].in_use = 0
+            self._set_keys(slot, [])
+        finally:
+            self._unlock()
 
     def set_dest(self, int slot, int svc, rip, int rport, int fwd=FWD_MASQ, bint reset=False):
         """Install or edit a destination. Its connections keep their own copy of the address,

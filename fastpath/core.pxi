@@ -61,17 +61,17 @@ cdef inline void conn_update(FP* fp, Conn* c, int direction, const uint8_t* l4, 
 
 cdef inline int find_service(FP* fp, uint8_t proto, uint32_t daddr, uint16_t dport) noexcept nogil:
     cdef int i
-    cdef Service* s
-    for i in range(MAX_SERVICES):
-        s = &fp.services[i]
-        if s.in_use and s.vip == daddr and s.vport == dport and s.proto == proto:
-            return i
+    cdef ServiceKey* k
+    for i in range(fp.nkeys):
+        k = &fp.keys[i]
+        if k.in_use and k.vip == daddr and k.vport == dport and k.proto == proto:
+            return k.svc
     return -1
 
 cdef inline bint is_vip(FP* fp, uint32_t daddr) noexcept nogil:
     cdef int i
-    for i in range(MAX_SERVICES):
-        if fp.services[i].in_use and fp.services[i].vip == daddr:
+    for i in range(fp.nkeys):
+        if fp.keys[i].in_use and fp.keys[i].vip == daddr:
             return True
     return False
 
@@ -222,7 +222,7 @@ cdef int conn_create(FP* fp, Pending* p, uint64_t now) noexcept nogil:
     c.vaddr = p.vaddr
     c.vport = p.vport
     c.daddr = d.rip
-    c.dport = d.rport
+    c.dport = d.rport if d.rport else p.vport    # port 0: the packet's own (fwmark services)
     c.proto = p.proto
     c.dest = <uint16_t>p.dest
     c.svc = p.svc

@@ -2,10 +2,19 @@
 # connection keyed by (protocol, client address & netmask, port 0, VIP, vport) pins a client to
 # one real server. It lives while it controls connections and `timeout` after the last one ends;
 # a template whose server was deleted is never matched again and the client is scheduled afresh.
+# A fwmark service's template has protocol 0, the mark as its address and port 0, so a client
+# sticks to one server across every port and protocol of the service (HTTP and HTTPS, say).
+
+cdef inline void template_key(Service* s, uint8_t* proto, uint32_t* vaddr, uint16_t* vport) noexcept nogil:
+    if s.fwmark:
+        proto[0] = 0
+        vaddr[0] = s.fwmark
+        vport[0] = 0
 
 cdef Conn* template_lookup(FP* fp, Service* s, uint8_t proto, uint32_t caddr, uint32_t vaddr,
                            uint16_t vport, uint64_t now) noexcept nogil:
     cdef uint32_t masked = caddr & s.persist_mask
+    template_key(s, &proto, &vaddr, &vport)
     cdef uint32_t i = fp.bucket_in[flow_hash(fp, proto, masked, 0, vaddr, vport)]
     cdef Conn* c
     while i:
@@ -31,9 +40,10 @@ cdef Conn* template_create(FP* fp, Service* s, Pending* p, Dest* d, uint64_t now
     t.caddr = p.caddr & s.persist_mask
     t.vaddr = p.vaddr
     t.vport = p.vport
+    t.proto = p.proto
+    template_key(s, &t.proto, &t.vaddr, &t.vport)
     t.daddr = d.rip
     t.dport = d.rport
-    t.proto = p.proto
     t.dest = <uint16_t>p.dest
     t.svc = p.svc
     t.fwd = d.fwd

@@ -4,6 +4,7 @@
 
 cdef enum:
     MAX_SERVICES = 256
+    MAX_KEYS = 1024            # (protocol, VIP, port) keys; a fwmark service has several
     MAX_DESTS = 4096
     MAX_IFACES = 8
     MAX_ROUTES = 256
@@ -89,6 +90,15 @@ cdef struct Service:
     uint8_t onepacket       # -o: schedule every datagram, keep no connection
     uint32_t persist_ms     # -p: persistence timeout, 0 = not persistent
     uint32_t persist_mask   # -M: client netmask of the persistence template
+    uint32_t fwmark         # -f: a service of several keys (0: one VIP:port)
+
+# What a packet's (protocol, destination, port) says about which service it is for.
+cdef struct ServiceKey:
+    uint32_t vip
+    uint16_t vport
+    uint8_t proto
+    uint8_t in_use
+    uint16_t svc
 
 cdef struct Dest:
     uint32_t rip
@@ -177,6 +187,8 @@ cdef struct FP:
     pthread_mutex_t lock
     uint32_t seed
     Service services[MAX_SERVICES]
+    ServiceKey keys[MAX_KEYS]
+    int nkeys               # keys in use are all below this
     Dest dests[MAX_DESTS]
     int64_t active[MAX_DESTS]       # ActiveConn / InActConn per destination: arrays of their own so
     int64_t inactive[MAX_DESTS]     # the control plane reads them as two flat int64 memoryviews

@@ -120,3 +120,28 @@ def test_one_packet_scheduling_keeps_no_connection():
     c0, c1 = f.dest_counters(0), f.dest_counters(1)
     assert (c0["conns"], c0["inactive"], c0["inpkts"]) == (2, 0, 2)
     assert (c1["conns"], c1["inactive"]) == (2, 0)
+
+
+def test_fwmark_service_groups_ports_and_persists_across_them():
+    sched = Picks()
+    f = Forwarder(max_conns=256, scheduler_cb=sched)
+    f.set_interface(0, 5, V.mac(V.DIRECTOR_MAC), 1500)
+    f.set_routes(V.ROUTES)
+    for ip, m in V.NEIGHBOURS + [(RIP2, RS2_MAC)]:
+        f.set_neighbour(ip, 0, V.mac(m))
+    f.set_service(3, 0, None, 0, fwmark=7, persistent=300,
+                  keys=[(6, V.VIP, 80), (6, V.VIP, 443), (17, V.VIP, 53)])
+    f.set_dest(0, 3, V.RIP, 0)        # port 0: the packet's own port (DR/TUN keep it anyway)
+    f.set_dest(1, 3, RIP2, 0)
+    web = Ether(src=V.ROUTER_MAC, dst=V.DIRECTOR_MAC) / IP(src=V.CLIENT, dst=V.VIP)
+    a = f.process(bytes(web / TCP(sport=1, dport=80, flags="S")), now=NOW)
+    b = f.process(bytes(web / TCP(sport=2, dport=443, flags="S")), now=NOW)
+    c = f.process(bytes(web / UDP(sport=3, dport=53) / Raw(b"q")), now=NOW)
+    assert dest_ip(a) == dest_ip(b) == dest_ip(c) == V.RIP and sched.n == 1
+    assert Ether(b[2][0][1])[TCP].dport == 443        # NAT to port 0 keeps the packet's port
+    (t,) = [x for x in f.conns(now=NOW) if x["template"]]
+    assert t["virtual"] == ("0.0.0.7", 0) and t["controls"] == 3   # (proto 0, mark, port 0)
+    other = web / TCP(sport=4, dport=8080, flags="S")                # not one of its keys
+    assert f.process(bytes(other), now=NOW)[:2] == ("pass", "not_ours")
+    f.clear_service(3)
+    assert f.process(bytes(web / TCP(sport=9, dport=443, flags="S")), now=NOW)[:2] == ("pass", "not_ours")
