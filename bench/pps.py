@@ -643,6 +643,12 @@ def measure(lab, gen, mode, args, tag):
     gen.burst(mode.target, warm_n, timeout=5 + 2 * warm_n / a.warmup_pps, rate=a.warmup_pps)
     time.sleep(0.2)
     warm_delivered = lab.stats("s0")["rx_packets"] - before
+    if warm_delivered < 0.9 * warm_n:
+        # Paced warm-up frames all arrive when the forwarder works at all.  A forwarder that
+        # forwards nothing would otherwise report 0 pps as a measurement (seen with a half-built
+        # fast path in the working tree).
+        raise RuntimeError(f"warm-up: only {warm_delivered} of {warm_n} paced frames reached the sink; "
+                           f"{mode.name} is not forwarding")
 
     budget = a.ramp + a.seconds + 2.0
     count = int(a.max_pps * budget)
