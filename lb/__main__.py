@@ -4,6 +4,10 @@
     lb lab down (--prefix P | --all)
     lb lab status [--prefix P]
     lb demo [--kernel] [--count N] [--prefix P]
+    lb realserver setup --mode dr|tun --vip VIP [--vip VIP2 ...] [--reply-gateway GW]
+                        [--decap auto|kernel|userspace]
+    lb realserver teardown [--mode dr|tun]
+    lb realserver status
 
 ``lb demo`` builds the namespace lab, starts the test servers on the real servers and the
 director daemon (lb.daemon) in the director namespace, configures a TCP and a UDP virtual
@@ -140,6 +144,13 @@ def parser() -> argparse.ArgumentParser:
     demo.add_argument("--kernel", action="store_true", help="kernel nftables DNAT instead of lb.daemon")
     demo.add_argument("--count", type=int, default=6, help="requests per protocol (max 100)")
     demo.add_argument("--prefix")
+    rs = sub.add_parser("realserver", help="prepare this host/namespace as a DR or TUN real server")
+    rs.add_argument("action", choices=["setup", "teardown", "status"])
+    rs.add_argument("--mode", choices=["dr", "tun"], help="setup: required; teardown: only this mode")
+    rs.add_argument("--vip", action="append", help="a virtual IP (repeat for several)")
+    rs.add_argument("--reply-gateway", metavar="GW", help="replies from the VIPs leave through GW")
+    rs.add_argument("--decap", choices=["auto", "kernel", "userspace"], default="auto",
+                    help="tun: the kernel's ipip device if it exists (auto), or lb.decap")
     return p
 
 
@@ -147,6 +158,9 @@ def main(argv=None) -> int:
     a = parser().parse_args(argv)
     if getattr(a, "count", 1) not in range(1, 101):
         raise SystemExit("--count must be 1..100")
+    if a.command == "realserver":
+        from lb import realserver
+        return realserver.run(a)
     try:
         return cmd_lab(a) if a.command == "lab" else cmd_demo(a)
     except LabError as e:
