@@ -1,11 +1,16 @@
 """The namespace lab: the project's built-in default topology, built with pyroute2.
 
 ```
- client ns ─veth─ router ns ─ br0 (LAN 198.18.0.0/24) ─┬─ director ns  eth0 198.18.0.2 + VIP/32
+ client ns ─veth─ router ns ─ br0 (LAN 198.18.0.0/24) ─┬─ director ns  eth0 198.18.0.2 + VIPs/32
  198.18.1.2       198.18.1.1 / 198.18.0.1              ├─ rs1 ns       eth0 198.18.0.11
                                                        ├─ rs2 ns       eth0 198.18.0.12
                                                        └─ rs3 ns       eth0 198.18.0.13
 ```
+One VIP per forwarding mode, all held by the director on eth0 (its kernel answers ARP for
+them; the router reaches them on-link): NAT 198.18.0.100, DR 198.18.0.101, TUN 198.18.0.102.
+The real servers' default gateway stays the director (NAT needs it);
+:meth:`Lab.setup_realservers` runs ``lb realserver setup`` in every RS so that DR and TUN
+replies, which leave from the VIP, go straight to the router by a policy rule.
 Every namespace is called ``<prefix>-<role>``; all links are created from inside the
 router namespace, so the host namespace never holds a lab interface. Teardown kills the
 processes living in the lab's namespaces (by PID, checked against the namespace), then
@@ -48,6 +53,10 @@ PREFIX_RE = re.compile(r"^[a-z][a-z0-9]{1,15}$")
 # or checksums not yet filled in (tx checksum offload leaves CHECKSUM_PARTIAL on veth).
 OFFLOAD_RE = re.compile(r"^(tx-checksum-.*|tx-.*segmentation|tx-gso-.*|rx-gro.*|rx-lro|rx-udp-gro-forwarding)$")
 MUST_BE_OFF = ("tx-checksum-ip-generic", "tx-tcp-segmentation", "tx-generic-segmentation", "rx-gro")
+
+
+# The VIP of each forwarding mode (the NAT one is also addr["vip"], as before).
+VIPS = {"nat": "198.18.0.100", "dr": "198.18.0.101", "tun": "198.18.0.102"}
 
 
 class LabError(RuntimeError):
@@ -202,13 +211,14 @@ class Lab:
         self.roles = ["client", "router", "director", *self.rs_names]
         self.addr = {
             "client": "198.18.1.2", "router": "198.18.1.1", "router_lan": "198.18.0.1",
-            "director": "198.18.0.2", "vip": "198.18.0.100",
+            "director": "198.18.0.2", "vip": VIPS["nat"], "vips": dict(VIPS),
             "rs": [f"198.18.0.{10 + i}" for i in range(1, n_rs + 1)],
         }
         self.director_ifname = LAN_IF
         self.state_file = STATE_DIR / f"{self.prefix}.json"
         self.log_dir = STATE_DIR / self.prefix
         self._procs = {}          # pid -> {"role", "argv", "popen" (None if from state file)}
+        self._vip_echo = {}       # mode -> [pid of a UDP echo bound to that mode's VIP, per RS]
         self._lock = threading.RLock()
         self._owner_pid = os.getpid()
         self._creator_pid = os.getpid()
@@ -267,6 +277,7 @@ class Lab:
         with signals_deferred(), self._lock:
             self._stop_processes()
             for name in self.namespaces():
+                self._forget_realserver_state(name)
                 with contextlib.suppress(OSError):
                     netns.remove(name)
             self.state_file.unlink(missing_ok=True)
@@ -306,14 +317,16 @@ class Lab:
         self._setup("router", [("to-client", self.addr["router"], 24), ("br0", self.addr["router_lan"], 24)],
                     up=[f"p-{r}" for r in ["director", *self.rs_names]])
         self._setup("client", [(LAN_IF, self.addr["client"], 24)], gateway=self.addr["router"])
-        self._setup("director", [(LAN_IF, self.addr["director"], 24), (LAN_IF, self.addr["vip"], 32)],
+        self._setup("director", [(LAN_IF, self.addr["director"], 24),
+                                 *((LAN_IF, vip, 32) for vip in self.addr["vips"].values())],
                     gateway=self.addr["router_lan"])
         for name, rip in zip(self.rs_names, self.addr["rs"]):
             self._setup(name, [(LAN_IF, rip, 24)], gateway=gw)
         with iproute(self.ns("router")) as ipr:
-            # The director owns the VIP: say so explicitly (covered by the /24 today, but
-            # later modes may move the VIP out of the LAN prefix).
-            ipr.route("add", dst=self.addr["vip"], dst_len=32, oif=ipr.link_lookup(ifname="br0")[0], scope=253)
+            # The director owns the VIPs: say so explicitly (covered by the /24 today, but
+            # later modes may move a VIP out of the LAN prefix).
+            for vip in self.addr["vips"].values():
+                ipr.route("add", dst=vip, dst_len=32, oif=ipr.link_lookup(ifname="br0")[0], scope=253)
         for role, values in self._sysctls().items():
             with in_netns(self.ns(role)):
                 write_sysctls(values)
@@ -455,6 +468,59 @@ class Lab:
             log = self.logfile(name).read_text(errors="replace")[-2000:]
             raise LabError(f"lab server on {name} did not start (rc={proc.poll()}):\n{log}")
 
+    # -- real servers for DR and TUN ----------------------------------------------------
+    def setup_realservers(self, mode: str, vip: str | None = None, udp_echo: bool = True,
+                          timeout: float = 30.0) -> None:
+        """``lb realserver setup --mode M --vip VIP --reply-gateway <router>`` in every RS.
+
+        With `udp_echo`, also a lab UDP echo bound to the VIP on UDP_PORT in every RS: the
+        lab servers' wildcard socket answers from the address routing picks (the RIP), and a
+        DR/TUN reply must come from the VIP (a TCP connection does so by itself).
+        """
+        if mode not in ("dr", "tun"):
+            raise ValueError("mode must be 'dr' or 'tun'")
+        vip = vip or self.addr["vips"][mode]
+        for name in self.rs_names:
+            r = self.run(name, [sys.executable, "-m", "lb", "realserver", "setup", "--mode", mode,
+                                "--vip", vip, "--reply-gateway", self.addr["router_lan"]], timeout=timeout)
+            if r.returncode:
+                raise LabError(f"lb realserver setup on {name} failed: {r.stderr.strip() or r.stdout.strip()}")
+        if udp_echo:
+            self._start_vip_echo(mode, vip)
+
+    def _start_vip_echo(self, mode: str, vip: str, timeout: float = 10.0) -> None:
+        procs = {}
+        for name in self.rs_names:
+            with open(self.logfile(f"{name}-{mode}-udp"), "wb") as log:
+                procs[name] = self.popen(name, [sys.executable, "-m", "lb.lab", "udp-echo", name, vip, UDP_PORT],
+                                         stdout=subprocess.PIPE, stderr=log)
+            self._vip_echo.setdefault(mode, []).append(procs[name].pid)
+        deadline = time.monotonic() + timeout
+        for name, proc in procs.items():
+            self._wait_ready(f"{name}-{mode}-udp", proc, deadline)
+
+    def teardown_realservers(self, mode: str | None = None, timeout: float = 30.0) -> None:
+        """Undo setup_realservers (one mode, or all): every RS exactly as before."""
+        for m in [mode] if mode else list(self._vip_echo):
+            for pid in self._vip_echo.pop(m, []):
+                with contextlib.suppress(LabError):
+                    self.stop_process(pid)
+        errors = []
+        for name in self.rs_names:
+            argv = [sys.executable, "-m", "lb", "realserver", "teardown", *(["--mode", mode] if mode else [])]
+            r = self.run(name, argv, timeout=timeout)
+            if r.returncode:
+                errors.append(f"{name}: {r.stderr.strip() or r.stdout.strip()}")
+        if errors:
+            raise LabError("lb realserver teardown failed: " + "; ".join(errors))
+
+    @staticmethod
+    def _forget_realserver_state(name: str) -> None:
+        """The namespace goes, and the changes lb realserver made in it with it: drop its files."""
+        from lb import realserver
+        with contextlib.suppress(OSError):
+            realserver.forget_netns(os.stat(NETNS_DIR / name).st_ino)
+
     # -- probes ----------------------------------------------------------------------
     def socket(self, role: str, family=socket.AF_INET, type=socket.SOCK_DGRAM, proto=0) -> socket.socket:
         """A socket living in the role's namespace (usable from this process)."""
@@ -526,7 +592,8 @@ class Lab:
     def status(self) -> str:
         present = set(self.namespaces())
         owner = self._owner_pid
-        lines = [f"lab {self.prefix}: rs_gateway={self.rs_gateway} vip={self.addr['vip']} "
+        vips = " ".join(f"{m}={v}" for m, v in self.addr["vips"].items())
+        lines = [f"lab {self.prefix}: rs_gateway={self.rs_gateway} vips {vips} "
                  f"owner pid {owner} ({'alive' if owner and pid_alive(owner) else 'gone'})"]
         for role in self.roles:
             name = self.ns(role)
@@ -649,3 +716,31 @@ def status_all() -> str:
         except (OSError, ValueError, KeyError) as e:
             out.append(f"lab {prefix}: unreadable state ({e})")
     return "\n".join(out) or "no labs"
+
+
+def udp_echo(name: str, host: str, port: int) -> int:
+    """The lab servers' UDP echo on one address only (``python -m lb.lab udp-echo NAME HOST PORT``).
+
+    Bound to a VIP it answers from the VIP, as DR and TUN need. (lb.labservers --host would
+    also start an HTTP server, whose bind does a reverse DNS lookup of the address: 10 s in
+    the lab, where no nameserver answers.)
+    """
+    import selectors
+    from lb.labservers import make_udp, udp_echo_once
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    sock = make_udp(port, host)
+    print("ready", flush=True)
+    with sock, selectors.DefaultSelector() as sel:
+        sel.register(sock, selectors.EVENT_READ)
+        while not stop.is_set():
+            if sel.select(timeout=0.2):
+                udp_echo_once(sock, name)
+    return 0
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 5 or sys.argv[1] != "udp-echo":
+        sys.exit("usage: python -m lb.lab udp-echo NAME HOST PORT")
+    sys.exit(udp_echo(sys.argv[2], sys.argv[3], int(sys.argv[4])))

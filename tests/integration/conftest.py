@@ -64,3 +64,13 @@ def director(lab):
     finally:
         d.stop()
     assert not pid_alive(d.pid), f"lb.daemon pid {d.pid} survived teardown"
+
+
+@pytest.fixture
+def realservers(lab):
+    """`lab.setup_realservers(mode[, vip])` for DR/TUN tests; every RS is torn down afterwards
+    (``lb realserver teardown``: addresses, sysctls, rules, routes and the decapsulator)."""
+    try:
+        yield lab.setup_realservers
+    finally:
+        lab.teardown_realservers()
