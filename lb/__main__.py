@@ -11,10 +11,13 @@
 
 ``lb demo`` builds the namespace lab, starts the test servers on the real servers and the
 director daemon (lb.daemon) in the director namespace, configures a TCP and a UDP virtual
-service in NAT mode with round robin, sends requests from the client namespace, prints
-which real server answered each and which client address it saw, prints the ``lbadm -L -n``
-listing and always tears everything down. ``--kernel`` uses the kernel instead of lb.daemon
-(ip_forward=1 and nftables DNAT in the director): the baseline to compare against.
+service with round robin in each forwarding mode -- NAT (-m) on 198.18.0.100, DR (-g) on
+198.18.0.101, TUN (-i) on 198.18.0.102, the real servers prepared with ``lb realserver
+setup`` -- sends requests from the client namespace, prints which real server answered each
+and which client address it saw, prints the ``lbadm -L -n`` listing and always tears
+everything down. A mode lbadm refuses is reported as unavailable in one line. ``--kernel``
+uses the kernel instead of lb.daemon (ip_forward=1 and nftables DNAT in the director, NAT
+only): the baseline to compare against.
 """
 from __future__ import annotations
 
@@ -58,12 +61,29 @@ def cmd_lab(a) -> int:
     return 0
 
 
-def configure(director: Director, lab: Lab, scheduler: str = "rr") -> None:
+FWD_FLAGS = {"nat": "-m", "dr": "-g", "tun": "-i"}   # ipvsadm's forwarding-method flags
+
+
+def configure(director: Director, lab: Lab, scheduler: str = "rr", mode: str = "nat") -> None:
+    """TCP :80 and UDP :5353 on the mode's VIP, every RS with weight 1 (same ports: DR and
+    TUN cannot map them)."""
     for _, flag, port in PROTOS:
-        vs = f"{lab.addr['vip']}:{port}"
+        vs = f"{lab.addr['vips'][mode]}:{port}"
         _lbadm(director, "-A", flag, vs, "-s", scheduler)
         for rip in lab.addr["rs"]:
-            _lbadm(director, "-a", flag, vs, "-r", f"{rip}:{port}", "-m", "-w", "1")
+            _lbadm(director, "-a", flag, vs, "-r", f"{rip}:{port}", FWD_FLAGS[mode], "-w", "1")
+
+
+def try_configure(director: Director, lab: Lab, mode: str):
+    """configure(); if lbadm refuses (e.g. "not supported yet"), remove the mode's services
+    again and return why (one line), else None."""
+    try:
+        configure(director, lab, mode=mode)
+        return None
+    except LabError as e:
+        for _, flag, port in PROTOS:
+            director.lbadm("-D", flag, f"{lab.addr['vips'][mode]}:{port}")
+        return str(e).splitlines()[0]
 
 
 def _lbadm(director: Director, *args) -> str:
@@ -73,17 +93,18 @@ def _lbadm(director: Director, *args) -> str:
     return r.stdout
 
 
-def probe(lab: Lab, count: int) -> list:
-    """`count` HTTP requests (curl) and `count` UDP datagrams from the client to the VIP.
+def probe(lab: Lab, count: int, vip: str | None = None) -> list:
+    """`count` HTTP requests (curl) and `count` UDP datagrams from the client to `vip`.
 
     Returns rows (proto, n, real server or '-', client address seen or the error).
     """
+    vip = vip or lab.addr["vip"]
     rows = []
     for n in range(1, count + 1):
-        r = lab.http_get("client", f"http://{lab.addr['vip']}:{Lab.HTTP_PORT}/", timeout=3)
+        r = lab.http_get("client", f"http://{vip}:{Lab.HTTP_PORT}/", timeout=3)
         rows.append(("tcp", n, *_parse(r.stdout if r.returncode == 0 else None, r.stderr.strip())))
     for n in range(1, count + 1):
-        reply = lab.udp_query("client", lab.addr["vip"], Lab.UDP_PORT, f"ping {n}".encode(), timeout=2)
+        reply = lab.udp_query("client", vip, Lab.UDP_PORT, f"ping {n}".encode(), timeout=2)
         rows.append(("udp", n, *_parse(reply.decode(errors="replace") if reply else None, "no reply")))
     return rows
 
@@ -96,10 +117,25 @@ def _parse(answer, error):
     return "-", f"FAILED: {error or answer!r}"
 
 
-def print_table(mode: str, rows) -> None:
+def print_table(rows) -> None:
+    """rows: (mode, proto, n, real server, client address seen)."""
     print(f"{'mode':<12} {'proto':<5} {'#':>2}  {'answered by':<11} client address seen by the RS")
-    for proto, n, rs, seen in rows:
+    for mode, proto, n, rs, seen in rows:
         print(f"{mode:<12} {proto:<5} {n:>2}  {rs:<11} {seen}")
+
+
+def _setup_modes(lab: Lab, director: Director) -> tuple[list, list]:
+    """NAT, DR and TUN through lbd: ([(label, vip)] to probe, ["mode: unavailable (why)"])."""
+    configure(director, lab)
+    modes, unavailable = [("nat (lbd)", lab.addr["vips"]["nat"])], []
+    for mode in ("dr", "tun"):
+        why = try_configure(director, lab, mode)
+        if why:
+            unavailable.append(f"{mode}: unavailable ({why})")
+            continue
+        lab.setup_realservers(mode)
+        modes.append((f"{mode} (lbd)", lab.addr["vips"][mode]))
+    return modes, unavailable
 
 
 def cmd_demo(a) -> int:
@@ -110,16 +146,16 @@ def cmd_demo(a) -> int:
             lab.start_servers()
             if a.kernel:
                 lab.enable_kernel_lb()
-                mode = "kernel-dnat"
+                modes, unavailable = [("kernel-dnat", lab.addr["vip"])], []
             else:
                 director = Director(lab).start()
-                configure(director, lab)
-                mode = "nat (lbd)"
-            print(f"lab {lab.prefix}: client {lab.addr['client']} -> VIP {lab.addr['vip']} "
+                modes, unavailable = _setup_modes(lab, director)
+            vips = ", ".join(f"{label.split()[0]} {vip}" for label, vip in modes)
+            print(f"lab {lab.prefix}: client {lab.addr['client']} -> VIP ({vips}) "
                   f"-> {', '.join(lab.addr['rs'])}\n")
-            rows = probe(lab, a.count)
-            print_table(mode, rows)
-            print()
+            rows = [(label, *row) for label, vip in modes for row in probe(lab, a.count, vip)]
+            print_table(rows)
+            print("\n".join(["", *unavailable, ""]) if unavailable else "")
             if director:
                 print("$ lbadm -L -n\n" + _lbadm(director, "-L", "-n"))
             else:
@@ -127,7 +163,7 @@ def cmd_demo(a) -> int:
         finally:
             if director:
                 director.stop()
-    return 0 if all(rs != "-" for _, _, rs, _ in rows) else 1
+    return 0 if all(row[3] != "-" for row in rows) else 1
 
 
 def parser() -> argparse.ArgumentParser:
