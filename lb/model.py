@@ -32,6 +32,13 @@ class RealServer:
     slot: int | None = None
     flags: set = field(default_factory=set)
     stats: object = field(default=None, repr=False)   # the Forwarder (or a stand-in in tests)
+    u_threshold: int = 0    # ipvsadm -x: OVERLOAD at this many connections (0 = no limit)
+    l_threshold: int = 0    # ipvsadm -y: OVERLOAD cleared below this (0 = below 3/4 of -x)
+    last_weight: int | None = None  # the last non-zero weight (kernel's; mh keeps its entries)
+
+    def __post_init__(self) -> None:
+        if self.last_weight is None:
+            self.last_weight = self.weight
 
     def counters(self) -> dict:
         """Live per-destination counters from the fast path; zeros while not attached."""
@@ -69,12 +76,15 @@ class RealServer:
 class Service:
     """A virtual service (proto, VIP, port) and its destinations in insertion order."""
 
-    def __init__(self, proto: str, vip: str, port: int, scheduler: str = "wlc"):
+    def __init__(self, proto: str, vip: str, port: int, scheduler: str = "wlc",
+                 sched_flags=()):
         self.proto = proto
         self.vip = vip
         self.port = port
         self.dests: list[RealServer] = []
         self.slot: int | None = None
+        self.sched_flags = frozenset(sched_flags)  # ipvsadm -b, e.g. {"sh-port"}
+        self.limited: list[RealServer] = []        # dests with an upper threshold (-x)
         self.scheduler = scheduler
         self.sched = schedulers.get(scheduler)(self)  # KeyError on an unknown name
 
@@ -83,8 +93,35 @@ class Service:
         self.sched = schedulers.get(name)(self)
         self.scheduler = name
 
+    def dests_changed(self) -> None:
+        """A destination was added, edited or removed (the kernel's add/upd/del_dest hooks)."""
+        self.limited = [d for d in self.dests if d.u_threshold > 0]
+        self.sched.update_service(self)
+
     def schedule(self, flow: Flow) -> RealServer | None:
-        return self.sched.schedule(self, flow)
+        # Thresholds. The kernel sets OVERLOAD when a connection is bound to a destination
+        # (ip_vs_bind_dest: active + inactive >= -x) and clears it when one is unbound
+        # (ip_vs_unbind_dest: below -y, or below 3/4 of -x when -y is 0). Only schedulers read
+        # the flag, so it is enough to have it right whenever one runs: here, just before, from
+        # the current counts, and just after, for the connection about to be bound to the pick.
+        # Between two decisions the counts only fall, as new connections are scheduled here, so
+        # "fell below -y at some unbind" is "is below -y now", and a count at or above -x now
+        # was set at its bind and not cleared since (with -y <= -x, as ipvsadm users set them).
+        # The exception: connections the fast path binds by itself (persistence templates);
+        # a burst of those that crosses -x and falls back between -y and -x before the next
+        # decision leaves the kernel's flag set and ours not.
+        for dest in self.limited:
+            total = dest.active_conns + dest.inactive_conns
+            low = dest.l_threshold
+            if total >= dest.u_threshold:
+                dest.flags.add(OVERLOAD)
+            elif (total < low) if low else (total * 4 < dest.u_threshold * 3):
+                dest.flags.discard(OVERLOAD)
+        dest = self.sched.schedule(self, flow)
+        if dest is not None and dest.u_threshold \
+                and dest.active_conns + dest.inactive_conns + 1 >= dest.u_threshold:
+            dest.flags.add(OVERLOAD)
+        return dest
 
     def find_dest(self, addr: str, port: int) -> RealServer | None:
         for dest in self.dests:

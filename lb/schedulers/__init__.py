@@ -25,7 +25,23 @@ def names() -> list[str]:
     return sorted(_REGISTRY)
 
 
-from lb.schedulers import rr, wrr  # noqa: E402  (the modules import base, not this file)
+from lb.schedulers import (  # noqa: E402  (the modules import base, not this file)
+    dh, fo, lblc, lblcr, lc, mh, nq, ovf, rr, sed, sh, twos, wlc, wrr)
 
 register(rr.RoundRobin)
 register(wrr.WeightedRoundRobin)
+register(lc.LeastConnection)
+register(wlc.WeightedLeastConnection)
+register(sed.ShortestExpectedDelay)
+register(nq.NeverQueue)
+register(lblc.LocalityLeastConnection)
+register(lblcr.LocalityReplicated)
+register(dh.DestinationHashing)
+register(sh.SourceHashing)
+register(mh.MaglevHashing)
+register(fo.FailOver)
+register(ovf.Overflow)
+register(twos.PowerOfTwoChoices)
+
+# Scheduler flags (ipvsadm -b) by the scheduler that reads them, in ipvsadm's print order.
+SCHED_FLAGS = {"sh": ("sh-fallback", "sh-port"), "mh": ("mh-fallback", "mh-port")}

@@ -4,6 +4,7 @@ import pytest
 from lb.config import Config, ConfigError
 
 VIP = {"proto": "tcp", "vip": "198.18.0.100", "port": 80}
+ALL_SCHEDULERS = "dh, fo, lblc, lblcr, lc, mh, nq, ovf, rr, sed, sh, twos, wlc, wrr"
 
 
 def add_service(sched="wrr", **kw):
@@ -93,9 +94,9 @@ def test_rport_defaults_to_vport_and_stats_attached():
 
 @pytest.mark.parametrize("cmd, message", [
     (add_service(), "service TCP 198.18.0.100:80 already exists"),
-    (add_service("wlc", port=81), "unknown scheduler 'wlc' (available: rr, wrr)"),
-    ({"op": "add_service", **VIP, "port": 81}, "unknown scheduler 'wlc' (available: rr, wrr)"),
-    ({"op": "edit_service", **VIP, "scheduler": "lc"}, "unknown scheduler 'lc' (available: rr, wrr)"),
+    (add_service("foo", port=81), f"unknown scheduler 'foo' (available: {ALL_SCHEDULERS})"),
+    ({"op": "edit_service", **VIP, "scheduler": "lcx"},
+     f"unknown scheduler 'lcx' (available: {ALL_SCHEDULERS})"),
     ({"op": "edit_service", **VIP, "port": 81, "scheduler": "rr"}, "no such service TCP 198.18.0.100:81"),
     ({"op": "del_service", **VIP, "proto": "udp"}, "no such service UDP 198.18.0.100:80"),
     (server("add_server", weight=1, fwd="masq"),

@@ -26,10 +26,12 @@ def picks(svc, n):
 
 
 def test_registry():
-    assert schedulers.names() == ["rr", "wrr"]
-    assert schedulers.get("wrr").name == "wrr"
+    assert schedulers.names() == ["dh", "fo", "lblc", "lblcr", "lc", "mh", "nq", "ovf", "rr",
+                                  "sed", "sh", "twos", "wlc", "wrr"]
+    for name in schedulers.names():
+        assert schedulers.get(name).name == name
     with pytest.raises(KeyError):
-        schedulers.get("wlc")
+        schedulers.get("foo")
 
 
 # --- rr -----------------------------------------------------------------------------------

@@ -1,0 +1,59 @@
+# Locality-based least connection (ip_vs_lblc.c): a table maps the packet's destination address
+# to the server used last for it; keep using that server while it is in the service, has weight
+# and is not overloaded (active > weight while some server has active < weight / 2), else wlc.
+from __future__ import annotations
+
+import time
+
+from lb.schedulers.base import LoadScheduler
+from lb.schedulers.locality import LocalityTable, is_overloaded
+from lb.schedulers.wlc import least_loaded
+
+
+class _Entry:
+    __slots__ = ("dest", "lastuse")
+
+    def __init__(self, dest, lastuse: float) -> None:
+        self.dest, self.lastuse = dest, lastuse
+
+
+class LocalityLeastConnection(LoadScheduler):
+    """`clock` (seconds) may be replaced, e.g. by a test's fake clock; `table.expiration` is
+    the lblc_expiration sysctl. As in the kernel, the cached server is kept even when it
+    carries OVERLOAD (only weight 0, removal or the is_overloaded test above drop it), while
+    the wlc fallback skips OVERLOADed servers. The key is the flow's destination address:
+    with an ordinary VIP service that is the VIP itself, so lblc is for fwmark/transparent
+    cache setups, where destinations vary."""
+
+    name = "lblc"
+
+    def __init__(self, service) -> None:
+        self.clock = time.monotonic
+        self.table = LocalityTable()
+        super().__init__(service)
+
+    def update_service(self, service) -> None:
+        super().update_service(service)
+        self.members = set(service.dests)   # the kernel's IP_VS_DEST_CF_AVAILABLE
+
+    def pick(self, service, flow, active, inactive):
+        now = self.clock()
+        table = self.table
+        table.expire(now)
+        en = table.entries.get(flow.vaddr)
+        if en is not None:
+            en.lastuse = now
+            dest = en.dest
+            if dest in self.members and dest.weight > 0 \
+                    and not is_overloaded(dest, service, active):
+                return dest
+        dest = least_loaded(self.cands, active, inactive)
+        if dest is None:
+            return None
+        if en is not None:              # ip_vs_lblc_new: replace the entry (kept if the same)
+            if en.dest is dest:
+                return dest
+            del table.entries[flow.vaddr]
+        if not table.full():
+            table.entries[flow.vaddr] = _Entry(dest, now)
+        return dest

@@ -1,0 +1,50 @@
+"""Stand-ins the scheduler tests share: live counters by slot, services built on them, and a
+`picks` helper that can also play the fast path's part (a picked server gains a connection)."""
+from lb.model import Flow, RealServer, Service
+
+VIP = "198.18.0.100"
+FLOW = Flow("tcp", "203.0.113.7", 40000, VIP, 80)
+
+
+class FakeStats:
+    """What schedulers read from the Forwarder: `.active` / `.inactive` indexable by slot."""
+
+    def __init__(self, slots: int = 16):
+        self.active = [0] * slots
+        self.inactive = [0] * slots
+
+    def dest_counters(self, slot):
+        raise AssertionError("schedulers must read the flat views, not build counter dicts")
+
+
+def make(sched, weights, names="ABCDEFGH", flags=()):
+    """A service with servers A, B, ... (slots 0, 1, ...) sharing one FakeStats."""
+    svc = Service("tcp", VIP, 80, sched, sched_flags=flags)
+    stats = FakeStats()
+    svc.dests = [RealServer(n, 80, w, slot=i, stats=stats)
+                 for i, (n, w) in enumerate(zip(names, weights))]
+    svc.dests_changed()
+    return svc
+
+
+def stats_of(svc) -> FakeStats:
+    return svc.dests[0].stats
+
+
+def load(svc, *counts):
+    """Set (active, inactive) per server in list order."""
+    stats = stats_of(svc)
+    for dest, (active, inactive) in zip(svc.dests, counts):
+        stats.active[dest.slot], stats.inactive[dest.slot] = active, inactive
+
+
+def picks(svc, n, flow=FLOW, bind=None):
+    """n decisions as a string of server names ('-' for none). bind="active"/"inactive":
+    count each new connection on the server picked, as the fast path would."""
+    out = []
+    for _ in range(n):
+        dest = svc.schedule(flow)
+        out.append(dest.addr if dest else "-")
+        if dest is not None and bind:
+            getattr(dest.stats, bind)[dest.slot] += 1
+    return "".join(out)
