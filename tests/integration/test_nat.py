@@ -32,8 +32,8 @@ print(json.dumps({"seen": seen, "clients": sorted(clients)}))
 """
 
 
-def many_gets(lab, n: int) -> dict:
-    r = lab.run("client", [sys.executable, "-c", MANY_GETS, str(n), VIP], timeout=120,
+def many_gets(lab, n: int, vip: str = VIP) -> dict:
+    r = lab.run("client", [sys.executable, "-c", MANY_GETS, str(n), vip], timeout=120,
                 capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     return json.loads(r.stdout)
