@@ -14,30 +14,36 @@ import socket
 import sys
 from typing import NamedTuple
 
+from lb import schedulers
+
 DEFAULT_SOCKET = "/run/lbd/lbd.sock"
-DEFAULT_SCHEDULER = "wlc"  # ipvsadm's DEF_SCHED; the daemon refuses it until wlc exists
+DEFAULT_SCHEDULER = "wlc"  # ipvsadm's DEF_SCHED
+THRESHOLD_MAX = 2**31 - 1  # ipvsadm -x/-y: 0..INT_MAX
 DEFAULT_FWD = "route"      # ipvsadm's default forwarding method is -g (direct routing)
 REPLY_TIMEOUT = 30.0
 
 USAGE = """\
 Usage:
-  lbadm -A|-E -t|-u VIP:port [-s scheduler]
+  lbadm -A|-E -t|-u VIP:port [-s scheduler] [-b flags]
   lbadm -D -t|-u VIP:port
   lbadm -C
-  lbadm -a|-e -t|-u VIP:port -r RIP[:port] [-g|-i|-m] [-w weight]
+  lbadm -a|-e -t|-u VIP:port -r RIP[:port] [-g|-i|-m] [-w weight] [-x upper] [-y lower]
   lbadm -d -t|-u VIP:port -r RIP[:port]
   lbadm -L|-l [-n] [-t|-u VIP:port]
 Options:
   --tcp-service  -t VIP:port   --udp-service -u VIP:port
-  --scheduler    -s name       rr, wrr (ipvsadm's default is wlc)
+  --scheduler    -s name       %s (default wlc)
+  --sched-flags  -b flags      sh-fallback,sh-port (with -s sh), mh-fallback,mh-port (-s mh)
   --real-server  -r RIP[:port] port defaults to the virtual port
   --gatewaying   -g            direct routing (ipvsadm's default)
   --ipip         -i            tunnelling
   --masquerading -m            NAT
   --weight       -w weight     0..65535, default 1
+  --u-threshold  -x conns      OVERLOAD the server at this many connections (0: no limit)
+  --l-threshold  -y conns      ... until below this many (0: below 3/4 of -x)
   --numeric      -n            numeric output (lbadm never resolves names)
   --socket PATH                lbd's socket (default %s)
-""" % DEFAULT_SOCKET
+""" % (" ".join(schedulers.names()), DEFAULT_SOCKET)
 
 
 class UsageError(Exception):
@@ -73,6 +79,9 @@ _TABLE = [  # (short, long, spec)
     ("-g", "--gatewaying", _Opt("fwd", "route")),
     ("-i", "--ipip", _Opt("fwd", "tunnel")),
     ("-w", "--weight", _Opt("weight", None, True)),
+    ("-x", "--u-threshold", _Opt("u_threshold", None, True)),
+    ("-y", "--l-threshold", _Opt("l_threshold", None, True)),
+    ("-b", "--sched-flags", _Opt("sched_flags", None, True)),
     ("-n", "--numeric", _Opt("numeric", True)),
     (None, "--socket", _Opt("socket", None, True)),
 ]
@@ -81,11 +90,11 @@ _LONG = {long: spec for _, long, spec in _TABLE if long}
 
 # op -> (options it needs, options it may take); anything else is refused.
 _ALLOWED = {
-    "add_service": ({"service"}, {"scheduler"}),
-    "edit_service": ({"service"}, {"scheduler"}),
+    "add_service": ({"service"}, {"scheduler", "sched_flags"}),
+    "edit_service": ({"service"}, {"scheduler", "sched_flags"}),
     "del_service": ({"service"}, set()),
-    "add_server": ({"service", "server"}, {"fwd", "weight"}),
-    "edit_server": ({"service", "server"}, {"fwd", "weight"}),
+    "add_server": ({"service", "server"}, {"fwd", "weight", "u_threshold", "l_threshold"}),
+    "edit_server": ({"service", "server"}, {"fwd", "weight", "u_threshold", "l_threshold"}),
     "del_server": ({"service", "server"}, set()),
     "clear": (set(), set()),
     "list": (set(), {"service", "numeric"}),
@@ -203,6 +212,28 @@ def _weight(text: str) -> int:
     return int(text)
 
 
+def _threshold(text: str, name: str) -> int:
+    if not re.fullmatch(r"-?[0-9]+", text) or not 0 <= int(text) <= THRESHOLD_MAX:
+        raise UsageError(f"bad {name} '{text}': must be an integer 0..{THRESHOLD_MAX}")
+    return int(text)
+
+
+def _sched_flags(text: str, scheduler: str) -> list:
+    """-b flag[,flag]: ipvsadm refuses unknown flags and flags of another scheduler."""
+    given = [flag for flag in text.split(",") if flag]  # empty items skipped, as strtok does
+    if not given:
+        raise UsageError(f"bad scheduler flags '{text}': expected e.g. sh-fallback,sh-port")
+    known = [flag for names in schedulers.SCHED_FLAGS.values() for flag in names]
+    mine = schedulers.SCHED_FLAGS.get(scheduler, ())
+    for flag in given:
+        if flag not in known:
+            raise UsageError(f"unknown scheduler flag '{flag}' (known: {', '.join(known)})")
+        if flag not in mine:
+            raise UsageError(f"scheduler flag '{flag}' needs -s {flag.split('-')[0]} "
+                             f"(the scheduler is {scheduler})")
+    return [flag for flag in mine if flag in given]
+
+
 def _scheduler(text: str) -> str:
     if not _SCHED_NAME.match(text):
         raise UsageError(f"bad scheduler name '{text}': expected a short name such as rr or wrr")
@@ -216,6 +247,8 @@ def _build(op: str, opts: dict) -> dict:
     if op in ("add_service", "edit_service"):
         given = opts.get("scheduler")
         cmd["scheduler"] = _scheduler(given[2]) if given else DEFAULT_SCHEDULER
+        if "sched_flags" in opts:
+            cmd["sched_flags"] = _sched_flags(opts["sched_flags"][2], cmd["scheduler"])
     if op == "del_server":
         cmd.update(_server(opts["server"][2], cmd["port"], None))
     elif "server" in opts:
@@ -223,6 +256,9 @@ def _build(op: str, opts: dict) -> dict:
         cmd.update(_server(opts["server"][2], cmd["port"], fwd))
         cmd["fwd"] = fwd
         cmd["weight"] = _weight(opts["weight"][2]) if "weight" in opts else 1
+        for key, name in (("u_threshold", "u-threshold"), ("l_threshold", "l-threshold")):
+            if key in opts:
+                cmd[key] = _threshold(opts[key][2], name)
     if op == "list":
         cmd["numeric"] = "numeric" in opts
     return cmd

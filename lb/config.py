@@ -8,10 +8,11 @@ from __future__ import annotations
 import ipaddress
 
 from lb import listing, schedulers
-from lb.model import FWD_METHODS, MASQ, PROTOCOLS, ROUTE, TUNNEL, RealServer, Service
+from lb.model import FWD_METHODS, MASQ, OVERLOAD, PROTOCOLS, ROUTE, TUNNEL, RealServer, Service
 
 SUPPORTED_FWD = (MASQ, ROUTE, TUNNEL)
 DEFAULT_SCHEDULER = "wlc"  # ipvsadm's DEF_SCHED
+THRESHOLD_MAX = 2**31 - 1  # ipvsadm -x/-y: string_to_number(optarg, 0, INT_MAX)
 
 
 class ConfigError(Exception):
@@ -78,6 +79,26 @@ def _weight(cmd: dict) -> int:
     return _int(cmd, "weight", 0, 65535) if "weight" in cmd else 1
 
 
+def _thresholds(cmd: dict) -> tuple:
+    """(-x, -y); absent is 0, as ipvsadm sends them (so -e without -x clears the limit)."""
+    return tuple(_int(cmd, key, 0, THRESHOLD_MAX) if key in cmd else 0
+                 for key in ("u_threshold", "l_threshold"))
+
+
+def _sched_flags(cmd: dict, scheduler: str) -> frozenset:
+    """ipvsadm -b: only the flags of the scheduler chosen; absent means none (-E clears them)."""
+    flags = cmd.get("sched_flags", [])
+    if not isinstance(flags, list) or not all(isinstance(f, str) for f in flags):
+        raise ConfigError(f"bad sched_flags {flags!r}: must be a list of flag names")
+    known = [f for names in schedulers.SCHED_FLAGS.values() for f in names]
+    for flag in flags:
+        if flag not in known:
+            raise ConfigError(f"unknown scheduler flag {flag!r} (known: {', '.join(known)})")
+        if flag not in schedulers.SCHED_FLAGS.get(scheduler, ()):
+            raise ConfigError(f"scheduler flag {flag!r} is not for scheduler {scheduler!r}")
+    return frozenset(flags)
+
+
 def _name(proto: str, vip: str, port: int) -> str:
     return f"{proto.upper()} {vip}:{port}"
 
@@ -124,14 +145,17 @@ class Config:
         key = _service_key(cmd)
         if self.find_service(*key) is not None:
             raise ConfigError(f"service {_name(*key)} already exists")
-        self.services.append(Service(*key, scheduler=_scheduler(cmd)))
+        name = _scheduler(cmd)
+        self.services.append(Service(*key, scheduler=name, sched_flags=_sched_flags(cmd, name)))
         return ""
 
     def _edit_service(self, cmd: dict) -> str:
         svc = self._existing_service(cmd)
         name = _scheduler(cmd)
+        flags = _sched_flags(cmd, name)
         if name != svc.scheduler:  # the kernel keeps the scheduler state if unchanged
             svc.set_scheduler(name)
+        svc.sched_flags = flags    # schedulers read them per decision: no rebuild needed
         return ""
 
     def _del_service(self, cmd: dict) -> str:
@@ -151,24 +175,33 @@ class Config:
             raise ConfigError(f"real server {rip}:{rport} already exists in service {svc}")
         fwd = _fwd(cmd)
         _same_port(svc, rport, fwd)
-        dest = RealServer(rip, rport, weight=_weight(cmd), fwd=fwd, stats=self.stats)
+        weight, (upper, lower) = _weight(cmd), _thresholds(cmd)
+        dest = RealServer(rip, rport, weight=weight, fwd=fwd, stats=self.stats,
+                          u_threshold=upper, l_threshold=lower)
         svc.dests.append(dest)
-        svc.sched.update_service(svc)
+        svc.dests_changed()
         return ""
 
     def _edit_server(self, cmd: dict) -> str:
         svc = self._existing_service(cmd)
         dest = self._existing_dest(svc, cmd)
-        weight, fwd = _weight(cmd), _fwd(cmd)
+        weight, fwd, (upper, lower) = _weight(cmd), _fwd(cmd), _thresholds(cmd)
         _same_port(svc, dest.port, fwd)
+        if weight:                 # the kernel's last_weight: the latest non-zero weight
+            dest.last_weight = weight
         dest.weight, dest.fwd = weight, fwd
-        svc.sched.update_service(svc)
+        # __ip_vs_update_dest: a limit removed or raised lifts OVERLOAD at once; one lowered
+        # takes effect at the next decision.
+        if upper == 0 or upper > dest.u_threshold:
+            dest.flags.discard(OVERLOAD)
+        dest.u_threshold, dest.l_threshold = upper, lower
+        svc.dests_changed()
         return ""
 
     def _del_server(self, cmd: dict) -> str:
         svc = self._existing_service(cmd)
         svc.dests.remove(self._existing_dest(svc, cmd))
-        svc.sched.update_service(svc)
+        svc.dests_changed()
         return ""
 
     # --- listing ------------------------------------------------------------------------

@@ -1,7 +1,9 @@
 """`ipvsadm -L -n` text, byte for byte, so scripts that parse ipvsadm output keep working.
 
 Widths follow ipvsadm.c (print_title / print_service_entry, default format):
-  service line  "%-4s %s" of protocol and VIP:port, cut to 33 characters, then " %s" scheduler;
+  service line  "%-4s %s" of protocol and VIP:port, cut to 33 characters, then " %s" scheduler
+                and, when it has -b flags, " (%s)" of them comma-separated in bit order
+                (print_sched_flags: sh-fallback,sh-port or mh-fallback,mh-port);
   server line   "  -> %-28s %-7s %-6d %-10u %-10u" (address cut to 28 characters), so every
                 server line ends in padding spaces after InActConn, as ipvsadm's does.
 Services are sorted by (protocol number, VIP, port) and servers by (RIP, port), as libipvs's
@@ -12,6 +14,8 @@ Names are never resolved: `-L` without -n prints the same numeric text.
 from __future__ import annotations
 
 import ipaddress
+
+from lb.schedulers import SCHED_FLAGS
 
 HEADER = "IP Virtual Server version 1.2.1 (size=4096)\n"
 TITLE = ("Prot LocalAddress:Port Scheduler Flags\n"
@@ -31,7 +35,8 @@ def _service_key(svc) -> tuple:
 
 def service_line(svc) -> str:
     name = f"{svc.proto.upper():<4} {svc.vip}:{svc.port}"[:33]
-    return f"{name} {svc.scheduler}\n"
+    flags = ",".join(f for names in SCHED_FLAGS.values() for f in names if f in svc.sched_flags)
+    return f"{name} {svc.scheduler}" + (f" ({flags})" if flags else "") + "\n"
 
 
 def server_line(dest) -> str:

@@ -107,9 +107,11 @@ class Service:
         # Between two decisions the counts only fall, as new connections are scheduled here, so
         # "fell below -y at some unbind" is "is below -y now", and a count at or above -x now
         # was set at its bind and not cleared since (with -y <= -x, as ipvsadm users set them).
-        # The exception: connections the fast path binds by itself (persistence templates);
+        # The exceptions: connections the fast path binds by itself (persistence templates) --
         # a burst of those that crosses -x and falls back between -y and -x before the next
-        # decision leaves the kernel's flag set and ours not.
+        # decision leaves the kernel's flag set and ours not; and the fast path schedules a
+        # batch of new flows before it counts any of them, so within one batch the counts are
+        # stale and a server can take more connections than its -x.
         for dest in self.limited:
             total = dest.active_conns + dest.inactive_conns
             low = dest.l_threshold

@@ -54,6 +54,22 @@ SVC = {"proto": "tcp", "vip": "198.18.0.100", "port": 80}
     ("-L -n -t 198.18.0.100:80", {"op": "list", "numeric": True, **SVC}),
     ("", {"op": "list", "numeric": False}),           # bare ipvsadm lists
     ("-A -t 198.18.0.100:80 -s rr --socket /tmp/x.sock", {"op": "add_service", **SVC, "scheduler": "rr"}),
+    # -b: listed in the kernel's bit order (fallback, port) whatever the order given
+    ("-A -t 198.18.0.100:80 -s sh -b sh-port,sh-fallback",
+     {"op": "add_service", **SVC, "scheduler": "sh", "sched_flags": ["sh-fallback", "sh-port"]}),
+    ("-E -t 198.18.0.100:80 --scheduler mh --sched-flags=mh-port",
+     {"op": "edit_service", **SVC, "scheduler": "mh", "sched_flags": ["mh-port"]}),
+    ("-A -t 198.18.0.100:80 -s mh -b mh-fallback,,mh-fallback,",   # empty items skipped
+     {"op": "add_service", **SVC, "scheduler": "mh", "sched_flags": ["mh-fallback"]}),
+    ("-a -t 198.18.0.100:80 -r 198.18.0.11 -m -x 100 -y 50",
+     {"op": "add_server", **SVC, "rip": "198.18.0.11", "rport": 80, "fwd": "masq", "weight": 1,
+      "u_threshold": 100, "l_threshold": 50}),
+    ("-e -t 198.18.0.100:80 -r 198.18.0.11 -m --u-threshold=2147483647 --l-threshold 0",
+     {"op": "edit_server", **SVC, "rip": "198.18.0.11", "rport": 80, "fwd": "masq", "weight": 1,
+      "u_threshold": 2147483647, "l_threshold": 0}),
+    ("-a -t 198.18.0.100:80 -r 198.18.0.11 -mx0",
+     {"op": "add_server", **SVC, "rip": "198.18.0.11", "rport": 80, "fwd": "masq", "weight": 1,
+      "u_threshold": 0}),
 ])
 def test_parse(argv, expected):
     cmd = parse(argv.split())
@@ -96,7 +112,8 @@ def test_socket_option():
     ("-A -t 198.18.0.100:80 -u 198.18.0.100:80", "-t and -u both given (give one)"),
     ("-a -t 198.18.0.100:80 -r 198.18.0.11 -m -g", "-m and -g both given (give one)"),
     ("-a -t 198.18.0.100:80 -r 198.18.0.11 -w 1 -w 2", "option -w given twice (give one)"),
-    ("-A -t 198.18.0.100:80 -x 5", "unknown option '-x'"),
+    ("-A -t 198.18.0.100:80 -z 5", "unknown option '-z'"),
+    ("-A -t 198.18.0.100:80 -x 5", "option -x cannot be used with -A"),
     ("-A -t 198.18.0.100:80 --persistent", "unknown option '--persistent'"),
     ("-A -t 198.18.0.100:80 -w 3", "option -w cannot be used with -A"),
     ("-D -t 198.18.0.100:80 -s rr", "option -s cannot be used with -D"),
@@ -107,6 +124,26 @@ def test_socket_option():
     ("--list --numeric=yes", "option --numeric takes no argument"),
     ("-A -t 198.18.0.100:80 extra", "unexpected argument 'extra'"),
     ("-t 198.18.0.100:80", "no command given: use one of -A -E -D -a -e -d -C -L"),
+    ("-A -t 198.18.0.100:80 -s sh -b sh-bogus",
+     "unknown scheduler flag 'sh-bogus' (known: sh-fallback, sh-port, mh-fallback, mh-port)"),
+    ("-A -t 198.18.0.100:80 -s sh -b flag-1",
+     "unknown scheduler flag 'flag-1' (known: sh-fallback, sh-port, mh-fallback, mh-port)"),
+    ("-A -t 198.18.0.100:80 -s mh -b mh-port,sh-port",
+     "scheduler flag 'sh-port' needs -s sh (the scheduler is mh)"),
+    ("-A -t 198.18.0.100:80 -b sh-fallback",       # no -s: wlc, as ipvsadm checks it
+     "scheduler flag 'sh-fallback' needs -s sh (the scheduler is wlc)"),
+    ("-E -t 198.18.0.100:80 -s rr -b mh-port", "scheduler flag 'mh-port' needs -s mh (the scheduler is rr)"),
+    ("-A -t 198.18.0.100:80 -s sh -b ,", "bad scheduler flags ',': expected e.g. sh-fallback,sh-port"),
+    ("-a -t 198.18.0.100:80 -r 198.18.0.11 -b sh-port", "option -b cannot be used with -a"),
+    ("-D -t 198.18.0.100:80 -b sh-port", "option -b cannot be used with -D"),
+    ("-a -t 198.18.0.100:80 -r 198.18.0.11 -x 2147483648",
+     "bad u-threshold '2147483648': must be an integer 0..2147483647"),
+    ("-a -t 198.18.0.100:80 -r 198.18.0.11 -x -1", "bad u-threshold '-1': must be an integer 0..2147483647"),
+    ("-e -t 198.18.0.100:80 -r 198.18.0.11 -y ten", "bad l-threshold 'ten': must be an integer 0..2147483647"),
+    ("-e -t 198.18.0.100:80 -r 198.18.0.11 -y 1.5", "bad l-threshold '1.5': must be an integer 0..2147483647"),
+    ("-d -t 198.18.0.100:80 -r 198.18.0.11 -x 5", "option -x cannot be used with -d"),
+    ("-E -t 198.18.0.100:80 -y 5", "option -y cannot be used with -E"),
+    ("-a -t 198.18.0.100:80 -r 198.18.0.11 -x 1 --u-threshold 2", "-x and --u-threshold both given (give one)"),
 ])
 def test_usage_errors(argv, message):
     with pytest.raises(UsageError) as err:

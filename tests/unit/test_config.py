@@ -2,6 +2,7 @@
 import pytest
 
 from lb.config import Config, ConfigError
+from lb.model import OVERLOAD
 
 VIP = {"proto": "tcp", "vip": "198.18.0.100", "port": 80}
 ALL_SCHEDULERS = "dh, fo, lblc, lblcr, lc, mh, nq, ovf, rr, sed, sh, twos, wlc, wrr"
@@ -17,8 +18,10 @@ def server(op, rip="198.18.0.11", rport=80, **kw):
 
 def snapshot(cfg):
     """Everything a command could change, including scheduler state."""
-    return [(s.key, s.scheduler, id(s.sched), dict(vars(s.sched)) if s.sched else None,
-             [(d.addr, d.port, d.weight, d.fwd, id(d)) for d in s.dests])
+    return [(s.key, s.scheduler, s.sched_flags, id(s.sched),
+             dict(vars(s.sched)) if s.sched else None,
+             [(d.addr, d.port, d.weight, d.fwd, d.u_threshold, d.l_threshold, set(d.flags), id(d))
+              for d in s.dests])
             for s in cfg.services]
 
 
@@ -120,6 +123,24 @@ def test_rport_defaults_to_vport_and_stats_attached():
     ({"op": "list", **VIP, "port": 81}, "no such service TCP 198.18.0.100:81"),
     ({"op": "reboot"}, "unknown command 'reboot'"),
     (["op"], "bad command: expected a JSON object"),
+    ({**add_service("sh", port=81), "sched_flags": ["sh-bogus"]},
+     "unknown scheduler flag 'sh-bogus' (known: sh-fallback, sh-port, mh-fallback, mh-port)"),
+    ({**add_service("mh", port=81), "sched_flags": ["sh-port"]},
+     "scheduler flag 'sh-port' is not for scheduler 'mh'"),
+    ({"op": "edit_service", **VIP, "scheduler": "wrr", "sched_flags": ["mh-port"]},
+     "scheduler flag 'mh-port' is not for scheduler 'wrr'"),
+    ({"op": "edit_service", **VIP, "scheduler": "sh", "sched_flags": "sh-port"},
+     "bad sched_flags 'sh-port': must be a list of flag names"),
+    ({"op": "edit_service", **VIP, "scheduler": "sh", "sched_flags": [1]},
+     "bad sched_flags [1]: must be a list of flag names"),
+    (server("add_server", rip="198.18.0.13", u_threshold=2**31),
+     "bad u_threshold 2147483648: must be an integer 0..2147483647"),
+    (server("add_server", rip="198.18.0.13", l_threshold=-1),
+     "bad l_threshold -1: must be an integer 0..2147483647"),
+    (server("edit_server", fwd="masq", u_threshold="5"),
+     "bad u_threshold '5': must be an integer 0..2147483647"),
+    (server("edit_server", fwd="masq", weight=2, l_threshold=1.5),
+     "bad l_threshold 1.5: must be an integer 0..2147483647"),
 ])
 def test_errors_leave_config_untouched(cfg, cmd, message):
     before = snapshot(cfg)
@@ -141,3 +162,63 @@ def test_dr_and_tun_servers_keep_the_virtual_port():
     with pytest.raises(ConfigError, match="cannot map ports"):
         c.apply({"op": "edit_server", **VIP, "rip": "198.18.0.15", "rport": 8080, "fwd": "route"})
     assert c.services[0].dests[2].fwd == "masq"
+
+
+# --- scheduler flags (-b) and thresholds (-x/-y) ------------------------------------------
+
+def test_default_scheduler_is_wlc():
+    c = Config()
+    c.apply({"op": "add_service", **VIP})
+    assert c.services[0].scheduler == "wlc"
+    assert c.apply({"op": "list"}).endswith("TCP  198.18.0.100:80 wlc\n")
+
+
+def test_sched_flags_stored_and_listed(cfg):
+    cfg.apply({**add_service("sh", port=81), "sched_flags": ["sh-port", "sh-fallback"]})
+    svc = cfg.find_service("tcp", "198.18.0.100", 81)
+    assert svc.sched_flags == {"sh-fallback", "sh-port"}
+    assert "TCP  198.18.0.100:81 sh (sh-fallback,sh-port)\n" in cfg.apply({"op": "list"})
+
+
+def test_edit_service_replaces_flags_and_keeps_scheduler_state(cfg):
+    cfg.apply({"op": "edit_service", **VIP, "scheduler": "mh", "sched_flags": ["mh-port"]})
+    svc = cfg.services[0]
+    sched = svc.sched
+    cfg.apply({"op": "edit_service", **VIP, "scheduler": "mh", "sched_flags": ["mh-fallback"]})
+    assert (svc.sched_flags, svc.sched) == ({"mh-fallback"}, sched)
+    cfg.apply({"op": "edit_service", **VIP, "scheduler": "mh"})   # ipvsadm -E without -b
+    assert svc.sched_flags == frozenset()
+
+
+def test_thresholds_stored_and_defaulted(cfg):
+    cfg.apply(server("add_server", rip="198.18.0.13", fwd="masq", u_threshold=10, l_threshold=4))
+    dest = cfg.services[0].find_dest("198.18.0.13", 80)
+    assert (dest.u_threshold, dest.l_threshold) == (10, 4)
+    assert cfg.services[0].limited == [dest]
+    cfg.apply(server("edit_server", rip="198.18.0.13", fwd="masq"))  # -e without -x/-y: 0
+    assert (dest.u_threshold, dest.l_threshold) == (0, 0)
+    assert cfg.services[0].limited == []
+
+
+@pytest.mark.parametrize("old, new, lifted", [
+    (10, 20, True),    # raised: lifted at once (__ip_vs_update_dest)
+    (10, 0, True),     # removed
+    (10, 10, False),   # unchanged: left to the next decision
+    (10, 5, False),    # lowered
+])
+def test_edit_server_threshold_lifts_overload(cfg, old, new, lifted):
+    cfg.apply(server("edit_server", fwd="masq", u_threshold=old))
+    dest = cfg.services[0].find_dest("198.18.0.11", 80)
+    dest.flags.add(OVERLOAD)
+    cfg.apply(server("edit_server", fwd="masq", u_threshold=new))
+    assert (OVERLOAD not in dest.flags) == lifted
+
+
+def test_last_weight_kept_through_weight_zero(cfg):
+    dest = cfg.services[0].find_dest("198.18.0.11", 80)
+    cfg.apply(server("edit_server", fwd="masq", weight=0))
+    assert (dest.weight, dest.last_weight) == (0, 3)
+    cfg.apply(server("edit_server", fwd="masq", weight=7))
+    assert (dest.weight, dest.last_weight) == (7, 7)
+    cfg.apply(server("add_server", rip="198.18.0.13", fwd="masq", weight=0))
+    assert cfg.services[0].find_dest("198.18.0.13", 80).last_weight == 0

@@ -91,3 +91,14 @@ def test_long_addresses_fill_their_columns():
 def test_format_one_has_no_version_line():
     svc = service("tcp", "198.18.0.100", 80, "rr", [])
     assert format_one(svc) == HEAD.split("\n", 1)[1] + "TCP  198.18.0.100:80 rr\n"
+
+
+def test_scheduler_flags_after_the_scheduler():
+    # ipvsadm print_service_entry: " (%s)" of print_sched_flags, in bit order, before persistence
+    sh = Service("tcp", "10.0.0.100", 80, "sh", sched_flags=["sh-port", "sh-fallback"])
+    mh = Service("tcp", "10.0.0.101", 80, "mh", sched_flags=["mh-port"])
+    rr = Service("udp", "10.0.0.100", 53, "rr")
+    lines = format_list([sh, mh, rr]).splitlines()[3:]
+    assert lines == ["TCP  10.0.0.100:80 sh (sh-fallback,sh-port)",
+                     "TCP  10.0.0.101:80 mh (mh-port)",
+                     "UDP  10.0.0.100:53 rr"]
