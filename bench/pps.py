@@ -374,6 +374,9 @@ class Mode:
     # Bytes the forwarder adds to each frame (tun: the outer IPv4 header).  out_frame_len is
     # expected to be FRAME_LEN - 14 + grows; more than that means frames were merged (GRO).
     grows = 0
+    # True when the mode's forwarder is a process of its own on --fwd-cpu (lb.daemon); False
+    # for the kernel modes, whose forwarding runs wherever the receive work does (work_cpu()).
+    userspace = False
 
     def __init__(self, lab, args):
         self.lab, self.args = lab, args
@@ -437,6 +440,7 @@ class NatMode(Mode):
     name = "nat"
     target = VIP
     fwd_args = ("-m", "-w", "1")
+    userspace = True
 
     def __init__(self, lab, args):
         super().__init__(lab, args)
@@ -619,14 +623,23 @@ class Generator:
             raise RuntimeError(f"generator failed ({p.returncode}): {self.output()[-300:]}")
 
 
-def wait_quiet(args):
-    """Wait (at most --quiet-wait s) until the forwarder CPU is idle enough to measure on."""
+def work_cpu(lab, mode, args):
+    """The CPU that does the mode's forwarding, and so must be undisturbed during the window.
+
+    With --rx-path none a kernel mode forwards in the generator's softirq/syscall context on
+    --gen-cpu, and --fwd-cpu stays idle: checking that one marked every kernel trial disturbed
+    (idle) or undisturbed whatever ran next to the generator.  lb.daemon always runs on --fwd-cpu."""
+    return args.gen_cpu if lab.rx_path == "none" and not mode.userspace else args.fwd_cpu
+
+
+def wait_quiet(args, cpu):
+    """Wait (at most --quiet-wait s) until `cpu` is idle enough to measure on."""
     deadline = time.monotonic() + args.quiet_wait
     while True:
         c0 = cpu_times()
         time.sleep(0.3)
         c1 = cpu_times()
-        x, y = c0[args.fwd_cpu], c1[args.fwd_cpu]
+        x, y = c0[cpu], c1[cpu]
         busy = 1 - (y[1] - x[1]) / max(y[0] - x[0], 1)
         if busy <= args.max_foreign or time.monotonic() > deadline:
             return busy
@@ -636,7 +649,8 @@ def wait_quiet(args):
 def measure(lab, gen, mode, args, tag):
     """One trial: warm-up (establish every flow), then a steady window. Returns a dict."""
     a = args
-    idle_busy = wait_quiet(a)
+    wc = work_cpu(lab, mode, a)
+    idle_busy = wait_quiet(a, wc)
     # Warm-up pass: every flow a few times, so that the measurement is of established flows.
     before = lab.stats("s0")["rx_packets"]
     warm_n = a.flows * a.warmup_rounds
@@ -665,10 +679,14 @@ def measure(lab, gen, mode, args, tag):
             time.sleep(0.01)
         time.sleep(a.ramp)
         t0, s0, n0, c0 = sample(lab)
-        j0 = mode.own_jiffies() + lab.napi_jiffies()
+        # Our own work on the work CPU: the forwarder process and NAPI kthread, or (kernel modes
+        # with --rx-path none) the generator, in whose syscalls the forwarding then runs.
+        own = ((lambda: proc_jiffies(p.pid)) if wc == a.gen_cpu and wc != a.fwd_cpu
+               else (lambda: mode.own_jiffies() + lab.napi_jiffies()))
+        j0 = own()
         time.sleep(a.seconds)
         t1, s1, n1, c1 = sample(lab)
-        j1 = mode.own_jiffies() + lab.napi_jiffies()
+        j1 = own()
         finished_early = p.poll() is not None
     finally:
         kill_own(p)
@@ -685,14 +703,15 @@ def measure(lab, gen, mode, args, tag):
         tot = max(y[0] - x[0], 1)
         cpu.append({"busy": round(1 - (y[1] - x[1]) / tot, 3), "softirq": round((y[2] - x[2]) / tot, 3),
                     "steal": round((y[3] - x[3]) / tot, 3)})
-    fc = a.fwd_cpu
-    tot = max(c1[fc][0] - c0[fc][0], 1)
-    # Whatever ran on the forwarder CPU that is neither softirq nor our own forwarder process
-    # (nor the NAPI kthread): other users of the VM.  Above a few % the trial is disturbed.
-    foreign = cpu[fc]["busy"] - cpu[fc]["softirq"] - (j1 - j0) / tot
+    tot = max(c1[wc][0] - c0[wc][0], 1)
+    # Whatever ran on the work CPU that is neither softirq nor our own process (forwarder and
+    # NAPI kthread, or generator): other users of the VM.  Above a few % the trial is disturbed.
+    foreign = cpu[wc]["busy"] - cpu[wc]["softirq"] - (j1 - j0) / tot
     res = {
         "mode": mode.name,
         "window_s": round(dt, 4),
+        "work_cpu": wc,
+        # (key kept for older JSON readers: it is the foreign share of work_cpu)
         "fwd_cpu_foreign": round(max(foreign, 0.0), 3),
         "fwd_cpu_busy_before": round(idle_busy, 3),
         "sink_rx_pps": d("s0", "rx_packets") / dt,
@@ -891,16 +910,16 @@ def main(argv=None):
                         mode.setup()
                         r = measure(lab, gen, mode, args, f"{m}-{t}")
                         r["trial"] = t
-                        # Under a flood the forwarder CPU is 100 % busy; idle time or time taken
+                        # Under a flood the work CPU is 100 % busy; idle time or time taken
                         # by other processes there means the trial did not measure the forwarder.
-                        fwd_busy = r["cpu"][args.fwd_cpu]["busy"]
+                        fwd_busy = r["cpu"][r["work_cpu"]]["busy"]
                         r["disturbed"] = (r["fwd_cpu_foreign"] > args.max_foreign
                                           or fwd_busy < args.min_fwd_busy)
                         results.append(r)
                         print(f"trial {t} {m:<8} sink {r['sink_rx_pps']:>9.0f} pps  offered {r['offered_pps']:>9.0f}"
                               f"  fwd-in dropped {r['fwd_in_dropped_pps']:>9.0f}/s"
                               f"  cpu busy " + "/".join(f"{c['busy']:.2f}" for c in r["cpu"])
-                              + f"  foreign on fwd cpu {r['fwd_cpu_foreign']:.2f}"
+                              + f"  foreign on cpu {r['work_cpu']} {r['fwd_cpu_foreign']:.2f}"
                               + ("  DISTURBED" + (", retrying" if attempt < args.retries else "")
                                  if r["disturbed"] else ""),
                               file=sys.stderr, flush=True)
