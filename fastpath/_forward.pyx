@@ -57,7 +57,7 @@ cdef class Forwarder:
     cdef bint stopping
     cdef bint running
     cdef int capture_n
-    cdef Frame captured         # process(): what the pending path forwarded
+    cdef Frame captured[MAX_PENDING]    # process()/process_batch(): what was forwarded, in order
     cdef object ring_drops
     cdef readonly object active
     cdef readonly object inactive
@@ -294,7 +294,7 @@ cdef class Forwarder:
                 self._queue_pending(fr.f, fr.flen, 0, fr.partial)
                 self._resolve_pending(t, True)
                 v = V_FORWARD if self.capture_n else V_DROP
-                fr = self.captured
+                fr = self.captured[0]
             pthread_mutex_unlock(&self.fp.lock)
         reason = REASON_NAMES[self.fp.last_reason] if self.fp.last_reason else None
         out = []
@@ -302,6 +302,41 @@ cdef class Forwarder:
             start = HEADROOM + fr.out_off
             out = [(fr.tx_if, bytes(buf[start:start + fr.out_len]))]
         return VERDICT_NAMES[v], reason, out
+
+    def process_batch(self, frames, now=None):
+        """Run frames through the core as the ring loop runs one block: established flows at
+        once, new flows together at the end (one trip into Python). Returns the frames sent,
+        [(ifslot, bytes)], in the order the loop would send them. At most 256 frames."""
+        if len(frames) > MAX_PENDING:
+            raise ValueError(f"at most {MAX_PENDING} frames in a batch")
+        bufs = [bytearray(HEADROOM) + bytearray(f) + bytearray(1) for f in frames]
+        cdef uint64_t t = now_ms() if now is None else <uint64_t>(now * 1000)
+        cdef Frame fr
+        cdef bytearray b
+        cdef int v, k
+        out = []
+        self._lock()
+        try:
+            self.capture_n = 0
+            self.fp.npending = 0
+            for b in bufs:
+                memset(&fr, 0, sizeof(Frame))
+                fr.f = <uint8_t*>b + HEADROOM
+                fr.flen = len(b) - HEADROOM - 1
+                v = handle(self.fp, &fr, t, &self.fp.pending[self.fp.npending])
+                if v == V_FORWARD:
+                    out.append((fr.tx_if, bytes(fr.f[fr.out_off:fr.out_off + <int>fr.out_len])))
+                elif v == V_NEW:
+                    self._queue_pending(fr.f, fr.flen, 0, 0)
+            if self.fp.npending:
+                with nogil:
+                    self._resolve_pending(t, True)
+            for k in range(self.capture_n):
+                fr = self.captured[k]
+                out.append((fr.tx_if, bytes(fr.f[fr.out_off:fr.out_off + <int>fr.out_len])))
+        finally:
+            self._unlock()
+        return out
 
     def expire(self, now=None):
         """Sweep the whole connection table once (the loop does this a little at a time)."""
@@ -320,54 +355,64 @@ cdef class Forwarder:
         self.fp.npending += 1
 
     cdef void _resolve_pending(self, uint64_t now, bint capture) noexcept nogil:
-        # Called with fp.lock held, once per batch: one trip into Python for all new flows.
+        # Called with fp.lock held, once per batch: at most one trip into Python for all new
+        # flows. Each flow is scheduled and its connection installed before the next flow is
+        # scheduled, so least-connection schedulers and thresholds see the batch's own picks.
         cdef FP* fp = self.fp
-        cdef int k, j, r = R_NONE, v
+        cdef int k, j
         cdef Pending* q
-        cdef Pending scratch
-        cdef Frame fr
         cdef bint ask = False
         for k in range(fp.npending):
             q = &fp.pending[k]
             q.dup_of = -1
-            if fp.services[q.svc].onepacket:
-                ask = ask or q.dest < 0
-                continue                    # -o: every datagram is scheduled on its own
-            for j in range(k):
-                if (fp.pending[j].caddr == q.caddr and fp.pending[j].cport == q.cport
-                        and fp.pending[j].vaddr == q.vaddr and fp.pending[j].vport == q.vport
-                        and fp.pending[j].proto == q.proto):
-                    q.dup_of = j
-                    break
+            if not fp.services[q.svc].onepacket:    # -o: every datagram is scheduled on its own
+                for j in range(k):
+                    if (fp.pending[j].caddr == q.caddr and fp.pending[j].cport == q.cport
+                            and fp.pending[j].vaddr == q.vaddr and fp.pending[j].vport == q.vport
+                            and fp.pending[j].proto == q.proto):
+                        q.dup_of = j
+                        break
             ask = ask or (q.dup_of < 0 and q.dest < 0)
         if ask:
             with gil:
-                self._call_scheduler()
-        for k in range(fp.npending):
-            q = &fp.pending[k]
-            if lookup_in(fp, flow_hash(fp, q.proto, q.caddr, q.cport, q.vaddr, q.vport),
-                         q.proto, q.caddr, q.cport, q.vaddr, q.vport) == NULL:
-                if q.dup_of >= 0:
-                    q.dest = fp.pending[q.dup_of].dest
-                r = conn_create(fp, q, now)
-                if r != R_NONE:
-                    drop(fp, r)
-                    continue
-            fr.f = q.frame
-            fr.flen = q.len
-            fr.partial = q.partial
-            v = handle(fp, &fr, now, &scratch)
-            if v == V_NEW:          # cannot happen once the connection exists; never lose a frame silently
-                drop(fp, R_NO_DEST)
-            if fp.services[q.svc].onepacket:
-                self._forget(q, now)
-            if v == V_FORWARD:
-                if capture:
-                    self.capture_n += 1
-                    self.captured = fr
-                else:
-                    self._tx(fr.tx_if, fr.f + fr.out_off, fr.out_len)
+                for k in range(fp.npending):
+                    q = &fp.pending[k]
+                    if q.dup_of < 0 and q.dest < 0:
+                        self._schedule_one(q)
+                    self._resolve_one(q, now, capture)
+        else:
+            for k in range(fp.npending):
+                self._resolve_one(&fp.pending[k], now, capture)
         fp.npending = 0
+
+    cdef void _resolve_one(self, Pending* q, uint64_t now, bint capture) noexcept nogil:
+        # Install the flow's connection (a duplicate finds its twin's), then run the core again.
+        cdef FP* fp = self.fp
+        cdef int r, v
+        cdef Pending scratch
+        cdef Frame fr
+        if lookup_in(fp, flow_hash(fp, q.proto, q.caddr, q.cport, q.vaddr, q.vport),
+                     q.proto, q.caddr, q.cport, q.vaddr, q.vport) == NULL:
+            r = conn_create(fp, q, now)
+            if r != R_NONE:
+                drop(fp, r)
+                return
+        memset(&fr, 0, sizeof(Frame))
+        fr.f = q.frame
+        fr.flen = q.len
+        fr.partial = q.partial
+        v = handle(fp, &fr, now, &scratch)
+        if v == V_NEW:          # cannot happen once the connection exists; never lose a frame silently
+            drop(fp, R_NO_DEST)
+        if fp.services[q.svc].onepacket:
+            self._forget(q, now)
+        if v == V_FORWARD:
+            if capture:
+                if self.capture_n < MAX_PENDING:
+                    self.captured[self.capture_n] = fr
+                    self.capture_n += 1
+            else:
+                self._tx(fr.tx_if, fr.f + fr.out_off, fr.out_len)
 
     cdef void _forget(self, Pending* q, uint64_t now) noexcept nogil:
         # -o one-packet scheduling: the connection existed only to carry this datagram.
@@ -376,23 +421,16 @@ cdef class Forwarder:
         if c != NULL:
             conn_free(self.fp, c)
 
-    cdef void _call_scheduler(self):
-        cdef FP* fp = self.fp
-        cdef Pending* q
-        idx = []
-        flows = []
-        for k in range(fp.npending):
-            q = &fp.pending[k]
-            if q.dup_of < 0 and q.dest < 0:
-                idx.append(k)
-                flows.append((q.svc, q.proto, q.caddr, q.cport, q.vaddr, q.vport))
+    cdef void _schedule_one(self, Pending* q) noexcept:
+        # The control plane's scheduler picks a destination slot for one new flow (-1: none).
         try:
-            picks = self.scheduler_cb(flows) if self.scheduler_cb is not None else [-1] * len(flows)
-            for k, dest in zip(idx, picks):
-                fp.pending[k].dest = -1 if dest is None else dest
+            picks = (self.scheduler_cb([(q.svc, q.proto, q.caddr, q.cport, q.vaddr, q.vport)])
+                     if self.scheduler_cb is not None else None)
+            q.dest = -1 if not picks or picks[0] is None else picks[0]
         except Exception:
             import traceback
             traceback.print_exc()
+            q.dest = -1
 
     # --- counters --------------------------------------------------------------------------------
     def counters(self):

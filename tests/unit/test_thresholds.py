@@ -37,14 +37,6 @@ def test_flag_set_for_the_connection_about_to_be_bound():
     assert OVERLOAD in svc.dests[0].flags
 
 
-@pytest.mark.xfail(strict=True, reason="the fast path schedules a batch of new flows before "
-                   "counting any of them: a second decision in the batch sees A's old count "
-                   "and lifts the flag (the kernel binds, and counts, after each decision)")
-def test_two_decisions_before_the_counters_move():
-    svc = limited("wlc", [5, 1], upper=1)
-    assert picks(svc, 2) == "AB"
-
-
 def test_three_quarters_rule_without_lower_threshold():
     svc = limited("rr", [1, 1], upper=4)
     a = svc.dests[0]
