@@ -683,10 +683,10 @@ def measure(lab, gen, mode, args, tag):
         # with --rx-path none) the generator, in whose syscalls the forwarding then runs.
         own = ((lambda: proc_jiffies(p.pid)) if wc == a.gen_cpu and wc != a.fwd_cpu
                else (lambda: mode.own_jiffies() + lab.napi_jiffies()))
-        j0 = own()
+        j0, g0j = own(), proc_jiffies(p.pid)
         time.sleep(a.seconds)
         t1, s1, n1, c1 = sample(lab)
-        j1 = own()
+        j1, g1j = own(), proc_jiffies(p.pid)
         finished_early = p.poll() is not None
     finally:
         kill_own(p)
@@ -713,6 +713,10 @@ def measure(lab, gen, mode, args, tag):
         "work_cpu": wc,
         # (key kept for older JSON readers: it is the foreign share of work_cpu)
         "fwd_cpu_foreign": round(max(foreign, 0.0), 3),
+        # The same for the generator's CPU (recorded, not judged: with --rx-path none it also
+        # carries the forwarder's receive work for lb.daemon)
+        "gen_cpu_foreign": round(max(cpu[a.gen_cpu]["busy"] - cpu[a.gen_cpu]["softirq"]
+                                     - (g1j - g0j) / max(c1[a.gen_cpu][0] - c0[a.gen_cpu][0], 1), 0.0), 3),
         "fwd_cpu_busy_before": round(idle_busy, 3),
         "sink_rx_pps": d("s0", "rx_packets") / dt,
         # offered = what the generator put on g0: accepted by f0's backlog + dropped there
