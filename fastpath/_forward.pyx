@@ -442,6 +442,14 @@ cdef class Forwarder:
                    ring_drops=self._ring_drops())
         return out
 
+    def zero_dest(self, int slot):
+        """ipvsadm -Z: the cumulative counters (conns, packets, bytes) back to 0."""
+        _check_slot(slot, MAX_DESTS, "destination")
+        self._lock()
+        d = &self.fp.dests[slot]
+        d.conns = d.inpkts = d.outpkts = d.inbytes = d.outbytes = 0
+        self._unlock()
+
     def dest_counters(self, int slot):
         _check_slot(slot, MAX_DESTS, "destination")
         d = &self.fp.dests[slot]
@@ -461,7 +469,7 @@ cdef class Forwarder:
                              c.state, c.dest, c.svc, c.expires, c.flags & CONN_TEMPLATE,
                              c.n_control))
         self._unlock()
-        return [{"proto": "TCP" if r[0] == 6 else "UDP", "client": (_ipstr(r[1]), r[2]),
+        return [{"proto": {6: "TCP", 17: "UDP"}.get(r[0], "IP"), "client": (_ipstr(r[1]), r[2]),
                  "virtual": (_ipstr(r[3]), r[4]), "dest": (_ipstr(r[5]), r[6]),
                  "state": STATE_NAMES[r[7]], "dest_slot": r[8], "svc_slot": r[9],
                  "expires_in": max(0.0, (<int64_t>r[10] - <int64_t>t) / 1000.0),
@@ -568,9 +576,9 @@ cdef class Forwarder:
                     self._block(i, blk)
                     busy = 1
             if not busy and poll(pfds, nfds, 100) == 0:
-                # Idle for 100 ms: a larger step of the expiry sweep (busy blocks do 64 each).
+                # Idle for 100 ms: a larger step of the expiry sweep than busy blocks take.
                 pthread_mutex_lock(&self.fp.lock)
-                sweep(self.fp, now_ms(), 16384)
+                sweep(self.fp, now_ms(), (self.fp.max_conns >> 3) + 1)     # all of it in < 1 s
                 pthread_mutex_unlock(&self.fp.lock)
 
     cdef void _block(self, int i, tpacket_block_desc* blk) noexcept nogil:
@@ -608,7 +616,7 @@ cdef class Forwarder:
         for k in range(MAX_IFACES):
             if fp.ifaces[k].tx.n:
                 self._flush(k)
-        sweep(fp, now, 64)
+        sweep(fp, now, (fp.max_conns >> 10) + 64)      # the whole table every 1024 blocks
         pthread_mutex_unlock(&fp.lock)
         __sync_synchronize()
         blk.hdr.bh1.block_status = TP_STATUS_KERNEL

@@ -24,15 +24,21 @@ REPLY_TIMEOUT = 30.0
 
 USAGE = """\
 Usage:
-  lbadm -A|-E -t|-u VIP:port [-s scheduler] [-b flags]
+  lbadm -A|-E -t|-u VIP:port [-s scheduler] [-b flags] [-p [timeout]] [-M netmask] [-o]
   lbadm -D -t|-u VIP:port
   lbadm -C
   lbadm -a|-e -t|-u VIP:port -r RIP[:port] [-g|-i|-m] [-w weight] [-x upper] [-y lower]
   lbadm -d -t|-u VIP:port -r RIP[:port]
-  lbadm -L|-l [-n] [-t|-u VIP:port]
+  lbadm -L|-l [-n] [-t|-u VIP:port|-f mark] [-c] [--stats [--exact]] [--timeout]
+  lbadm -Z [-t|-u VIP:port|-f mark]
+  lbadm --set tcp tcpfin udp
+  a service may also be -f mark --match tcp:VIP:port[,...] (the keys that carry the mark)
 Options:
   --tcp-service  -t VIP:port   --udp-service -u VIP:port
   --scheduler    -s name       %s (default wlc)
+  --persistent   -p [timeout]  pin a client to its server (default 300 s)
+  --netmask      -M netmask    which clients share one persistence template
+  --ops          -o            one-packet scheduling (UDP)
   --sched-flags  -b flags      sh-fallback,sh-port (with -s sh), mh-fallback,mh-port (-s mh)
   --real-server  -r RIP[:port] port defaults to the virtual port
   --gatewaying   -g            direct routing (ipvsadm's default)
@@ -57,7 +63,10 @@ class Unreachable(Exception):
 class _Opt(NamedTuple):
     key: str            # "op" for commands, else the option it sets
     value: object       # the command name, or the constant a flag stands for
-    takes_arg: bool = False
+    takes_arg: object = False   # True, OPTIONAL (-p [timeout]) or a count of arguments (--set)
+
+
+OPTIONAL = "optional"
 
 
 _TABLE = [  # (short, long, spec)
@@ -68,11 +77,18 @@ _TABLE = [  # (short, long, spec)
     ("-e", "--edit-server", _Opt("op", "edit_server")),
     ("-d", "--delete-server", _Opt("op", "del_server")),
     ("-C", "--clear", _Opt("op", "clear")),
+    ("-Z", "--zero", _Opt("op", "zero")),
+    (None, "--set", _Opt("op", "set", 3)),
     ("-L", "--list", _Opt("op", "list")),
     ("-l", None, _Opt("op", "list")),
     ("-h", "--help", _Opt("op", "help")),
     ("-t", "--tcp-service", _Opt("service", "tcp", True)),
     ("-u", "--udp-service", _Opt("service", "udp", True)),
+    ("-f", "--fwmark-service", _Opt("service", "fwm", True)),
+    (None, "--match", _Opt("match", None, True)),
+    ("-p", "--persistent", _Opt("persistent", None, OPTIONAL)),
+    ("-M", "--netmask", _Opt("netmask", None, True)),
+    ("-o", "--ops", _Opt("onepacket", True)),
     ("-s", "--scheduler", _Opt("scheduler", None, True)),
     ("-r", "--real-server", _Opt("server", None, True)),
     ("-m", "--masquerading", _Opt("fwd", "masq")),
@@ -83,21 +99,28 @@ _TABLE = [  # (short, long, spec)
     ("-y", "--l-threshold", _Opt("l_threshold", None, True)),
     ("-b", "--sched-flags", _Opt("sched_flags", None, True)),
     ("-n", "--numeric", _Opt("numeric", True)),
+    ("-c", "--connection", _Opt("connections", True)),
+    (None, "--stats", _Opt("stats", True)),
+    (None, "--exact", _Opt("exact", True)),
+    (None, "--timeout", _Opt("timeout", True)),
     (None, "--socket", _Opt("socket", None, True)),
 ]
 _SHORT = {short: spec for short, _, spec in _TABLE if short}
 _LONG = {long: spec for _, long, spec in _TABLE if long}
 
 # op -> (options it needs, options it may take); anything else is refused.
+_SERVICE_OPTS = {"scheduler", "sched_flags", "persistent", "netmask", "onepacket", "match"}
 _ALLOWED = {
-    "add_service": ({"service"}, {"scheduler", "sched_flags"}),
-    "edit_service": ({"service"}, {"scheduler", "sched_flags"}),
+    "add_service": ({"service"}, _SERVICE_OPTS),
+    "edit_service": ({"service"}, _SERVICE_OPTS),
     "del_service": ({"service"}, set()),
     "add_server": ({"service", "server"}, {"fwd", "weight", "u_threshold", "l_threshold"}),
     "edit_server": ({"service", "server"}, {"fwd", "weight", "u_threshold", "l_threshold"}),
     "del_server": ({"service", "server"}, set()),
     "clear": (set(), set()),
-    "list": (set(), {"service", "numeric"}),
+    "zero": (set(), {"service"}),
+    "set": (set(), set()),
+    "list": (set(), {"service", "numeric", "connections", "stats", "exact", "timeout"}),
 }
 _NEEDS = {"service": "a virtual service: -t|-u VIP:port", "server": "a real server: -r RIP[:port]"}
 _SCHED_NAME = re.compile(r"[a-z][a-z0-9_]{0,14}\Z")  # kernel IP_VS_SCHEDNAME_MAXLEN is 16
@@ -117,10 +140,10 @@ def _scan(argv):
             spec = _LONG.get(name)
             if spec is None:
                 raise UsageError(f"unknown option '{name}'")
-            if spec.takes_arg and not eq:
-                arg, i = _next_arg(args, i, name)
-            elif eq and not spec.takes_arg:
+            if eq and not spec.takes_arg:
                 raise UsageError(f"option {name} takes no argument")
+            if not eq:
+                arg, i = _take(spec, args, i, name)
             yield name, spec, (arg if spec.takes_arg else None)
         elif tok.startswith("-") and len(tok) > 1:
             for j in range(1, len(tok)):
@@ -131,12 +154,25 @@ def _scan(argv):
                 if spec.takes_arg:
                     arg = tok[j + 1:]
                     if not arg:
-                        arg, i = _next_arg(args, i, flag)
+                        arg, i = _take(spec, args, i, flag)
                     yield flag, spec, arg
                     break
                 yield flag, spec, None
         else:
             raise UsageError(f"unexpected argument '{tok}'")
+
+
+def _take(spec, args, i, flag):
+    """The argument(s) of an option given apart from it (-w 3, --set 900 120 300, -p [600])."""
+    if spec.takes_arg == OPTIONAL:
+        if i < len(args) and args[i].isdigit():
+            return args[i], i + 1
+        return None, i
+    if spec.takes_arg is True:
+        return _next_arg(args, i, flag)
+    if i + spec.takes_arg > len(args):
+        raise UsageError(f"option {flag} needs {spec.takes_arg} arguments")
+    return args[i:i + spec.takes_arg], i + spec.takes_arg
 
 
 def _next_arg(args, i, flag):
@@ -154,6 +190,8 @@ def _collect(argv):
             if op is not None:
                 raise UsageError(f"two commands given: {op_flag} and {flag} (give one)")
             op, op_flag = spec.value, flag
+            if arg is not None:
+                opts["op_args"] = (flag, None, arg)
         elif spec.key in opts:
             first = opts[spec.key][0]
             if first == flag:
@@ -166,6 +204,7 @@ def _collect(argv):
 
 def _check_allowed(op, op_flag, opts):
     needed, optional = _ALLOWED[op]
+    optional = optional | {"op_args"}
     for key in sorted(needed - opts.keys()):
         raise UsageError(f"{op_flag} needs {_NEEDS[key]}")
     for key, (flag, _, _) in opts.items():
@@ -191,6 +230,10 @@ def _port(text: str, where: str) -> int:
 
 
 def _service(flag: str, proto: str, text: str) -> dict:
+    if proto == "fwm":
+        if not re.fullmatch(r"[0-9]+", text) or not 1 <= int(text) <= 2**32 - 1:
+            raise UsageError(f"bad firewall mark '{text}': must be an integer 1..4294967295")
+        return {"fwmark": int(text)}
     addr, colon, port = text.partition(":")
     if not colon:
         raise UsageError(f"bad service address '{text}' for {flag}: needs a port (VIP:port)")
@@ -234,6 +277,32 @@ def _sched_flags(text: str, scheduler: str) -> list:
     return [flag for flag in mine if flag in given]
 
 
+def _seconds(text: str, what: str, low: int = 0) -> int:
+    if not re.fullmatch(r"[0-9]+", text) or not low <= int(text) <= 2**31 - 1:
+        raise UsageError(f"bad {what} '{text}': must be a number of seconds {low}..{2**31 - 1}")
+    return int(text)
+
+
+def _netmask(text: str) -> str:
+    try:
+        return str(ipaddress.IPv4Network(f"0.0.0.0/{text}").netmask)
+    except ValueError:
+        raise UsageError(f"bad netmask '{text}': must be a contiguous netmask such as 255.255.255.0") from None
+
+
+def _match(text: str) -> list:
+    """--match proto:VIP:port[,...]: the keys a fwmark service answers on (lbd has no
+    netfilter marks to read: it is told which traffic carries the mark)."""
+    out = []
+    for item in text.split(","):
+        proto, _, rest = item.partition(":")
+        if proto not in ("tcp", "udp"):
+            raise UsageError(f"bad match '{item}': expected tcp:VIP:port or udp:VIP:port")
+        svc = _service("--match", proto, rest)
+        out.append([svc["proto"], svc["vip"], svc["port"]])
+    return out
+
+
 def _scheduler(text: str) -> str:
     if not _SCHED_NAME.match(text):
         raise UsageError(f"bad scheduler name '{text}': expected a short name such as rr or wrr")
@@ -249,18 +318,36 @@ def _build(op: str, opts: dict) -> dict:
         cmd["scheduler"] = _scheduler(given[2]) if given else DEFAULT_SCHEDULER
         if "sched_flags" in opts:
             cmd["sched_flags"] = _sched_flags(opts["sched_flags"][2], cmd["scheduler"])
+    vport = cmd.get("port", 0)     # a fwmark service has none: servers default to port 0
     if op == "del_server":
-        cmd.update(_server(opts["server"][2], cmd["port"], None))
+        cmd.update(_server(opts["server"][2], vport, None))
     elif "server" in opts:
         fwd = opts["fwd"][1] if "fwd" in opts else DEFAULT_FWD
-        cmd.update(_server(opts["server"][2], cmd["port"], fwd))
+        cmd.update(_server(opts["server"][2], vport, fwd))
         cmd["fwd"] = fwd
         cmd["weight"] = _weight(opts["weight"][2]) if "weight" in opts else 1
         for key, name in (("u_threshold", "u-threshold"), ("l_threshold", "l-threshold")):
             if key in opts:
                 cmd[key] = _threshold(opts[key][2], name)
+    if op in ("add_service", "edit_service"):
+        if "persistent" in opts:
+            given = opts["persistent"][2]
+            cmd["persistent"] = _seconds(given, "persistence timeout", 1) if given else 300
+        if "netmask" in opts:
+            cmd["netmask"] = _netmask(opts["netmask"][2])
+        if "onepacket" in opts:
+            cmd["onepacket"] = True
+        if "match" in opts:
+            cmd["match"] = _match(opts["match"][2])
+    if op == "set":
+        tcp, tcpfin, udp = opts["op_args"][2]
+        cmd.update(tcp=_seconds(tcp, "tcp timeout"), tcpfin=_seconds(tcpfin, "tcpfin timeout"),
+                   udp=_seconds(udp, "udp timeout"))
     if op == "list":
         cmd["numeric"] = "numeric" in opts
+        for key in ("connections", "stats", "exact", "timeout"):
+            if key in opts:
+                cmd[key] = True
     return cmd
 
 

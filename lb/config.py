@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import ipaddress
 
-from lb import listing, schedulers
-from lb.model import FWD_METHODS, MASQ, OVERLOAD, PROTOCOLS, ROUTE, TUNNEL, RealServer, Service
+from lb import listing, schedulers, stats
+from lb.model import FWD_METHODS, FWM, MASQ, OVERLOAD, PROTOCOLS, ROUTE, TUNNEL, RealServer, Service
 
 SUPPORTED_FWD = (MASQ, ROUTE, TUNNEL)
 DEFAULT_SCHEDULER = "wlc"  # ipvsadm's DEF_SCHED
 THRESHOLD_MAX = 2**31 - 1  # ipvsadm -x/-y: string_to_number(optarg, 0, INT_MAX)
+PERSISTENT_MAX = 2**31 - 1 # seconds
+TIMEOUT_MAX = 2**31 // 1000  # the fast path keeps timeouts in milliseconds, in 32 bits
+DEFAULT_TIMEOUTS = {"tcp": 900, "tcpfin": 120, "udp": 300}  # ESTABLISHED, FIN_WAIT, UDP
 
 
 class ConfigError(Exception):
@@ -37,14 +40,54 @@ def _int(cmd: dict, key: str, low: int, high: int) -> int:
 
 
 def _service_key(cmd: dict) -> tuple:
+    if "fwmark" in cmd:
+        return (FWM, _int(cmd, "fwmark", 1, 2**32 - 1))
     proto = cmd.get("proto")
     if proto not in PROTOCOLS:
         raise ConfigError(f"bad proto {proto!r}: must be one of {', '.join(PROTOCOLS)}")
     return proto, _ipv4(cmd, "vip"), _int(cmd, "port", 1, 65535)
 
 
+def _netmask(cmd: dict) -> str:
+    value = cmd.get("netmask", "255.255.255.255")
+    try:
+        return str(ipaddress.IPv4Network(f"0.0.0.0/{value}").netmask)
+    except (ValueError, TypeError):
+        raise ConfigError(f"bad netmask {value!r}: must be a contiguous IPv4 netmask "
+                          "such as 255.255.255.0") from None
+
+
+def _match(cmd: dict, mark: int) -> list:
+    """The keys of a fwmark service: [(proto, VIP, port)], at least one, none of them taken."""
+    rows = cmd.get("match")
+    if not isinstance(rows, list) or not rows:
+        raise ConfigError(f"firewall-mark service {mark} needs the keys that carry the mark "
+                          "(--match tcp:VIP:port[,...])")
+    out = []
+    for row in rows:
+        if not isinstance(row, (list, tuple)) or len(row) != 3:
+            raise ConfigError(f"bad match {row!r}: expected [proto, VIP, port]")
+        out.append(_service_key({"proto": row[0], "vip": row[1], "port": row[2]}))
+    return list(dict.fromkeys(out))
+
+
+def _persistence(cmd: dict, proto: str) -> tuple:
+    """(-p seconds, -M netmask, -o): checked together, as they constrain each other."""
+    persistent = _int(cmd, "persistent", 0, PERSISTENT_MAX) if "persistent" in cmd else 0
+    netmask = _netmask(cmd)
+    onepacket = bool(cmd.get("onepacket", False))
+    if "netmask" in cmd and not persistent:
+        raise ConfigError("a netmask (-M) only applies to a persistent service (-p)")
+    if onepacket and proto not in ("udp", FWM):
+        raise ConfigError("one-packet scheduling (-o) is only for UDP services")
+    if onepacket and persistent:
+        raise ConfigError("a one-packet (-o) service keeps no connections: it cannot be persistent (-p)")
+    return persistent, netmask, onepacket
+
+
 def _server_key(cmd: dict, vport: int) -> tuple:
-    rport = _int(cmd, "rport", 1, 65535) if "rport" in cmd else vport
+    # port 0 only in a fwmark service (vport 0): "the port the packet was sent to"
+    rport = _int(cmd, "rport", 0 if vport == 0 else 1, 65535) if "rport" in cmd else vport
     return _ipv4(cmd, "rip"), rport
 
 
@@ -99,18 +142,27 @@ def _sched_flags(cmd: dict, scheduler: str) -> frozenset:
     return frozenset(flags)
 
 
-def _name(proto: str, vip: str, port: int) -> str:
-    return f"{proto.upper()} {vip}:{port}"
+def _name(*key) -> str:
+    return f"FWM {key[1]}" if key[0] == FWM else f"{key[0].upper()} {key[1]}:{key[2]}"
 
 
 class Config:
     def __init__(self, stats=None):
         self.stats = stats  # fast-path counters, attached to every RealServer added
         self.services: list[Service] = []
+        self.timeouts = dict(DEFAULT_TIMEOUTS)     # --set tcp tcpfin udp
 
-    def find_service(self, proto: str, vip: str, port: int) -> Service | None:
+    def find_service(self, *key) -> Service | None:
+        """By (proto, VIP, port), or (FWM, mark) for a firewall-mark service."""
         for svc in self.services:
-            if svc.key == (proto, vip, port):
+            if svc.key == key:
+                return svc
+        return None
+
+    def _key_owner(self, key: tuple, other_than=None) -> Service | None:
+        # A (proto, VIP, port) answers for one service only: a port service or a fwmark key.
+        for svc in self.services:
+            if svc is not other_than and (svc.key == key or key in svc.match):
                 return svc
         return None
 
@@ -146,16 +198,42 @@ class Config:
         if self.find_service(*key) is not None:
             raise ConfigError(f"service {_name(*key)} already exists")
         name = _scheduler(cmd)
-        self.services.append(Service(*key, scheduler=name, sched_flags=_sched_flags(cmd, name)))
+        flags = _sched_flags(cmd, name)
+        persistent, netmask, onepacket = _persistence(cmd, key[0])
+        match = self._checked_match(cmd, key)
+        if key[0] == FWM:
+            svc = Service(FWM, "0.0.0.0", 0, scheduler=name, sched_flags=flags, fwmark=key[1])
+        else:
+            svc = Service(*key, scheduler=name, sched_flags=flags)
+        svc.match, svc.persistent, svc.netmask, svc.onepacket = match, persistent, netmask, onepacket
+        self.services.append(svc)
         return ""
+
+    def _checked_match(self, cmd: dict, key: tuple, svc=None) -> list:
+        if key[0] != FWM:
+            if "match" in cmd:
+                raise ConfigError("--match only applies to a firewall-mark service (-f)")
+            owner = self._key_owner(key)
+            if owner is not None and owner is not svc:
+                raise ConfigError(f"{_name(*key)} already belongs to service {owner}")
+            return []
+        match = _match(cmd, key[1])
+        for k in match:
+            owner = self._key_owner(k, other_than=svc)
+            if owner is not None:
+                raise ConfigError(f"{_name(*k)} already belongs to service {owner}")
+        return match
 
     def _edit_service(self, cmd: dict) -> str:
         svc = self._existing_service(cmd)
         name = _scheduler(cmd)
         flags = _sched_flags(cmd, name)
+        persistent, netmask, onepacket = _persistence(cmd, svc.proto)
+        match = self._checked_match(cmd, svc.key, svc) if svc.fwmark else []
         if name != svc.scheduler:  # the kernel keeps the scheduler state if unchanged
             svc.set_scheduler(name)
         svc.sched_flags = flags    # schedulers read them per decision: no rebuild needed
+        svc.match, svc.persistent, svc.netmask, svc.onepacket = match, persistent, netmask, onepacket
         return ""
 
     def _del_service(self, cmd: dict) -> str:
@@ -164,6 +242,21 @@ class Config:
 
     def _clear(self, cmd: dict) -> str:
         self.services = []
+        return ""
+
+    def _set_timeouts(self, cmd: dict) -> str:
+        # ipvsadm --set tcp tcpfin udp: 0 leaves that one as it is.
+        new = {k: _int(cmd, k, 0, TIMEOUT_MAX) for k in DEFAULT_TIMEOUTS}
+        self.timeouts.update({k: v for k, v in new.items() if v})
+        return ""
+
+    def _zero(self, cmd: dict) -> str:
+        services = [self._existing_service(cmd)] if ("proto" in cmd or "fwmark" in cmd) else self.services
+        if self.stats is not None:
+            for svc in services:
+                for dest in svc.dests:
+                    if dest.slot is not None:
+                        self.stats.zero_dest(dest.slot)
         return ""
 
     # --- real servers -------------------------------------------------------------------
@@ -208,13 +301,22 @@ class Config:
 
     def _list(self, cmd: dict) -> str:
         numeric = bool(cmd.get("numeric", True))
-        if cmd.get("proto") is not None:
-            return listing.format_one(self._existing_service(cmd), numeric)
+        if cmd.get("timeout"):
+            return stats.format_timeout(*(self.timeouts[k] for k in DEFAULT_TIMEOUTS))
+        if cmd.get("connections"):
+            conns = self.stats.conns() if self.stats is not None else []
+            return stats.format_conns(conns)
+        one = "proto" in cmd or "fwmark" in cmd
+        services = [self._existing_service(cmd)] if one else self.services
+        if cmd.get("stats"):
+            return stats.format_stats(services, exact=bool(cmd.get("exact")))
+        if one:
+            return listing.format_one(services[0], numeric)
         return listing.format_list(self.services, numeric)
 
     _HANDLERS = {
         "add_service": _add_service, "edit_service": _edit_service,
         "del_service": _del_service, "clear": _clear,
         "add_server": _add_server, "edit_server": _edit_server,
-        "del_server": _del_server, "list": _list,
+        "del_server": _del_server, "list": _list, "set": _set_timeouts, "zero": _zero,
     }

@@ -132,7 +132,10 @@ class Director:
             if svc.slot is None or self.svc_by_slot.get(svc.slot) is not svc:
                 svc.slot = self.svc_slots.take()
                 self.svc_by_slot[svc.slot] = svc
-            self.fwd.set_service(svc.slot, PROTO_NUMBERS[svc.proto], svc.vip, svc.port)
+            keys = [(PROTO_NUMBERS[p], vip, port) for p, vip, port in svc.match]
+            self.fwd.set_service(svc.slot, PROTO_NUMBERS.get(svc.proto, 0), svc.vip, svc.port,
+                                 persistent=svc.persistent, netmask=svc.netmask,
+                                 onepacket=svc.onepacket, fwmark=svc.fwmark, keys=keys)
         for svc, dest in dests:
             fresh = dest.slot is None or self.dest_by_slot.get(dest.slot) is not dest
             if fresh:
@@ -144,6 +147,8 @@ class Director:
                 nexthop = self.fwd.want_neighbour(dest.addr)
                 if nexthop:
                     new_hops.append(nexthop)
+        for name, state in (("tcp", "ESTABLISHED"), ("tcpfin", "FIN_WAIT"), ("udp", "UDP")):
+            self.fwd.set_timeout(state, self.config.timeouts[name])
         nft.install(self.table, self.ifnames, self._ingress_rules(dests))
         self._resolve_now(new_hops)
 
@@ -169,7 +174,7 @@ class Director:
             nl.close()
 
     def _ingress_rules(self, dests) -> list[str]:
-        rules = [modes.service_drop(s) for s in self.config.services]
+        rules = [rule for s in self.config.services for rule in modes.service_drops(s)]
         for svc, dest in dests:
             rules += modes.get(dest.fwd).ingress_drops(svc, dest, self.local_addrs)
         return list(dict.fromkeys(rules))

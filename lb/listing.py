@@ -30,13 +30,28 @@ def _addr_key(addr: str, port: int) -> tuple:
 
 
 def _service_key(svc) -> tuple:
-    return (_PROTO_NUMBERS.get(svc.proto, 255),) + _addr_key(svc.vip, svc.port)
+    # libipvs: fwmark first (so port services, mark 0, come first), then protocol, VIP, port
+    return (svc.fwmark, _PROTO_NUMBERS.get(svc.proto, 255)) + _addr_key(svc.vip, svc.port)
+
+
+def service_name(svc) -> str:
+    if svc.fwmark:
+        return f"FWM  {svc.fwmark}"
+    return f"{svc.proto.upper():<4} {svc.vip}:{svc.port}"
 
 
 def service_line(svc) -> str:
-    name = f"{svc.proto.upper():<4} {svc.vip}:{svc.port}"[:33]
+    name = service_name(svc)[:33]
     flags = ",".join(f for names in SCHED_FLAGS.values() for f in names if f in svc.sched_flags)
-    return f"{name} {svc.scheduler}" + (f" ({flags})" if flags else "") + "\n"
+    line = f"{name} {svc.scheduler}" + (f" ({flags})" if flags else "")
+    # ipvsadm: " persistent %u", " mask %s" unless /32, then " ops" for one-packet scheduling
+    if svc.persistent:
+        line += f" persistent {svc.persistent}"
+        if svc.netmask != "255.255.255.255":
+            line += f" mask {svc.netmask}"
+    if svc.onepacket:
+        line += " ops"
+    return line + "\n"
 
 
 def server_line(dest) -> str:

@@ -17,6 +17,7 @@ FULLNAT = "fullnat"
 FWD_METHODS = (MASQ, ROUTE, TUNNEL, FULLNAT)
 
 PROTOCOLS = ("tcp", "udp")
+FWM = "fwm"     # the protocol of a firewall-mark service (ipvsadm -f)
 OVERLOAD = "overload"
 
 _ZERO_COUNTERS = {"active": 0, "inactive": 0, "conns": 0,
@@ -77,10 +78,15 @@ class Service:
     """A virtual service (proto, VIP, port) and its destinations in insertion order."""
 
     def __init__(self, proto: str, vip: str, port: int, scheduler: str = "wlc",
-                 sched_flags=()):
-        self.proto = proto
+                 sched_flags=(), fwmark: int = 0):
+        self.proto = proto       # "tcp", "udp", or FWM for a firewall-mark service
         self.vip = vip
         self.port = port
+        self.fwmark = fwmark     # -f: the mark; the service answers on every key in `match`
+        self.match: list[tuple[str, str, int]] = []   # fwmark keys: (proto, VIP, port)
+        self.persistent = 0      # -p: seconds a client stays on its server; 0 = not persistent
+        self.netmask = "255.255.255.255"   # -M: clients sharing one persistence template
+        self.onepacket = False   # -o: schedule every datagram, keep no connection
         self.dests: list[RealServer] = []
         self.slot: int | None = None
         self.sched_flags = frozenset(sched_flags)  # ipvsadm -b, e.g. {"sh-port"}
@@ -109,9 +115,8 @@ class Service:
         # was set at its bind and not cleared since (with -y <= -x, as ipvsadm users set them).
         # The exceptions: connections the fast path binds by itself (persistence templates) --
         # a burst of those that crosses -x and falls back between -y and -x before the next
-        # decision leaves the kernel's flag set and ours not; and the fast path schedules a
-        # batch of new flows before it counts any of them, so within one batch the counts are
-        # stale and a server can take more connections than its -x.
+        # decision leaves the kernel's flag set and ours not. (Within one batch of new flows the
+        # fast path installs, and counts, each connection before it asks for the next.)
         for dest in self.limited:
             total = dest.active_conns + dest.inactive_conns
             low = dest.l_threshold
@@ -133,10 +138,10 @@ class Service:
 
     @property
     def key(self) -> tuple:
-        return (self.proto, self.vip, self.port)
+        return (FWM, self.fwmark) if self.fwmark else (self.proto, self.vip, self.port)
 
     def __str__(self) -> str:
-        return f"{self.proto.upper()} {self.vip}:{self.port}"
+        return f"FWM {self.fwmark}" if self.fwmark else f"{self.proto.upper()} {self.vip}:{self.port}"
 
     def __repr__(self) -> str:
         return f"<Service {self} {self.scheduler} dests={self.dests!r}>"

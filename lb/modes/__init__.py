@@ -1,7 +1,7 @@
 """Forwarding modes, one file each, registered by the name the configuration uses."""
 from __future__ import annotations
 
-from lb.modes.base import ForwardingMode, service_drop
+from lb.modes.base import ForwardingMode, service_drops
 from lb.modes.nat import Masquerade
 from lb.modes.route import DirectRouting
 from lb.modes.tunnel import Tunnel
@@ -25,4 +25,4 @@ register(Masquerade())
 register(DirectRouting())
 register(Tunnel())
 
-__all__ = ["ForwardingMode", "get", "names", "register", "service_drop"]
+__all__ = ["ForwardingMode", "get", "names", "register", "service_drops"]

@@ -19,6 +19,8 @@ class ForwardingMode:
         return []
 
 
-def service_drop(service) -> str:
-    # Traffic to the virtual service itself is always the fast path's.
-    return f"ip daddr {service.vip} {service.proto} dport {service.port} drop"
+def service_drops(service) -> list[str]:
+    # Traffic to the virtual service itself is always the fast path's: its one (proto, VIP,
+    # port), or every key of a firewall-mark service.
+    keys = service.match if service.fwmark else [(service.proto, service.vip, service.port)]
+    return [f"ip daddr {vip} {proto} dport {port} drop" for proto, vip, port in keys]

@@ -74,3 +74,15 @@ def realservers(lab):
         yield lab.setup_realservers
     finally:
         lab.teardown_realservers()
+
+
+@pytest.fixture
+def lab_director_small(lab):
+    """lb.daemon with a small connection table (--max-conns 4096), so the expiry sweep goes
+    round it quickly enough for tests that watch entries expire."""
+    d = Director(lab, extra_args=["--max-conns", "4096"])
+    d.start()
+    try:
+        yield d
+    finally:
+        d.stop()
