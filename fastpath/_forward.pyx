@@ -17,6 +17,7 @@ from libc.string cimport memcpy, memmove, memset
 from lbsys cimport *
 from cpython.memoryview cimport PyMemoryView_FromMemory
 from cpython.buffer cimport PyBUF_READ
+from cpython cimport array
 
 cdef extern from *:
     void __sync_synchronize() nogil
@@ -441,6 +442,40 @@ cdef class Forwarder:
                    conns=fp.max_conns - fp.nfree - fp.templates,
                    ring_drops=self._ring_drops())
         return out
+
+    def load_counters(self, int slot, int64_t active, int64_t inactive):
+        """Set a destination's ActiveConn/InActConn by hand: for tests and benchmarks of the
+        schedulers (the packet loop keeps them itself)."""
+        _check_slot(slot, MAX_DESTS, "destination")
+        self.fp.active[slot] = active
+        self.fp.inactive[slot] = inactive
+
+    def least_loaded(self, array.array slots, array.array weights, int kind):
+        """The least-connection family's decision over live counters, in C: the index in
+        `slots` of the server the kernel's lc (0), wlc (1), sed (2) or nq (3) would pick, or -1.
+        `slots`/`weights` are array('i') of the candidates (weight > 0, none OVERLOADed) in
+        list order. Same integer maths as the Python schedulers: overhead (active << 8) +
+        inactive (lc, wlc) or active + 1 (sed, nq), cross-multiplied, ties to the earlier."""
+        cdef Py_ssize_t n = len(slots), k
+        cdef int* s = slots.data.as_ints
+        cdef int* w = weights.data.as_ints
+        cdef int best = -1, slot
+        cdef int64_t loh = 0, doh, a
+        if len(weights) != n:
+            raise ValueError("slots and weights differ in length")
+        for k in range(n):
+            slot = s[k]
+            if not 0 <= slot < MAX_DESTS:
+                raise ValueError(f"destination slot {slot} out of range")
+            a = self.fp.active[slot]
+            if kind == 3 and a == 0:
+                return k                                    # nq: an idle server, at once
+            doh = (a << 8) + self.fp.inactive[slot] if kind <= 1 else a + 1
+            if best < 0 or (doh < loh if kind == 0 else loh * w[k] > doh * w[best]):
+                best, loh = <int>k, doh
+                if doh == 0:
+                    break                                   # lc/wlc: nothing beats idle
+        return best
 
     def zero_dest(self, int slot):
         """ipvsadm -Z: the cumulative counters (conns, packets, bytes) back to 0."""
