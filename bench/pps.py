@@ -502,7 +502,9 @@ class NatMode(Mode):
 
     def extra_counters(self):
         out = {}
-        for args in (("-L", "-n"),):  # lbadm has no --stats; -L -n shows the method and conns
+        # -L -n shows the forwarding method and the connection counts; --stats adds per-server
+        # packet counters, but only lbadm from a8a09d1 on knows it (older trees: "unknown option").
+        for args in (("-L", "-n"), ("-L", "-n", "--stats")):
             try:
                 r = self.cli(*args, check=False, timeout=5)
                 out[" ".join(args)] = (r.stdout or r.stderr).strip()
