@@ -143,6 +143,12 @@ cdef int handle(FP* fp, Frame* fr, uint64_t now, Pending* p) noexcept nogil:
         conn_free(fp, c)
         c = NULL
         direction = DIR_IN
+    elif (c != NULL and direction == DIR_IN and proto == 6 and (l4[13] & 0x16) == 0x02
+            and (c.state == S_TIME_WAIT or c.state == S_CLOSE) and not c.control):
+        # A new SYN on the 4-tuple of a finished connection (the client reused its port):
+        # schedule it afresh, as the kernel's conn_reuse_mode does (is_new_conn_expected).
+        conn_free(fp, c)
+        c = NULL
 
     if c == NULL:
         svc = find_service(fp, proto, daddr, dport)

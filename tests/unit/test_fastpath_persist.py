@@ -145,3 +145,16 @@ def test_fwmark_service_groups_ports_and_persists_across_them():
     assert f.process(bytes(other), now=NOW)[:2] == ("pass", "not_ours")
     f.clear_service(3)
     assert f.process(bytes(web / TCP(sport=9, dport=443, flags="S")), now=NOW)[:2] == ("pass", "not_ours")
+
+
+def test_a_syn_reusing_a_finished_connections_ports_is_scheduled_afresh():
+    # conn_reuse_mode: a SYN matching a TIME_WAIT/CLOSE connection starts a new one.
+    f, sched = make()
+    seg = lambda flags: bytes(Ether(src=V.ROUTER_MAC, dst=V.DIRECTOR_MAC) / IP(src=V.CLIENT, dst=V.VIP)
+                              / TCP(sport=4444, dport=80, flags=flags))
+    assert dest_ip(f.process(seg("S"), now=NOW)) == V.RIP
+    f.process(seg("A"), now=NOW)
+    f.process(seg("R"), now=NOW)                          # -> CLOSE
+    assert f.conns(now=NOW)[0]["state"] == "CLOSE"
+    assert dest_ip(f.process(seg("S"), now=NOW)) == RIP2 and sched.n == 2
+    assert [c["state"] for c in f.conns(now=NOW)] == ["SYN_RECV"]
