@@ -10,7 +10,7 @@ import ipaddress
 import os
 import time
 
-from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int64_t
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int16_t, int64_t
 from libc.stdlib cimport calloc, free
 from libc.string cimport memcpy, memmove, memset
 
@@ -29,6 +29,7 @@ include "core.pxi"
 include "mode_nat.pxi"
 include "mode_dr.pxi"
 include "mode_tun.pxi"
+include "mode_fullnat.pxi"
 
 # IPVS default timeouts in seconds, by ConnState (ip_vs_proto_tcp.c, ip_vs_proto_udp.c).
 DEFAULT_TIMEOUTS = {"NONE": 2, "ESTABLISHED": 900, "SYN_SENT": 120, "SYN_RECV": 60,
@@ -86,6 +87,9 @@ cdef class Forwarder:
         fp.nfree = fp.max_conns
         for i in range(MAX_IFACES):
             fp.ifaces[i].fd = -1
+        fp.toa_mode = TOA_ON_SYN
+        for i in range(MAX_SERVICES):
+            fp.services[i].enat_laddr = -1
         for name, secs in DEFAULT_TIMEOUTS.items():
             fp.timeouts[STATE_NAMES.index(name)] = secs * 1000
         self.scheduler_cb = scheduler_cb
@@ -133,7 +137,7 @@ cdef class Forwarder:
 
     def set_service(self, int slot, int proto, vip, int vport, int fwd=FWD_MASQ,
                     double persistent=0, netmask="255.255.255.255", bint onepacket=False,
-                    unsigned int fwmark=0, keys=None):
+                    unsigned int fwmark=0, keys=None, laddrs=(), int enat_laddr=-1):
         """A virtual service. Packets find it by (proto, vip, vport), or for a fwmark service
         (`fwmark` != 0) by any of `keys` [(proto, vip, port)]. `persistent`: seconds a client
         stays pinned to its server after its last connection (-p); `netmask`: which clients
@@ -143,6 +147,11 @@ cdef class Forwarder:
             keys = [(proto, vip, vport)]
         parsed = [(p, _ip(a), port) for p, a, port in keys or ()]
         cdef uint32_t mask = _ip(netmask)
+        laddrs = list(laddrs)
+        if len(laddrs) > MAX_SVC_LADDRS:
+            raise ValueError(f"at most {MAX_SVC_LADDRS} local addresses per service")
+        for l in laddrs + ([enat_laddr] if enat_laddr >= 0 else []):
+            _check_slot(l, MAX_LADDRS, "local address")
         self._lock()
         try:
             s = &self.fp.services[slot]
@@ -154,6 +163,11 @@ cdef class Forwarder:
             s.persist_mask = mask
             s.onepacket = onepacket
             s.fwmark = fwmark
+            s.nladdrs = len(laddrs)
+            for i, l in enumerate(laddrs):
+                s.laddrs[i] = l
+            s.lnext = 0
+            s.enat_laddr = enat_laddr
             self._set_keys(slot, parsed)
             s.in_use = 1
         finally:
@@ -176,6 +190,33 @@ cdef class Forwarder:
             fp.keys[i].in_use = 1
             fp.nkeys = max(fp.nkeys, i + 1)
         return 0
+
+    def set_laddr(self, int slot, addr, int low=1025, int high=65535):
+        """A local address (FULLNAT's LIP, or an ENAT service's VIP) and the ports it lends:
+        each (address, port) belongs to one connection at a time."""
+        _check_slot(slot, MAX_LADDRS, "local address")
+        if not 1 <= low <= high <= 65535:
+            raise ValueError(f"bad port range {low}-{high}")
+        cdef uint32_t a = _ip(addr)
+        self._lock()
+        L = &self.fp.laddrs[slot]
+        if not L.in_use or L.addr != a:
+            memset(L, 0, sizeof(LAddr))
+        L.addr = a
+        L.low, L.high = low, high
+        if not low <= L.cursor <= high:
+            L.cursor = low
+        L.in_use = 1
+        self._unlock()
+
+    def laddr_used(self, int slot):
+        """How many of this local address's ports are lent out now."""
+        _check_slot(slot, MAX_LADDRS, "local address")
+        return self.fp.laddrs[slot].used
+
+    def set_toa(self, bint syn=True, bint ack=False):
+        """Where TOA goes: the SYN (the default), and/or the first ACK (DPVS's choice)."""
+        self.fp.toa_mode = (TOA_ON_SYN if syn else 0) | (TOA_ON_ACK if ack else 0)
 
     def clear_service(self, int slot):
         _check_slot(slot, MAX_SERVICES, "service")
@@ -502,13 +543,14 @@ cdef class Forwarder:
             if c.flags & CONN_IN_USE:
                 rows.append((c.proto, c.caddr, c.cport, c.vaddr, c.vport, c.daddr, c.dport,
                              c.state, c.dest, c.svc, c.expires, c.flags & CONN_TEMPLATE,
-                             c.n_control))
+                             c.n_control, c.laddr, c.lport))
         self._unlock()
         return [{"proto": {6: "TCP", 17: "UDP"}.get(r[0], "IP"), "client": (_ipstr(r[1]), r[2]),
                  "virtual": (_ipstr(r[3]), r[4]), "dest": (_ipstr(r[5]), r[6]),
                  "state": STATE_NAMES[r[7]], "dest_slot": r[8], "svc_slot": r[9],
                  "expires_in": max(0.0, (<int64_t>r[10] - <int64_t>t) / 1000.0),
-                 "template": bool(r[11]), "controls": r[12]} for r in rows]
+                 "template": bool(r[11]), "controls": r[12],
+                 "local": (_ipstr(r[13]), r[14])} for r in rows]
 
     cdef object _ring_drops(self):
         cdef tpacket_stats_v3 st

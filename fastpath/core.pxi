@@ -194,15 +194,34 @@ cdef int handle(FP* fp, Frame* fr, uint64_t now, Pending* p) noexcept nogil:
         v = xmit_nat(fp, c, fr, nb)
     elif c.fwd == FWD_ROUTE:
         v = xmit_dr(fp, c, fr, nb)
-    else:
+    elif c.fwd == FWD_TUNNEL:
         v = xmit_tun(fp, c, fr, nb)
+    else:
+        v = xmit_fullnat(fp, c, fr, nb)     # FULLNAT and ENAT
     if v == V_FORWARD:
-        conn_update(fp, c, direction if c.fwd == FWD_MASQ else DIR_INPUT_ONLY, l4, now)
+        # both directions pass the director in NAT and FULLNAT; in the others only the input
+        conn_update(fp, c, direction if c.fwd == FWD_MASQ or c.fwd == FWD_FULLNAT
+                    else DIR_INPUT_ONLY, fr.l4, now)
     return v
 
 cdef inline void set_l2(FP* fp, uint8_t* f, Neigh* nb) noexcept nogil:
     memcpy(f, nb.mac, 6)
     memcpy(f + 6, fp.ifaces[nb.ifslot].mac, 6)
+
+cdef bint local_port(FP* fp, Service* s, uint8_t fwd, uint8_t* lslot, uint16_t* lport) noexcept nogil:
+    # FULLNAT: the service's local addresses in turn; ENAT: the VIP's own pool.
+    cdef int k, n = s.nladdrs
+    if fwd == FWD_ENAT:
+        if s.enat_laddr < 0:
+            return False
+        lslot[0] = <uint8_t>s.enat_laddr
+        return lport_take(fp, lslot[0], lport) == 0
+    for k in range(n):
+        lslot[0] = s.laddrs[(s.lnext + k) % n]
+        if lport_take(fp, lslot[0], lport) == 0:
+            s.lnext = <uint8_t>((s.lnext + k + 1) % n)
+            return True
+    return False
 
 cdef int conn_create(FP* fp, Pending* p, uint64_t now) noexcept nogil:
     # Install the connection the scheduler chose for a pending new flow; returns a Reason.
@@ -216,9 +235,17 @@ cdef int conn_create(FP* fp, Pending* p, uint64_t now) noexcept nogil:
     d = &fp.dests[p.dest]
     if fp.nfree == 0:
         return R_TABLE_FULL
+    cdef uint8_t lslot = 0
+    cdef uint16_t lport = 0
+    cdef Service* s = &fp.services[p.svc]
+    if d.fwd == FWD_FULLNAT or d.fwd == FWD_ENAT:
+        if not local_port(fp, s, d.fwd, &lslot, &lport):
+            return R_NO_LPORT
     nh_in = nexthop_for(fp, d.rip)
     nh_out = nexthop_for(fp, p.caddr)
     if nh_in < 0 or nh_out < 0:
+        if d.fwd == FWD_FULLNAT or d.fwd == FWD_ENAT:
+            lport_free(fp, lslot, lport)
         return R_NO_ROUTE
     fp.nfree -= 1
     idx = fp.free_list[fp.nfree]
@@ -236,14 +263,17 @@ cdef int conn_create(FP* fp, Pending* p, uint64_t now) noexcept nogil:
     c.nh_out = <uint16_t>nh_out
     c.flags = CONN_IN_USE | CONN_INACTIVE
     c.fwd = d.fwd
+    c.laddr, c.lport, c.lslot = p.caddr, p.cport, lslot
+    if d.fwd == FWD_FULLNAT or d.fwd == FWD_ENAT:
+        c.laddr, c.lport = fp.laddrs[lslot].addr, lport
     c.state = S_NONE if p.proto == 6 else S_UDP
     # at least 1 ms: the frame that opened the connection must find it (even with a 0 timeout)
     c.expires = now + (fp.timeouts[c.state] if fp.timeouts[c.state] else 1)
     c.hash = flow_hash(fp, c.proto, c.caddr, c.cport, c.vaddr, c.vport)
     c.next_in = fp.bucket_in[c.hash]
     fp.bucket_in[c.hash] = idx + 1
-    if c.fwd == FWD_MASQ:       # only NAT sees replies; DR/TUN connections have no out key
-        ho = flow_hash(fp, c.proto, c.daddr, c.dport, c.caddr, c.cport)
+    if c.fwd == FWD_MASQ or c.fwd == FWD_FULLNAT:   # only these see replies: an out key
+        ho = flow_hash(fp, c.proto, c.daddr, c.dport, c.laddr, c.lport)
         c.next_out = fp.bucket_out[ho]
         fp.bucket_out[ho] = idx + 1
     c.control = 0

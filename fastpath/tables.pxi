@@ -5,6 +5,8 @@
 cdef enum:
     MAX_SERVICES = 256
     MAX_KEYS = 1024            # (protocol, VIP, port) keys; a fwmark service has several
+    MAX_LADDRS = 64            # FULLNAT local addresses (and ENAT VIPs) with a port pool each
+    MAX_SVC_LADDRS = 16
     MAX_DESTS = 4096
     MAX_IFACES = 8
     MAX_ROUTES = 256
@@ -40,12 +42,15 @@ cdef enum:
     R_TOO_BIG
     R_TX_ERROR
     R_FRAG_NEEDED           # TUN: too big for the tunnel with DF set; ICMP sent to the client
+    R_NO_LPORT              # FULLNAT/ENAT: every (local address, port) taken; connection refused
+    R_TOA_NO_ROOM           # forwarded without TOA: header or MTU has no room for 8 more bytes
     R_NREASONS
 
 REASON_NAMES = ("none", "not_ipv4", "not_ours", "short_frame", "truncated", "bad_ip_header",
                 "bad_ip_checksum", "fragment", "bad_l4_header", "bad_l4_checksum",
                 "ttl_exceeded", "tcp_no_conn", "no_dest", "table_full", "no_route",
-                "no_neighbour", "too_big", "tx_error", "frag_needed")
+                "no_neighbour", "too_big", "tx_error", "frag_needed", "lport_exhausted",
+                "toa_no_room")
 VERDICT_NAMES = ("forward", "pass", "drop", "new")
 
 # IPVS TCP states (same numbering as the kernel's IP_VS_TCP_S_*) plus one for UDP.
@@ -71,6 +76,8 @@ cdef enum:
     FWD_MASQ = 0            # NAT (ipvsadm -m)
     FWD_ROUTE = 1           # DR (-g)
     FWD_TUNNEL = 2          # TUN, IPIP (-i)
+    FWD_FULLNAT = 3         # FULLNAT (DPVS -b): SNAT to a local address too, client in TOA
+    FWD_ENAT = 4            # ENAT ("triangle"): from the VIP to the RS, client in TOA
 
 cdef enum:
     CONN_IN_USE = 1
@@ -91,6 +98,20 @@ cdef struct Service:
     uint32_t persist_ms     # -p: persistence timeout, 0 = not persistent
     uint32_t persist_mask   # -M: client netmask of the persistence template
     uint32_t fwmark         # -f: a service of several keys (0: one VIP:port)
+    uint8_t nladdrs         # FULLNAT: its local addresses (slots of FP.laddrs), used in turn
+    uint8_t lnext
+    uint8_t laddrs[MAX_SVC_LADDRS]
+    int16_t enat_laddr      # ENAT: the port pool of the VIP (-1: none)
+
+# A local address and its port pool: each (address, port) belongs to one connection at a time.
+cdef struct LAddr:
+    uint32_t addr
+    uint8_t in_use
+    uint16_t low
+    uint16_t high
+    uint16_t cursor
+    uint32_t used
+    uint8_t bitmap[8192]
 
 # What a packet's (protocol, destination, port) says about which service it is for.
 cdef struct ServiceKey:
@@ -136,6 +157,10 @@ cdef struct Conn:
     uint64_t expires        # monotonic milliseconds
     uint32_t n_control      # a template: how many connections it controls
     uint32_t tmpl_timeout   # a template: its persistence timeout (ms)
+    uint32_t laddr          # the address the RS sees as the client's (NAT: caddr; FULLNAT: LIP;
+    uint16_t lport          # ENAT: VIP) and its port: the out key is (daddr:dport -> laddr:lport)
+    uint8_t lslot           # FULLNAT/ENAT: the port pool lport came from
+    uint8_t _pad4
 
 cdef struct Neigh:
     uint32_t ip
@@ -187,6 +212,8 @@ cdef struct FP:
     pthread_mutex_t lock
     uint32_t seed
     Service services[MAX_SERVICES]
+    LAddr laddrs[MAX_LADDRS]
+    uint8_t toa_mode        # 1: TOA on the SYN, 2: on the first ACK (DPVS), 3: both
     ServiceKey keys[MAX_KEYS]
     int nkeys               # keys in use are all below this
     Dest dests[MAX_DESTS]
@@ -265,7 +292,7 @@ cdef inline Conn* lookup_out(FP* fp, uint32_t h, uint8_t proto, uint32_t saddr, 
     cdef Conn* c
     while i:
         c = &fp.conns[i - 1]
-        if (c.daddr == saddr and c.caddr == daddr and c.dport == sport and c.cport == dport
+        if (c.daddr == saddr and c.laddr == daddr and c.dport == sport and c.lport == dport
                 and c.proto == proto):
             return c
         i = c.next_out
@@ -281,12 +308,35 @@ cdef inline void unlink_chain_in(FP* fp, uint32_t idx) noexcept nogil:
 
 cdef inline void unlink_chain_out(FP* fp, uint32_t idx) noexcept nogil:
     cdef Conn* c = &fp.conns[idx]
-    cdef uint32_t h = flow_hash(fp, c.proto, c.daddr, c.dport, c.caddr, c.cport)
+    cdef uint32_t h = flow_hash(fp, c.proto, c.daddr, c.dport, c.laddr, c.lport)
     cdef uint32_t* link = &fp.bucket_out[h]
     while link[0] and link[0] != idx + 1:
         link = &fp.conns[link[0] - 1].next_out
     if link[0]:
         link[0] = c.next_out
+
+cdef inline int lport_take(FP* fp, uint8_t lslot, uint16_t* port) noexcept nogil:
+    # The next free port of the pool after the last one given (so ports are reused last).
+    cdef LAddr* L = &fp.laddrs[lslot]
+    cdef uint32_t span = <uint32_t>L.high - L.low + 1, k
+    cdef uint16_t p
+    if not L.in_use or L.used >= span:
+        return -1
+    for k in range(span):
+        p = <uint16_t>(L.low + (<uint32_t>L.cursor - L.low + k) % span)
+        if not (L.bitmap[p >> 3] & (1 << (p & 7))):
+            L.bitmap[p >> 3] |= 1 << (p & 7)
+            L.used += 1
+            L.cursor = p + 1 if p < L.high else L.low
+            port[0] = p
+            return 0
+    return -1
+
+cdef inline void lport_free(FP* fp, uint8_t lslot, uint16_t p) noexcept nogil:
+    cdef LAddr* L = &fp.laddrs[lslot]
+    if L.bitmap[p >> 3] & (1 << (p & 7)):
+        L.bitmap[p >> 3] &= ~(1 << (p & 7))
+        L.used -= 1
 
 cdef inline void conn_free(FP* fp, Conn* c) noexcept nogil:
     cdef uint32_t idx = <uint32_t>(c - fp.conns)
@@ -297,8 +347,10 @@ cdef inline void conn_free(FP* fp, Conn* c) noexcept nogil:
     if c.flags & CONN_TEMPLATE:
         fp.templates -= 1               # templates count in neither ActiveConn nor InActConn
     else:
-        if c.fwd == FWD_MASQ:
+        if c.fwd == FWD_MASQ or c.fwd == FWD_FULLNAT:
             unlink_chain_out(fp, idx)
+        if c.fwd == FWD_FULLNAT or c.fwd == FWD_ENAT:
+            lport_free(fp, c.lslot, c.lport)
         if c.flags & CONN_INACTIVE:
             fp.inactive[c.dest] -= 1
         else:
