@@ -6,6 +6,8 @@ rewriting apart (NAT keeps the client address, FULLNAT replaces it with a local 
 
 - HTTP (threads): ``GET /`` -> ``rs1 client=198.18.1.2:43210\\n``;
   ``GET /bytes/N`` -> N bytes of :func:`pattern`, streamed in chunks (large transfers).
+  The listener keeps each SYN (``TCP_SAVE_SYN``, see :mod:`lb.toa`); when the SYN carried a
+  TOA (FULLNAT, ENAT) the answer adds it: ``rs1 client=198.18.0.3:1025 toa=198.18.1.2:43210``.
 - UDP echo: a datagram ``P`` -> ``rs1 client=198.18.1.2:43210 P``.
 
 ``python -m lb.labservers --name rs1 --http-port 80 --udp-port 5353`` prints ``ready``
@@ -24,6 +26,8 @@ import signal
 import socket
 import sys
 import threading
+
+from lb import toa
 
 # A prime-length block, so the pattern never lines up with MSS, chunk or ring sizes
 # and a reordered or duplicated segment shows up as a wrong byte.
@@ -53,18 +57,25 @@ def pattern_sha256(n: int) -> str:
     return h.hexdigest()
 
 
-def answer(name: str, peer: tuple) -> str:
-    return f"{name} client={peer[0]}:{peer[1]}"
+def answer(name: str, peer: tuple, toa_addr: tuple | None = None) -> str:
+    text = f"{name} client={peer[0]}:{peer[1]}"
+    return f"{text} toa={toa_addr[0]}:{toa_addr[1]}" if toa_addr else text
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
     server_version = "lb-labserver/1"
     name = "rs"
+    toa_addr = None
+
+    def setup(self):
+        super().setup()
+        # The kernel hands the saved SYN over once: read it when the connection starts.
+        self.toa_addr = toa.parse_toa(toa.saved_syn(self.request) or b"")
 
     def do_GET(self):
         m = re.fullmatch(r"/bytes/(\d+)", self.path)
         if self.path == "/":
-            self._send(f"{answer(self.name, self.client_address)}\n".encode())
+            self._send(f"{answer(self.name, self.client_address, self.toa_addr)}\n".encode())
         elif m and int(m.group(1)) <= MAX_BYTES:
             self._stream(int(m.group(1)))
         else:
@@ -95,6 +106,10 @@ class HTTPServer(http.server.ThreadingHTTPServer):
     allow_reuse_address = True
     daemon_threads = True
     request_queue_size = 128
+
+    def server_bind(self):
+        toa.enable_saved_syn(self.socket)     # before listen(): SYNs from then on are kept
+        super().server_bind()
 
 
 def make_http(name: str, port: int, host: str = "0.0.0.0") -> HTTPServer:
