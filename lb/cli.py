@@ -27,7 +27,8 @@ Usage:
   lbadm -A|-E -t|-u VIP:port [-s scheduler] [-b flags] [-p [timeout]] [-M netmask] [-o]
   lbadm -D -t|-u VIP:port
   lbadm -C
-  lbadm -a|-e -t|-u VIP:port -r RIP[:port] [-g|-i|-m] [-w weight] [-x upper] [-y lower]
+  lbadm -a|-e -t|-u VIP:port -r RIP[:port] [-g|-i|-m|-b|--enat] [-w weight] [-x upper] [-y lower]
+  lbadm --add-laddr|--del-laddr -t|-u VIP:port -z LIP;  lbadm --get-laddr [-t|-u VIP:port]
   lbadm -d -t|-u VIP:port -r RIP[:port]
   lbadm -L|-l [-n] [-t|-u VIP:port|-f mark] [-c] [--stats [--exact]] [--timeout]
   lbadm -Z [-t|-u VIP:port|-f mark]
@@ -44,6 +45,8 @@ Options:
   --gatewaying   -g            direct routing (ipvsadm's default)
   --ipip         -i            tunnelling
   --masquerading -m            NAT
+  --fullnat      -b            FULLNAT (with -a/-e): source NAT to a local address too, TOA
+  --enat                       ENAT: from the VIP, replies by the real server's agent
   --weight       -w weight     0..65535, default 1
   --u-threshold  -x conns      OVERLOAD the server at this many connections (0: no limit)
   --l-threshold  -y conns      ... until below this many (0: below 3/4 of -x)
@@ -94,6 +97,12 @@ _TABLE = [  # (short, long, spec)
     ("-m", "--masquerading", _Opt("fwd", "masq")),
     ("-g", "--gatewaying", _Opt("fwd", "route")),
     ("-i", "--ipip", _Opt("fwd", "tunnel")),
+    (None, "--fullnat", _Opt("fwd", "fullnat")),     # also -b with -a/-e (DPVS's flag)
+    (None, "--enat", _Opt("fwd", "enat")),
+    (None, "--add-laddr", _Opt("op", "add_laddr")),
+    (None, "--del-laddr", _Opt("op", "del_laddr")),
+    (None, "--get-laddr", _Opt("op", "get_laddr")),
+    ("-z", "--laddr", _Opt("laddr", None, True)),
     ("-w", "--weight", _Opt("weight", None, True)),
     ("-x", "--u-threshold", _Opt("u_threshold", None, True)),
     ("-y", "--l-threshold", _Opt("l_threshold", None, True)),
@@ -121,8 +130,15 @@ _ALLOWED = {
     "zero": (set(), {"service"}),
     "set": (set(), set()),
     "list": (set(), {"service", "numeric", "connections", "stats", "exact", "timeout"}),
+    "add_laddr": ({"service", "laddr"}, set()),
+    "del_laddr": ({"service", "laddr"}, set()),
+    "get_laddr": (set(), {"service", "numeric"}),
 }
-_NEEDS = {"service": "a virtual service: -t|-u VIP:port", "server": "a real server: -r RIP[:port]"}
+_NEEDS = {"service": "a virtual service: -t|-u VIP:port", "server": "a real server: -r RIP[:port]",
+          "laddr": "a local address: -z LIP"}
+# -b is --sched-flags for services (ipvsadm) and --fullnat for real servers (DPVS).
+_SERVER_OPS = {"-a", "-e", "--add-server", "--edit-server"}
+_FULLNAT_B = _Opt("fwd", "fullnat")
 _SCHED_NAME = re.compile(r"[a-z][a-z0-9_]{0,14}\Z")  # kernel IP_VS_SCHEDNAME_MAXLEN is 16
 
 
@@ -131,6 +147,7 @@ _SCHED_NAME = re.compile(r"[a-z][a-z0-9_]{0,14}\Z")  # kernel IP_VS_SCHEDNAME_MA
 def _scan(argv):
     """Yield (flag as typed, spec, argument or None) for every option in argv."""
     args = list(argv)
+    server_cmd = any(a in _SERVER_OPS or (a[:1] == "-" and a[1:2] in ("a", "e")) for a in args)
     i = 0
     while i < len(args):
         tok = args[i]
@@ -148,7 +165,7 @@ def _scan(argv):
         elif tok.startswith("-") and len(tok) > 1:
             for j in range(1, len(tok)):
                 flag = "-" + tok[j]
-                spec = _SHORT.get(flag)
+                spec = _FULLNAT_B if (flag == "-b" and server_cmd) else _SHORT.get(flag)
                 if spec is None:
                     raise UsageError(f"unknown option '{flag}'")
                 if spec.takes_arg:
@@ -343,6 +360,8 @@ def _build(op: str, opts: dict) -> dict:
         tcp, tcpfin, udp = opts["op_args"][2]
         cmd.update(tcp=_seconds(tcp, "tcp timeout"), tcpfin=_seconds(tcpfin, "tcpfin timeout"),
                    udp=_seconds(udp, "udp timeout"))
+    if op in ("add_laddr", "del_laddr"):
+        cmd["laddr"] = _addr(opts["laddr"][2])
     if op == "list":
         cmd["numeric"] = "numeric" in opts
         for key in ("connections", "stats", "exact", "timeout"):

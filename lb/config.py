@@ -8,9 +8,10 @@ from __future__ import annotations
 import ipaddress
 
 from lb import listing, schedulers, stats
-from lb.model import FWD_METHODS, FWM, MASQ, OVERLOAD, PROTOCOLS, ROUTE, TUNNEL, RealServer, Service
+from lb.model import (ENAT, FULLNAT, FWD_METHODS, FWM, MASQ, OVERLOAD, PROTOCOLS, ROUTE, TUNNEL,
+                      RealServer, Service)
 
-SUPPORTED_FWD = (MASQ, ROUTE, TUNNEL)
+SUPPORTED_FWD = (MASQ, ROUTE, TUNNEL, FULLNAT, ENAT)
 DEFAULT_SCHEDULER = "wlc"  # ipvsadm's DEF_SCHED
 THRESHOLD_MAX = 2**31 - 1  # ipvsadm -x/-y: string_to_number(optarg, 0, INT_MAX)
 PERSISTENT_MAX = 2**31 - 1 # seconds
@@ -113,9 +114,16 @@ def _fwd(cmd: dict) -> str:
 def _same_port(svc, rport: int, fwd: str) -> None:
     # DR and TUN deliver the client's packet as it is: the real server must listen on the
     # virtual port, so these methods cannot map ports (only NAT rewrites them).
-    if fwd in (ROUTE, TUNNEL) and rport != svc.port:
+    # ENAT's agent restores the virtual port from what the real server answers on: same rule.
+    if fwd in (ROUTE, TUNNEL, ENAT) and rport != svc.port:
         raise ConfigError(f"forwarding method {fwd!r} cannot map ports: real server port {rport} "
                           f"must equal the virtual port {svc.port}")
+
+
+def _has_laddr(svc, fwd: str) -> None:
+    if fwd == FULLNAT and not svc.laddrs:
+        raise ConfigError(f"service {svc} has no local address for FULLNAT: "
+                          "add one first with --add-laddr -z LIP")
 
 
 def _weight(cmd: dict) -> int:
@@ -151,6 +159,7 @@ class Config:
         self.stats = stats  # fast-path counters, attached to every RealServer added
         self.services: list[Service] = []
         self.timeouts = dict(DEFAULT_TIMEOUTS)     # --set tcp tcpfin udp
+        self.laddr_used = None    # the daemon's: local address -> its ports lent out now
 
     def find_service(self, *key) -> Service | None:
         """By (proto, VIP, port), or (FWM, mark) for a firewall-mark service."""
@@ -268,6 +277,7 @@ class Config:
             raise ConfigError(f"real server {rip}:{rport} already exists in service {svc}")
         fwd = _fwd(cmd)
         _same_port(svc, rport, fwd)
+        _has_laddr(svc, fwd)
         weight, (upper, lower) = _weight(cmd), _thresholds(cmd)
         dest = RealServer(rip, rport, weight=weight, fwd=fwd, stats=self.stats,
                           u_threshold=upper, l_threshold=lower)
@@ -280,6 +290,7 @@ class Config:
         dest = self._existing_dest(svc, cmd)
         weight, fwd, (upper, lower) = _weight(cmd), _fwd(cmd), _thresholds(cmd)
         _same_port(svc, dest.port, fwd)
+        _has_laddr(svc, fwd)
         if weight:                 # the kernel's last_weight: the latest non-zero weight
             dest.last_weight = weight
         dest.weight, dest.fwd = weight, fwd
@@ -298,6 +309,36 @@ class Config:
         return ""
 
     # --- listing ------------------------------------------------------------------------
+
+    # --- FULLNAT local addresses (DPVS: --add-laddr / --del-laddr / --get-laddr) ----------
+
+    def _add_laddr(self, cmd: dict) -> str:
+        svc = self._existing_service(cmd)
+        lip = _ipv4(cmd, "laddr")
+        if lip in svc.laddrs:
+            raise ConfigError(f"local address {lip} already exists in service {svc}")
+        if any(lip == other.vip for other in self.services):
+            raise ConfigError(f"local address {lip} is a virtual IP: it cannot be both")
+        if len(svc.laddrs) >= 16:
+            raise ConfigError(f"service {svc} has 16 local addresses already")
+        svc.laddrs.append(lip)
+        return ""
+
+    def _del_laddr(self, cmd: dict) -> str:
+        svc = self._existing_service(cmd)
+        lip = _ipv4(cmd, "laddr")
+        if lip not in svc.laddrs:
+            raise ConfigError(f"no local address {lip} in service {svc}")
+        if len(svc.laddrs) == 1 and any(d.fwd == FULLNAT for d in svc.dests):
+            raise ConfigError(f"{lip} is the last local address of service {svc}, "
+                              "which has FULLNAT servers")
+        svc.laddrs.remove(lip)
+        return ""
+
+    def _get_laddr(self, cmd: dict) -> str:
+        one = "proto" in cmd or "fwmark" in cmd
+        services = [self._existing_service(cmd)] if one else self.services
+        return stats.format_laddrs(services, self.laddr_used)
 
     def _list(self, cmd: dict) -> str:
         numeric = bool(cmd.get("numeric", True))
@@ -319,4 +360,5 @@ class Config:
         "del_service": _del_service, "clear": _clear,
         "add_server": _add_server, "edit_server": _edit_server,
         "del_server": _del_server, "list": _list, "set": _set_timeouts, "zero": _zero,
+        "add_laddr": _add_laddr, "del_laddr": _del_laddr, "get_laddr": _get_laddr,
     }

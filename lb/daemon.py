@@ -27,7 +27,7 @@ from lb.netlink import Netlink
 
 log = logging.getLogger("lbd")
 PROTO_NUMBERS = {"tcp": 6, "udp": 17}
-MAX_SERVICES, MAX_DESTS = 256, 4096
+MAX_SERVICES, MAX_DESTS, MAX_LADDRS = 256, 4096, 64
 REFRESH_SECONDS = 0.2
 
 
@@ -71,7 +71,8 @@ def _interface_lock(ifname: str):
 
 
 class Director:
-    def __init__(self, ifnames: list[str], max_conns: int = 1 << 20):
+    def __init__(self, ifnames: list[str], max_conns: int = 1 << 20,
+                 lport_range: tuple[int, int] = (1025, 65535), toa: str = "syn"):
         os.makedirs("/run/lbd", mode=0o700, exist_ok=True)
         self.ifnames = ifnames
         self.locks = []
@@ -89,6 +90,11 @@ class Director:
         self.ifslots = {iface.index: slot for slot, iface in enumerate(self.ifaces)}
         self.local_addrs = sorted({a for i in self.ifaces for a in i.addrs})
         self.config = Config(stats=self.fwd)
+        self.config.laddr_used = lambda ip: self.fwd.laddr_used(self.laddr_slots[ip]) \
+            if ip in self.laddr_slots else 0
+        self.lport_range = lport_range
+        self.laddr_slots: dict[str, int] = {}   # local address (FULLNAT LIP, ENAT VIP) -> pool
+        self.fwd.set_toa(syn=toa in ("syn", "both"), ack=toa in ("ack", "both"))
         self.table = nft.table_name(ifnames)
         self.svc_slots, self.dest_slots = Slots(MAX_SERVICES), Slots(MAX_DESTS)
         self.svc_by_slot: dict[int, object] = {}
@@ -128,14 +134,18 @@ class Director:
                 del self.dest_by_slot[slot]
                 self.retired.add(slot)
         self._free_retired()
+        self._sync_laddrs(services)
         for svc in services:
             if svc.slot is None or self.svc_by_slot.get(svc.slot) is not svc:
                 svc.slot = self.svc_slots.take()
                 self.svc_by_slot[svc.slot] = svc
             keys = [(PROTO_NUMBERS[p], vip, port) for p, vip, port in svc.match]
+            enat = any(d.fwd == "enat" for d in svc.dests)
             self.fwd.set_service(svc.slot, PROTO_NUMBERS.get(svc.proto, 0), svc.vip, svc.port,
                                  persistent=svc.persistent, netmask=svc.netmask,
-                                 onepacket=svc.onepacket, fwmark=svc.fwmark, keys=keys)
+                                 onepacket=svc.onepacket, fwmark=svc.fwmark, keys=keys,
+                                 laddrs=[self.laddr_slots[a] for a in svc.laddrs],
+                                 enat_laddr=self.laddr_slots[svc.vip] if enat else -1)
         for svc, dest in dests:
             fresh = dest.slot is None or self.dest_by_slot.get(dest.slot) is not dest
             if fresh:
@@ -172,6 +182,22 @@ class Director:
                     time.sleep(0.01)
         finally:
             nl.close()
+
+    def _sync_laddrs(self, services) -> None:
+        # One port pool per address, shared by every service that uses it: a (LIP, port) pair
+        # must belong to one connection at a time whichever service lent it. A pool no longer
+        # named stays until its ports are all back (connections still hold them).
+        wanted = {a for s in services for a in s.laddrs}
+        wanted |= {s.vip for s in services if any(d.fwd == "enat" for d in s.dests)}
+        for addr in sorted(wanted - self.laddr_slots.keys()):
+            free = sorted(set(range(MAX_LADDRS)) - set(self.laddr_slots.values()))
+            if not free:
+                raise ConfigError(f"more than {MAX_LADDRS} local addresses")
+            self.laddr_slots[addr] = free[0]
+            self.fwd.set_laddr(free[0], addr, *self.lport_range)
+        for addr in list(self.laddr_slots.keys() - wanted):
+            if self.fwd.laddr_used(self.laddr_slots[addr]) == 0:
+                del self.laddr_slots[addr]
 
     def _ingress_rules(self, dests) -> list[str]:
         rules = [rule for s in self.config.services for rule in modes.service_drops(s)]
@@ -331,6 +357,10 @@ def main(argv=None) -> int:
     p.add_argument("--socket", default=DEFAULT_SOCKET, help="lbadm's Unix socket")
     p.add_argument("--max-conns", type=int, default=1 << 20)
     p.add_argument("--cpu", type=int, default=None, help="pin the packet thread to this CPU")
+    p.add_argument("--lport-range", default="1025-65535", metavar="LOW-HIGH",
+                   help="ports each FULLNAT local address (and ENAT VIP) lends to connections")
+    p.add_argument("--toa", choices=("syn", "ack", "both"), default="syn",
+                   help="where FULLNAT/ENAT put the client address option")
     p.add_argument("-v", "--verbose", action="store_true")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
@@ -339,7 +369,16 @@ def main(argv=None) -> int:
         print("lbd: must run as root (AF_PACKET and nftables)", file=sys.stderr)
         return 1
     try:
-        director = Director(args.interface, args.max_conns)
+        low, _, high = args.lport_range.partition("-")
+        lport_range = (int(low), int(high))
+        if not 1 <= lport_range[0] <= lport_range[1] <= 65535:
+            raise ValueError
+    except ValueError:
+        print(f"lbd: bad --lport-range {args.lport_range!r}: expected LOW-HIGH within 1-65535",
+              file=sys.stderr)
+        return 2
+    try:
+        director = Director(args.interface, args.max_conns, lport_range, args.toa)
     except (StartupError, OSError) as e:
         print(f"lbd: {e}", file=sys.stderr)
         return 1

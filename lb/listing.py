@@ -21,7 +21,8 @@ HEADER = "IP Virtual Server version 1.2.1 (size=4096)\n"
 TITLE = ("Prot LocalAddress:Port Scheduler Flags\n"
          "  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn\n")
 
-FWD_NAMES = {"masq": "Masq", "route": "Route", "tunnel": "Tunnel", "fullnat": "FullNat"}
+FWD_NAMES = {"masq": "Masq", "route": "Route", "tunnel": "Tunnel", "fullnat": "FullNat",
+             "enat": "ENat"}
 _PROTO_NUMBERS = {"tcp": 6, "udp": 17}
 
 

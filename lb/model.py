@@ -14,7 +14,8 @@ MASQ = "masq"
 ROUTE = "route"
 TUNNEL = "tunnel"
 FULLNAT = "fullnat"
-FWD_METHODS = (MASQ, ROUTE, TUNNEL, FULLNAT)
+ENAT = "enat"
+FWD_METHODS = (MASQ, ROUTE, TUNNEL, FULLNAT, ENAT)
 
 PROTOCOLS = ("tcp", "udp")
 FWM = "fwm"     # the protocol of a firewall-mark service (ipvsadm -f)
@@ -87,6 +88,7 @@ class Service:
         self.persistent = 0      # -p: seconds a client stays on its server; 0 = not persistent
         self.netmask = "255.255.255.255"   # -M: clients sharing one persistence template
         self.onepacket = False   # -o: schedule every datagram, keep no connection
+        self.laddrs: list[str] = []   # FULLNAT local addresses (--add-laddr -z LIP)
         self.dests: list[RealServer] = []
         self.slot: int | None = None
         self.sched_flags = frozenset(sched_flags)  # ipvsadm -b, e.g. {"sh-port"}

@@ -57,3 +57,21 @@ def format_conns(conns) -> str:
 
 def format_timeout(tcp: int, tcpfin: int, udp: int) -> str:
     return f"Timeout (tcp tcpfin udp): {tcp} {tcpfin} {udp}\n"
+
+
+LADDR_TITLE = "VIP:VPORT            TOTAL    SNAT_IP              CONFLICTS  CONNS\n"
+
+
+def format_laddrs(services, used=None) -> str:
+    """`--get-laddr`, in the layout of DPVS's ipvsadm: per service its local addresses and
+    how many of each one's ports are lent to connections now (CONFLICTS: always 0 here,
+    as a port is never lent twice)."""
+    out = [LADDR_TITLE]
+    for svc in sorted(services, key=_service_key):
+        if not svc.laddrs and len(services) > 1:
+            continue
+        out.append(f"{svc.vip + ':' + str(svc.port):<20} {len(svc.laddrs):<8}\n")
+        for lip in svc.laddrs:
+            conns = used(lip) if used else 0
+            out.append(f"{'':<29} {lip:<20} {0:<10} {conns}\n")
+    return "".join(out)

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 from lb.modes.base import ForwardingMode, service_drops
+from lb.modes.enat import EnhancedNat
+from lb.modes.fullnat import FullNat
 from lb.modes.nat import Masquerade
 from lb.modes.route import DirectRouting
 from lb.modes.tunnel import Tunnel
@@ -24,5 +26,7 @@ def names() -> list[str]:
 register(Masquerade())
 register(DirectRouting())
 register(Tunnel())
+register(FullNat())
+register(EnhancedNat())
 
 __all__ = ["ForwardingMode", "get", "names", "register", "service_drops"]

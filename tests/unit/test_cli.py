@@ -112,7 +112,10 @@ def test_socket_option():
     ("-A -t 198.18.0.100:80 -u 198.18.0.100:80", "-t and -u both given (give one)"),
     ("-a -t 198.18.0.100:80 -r 198.18.0.11 -m -g", "-m and -g both given (give one)"),
     ("-a -t 198.18.0.100:80 -r 198.18.0.11 -w 1 -w 2", "option -w given twice (give one)"),
-    ("-A -t 198.18.0.100:80 -z 5", "unknown option '-z'"),
+    ("-A -t 198.18.0.100:80 -q 5", "unknown option '-q'"),
+    ("-A -t 198.18.0.100:80 -z 198.18.0.3", "option -z cannot be used with -A"),
+    ("--add-laddr -t 198.18.0.100:80", "--add-laddr needs a local address: -z LIP"),
+    ("--add-laddr -t 198.18.0.100:80 -z 198.18.0.300", "bad address '198.18.0.300': must be a dotted IPv4 address"),
     ("-A -t 198.18.0.100:80 -x 5", "option -x cannot be used with -A"),
     ("-A -t 198.18.0.100:80 --persistance", "unknown option '--persistance'"),
     ("-A -t 198.18.0.100:80 -p 0", "bad persistence timeout '0': must be a number of seconds 1..2147483647"),
@@ -141,7 +144,7 @@ def test_socket_option():
      "scheduler flag 'sh-fallback' needs -s sh (the scheduler is wlc)"),
     ("-E -t 198.18.0.100:80 -s rr -b mh-port", "scheduler flag 'mh-port' needs -s mh (the scheduler is rr)"),
     ("-A -t 198.18.0.100:80 -s sh -b ,", "bad scheduler flags ',': expected e.g. sh-fallback,sh-port"),
-    ("-a -t 198.18.0.100:80 -r 198.18.0.11 -b sh-port", "option -b cannot be used with -a"),
+    ("-a -t 198.18.0.100:80 -r 198.18.0.11 -b sh-port", "unexpected argument 'sh-port'"),
     ("-D -t 198.18.0.100:80 -b sh-port", "option -b cannot be used with -D"),
     ("-a -t 198.18.0.100:80 -r 198.18.0.11 -x 2147483648",
      "bad u-threshold '2147483648': must be an integer 0..2147483647"),
@@ -257,3 +260,12 @@ def test_python_m_lb_cli(sock_dir):
     assert "cannot reach lbd" in proc.stderr
     proc = subprocess.run([sys.executable, "-m", "lb.cli", "-A"], capture_output=True, text=True, timeout=30)
     assert (proc.returncode, proc.stderr) == (2, "lbadm: -A needs a virtual service: -t|-u VIP:port\n")
+
+
+def test_b_is_fullnat_for_servers_and_sched_flags_for_services():
+    assert parse(["-a", "-t", "198.18.0.100:80", "-r", "10.0.0.1:8080", "-b"])["fwd"] == "fullnat"
+    assert parse(["-e", "-t", "198.18.0.100:80", "-r", "10.0.0.1", "--enat"])["fwd"] == "enat"
+    assert parse(["-A", "-t", "198.18.0.100:80", "-s", "sh", "-b", "sh-port"])["sched_flags"] == ["sh-port"]
+    assert parse(["--add-laddr", "-t", "198.18.0.100:80", "-z", "198.18.0.3"]) == {
+        "op": "add_laddr", "proto": "tcp", "vip": "198.18.0.100", "port": 80, "laddr": "198.18.0.3"}
+    assert parse(["--get-laddr"]) == {"op": "get_laddr"}

@@ -108,9 +108,15 @@ def test_rport_defaults_to_vport_and_stats_attached():
      "forwarding method 'route' cannot map ports: real server port 8080 must equal the virtual port 80"),
     (server("add_server", rip="198.18.0.13", rport=8080, fwd="tunnel"),
      "forwarding method 'tunnel' cannot map ports: real server port 8080 must equal the virtual port 80"),
-    (server("add_server", rip="198.18.0.13", fwd="fullnat"), "forwarding method 'fullnat' is not supported yet"),
+    (server("add_server", rip="198.18.0.13", fwd="fullnat"),
+     "service TCP 198.18.0.100:80 has no local address for FULLNAT: add one first with --add-laddr -z LIP"),
+    (server("add_server", rip="198.18.0.13", rport=8080, fwd="enat"),
+     "forwarding method 'enat' cannot map ports: real server port 8080 must equal the virtual port 80"),
+    ({"op": "del_laddr", **VIP, "laddr": "198.18.0.3"}, "no local address 198.18.0.3 in service TCP 198.18.0.100:80"),
+    ({"op": "add_laddr", **VIP, "laddr": "198.18.0.100"}, "local address 198.18.0.100 is a virtual IP: it cannot be both"),
     (server("add_server", rip="198.18.0.13", fwd="warp"), "unknown forwarding method 'warp'"),
-    (server("edit_server", fwd="fullnat"), "forwarding method 'fullnat' is not supported yet"),
+    (server("edit_server", fwd="fullnat"),
+     "service TCP 198.18.0.100:80 has no local address for FULLNAT: add one first with --add-laddr -z LIP"),
     (server("edit_server", rip="198.18.0.13", fwd="masq"),
      "no such real server 198.18.0.13:80 in service TCP 198.18.0.100:80"),
     (server("del_server", rport=8080), "no such real server 198.18.0.11:8080 in service TCP 198.18.0.100:80"),
@@ -222,3 +228,22 @@ def test_last_weight_kept_through_weight_zero(cfg):
     assert (dest.weight, dest.last_weight) == (7, 7)
     cfg.apply(server("add_server", rip="198.18.0.13", fwd="masq", weight=0))
     assert cfg.services[0].find_dest("198.18.0.13", 80).last_weight == 0
+
+
+def test_fullnat_local_addresses():
+    c = Config()
+    c.apply({"op": "add_service", **VIP, "scheduler": "rr"})
+    c.apply({"op": "add_laddr", **VIP, "laddr": "198.18.0.3"})
+    c.apply({"op": "add_server", **VIP, "rip": "10.0.0.1", "rport": 8080, "fwd": "fullnat"})
+    with pytest.raises(ConfigError, match="already exists"):
+        c.apply({"op": "add_laddr", **VIP, "laddr": "198.18.0.3"})
+    with pytest.raises(ConfigError, match="last local address"):
+        c.apply({"op": "del_laddr", **VIP, "laddr": "198.18.0.3"})
+    c.apply({"op": "add_laddr", **VIP, "laddr": "198.18.0.4"})
+    c.apply({"op": "del_laddr", **VIP, "laddr": "198.18.0.3"})
+    assert c.services[0].laddrs == ["198.18.0.4"]
+    text = c.apply({"op": "get_laddr"})
+    assert text.splitlines() == [
+        "VIP:VPORT            TOTAL    SNAT_IP              CONFLICTS  CONNS",
+        "198.18.0.100:80      1       ",
+        "                              198.18.0.4           0          0"]

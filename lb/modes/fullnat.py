@@ -1,0 +1,20 @@
+"""FULLNAT (DPVS -b, "FullNat"): in, CIP:cport -> VIP:vport becomes LIP:lport -> RIP:rport, where
+LIP is one of the service's local addresses (--add-laddr -z LIP, addresses of the director the
+real servers route back to) and lport is lent from that address's port pool; out, the reverse.
+Real servers may sit on any network; they learn the client from the TOA option on the SYN
+(lb.toa.peer_address on the real server). Port mapping is allowed."""
+from __future__ import annotations
+
+from lb.modes.base import ForwardingMode
+
+
+class FullNat(ForwardingMode):
+    name = "fullnat"
+    listing = "FullNat"
+    fwd_code = 3
+
+    def ingress_drops(self, service, dest, local_addrs):
+        # Replies to a local address are the fast path's; without this the director's kernel
+        # would answer them (RST: no socket owns LIP:lport).
+        return [f"ip saddr {dest.addr} ip daddr {lip} {service.proto} sport {dest.port} drop"
+                for lip in service.laddrs]
