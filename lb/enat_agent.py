@@ -1,0 +1,635 @@
+"""ENAT reply agent for real servers: replies go straight to the client, not through the director.
+
+    python -m lb.enat_agent --vip VIP [--vip VIP2 ...] [--map-port RPORT:VPORT ...]
+                            [--ifname lbenat0] [--stats-file PATH] [--max-conns N]
+
+An ENAT director turns CIP:cport -> VIP:vport into VIP:lport -> RIP:rport and puts CIP:cport
+in the SYN's TOA (kind 254, see :mod:`lb.toa`). The server here accepts a connection from
+VIP:lport and answers it; this agent turns each answer RIP:rport -> VIP:lport into
+VIP:vport -> CIP:cport, which routing takes to the client directly (the "triangle").
+
+Mechanism, and why:
+
+- **Learning** -- an AF_PACKET socket (SOCK_DGRAM, ETH_P_IP, every interface, outgoing
+  frames ignored) with a classic BPF filter that passes only TCP from a VIP with SYN, FIN or
+  RST set, or a TOA right after the fixed header. The kernel copies each such packet to us
+  *before* its own IP stack sees it (packet taps run first in __netif_receive_skb), so by the
+  time the server's SYN-ACK comes out, the SYN that told us the client is already queued:
+  the loop always drains this socket before reading replies, and once more on a miss. No
+  netfilter, no kernel module, and the server's packets are not delayed.
+- **Catching replies** -- a TUN device (IFF_TUN, no packet info) owned by the agent and a
+  route ``VIP/32 dev lbenat0``: everything the server sends to a VIP lands in our file
+  descriptor instead of leaving for the director. The device is not persistent, so the
+  device and its route go away with the process, even on SIGKILL.
+- **Sending** -- a raw socket (IPPROTO_RAW, i.e. IP_HDRINCL) with the rewritten packet;
+  its route lookup is made with the VIP as source (IP_PKTINFO ``ipi_spec_dst``, allowed
+  for header-including sockets), so a ``from VIP`` policy rule (``lb realserver setup
+  --reply-gateway``) steers replies as it does for DR and TUN; without one the main table
+  (the default gateway) is used.
+- **Reverse-path filter** -- the SYN comes in on eth0 from the VIP, and the best route back
+  to the VIP is now the TUN device: strict ``rp_filter`` (1) would drop every SYN. Loose
+  (2) or off (0) is needed; ``lb realserver setup --mode enat`` turns strict into loose.
+
+The connection table ((proto, VIP, lport, RIP, rport) -> (CIP, cport, vport)) follows the
+part of a TCP conversation the agent sees: SYN -> ``syn`` (60 s), a reply -> ``established``
+(900 s idle), a FIN either way -> ``fin`` (120 s, the server's last ACK must still pass), an
+RST either way -> ``close`` (10 s); UDP entries 300 s. vport is rport unless ``--map-port``
+says otherwise (a director may map VIP:80 to RIP:8080). UDP replies are rewritten when an
+entry exists (:meth:`FlowTable.add`); the director gives no client address for UDP yet.
+
+Every packet is counted under one reason (:data:`IN_REASONS`, :data:`OUT_REASONS`); bad
+input is dropped and counted, never raised. ``ready`` on stdout once the device and route
+are up; counters as JSON in ``--stats-file`` (every 0.2 s while they change, and at exit);
+SIGTERM/SIGINT stop it cleanly with ``lb.enat_agent: stopped; counters: ...`` on stderr.
+"""
+from __future__ import annotations
+
+import argparse
+import ctypes
+import errno
+import fcntl
+import heapq
+import ipaddress
+import itertools
+import json
+import os
+import selectors
+import signal
+import socket
+import stat
+import struct
+import sys
+import time
+from pathlib import Path
+from typing import NamedTuple
+
+from lb.decap import TUNSETIFF, IFF_TUN, IFF_NO_PI, _checksum_ok, _drain_pipe
+from lb.toa import toa_from_options
+
+DEFAULT_IFNAME = "lbenat0"
+ETH_P_IP = 0x0800
+SOL_PACKET = 263
+PACKET_IGNORE_OUTGOING = 23
+PACKET_OUTGOING = 4
+SO_ATTACH_FILTER = 26
+IP_PKTINFO = 8
+TCP, UDP = socket.IPPROTO_TCP, socket.IPPROTO_UDP
+FIN, SYN, RST, ACK = 0x01, 0x02, 0x04, 0x10
+RCVBUF = 4 << 20
+BATCH = 256
+FLUSH_INTERVAL = 0.2
+EXPIRE_INTERVAL = 1.0
+MAX_VIPS = 64
+SNAPLEN = 256              # IP + TCP headers are all learning needs
+
+TIMEOUTS = {"syn": 60, "established": 900, "fin": 120, "close": 10, "udp": 300}
+
+# client side (AF_PACKET)
+LEARNED, SYN_WITHOUT_TOA, TOA_NOT_IPV4, IN_FIN, IN_RST, IN_NO_CONN, IN_OTHER, IN_NOT_FROM_VIP, \
+    IN_MALFORMED, TABLE_FULL = ("learned", "syn_without_toa", "toa_not_ipv4", "in_fin", "in_rst",
+                                "in_no_conn", "in_other", "in_not_from_vip", "in_malformed", "table_full")
+IN_REASONS = (LEARNED, SYN_WITHOUT_TOA, TOA_NOT_IPV4, IN_FIN, IN_RST, IN_NO_CONN, IN_OTHER,
+              IN_NOT_FROM_VIP, IN_MALFORMED, TABLE_FULL)
+# server side (TUN)
+REWRITTEN, UNKNOWN_FLOW, TRUNCATED, NOT_IPV4, BAD_IP_HEADER, FRAGMENT, NOT_TCP_UDP, BAD_L4_HEADER, \
+    SEND_FAILED = ("rewritten", "unknown_flow", "truncated", "not_ipv4", "bad_ip_header", "fragment",
+                   "not_tcp_udp", "bad_l4_header", "send_failed")
+OUT_REASONS = (REWRITTEN, UNKNOWN_FLOW, TRUNCATED, NOT_IPV4, BAD_IP_HEADER, FRAGMENT, NOT_TCP_UDP,
+               BAD_L4_HEADER, SEND_FAILED)
+EXPIRED = "expired"
+
+
+class Entry:
+    """Where replies of one connection go: the client (4-byte CIP, cport) and the vport."""
+    __slots__ = ("cip", "cport", "vport", "state", "expires", "due")
+
+    def __init__(self, cip: bytes, cport: int, vport: int, state: str, expires: float):
+        self.cip, self.cport, self.vport, self.state, self.expires = cip, cport, vport, state, expires
+        self.due = None       # when the expiry heap looks at it next (its one live heap item)
+
+    def __repr__(self):
+        return f"Entry({socket.inet_ntoa(self.cip)}:{self.cport} vport={self.vport} {self.state})"
+
+
+class Seen(NamedTuple):
+    """What one client-side packet told."""
+    key: tuple              # (TCP, VIP, lport, RIP, rport), addresses packed
+    client: tuple | None    # (4-byte CIP, cport) from the TOA
+    vport: int
+    flags: int              # TCP flags
+
+
+# -- the per-packet logic (pure) ------------------------------------------------------------------
+
+def _ip_header(p, need_total=True):
+    """(ihl, end of packet, None) of an unfragmented IPv4 header, or (0, 0, reason).
+
+    `need_total`: the whole packet must be there (a capture cut after the headers is not).
+    """
+    if len(p) < 20:
+        return 0, 0, TRUNCATED
+    if p[0] >> 4 != 4:
+        return 0, 0, NOT_IPV4
+    ihl, total = (p[0] & 0x0F) * 4, p[2] << 8 | p[3]
+    if ihl < 20 or total < ihl:
+        return 0, 0, BAD_IP_HEADER
+    if len(p) < ihl or (need_total and total > len(p)):
+        return 0, 0, TRUNCATED
+    if not _checksum_ok(p[:ihl]):
+        return 0, 0, BAD_IP_HEADER
+    if (p[6] << 8 | p[7]) & 0x3FFF:        # MF or an offset: no ports to rewrite in every piece
+        return 0, 0, FRAGMENT
+    return ihl, min(total, len(p)), None
+
+
+def learn(packet, vips, port_map=None):
+    """One packet from the client side (IPv4 header first) -> (Seen | None, reason).
+
+    A TOA (on the SYN, or on any segment as DPVS may send it) -> LEARNED with the client;
+    FIN / RST -> IN_FIN / IN_RST (the table closes the entry); everything else is counted.
+    `vips`: packed 4-byte addresses. Captures may be cut after the headers. Never raises.
+    """
+    p = memoryview(packet).cast("B")
+    ihl, end, why = _ip_header(p, need_total=False)
+    if why is not None:
+        return None, IN_MALFORMED
+    if p[9] != TCP:
+        return None, IN_OTHER
+    src = bytes(p[12:16])
+    if src not in vips:
+        return None, IN_NOT_FROM_VIP
+    if end < ihl + 20 or p[ihl + 12] >> 4 < 5 or end < ihl + (p[ihl + 12] >> 4) * 4:
+        return None, IN_MALFORMED
+    tcp = p[ihl:end]
+    sport, dport, flags = tcp[0] << 8 | tcp[1], tcp[2] << 8 | tcp[3], tcp[13]
+    key = (TCP, src, sport, bytes(p[16:20]), dport)
+    vport = (port_map or {}).get(dport, dport)
+    toa = toa_from_options(tcp[20:(tcp[12] >> 4) * 4])
+    if toa is not None:
+        if ":" in toa[0]:
+            return None, TOA_NOT_IPV4
+        return Seen(key, (socket.inet_aton(toa[0]), toa[1]), vport, flags), LEARNED
+    if flags & RST:
+        return Seen(key, None, vport, flags), IN_RST
+    if flags & FIN:
+        return Seen(key, None, vport, flags), IN_FIN
+    if flags & SYN and not flags & ACK:
+        return None, SYN_WITHOUT_TOA
+    return None, IN_OTHER
+
+
+def _csum_update(csum: int, old: bytes, new: bytes) -> int:
+    """RFC 1624 eqn. 3, HC' = ~(~HC + ~m + m'), over the 16-bit words of `old` -> `new`."""
+    n = len(old) // 2
+    s = (~csum & 0xFFFF) + sum((~w) & 0xFFFF for w in struct.unpack(f"!{n}H", old))
+    s += sum(struct.unpack(f"!{n}H", new))
+    while s >> 16:
+        s = (s & 0xFFFF) + (s >> 16)
+    return ~s & 0xFFFF
+
+
+def _ip_checksum(header) -> int:
+    s = sum(struct.unpack(f"!{len(header) // 2}H", header))
+    while s >> 16:
+        s = (s & 0xFFFF) + (s >> 16)
+    return ~s & 0xFFFF
+
+
+def _reply_key(p):
+    """(ihl, end, key, None) of a server reply, or (0, 0, None, reason)."""
+    ihl, end, why = _ip_header(p)
+    if why is not None:
+        return 0, 0, None, why
+    proto = p[9]
+    if proto == TCP:
+        if end < ihl + 20 or p[ihl + 12] >> 4 < 5 or end < ihl + (p[ihl + 12] >> 4) * 4:
+            return 0, 0, None, BAD_L4_HEADER
+    elif proto == UDP:
+        ulen = p[ihl + 4] << 8 | p[ihl + 5] if end >= ihl + 8 else 0
+        if ulen < 8 or ihl + ulen > end:
+            return 0, 0, None, BAD_L4_HEADER
+    else:
+        return 0, 0, None, NOT_TCP_UDP
+    sport, dport = p[ihl] << 8 | p[ihl + 1], p[ihl + 2] << 8 | p[ihl + 3]
+    return ihl, end, (proto, bytes(p[16:20]), dport, bytes(p[12:16]), sport), None
+
+
+def rewrite(packet, table):
+    """(rewritten bytes | None, reason, key | None): the core of :func:`rewrite_reply`."""
+    p = memoryview(packet).cast("B")
+    ihl, end, key, why = _reply_key(p)
+    if why is not None:
+        return None, why, None
+    entry = table.get(key)
+    if entry is None:
+        return None, UNKNOWN_FLOW, key
+    out = bytearray(p[:end])
+    old = bytes(out[12:20]) + bytes(out[ihl:ihl + 4])
+    new = key[1] + entry.cip + struct.pack("!HH", entry.vport, entry.cport)
+    out[12:20], out[ihl:ihl + 4] = new[:8], new[8:]
+    at = ihl + (16 if key[0] == TCP else 6)
+    csum = out[at] << 8 | out[at + 1]
+    if key[0] == TCP or csum:          # a UDP checksum of 0 means "none" (RFC 768): keep it so
+        csum = _csum_update(csum, old, new)
+        out[at:at + 2] = struct.pack("!H", csum or (0xFFFF if key[0] == UDP else 0))
+    out[10:12] = b"\0\0"
+    out[10:12] = struct.pack("!H", _ip_checksum(out[:ihl]))
+    return bytes(out), REWRITTEN, key
+
+
+def rewrite_reply(packet, table):
+    """A reply RIP:rport -> VIP:lport (IPv4 header first) -> (VIP:vport -> CIP:cport | None, reason).
+
+    `table` maps (proto, VIP, lport, RIP, rport) (addresses packed) to an :class:`Entry`
+    (anything with ``get``). Both checksums updated (RFC 1624), bytes past the IP total
+    length cut. Pure; never raises on any bytes-like input.
+    """
+    out, reason, _ = rewrite(packet, table)
+    return out, reason
+
+
+# -- the connection table (sans-IO: the caller gives `now`) -----------------------------------------
+
+class FlowTable:
+    def __init__(self, vips, port_map=None, max_conns: int = 1 << 18, timeouts=None):
+        self.vips = frozenset(socket.inet_aton(str(ipaddress.IPv4Address(v))) for v in vips)
+        self.port_map = dict(port_map or {})
+        self.max_conns = max_conns
+        self.timeouts = {**TIMEOUTS, **(timeouts or {})}
+        self.entries = {}
+        self.counters = dict.fromkeys((*IN_REASONS, *OUT_REASONS, EXPIRED), 0)
+        self.now = 0.0
+        self._heap, self._seq = [], itertools.count()
+
+    def __len__(self):
+        return len(self.entries)
+
+    def get(self, key):
+        """The live entry for `key` (an expired one is removed and not returned)."""
+        entry = self.entries.get(key)
+        if entry is not None and entry.expires <= self.now:
+            del self.entries[key]
+            self.counters[EXPIRED] += 1
+            return None
+        return entry
+
+    def add(self, key, cip: bytes, cport: int, vport: int, now: float, state: str | None = None):
+        """Install or replace an entry; False (counted table_full) when the table is full."""
+        self.now = now
+        if key not in self.entries and len(self.entries) >= self.max_conns:
+            self.expire(now)
+            if len(self.entries) >= self.max_conns:
+                self.counters[TABLE_FULL] += 1
+                return False
+        state = state or ("syn" if key[0] == TCP else "udp")
+        entry = Entry(cip, cport, vport, state, now + self.timeouts[state])
+        self.entries[key] = entry
+        self._schedule(key, entry)
+        return True
+
+    def _schedule(self, key, entry: Entry) -> None:
+        entry.due = entry.expires
+        heapq.heappush(self._heap, (entry.due, next(self._seq), key, entry))
+
+    def _set_state(self, entry: Entry, state: str, key=None) -> None:
+        """Move to `state` (close is final, fin never goes back) and restart its timeout."""
+        if entry.state != "close" and not (entry.state == "fin" and state == "established"):
+            entry.state = state
+        entry.expires = self.now + self.timeouts[entry.state]
+        if key is not None and entry.expires < entry.due:     # sooner than the heap expects
+            self._schedule(key, entry)
+
+    def inbound(self, packet, now: float) -> str:
+        """A client-side packet (from the AF_PACKET socket): learn or close. Returns the reason."""
+        self.now = now
+        seen, reason = learn(packet, self.vips, self.port_map)
+        if reason == LEARNED:
+            old = self.get(seen.key)
+            # A SYN starts a connection afresh (a director reuses lports); a TOA on a later
+            # segment (DPVS puts it on the first ACK) only teaches what is not known yet.
+            fresh = bool(seen.flags & SYN) or old is None or (old.cip, old.cport) != seen.client
+            if fresh and not self.add(seen.key, *seen.client, seen.vport, now):
+                return TABLE_FULL
+            entry = self.entries[seen.key]
+            self._set_state(entry, "close" if seen.flags & RST else "fin" if seen.flags & FIN else entry.state,
+                            seen.key)
+        elif reason in (IN_FIN, IN_RST):
+            entry = self.get(seen.key)
+            if entry is None:
+                reason = IN_NO_CONN
+            else:
+                self._set_state(entry, "close" if reason == IN_RST else "fin", seen.key)
+        self.counters[reason] += 1
+        return reason
+
+    def outbound(self, packet, now: float):
+        """A server reply (from the TUN device) -> (rewritten bytes | None, reason)."""
+        self.now = now
+        out, reason, key = rewrite(packet, self)
+        if out is not None:
+            entry = self.entries[key]
+            if key[0] == UDP:
+                self._set_state(entry, "udp", key)
+            else:
+                flags = out[(out[0] & 0x0F) * 4 + 13]
+                self._set_state(entry, "close" if flags & RST else "fin" if flags & FIN else "established", key)
+        self.counters[reason] += 1
+        return out, reason
+
+    def expire(self, now: float) -> int:
+        """Remove entries idle past their timeout; returns how many went."""
+        self.now, gone = now, 0
+        while self._heap and self._heap[0][0] <= now:
+            due, _, key, entry = heapq.heappop(self._heap)
+            if self.entries.get(key) is not entry or due != entry.due:
+                continue                               # replaced, removed, or rescheduled sooner
+            if entry.expires <= now:
+                del self.entries[key]
+                gone += 1
+            else:
+                self._schedule(key, entry)
+        self.counters[EXPIRED] += gone
+        return gone
+
+
+# -- the kernel side: BPF filter, TUN device, sockets ---------------------------------------------------
+
+def bpf_program(vips) -> list:
+    """Classic BPF (code, jt, jf, k) passing TCP from a VIP with SYN/FIN/RST or a TOA first.
+
+    Offsets are from the IP header (SOCK_DGRAM packet sockets see no link header). Only a
+    pre-filter: :func:`learn` checks everything again.
+    """
+    vips = list(vips)
+    if not 1 <= len(vips) <= MAX_VIPS:
+        raise ValueError(f"1..{MAX_VIPS} VIPs")
+    n = len(vips)
+    hdr = 5 + n                        # index of the "ldxb 4*([0]&0xf)" instruction
+    accept, drop = hdr + 5, hdr + 6
+    prog = [(0x30, 0, 0, 9), (0x15, 0, drop - 2, TCP), (0x28, 0, 0, 6), (0x45, drop - 4, 0, 0x1FFF),
+            (0x20, 0, 0, 12)]
+    for i, vip in enumerate(vips):
+        at = 5 + i
+        prog.append((0x15, hdr - at - 1, (drop - at - 1) if i == n - 1 else 0, int.from_bytes(vip, "big")))
+    prog += [(0xB1, 0, 0, 0), (0x50, 0, 0, 13), (0x45, accept - (hdr + 2) - 1, 0, SYN | FIN | RST),
+             (0x50, 0, 0, 20), (0x15, 0, 1, 254), (0x06, 0, 0, SNAPLEN), (0x06, 0, 0, 0)]
+    return prog
+
+
+def attach_filter(sock: socket.socket, prog) -> None:
+    buf = ctypes.create_string_buffer(b"".join(struct.pack("HBBI", *ins) for ins in prog))
+    fprog = struct.pack("HL", len(prog), ctypes.addressof(buf))
+    sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
+
+
+def open_learn_socket(vips) -> socket.socket:
+    s = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(ETH_P_IP))
+    try:
+        attach_filter(s, bpf_program(vips))
+        # the filter was attached after the socket started queueing: drop what came before it
+        s.setblocking(False)
+        _drain_socket(s)
+        with _suppress_oserror():
+            s.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)   # our own sends (src VIP) too
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
+    except BaseException:
+        s.close()
+        raise
+    return s
+
+
+class _suppress_oserror:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, *_):
+        return kind is not None and issubclass(kind, OSError)
+
+
+def _drain_socket(s) -> None:
+    try:
+        while True:
+            s.recv(1)
+    except (BlockingIOError, InterruptedError):
+        pass
+
+
+def open_tun(ifname: str) -> int:
+    fd = os.open("/dev/net/tun", os.O_RDWR | os.O_CLOEXEC | os.O_NONBLOCK)
+    try:
+        fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH", ifname.encode(), IFF_TUN | IFF_NO_PI))
+    except OSError:
+        os.close(fd)
+        raise
+    return fd
+
+
+def configure_tun(ifname: str, vips, mtu: int) -> None:
+    """Up, no IPv6, and ``VIP/32 dev IFNAME`` for each VIP (they go with the device)."""
+    from pyroute2 import IPRoute
+    v6 = Path(f"/proc/sys/net/ipv6/conf/{ifname}/disable_ipv6")
+    if v6.exists():
+        v6.write_text("1\n")
+    with IPRoute() as ipr:
+        index = ipr.link_lookup(ifname=ifname)[0]
+        ipr.link("set", index=index, mtu=mtu, state="up")
+        for vip in vips:
+            ipr.route("add", dst=vip, dst_len=32, oif=index, scope=253)
+
+
+def strict_rp_filter(ifnames) -> list:
+    """Interfaces where the effective rp_filter (max of all and the device) is strict (1)."""
+    def value(dev):
+        try:
+            return int(Path(f"/proc/sys/net/ipv4/conf/{dev}/rp_filter").read_text())
+        except (OSError, ValueError):
+            return 0
+    return [dev for dev in ifnames if max(value("all"), value(dev)) == 1]
+
+
+def device_exists(ifname: str) -> bool:
+    return Path(f"/sys/class/net/{ifname}").exists() or Path(f"/proc/sys/net/ipv4/conf/{ifname}").exists()
+
+
+class Agent:
+    """The shell around :class:`FlowTable`: packet socket and TUN in, raw socket out."""
+
+    def __init__(self, vips, port_map=None, ifname: str = DEFAULT_IFNAME, stats_file: str | None = None,
+                 max_conns: int = 1 << 18, mtu: int = 1500):
+        self.vips = list(dict.fromkeys(str(ipaddress.IPv4Address(v)) for v in vips))
+        if len(self.vips) > MAX_VIPS:
+            raise ValueError(f"at most {MAX_VIPS} VIPs")
+        self.table = FlowTable(self.vips, port_map, max_conns)
+        self.ifname, self.mtu = ifname, mtu
+        self.stats_file = Path(stats_file) if stats_file else None
+        self.stopping = False
+        self.tun_fd = self.learn_sock = self.raw = None
+        self._dirty, self._flushed, self._expired = True, 0.0, 0.0
+
+    def open(self) -> None:
+        self.tun_fd = open_tun(self.ifname)
+        configure_tun(self.ifname, self.vips, self.mtu)
+        self.learn_sock = open_learn_socket(self.table.vips)
+        self.raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+        self.raw.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, RCVBUF)
+
+    def close(self) -> None:
+        for s in (self.learn_sock, self.raw):
+            if s is not None:
+                s.close()
+        self.learn_sock = self.raw = None
+        if self.tun_fd is not None:
+            os.close(self.tun_fd)          # not persistent: device and VIP routes go away
+            self.tun_fd = None
+
+    def drain_learn(self) -> None:
+        for _ in range(BATCH):
+            try:
+                data, addr = self.learn_sock.recvfrom(SNAPLEN)
+            except (BlockingIOError, InterruptedError):
+                return
+            if addr[2] != PACKET_OUTGOING:
+                self.table.inbound(data, time.monotonic())
+                self._dirty = True
+
+    def drain_tun(self) -> None:
+        for _ in range(BATCH):
+            try:
+                packet = os.read(self.tun_fd, 65536)
+            except (BlockingIOError, InterruptedError):
+                return
+            self.reply(packet)
+
+    def reply(self, packet: bytes) -> str:
+        out, reason = self.table.outbound(packet, time.monotonic())
+        if reason == UNKNOWN_FLOW:
+            # Its SYN may still wait in the packet socket (queued there before the server
+            # saw it): learn what is waiting and look once more; the packet counts once.
+            self.table.counters[UNKNOWN_FLOW] -= 1
+            self.drain_learn()
+            out, reason = self.table.outbound(packet, time.monotonic())
+        if out is not None:
+            reason = self.send(out)
+        self._dirty = True
+        return reason
+
+    def send(self, out: bytes) -> str:
+        info = struct.pack("I4s4s", 0, out[12:16], b"\0\0\0\0")   # route as if from the VIP
+        try:
+            self.raw.sendmsg([out], [(socket.IPPROTO_IP, IP_PKTINFO, info)], 0, (socket.inet_ntoa(out[16:20]), 0))
+            return REWRITTEN
+        except OSError:
+            self.table.counters[REWRITTEN] -= 1
+            self.table.counters[SEND_FAILED] += 1
+            return SEND_FAILED
+
+    def run(self) -> None:
+        rfd, wfd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        old_wakeup = signal.set_wakeup_fd(wfd)
+        try:
+            with selectors.DefaultSelector() as sel:
+                sel.register(self.learn_sock, selectors.EVENT_READ)
+                sel.register(self.tun_fd, selectors.EVENT_READ)
+                sel.register(rfd, selectors.EVENT_READ)
+                while not self.stopping:
+                    events = {key.fd for key, _ in sel.select(FLUSH_INTERVAL)}
+                    self.drain_learn()              # always first: SYNs before their replies
+                    if self.tun_fd in events:
+                        self.drain_tun()
+                    if rfd in events:
+                        _drain_pipe(rfd)
+                    self.housekeeping()
+        finally:
+            signal.set_wakeup_fd(old_wakeup)
+            os.close(rfd)
+            os.close(wfd)
+            self.flush(force=True)
+
+    def housekeeping(self) -> None:
+        now = time.monotonic()
+        if now - self._expired >= EXPIRE_INTERVAL:
+            if self.table.expire(now):
+                self._dirty = True
+            self._expired = now
+        self.flush()
+
+    def stop(self, *_):
+        self.stopping = True
+
+    def stats(self) -> dict:
+        return {"pid": os.getpid(), "ifname": self.ifname, "vips": self.vips, "conns": len(self.table),
+                "counters": dict(self.table.counters)}
+
+    def flush(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if self.stats_file is None or not (force or (self._dirty and now - self._flushed >= FLUSH_INTERVAL)):
+            return
+        tmp = self.stats_file.with_name(self.stats_file.name + ".tmp")
+        tmp.write_text(json.dumps(self.stats()) + "\n")
+        tmp.replace(self.stats_file)
+        self._dirty, self._flushed = False, now
+
+    def status_line(self) -> str:
+        return " ".join(f"{k}={v}" for k, v in self.table.counters.items() if v) or "nothing seen"
+
+
+def parse_port_map(items) -> dict:
+    out = {}
+    for item in items or ():
+        try:
+            rport, vport = (int(x) for x in item.split(":"))
+        except ValueError:
+            raise ValueError(f"bad --map-port {item!r} (want RPORT:VPORT)") from None
+        if not (0 < rport < 65536 and 0 < vport < 65536):
+            raise ValueError(f"bad --map-port {item!r}: ports are 1..65535")
+        out[rport] = vport
+    return out
+
+
+def _announce_ready(agent: Agent) -> None:
+    print(f"ready ifname={agent.ifname} vips={','.join(agent.vips)}", flush=True)
+    if stat.S_ISFIFO(os.fstat(1).st_mode):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 1)
+        os.close(devnull)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m lb.enat_agent", description=__doc__.split("\n")[0])
+    p.add_argument("--vip", action="append", required=True, help="a VIP (repeat for several)")
+    p.add_argument("--map-port", action="append", metavar="RPORT:VPORT",
+                   help="replies from local port RPORT leave as VPORT (default: the same port)")
+    p.add_argument("--ifname", default=DEFAULT_IFNAME, help=f"TUN device to create (default {DEFAULT_IFNAME})")
+    p.add_argument("--stats-file", help="write the counters here as JSON")
+    p.add_argument("--max-conns", type=int, default=1 << 18)
+    p.add_argument("--mtu", type=int, default=1500, help="the TUN device's MTU (as the server's uplink)")
+    a = p.parse_args(argv)
+    try:
+        agent = Agent(a.vip, parse_port_map(a.map_port), a.ifname, a.stats_file, a.max_conns, a.mtu)
+    except ValueError as e:
+        p.error(str(e))
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, agent.stop)
+    try:
+        agent.open()
+    except Exception as e:  # OSError, or pyroute2's NetlinkError (not an OSError)
+        agent.close()
+        print(f"lb.enat_agent: cannot set up {a.ifname}: {e}", file=sys.stderr)
+        return 1
+    strict = strict_rp_filter(d for d in os.listdir("/proc/sys/net/ipv4/conf")
+                              if d not in ("all", "default", "lo", a.ifname))
+    if strict:
+        print(f"lb.enat_agent: warning: strict rp_filter on {', '.join(strict)}: SYNs from the VIP will be "
+              "dropped (lb realserver setup --mode enat makes it loose)", file=sys.stderr)
+    try:
+        _announce_ready(agent)
+        agent.run()
+    finally:
+        agent.close()
+        left = " (device still present!)" if device_exists(a.ifname) else ""
+        print(f"lb.enat_agent: stopped; counters: {agent.status_line()}{left}", file=sys.stderr, flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
