@@ -45,8 +45,8 @@ SIGTERM/SIGINT stop it cleanly with ``lb.enat_agent: stopped; counters: ...`` on
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
-import errno
 import fcntl
 import heapq
 import ipaddress
@@ -389,21 +389,13 @@ def open_learn_socket(vips) -> socket.socket:
         # the filter was attached after the socket started queueing: drop what came before it
         s.setblocking(False)
         _drain_socket(s)
-        with _suppress_oserror():
+        with contextlib.suppress(OSError):      # Linux >= 4.20; the pkttype check covers older ones
             s.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)   # our own sends (src VIP) too
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
     except BaseException:
         s.close()
         raise
     return s
-
-
-class _suppress_oserror:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, kind, *_):
-        return kind is not None and issubclass(kind, OSError)
 
 
 def _drain_socket(s) -> None:
