@@ -7,10 +7,27 @@
                                                        └─ rs3 ns       eth0 198.18.0.13
 ```
 One VIP per forwarding mode, all held by the director on eth0 (its kernel answers ARP for
-them; the router reaches them on-link): NAT 198.18.0.100, DR 198.18.0.101, TUN 198.18.0.102.
+them; the router reaches them on-link): NAT 198.18.0.100, DR 198.18.0.101, TUN 198.18.0.102,
+FULLNAT 198.18.0.103, ENAT 198.18.0.104; and FULLNAT's local addresses (the source of what
+the director sends on to the real servers), LIPs 198.18.0.3 and .4 (``addr["lips"]``).
 The real servers' default gateway stays the director (NAT needs it);
 :meth:`Lab.setup_realservers` runs ``lb realserver setup`` in every RS so that DR and TUN
 replies, which leave from the VIP, go straight to the router by a policy rule.
+
+``Lab(rs_net="routed")`` puts the real servers on a network of their own, which the director
+reaches only through the router (FULLNAT and ENAT need no shared segment):
+
+```
+ client ns ─veth─ router ns ─ br0 (LAN 198.18.0.0/24) ── director ns  eth0 198.18.0.2 + VIPs + LIPs
+ 198.18.1.2       198.18.1.1 ├ 198.18.0.1
+                             └ br1 (198.18.2.0/24) ─┬─ rs1 ns  eth0 198.18.2.11
+                               198.18.2.1           ├─ rs2 ns  eth0 198.18.2.12
+                                                    └─ rs3 ns  eth0 198.18.2.13
+```
+There the real servers' default gateway is the router, the director routes 198.18.2.0/24
+via the router, and the router's ``rp_filter`` is 0: ENAT replies come from the RS network
+with the VIP (whose route points at the LAN) as source, and go straight to the client.
+
 Every namespace is called ``<prefix>-<role>``; all links are created from inside the
 router namespace, so the host namespace never holds a lab interface. Teardown kills the
 processes living in the lab's namespaces (by PID, checked against the namespace), then
@@ -56,7 +73,10 @@ MUST_BE_OFF = ("tx-checksum-ip-generic", "tx-tcp-segmentation", "tx-generic-segm
 
 
 # The VIP of each forwarding mode (the NAT one is also addr["vip"], as before).
-VIPS = {"nat": "198.18.0.100", "dr": "198.18.0.101", "tun": "198.18.0.102"}
+VIPS = {"nat": "198.18.0.100", "dr": "198.18.0.101", "tun": "198.18.0.102",
+        "fullnat": "198.18.0.103", "enat": "198.18.0.104"}
+LIPS = ["198.18.0.3", "198.18.0.4"]     # FULLNAT local addresses of the director
+RS_NETS = ("lan", "routed")
 
 
 class LabError(RuntimeError):
@@ -198,22 +218,30 @@ class Lab:
     HTTP_PORT = HTTP_PORT
     UDP_PORT = UDP_PORT
 
-    def __init__(self, prefix: str | None = None, n_rs: int = 3, rs_gateway: str = "director"):
+    def __init__(self, prefix: str | None = None, n_rs: int = 3, rs_gateway: str | None = None,
+                 rs_net: str = "lan"):
         self.prefix = prefix or new_prefix()
         if not PREFIX_RE.match(self.prefix):
             raise ValueError(f"bad lab prefix {self.prefix!r} (want [a-z][a-z0-9]{{1,15}})")
         if not 1 <= n_rs <= 80:
             raise ValueError("n_rs must be 1..80")
+        if rs_net not in RS_NETS:
+            raise ValueError("rs_net must be 'lan' or 'routed'")
+        rs_gateway = rs_gateway or ("director" if rs_net == "lan" else "router")
         if rs_gateway not in ("director", "router"):
             raise ValueError("rs_gateway must be 'director' or 'router'")
-        self.n_rs, self.rs_gateway = n_rs, rs_gateway
+        if rs_net == "routed" and rs_gateway == "director":
+            raise ValueError("routed real servers cannot have the director as gateway (it is not on their network)")
+        self.n_rs, self.rs_gateway, self.rs_net = n_rs, rs_gateway, rs_net
         self.rs_names = [f"rs{i}" for i in range(1, n_rs + 1)]
         self.roles = ["client", "router", "director", *self.rs_names]
         self.addr = {
             "client": "198.18.1.2", "router": "198.18.1.1", "router_lan": "198.18.0.1",
-            "director": "198.18.0.2", "vip": VIPS["nat"], "vips": dict(VIPS),
-            "rs": [f"198.18.0.{10 + i}" for i in range(1, n_rs + 1)],
+            "director": "198.18.0.2", "vip": VIPS["nat"], "vips": dict(VIPS), "lips": list(LIPS),
+            "rs": [f"198.18.{0 if rs_net == 'lan' else 2}.{10 + i}" for i in range(1, n_rs + 1)],
         }
+        if rs_net == "routed":
+            self.addr.update({"router_rs": "198.18.2.1", "rs_net": "198.18.2.0/24"})
         self.director_ifname = LAN_IF
         self.state_file = STATE_DIR / f"{self.prefix}.json"
         self.log_dir = STATE_DIR / self.prefix
@@ -294,17 +322,24 @@ class Lab:
     def _build_links(self) -> None:
         """All veths are made in the router ns with the peer placed straight in its namespace."""
         with iproute(self.ns("router")) as ipr:
-            ipr.link("add", ifname="br0", kind="bridge", br_stp_state=0, br_forward_delay=0)
-            br = ipr.link_lookup(ifname="br0")[0]
+            for br in self._bridges():
+                ipr.link("add", ifname=br, kind="bridge", br_stp_state=0, br_forward_delay=0)
             ipr.link("add", ifname="to-client", kind="veth",
                      peer={"ifname": LAN_IF, "net_ns_fd": self.ns("client")})
             for role in ["director", *self.rs_names]:
                 port = f"p-{role}"
                 ipr.link("add", ifname=port, kind="veth", peer={"ifname": LAN_IF, "net_ns_fd": self.ns(role)})
-                ipr.link("set", index=ipr.link_lookup(ifname=port)[0], master=br)
+                ipr.link("set", index=ipr.link_lookup(ifname=port)[0],
+                         master=ipr.link_lookup(ifname=self._bridge_of(role))[0])
+
+    def _bridges(self) -> list:
+        return ["br0"] if self.rs_net == "lan" else ["br0", "br1"]
+
+    def _bridge_of(self, role: str) -> str:
+        return "br1" if self.rs_net == "routed" and role in self.rs_names else "br0"
 
     def _disable_all_offloads(self) -> None:
-        router_ifs = ["br0", "to-client", *(f"p-{r}" for r in ["director", *self.rs_names])]
+        router_ifs = [*self._bridges(), "to-client", *(f"p-{r}" for r in ["director", *self.rs_names])]
         for role in self.roles:
             with in_netns(self.ns(role)):
                 left = disable_offloads(router_ifs if role == "router" else [LAN_IF])
@@ -313,20 +348,25 @@ class Lab:
                 raise LabError(f"offloads still on in {self.ns(role)}: {bad}")
 
     def _configure(self) -> None:
-        gw = self.addr["director"] if self.rs_gateway == "director" else self.addr["router_lan"]
-        self._setup("router", [("to-client", self.addr["router"], 24), ("br0", self.addr["router_lan"], 24)],
+        routed = self.rs_net == "routed"
+        gw = {"director": self.addr["director"], "router": self.addr.get("router_rs", self.addr["router_lan"])}
+        self._setup("router", [("to-client", self.addr["router"], 24), ("br0", self.addr["router_lan"], 24),
+                               *([("br1", self.addr["router_rs"], 24)] if routed else [])],
                     up=[f"p-{r}" for r in ["director", *self.rs_names]])
         self._setup("client", [(LAN_IF, self.addr["client"], 24)], gateway=self.addr["router"])
         self._setup("director", [(LAN_IF, self.addr["director"], 24),
-                                 *((LAN_IF, vip, 32) for vip in self.addr["vips"].values())],
+                                 *((LAN_IF, a, 32) for a in [*self.addr["vips"].values(), *self.addr["lips"]])],
                     gateway=self.addr["router_lan"])
         for name, rip in zip(self.rs_names, self.addr["rs"]):
-            self._setup(name, [(LAN_IF, rip, 24)], gateway=gw)
+            self._setup(name, [(LAN_IF, rip, 24)], gateway=gw[self.rs_gateway])
+        if routed:
+            with iproute(self.ns("director")) as ipr:
+                ipr.route("add", dst=self.addr["rs_net"], gateway=self.addr["router_lan"])
         with iproute(self.ns("router")) as ipr:
-            # The director owns the VIPs: say so explicitly (covered by the /24 today, but
-            # later modes may move a VIP out of the LAN prefix).
-            for vip in self.addr["vips"].values():
-                ipr.route("add", dst=vip, dst_len=32, oif=ipr.link_lookup(ifname="br0")[0], scope=253)
+            # The director owns the VIPs and LIPs: say so explicitly (covered by the /24
+            # today, but later modes may move one out of the LAN prefix).
+            for address in [*self.addr["vips"].values(), *self.addr["lips"]]:
+                ipr.route("add", dst=address, dst_len=32, oif=ipr.link_lookup(ifname="br0")[0], scope=253)
         for role, values in self._sysctls().items():
             with in_netns(self.ns(role)):
                 write_sysctls(values)
@@ -346,7 +386,10 @@ class Lab:
         # must come back through it); the director must not send them (it forwards on the
         # interface the frame arrived on, which is exactly when the kernel redirects).
         no_accept = {f"net.ipv4.conf.{d}.accept_redirects": 0 for d in ("all", "default", LAN_IF)}
-        out = {"router": {"net.ipv4.ip_forward": 1}, "client": {},
+        # Routed: ENAT replies enter the router from the RS network with the VIP (routed to
+        # the LAN) as source; a strict reverse-path filter would drop every one of them.
+        rp_off = {f"net.ipv4.conf.{d}.rp_filter": 0 for d in ("all", "default", *self._bridges())}
+        out = {"router": {"net.ipv4.ip_forward": 1, **(rp_off if self.rs_net == "routed" else {})}, "client": {},
                "director": {"net.ipv4.ip_forward": 0, **no_redirects}}
         out.update({name: dict(no_accept) for name in self.rs_names})
         return out
@@ -357,7 +400,7 @@ class Lab:
             STATE_DIR.mkdir(parents=True, exist_ok=True)
             state = {
                 "prefix": self.prefix, "ns_prefix": self.ns_prefix, "n_rs": self.n_rs,
-                "rs_gateway": self.rs_gateway, "owner_pid": self._owner_pid,
+                "rs_gateway": self.rs_gateway, "rs_net": self.rs_net, "owner_pid": self._owner_pid,
                 "namespaces": [self.ns(r) for r in self.roles], "addr": self.addr,
                 "processes": {str(p): {"role": v["role"], "argv": v["argv"]} for p, v in self._procs.items()},
             }
@@ -369,7 +412,8 @@ class Lab:
     def from_state(cls, prefix: str) -> "Lab":
         """A handle on a lab another process built (for ``lb lab down`` / ``status``)."""
         state = json.loads((STATE_DIR / f"{prefix}.json").read_text())
-        lab = cls(prefix=state["prefix"], n_rs=state["n_rs"], rs_gateway=state["rs_gateway"])
+        lab = cls(prefix=state["prefix"], n_rs=state["n_rs"], rs_gateway=state["rs_gateway"],
+                  rs_net=state.get("rs_net", "lan"))
         lab._owner_pid = state.get("owner_pid")
         for pid, info in state.get("processes", {}).items():
             lab._procs[int(pid)] = {"role": info["role"], "argv": info["argv"], "popen": None}
@@ -469,23 +513,26 @@ class Lab:
             raise LabError(f"lab server on {name} did not start (rc={proc.poll()}):\n{log}")
 
     # -- real servers for DR and TUN ----------------------------------------------------
-    def setup_realservers(self, mode: str, vip: str | None = None, udp_echo: bool = True,
+    def setup_realservers(self, mode: str, vip: str | None = None, udp_echo: bool | None = None,
                           timeout: float = 30.0) -> None:
         """``lb realserver setup --mode M --vip VIP --reply-gateway <router>`` in every RS.
 
-        With `udp_echo`, also a lab UDP echo bound to the VIP on UDP_PORT in every RS: the
-        lab servers' wildcard socket answers from the address routing picks (the RIP), and a
-        DR/TUN reply must come from the VIP (a TCP connection does so by itself).
+        Modes dr, tun, enat (the ENAT agent) and fullnat (nothing to change). With
+        `udp_echo` (default: for dr and tun), also a lab UDP echo bound to the VIP on
+        UDP_PORT in every RS: the lab servers' wildcard socket answers from the address
+        routing picks (the RIP), and a DR/TUN reply must come from the VIP (a TCP
+        connection does so by itself).
         """
-        if mode not in ("dr", "tun"):
-            raise ValueError("mode must be 'dr' or 'tun'")
+        if mode not in ("dr", "tun", "enat", "fullnat"):
+            raise ValueError("mode must be 'dr', 'tun', 'enat' or 'fullnat'")
         vip = vip or self.addr["vips"][mode]
+        gw = self.addr.get("router_rs", self.addr["router_lan"])
         for name in self.rs_names:
             r = self.run(name, [sys.executable, "-m", "lb", "realserver", "setup", "--mode", mode,
-                                "--vip", vip, "--reply-gateway", self.addr["router_lan"]], timeout=timeout)
+                                "--vip", vip, "--reply-gateway", gw], timeout=timeout)
             if r.returncode:
                 raise LabError(f"lb realserver setup on {name} failed: {r.stderr.strip() or r.stdout.strip()}")
-        if udp_echo:
+        if udp_echo if udp_echo is not None else mode in ("dr", "tun"):
             self._start_vip_echo(mode, vip)
 
     def _start_vip_echo(self, mode: str, vip: str, timeout: float = 10.0) -> None:
@@ -593,7 +640,7 @@ class Lab:
         present = set(self.namespaces())
         owner = self._owner_pid
         vips = " ".join(f"{m}={v}" for m, v in self.addr["vips"].items())
-        lines = [f"lab {self.prefix}: rs_gateway={self.rs_gateway} vips {vips} "
+        lines = [f"lab {self.prefix}: rs_net={self.rs_net} rs_gateway={self.rs_gateway} vips {vips} "
                  f"owner pid {owner} ({'alive' if owner and pid_alive(owner) else 'gone'})"]
         for role in self.roles:
             name = self.ns(role)
