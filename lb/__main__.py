@@ -1,12 +1,12 @@
 """``lb``: the lab and the demo.
 
-    lb lab up [--prefix P] [--rs N] [--rs-gateway director|router] [--servers]
+    lb lab up [--prefix P] [--rs N] [--rs-gateway director|router] [--rs-net lan|routed] [--servers]
     lb lab down (--prefix P | --all)
     lb lab status [--prefix P]
     lb demo [--kernel] [--count N] [--prefix P]
-    lb realserver setup --mode dr|tun --vip VIP [--vip VIP2 ...] [--reply-gateway GW]
-                        [--decap auto|kernel|userspace]
-    lb realserver teardown [--mode dr|tun]
+    lb realserver setup --mode dr|tun|enat|fullnat --vip VIP [--vip VIP2 ...] [--reply-gateway GW]
+                        [--decap auto|kernel|userspace] [--map-port RPORT:VPORT ...]
+    lb realserver teardown [--mode dr|tun|enat|fullnat]
     lb realserver status
 
 ``lb demo`` builds the namespace lab, starts the test servers on the real servers and the
@@ -42,7 +42,11 @@ def _raise_interrupt(signum, frame):
 
 def cmd_lab(a) -> int:
     if a.action == "up":
-        lab = Lab(prefix=a.prefix, n_rs=a.rs, rs_gateway=a.rs_gateway).up()
+        try:
+            lab = Lab(prefix=a.prefix, n_rs=a.rs, rs_gateway=a.rs_gateway, rs_net=a.rs_net)
+        except ValueError as e:
+            raise SystemExit(f"lb lab up: {e}") from None
+        lab.up()
         if a.servers:
             lab.start_servers()
         print(lab.status())
@@ -174,19 +178,25 @@ def parser() -> argparse.ArgumentParser:
     lab.add_argument("--prefix", help="namespace name prefix (default: lb + 6 random hex)")
     lab.add_argument("--all", action="store_true", help="down: every lab recorded in /run/lb-lab")
     lab.add_argument("--rs", type=int, default=3, help="number of real servers")
-    lab.add_argument("--rs-gateway", choices=["director", "router"], default="director")
+    lab.add_argument("--rs-gateway", choices=["director", "router"],
+                     help="the real servers' default gateway (default: director on the LAN, router when routed)")
+    lab.add_argument("--rs-net", choices=["lan", "routed"], default="lan",
+                     help="real servers on the director's LAN, or on 198.18.2.0/24 behind the router")
     lab.add_argument("--servers", action="store_true", help="up: also start the test servers")
     demo = sub.add_parser("demo", help="the end-to-end demo on a fresh lab")
     demo.add_argument("--kernel", action="store_true", help="kernel nftables DNAT instead of lb.daemon")
     demo.add_argument("--count", type=int, default=6, help="requests per protocol (max 100)")
     demo.add_argument("--prefix")
-    rs = sub.add_parser("realserver", help="prepare this host/namespace as a DR or TUN real server")
+    rs = sub.add_parser("realserver", help="prepare this host/namespace as a DR, TUN or ENAT real server")
     rs.add_argument("action", choices=["setup", "teardown", "status"])
-    rs.add_argument("--mode", choices=["dr", "tun"], help="setup: required; teardown: only this mode")
+    rs.add_argument("--mode", choices=["dr", "tun", "enat", "fullnat"],
+                    help="setup: required (fullnat: nothing to do); teardown: only this mode")
     rs.add_argument("--vip", action="append", help="a virtual IP (repeat for several)")
     rs.add_argument("--reply-gateway", metavar="GW", help="replies from the VIPs leave through GW")
     rs.add_argument("--decap", choices=["auto", "kernel", "userspace"], default="auto",
                     help="tun: the kernel's ipip device if it exists (auto), or lb.decap")
+    rs.add_argument("--map-port", action="append", metavar="RPORT:VPORT",
+                    help="enat: replies from local port RPORT leave as the virtual port VPORT")
     return p
 
 

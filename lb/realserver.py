@@ -1,8 +1,8 @@
-"""The real-server side of DR and TUN: ``lb realserver setup | teardown | status``.
+"""The real-server side of DR, TUN and ENAT: ``lb realserver setup | teardown | status``.
 
-    lb realserver setup --mode dr|tun --vip VIP [--vip VIP2 ...] [--reply-gateway GW]
-                        [--decap auto|kernel|userspace]
-    lb realserver teardown [--mode dr|tun]
+    lb realserver setup --mode dr|tun|enat|fullnat --vip VIP [--vip VIP2 ...] [--reply-gateway GW]
+                        [--decap auto|kernel|userspace] [--map-port RPORT:VPORT ...]
+    lb realserver teardown [--mode dr|tun|enat]
     lb realserver status
 
 Works on the network namespace it runs in (a host, or ``ip netns exec NS lb realserver ...``).
@@ -20,6 +20,14 @@ Works on the network namespace it runs in (a host, or ``ip netns exec NS lb real
   device if it can make one (VIPs on it, up, its ``rp_filter`` 0), else the userspace
   decapsulator ``python -m lb.decap`` started in the background (its TUN device holds the
   VIPs and goes away with the process).
+- **ENAT**: the ENAT reply agent ``python -m lb.enat_agent`` started in the background (its
+  TUN device and the routes ``VIP/32 dev lbenat0`` go away with the process), and a strict
+  ``rp_filter`` (1) made loose (2) on ``all``, ``default`` and every interface: the director's
+  SYNs come from the VIP, whose route now points at the agent's device. The VIPs must not
+  be addresses here (a packet from a local address is a martian). ``--map-port 8080:80``
+  when the director maps the virtual port to another real-server port.
+- **FULLNAT** needs nothing here: the server reads the client address from the TOA
+  (:mod:`lb.toa`); setup says so and changes nothing.
 - ``--reply-gateway GW``: ``ip rule from VIP lookup T`` and ``default via GW table T``, so
   replies from the VIP leave through GW while everything else keeps the main table (in the
   lab the main default route points at the director, which NAT needs).
@@ -51,7 +59,8 @@ from lb import decap
 
 STATE_DIR = Path("/run/lb-rs")
 PKG_ROOT = Path(__file__).resolve().parent.parent
-MODES = ("dr", "tun")
+MODES = ("dr", "tun", "enat")
+NOOP_MODES = ("fullnat",)
 DECAP_CHOICES = ("auto", "kernel", "userspace")
 TABLE_BASE = 4700          # first routing table tried for --reply-gateway replies
 RULE_PRIORITY = 1000       # before main (32766)
@@ -92,7 +101,8 @@ def _side_file(inode: int, what: str) -> Path:
 
 def forget_netns(inode: int) -> None:
     """Remove the files of a namespace that is being deleted (its changes go with it)."""
-    for path in (state_path(inode), _side_file(inode, "decap.json"), _side_file(inode, "decap.log")):
+    for path in (state_path(inode), *(_side_file(inode, f"{d}.{ext}") for d in ("decap", "enat_agent")
+                                      for ext in ("json", "log"))):
         path.unlink(missing_ok=True)
 
 
@@ -189,6 +199,10 @@ class Host:
             return None
         return self.set_sysctl(key, value)
 
+    def loosen_rp_filter(self, key: str):
+        """Strict (1) -> loose (2); 0 and 2 already let packets from the VIP in."""
+        return self.set_sysctl(key, 2) if read_sysctl(key) == "1" else None
+
     def set_sysctl(self, key: str, value: int):
         old = read_sysctl(key)
         if old is None or int(old) == value:
@@ -262,7 +276,7 @@ class Host:
         Path(item["stats"]).unlink(missing_ok=True)
         Path(item["log"]).unlink(missing_ok=True)
         if still is not None:
-            raise RealServerError(f"{item['ifname']} still exists after the decapsulator stopped")
+            raise RealServerError(f"{item['ifname']} still exists after {item['name']} stopped")
 
 
 @contextlib.contextmanager
@@ -351,7 +365,8 @@ class UndoLog:
             try:
                 out.append(host.undo(item))
                 if item.get("last_words"):
-                    out.append(f"  decapsulator said: {item['last_words']}")
+                    out.append(f"  {'decapsulator' if item['name'] == 'decap' else item['name']} said: "
+                               f"{item['last_words']}")
                 self.data["changes"].remove(item)
             except Exception as e:  # keep it recorded: a later teardown retries it
                 errors.append(f"could not undo {_describe(item)}: {e}")
@@ -385,11 +400,15 @@ def _need_root() -> None:
         raise RealServerError("needs root (it changes addresses, sysctls and routing)")
 
 
-def setup(mode: str, vips, reply_gateway: str | None = None, decap_how: str = "auto") -> str:
+def setup(mode: str, vips, reply_gateway: str | None = None, decap_how: str = "auto", port_map=None) -> str:
     """Prepare this namespace for `mode`; all or nothing. Returns a report."""
+    if mode in NOOP_MODES:
+        return (f"{mode}: nothing to set up on a real server: the director sends from its own "
+                f"addresses and the client address comes in the SYN's TOA (lb.toa reads it)")
     if mode not in MODES or decap_how not in DECAP_CHOICES:
         raise RealServerError(f"bad mode {mode!r} or decap {decap_how!r}")
     vips, gw = _check_vips(vips), _check_gateway(reply_gateway)
+    port_map = _check_port_map(port_map)
     _need_root()
     from pyroute2 import IPRoute
     inode = netns_inode()
@@ -400,10 +419,12 @@ def setup(mode: str, vips, reply_gateway: str | None = None, decap_how: str = "a
             log = UndoLog.load(inode)
         _refuse_conflicts(log, host, mode, vips)
         log.data["modes"][mode] = {"vips": vips, "reply_gateway": gw, "decap": None}
+        if mode == "enat":
+            log.data["modes"][mode]["port_map"] = port_map
         log.save()
         lines = []
         try:
-            _setup_mode(log, host, mode, vips, gw, decap_how, lines)
+            _setup_mode(log, host, mode, vips, gw, decap_how, lines, port_map)
         except BaseException as e:
             undone, errors = log.release(mode, host)
             del log.data["modes"][mode]
@@ -412,6 +433,14 @@ def setup(mode: str, vips, reply_gateway: str | None = None, decap_how: str = "a
             raise RealServerError(f"setup {mode} failed ({why}); rolled back"
                                   + (f"; NOT undone: {'; '.join(errors)}" if errors else "")) from e
     return "\n".join([f"{mode}: set up for {', '.join(vips)} (state {log.path})", *filter(None, lines)])
+
+
+def _check_port_map(items) -> dict:
+    from lb.enat_agent import parse_port_map
+    try:
+        return {str(k): v for k, v in parse_port_map(items).items()}
+    except ValueError as e:
+        raise RealServerError(str(e)) from None
 
 
 def _refuse_conflicts(log: UndoLog, host: Host, mode: str, vips: list) -> None:
@@ -423,12 +452,20 @@ def _refuse_conflicts(log: UndoLog, host: Host, mode: str, vips: list) -> None:
     present = host.addresses()
     for vip in vips:
         where = present.get(vip)
+        if where and mode == "enat":
+            raise RealServerError(f"{vip} is an address on {where}; enat needs it not to be local "
+                                  "(the director's packets come from it)")
         if where and not (mode == "dr" and where == "lo"):
             raise RealServerError(f"{vip} is already an address on {where}; {mode} needs it "
                                   f"{'on lo only' if mode == 'dr' else 'on the tunnel device only'}")
 
 
-def _setup_mode(log, host, mode, vips, gw, decap_how, lines) -> None:
+def _setup_mode(log, host, mode, vips, gw, decap_how, lines, port_map=None) -> None:
+    if mode == "enat":
+        _setup_enat(log, host, vips, port_map, lines)
+        if gw:
+            _setup_reply_route(log, host, mode, vips, gw, lines)
+        return
     for key, value in ARP.items():
         for dev in ("all", *interfaces()):
             k = f"net.ipv4.conf.{dev}.{key}"
@@ -504,11 +541,31 @@ def _kernel_ipip(log, host, lines):
 
 def start_decap(inode: int, vips, timeout: float = 10.0) -> dict:
     """Start lb.decap in the background (own session) and wait for its ``ready`` line."""
-    stats, log = _side_file(inode, "decap.json"), _side_file(inode, "decap.log")
+    return _start_daemon("decap", inode, [f"--vip={v}" for v in vips], decap.DEFAULT_IFNAME, timeout)
+
+
+def _setup_enat(log, host, vips, port_map, lines) -> None:
+    for dev in ("all", "default", *interfaces()):
+        k = f"net.ipv4.conf.{dev}.rp_filter"
+        lines.append(log.acquire("enat", {"kind": "sysctl", "key": k}, lambda: host.loosen_rp_filter(k)))
+    lines.append(log.acquire("enat", {"kind": "process", "name": "enat_agent"},
+                             lambda: start_enat_agent(host.inode, vips, port_map)))
+    log.data["modes"]["enat"]["agent"] = "userspace"
+    log.save()
+
+
+def start_enat_agent(inode: int, vips, port_map=None, timeout: float = 10.0) -> dict:
+    """Start lb.enat_agent in the background (own session) and wait for its ``ready`` line."""
+    from lb import enat_agent
+    args = [f"--vip={v}" for v in vips] + [f"--map-port={r}:{v}" for r, v in (port_map or {}).items()]
+    return _start_daemon("enat_agent", inode, args, enat_agent.DEFAULT_IFNAME, timeout)
+
+
+def _start_daemon(name: str, inode: int, args, ifname: str, timeout: float) -> dict:
+    """``python -m lb.<name> --ifname IF --stats-file F ARGS`` in its own session; the undo record."""
+    stats, log = _side_file(inode, f"{name}.json"), _side_file(inode, f"{name}.log")
     stats.unlink(missing_ok=True)
-    argv = [sys.executable, "-m", "lb.decap", "--ifname", decap.DEFAULT_IFNAME, "--stats-file", str(stats)]
-    for vip in vips:
-        argv += ["--vip", vip]
+    argv = [sys.executable, "-m", f"lb.{name}", "--ifname", ifname, "--stats-file", str(stats), *args]
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PKG_ROOT), env.get("PYTHONPATH")]))
     with open(log, "wb") as err:
@@ -524,8 +581,8 @@ def start_decap(inode: int, vips, timeout: float = 10.0) -> dict:
         proc.wait(timeout=5)
         text = log.read_text(errors="replace").strip()
         log.unlink(missing_ok=True)
-        raise RealServerError(f"lb.decap did not start: {text[-500:] or 'no output'}")
-    return {"pid": proc.pid, "start": _start_time(proc.pid), "argv": argv, "ifname": decap.DEFAULT_IFNAME,
+        raise RealServerError(f"lb.{name} did not start: {text[-500:] or 'no output'}")
+    return {"pid": proc.pid, "start": _start_time(proc.pid), "argv": argv, "ifname": ifname,
             "stats": str(stats), "log": str(log)}
 
 
@@ -543,6 +600,8 @@ def teardown(mode: str | None = None) -> tuple[str, bool]:
             return "stale state of a namespace that no longer exists removed; nothing undone", True
         if not log.data["modes"] and not log.data["changes"]:
             return "nothing set up in this network namespace", True
+        if mode in NOOP_MODES:
+            return f"{mode}: nothing was set up for it", True
         if mode is not None and mode not in log.data["modes"]:
             raise RealServerError(f"{mode} is not set up here (set up: {', '.join(log.data['modes']) or 'none'})")
         out, errors = [], []
@@ -571,6 +630,8 @@ def status() -> str:
     for mode, info in log.data["modes"].items():
         gw = f" replies via {info['reply_gateway']}" if info["reply_gateway"] else ""
         how = f" decap {info['decap']}" if info["decap"] else ""
+        how += f" agent {info['agent']}" if info.get("agent") else ""
+        how += f" ports {info['port_map']}" if info.get("port_map") else ""
         lines.append(f"{mode}: vips {', '.join(info['vips'])}{gw}{how}")
     for item in log.data["changes"]:
         lines.append(f"  {_describe(item)}  [{', '.join(item['users']) or 'orphan'}]{_live(item, inode)}")
@@ -597,8 +658,8 @@ def run(a) -> int:
     try:
         if a.action == "setup":
             if not a.mode:
-                raise RealServerError("setup needs --mode dr|tun")
-            print(setup(a.mode, a.vip or [], a.reply_gateway, a.decap))
+                raise RealServerError("setup needs --mode dr|tun|enat|fullnat")
+            print(setup(a.mode, a.vip or [], a.reply_gateway, a.decap, getattr(a, "map_port", None)))
             return 0
         if a.action == "teardown":
             text, ok = teardown(a.mode)
