@@ -1,0 +1,147 @@
+"""FULLNAT and ENAT end to end through lbd, with the real servers on a network the director
+reaches only through the router: the RS learns the real client from TOA; FULLNAT clients get
+distinct (LIP, port) pairs; a tiny port pool runs out cleanly and recovers; under ENAT the
+director sees no reply packet."""
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import time
+
+import pytest
+
+from lb.lab import VIPS, Director, Lab
+from lb.labservers import pattern_sha256
+from tests.integration.test_dr_tun import dest_rows
+from tests.integration.test_nat import ok
+
+CLIENT = "198.18.1.2"
+
+# Runs in the client namespace: n concurrent GETs (threads), each on its own connection;
+# prints every answer line.
+CONCURRENT = r"""
+import http.client, json, sys, threading
+vip, n = sys.argv[1], int(sys.argv[2])
+out, lock = [], threading.Lock()
+def get():
+    c = http.client.HTTPConnection(vip, 80, timeout=10)
+    c.request("GET", "/")
+    line = c.getresponse().read().decode().strip()
+    with lock:
+        out.append(line)
+ts = [threading.Thread(target=get) for _ in range(n)]
+[t.start() for t in ts]
+[t.join() for t in ts]
+print(json.dumps(out))
+"""
+
+
+@pytest.fixture(scope="module")
+def rlab():
+    lab = Lab(rs_net="routed")
+    try:
+        lab.up()
+        lab.start_servers()
+        yield lab
+    finally:
+        lab.down()
+    assert lab.namespaces() == [], f"namespaces left behind: {lab.namespaces()}"
+
+
+@pytest.fixture
+def rdirector(rlab, request):
+    extra = getattr(request, "param", [])
+    d = Director(rlab, extra_args=extra).start()
+    try:
+        yield d
+    finally:
+        d.stop()
+
+
+def parse(line: str) -> dict:
+    """'rs1 client=A:P toa=C:Q' -> {'rs': 'rs1', 'client': (A, P), 'toa': (C, Q)}"""
+    words = line.split()
+    out = {"rs": words[0]}
+    for w in words[1:]:
+        key, _, addr = w.partition("=")
+        host, _, port = addr.rpartition(":")
+        out[key] = (host, int(port))
+    return out
+
+
+def gets(lab, vip, n):
+    r = lab.run("client", [sys.executable, "-c", CONCURRENT, vip, str(n)], timeout=60,
+                capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    return [parse(line) for line in json.loads(r.stdout)]
+
+
+def fullnat_service(lab, d, lips=None, proto="-t", port=80):
+    vip = VIPS["fullnat"]
+    ok(d.lbadm("-A", proto, f"{vip}:{port}", "-s", "rr"))
+    for lip in lips or lab.addr["lips"]:
+        ok(d.lbadm("--add-laddr", proto, f"{vip}:{port}", "-z", lip))
+    for rip in lab.addr["rs"]:
+        ok(d.lbadm("-a", proto, f"{vip}:{port}", "-r", f"{rip}:{port}", "-b"))
+    return vip
+
+
+def test_fullnat_rs_learns_the_client_from_toa(rlab, rdirector):
+    vip = fullnat_service(rlab, rdirector)
+    answers = gets(rlab, vip, 12)
+    assert sorted({a["rs"] for a in answers}) == ["rs1", "rs2", "rs3"]
+    for a in answers:
+        assert a["client"][0] in rlab.addr["lips"]          # the peer is a local address
+        assert a["toa"][0] == CLIENT                          # TOA says who the client is
+    pairs = [a["client"] for a in answers]
+    assert len(set(pairs)) == len(pairs)                     # distinct (LIP, port) pairs
+    assert {p[0] for p in pairs} == set(rlab.addr["lips"])   # both LIPs in turn
+    text = ok(rdirector.lbadm("--get-laddr")).stdout
+    assert "198.18.0.3" in text and "198.18.0.4" in text
+
+
+def test_fullnat_long_transfer(rlab, rdirector):
+    vip = fullnat_service(rlab, rdirector)
+    n = 10_000_000
+    r = rlab.run("client", ["bash", "-c", f"curl -sS --max-time 60 http://{vip}/bytes/{n} | sha256sum"],
+                 timeout=90, capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout.split()[0] == pattern_sha256(n), r.stderr
+
+
+@pytest.mark.parametrize("rdirector", [["--lport-range", "2000-2003", "--max-conns", "4096"]],
+                         indirect=True)
+def test_a_tiny_port_pool_runs_out_cleanly_and_recovers(rlab, rdirector):
+    d = rdirector
+    ok(d.lbadm("--set", "0", "0", "2"))                      # UDP entries live 2 s
+    vip = fullnat_service(rlab, d, lips=rlab.addr["lips"][:1], proto="-u", port=5353)
+    answers = [rlab.udp_query("client", vip, 5353, b"q%d" % i, timeout=1.0) for i in range(6)]
+    assert sum(a is not None for a in answers) == 4          # 4 ports: 4 flows, then refusals
+    assert answers[4] is None and answers[5] is None
+    time.sleep(3.5)                                          # the flows expire, ports come back
+    assert rlab.udp_query("client", vip, 5353, b"again", timeout=2.0) is not None
+    stopped = d.proc.pid
+    d.stop()
+    assert re.search(r"lport_exhausted=2\b", d.log_tail()), d.log_tail()
+    assert stopped
+
+
+def test_enat_replies_bypass_the_director(rlab, rdirector):
+    rlab.setup_realservers("enat")
+    try:
+        vip = VIPS["enat"]
+        ok(rdirector.lbadm("-A", "-t", f"{vip}:80", "-s", "rr"))
+        for rip in rlab.addr["rs"]:
+            ok(rdirector.lbadm("-a", "-t", f"{vip}:80", "-r", f"{rip}:80", "--enat"))
+        answers = gets(rlab, vip, 9)
+        assert sorted({a["rs"] for a in answers}) == ["rs1", "rs2", "rs3"]
+        for a in answers:
+            assert a["client"][0] == vip and a["toa"][0] == CLIENT
+        pairs = [a["client"] for a in answers]
+        assert len(set(pairs)) == len(pairs)                 # the director lent distinct ports
+        rows = dest_rows(rdirector, vip, 80)
+        assert len(rows) == 3 and all(i > 0 for i, _ in rows)
+        assert all(o == 0 for _, o in rows), rows            # no reply went through lbd
+    finally:
+        rlab.teardown_realservers("enat")
