@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Packet-rate harness: 64-byte UDP frames of many flows through a forwarder namespace.
 
-    python bench/pps.py [--modes kernel,nftdnat,nat] [--seconds 3] [--trials 5]
+    python bench/pps.py [--modes kernel,nftdnat,nat,dr,tun,fullnat,enat] [--seconds 3] [--trials 5]
                         [--flows 256] [--json out.json]
 
 Topology (built with pyroute2, one prefix per run, always torn down)::
@@ -16,6 +16,7 @@ over a steady window.  Every mode is reported as a ratio to plain kernel IPv4
 forwarding measured in the same run; absolute numbers on this VM are noise.
 
 Needs root, gcc, nft, iproute2, util-linux (taskset) and pyroute2.  See bench/README.md.
+bench/cps.py reuses the lab, the modes and the generator for new TCP connections per second.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import contextlib
 import json
 import os
 import secrets
+import select
 import shlex
 import shutil
 import signal
@@ -38,15 +40,18 @@ from dataclasses import dataclass, field
 
 from pyroute2 import NetNS, netns
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BENCH = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(BENCH)   # where lb.daemon is imported from; --lb-root changes it
 
 GEN_IP, FWD_GEN_IP = "198.18.10.2", "198.18.10.1"
 FWD_SINK_IP, SINK_IP = "198.18.11.1", "198.18.11.2"
 VIP, PORT = "198.18.10.100", 9
+LIP = "198.18.11.3"        # fullnat: the local address (a /32 on f1) the sink sees as the client
+LPORT_RANGE = (1025, 65535)  # lbd's default --lport-range
 SPORT_BASE = 10000
 FRAME_LEN = 60  # + 4 bytes FCS = 64 on the wire
 
-ALL_MODES = ("kernel", "nftdnat", "nat", "dr", "tun")
+ALL_MODES = ("kernel", "nftdnat", "nat", "dr", "tun", "fullnat", "enat")
 NS_PREFIX = "ppsbench"  # namespaces "<NS_PREFIX><pid>x<rand>-{gen,fwd,sink}"; not "lb*", which other harnesses sweep
 
 # Offloads turned off on every veth (kernel feature names, as `ethtool -k` lists them).
@@ -368,6 +373,106 @@ def sample(lab):
 
 # --------------------------------------------------------------------------- modes
 
+PROTO_NUM = {"udp": 17, "tcp": 6}
+UDP_PAYLOAD = b"lvs-py-bench-pps!!"
+
+
+def parse_frame(f: bytes) -> dict:
+    """The fields check_frame() looks at, from one Ethernet/IPv4 frame (IPIP: "inner" too)."""
+    p = {"len": len(f), "dmac": ":".join(f"{b:02x}" for b in f[0:6]),
+         "smac": ":".join(f"{b:02x}" for b in f[6:12]), "etype": int.from_bytes(f[12:14], "big")}
+    p.update(_parse_ip(f[14:]))
+    return p
+
+
+def _parse_ip(ip: bytes) -> dict:
+    if len(ip) < 20 or ip[0] >> 4 != 4:
+        return {"proto": None}
+    ihl, tot = (ip[0] & 15) * 4, int.from_bytes(ip[2:4], "big")
+    saddr, daddr = ".".join(map(str, ip[12:16])), ".".join(map(str, ip[16:20]))
+    p = {"ihl": ihl, "tot": tot, "ttl": ip[8], "proto": ip[9], "saddr": saddr, "daddr": daddr,
+         "ip_csum_ok": ip_checksum(ip[:ihl]) == 0}
+    l4 = ip[ihl:tot]
+    if ip[9] == 4:
+        p["inner"] = _parse_ip(l4)
+        return p
+    if ip[9] not in (6, 17) or len(l4) < 8:
+        return p
+    p["sport"], p["dport"] = int.from_bytes(l4[0:2], "big"), int.from_bytes(l4[2:4], "big")
+    pseudo = ip[12:20] + struct.pack("!BBH", 0, ip[9], len(l4))
+    csum = int.from_bytes(l4[6:8] if ip[9] == 17 else l4[16:18], "big")
+    p["l4_csum_ok"] = (ip[9] == 17 and csum == 0) or ip_checksum(pseudo + l4) == 0
+    if ip[9] == 17:
+        p["payload"] = l4[8:]
+    else:
+        p["flags"], doff = l4[13], (l4[12] >> 4) * 4
+        opts, i, p["toa"] = l4[20:doff], 0, None
+        while i < len(opts):
+            kind = opts[i]
+            if kind == 0:
+                break
+            if kind == 1:
+                i += 1
+                continue
+            if i + 1 >= len(opts) or opts[i + 1] < 2:
+                p["bad_options"] = True
+                break
+            if kind == 254 and opts[i + 1] == 8:
+                p["toa"] = (".".join(map(str, opts[i + 4:i + 8])), int.from_bytes(opts[i + 2:i + 4], "big"))
+            i += opts[i + 1]
+    return p
+
+
+# Run in the sink namespace: capture up to N IPv4 frames arriving on s0 (AF_PACKET sees them
+# before the netdev ingress drop), bounded by time; one hex frame per line.
+CAPTURE_PROG = r"""
+import select, socket, sys, time
+ifn, n, secs, out = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(3))
+s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+s.bind((ifn, 0))
+print("ready", flush=True)
+got, deadline = [], time.monotonic() + secs
+while len(got) < n:
+    left = deadline - time.monotonic()
+    if left <= 0 or not select.select([s], [], [], left)[0]:
+        break
+    f, addr = s.recvfrom(4096)
+    if addr[2] != socket.PACKET_OUTGOING and f[12:14] == b"\x08\x00":
+        got.append(f.hex())
+with open(out, "w") as fh:
+    fh.write("\n".join(got))
+"""
+
+
+class SinkCapture:
+    """A bounded capture on s0 while the paced warm-up runs: frames to check against the mode."""
+
+    def __init__(self, lab, n, seconds, tag):
+        self.out = os.path.join(lab.workdir, f"capture-{tag}.hex")
+        self.p = subprocess.Popen(["ip", "netns", "exec", lab.sink, sys.executable, "-c", CAPTURE_PROG,
+                                   "s0", str(n), f"{seconds:.2f}", self.out],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                  start_new_session=True)
+        ready = select.select([self.p.stdout], [], [], 10)[0]
+        if not ready or self.p.stdout.readline().strip() != "ready":
+            kill_own(self.p)
+            raise RuntimeError(f"sink capture did not start: {self.p.stderr.read()[-300:]}")
+
+    def frames(self, timeout):
+        try:
+            self.p.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            pass
+        finally:
+            kill_own(self.p)
+        try:
+            with open(self.out) as f:
+                return [bytes.fromhex(x) for x in f.read().split()]
+        except OSError:
+            return []
+
+
 class Mode:
     name = ""
     target = SINK_IP
@@ -377,9 +482,18 @@ class Mode:
     # True when the mode's forwarder is a process of its own on --fwd-cpu (lb.daemon); False
     # for the kernel modes, whose forwarding runs wherever the receive work does (work_cpu()).
     userspace = False
+    # What the sink should see (check_frame): the client's own source address and port (False:
+    # a local address or the VIP, and a port from lbd's pool); the VIP as destination (DR, TUN);
+    # the TTL the forwarder leaves; TOA on TCP SYNs (FULLNAT, ENAT).
+    keeps_client = True
+    to_vip = False
+    ttl = 63
+    toa = False
 
     def __init__(self, lab, args):
         self.lab, self.args = lab, args
+        self.proto = getattr(args, "proto", "udp")
+        self.vips = list(getattr(args, "vips", None) or [VIP])
 
     def setup(self):
         pass
@@ -390,9 +504,71 @@ class Mode:
     def extra_counters(self):
         return {}
 
+    def final_counters(self):
+        """Counters only known once the mode is torn down (lbd's exit line)."""
+        return {}
+
     def own_jiffies(self):
         """CPU time (jiffies) of this mode's own userspace forwarder, 0 for kernel modes."""
         return 0
+
+    # -- what should arrive at the sink
+    def source_for(self, vip):
+        """(address, port range) the sink should see as the source, for a flow to `vip`;
+        None when it is the client's own."""
+        return None
+
+    def check_frame(self, p, sent):
+        """Problems with one frame captured on s0, [] if it is what this mode should send.
+        sent: {(client address, client port): vip} of the frames the generator sent."""
+        errs = []
+        if p["dmac"] != self.lab.mac["s0"] or p["smac"] != self.lab.mac["f1"]:
+            errs.append("ethernet addresses")
+        if p.get("proto") is None or not p["ip_csum_ok"]:
+            return errs + ["ip header or checksum"]
+        q = p
+        if self.grows:      # tun: IPIP from f1's address to the sink, the packet inside unchanged
+            if (p["proto"], p["saddr"], p["daddr"]) != (4, FWD_SINK_IP, SINK_IP):
+                return errs + ["outer header"]
+            q = p["inner"]
+            if q.get("proto") is None or not q["ip_csum_ok"]:
+                return errs + ["inner ip header or checksum"]
+        if q["proto"] != PROTO_NUM[self.proto] or "sport" not in q:
+            return errs + ["protocol"]
+        if not q["l4_csum_ok"]:
+            errs.append("l4 checksum")
+        if q["ttl"] != self.ttl:
+            errs.append(f"ttl {q['ttl']}")
+        # which sent flow is this?
+        orig = None
+        if self.keeps_client:
+            vip = sent.get((q["saddr"], q["sport"]))
+            orig = (q["saddr"], q["sport"], vip) if vip else None
+        elif self.proto == "tcp" and q.get("toa"):
+            vip = sent.get(q["toa"])
+            orig = (*q["toa"], vip) if vip else None
+        elif len(set(sent.values())) == 1:   # UDP through FULLNAT/ENAT: only the VIP is known
+            orig = (None, None, next(iter(sent.values())))
+        if orig is None:
+            return errs + ["not a flow the generator sent"]
+        want_dst = (orig[2] if self.to_vip else SINK_IP, PORT)
+        if (q["daddr"], q["dport"]) != want_dst:
+            errs.append("destination")
+        src = self.source_for(orig[2])
+        if src is not None:
+            addr, (lo, hi) = src
+            if q["saddr"] != addr or not lo <= q["sport"] <= hi:
+                errs.append("source (local address/port)")
+        if self.proto == "udp" and q["payload"] != UDP_PAYLOAD:
+            errs.append("payload")
+        if self.proto == "tcp":
+            if q["flags"] != 0x02:
+                errs.append(f"tcp flags {q['flags']:#x}")
+            if self.toa and q["toa"] != (orig[0], orig[1]):
+                errs.append("TOA missing or wrong")
+            if not self.toa and q["toa"]:
+                errs.append("unexpected TOA")
+        return errs
 
 
 class KernelMode(Mode):
@@ -405,30 +581,67 @@ class KernelMode(Mode):
         sysctl(self.lab.fwd, net__ipv4__ip_forward=0)
 
 
+def conntrack_stats(ns):
+    """Sums over CPUs of the fwd namespace's /proc/net/stat/nf_conntrack columns, and the count."""
+    r = nsexec(ns, "sh", "-c", "cat /proc/net/stat/nf_conntrack; echo count "
+               "$(cat /proc/sys/net/netfilter/nf_conntrack_count)", check=False)
+    lines = r.stdout.split("\n")
+    out = {}
+    if lines and lines[0].startswith("entries"):
+        names = lines[0].split()
+        for line in lines[1:]:
+            v = line.split()
+            if len(v) == len(names):
+                for n, x in zip(names, v):
+                    out[n] = out.get(n, 0) + int(x, 16)
+    for line in lines:
+        if line.startswith("count "):
+            out["count"] = int(line.split()[1] or 0)
+    return out
+
+
 class NftDnatMode(Mode):
     name = "nftdnat"
     target = VIP
 
     def setup(self):
         sysctl(self.lab.fwd, net__ipv4__ip_forward=1)
+        vips = ", ".join(self.vips)
         self.lab.nft(self.lab.fwd, f"""
 table ip lbbench_dnat {{
   chain pre {{ type nat hook prerouting priority dstnat; policy accept;
-    ip daddr {VIP} udp dport {PORT} counter dnat to {SINK_IP}:{PORT}
+    ip daddr {{ {vips} }} {self.proto} dport {PORT} counter dnat to {SINK_IP}:{PORT}
   }}
 }}""")
+        self.ct0 = conntrack_stats(self.lab.fwd)
 
     def teardown(self):
         nsexec(self.lab.fwd, "nft", "delete", "table", "ip", "lbbench_dnat", check=False)
-        # conntrack entries die with the table's users only after their timeout; flush so that
-        # every trial starts from the same state (warm-up re-establishes them).
-        nsexec(self.lab.fwd, "sh", "-c", "command -v conntrack >/dev/null && conntrack -F", check=False)
+        # conntrack entries outlive the table until their timeout (120 s for a SYN); flush so that
+        # every trial starts from an empty table (warm-up re-establishes them).  No conntrack(8)
+        # here: pyroute2's netlink client, inside the namespace.
+        nsexec(self.lab.fwd, sys.executable, "-c",
+               "from pyroute2 import Conntrack\nc = Conntrack()\nc.flush()\nc.close()", check=False,
+               timeout=60)
         sysctl(self.lab.fwd, net__ipv4__ip_forward=0)
 
     def extra_counters(self):
-        r = nsexec(self.lab.fwd, "sh", "-c",
-                   "cat /proc/sys/net/netfilter/nf_conntrack_count 2>/dev/null", check=False)
-        return {"nf_conntrack_count": r.stdout.strip()}
+        ct = conntrack_stats(self.lab.fwd)
+        out = {k: ct[k] - self.ct0.get(k, 0) for k in ("new", "insert", "insert_failed", "drop",
+                                                         "early_drop", "invalid") if k in ct}
+        out["nf_conntrack_count"] = ct.get("count")
+        return out
+
+
+# lbadm for a list of commands in one Python process (a service per VIP is tens of commands).
+CLI_BATCH_PROG = r"""
+import json, sys
+from lb import cli
+for a in json.loads(sys.argv[2]):
+    rc = cli.main(["--socket", sys.argv[1], *a])
+    if rc:
+        sys.exit(f"lbadm {' '.join(a)}: exit {rc}")
+"""
 
 
 class NatMode(Mode):
@@ -436,7 +649,8 @@ class NatMode(Mode):
 
     DrMode and TunMode are the same setup with another forwarding method for the real server
     (fwd_args).  The sink needs no VIP for either: it drops all IPv4 in netdev ingress, before
-    any address or protocol check, and rx_packets counts the frame before that."""
+    any address or protocol check, and rx_packets counts the frame before that.  FullnatMode and
+    EnatMode add local addresses (extra_commands) and rewrite the source too."""
     name = "nat"
     target = VIP
     fwd_args = ("-m", "-w", "1")
@@ -449,10 +663,19 @@ class NatMode(Mode):
         self.sock = f"/run/lbd/bench-{lab.prefix}.sock"
         self.log_path = os.path.join(lab.workdir, "lbd.log")
         self.env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        self.lport_range = LPORT_RANGE
+        for a in args.daemon_arg:
+            if a.startswith("--lport-range="):
+                lo, _, hi = a.split("=", 1)[1].partition("-")
+                self.lport_range = (int(lo), int(hi))
 
     def cli(self, *a, check=True, timeout=10):
         return run([sys.executable, "-m", "lb.cli", "--socket", self.sock, *a],
                    check=check, env=self.env, cwd=REPO, timeout=timeout)
+
+    def cli_batch(self, cmds, timeout=60):
+        return run([sys.executable, "-c", CLI_BATCH_PROG, self.sock, json.dumps(cmds)],
+                   env=self.env, cwd=REPO, timeout=timeout)
 
     def log_tail(self, n=15):
         try:
@@ -461,11 +684,23 @@ class NatMode(Mode):
         except OSError:
             return ""
 
+    def flag(self):
+        return "-t" if self.proto == "tcp" else "-u"
+
+    def extra_commands(self, i, vip):
+        """lbadm commands between -A and -a for the i-th VIP's service (fullnat: --add-laddr)."""
+        return []
+
+    def pre_daemon(self):
+        """Addresses the daemon must see when it starts (fullnat: the local addresses on f1)."""
+
     def setup(self):
         ns, i = self.lab.idx["f0"]
         h = self.lab.handles[ns]
-        if not h.get_addr(index=i, address=VIP):
-            h.addr("add", index=i, address=VIP, prefixlen=32)
+        for vip in self.vips:
+            if not h.get_addr(index=i, address=vip):
+                h.addr("add", index=i, address=vip, prefixlen=32)
+        self.pre_daemon()
         sysctl(self.lab.fwd, net__ipv4__ip_forward=0)
         cmd = ["ip", "netns", "exec", self.lab.fwd, "taskset", "-c", str(self.args.fwd_cpu),
                sys.executable, "-m", "lb.daemon", "--interface", "f0", "--interface", "f1",
@@ -491,11 +726,17 @@ class NatMode(Mode):
                 raise Unavailable(f"lb.daemon not answering on {self.sock} after "
                                   f"{self.args.daemon_timeout}s: {last} | {self.log_tail()}")
             time.sleep(0.2)
+        f = self.flag()
+        cmds = []
+        for k, vip in enumerate(self.vips):
+            cmds.append(["-A", f, f"{vip}:{PORT}", "-s", "rr"])
+            cmds += self.extra_commands(k, vip)
+            cmds.append(["-a", f, f"{vip}:{PORT}", "-r", f"{SINK_IP}:{PORT}", *self.fwd_args])
         try:
-            self.cli("-A", "-u", f"{VIP}:{PORT}", "-s", "rr")
-            self.cli("-a", "-u", f"{VIP}:{PORT}", "-r", f"{SINK_IP}:{PORT}", *self.fwd_args)
-        except RuntimeError as e:
+            self.cli_batch(cmds)
+        except (RuntimeError, subprocess.TimeoutExpired) as e:
             raise Unavailable(f"configuring lb.daemon failed: {e}")
+        self.log_mark = os.path.getsize(self.log_path)
 
     def own_jiffies(self):
         return proc_jiffies(self.proc.pid) if self.proc else 0
@@ -511,6 +752,19 @@ class NatMode(Mode):
             except Exception as e:
                 out[" ".join(args)] = f"error: {e}"
         return out
+
+    def final_counters(self):
+        # lbd's exit line: "stopped; counters: rx_frames=... new_conns=... table_full=..."
+        try:
+            with open(self.log_path) as f:
+                f.seek(getattr(self, "log_mark", 0))
+                lines = [x for x in f if "stopped; counters:" in x]
+        except OSError:
+            return {}
+        if not lines:
+            return {}
+        kv = lines[-1].split("counters:", 1)[1].split()
+        return {"lbd": {k: int(v) for k, _, v in (x.partition("=") for x in kv) if v.lstrip("-").isdigit()}}
 
     def teardown(self):
         kill_own(self.proc, signal.SIGTERM)
@@ -535,6 +789,8 @@ class DrMode(NatMode):
     s0 is on f1's segment, as DR requires."""
     name = "dr"
     fwd_args = ("-g", "-w", "1")
+    to_vip = True
+    ttl = 64
 
 
 class TunMode(NatMode):
@@ -542,9 +798,58 @@ class TunMode(NatMode):
     name = "tun"
     fwd_args = ("-i", "-w", "1")
     grows = 20
+    to_vip = True
+    ttl = 64
 
 
-MODES = {"kernel": KernelMode, "nftdnat": NftDnatMode, "nat": NatMode, "dr": DrMode, "tun": TunMode}
+class FullnatMode(NatMode):
+    """lb.daemon in FULLNAT (-b): CIP:cport -> VIP:9 becomes LIP:lport -> 198.18.11.2:9.  The
+    i-th VIP's service has local address 198.18.11.(3+i), a /32 on f1 (pps: one, 198.18.11.3),
+    each with its own port pool (--lport-range)."""
+    name = "fullnat"
+    fwd_args = ("-b", "-w", "1")
+    keeps_client = False
+    toa = True
+
+    def lip(self, i):
+        return f"198.18.11.{3 + i}"
+
+    def pre_daemon(self):
+        ns, i = self.lab.idx["f1"]
+        h = self.lab.handles[ns]
+        for k in range(len(self.vips)):
+            if not h.get_addr(index=i, address=self.lip(k)):
+                h.addr("add", index=i, address=self.lip(k), prefixlen=32)
+
+    def extra_commands(self, i, vip):
+        return [["--add-laddr", self.flag(), f"{vip}:{PORT}", "-z", self.lip(i)]]
+
+    def source_for(self, vip):
+        return self.lip(self.vips.index(vip)), self.lport_range
+
+    def teardown(self):
+        super().teardown()
+        ns, i = self.lab.idx["f1"]
+        h = self.lab.handles[ns]
+        for k in range(len(self.vips)):
+            with contextlib.suppress(Exception):
+                h.addr("del", index=i, address=self.lip(k), prefixlen=32)
+
+
+class EnatMode(NatMode):
+    """lb.daemon in ENAT (--enat): CIP:cport -> VIP:9 becomes VIP:lport -> 198.18.11.2:9 (the
+    VIP's own port pool), TOA on TCP SYNs; the sink would answer the client directly."""
+    name = "enat"
+    fwd_args = ("--enat", "-w", "1")
+    keeps_client = False
+    toa = True
+
+    def source_for(self, vip):
+        return vip, self.lport_range
+
+
+MODES = {"kernel": KernelMode, "nftdnat": NftDnatMode, "nat": NatMode, "dr": DrMode, "tun": TunMode,
+         "fullnat": FullnatMode, "enat": EnatMode}
 
 
 # --------------------------------------------------------------------------- generator
@@ -561,11 +866,13 @@ class Generator:
         self.files = {}
         self.cmd = ""
         if args.generator == "c":
-            src = os.path.join(REPO, "bench", "pktgen.c")
+            src = os.path.join(BENCH, "pktgen.c")
             self.binary = os.path.join(lab.workdir, "pktgen")
             run(["gcc", "-O2", "-Wall", "-o", self.binary, src])
 
-    def frames_for(self, target):
+    def frames_for(self, target, kind="flood"):
+        """Path (without .bin/.cfg) of the frames to `target`; pps sends the same frames in the
+        warm-up and the flood (cps.py: two sets of distinct new flows)."""
         if target not in self.files:
             frames = build_frames(self.lab.mac["f0"], self.lab.mac["g0"], GEN_IP, target, PORT,
                                   self.args.flows)
@@ -577,8 +884,22 @@ class Generator:
             self.files[target] = base
         return self.files[target]
 
-    def start(self, target, count, seconds, tag, rate=0):
-        base = self.frames_for(target)
+    def sent_clients(self, target):
+        """{(client address, client port): destination} of the warm-up frames."""
+        return {(GEN_IP, SPORT_BASE + i): target for i in range(self.args.flows)}
+
+    def warm_count(self):
+        return self.args.flows * self.args.warmup_rounds
+
+    def flood_count(self, budget):
+        return int(self.args.max_pps * budget)
+
+    def expected_out_len(self, mode):
+        # veth counts bytes after the Ethernet header; 60-byte frames carry no padding here
+        return FRAME_LEN - 14 + mode.grows
+
+    def start(self, target, count, seconds, tag, rate=0, kind="flood"):
+        base = self.frames_for(target, kind)
         pin = ["ip", "netns", "exec", self.lab.gen, "taskset", "-c", str(self.args.gen_cpu)]
         if self.args.generator == "c":
             cmd = pin + [self.binary, "g0", base + ".bin", str(FRAME_LEN), str(count),
@@ -614,7 +935,7 @@ class Generator:
 
     def burst(self, target, count, timeout, rate):
         """Send exactly `count` frames at `rate` pps (warm-up); bounded by timeout."""
-        p = self.start(target, count, timeout, "warmup", rate=rate)
+        p = self.start(target, count, timeout, "warmup", rate=rate, kind="warm")
         try:
             p.wait(timeout=timeout + 3)
         except subprocess.TimeoutExpired:
@@ -648,17 +969,35 @@ def wait_quiet(args, cpu):
         time.sleep(0.7)
 
 
+def check_frames(mode, frames, sent):
+    """Check frames captured at the sink against what `mode` should send (Mode.check_frame)."""
+    problems, bad, first = {}, 0, None
+    for f in frames:
+        errs = mode.check_frame(parse_frame(f), sent)
+        for e in errs:
+            problems[e] = problems.get(e, 0) + 1
+        if errs:
+            bad += 1
+            first = first or f.hex()
+    return {"captured": len(frames), "bad": bad, "problems": problems, "first_bad_frame": first}
+
+
 def measure(lab, gen, mode, args, tag):
     """One trial: warm-up (establish every flow), then a steady window. Returns a dict."""
     a = args
     wc = work_cpu(lab, mode, a)
     idle_busy = wait_quiet(a, wc)
-    # Warm-up pass: every flow a few times, so that the measurement is of established flows.
+    # Warm-up pass: every flow a few times, so that the measurement is of established flows
+    # (cps.py: a separate set of new flows, which only checks the mode works).
     before = lab.stats("s0")["rx_packets"]
-    warm_n = a.flows * a.warmup_rounds
-    gen.burst(mode.target, warm_n, timeout=5 + 2 * warm_n / a.warmup_pps, rate=a.warmup_pps)
+    warm_n = gen.warm_count()
+    warm_timeout = 5 + 2 * warm_n / a.warmup_pps
+    # Capture some of the warm-up frames at the sink: are they what the mode should send?
+    cap = SinkCapture(lab, min(warm_n, a.check_frames), warm_timeout + 1, tag) if a.check_frames else None
+    gen.burst(mode.target, warm_n, timeout=warm_timeout, rate=a.warmup_pps)
     time.sleep(0.2)
     warm_delivered = lab.stats("s0")["rx_packets"] - before
+    check = check_frames(mode, cap.frames(timeout=2), gen.sent_clients(mode.target)) if cap else None
     if warm_delivered < 0.9 * warm_n:
         # Paced warm-up frames all arrive when the forwarder works at all.  A forwarder that
         # forwards nothing would otherwise report 0 pps as a measurement (seen with a half-built
@@ -667,7 +1006,7 @@ def measure(lab, gen, mode, args, tag):
                            f"{mode.name} is not forwarding")
 
     budget = a.ramp + a.seconds + 2.0
-    count = int(a.max_pps * budget)
+    count = gen.flood_count(budget)
     p = gen.start(mode.target, count, budget + 3.0, tag)
     try:
         # wait for the generator to start sending
@@ -695,6 +1034,8 @@ def measure(lab, gen, mode, args, tag):
     if finished_early:
         raise RuntimeError(f"generator stopped before the window ended ({gen.output()[-300:]}); "
                            f"raise --max-pps?")
+    if mode.userspace and getattr(mode, "proc", None) is not None and mode.proc.poll() is not None:
+        raise RuntimeError(f"lb.daemon died during the trial: {mode.log_tail()}")
     dt = t1 - t0
 
     def d(ifn, key):
@@ -730,13 +1071,14 @@ def measure(lab, gen, mode, args, tag):
         # veth counts bytes after the Ethernet header: FRAME_LEN - 14 = 46 (66 for tun, which adds
         # an outer IPv4 header) unless frames were merged; summarize() warns when it is not that
         "out_frame_len": round(d("f1", "tx_bytes") / max(d("f1", "tx_packets"), 1), 2),
-        "out_frame_len_expected": FRAME_LEN - 14 + mode.grows,
+        "out_frame_len_expected": gen.expected_out_len(mode),
         "softnet_dropped": [b[1] - a_[1] for a_, b in zip(n0, n1)],
         "softnet_squeezed": [b[2] - a_[2] for a_, b in zip(n0, n1)],
         "cpu": cpu,
         "loadavg": open("/proc/loadavg").read().split()[:3],
         "warmup_frames": warm_n,
         "warmup_delivered": warm_delivered,
+        "frame_check": check,
         "generator": gen.result(),
     }
     res.update({"extra": mode.extra_counters()})
@@ -745,8 +1087,8 @@ def measure(lab, gen, mode, args, tag):
 
 # --------------------------------------------------------------------------- main
 
-def parse_args(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+def make_parser(doc=__doc__):
+    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--modes", default="kernel,nftdnat,nat",
                     help="comma list of %s; 'kernel' (the reference) is always run" % ",".join(ALL_MODES))
@@ -786,7 +1128,26 @@ def parse_args(argv=None):
     ap.add_argument("--keep-logs", action="store_true",
                     help="keep the temporary directory (generator and lb.daemon logs, frames)")
     ap.add_argument("--keep-going", action="store_true", help="record a failed trial and go on")
+    ap.add_argument("--check-frames", type=int, default=64,
+                    help="capture up to this many warm-up frames at the sink and check that they are "
+                         "what the mode should send (addresses, ports, TTL, checksums, TOA); 0: off")
+    ap.add_argument("--lb-root", metavar="DIR",
+                    help="run lb.daemon from this tree (e.g. a `git archive` export with the fast path "
+                         "built in place) instead of the one holding bench/")
+    return ap
+
+
+def parse_args(argv=None):
+    ap = make_parser()
     a = ap.parse_args(argv)
+    check_args(ap, a)
+    if not 1 <= a.flows <= 50000:
+        ap.error("--flows must be in 1..50000 (source ports 10000..59999)")
+    return a
+
+
+def check_args(ap, a):
+    global REPO
     a.modes = [m.strip() for m in a.modes.split(",") if m.strip()]
     bad = [m for m in a.modes if m not in MODES]
     if bad:
@@ -794,16 +1155,17 @@ def parse_args(argv=None):
     if "kernel" in a.modes:
         a.modes.remove("kernel")
     a.modes.insert(0, "kernel")
-    if not 1 <= a.flows <= 50000:
-        ap.error("--flows must be in 1..50000 (source ports 10000..59999)")
     if a.generator == "trafgen" and a.rx_path != "none":
         ap.error("trafgen aborts on EAGAIN once the receive work runs on another CPU; use --rx-path none")
-    return a
+    if a.lb_root:
+        if not os.path.isfile(os.path.join(a.lb_root, "lb", "daemon.py")):
+            ap.error(f"--lb-root {a.lb_root}: no lb/daemon.py there")
+        REPO = os.path.abspath(a.lb_root)
 
 
 def preflight():
     if os.geteuid() != 0:
-        sys.exit("bench/pps.py needs root (network namespaces, AF_PACKET)")
+        sys.exit(f"bench/{os.path.basename(sys.argv[0])} needs root (network namespaces, AF_PACKET)")
     for tool in ("gcc", "nft", "ip", "taskset"):
         if subprocess.run(["sh", "-c", f"command -v {tool}"], capture_output=True).returncode:
             sys.exit(f"{tool} not found (apt-get install -y gcc nftables iproute2 util-linux)")
@@ -845,6 +1207,15 @@ def summarize(results, modes):
             row["out_frame_len_expected"] = rs[0]["out_frame_len_expected"]
             row["median_cpu_busy"] = [statistics.median(r["cpu"][i]["busy"] for r in rs)
                                       for i in range(len(rs[0]["cpu"]))]
+        checks = [r["frame_check"] for r in results
+                  if r["mode"] == m and "error" not in r and r.get("frame_check")]
+        if checks:
+            fc = {"captured": sum(c["captured"] for c in checks), "bad": sum(c["bad"] for c in checks),
+                  "problems": {}}
+            for c in checks:
+                for k, v in c["problems"].items():
+                    fc["problems"][k] = fc["problems"].get(k, 0) + v
+            row["frame_check"] = fc
         rows.append(row)
     return rows
 
@@ -882,13 +1253,28 @@ def print_table(rows, cmdline, unavailable):
                   f"should, so its pps is not comparable")
         if r.get("used_disturbed"):
             print(f"WARNING: every {r['mode']} trial was disturbed by other load on the forwarder CPU")
+        fc = r.get("frame_check")
+        if fc and (fc["bad"] or not fc["captured"]):
+            print(f"WARNING: {r['mode']}: {fc['bad']} of {fc['captured']} frames captured at the sink are not "
+                  f"what the mode should send: {fc['problems']}")
+    checked = [f"{r['mode']} {r['frame_check']['captured'] - r['frame_check']['bad']}/"
+               f"{r['frame_check']['captured']}" for r in rows if r.get("frame_check")]
+    if checked:
+        print("frames checked at the sink (good/captured): " + ", ".join(checked))
 
 
 def main(argv=None):
-    args = parse_args(argv)
+    return bench_main(parse_args(argv), argv)
+
+
+def bench_main(args, argv, gen_class=None, ns_prefix=NS_PREFIX, prepare=None):
+    """Build the lab, run every trial of every mode, tear down, print and save the summary.
+    cps.py passes its own generator class, namespace prefix and prepare(lab, args) step."""
+    gen_class = gen_class or Generator
+    gen = None
     preflight()
     cmdline = shlex.join([os.path.basename(sys.executable), *sys.argv]) if argv is None else shlex.join(argv)
-    prefix = f"{NS_PREFIX}{os.getpid()}x{secrets.token_hex(2)}"
+    prefix = f"{ns_prefix}{os.getpid()}x{secrets.token_hex(2)}"
     old = {s: signal.signal(s, _on_signal) for s in (signal.SIGTERM, signal.SIGHUP)}
     workdir = tempfile.mkdtemp(prefix=f"{prefix}-")
     lab = Lab(prefix, workdir)
@@ -897,7 +1283,9 @@ def main(argv=None):
     meta = {}
     try:
         lab.build(args.rx_path, args.fwd_cpu, sink_napi=not args.no_sink_napi)
-        gen = Generator(lab, args)
+        if prepare:
+            prepare(lab, args)
+        gen = gen_class(lab, args)
         meta = {"prefix": prefix, "workdir": workdir, "features_on": lab.features_on,
                 "nproc": os.cpu_count(), "kernel": os.uname().release}
         if lab.offloads_left_on:
@@ -912,6 +1300,7 @@ def main(argv=None):
                         break
                     mode = MODES[m](lab, args)
                     active = mode
+                    r = None
                     try:
                         mode.setup()
                         r = measure(lab, gen, mode, args, f"{m}-{t}")
@@ -945,6 +1334,8 @@ def main(argv=None):
                         active = None
                         if os.getpid() == MAIN_PID:
                             mode.teardown()
+                            if r is not None:
+                                r["extra"].update(mode.final_counters())
     except (KeyboardInterrupt, _Terminate) as e:
         print(f"\ninterrupted ({str(e) or 'Ctrl-C'}); tearing down", file=sys.stderr)
         raise SystemExit(130)
@@ -963,7 +1354,7 @@ def main(argv=None):
         shutil.rmtree(workdir, ignore_errors=True)  # kept (and named in errors) when a run fails
     rows = summarize(results, args.modes)
     print_table(rows, cmdline, unavailable)
-    if gen.__dict__.get("cmd"):
+    if gen is not None and gen.__dict__.get("cmd"):
         print(f"generator: {gen.cmd}")
     if args.json:
         with open(args.json, "w") as f:
