@@ -22,28 +22,19 @@ from __future__ import annotations
 
 import argparse
 import errno
-import fcntl
 import ipaddress
-import json
 import os
-import selectors
-import signal
 import socket
-import stat
-import struct
 import sys
-import time
 from pathlib import Path
 
+from lb.rsdaemon import Daemon, checksum_ok, disable_ipv6, open_tun, rp_filter, serve
+
 IPPROTO_IPIP = 4
-TUNSETIFF = 0x400454CA
-IFF_TUN = 0x0001
-IFF_NO_PI = 0x1000
 DEFAULT_IFNAME = "lbtun0"
 RT_SCOPE_HOST = 254
 RCVBUF = 4 << 20
 BATCH = 256                # packets handled per wake-up before the loop looks at signals again
-FLUSH_INTERVAL = 0.2       # seconds between stats-file writes while counters change
 
 NOT_IPIP, TRUNCATED, BAD_OUTER, BAD_INNER, NOT_A_VIP, FORWARDED = (
     "not_ipip", "truncated", "bad_outer", "bad_inner", "not_a_vip", "forwarded")
@@ -52,14 +43,6 @@ WRITE_FAILED = "write_failed"
 
 
 # -- the per-packet logic (pure) ---------------------------------------------------------------
-
-def _checksum_ok(header) -> bool:
-    """RFC 1071: the one's-complement sum of a header including its checksum is 0xFFFF."""
-    s = sum(struct.unpack(f"!{len(header) // 2}H", header))
-    while s >> 16:
-        s = (s & 0xFFFF) + (s >> 16)
-    return s == 0xFFFF
-
 
 def _header(packet, short: str, bad: str):
     """(header length, total length, None) of an IPv4 header, or (0, 0, reason)."""
@@ -75,7 +58,7 @@ def _header(packet, short: str, bad: str):
         return 0, 0, bad
     if total > len(packet):
         return 0, 0, short
-    if not _checksum_ok(packet[:ihl]):
+    if not checksum_ok(packet[:ihl]):
         return 0, 0, bad
     return ihl, total, None
 
@@ -112,17 +95,6 @@ def packed_vips(vips) -> frozenset:
 
 # -- the shell: raw socket in, TUN device out ----------------------------------------------------
 
-def open_tun(ifname: str) -> int:
-    """Create the TUN device `ifname` in this network namespace; returns its fd."""
-    fd = os.open("/dev/net/tun", os.O_RDWR | os.O_CLOEXEC)
-    try:
-        fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH", ifname.encode(), IFF_TUN | IFF_NO_PI))
-    except OSError:
-        os.close(fd)
-        raise
-    return fd
-
-
 def configure_tun(ifname: str, vips) -> None:
     """VIPs /32 scope host (never picked as a source for other traffic), rp_filter 0, up."""
     from pyroute2 import IPRoute
@@ -131,34 +103,19 @@ def configure_tun(ifname: str, vips) -> None:
         for vip in vips:
             ipr.addr("add", index=index, address=vip, prefixlen=32, scope=RT_SCOPE_HOST)
         Path(f"/proc/sys/net/ipv4/conf/{ifname}/rp_filter").write_text("0\n")
-        v6 = Path(f"/proc/sys/net/ipv6/conf/{ifname}/disable_ipv6")
-        if v6.exists():   # no link-local address, router solicitations or MLD into a fd nobody reads
-            v6.write_text("1\n")
+        disable_ipv6(ifname)       # nobody reads IPv6 from the fd
         ipr.link("set", index=index, state="up")
 
 
-def tun_exists(ifname: str) -> bool:
-    return Path(f"/sys/class/net/{ifname}").exists() or Path(f"/proc/sys/net/ipv4/conf/{ifname}").exists()
+class Decapsulator(Daemon):
+    name = "lb.decap"
 
-
-def _rp_filter_all() -> int:
-    try:
-        return int(Path("/proc/sys/net/ipv4/conf/all/rp_filter").read_text())
-    except (OSError, ValueError):
-        return 0
-
-
-class Decapsulator:
     def __init__(self, vips, ifname: str = DEFAULT_IFNAME, stats_file: str | None = None):
-        self.vips = [str(ipaddress.IPv4Address(v)) for v in vips]
+        super().__init__([str(ipaddress.IPv4Address(v)) for v in vips], ifname, stats_file)
         self.packed = packed_vips(self.vips)
-        self.ifname = ifname
-        self.stats_file = Path(stats_file) if stats_file else None
         self.counters = dict.fromkeys((*REASONS, WRITE_FAILED), 0)
-        self.stopping = False
         self.tun_fd = None
         self.raw = None
-        self._dirty, self._flushed = True, 0.0
         self._buf = bytearray(65536)
 
     def open(self) -> None:
@@ -201,61 +158,26 @@ class Decapsulator:
                 raise
             self.handle(view[:n])
 
-    def run(self) -> None:
-        """Loop until stop() (a signal handler); signals wake the select through a pipe."""
-        rfd, wfd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        old_wakeup = signal.set_wakeup_fd(wfd)
-        try:
-            with selectors.DefaultSelector() as sel:
-                sel.register(self.raw, selectors.EVENT_READ)
-                sel.register(rfd, selectors.EVENT_READ)
-                while not self.stopping:
-                    for key, _ in sel.select(FLUSH_INTERVAL):
-                        if key.fileobj is self.raw:
-                            self.drain()
-                        else:
-                            _drain_pipe(rfd)
-                    self.flush()
-        finally:
-            signal.set_wakeup_fd(old_wakeup)
-            os.close(rfd)
-            os.close(wfd)
-            self.flush(force=True)
+    def sources(self) -> list:
+        return [self.raw]
 
-    def stop(self, *_):
-        self.stopping = True
+    def step(self, ready: set) -> None:
+        if self.raw.fileno() in ready:
+            self.drain()
+        self.flush()
 
     def stats(self) -> dict:
         return {"pid": os.getpid(), "ifname": self.ifname, "vips": self.vips,
                 "counters": dict(self.counters)}
 
-    def flush(self, force: bool = False) -> None:
-        now = time.monotonic()
-        if self.stats_file is None or not (force or (self._dirty and now - self._flushed >= FLUSH_INTERVAL)):
-            return
-        tmp = self.stats_file.with_name(self.stats_file.name + ".tmp")
-        tmp.write_text(json.dumps(self.stats()) + "\n")
-        tmp.replace(self.stats_file)
-        self._dirty, self._flushed = False, now
-
     def status_line(self) -> str:
         return " ".join(f"{k}={v}" for k, v in self.counters.items())
 
-
-def _drain_pipe(fd: int) -> None:
-    try:
-        while os.read(fd, 512):
-            pass
-    except (BlockingIOError, InterruptedError):
-        pass
-
-
-def _announce_ready(d: Decapsulator) -> None:
-    print(f"ready ifname={d.ifname} vips={','.join(d.vips)}", flush=True)
-    if stat.S_ISFIFO(os.fstat(1).st_mode):
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, 1)
-        os.close(devnull)
+    def warning(self) -> str | None:
+        if rp_filter("all"):
+            return ("net.ipv4.conf.all.rp_filter is not 0; the kernel will drop decapsulated "
+                    "packets (lb realserver setup --mode tun sets it to 0)")
+        return None
 
 
 def main(argv=None) -> int:
@@ -268,25 +190,7 @@ def main(argv=None) -> int:
         d = Decapsulator(a.vip, a.ifname, a.stats_file)
     except ValueError as e:
         p.error(str(e))
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, d.stop)
-    try:
-        d.open()
-    except Exception as e:  # OSError, or pyroute2's NetlinkError (not an OSError)
-        d.close()
-        print(f"lb.decap: cannot set up {a.ifname}: {e}", file=sys.stderr)
-        return 1
-    if _rp_filter_all():
-        print("lb.decap: warning: net.ipv4.conf.all.rp_filter is not 0; the kernel will drop decapsulated "
-              "packets (lb realserver setup --mode tun sets it to 0)", file=sys.stderr)
-    try:
-        _announce_ready(d)
-        d.run()
-    finally:
-        d.close()
-        left = " (device still present!)" if tun_exists(a.ifname) else ""
-        print(f"lb.decap: stopped; counters: {d.status_line()}{left}", file=sys.stderr, flush=True)
-    return 0
+    return serve(d)
 
 
 if __name__ == "__main__":

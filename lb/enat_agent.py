@@ -47,23 +47,18 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ctypes
-import fcntl
 import heapq
 import ipaddress
 import itertools
-import json
 import os
-import selectors
-import signal
 import socket
-import stat
 import struct
 import sys
 import time
-from pathlib import Path
 from typing import NamedTuple
 
-from lb.decap import TUNSETIFF, IFF_TUN, IFF_NO_PI, _checksum_ok, _drain_pipe
+from lb.rsdaemon import (Daemon, checksum_ok, disable_ipv6, fold, ip_checksum, open_tun, rp_filter,
+                         serve)
 from lb.toa import toa_from_options
 
 DEFAULT_IFNAME = "lbenat0"
@@ -77,7 +72,6 @@ TCP, UDP = socket.IPPROTO_TCP, socket.IPPROTO_UDP
 FIN, SYN, RST, ACK = 0x01, 0x02, 0x04, 0x10
 RCVBUF = 4 << 20
 BATCH = 256
-FLUSH_INTERVAL = 0.2
 EXPIRE_INTERVAL = 1.0
 MAX_VIPS = 64
 SNAPLEN = 256              # IP + TCP headers are all learning needs
@@ -135,7 +129,7 @@ def _ip_header(p, need_total=True):
         return 0, 0, BAD_IP_HEADER
     if len(p) < ihl or (need_total and total > len(p)):
         return 0, 0, TRUNCATED
-    if not _checksum_ok(p[:ihl]):
+    if not checksum_ok(p[:ihl]):
         return 0, 0, BAD_IP_HEADER
     if (p[6] << 8 | p[7]) & 0x3FFF:        # MF or an offset: no ports to rewrite in every piece
         return 0, 0, FRAGMENT
@@ -183,16 +177,7 @@ def _csum_update(csum: int, old: bytes, new: bytes) -> int:
     n = len(old) // 2
     s = (~csum & 0xFFFF) + sum((~w) & 0xFFFF for w in struct.unpack(f"!{n}H", old))
     s += sum(struct.unpack(f"!{n}H", new))
-    while s >> 16:
-        s = (s & 0xFFFF) + (s >> 16)
-    return ~s & 0xFFFF
-
-
-def _ip_checksum(header) -> int:
-    s = sum(struct.unpack(f"!{len(header) // 2}H", header))
-    while s >> 16:
-        s = (s & 0xFFFF) + (s >> 16)
-    return ~s & 0xFFFF
+    return ~fold(s) & 0xFFFF
 
 
 def _reply_key(p):
@@ -233,7 +218,7 @@ def rewrite(packet, table):
         csum = _csum_update(csum, old, new)
         out[at:at + 2] = struct.pack("!H", csum or (0xFFFF if key[0] == UDP else 0))
     out[10:12] = b"\0\0"
-    out[10:12] = struct.pack("!H", _ip_checksum(out[:ihl]))
+    out[10:12] = struct.pack("!H", ip_checksum(out[:ihl]))
     return bytes(out), REWRITTEN, key
 
 
@@ -406,22 +391,10 @@ def _drain_socket(s) -> None:
         pass
 
 
-def open_tun(ifname: str) -> int:
-    fd = os.open("/dev/net/tun", os.O_RDWR | os.O_CLOEXEC | os.O_NONBLOCK)
-    try:
-        fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH", ifname.encode(), IFF_TUN | IFF_NO_PI))
-    except OSError:
-        os.close(fd)
-        raise
-    return fd
-
-
 def configure_tun(ifname: str, vips, mtu: int) -> None:
     """Up, no IPv6, and ``VIP/32 dev IFNAME`` for each VIP (they go with the device)."""
     from pyroute2 import IPRoute
-    v6 = Path(f"/proc/sys/net/ipv6/conf/{ifname}/disable_ipv6")
-    if v6.exists():
-        v6.write_text("1\n")
+    disable_ipv6(ifname)
     with IPRoute() as ipr:
         index = ipr.link_lookup(ifname=ifname)[0]
         ipr.link("set", index=index, mtu=mtu, state="up")
@@ -431,35 +404,26 @@ def configure_tun(ifname: str, vips, mtu: int) -> None:
 
 def strict_rp_filter(ifnames) -> list:
     """Interfaces where the effective rp_filter (max of all and the device) is strict (1)."""
-    def value(dev):
-        try:
-            return int(Path(f"/proc/sys/net/ipv4/conf/{dev}/rp_filter").read_text())
-        except (OSError, ValueError):
-            return 0
-    return [dev for dev in ifnames if max(value("all"), value(dev)) == 1]
+    return [dev for dev in ifnames if max(rp_filter("all"), rp_filter(dev)) == 1]
 
 
-def device_exists(ifname: str) -> bool:
-    return Path(f"/sys/class/net/{ifname}").exists() or Path(f"/proc/sys/net/ipv4/conf/{ifname}").exists()
-
-
-class Agent:
+class Agent(Daemon):
     """The shell around :class:`FlowTable`: packet socket and TUN in, raw socket out."""
+
+    name = "lb.enat_agent"
 
     def __init__(self, vips, port_map=None, ifname: str = DEFAULT_IFNAME, stats_file: str | None = None,
                  max_conns: int = 1 << 18, mtu: int = 1500):
-        self.vips = list(dict.fromkeys(str(ipaddress.IPv4Address(v)) for v in vips))
+        super().__init__(list(dict.fromkeys(str(ipaddress.IPv4Address(v)) for v in vips)), ifname, stats_file)
         if len(self.vips) > MAX_VIPS:
             raise ValueError(f"at most {MAX_VIPS} VIPs")
         self.table = FlowTable(self.vips, port_map, max_conns)
-        self.ifname, self.mtu = ifname, mtu
-        self.stats_file = Path(stats_file) if stats_file else None
-        self.stopping = False
+        self.mtu = mtu
         self.tun_fd = self.learn_sock = self.raw = None
-        self._dirty, self._flushed, self._expired = True, 0.0, 0.0
+        self._expired = 0.0
 
     def open(self) -> None:
-        self.tun_fd = open_tun(self.ifname)
+        self.tun_fd = open_tun(self.ifname, nonblock=True)
         configure_tun(self.ifname, self.vips, self.mtu)
         self.learn_sock = open_learn_socket(self.table.vips)
         self.raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
@@ -515,27 +479,14 @@ class Agent:
             self.table.counters[SEND_FAILED] += 1
             return SEND_FAILED
 
-    def run(self) -> None:
-        rfd, wfd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        old_wakeup = signal.set_wakeup_fd(wfd)
-        try:
-            with selectors.DefaultSelector() as sel:
-                sel.register(self.learn_sock, selectors.EVENT_READ)
-                sel.register(self.tun_fd, selectors.EVENT_READ)
-                sel.register(rfd, selectors.EVENT_READ)
-                while not self.stopping:
-                    events = {key.fd for key, _ in sel.select(FLUSH_INTERVAL)}
-                    self.drain_learn()              # always first: SYNs before their replies
-                    if self.tun_fd in events:
-                        self.drain_tun()
-                    if rfd in events:
-                        _drain_pipe(rfd)
-                    self.housekeeping()
-        finally:
-            signal.set_wakeup_fd(old_wakeup)
-            os.close(rfd)
-            os.close(wfd)
-            self.flush(force=True)
+    def sources(self) -> list:
+        return [self.learn_sock, self.tun_fd]
+
+    def step(self, ready: set) -> None:
+        self.drain_learn()              # always first: SYNs before their replies
+        if self.tun_fd in ready:
+            self.drain_tun()
+        self.housekeeping()
 
     def housekeeping(self) -> None:
         now = time.monotonic()
@@ -545,24 +496,20 @@ class Agent:
             self._expired = now
         self.flush()
 
-    def stop(self, *_):
-        self.stopping = True
-
     def stats(self) -> dict:
         return {"pid": os.getpid(), "ifname": self.ifname, "vips": self.vips, "conns": len(self.table),
                 "counters": dict(self.table.counters)}
 
-    def flush(self, force: bool = False) -> None:
-        now = time.monotonic()
-        if self.stats_file is None or not (force or (self._dirty and now - self._flushed >= FLUSH_INTERVAL)):
-            return
-        tmp = self.stats_file.with_name(self.stats_file.name + ".tmp")
-        tmp.write_text(json.dumps(self.stats()) + "\n")
-        tmp.replace(self.stats_file)
-        self._dirty, self._flushed = False, now
-
     def status_line(self) -> str:
         return " ".join(f"{k}={v}" for k, v in self.table.counters.items() if v) or "nothing seen"
+
+    def warning(self) -> str | None:
+        strict = strict_rp_filter(d for d in os.listdir("/proc/sys/net/ipv4/conf")
+                                  if d not in ("all", "default", "lo", self.ifname))
+        if strict:
+            return (f"strict rp_filter on {', '.join(strict)}: SYNs from the VIP will be "
+                    "dropped (lb realserver setup --mode enat makes it loose)")
+        return None
 
 
 def parse_port_map(items) -> dict:
@@ -576,14 +523,6 @@ def parse_port_map(items) -> dict:
             raise ValueError(f"bad --map-port {item!r}: ports are 1..65535")
         out[rport] = vport
     return out
-
-
-def _announce_ready(agent: Agent) -> None:
-    print(f"ready ifname={agent.ifname} vips={','.join(agent.vips)}", flush=True)
-    if stat.S_ISFIFO(os.fstat(1).st_mode):
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, 1)
-        os.close(devnull)
 
 
 def main(argv=None) -> int:
@@ -600,27 +539,7 @@ def main(argv=None) -> int:
         agent = Agent(a.vip, parse_port_map(a.map_port), a.ifname, a.stats_file, a.max_conns, a.mtu)
     except ValueError as e:
         p.error(str(e))
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, agent.stop)
-    try:
-        agent.open()
-    except Exception as e:  # OSError, or pyroute2's NetlinkError (not an OSError)
-        agent.close()
-        print(f"lb.enat_agent: cannot set up {a.ifname}: {e}", file=sys.stderr)
-        return 1
-    strict = strict_rp_filter(d for d in os.listdir("/proc/sys/net/ipv4/conf")
-                              if d not in ("all", "default", "lo", a.ifname))
-    if strict:
-        print(f"lb.enat_agent: warning: strict rp_filter on {', '.join(strict)}: SYNs from the VIP will be "
-              "dropped (lb realserver setup --mode enat makes it loose)", file=sys.stderr)
-    try:
-        _announce_ready(agent)
-        agent.run()
-    finally:
-        agent.close()
-        left = " (device still present!)" if device_exists(a.ifname) else ""
-        print(f"lb.enat_agent: stopped; counters: {agent.status_line()}{left}", file=sys.stderr, flush=True)
-    return 0
+    return serve(agent)
 
 
 if __name__ == "__main__":

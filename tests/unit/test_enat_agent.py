@@ -192,7 +192,7 @@ def test_bad_ip_checksum_and_bad_tcp_offset():
     bad = bytearray(reply())
     bad[20 + 12] = 0x30                     # data offset 3
     bad[10:12] = b"\0\0"
-    bad[10:12] = struct.pack("!H", ea._ip_checksum(bytes(bad[:20])))
+    bad[10:12] = struct.pack("!H", ea.ip_checksum(bytes(bad[:20])))
     assert rewrite_reply(bytes(bad), table_with((key(), 80)))[1] == BAD_L4_HEADER
 
 

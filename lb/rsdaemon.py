@@ -1,0 +1,174 @@
+"""What the real-server packet daemons (:mod:`lb.decap`, :mod:`lb.enat_agent`) share.
+
+- IPv4 header checksums (RFC 1071).
+- Their TUN device: :func:`open_tun` (IFF_TUN | IFF_NO_PI, not persistent, so the device and
+  what hangs on it go away with the file descriptor), :func:`disable_ipv6`, :func:`device_exists`.
+- The daemon shell: :class:`Daemon` (stop flag, stats file written as JSON at most every
+  0.2 s while the counters change and at exit, a select loop that signals wake through a
+  pipe) and :func:`serve`, the body of each daemon's ``main()``: SIGTERM/SIGINT stop it,
+  ``ready ...`` on stdout once the device is up (a pipe on stdout is then detached, so an
+  undrained pipe never blocks us), ``<name>: stopped; counters: ...`` on stderr at exit.
+"""
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import selectors
+import signal
+import stat
+import struct
+import sys
+import time
+from pathlib import Path
+
+TUNSETIFF = 0x400454CA
+IFF_TUN = 0x0001
+IFF_NO_PI = 0x1000
+FLUSH_INTERVAL = 0.2       # seconds between stats-file writes while counters change
+
+
+# -- IPv4 header checksums ---------------------------------------------------------------------
+
+def fold(s: int) -> int:
+    """A sum of 16-bit words -> their 16-bit one's-complement sum (end-around carry)."""
+    while s >> 16:
+        s = (s & 0xFFFF) + (s >> 16)
+    return s
+
+
+def _words(header) -> tuple:
+    return struct.unpack(f"!{len(header) // 2}H", header)
+
+
+def checksum_ok(header) -> bool:
+    """RFC 1071: the one's-complement sum of a header including its checksum is 0xFFFF."""
+    return fold(sum(_words(header))) == 0xFFFF
+
+
+def ip_checksum(header) -> int:
+    """The checksum for `header` (its checksum field zeroed)."""
+    return ~fold(sum(_words(header))) & 0xFFFF
+
+
+# -- the TUN device ----------------------------------------------------------------------------
+
+def open_tun(ifname: str, nonblock: bool = False) -> int:
+    """Create the TUN device `ifname` in this network namespace; returns its fd."""
+    fd = os.open("/dev/net/tun", os.O_RDWR | os.O_CLOEXEC | (os.O_NONBLOCK if nonblock else 0))
+    try:
+        fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH", ifname.encode(), IFF_TUN | IFF_NO_PI))
+    except OSError:
+        os.close(fd)
+        raise
+    return fd
+
+
+def disable_ipv6(ifname: str) -> None:
+    """No link-local address, router solicitations or MLD into a fd that does not want them."""
+    v6 = Path(f"/proc/sys/net/ipv6/conf/{ifname}/disable_ipv6")
+    if v6.exists():
+        v6.write_text("1\n")
+
+
+def device_exists(ifname: str) -> bool:
+    return Path(f"/sys/class/net/{ifname}").exists() or Path(f"/proc/sys/net/ipv4/conf/{ifname}").exists()
+
+
+def rp_filter(dev: str) -> int:
+    """net.ipv4.conf.DEV.rp_filter (0 when it cannot be read)."""
+    try:
+        return int(Path(f"/proc/sys/net/ipv4/conf/{dev}/rp_filter").read_text())
+    except (OSError, ValueError):
+        return 0
+
+
+# -- the daemon shell ----------------------------------------------------------------------------
+
+class Daemon:
+    """Base of a daemon. A subclass gives ``open()`` and ``close()`` (its device and sockets),
+    ``sources()`` (what the loop waits on), ``step(ready)`` (one turn of the loop; `ready`: the
+    fds select found readable, maybe none), ``stats()`` (the stats file's JSON object) and
+    ``status_line()`` (the counters said at exit); it sets ``_dirty`` when counters change."""
+
+    name: str                # "lb.decap", ...: what the lines on stderr start with
+
+    def __init__(self, vips: list, ifname: str, stats_file: str | None):
+        self.vips, self.ifname = vips, ifname
+        self.stats_file = Path(stats_file) if stats_file else None
+        self.stopping = False
+        self._dirty, self._flushed = True, 0.0
+
+    def warning(self) -> str | None:
+        """Said on stderr once the device is up, when the host will get in the way."""
+        return None
+
+    def run(self) -> None:
+        """Loop until stop() (a signal handler); signals wake the select through a pipe."""
+        rfd, wfd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        old_wakeup = signal.set_wakeup_fd(wfd)
+        try:
+            with selectors.DefaultSelector() as sel:
+                for source in (*self.sources(), rfd):
+                    sel.register(source, selectors.EVENT_READ)
+                while not self.stopping:
+                    ready = {key.fd for key, _ in sel.select(FLUSH_INTERVAL)}
+                    if rfd in ready:
+                        drain_pipe(rfd)
+                    self.step(ready)
+        finally:
+            signal.set_wakeup_fd(old_wakeup)
+            os.close(rfd)
+            os.close(wfd)
+            self.flush(force=True)
+
+    def stop(self, *_):
+        self.stopping = True
+
+    def flush(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if self.stats_file is None or not (force or (self._dirty and now - self._flushed >= FLUSH_INTERVAL)):
+            return
+        tmp = self.stats_file.with_name(self.stats_file.name + ".tmp")
+        tmp.write_text(json.dumps(self.stats()) + "\n")
+        tmp.replace(self.stats_file)
+        self._dirty, self._flushed = False, now
+
+
+def drain_pipe(fd: int) -> None:
+    try:
+        while os.read(fd, 512):
+            pass
+    except (BlockingIOError, InterruptedError):
+        pass
+
+
+def announce_ready(d: Daemon) -> None:
+    print(f"ready ifname={d.ifname} vips={','.join(d.vips)}", flush=True)
+    if stat.S_ISFIFO(os.fstat(1).st_mode):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 1)
+        os.close(devnull)
+
+
+def serve(d: Daemon) -> int:
+    """Open, announce, run until SIGTERM/SIGINT, close; the exit status of ``main()``."""
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, d.stop)
+    try:
+        d.open()
+    except Exception as e:  # OSError, or pyroute2's NetlinkError (not an OSError)
+        d.close()
+        print(f"{d.name}: cannot set up {d.ifname}: {e}", file=sys.stderr)
+        return 1
+    warning = d.warning()
+    if warning:
+        print(f"{d.name}: warning: {warning}", file=sys.stderr)
+    try:
+        announce_ready(d)
+        d.run()
+    finally:
+        d.close()
+        left = " (device still present!)" if device_exists(d.ifname) else ""
+        print(f"{d.name}: stopped; counters: {d.status_line()}{left}", file=sys.stderr, flush=True)
+    return 0
