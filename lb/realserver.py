@@ -32,18 +32,15 @@ Works on the network namespace it runs in (a host, or ``ip netns exec NS lb real
   replies from the VIP leave through GW while everything else keeps the main table (in the
   lab the main default route points at the director, which NAT needs).
 
-Every change is recorded, with the old value, in ``/run/lb-rs/netns-<inode>.json`` (the
-inode of /proc/self/ns/net) before the next one is made; teardown undoes exactly those, in
-reverse order. DR and TUN may be set up side by side (two VIPs): a change both need
-(e.g. ``arp_ignore``) is undone when the last mode using it is torn down. A failed setup
-is rolled back. The namespace's cookie (SO_NETNS_COOKIE, never reused) tells a state file
-of a namespace that is gone from one of the current namespace with the same inode.
+Every change is recorded, with the old value, in ``/run/lb-rs/netns-<inode>.json`` before
+the next one is made (:mod:`lb.rsstate`); teardown undoes exactly those, in reverse order.
+DR and TUN may be set up side by side (two VIPs): a change both need (e.g. ``arp_ignore``)
+is undone when the last mode using it is torn down. A failed setup is rolled back.
 """
 from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import ipaddress
 import json
 import os
@@ -56,8 +53,9 @@ import time
 from pathlib import Path
 
 from lb import decap
+from lb.rsstate import STATE_DIR, forget_netns  # noqa: F401  (lb.lab and the tests use them from here)
+from lb.rsstate import UndoLog, describe, locked, netns_inode, side_file
 
-STATE_DIR = Path("/run/lb-rs")
 PKG_ROOT = Path(__file__).resolve().parent.parent
 MODES = ("dr", "tun", "enat")
 NOOP_MODES = ("fullnat",)
@@ -66,56 +64,11 @@ TABLE_BASE = 4700          # first routing table tried for --reply-gateway repli
 RULE_PRIORITY = 1000       # before main (32766)
 IPIP_IFNAME, IPIP_FALLBACK = "lbipip0", "tunl0"
 RT_SCOPE_HOST = 254
-SO_NETNS_COOKIE = 71
 ARP = {"arp_ignore": 1, "arp_announce": 2}
-# The fields that say which resource an undo-log entry is about (the rest is undo data).
-ID_FIELDS = {"sysctl": ("key",), "addr": ("ifname", "address"), "route": ("table", "gateway"),
-             "rule": ("src", "table"), "link": ("ifname",), "link_up": ("ifname",), "process": ("name",)}
 
 
 class RealServerError(RuntimeError):
     """A setup/teardown that cannot go on; one line for the user."""
-
-
-# -- where we are ---------------------------------------------------------------------------------
-
-def netns_inode() -> int:
-    return os.stat("/proc/self/ns/net").st_ino
-
-
-def netns_cookie():
-    with socket.socket() as s:
-        try:
-            return int.from_bytes(s.getsockopt(socket.SOL_SOCKET, SO_NETNS_COOKIE, 8), sys.byteorder)
-        except OSError:
-            return None
-
-
-def state_path(inode: int | None = None) -> Path:
-    return STATE_DIR / f"netns-{inode if inode is not None else netns_inode()}.json"
-
-
-def _side_file(inode: int, what: str) -> Path:
-    return STATE_DIR / f"netns-{inode}-{what}"
-
-
-def forget_netns(inode: int) -> None:
-    """Remove the files of a namespace that is being deleted (its changes go with it)."""
-    for path in (state_path(inode), *(_side_file(inode, f"{d}.{ext}") for d in ("decap", "enat_agent")
-                                      for ext in ("json", "log"))):
-        path.unlink(missing_ok=True)
-
-
-@contextlib.contextmanager
-def _locked():
-    """One lb realserver at a time (flock on the state directory)."""
-    STATE_DIR.mkdir(mode=0o755, parents=True, exist_ok=True)
-    fd = os.open(STATE_DIR, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
 
 
 # -- sysctls and processes --------------------------------------------------------------------------
@@ -154,28 +107,7 @@ def _netns_of(pid: int):
         return None
 
 
-# -- the undo log ---------------------------------------------------------------------------------
-
-def _ident(item: dict) -> tuple:
-    return (item["kind"], *(item[f] for f in ID_FIELDS[item["kind"]]))
-
-
-def _describe(item: dict) -> str:
-    k = item["kind"]
-    if k == "sysctl":
-        return f"sysctl {item['key']} {item['old']} -> {item['new']}"
-    if k == "addr":
-        return f"address {item['address']}/32 on {item['ifname']}"
-    if k == "route":
-        return f"route default via {item['gateway']} table {item['table']}"
-    if k == "rule":
-        return f"rule from {item['src']} lookup {item['table']} (priority {item['priority']})"
-    if k == "link":
-        return f"link {item['ifname']} ({item['link_kind']})"
-    if k == "link_up":
-        return f"link {item['ifname']} set up"
-    return f"process {item['name']} pid {item['pid']}"
-
+# -- the live namespace ---------------------------------------------------------------------------
 
 class Host:
     """The live namespace: makes one change and returns its undo record, or undoes one."""
@@ -237,7 +169,7 @@ class Host:
     # undoing
     def undo(self, item: dict) -> str:
         getattr(self, f"_undo_{item['kind']}")(item)
-        return f"undone: {_describe(item)}"
+        return f"undone: {describe(item)}"
 
     def _undo_sysctl(self, item):
         now = read_sysctl(item["key"])
@@ -308,70 +240,6 @@ def stop_process(pid: int, start: str, inode: int, log: Path, timeout: float = 5
     return lines[-1] if lines else "(no output)"
 
 
-class UndoLog:
-    """The state file: modes set up here and the changes made for them, in order."""
-
-    def __init__(self, path: Path, data: dict):
-        self.path, self.data = path, data
-
-    @classmethod
-    def load(cls, inode: int) -> "UndoLog":
-        path = state_path(inode)
-        try:
-            data = json.loads(path.read_text())
-        except FileNotFoundError:
-            data = {"netns_inode": inode, "netns_cookie": netns_cookie(), "modes": {}, "changes": []}
-        return cls(path, data)
-
-    @property
-    def stale(self) -> bool:
-        cookie = self.data.get("netns_cookie")
-        return cookie is not None and cookie != netns_cookie()
-
-    def save(self) -> None:
-        if not self.data["modes"] and not self.data["changes"]:
-            self.path.unlink(missing_ok=True)
-            return
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.data, indent=1) + "\n")
-        tmp.replace(self.path)
-
-    def find(self, ident: tuple):
-        return next((c for c in self.data["changes"] if _ident(c) == ident), None)
-
-    def acquire(self, mode: str, item: dict, apply) -> str:
-        """Make a change for `mode` unless it is already recorded (then share it)."""
-        found = self.find(_ident(item))
-        if found is not None:
-            if mode not in found["users"]:
-                found["users"].append(mode)
-                self.save()
-            return f"shared: {_describe(found)}"
-        undo = apply()
-        if undo is None:
-            return ""
-        self.data["changes"].append({**item, **undo, "users": [mode]})
-        self.save()
-        return f"changed: {_describe(self.data['changes'][-1])}"
-
-    def release(self, mode: str | None, host: Host) -> tuple[list, list]:
-        """Undo, newest first, the changes no mode uses any more. Returns (messages, errors)."""
-        out, errors = [], []
-        for item in reversed(list(self.data["changes"])):
-            if mode in item["users"]:
-                item["users"].remove(mode)
-            if item["users"]:
-                continue
-            try:
-                out.append(host.undo(item))
-                if item.get("last_words"):
-                    out.append(f"  {'decapsulator' if item['name'] == 'decap' else item['name']} said: "
-                               f"{item['last_words']}")
-                self.data["changes"].remove(item)
-            except Exception as e:  # keep it recorded: a later teardown retries it
-                errors.append(f"could not undo {_describe(item)}: {e}")
-            self.save()
-        return out, errors
 
 
 # -- setup ------------------------------------------------------------------------------------------
@@ -412,7 +280,7 @@ def setup(mode: str, vips, reply_gateway: str | None = None, decap_how: str = "a
     _need_root()
     from pyroute2 import IPRoute
     inode = netns_inode()
-    with _locked(), IPRoute() as ipr:
+    with locked(), IPRoute() as ipr:
         log, host = UndoLog.load(inode), Host(ipr, inode)
         if log.stale:
             log.path.unlink()
@@ -563,7 +431,7 @@ def start_enat_agent(inode: int, vips, port_map=None, timeout: float = 10.0) -> 
 
 def _start_daemon(name: str, inode: int, args, ifname: str, timeout: float) -> dict:
     """``python -m lb.<name> --ifname IF --stats-file F ARGS`` in its own session; the undo record."""
-    stats, log = _side_file(inode, f"{name}.json"), _side_file(inode, f"{name}.log")
+    stats, log = side_file(inode, f"{name}.json"), side_file(inode, f"{name}.log")
     stats.unlink(missing_ok=True)
     argv = [sys.executable, "-m", f"lb.{name}", "--ifname", ifname, "--stats-file", str(stats), *args]
     env = dict(os.environ)
@@ -593,7 +461,7 @@ def teardown(mode: str | None = None) -> tuple[str, bool]:
     _need_root()
     from pyroute2 import IPRoute
     inode = netns_inode()
-    with _locked(), IPRoute() as ipr:
+    with locked(), IPRoute() as ipr:
         log = UndoLog.load(inode)
         if log.stale:
             log.path.unlink()
@@ -634,7 +502,7 @@ def status() -> str:
         how += f" ports {info['port_map']}" if info.get("port_map") else ""
         lines.append(f"{mode}: vips {', '.join(info['vips'])}{gw}{how}")
     for item in log.data["changes"]:
-        lines.append(f"  {_describe(item)}  [{', '.join(item['users']) or 'orphan'}]{_live(item, inode)}")
+        lines.append(f"  {describe(item)}  [{', '.join(item['users']) or 'orphan'}]{_live(item, inode)}")
     return "\n".join(lines)
 
 
