@@ -36,10 +36,10 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.skip(reason=reason))
 
 
-@pytest.fixture(scope="module")
-def lab():
-    """The default lab (client, router, director, rs1..rs3) with the test servers running."""
-    lab = Lab()
+def _running_lab(**kwargs):
+    """A Lab(**kwargs) up with the test servers running; always taken down, and then no
+    namespace of it may be left."""
+    lab = Lab(**kwargs)
     try:
         lab.up()
         lab.start_servers()
@@ -47,6 +47,19 @@ def lab():
     finally:
         lab.down()
     assert lab.namespaces() == [], f"namespaces left behind: {lab.namespaces()}"
+
+
+@pytest.fixture(scope="module")
+def lab():
+    """The default lab (client, router, director, rs1..rs3) with the test servers running."""
+    yield from _running_lab()
+
+
+@pytest.fixture(scope="module")
+def rlab():
+    """The routed lab: the real servers on their own network behind the router, which the
+    director reaches only through the router (FULLNAT, ENAT); test servers running."""
+    yield from _running_lab(rs_net="routed")
 
 
 @pytest.fixture
@@ -57,12 +70,8 @@ def director(lab):
     """
     if importlib.util.find_spec("lb.daemon") is None:
         pytest.skip("lb.daemon does not exist yet")
-    d = Director(lab)
-    d.start()
-    try:
+    with Director(lab) as d:       # started; stopped on the way out, pass or fail
         yield d
-    finally:
-        d.stop()
     assert not pid_alive(d.pid), f"lb.daemon pid {d.pid} survived teardown"
 
 
@@ -80,9 +89,5 @@ def realservers(lab):
 def lab_director_small(lab):
     """lb.daemon with a small connection table (--max-conns 4096), so the expiry sweep goes
     round it quickly enough for tests that watch entries expire."""
-    d = Director(lab, extra_args=["--max-conns", "4096"])
-    d.start()
-    try:
+    with Director(lab, extra_args=["--max-conns", "4096"]) as d:
         yield d
-    finally:
-        d.stop()

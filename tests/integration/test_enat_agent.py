@@ -19,24 +19,12 @@ import pytest
 from scapy.layers.inet import IP, TCP
 from scapy.packet import Raw
 
-from lb.lab import NETNS_DIR, VIPS, Lab, pid_alive
+from lb.lab import NETNS_DIR, VIPS, pid_alive
 from lb.realserver import STATE_DIR
 
 VIP = VIPS["enat"]
 ETH_P_IP = 0x0800
 DEADLINE = 5.0
-
-
-@pytest.fixture(scope="module")
-def rlab():
-    lab = Lab(rs_net="routed")
-    try:
-        lab.up()
-        lab.start_servers()
-        yield lab
-    finally:
-        lab.down()
-    assert lab.namespaces() == [], f"namespaces left behind: {lab.namespaces()}"
 
 
 SNAPSHOT = r"""

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from lb.lab import VIPS, Director, Lab
+from lb.lab import VIPS, Director
 from lb.labservers import pattern_sha256
 from tests.integration.test_dr_tun import dest_rows
 from tests.integration.test_nat import ok
@@ -38,26 +38,10 @@ print(json.dumps(out))
 """
 
 
-@pytest.fixture(scope="module")
-def rlab():
-    lab = Lab(rs_net="routed")
-    try:
-        lab.up()
-        lab.start_servers()
-        yield lab
-    finally:
-        lab.down()
-    assert lab.namespaces() == [], f"namespaces left behind: {lab.namespaces()}"
-
-
 @pytest.fixture
 def rdirector(rlab, request):
-    extra = getattr(request, "param", [])
-    d = Director(rlab, extra_args=extra).start()
-    try:
+    with Director(rlab, extra_args=getattr(request, "param", [])) as d:
         yield d
-    finally:
-        d.stop()
 
 
 def parse(line: str) -> dict:
