@@ -27,13 +27,20 @@ class Picks:
         return out
 
 
-def make(persistent=0, netmask="255.255.255.255", onepacket=False, proto=6):
-    sched = Picks()
+def forwarder(sched):
+    """A Forwarder on the director's interface with its routes and both servers' MACs; no service."""
     f = Forwarder(max_conns=256, scheduler_cb=sched)
     f.set_interface(0, 5, V.mac(V.DIRECTOR_MAC), 1500)
     f.set_routes(V.ROUTES)
     for ip, m in V.NEIGHBOURS + [(RIP2, RS2_MAC)]:
         f.set_neighbour(ip, 0, V.mac(m))
+    return f
+
+
+def make(persistent=0, netmask="255.255.255.255", onepacket=False, proto=6):
+    """Service 0 (VIP:80) over V.RIP and RIP2, scheduled by a fresh Picks."""
+    sched = Picks()
+    f = forwarder(sched)
     f.set_service(0, proto, V.VIP, 80, persistent=persistent, netmask=netmask, onepacket=onepacket)
     f.set_dest(0, 0, V.RIP, 80)
     f.set_dest(1, 0, RIP2, 80)
@@ -124,11 +131,7 @@ def test_one_packet_scheduling_keeps_no_connection():
 
 def test_fwmark_service_groups_ports_and_persists_across_them():
     sched = Picks()
-    f = Forwarder(max_conns=256, scheduler_cb=sched)
-    f.set_interface(0, 5, V.mac(V.DIRECTOR_MAC), 1500)
-    f.set_routes(V.ROUTES)
-    for ip, m in V.NEIGHBOURS + [(RIP2, RS2_MAC)]:
-        f.set_neighbour(ip, 0, V.mac(m))
+    f = forwarder(sched)
     f.set_service(3, 0, None, 0, fwmark=7, persistent=300,
                   keys=[(6, V.VIP, 80), (6, V.VIP, 443), (17, V.VIP, 53)])
     f.set_dest(0, 3, V.RIP, 0)        # port 0: the packet's own port (DR/TUN keep it anyway)
