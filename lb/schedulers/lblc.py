@@ -3,10 +3,7 @@
 # and is not overloaded (active > weight while some server has active < weight / 2), else wlc.
 from __future__ import annotations
 
-import time
-
-from lb.schedulers.base import LoadScheduler
-from lb.schedulers.locality import LocalityTable, is_overloaded
+from lb.schedulers.locality import LocalityScheduler, is_overloaded
 from lb.schedulers.wlc import least_loaded
 
 
@@ -17,7 +14,7 @@ class _Entry:
         self.dest, self.lastuse = dest, lastuse
 
 
-class LocalityLeastConnection(LoadScheduler):
+class LocalityLeastConnection(LocalityScheduler):
     """`clock` (seconds) may be replaced, e.g. by a test's fake clock; `table.expiration` is
     the lblc_expiration sysctl. As in the kernel, the cached server is kept even when it
     carries OVERLOAD (only weight 0, removal or the is_overloaded test above drop it), while
@@ -27,20 +24,8 @@ class LocalityLeastConnection(LoadScheduler):
 
     name = "lblc"
 
-    def __init__(self, service) -> None:
-        self.clock = time.monotonic
-        self.table = LocalityTable()
-        super().__init__(service)
-
-    def update_service(self, service) -> None:
-        super().update_service(service)
-        self.members = set(service.dests)   # the kernel's IP_VS_DEST_CF_AVAILABLE
-
     def pick(self, service, flow, active, inactive):
-        now = self.clock()
-        table = self.table
-        table.expire(now)
-        en = table.entries.get(flow.vaddr)
+        now, en = self.lookup(flow)
         if en is not None:
             en.lastuse = now
             dest = en.dest
@@ -50,6 +35,7 @@ class LocalityLeastConnection(LoadScheduler):
         dest = least_loaded(self.cands, active, inactive)
         if dest is None:
             return None
+        table = self.table
         if en is not None:              # ip_vs_lblc_new: replace the entry (kept if the same)
             if en.dest is dest:
                 return dest

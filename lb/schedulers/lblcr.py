@@ -3,10 +3,8 @@
 # the wlc pick to the set. A set unchanged for lblcr_expiration sheds its most loaded member.
 from __future__ import annotations
 
-import time
-
-from lb.schedulers.base import OVERLOAD, LoadScheduler
-from lb.schedulers.locality import LocalityTable, is_overloaded
+from lb.schedulers.base import OVERLOAD
+from lb.schedulers.locality import LocalityScheduler, is_overloaded
 from lb.schedulers.wlc import least_loaded
 
 
@@ -31,21 +29,12 @@ def _overhead(dest, active, inactive) -> int:
     return (active[dest.slot] << 8) + inactive[dest.slot]
 
 
-class LocalityReplicated(LoadScheduler):
+class LocalityReplicated(LocalityScheduler):
     """`clock` may be replaced by a test's fake clock; `table.expiration` is lblcr_expiration.
     Members no longer in the service are skipped by the set's least-loaded pick but can still be
     the one shed as most loaded, as in the kernel (whose removed servers wait in its trash)."""
 
     name = "lblcr"
-
-    def __init__(self, service) -> None:
-        self.clock = time.monotonic
-        self.table = LocalityTable()
-        super().__init__(service)
-
-    def update_service(self, service) -> None:
-        super().update_service(service)
-        self.members = set(service.dests)
 
     def _set_min(self, en, active, inactive):
         """ip_vs_dest_set_min: least (overhead / weight) member, skipping OVERLOAD and servers
@@ -78,18 +67,15 @@ class LocalityReplicated(LoadScheduler):
         return most
 
     def pick(self, service, flow, active, inactive):
-        now = self.clock()
-        table = self.table
-        table.expire(now)
-        en = table.entries.get(flow.vaddr)
+        now, en = self.lookup(flow)
         if en is None:
             dest = least_loaded(self.cands, active, inactive)
-            if dest is not None and not table.full():
-                table.entries[flow.vaddr] = _Entry(dest, now)
+            if dest is not None and not self.table.full():
+                self.table.entries[flow.vaddr] = _Entry(dest, now)
             return dest
         en.lastuse = now
         dest = self._set_min(en, active, inactive)
-        if len(en.members) > 1 and now > en.lastmod + table.expiration:
+        if len(en.members) > 1 and now > en.lastmod + self.table.expiration:
             most = self._set_max(en, active, inactive)
             if most is not None:
                 en.erase(most, now)

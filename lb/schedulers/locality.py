@@ -14,7 +14,9 @@ last such pass stopped (the rover), until (entries - max_size) * 4/3 are gone.
 """
 from __future__ import annotations
 
-from lb.schedulers.base import hash_32, ipv4_int
+import time
+
+from lb.schedulers.base import LoadScheduler, hash_32, ipv4_int
 
 CHECK_INTERVAL = 60          # CHECK_EXPIRE_INTERVAL
 ENTRY_TIMEOUT = 6 * 60       # idle time after which a full table sheds an entry
@@ -84,6 +86,28 @@ class LocalityTable:
             if goal <= 0:
                 break
         self.rover = j
+
+
+class LocalityScheduler(LoadScheduler):
+    """What lblc and lblcr share: `clock` (seconds; a test may put a fake clock here), the
+    `table`, and `members`, the servers now in the service (the kernel's
+    IP_VS_DEST_CF_AVAILABLE): an entry may still name one that was removed."""
+
+    def __init__(self, service) -> None:
+        self.clock = time.monotonic
+        self.table = LocalityTable()
+        super().__init__(service)
+
+    def update_service(self, service) -> None:
+        super().update_service(service)
+        self.members = set(service.dests)
+
+    def lookup(self, flow):
+        """(now, the entry for the flow's destination address or None), once the expiry checks
+        due by now have run."""
+        now = self.clock()
+        self.table.expire(now)
+        return now, self.table.entries.get(flow.vaddr)
 
 
 def is_overloaded(dest, service, active) -> bool:
