@@ -627,9 +627,10 @@ table ip lbbench_dnat {{
 
     def extra_counters(self):
         ct = conntrack_stats(self.lab.fwd)
-        out = {k: ct[k] - self.ct0.get(k, 0) for k in ("new", "insert", "insert_failed", "drop",
+        out = {k: ct[k] - self.ct0.get(k, 0) for k in ("insert_failed", "drop",
                                                          "early_drop", "invalid") if k in ct}
         out["nf_conntrack_count"] = ct.get("count")
+        out["nf_conntrack_count_at_setup"] = self.ct0.get("count")
         return out
 
 
@@ -1220,10 +1221,11 @@ def summarize(results, modes):
     return rows
 
 
-def print_table(rows, cmdline, unavailable):
+def print_table(rows, cmdline, unavailable, unit="pps"):
+    """unit: what the sink counts, for the header (cps.py: "syn/s"; offered is always frames/s)."""
     print()
     print(f"command: {cmdline}")
-    print(f"{'mode':<9} {'median_pps':>11} {'ratio_to_kernel':>15} {'trials':>6}   "
+    print(f"{'mode':<9} {'median_' + unit:>11} {'ratio_to_kernel':>15} {'trials':>6}   "
           f"{'ratio_range':>13} {'offered_pps':>11} {'delivered':>9}  cpu_busy")
     for r in rows:
         if r["mode"] in unavailable and not r.get("median_pps"):
@@ -1267,9 +1269,10 @@ def main(argv=None):
     return bench_main(parse_args(argv), argv)
 
 
-def bench_main(args, argv, gen_class=None, ns_prefix=NS_PREFIX, prepare=None):
+def bench_main(args, argv, gen_class=None, ns_prefix=NS_PREFIX, prepare=None, report=None):
     """Build the lab, run every trial of every mode, tear down, print and save the summary.
-    cps.py passes its own generator class, namespace prefix and prepare(lab, args) step."""
+    cps.py passes its own generator class, namespace prefix, prepare(lab, args) step (after the
+    lab is built) and report(rows, results, args) (after the table)."""
     gen_class = gen_class or Generator
     gen = None
     preflight()
@@ -1353,7 +1356,9 @@ def bench_main(args, argv, gen_class=None, ns_prefix=NS_PREFIX, prepare=None):
     if not args.keep_logs:
         shutil.rmtree(workdir, ignore_errors=True)  # kept (and named in errors) when a run fails
     rows = summarize(results, args.modes)
-    print_table(rows, cmdline, unavailable)
+    print_table(rows, cmdline, unavailable, getattr(args, "unit", "pps"))
+    if report:
+        report(rows, results, args)
     if gen is not None and gen.__dict__.get("cmd"):
         print(f"generator: {gen.cmd}")
     if args.json:
