@@ -8,7 +8,6 @@ import argparse
 import asyncio
 import contextlib
 import fcntl
-import ipaddress
 import json
 import logging
 import os
@@ -221,8 +220,7 @@ class Director:
             svc = self.svc_by_slot.get(svc_slot)
             rs = None
             if svc is not None:
-                rs = svc.schedule(Flow(svc.proto, str(ipaddress.IPv4Address(caddr)), cport,
-                                       str(ipaddress.IPv4Address(vaddr)), vport))
+                rs = svc.schedule(Flow(svc.proto, caddr, cport, vaddr, vport))
             picks.append(rs.slot if rs is not None and rs.slot is not None else -1)
         return picks
 

@@ -6,6 +6,7 @@ See docs/internals.md for how the daemon and the fast path use these objects.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from lb import schedulers
 
@@ -149,11 +150,12 @@ class Service:
         return f"<Service {self} {self.scheduler} dests={self.dests!r}>"
 
 
-@dataclass(frozen=True)
-class Flow:
-    """What a scheduler may look at when it picks a destination for a new connection."""
+class Flow(NamedTuple):
+    """What a scheduler may look at when it picks a destination for a new connection.
+    Addresses are host-order integers as the fast path hands them over (no conversion per
+    new flow), or dotted strings where a person writes them (tests); ipv4_int takes both."""
     proto: str
-    caddr: str
+    caddr: int | str
     cport: int
-    vaddr: str
+    vaddr: int | str
     vport: int

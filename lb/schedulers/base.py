@@ -37,9 +37,11 @@ def hash_32(value: int, bits: int) -> int:
     return ((value * 0x61C88647) & 0xFFFFFFFF) >> (32 - bits)
 
 
-def ipv4_int(text: str) -> int:
-    """Dotted quad -> host-order integer (the kernel's ntohl(addr))."""
-    return int.from_bytes(socket.inet_aton(text), "big")
+def ipv4_int(addr) -> int:
+    """Dotted quad (or an integer already) -> host-order integer (the kernel's ntohl(addr))."""
+    if type(addr) is int:
+        return addr
+    return int.from_bytes(socket.inet_aton(addr), "big")
 
 
 class _Idle:
