@@ -275,19 +275,26 @@ cdef class Forwarder:
         self._lock()
         ifslot = route_lookup(self.fp, _ip(addr), &nh)
         if ifslot >= 0:
-            neigh_slot(self.fp, nh, ifslot)
+            i = neigh_slot(self.fp, nh, ifslot)
+            if i >= 0:
+                self.fp.neigh[i].pinned = 1     # the control plane's: never freed
         self._unlock()
         return (_ipstr(nh), ifslot) if ifslot >= 0 else None
 
-    def set_neighbour(self, addr, int ifslot, bytes mac):
+    def set_neighbour(self, addr, int ifslot, bytes mac, bint pin=True):
+        """The MAC of a next hop. Pinned (the default), the entry stays even while no connection
+        uses it; `pin=False` only refreshes an entry the fast path already has (an on-link
+        client's, which goes with its last connection)."""
         if len(mac) != 6:
             raise ValueError("a MAC address is 6 bytes")
         self._check_iface(ifslot)
         self._lock()
-        i = neigh_slot(self.fp, _ip(addr), ifslot)
+        i = neigh_slot(self.fp, _ip(addr), ifslot, pin)
         if i >= 0:
             memcpy(self.fp.neigh[i].mac, <const char*>mac, 6)
             self.fp.neigh[i].state = NEIGH_VALID
+            if pin:
+                self.fp.neigh[i].pinned = 1
         self._unlock()
         return i >= 0
 
@@ -297,7 +304,7 @@ cdef class Forwarder:
         self._lock()
         for i in range(NEIGH_SIZE):
             n = &self.fp.neigh[i]
-            if n.state != NEIGH_FREE:
+            if n.state == NEIGH_WANTED or n.state == NEIGH_VALID:
                 mac = bytes(n.mac[:6]) if n.state == NEIGH_VALID else None
                 out.append((n.ip, n.ifslot, mac))
         self._unlock()

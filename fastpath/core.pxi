@@ -242,8 +242,17 @@ cdef int conn_create(FP* fp, Pending* p, uint64_t now) noexcept nogil:
         if not local_port(fp, s, d.fwd, &lslot, &lport):
             return R_NO_LPORT
     nh_in = nexthop_for(fp, d.rip)
-    nh_out = nexthop_for(fp, p.caddr)
+    # Toward the client only where the director sends there: NAT and FULLNAT replies, TUN's
+    # ICMP errors. DR and ENAT replies never pass here: no neighbour entry per client.
+    if d.fwd == FWD_ROUTE or d.fwd == FWD_ENAT:
+        nh_out = nexthop_for(fp, d.rip)
+    else:
+        nh_out = nexthop_for(fp, p.caddr)
     if nh_in < 0 or nh_out < 0:
+        if nh_in >= 0:
+            neigh_put(fp, <uint16_t>nh_in)
+        if nh_out >= 0:
+            neigh_put(fp, <uint16_t>nh_out)
         if d.fwd == FWD_FULLNAT or d.fwd == FWD_ENAT:
             lport_free(fp, lslot, lport)
         return R_NO_ROUTE

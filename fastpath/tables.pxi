@@ -87,6 +87,7 @@ cdef enum:
     NEIGH_FREE = 0
     NEIGH_WANTED = 1        # the fast path needs it; the control plane resolves it
     NEIGH_VALID = 2
+    NEIGH_GONE = 3          # a freed slot: lookups probe past it, inserts may reuse it
 
 cdef struct Service:
     uint32_t vip
@@ -167,6 +168,8 @@ cdef struct Neigh:
     uint8_t mac[6]
     uint8_t ifslot
     uint8_t state
+    uint8_t pinned          # wanted by the control plane (a gateway, a real server): kept
+    uint32_t refs           # connections using it; an unpinned entry goes when none do
 
 cdef struct Route:
     uint32_t prefix
@@ -347,6 +350,8 @@ cdef inline void conn_free(FP* fp, Conn* c) noexcept nogil:
     if c.flags & CONN_TEMPLATE:
         fp.templates -= 1               # templates count in neither ActiveConn nor InActConn
     else:
+        neigh_put(fp, c.nh_in)
+        neigh_put(fp, c.nh_out)
         if c.fwd == FWD_MASQ or c.fwd == FWD_FULLNAT:
             unlink_chain_out(fp, idx)
         if c.fwd == FWD_FULLNAT or c.fwd == FWD_ENAT:
@@ -397,24 +402,52 @@ cdef int route_lookup(FP* fp, uint32_t daddr, uint32_t* nexthop) noexcept nogil:
             return fp.routes[i].ifslot
     return -1
 
-cdef int neigh_slot(FP* fp, uint32_t ip, uint8_t ifslot) noexcept nogil:
-    # Find or create the entry; slots never move, so connections keep their index.
+cdef int neigh_slot(FP* fp, uint32_t ip, uint8_t ifslot, bint create=True) noexcept nogil:
+    # Find or create the entry (open addressing; freed slots are tombstones). An entry never
+    # moves while connections use it, so they keep its index.
     cdef uint32_t h = (ip * 0x9E3779B1u) >> 20
     cdef uint32_t k, i
+    cdef int reuse = -1
+    cdef Neigh* n
     for k in range(NEIGH_SIZE):
         i = (h + k) & (NEIGH_SIZE - 1)
-        if fp.neigh[i].state == NEIGH_FREE:
-            fp.neigh[i].ip = ip
-            fp.neigh[i].ifslot = ifslot
-            fp.neigh[i].state = NEIGH_WANTED
+        n = &fp.neigh[i]
+        if n.state == NEIGH_FREE:
+            break
+        if n.state == NEIGH_GONE:
+            if reuse < 0:
+                reuse = i
+        elif n.ip == ip and n.ifslot == ifslot:
             return i
-        if fp.neigh[i].ip == ip and fp.neigh[i].ifslot == ifslot:
-            return i
-    return -1
+    else:
+        if reuse < 0:
+            return -1
+    if not create:
+        return -1
+    if reuse >= 0:
+        i = reuse
+    n = &fp.neigh[i]
+    n.ip = ip
+    n.ifslot = ifslot
+    n.state = NEIGH_WANTED
+    n.pinned = 0
+    n.refs = 0
+    return i
+
+cdef inline void neigh_put(FP* fp, uint16_t i) noexcept nogil:
+    cdef Neigh* n = &fp.neigh[i]
+    if n.refs:
+        n.refs -= 1
+    if n.refs == 0 and not n.pinned:
+        n.state = NEIGH_GONE    # an on-link client that no connection needs any more
 
 cdef int nexthop_for(FP* fp, uint32_t daddr) noexcept nogil:
+    # The neighbour slot toward daddr, with a reference taken (neigh_put gives it back).
     cdef uint32_t nh = 0
     cdef int ifslot = route_lookup(fp, daddr, &nh)
     if ifslot < 0:
         return -1
-    return neigh_slot(fp, nh, <uint8_t>ifslot)
+    cdef int i = neigh_slot(fp, nh, <uint8_t>ifslot)
+    if i >= 0:
+        fp.neigh[i].refs += 1
+    return i

@@ -248,7 +248,7 @@ class Director:
             ifindex = self.ifaces[ifslot].index
             known = kernel.get((ip, ifindex))
             if known and known != mac:
-                self.fwd.set_neighbour(ip, ifslot, known)
+                self.fwd.set_neighbour(ip, ifslot, known, pin=False)   # keep it as it was
             elif not known and now - asked.get((ip, ifindex), 0) > 1.0:
                 asked[(ip, ifindex)] = now
                 try:

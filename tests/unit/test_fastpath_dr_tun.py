@@ -130,3 +130,37 @@ def test_tun_without_neighbour_is_counted():
     f.set_service(0, 6, V.VIP, 80)
     f.set_dest(0, 0, V.RIP, 80, TUNNEL)
     assert f.process(bytes(syn()), now=NOW)[:2] == ("drop", "no_neighbour")
+
+
+def _onlink(fwd_code):
+    f = Forwarder(max_conns=8192, scheduler_cb=lambda flows: [0] * len(flows))
+    f.set_interface(0, 5, V.mac(V.DIRECTOR_MAC), 1500, addr=DIP)
+    f.set_routes([("198.18.0.0", 16, None, 0)])           # every client on link
+    f.set_neighbour(V.RIP, 0, V.mac(V.RS_MAC))
+    f.set_service(0, 6, V.VIP, 80)
+    f.set_dest(0, 0, V.RIP, 80, fwd_code)
+    return f
+
+
+def _client_syn(i):
+    src = f"198.18.{100 + i // 250}.{1 + i % 250}"
+    return bytes(Ether(src="02:00:00:00:01:01", dst=V.DIRECTOR_MAC) / IP(src=src, dst=V.VIP)
+                 / TCP(sport=1000 + i % 50000, dport=80, flags="S"))
+
+
+def test_on_link_clients_do_not_exhaust_the_neighbour_table():
+    # NAT needs the client's MAC (replies), so each on-link client has a neighbour entry; it
+    # goes with the client's last connection, so 5000 clients over time fit a 4096 table.
+    f = _onlink(0)
+    for i in range(5000):
+        assert f.process(_client_syn(i), now=NOW)[0] == "forward", i
+        if i % 1000 == 999:
+            f.expire(NOW + 61)                              # their SYN_RECV entries expire
+    assert f.counters()["no_route"] == 0
+
+
+def test_dr_keeps_no_neighbour_entry_per_client():
+    f = _onlink(ROUTE)
+    for i in range(5000):                                   # all at once, none expired
+        assert f.process(_client_syn(i), now=NOW)[0] == "forward", i
+    assert [n[0] for n in f.neighbours()] == [V.RIP]
