@@ -261,8 +261,11 @@ def _server(text: str, vport: int, fwd: str | None) -> dict:
     """-r RIP[:port]; fwd is None for -d, which must name the server exactly as added."""
     addr, colon, port = text.partition(":")
     rport = _port(port, text) if colon else vport
-    if fwd in ("route", "tunnel"):
-        rport = vport  # ipvsadm: DR and TUN cannot map ports, it forces the virtual port
+    if fwd in ("route", "tunnel", "enat") and rport != vport:
+        # ipvsadm silently forces the virtual port here; a changed port is refused instead, so
+        # that a typo cannot send traffic to a port the real server does not serve.
+        raise UsageError(f"forwarding method {fwd!r} cannot map ports: real server port {rport} "
+                         f"must equal the virtual port {vport}")
     return {"rip": _addr(addr), "rport": rport}
 
 

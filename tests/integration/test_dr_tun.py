@@ -3,7 +3,6 @@
 The RS sees the real client address; the director never sees a reply."""
 from __future__ import annotations
 
-import subprocess
 import sys
 
 import pytest

@@ -9,7 +9,6 @@ import subprocess
 import sys
 import time
 
-import pytest
 
 from lb.lab import Director
 from lb.labservers import pattern_sha256

@@ -34,7 +34,7 @@ SVC = {"proto": "tcp", "vip": "198.18.0.100", "port": 80}
      {"op": "add_server", **SVC, "rip": "198.18.0.11", "rport": 80, "fwd": "masq", "weight": 0}),
     ("-a -t 198.18.0.100:80 -r 198.18.0.11",   # ipvsadm: -g is the default, weight 1
      {"op": "add_server", **SVC, "rip": "198.18.0.11", "rport": 80, "fwd": "route", "weight": 1}),
-    ("-a -t 198.18.0.100:80 -r 198.18.0.11:8080 -g",  # DR cannot map ports: virtual port forced
+    ("-a -t 198.18.0.100:80 -r 198.18.0.11:80 -g",   # DR keeps the virtual port
      {"op": "add_server", **SVC, "rip": "198.18.0.11", "rport": 80, "fwd": "route", "weight": 1}),
     ("-a -t 198.18.0.100:80 -r 198.18.0.11 -i -w 2",
      {"op": "add_server", **SVC, "rip": "198.18.0.11", "rport": 80, "fwd": "tunnel", "weight": 2}),
@@ -113,6 +113,10 @@ def test_socket_option():
     ("-a -t 198.18.0.100:80 -r 198.18.0.11 -m -g", "-m and -g both given (give one)"),
     ("-a -t 198.18.0.100:80 -r 198.18.0.11 -w 1 -w 2", "option -w given twice (give one)"),
     ("-A -t 198.18.0.100:80 -q 5", "unknown option '-q'"),
+    ("-a -t 198.18.0.100:80 -r 198.18.0.11:8080 -g",
+     "forwarding method 'route' cannot map ports: real server port 8080 must equal the virtual port 80"),
+    ("-a -t 198.18.0.100:80 -r 198.18.0.11:81 -i",
+     "forwarding method 'tunnel' cannot map ports: real server port 81 must equal the virtual port 80"),
     ("-A -t 198.18.0.100:80 -z 198.18.0.3", "option -z cannot be used with -A"),
     ("--add-laddr -t 198.18.0.100:80", "--add-laddr needs a local address: -z LIP"),
     ("--add-laddr -t 198.18.0.100:80 -z 198.18.0.300", "bad address '198.18.0.300': must be a dotted IPv4 address"),

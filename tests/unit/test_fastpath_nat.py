@@ -11,7 +11,7 @@ import ipaddress
 import pytest
 from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.l2 import Ether
-from scapy.packet import Padding, Raw
+from scapy.packet import Padding
 
 from lb._forward import REASON_NAMES, Forwarder
 from tests.vectors import nat as V

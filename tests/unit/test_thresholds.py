@@ -1,7 +1,6 @@
 """Upper/lower connection thresholds (ipvsadm -x/-y): OVERLOAD set when active + inactive
 reaches -x (ip_vs_bind_dest), cleared below -y, or below 3/4 of -x when -y is 0
 (ip_vs_unbind_dest); Service.schedule keeps the flag right around each decision."""
-import pytest
 
 from lb.config import Config
 from lb.model import OVERLOAD
