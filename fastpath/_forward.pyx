@@ -320,7 +320,7 @@ cdef class Forwarder:
         self.fp.timeouts[STATE_NAMES.index(state)] = <uint64_t>(seconds * 1000)
 
     # --- the core on one frame (sans-IO) --------------------------------------------------------
-    def process(self, frame, now=None, bint partial=False):
+    def process(self, frame, now=None, bint partial=False, int rx_if=0):
         """Run the core on one Ethernet frame. Returns (verdict, reason, out) where out is a list
         of (ifslot, bytes) frames to send. A new flow asks scheduler_cb, as the loop does.
         `reason` names why a frame was passed or dropped (or "frag_needed" when the frame sent is
@@ -333,6 +333,7 @@ cdef class Forwarder:
         fr.f = <uint8_t*>buf + HEADROOM
         fr.flen = len(buf) - HEADROOM - 1
         fr.partial = <int>partial
+        fr.rx_if = rx_if
         with nogil:
             pthread_mutex_lock(&self.fp.lock)
             self.fp.last_reason = R_NONE
@@ -487,6 +488,7 @@ cdef class Forwarder:
         out = {name: fp.reasons[i] for i, name in enumerate(REASON_NAMES) if i}
         out.update(rx_frames=fp.rx_frames, tx_frames=fp.tx_frames, new_conns=fp.new_conns,
                    expired_conns=fp.expired_conns, templates=fp.templates,
+                   arp_replies=fp.arp_replies,
                    conns=fp.max_conns - fp.nfree - fp.templates,
                    ring_drops=self._ring_drops())
         return out
@@ -687,6 +689,7 @@ cdef class Forwarder:
                 fr.f = frame
                 fr.flen = h.tp_snaplen
                 fr.partial = partial
+                fr.rx_if = i
                 v = handle(fp, &fr, now, &fp.pending[fp.npending])
                 if v == V_FORWARD:
                     self._tx(fr.tx_if, frame + fr.out_off, fr.out_len)

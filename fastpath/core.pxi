@@ -102,6 +102,8 @@ cdef int handle(FP* fp, Frame* fr, uint64_t now, Pending* p) noexcept nogil:
 
     if flen < 14:
         return drop(fp, R_SHORT_FRAME)
+    if ld16(f + 12) == 0x0806:
+        return arp_reply(fp, fr)
     if ld16(f + 12) != 0x0800:
         return pass_(fp, R_NOT_IPV4)
     ip = f + 14
@@ -203,6 +205,31 @@ cdef int handle(FP* fp, Frame* fr, uint64_t now, Pending* p) noexcept nogil:
         conn_update(fp, c, direction if c.fwd == FWD_MASQ or c.fwd == FWD_FULLNAT
                     else DIR_INPUT_ONLY, fr.l4, now)
     return v
+
+cdef int arp_reply(FP* fp, Frame* fr) noexcept nogil:
+    # The director answers ARP for its VIPs itself, so a VIP need not be an address of the
+    # director's kernel (where it is, the kernel answers too: the same answer twice is harmless).
+    # Ethernet/IPv4 requests only; the reply is built in place and leaves where the request came.
+    cdef uint8_t* f = fr.f
+    cdef uint8_t* a = f + 14
+    cdef Iface* out
+    if (fr.flen < 42 or ld16(a) != 1 or ld16(a + 2) != 0x0800 or a[4] != 6 or a[5] != 4
+            or ld16(a + 6) != 1 or not is_vip(fp, ld32(a + 24))
+            or not 0 <= fr.rx_if < MAX_IFACES or not fp.ifaces[fr.rx_if].in_use):
+        return pass_(fp, R_NOT_IPV4)
+    out = &fp.ifaces[fr.rx_if]
+    cdef uint32_t vip = ld32(a + 24)
+    memcpy(f, a + 8, 6)                 # to the asker
+    memcpy(f + 6, out.mac, 6)
+    st16(a + 6, 2)                      # a reply
+    memcpy(a + 18, a + 8, 10)           # target := the sender (MAC and address)
+    memcpy(a + 8, out.mac, 6)           # sender := us, the VIP
+    st32(a + 14, vip)
+    fr.out_off = 0
+    fr.out_len = fr.flen
+    fr.tx_if = fr.rx_if
+    fp.arp_replies += 1
+    return V_FORWARD
 
 cdef inline void set_l2(FP* fp, uint8_t* f, Neigh* nb) noexcept nogil:
     memcpy(f, nb.mac, 6)

@@ -242,6 +242,7 @@ cdef struct FP:
     int64_t new_conns
     int64_t expired_conns
     int64_t templates
+    int64_t arp_replies
     Pending pending[MAX_PENDING]
     int npending
     uint16_t ip_id          # IP ID for headers we build (TUN outer, ICMP)
@@ -260,6 +261,7 @@ cdef struct Frame:
     int out_off             # the frame to send starts at f + out_off ...
     uint32_t out_len        # ... and is this long
     int tx_if
+    int rx_if               # the interface slot it came in on (ARP replies go back there)
 
 cdef inline uint32_t flow_hash(FP* fp, uint8_t proto, uint32_t a1, uint16_t p1,
                                uint32_t a2, uint16_t p2) noexcept nogil:

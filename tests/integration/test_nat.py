@@ -189,3 +189,13 @@ print("reply" if ans is not None else "none")
 """
     r = lab.run("client", [sys.executable, "-c", probe, VIP], timeout=30, capture_output=True, text=True)
     assert r.stdout.strip() == "none", r.stdout + r.stderr
+
+
+def test_a_vip_the_director_kernel_does_not_hold(lab, director):
+    # 198.18.0.110 is on no interface: only lbd's fast path answers the router's ARP for it.
+    other = "198.18.0.110"
+    ok(director.lbadm("-A", "-t", f"{other}:80", "-s", "rr"))
+    ok(director.lbadm("-a", "-t", f"{other}:80", "-r", "198.18.0.12:80", "-m"))
+    r = lab.run("client", ["curl", "-sS", "--max-time", "5", f"http://{other}/"], timeout=15,
+                capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout.startswith("rs2 client=198.18.1.2:"), r.stderr

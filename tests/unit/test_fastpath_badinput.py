@@ -138,7 +138,7 @@ CASES = [
     ("empty frame", b"", "drop", "short_frame"),
     ("1 byte", b"\x01", "drop", "short_frame"),
     ("13 bytes", eth()[:13], "drop", "short_frame"),
-    ("ARP", bytes(Ether(dst="ff:ff:ff:ff:ff:ff", src=V.ROUTER_MAC) / ARP(pdst=V.VIP, psrc=V.ROUTER_IP)), "pass", "not_ipv4"),
+    ("ARP for another address", bytes(Ether(dst="ff:ff:ff:ff:ff:ff", src=V.ROUTER_MAC) / ARP(pdst="198.18.0.99", psrc=V.ROUTER_IP)), "pass", "not_ipv4"),
     ("IPv6", bytes(Ether(dst=V.DIRECTOR_MAC, src=V.ROUTER_MAC) / IPv6(dst="2001:db8::1") / TCP(dport=80, flags="S")), "pass", "not_ipv4"),
     ("802.1Q-tagged IPv4 (not untagged IPv4)", bytes(Ether(dst=V.DIRECTOR_MAC, src=V.ROUTER_MAC) / Dot1Q(vlan=5) / IP(src=V.CLIENT, dst=V.VIP) / TCP(dport=80, flags="S")), "pass", "not_ipv4"),
     # IP header
@@ -452,3 +452,24 @@ def test_set_neighbour_rejects_an_interface_slot_out_of_range():
     f, _ = make()
     with pytest.raises(ValueError):
         f.set_neighbour(V.ROUTER_IP, 8, V.mac(V.ROUTER_MAC))
+
+
+def test_the_director_answers_arp_for_a_vip_only():
+    from scapy.layers.l2 import ARP
+    f, _ = make()
+    ask = Ether(src="02:00:00:00:00:77", dst="ff:ff:ff:ff:ff:ff") / ARP(
+        op=1, hwsrc="02:00:00:00:00:77", psrc="198.18.0.77", pdst=V.VIP)
+    verdict, reason, out = f.process(bytes(ask), now=V.NOW)
+    assert verdict == "forward" and out[0][0] == V.IFSLOT
+    got = Ether(out[0][1])
+    assert (got.dst, got.src) == ("02:00:00:00:00:77", V.DIRECTOR_MAC)
+    assert (got[ARP].op, got[ARP].hwsrc, got[ARP].psrc) == (2, V.DIRECTOR_MAC, V.VIP)
+    assert (got[ARP].hwdst, got[ARP].pdst) == ("02:00:00:00:00:77", "198.18.0.77")
+    assert f.counters()["arp_replies"] == 1
+    other = ask.copy()
+    other[ARP].pdst = "198.18.0.99"                     # not a VIP: the kernel's business
+    assert f.process(bytes(other), now=V.NOW)[:2] == ("pass", "not_ipv4")
+    reply = ask.copy()
+    reply[ARP].op = 2                                   # not a request
+    assert f.process(bytes(reply), now=V.NOW)[:2] == ("pass", "not_ipv4")
+    assert f.process(bytes(ask)[:30], now=V.NOW)[:2] == ("pass", "not_ipv4")   # truncated
