@@ -37,6 +37,10 @@ removes every namespace whose name starts with ``<prefix>-``. A state file in
 Offloads are off on every lab interface (see :func:`disable_offloads`): the fast path
 reads frames with AF_PACKET, so it must never see 64 KB GSO/GRO frames or partial
 (CHECKSUM_PARTIAL) checksums.
+
+The namespace helpers are in :mod:`lb.labnet`, lbd's :class:`Director` and the VIP UDP echo
+in :mod:`lb.labdirector`; both are re-exported here, and ``from lb.lab import ...`` stays
+the way to use them.
 """
 from __future__ import annotations
 
@@ -55,21 +59,21 @@ import threading
 import time
 from pathlib import Path
 
-from pyroute2 import IPRoute, netns
+from pyroute2 import netns
 from pyroute2.ethtool import Ethtool
 
+# Helpers and lbd's Director live in lb.labnet and lb.labdirector; importers use them from here.
+from lb.labdirector import LBD_SOCKET_DIR, Director, udp_echo  # noqa: F401
+from lb.labnet import (MUST_BE_OFF, NETNS_DIR, OFFLOAD_RE, LabError, disable_offloads,  # noqa: F401
+                       icmp_checksum, in_netns, iproute, offloads_on, pid_alive, pids_in_netns,
+                       signals_deferred, write_sysctls)
+
 STATE_DIR = Path("/run/lb-lab")
-LBD_SOCKET_DIR = Path("/run/lbd")
-NETNS_DIR = Path("/var/run/netns")
 PKG_ROOT = Path(__file__).resolve().parent.parent
 HTTP_PORT = 80
 UDP_PORT = 5353
 LAN_IF = "eth0"          # the single interface of client, director and every RS
 PREFIX_RE = re.compile(r"^[a-z][a-z0-9]{1,15}$")
-# Features that make AF_PACKET see frames the wire never carries (GSO/GRO super-frames)
-# or checksums not yet filled in (tx checksum offload leaves CHECKSUM_PARTIAL on veth).
-OFFLOAD_RE = re.compile(r"^(tx-checksum-.*|tx-.*segmentation|tx-gso-.*|rx-gro.*|rx-lro|rx-udp-gro-forwarding)$")
-MUST_BE_OFF = ("tx-checksum-ip-generic", "tx-tcp-segmentation", "tx-generic-segmentation", "rx-gro")
 
 
 # The VIP of each forwarding mode (the NAT one is also addr["vip"], as before).
@@ -79,137 +83,8 @@ LIPS = ["198.18.0.3", "198.18.0.4"]     # FULLNAT local addresses of the directo
 RS_NETS = ("lan", "routed")
 
 
-class LabError(RuntimeError):
-    pass
-
-
 def new_prefix() -> str:
     return "lb" + secrets.token_hex(3)
-
-
-@contextlib.contextmanager
-def in_netns(name: str):
-    """Run the block with the calling *thread* in namespace `name` (setns is per thread).
-
-    Sockets made inside stay in that namespace; /proc/sys/net opened inside is its sysctls.
-    """
-    saved = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
-    try:
-        netns.setns(name, flags=0)
-        yield
-    finally:
-        netns.setns(saved)
-        os.close(saved)
-
-
-@contextlib.contextmanager
-def iproute(name: str):
-    """IPRoute bound to namespace `name`, made by setns in this thread.
-
-    IPRoute(netns=...) would fork a helper for every socket; a forked copy of a program
-    that handles SIGTERM/SIGINT could then run that program's cleanup code.
-    """
-    with in_netns(name), IPRoute() as ipr:
-        yield ipr
-
-
-def write_sysctls(values: dict) -> None:
-    """Write sysctls ('net.ipv4.ip_forward': 1) in the current namespace; missing keys skipped."""
-    for key, value in values.items():
-        path = Path("/proc/sys") / key.replace(".", "/")
-        if path.exists():
-            path.write_text(f"{value}\n")
-
-
-def disable_offloads(ifnames) -> dict:
-    """Turn off checksum, segmentation and GRO offloads on `ifnames` (current namespace).
-
-    Uses pyroute2.ethtool (ETHTOOL_SFEATURES ioctl); falls back to the ethtool binary.
-    Returns {ifname: [features still on that must be off]} (empty lists on success).
-    """
-    left = {}
-    with Ethtool() as et:
-        for ifname in ifnames:
-            try:
-                feats = et.get_features(ifname)
-                for name, f in feats.features.items():
-                    if f.available and f.enable and OFFLOAD_RE.match(name):
-                        f.enable = False
-                et.set_features(ifname, feats)
-            except Exception:
-                _ethtool_binary(ifname)
-            left[ifname] = offloads_on(et, ifname)
-    return left
-
-
-def offloads_on(et: Ethtool, ifname: str) -> list:
-    """The MUST_BE_OFF features that are on (an empty list is right)."""
-    now = et.get_features(ifname).features
-    return [n for n in MUST_BE_OFF if n in now and now[n].enable]
-
-
-def _ethtool_binary(ifname: str) -> None:
-    if not shutil.which("ethtool"):
-        raise LabError(f"cannot turn offloads off on {ifname}: pyroute2.ethtool failed, no ethtool binary")
-    subprocess.run(["ethtool", "-K", ifname, "tx", "off", "tso", "off", "gso", "off", "gro", "off"],
-                   check=True, capture_output=True, timeout=10)
-
-
-@contextlib.contextmanager
-def signals_deferred():
-    """Hold SIGINT/SIGTERM until the block ends, then raise KeyboardInterrupt.
-
-    Teardown must finish even when a second signal comes (`timeout` sends SIGTERM to the
-    child and then to its whole process group; Ctrl-C twice). Python runs signal handlers
-    only in the main thread, so other threads need no protection.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    caught = []
-    saved = {sig: signal.signal(sig, lambda signum, _: caught.append(signum)) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, handler in saved.items():
-            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
-    if caught:
-        raise KeyboardInterrupt(f"signal {caught[0]} during teardown")
-
-
-def pids_in_netns(names) -> set:
-    """PIDs of processes whose network namespace is one of the named namespaces."""
-    inodes, found = set(), set()
-    for name in names:
-        with contextlib.suppress(OSError):
-            st = os.stat(NETNS_DIR / name)
-            inodes.add((st.st_dev, st.st_ino))
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == os.getpid():
-            continue
-        try:
-            st = os.stat(f"/proc/{entry}/ns/net")
-        except OSError:
-            continue
-        if (st.st_dev, st.st_ino) in inodes:
-            found.add(int(entry))
-    return found
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
-
-
-def _icmp_checksum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\0"
-    s = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    s = (s >> 16) + (s & 0xFFFF)
-    return ~(s + (s >> 16)) & 0xFFFF
 
 
 class Lab:
@@ -584,7 +459,7 @@ class Lab:
         with self.socket(role, socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP) as s:
             for seq in range(1, tries + 1):
                 body = struct.pack("!HH", ident, seq) + b"lb-lab"
-                s.sendto(struct.pack("!BBH", 8, 0, _icmp_checksum(b"\x08\0\0\0" + body)) + body, (dst, 0))
+                s.sendto(struct.pack("!BBH", 8, 0, icmp_checksum(b"\x08\0\0\0" + body)) + body, (dst, 0))
                 if self._echo_reply(s, dst, ident, time.monotonic() + interval):
                     return True
         return False
@@ -669,67 +544,6 @@ class Lab:
         return out
 
 
-class Director:
-    """lb.daemon running in the lab's director namespace, driven with lb.cli over its socket."""
-
-    def __init__(self, lab: Lab, socket_path: str | None = None, extra_args=()):
-        self.lab = lab
-        self.socket = str(socket_path or LBD_SOCKET_DIR / f"{lab.prefix}.sock")
-        self.extra_args = list(extra_args)
-        self.proc = None
-
-    @property
-    def pid(self):
-        return self.proc.pid if self.proc else None
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.stop()
-        return False
-
-    def start(self, timeout: float = 15.0) -> "Director":
-        """Start the daemon and wait until ``lb.cli -L -n`` answers (at most `timeout` s)."""
-        LBD_SOCKET_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
-        argv = [sys.executable, "-m", "lb.daemon", "--interface", self.lab.director_ifname,
-                "--socket", self.socket, *self.extra_args]
-        with open(self.lab.logfile("lbd"), "wb") as log:
-            self.proc = self.lab.popen("director", argv, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise LabError(f"lb.daemon exited with {self.proc.returncode}:\n{self.log_tail()}")
-            if os.path.exists(self.socket) and self._answers():
-                return self
-            time.sleep(0.2)
-        self.stop()
-        raise LabError(f"lb.daemon not answering on {self.socket} after {timeout}s:\n{self.log_tail()}")
-
-    def _answers(self) -> bool:
-        try:
-            return self.lbadm("-L", "-n", timeout=5).returncode == 0
-        except subprocess.TimeoutExpired:
-            return False
-
-    def lbadm(self, *args, timeout: float = 10.0) -> subprocess.CompletedProcess:
-        argv = [sys.executable, "-m", "lb.cli", "--socket", self.socket, *map(str, args)]
-        return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=self.lab.env())
-
-    def log_tail(self, n: int = 3000) -> str:
-        try:
-            return self.lab.logfile("lbd").read_text(errors="replace")[-n:]
-        except OSError:
-            return ""
-
-    def stop(self, timeout: float = 5.0) -> None:
-        """SIGTERM by PID, SIGKILL after `timeout`; removes a socket file left behind."""
-        if self.proc is not None and self.proc.pid in self.lab._procs:
-            self.lab.stop_process(self.proc.pid, timeout)
-        with contextlib.suppress(OSError):
-            os.unlink(self.socket)
-
-
 # -- every lab on this machine ---------------------------------------------------------------
 def list_labs() -> list:
     """Prefixes of the labs recorded in STATE_DIR."""
@@ -763,28 +577,6 @@ def status_all() -> str:
         except (OSError, ValueError, KeyError) as e:
             out.append(f"lab {prefix}: unreadable state ({e})")
     return "\n".join(out) or "no labs"
-
-
-def udp_echo(name: str, host: str, port: int) -> int:
-    """The lab servers' UDP echo on one address only (``python -m lb.lab udp-echo NAME HOST PORT``).
-
-    Bound to a VIP it answers from the VIP, as DR and TUN need. (lb.labservers --host would
-    also start an HTTP server, whose bind does a reverse DNS lookup of the address: 10 s in
-    the lab, where no nameserver answers.)
-    """
-    import selectors
-    from lb.labservers import make_udp, udp_echo_once
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    sock = make_udp(port, host)
-    print("ready", flush=True)
-    with sock, selectors.DefaultSelector() as sel:
-        sel.register(sock, selectors.EVENT_READ)
-        while not stop.is_set():
-            if sel.select(timeout=0.2):
-                udp_echo_once(sock, name)
-    return 0
 
 
 if __name__ == "__main__":
