@@ -28,7 +28,8 @@ import socket
 import sys
 from pathlib import Path
 
-from lb.rsdaemon import Daemon, checksum_ok, disable_ipv6, open_tun, rp_filter, serve
+from lb.inet import checksum_ok
+from lb.rsdaemon import Daemon, disable_ipv6, open_tun, rp_filter, serve
 
 IPPROTO_IPIP = 4
 DEFAULT_IFNAME = "lbtun0"

@@ -57,8 +57,8 @@ import sys
 import time
 from typing import NamedTuple
 
-from lb.rsdaemon import (Daemon, checksum_ok, disable_ipv6, fold, ip_checksum, open_tun, rp_filter,
-                         serve)
+from lb.inet import checksum as ip_checksum, checksum_ok, fold
+from lb.rsdaemon import Daemon, disable_ipv6, open_tun, rp_filter, serve
 from lb.toa import toa_from_options
 
 DEFAULT_IFNAME = "lbenat0"

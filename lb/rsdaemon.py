@@ -28,29 +28,6 @@ IFF_NO_PI = 0x1000
 FLUSH_INTERVAL = 0.2       # seconds between stats-file writes while counters change
 
 
-# -- IPv4 header checksums ---------------------------------------------------------------------
-
-def fold(s: int) -> int:
-    """A sum of 16-bit words -> their 16-bit one's-complement sum (end-around carry)."""
-    while s >> 16:
-        s = (s & 0xFFFF) + (s >> 16)
-    return s
-
-
-def _words(header) -> tuple:
-    return struct.unpack(f"!{len(header) // 2}H", header)
-
-
-def checksum_ok(header) -> bool:
-    """RFC 1071: the one's-complement sum of a header including its checksum is 0xFFFF."""
-    return fold(sum(_words(header))) == 0xFFFF
-
-
-def ip_checksum(header) -> int:
-    """The checksum for `header` (its checksum field zeroed)."""
-    return ~fold(sum(_words(header))) & 0xFFFF
-
-
 # -- the TUN device ----------------------------------------------------------------------------
 
 def open_tun(ifname: str, nonblock: bool = False) -> int:

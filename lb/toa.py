@@ -24,6 +24,8 @@ from __future__ import annotations
 import ipaddress
 import socket
 
+from lb.inet import checksum_ok
+
 TCP_SAVE_SYN = 27
 TCP_SAVED_SYN = 28
 TOA_KIND = 254
@@ -112,14 +114,7 @@ def looks_like_ip_packet(data) -> bool:
     ihl = (data[0] & 0x0F) * 4
     if data[0] >> 4 != 4 or ihl < 20 or len(data) < ihl or data[9] != socket.IPPROTO_TCP:
         return False
-    return _ones_sum(data[:ihl]) == 0xFFFF
-
-
-def _ones_sum(data: bytes) -> int:
-    s = sum(int.from_bytes(data[i:i + 2], "big") for i in range(0, len(data), 2))
-    while s >> 16:
-        s = (s & 0xFFFF) + (s >> 16)
-    return s
+    return checksum_ok(data[:ihl])
 
 
 def parse_toa(data):

@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scapy.layers.inet import IP, TCP, UDP
 
+from lb.inet import checksum
 from lb.decap import (BAD_INNER, BAD_OUTER, FORWARDED, NOT_A_VIP, NOT_IPIP, REASONS, TRUNCATED,
                       Decapsulator, decapsulate, packed_vips)
 
@@ -77,11 +78,7 @@ def test_not_ipip():
 def _csum(header) -> bytes:
     h = bytearray(header)
     h[10:12] = b"\0\0"
-    s = sum(int.from_bytes(h[i:i + 2], "big") for i in range(0, len(h), 2))
-    while s >> 16:
-        s = (s & 0xFFFF) + (s >> 16)
-    return (~s & 0xFFFF).to_bytes(2, "big")
-
+    return checksum(h).to_bytes(2, "big")
 
 def patched(data: bytes, offset: int, value: bytes, fix_checksum=True) -> bytes:
     """data with value written at offset; the first header's checksum recomputed unless told not to."""

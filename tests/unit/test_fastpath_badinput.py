@@ -14,6 +14,7 @@ from scapy.layers.l2 import ARP, Dot1Q, Ether
 from scapy.packet import Raw
 
 from lb._forward import REASON_NAMES, Forwarder
+from lb.inet import checksum
 from tests.vectors import nat as V
 
 NOW = V.NOW
@@ -67,17 +68,8 @@ def with_ip_byte(pkt, offset, value, fix_ip_csum=True):
     if fix_ip_csum:
         ihl = max((b[14] & 0x0F) * 4, 20)
         b[24:26] = b"\0\0"
-        b[24:26] = struct.pack("!H", inet_csum(bytes(b[14:14 + ihl])))
+        b[24:26] = struct.pack("!H", checksum(bytes(b[14:14 + ihl])))
     return bytes(b)
-
-
-def inet_csum(data):
-    if len(data) % 2:
-        data += b"\0"
-    s = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while s >> 16:
-        s = (s & 0xFFFF) + (s >> 16)
-    return ~s & 0xFFFF
 
 
 def syn(sport=40010, **kw):
@@ -127,7 +119,7 @@ def l4_patch(pkt, offset, value, fix_csum=True):
         coff = l4 + (16 if proto == 6 else 6)
         b[coff:coff + 2] = b"\0\0"
         pseudo = bytes(b[26:34]) + struct.pack("!BBH", 0, proto, tot - ihl)
-        b[coff:coff + 2] = struct.pack("!H", inet_csum(pseudo + bytes(b[l4:14 + tot])))
+        b[coff:coff + 2] = struct.pack("!H", checksum(pseudo + bytes(b[l4:14 + tot])))
     return bytes(b)
 
 
@@ -301,12 +293,12 @@ def checked_process(f, frame, partial=False):
 def raw_checksums_ok(frame):
     ihl = (frame[14] & 0x0F) * 4
     tot = struct.unpack("!H", frame[16:18])[0]
-    if inet_csum(frame[14:14 + ihl]) != 0:
+    if checksum(frame[14:14 + ihl]) != 0:
         return False
     proto, l4 = frame[23], frame[14 + ihl:14 + tot]
     if proto == 17 and l4[6:8] == b"\0\0":
         return True
-    return inet_csum(frame[26:34] + struct.pack("!BBH", 0, proto, len(l4)) + l4) == 0
+    return checksum(frame[26:34] + struct.pack("!BBH", 0, proto, len(l4)) + l4) == 0
 
 
 FUZZ = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -357,12 +349,12 @@ def ipv4_frames(draw):
     hdr = struct.pack("!BBHHHBBH4s4s", 0x40 | ihl, 0, max(0, tot), 1, frag, ttl, proto, 0,
                       bytes(int(x) for x in src.split(".")), bytes(int(x) for x in dst.split("."))) + opts
     if draw(st.integers(0, 9)):
-        hdr = hdr[:10] + struct.pack("!H", inet_csum(hdr)) + hdr[12:]
+        hdr = hdr[:10] + struct.pack("!H", checksum(hdr)) + hdr[12:]
     if proto in (6, 17) and len(l4) >= (18 if proto == 6 else 8) and draw(st.integers(0, 9)):
         off = 16 if proto == 6 else 6
         l4 = l4[:off] + b"\0\0" + l4[off + 2:]
         pseudo = hdr[12:20] + struct.pack("!BBH", 0, proto, len(l4))
-        l4 = l4[:off] + struct.pack("!H", inet_csum(pseudo + l4)) + l4[off + 2:]
+        l4 = l4[:off] + struct.pack("!H", checksum(pseudo + l4)) + l4[off + 2:]
     return IPV4_ETH + hdr + l4 + draw(st.binary(max_size=8))
 
 
@@ -419,7 +411,7 @@ def test_mutated_new_flow_frames(m, partial):
         if not partial:
             assert raw_checksums_ok(sent)
         else:
-            assert inet_csum(sent[14:14 + (sent[14] & 0x0F) * 4]) == 0
+            assert checksum(sent[14:14 + (sent[14] & 0x0F) * 4]) == 0
 
 
 ESTABLISHED = [bytes(V.tcp_in(40000, "PA", b"data", seq=101, ack=501)[0]),

@@ -14,6 +14,7 @@ from scapy.layers.l2 import Ether
 from scapy.packet import Padding
 
 from lb._forward import REASON_NAMES, Forwarder
+from lb.inet import checksum
 from tests.vectors import nat as V
 
 NOW = V.NOW
@@ -478,16 +479,10 @@ def test_udp_shorter_than_its_ip_payload_is_checked_over_the_udp_length():
     total = int.from_bytes(frame[ip_at + 2:ip_at + 4], "big") + 3
     frame[ip_at + 2:ip_at + 4] = total.to_bytes(2, "big")
     frame[ip_at + 10:ip_at + 12] = b"\0\0"
-    frame[ip_at + 10:ip_at + 12] = _ip_csum(frame[ip_at:ip_at + ihl])
+    frame[ip_at + 10:ip_at + 12] = checksum(frame[ip_at:ip_at + ihl]).to_bytes(2, "big")
     f = make()
     verdict, reason, out = f.process(bytes(frame), now=NOW)
     assert (verdict, reason) == ("forward", None)
     got = Ether(out[0][1])
     assert got[UDP].len == 13 and bytes(got[UDP].payload)[:5] == b"hello"
 
-
-def _ip_csum(header: bytes) -> bytes:
-    s = sum(int.from_bytes(header[i:i + 2], "big") for i in range(0, len(header), 2))
-    while s >> 16:
-        s = (s & 0xFFFF) + (s >> 16)
-    return ((~s) & 0xFFFF).to_bytes(2, "big")
