@@ -9,6 +9,7 @@ from scapy.packet import Raw
 
 from lb._forward import Forwarder
 from tests.vectors import nat as V
+from tests.vectors.checks import assert_checksums
 
 FULLNAT, ENAT = 3, 4
 LIP1, LIP2 = "198.18.0.3", "198.18.0.4"
@@ -36,16 +37,6 @@ def seg(sport=40000, flags="S", options=(("MSS", 1460),), payload=b"", src=V.CLI
     pkt = (Ether(src=V.ROUTER_MAC, dst=V.DIRECTOR_MAC) / IP(src=src, dst=V.VIP, ttl=50)
            / TCP(sport=sport, dport=80, flags=flags, seq=100, options=list(options)))
     return Ether(bytes(pkt / Raw(payload) if payload else pkt))      # built: dataofs is known
-
-
-def checksums_ok(frame):
-    pkt = Ether(frame)
-    again = pkt.copy()
-    del again[IP].chksum
-    del again[IP].payload.chksum
-    again = Ether(bytes(again))
-    assert again[IP].chksum == pkt[IP].chksum
-    assert again[IP].payload.chksum == pkt[IP].payload.chksum
 
 
 def toa_of(tcp):
@@ -78,7 +69,7 @@ def test_fullnat_syn_gets_toa_and_both_nats(options):
     assert raw_tcp[28:got[TCP].dataofs * 4] == bytes(pin[TCP])[20:pin[TCP].dataofs * 4]  # kept
     assert got[TCP].dataofs == pin[TCP].dataofs + 2
     assert got[IP].len == len(bytes(pin)) - 14 + 8
-    checksums_ok(out[0][1])
+    assert_checksums(out[0][1])
     (conn,) = f.conns(now=NOW)
     assert conn["local"] == (LIP1, got[TCP].sport)
 
@@ -93,11 +84,11 @@ def test_fullnat_reply_and_later_segments():
     got = Ether(back[0][1])
     assert verdict == "forward" and got.dst == V.ROUTER_MAC
     assert (got[IP].src, got[IP].dst, got[TCP].sport, got[TCP].dport) == (V.VIP, V.CLIENT, 80, 40000)
-    checksums_ok(back[0][1])
+    assert_checksums(back[0][1])
     ack = Ether(f.process(bytes(seg(flags="A", options=(), payload=b"GET /")), now=NOW)[2][0][1])
     assert ack[TCP].dataofs == 5 and ack[Raw].load == b"GET /"   # no TOA after the SYN
     assert (ack[IP].src, ack[TCP].sport) == (LIP1, lport)
-    checksums_ok(bytes(ack))
+    assert_checksums(bytes(ack))
     assert f.conns(now=NOW)[0]["state"] == "ESTABLISHED"
 
 
@@ -108,7 +99,7 @@ def test_toa_on_the_first_ack_when_asked():
     assert syn[TCP].dataofs == 6                                 # just the MSS option
     ack = Ether(f.process(bytes(seg(flags="A", options=())), now=NOW)[2][0][1])
     assert bytes(ack[TCP])[20:22] == bytes([254, 8]) and ack[TCP].dataofs == 7
-    checksums_ok(bytes(ack))
+    assert_checksums(bytes(ack))
     again = Ether(f.process(bytes(seg(flags="A", options=())), now=NOW)[2][0][1])
     assert again[TCP].dataofs == 5                               # only the first
 
@@ -122,7 +113,7 @@ def test_no_room_for_toa_is_forwarded_without_and_counted():
     verdict, _, out = f.process(bytes(pin), now=NOW)
     got = Ether(out[0][1])
     assert verdict == "forward" and got[TCP].dataofs == pin[TCP].dataofs
-    checksums_ok(out[0][1])
+    assert_checksums(out[0][1])
     assert f.counters()["toa_no_room"] == 1
     g = make(FULLNAT, mtu=100)
     big = seg(sport=40001, payload=b"x" * (100 - 44))            # exactly the MTU
@@ -155,7 +146,7 @@ def test_udp_fullnat_has_no_toa():
     pin = Ether(src=V.ROUTER_MAC, dst=V.DIRECTOR_MAC) / IP(src=V.CLIENT, dst=V.VIP) / UDP(sport=5, dport=80) / Raw(b"q")
     got = Ether(f.process(bytes(pin), now=NOW)[2][0][1])
     assert (got[IP].src, got[IP].dst, got[UDP].dport, got[UDP].load) == (LIP1, V.RIP, 8080, b"q")
-    checksums_ok(bytes(got))
+    assert_checksums(bytes(got))
 
 
 def test_enat_in_path_comes_from_the_vip_with_toa():
@@ -165,7 +156,7 @@ def test_enat_in_path_comes_from_the_vip_with_toa():
     assert verdict == "forward"
     assert (got[IP].src, got[IP].dst, got[TCP].dport) == (V.VIP, V.RIP, 8080)
     assert bytes(got[TCP])[20:28] == bytes([254, 8]) + (40000).to_bytes(2, "big") + bytes(map(int, V.CLIENT.split(".")))
-    checksums_ok(out[0][1])
+    assert_checksums(out[0][1])
     lport = got[TCP].sport
     reply = (Ether(src=V.RS_MAC, dst=V.DIRECTOR_MAC) / IP(src=V.RIP, dst=V.VIP)
              / TCP(sport=8080, dport=lport, flags="SA"))

@@ -16,6 +16,7 @@ from scapy.packet import Padding
 from lb._forward import REASON_NAMES, Forwarder
 from lb.inet import checksum
 from tests.vectors import nat as V
+from tests.vectors.checks import assert_checksums, recomputed
 
 NOW = V.NOW
 
@@ -56,27 +57,6 @@ def reasons(f):
 
 
 # --- checking an output frame -------------------------------------------------------------------
-def recomputed(frame):
-    """`frame` with scapy's own IP and L4 checksums (chksum deleted, packet rebuilt)."""
-    p = Ether(frame)
-    del p[IP].chksum
-    for layer in (TCP, UDP):
-        if layer in p:
-            if layer is UDP and p[UDP].chksum == 0:
-                continue                  # no checksum: nothing to recompute (RFC 768)
-            del p[layer].chksum
-    return Ether(bytes(p))
-
-
-def assert_checksums(frame):
-    got, want = Ether(frame), recomputed(frame)
-    assert got[IP].chksum == want[IP].chksum, \
-        f"IP checksum {got[IP].chksum:#06x}, scapy computes {want[IP].chksum:#06x}"
-    for layer in (TCP, UDP):
-        if layer in got:
-            assert got[layer].chksum == want[layer].chksum, \
-                f"{layer.__name__} checksum {got[layer].chksum:#06x}, scapy computes {want[layer].chksum:#06x}"
-    assert bytes(want) == frame
 
 
 def assert_same_fields(got, expected):
