@@ -31,6 +31,10 @@ include "mode_dr.pxi"
 include "mode_tun.pxi"
 include "mode_fullnat.pxi"
 
+# The fixed sizes of the fast path's tables, for the control plane that hands out their slots.
+LIMITS = {"services": MAX_SERVICES, "dests": MAX_DESTS, "laddrs": MAX_LADDRS,
+          "ifaces": MAX_IFACES, "service_keys": MAX_KEYS}
+
 # IPVS default timeouts in seconds, by ConnState (ip_vs_proto_tcp.c, ip_vs_proto_udp.c).
 DEFAULT_TIMEOUTS = {"NONE": 2, "ESTABLISHED": 900, "SYN_SENT": 120, "SYN_RECV": 60,
                     "FIN_WAIT": 120, "TIME_WAIT": 120, "CLOSE": 10, "CLOSE_WAIT": 60,

@@ -71,6 +71,5 @@ cdef int xmit_fullnat(FP* fp, Conn* c, Frame* fr, Neigh* nb) noexcept nogil:
         nat_rewrite(fr.ip, fr.l4, fr.proto, fr.partial, 16, c.caddr, 2, c.cport, fr.l4len)
         d.outpkts += 1
         d.outbytes += fr.tot
-    fr.out_len = 14 + fr.tot if toa else fr.out_len
     set_l2(fp, fr.f + fr.out_off, nb)
     return V_FORWARD

@@ -259,8 +259,14 @@ class Config:
         self.timeouts.update({k: v for k, v in new.items() if v})
         return ""
 
+    def _named(self, cmd: dict) -> list:
+        """The one service the command names (-t/-u/-f), or every service when it names none."""
+        if "proto" in cmd or "fwmark" in cmd:
+            return [self._existing_service(cmd)]
+        return self.services
+
     def _zero(self, cmd: dict) -> str:
-        services = [self._existing_service(cmd)] if ("proto" in cmd or "fwmark" in cmd) else self.services
+        services = self._named(cmd)
         if self.stats is not None:
             for svc in services:
                 for dest in svc.dests:
@@ -336,9 +342,7 @@ class Config:
         return ""
 
     def _get_laddr(self, cmd: dict) -> str:
-        one = "proto" in cmd or "fwmark" in cmd
-        services = [self._existing_service(cmd)] if one else self.services
-        return stats.format_laddrs(services, self.laddr_used)
+        return stats.format_laddrs(self._named(cmd), self.laddr_used)
 
     def _list(self, cmd: dict) -> str:
         numeric = bool(cmd.get("numeric", True))
@@ -347,13 +351,12 @@ class Config:
         if cmd.get("connections"):
             conns = self.stats.conns() if self.stats is not None else []
             return stats.format_conns(conns)
-        one = "proto" in cmd or "fwmark" in cmd
-        services = [self._existing_service(cmd)] if one else self.services
+        services = self._named(cmd)
         if cmd.get("stats"):
             return stats.format_stats(services, exact=bool(cmd.get("exact")))
-        if one:
+        if services is not self.services:      # one service named: ipvsadm's -L -t VIP:port
             return listing.format_one(services[0], numeric)
-        return listing.format_list(self.services, numeric)
+        return listing.format_list(services, numeric)
 
     _HANDLERS = {
         "add_service": _add_service, "edit_service": _edit_service,

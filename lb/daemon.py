@@ -18,7 +18,7 @@ import threading
 import time
 
 from lb import modes, nft
-from lb._forward import Forwarder
+from lb._forward import LIMITS, Forwarder
 from lb.cli import DEFAULT_SOCKET
 from lb.config import Config, ConfigError
 from lb.model import Flow
@@ -26,7 +26,7 @@ from lb.netlink import Netlink
 
 log = logging.getLogger("lbd")
 PROTO_NUMBERS = {"tcp": 6, "udp": 17}
-MAX_SERVICES, MAX_DESTS, MAX_LADDRS = 256, 4096, 64
+MAX_SERVICES, MAX_DESTS, MAX_LADDRS = LIMITS["services"], LIMITS["dests"], LIMITS["laddrs"]
 REFRESH_SECONDS = 0.2
 
 

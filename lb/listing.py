@@ -15,14 +15,14 @@ from __future__ import annotations
 
 import ipaddress
 
+from lb import modes
 from lb.schedulers import SCHED_FLAGS
 
 HEADER = "IP Virtual Server version 1.2.1 (size=4096)\n"
 TITLE = ("Prot LocalAddress:Port Scheduler Flags\n"
          "  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn\n")
 
-FWD_NAMES = {"masq": "Masq", "route": "Route", "tunnel": "Tunnel", "fullnat": "FullNat",
-             "enat": "ENat"}
+FWD_NAMES = {name: modes.get(name).listing for name in modes.names()}   # "masq" -> "Masq"
 _PROTO_NUMBERS = {"tcp": 6, "udp": 17}
 
 

@@ -1,8 +1,9 @@
 """What a forwarding mode is: data plus two sides (see docs/internals.md).
 
 A mode tells the director what the fast path does to a frame (its `fwd_code`, read by the
-core), which frames the kernel must not see (`ingress_drops`, nftables rules), and which
-service/server combinations it refuses (`validate`)."""
+core), how ipvsadm lists it (`listing`) and which frames the kernel must not see
+(`ingress_drops`, nftables rules). What a mode refuses (DR/TUN/ENAT port mapping, FULLNAT
+without a local address) is checked with the rest of the command in lb/config.py."""
 from __future__ import annotations
 
 
@@ -10,9 +11,6 @@ class ForwardingMode:
     name = ""           # as in the config: "masq", "route", ...
     listing = ""        # as in ipvsadm -L: "Masq", "Route", ...
     fwd_code = -1       # the fast path's action code
-
-    def validate(self, service, dest) -> None:
-        """Raise ValueError with a message naming the problem when the pair cannot work."""
 
     def ingress_drops(self, service, dest, local_addrs: list[str]) -> list[str]:
         """nftables rules (netdev ingress) for traffic of `dest` the fast path owns."""
