@@ -28,6 +28,9 @@ log = logging.getLogger("lbd")
 PROTO_NUMBERS = {"tcp": 6, "udp": 17}
 MAX_SERVICES, MAX_DESTS, MAX_LADDRS = LIMITS["services"], LIMITS["dests"], LIMITS["laddrs"]
 REFRESH_SECONDS = 0.2
+# Commands that change nothing the fast path or nftables hold (-Z writes the counters itself):
+# no sync, so a listing does not rewrite the tables and the ingress ruleset.
+READ_ONLY = {"list", "get_laddr", "zero", "help"}
 
 
 class StartupError(Exception):
@@ -108,7 +111,8 @@ class Director:
         with self.lock:
             try:
                 out = self.config.apply(cmd)
-                self._sync()
+                if cmd.get("op") not in READ_ONLY:
+                    self._sync()
             except ConfigError as e:
                 return {"rc": 1, "out": "", "err": f"lbadm: {e}\n"}
             except nft.NftError as e:
