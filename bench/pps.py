@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from pyroute2 import NetNS, netns
 
 BENCH = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(BENCH)   # where lb.daemon is imported from; --lb-root changes it
+REPO = os.path.dirname(BENCH)   # where lb.director.daemon is imported from; --lb-root changes it
 
 GEN_IP, FWD_GEN_IP = "198.18.10.2", "198.18.10.1"
 FWD_SINK_IP, SINK_IP = "198.18.11.1", "198.18.11.2"
@@ -64,7 +64,7 @@ OFFLOAD_FEATURES = (
 
 
 class Unavailable(Exception):
-    """A mode cannot run here (e.g. lb.daemon missing); the others still run."""
+    """A mode cannot run here (e.g. lb.director.daemon missing); the others still run."""
 
 
 class _Terminate(BaseException):
@@ -284,7 +284,7 @@ class Lab:
                 run(["taskset", "-p", f"{1 << fwd_cpu:x}", str(pid)])
             self.features_on["f0"] = self.get_features_on("f0")
         # Cheap sink: drop IPv4 in netdev ingress (rx_packets is counted before it).  ARP passes,
-        # so that a forwarder that resolves the real server's MAC itself (lb.daemon) gets answers.
+        # so that a forwarder that resolves the real server's MAC itself (lb.director.daemon) gets answers.
         self.nft(self.sink, f"""
 table netdev lbbench_sink {{
   chain in {{ type filter hook ingress device "s0" priority 0; policy accept;
@@ -479,7 +479,7 @@ class Mode:
     # Bytes the forwarder adds to each frame (tun: the outer IPv4 header).  out_frame_len is
     # expected to be FRAME_LEN - 14 + grows; more than that means frames were merged (GRO).
     grows = 0
-    # True when the mode's forwarder is a process of its own on --fwd-cpu (lb.daemon); False
+    # True when the mode's forwarder is a process of its own on --fwd-cpu (lb.director.daemon); False
     # for the kernel modes, whose forwarding runs wherever the receive work does (work_cpu()).
     userspace = False
     # What the sink should see (check_frame): the client's own source address and port (False:
@@ -637,7 +637,7 @@ table ip lbbench_dnat {{
 # lbadm for a list of commands in one Python process (a service per VIP is tens of commands).
 CLI_BATCH_PROG = r"""
 import json, sys
-from lb import cli
+from lb.director import cli
 for a in json.loads(sys.argv[2]):
     rc = cli.main(["--socket", sys.argv[1], *a])
     if rc:
@@ -646,7 +646,7 @@ for a in json.loads(sys.argv[2]):
 
 
 class NatMode(Mode):
-    """lb.daemon in NAT (masq) mode: VIP on f0, ip_forward=0, fast path busy thread on --fwd-cpu.
+    """lb.director.daemon in NAT (masq) mode: VIP on f0, ip_forward=0, fast path busy thread on --fwd-cpu.
 
     DrMode and TunMode are the same setup with another forwarding method for the real server
     (fwd_args).  The sink needs no VIP for either: it drops all IPv4 in netdev ingress, before
@@ -671,7 +671,7 @@ class NatMode(Mode):
                 self.lport_range = (int(lo), int(hi))
 
     def cli(self, *a, check=True, timeout=10):
-        return run([sys.executable, "-m", "lb.cli", "--socket", self.sock, *a],
+        return run([sys.executable, "-m", "lb.director.cli", "--socket", self.sock, *a],
                    check=check, env=self.env, cwd=REPO, timeout=timeout)
 
     def cli_batch(self, cmds, timeout=60):
@@ -704,7 +704,7 @@ class NatMode(Mode):
         self.pre_daemon()
         sysctl(self.lab.fwd, net__ipv4__ip_forward=0)
         cmd = ["ip", "netns", "exec", self.lab.fwd, "taskset", "-c", str(self.args.fwd_cpu),
-               sys.executable, "-m", "lb.daemon", "--interface", "f0", "--interface", "f1",
+               sys.executable, "-m", "lb.director.daemon", "--interface", "f0", "--interface", "f1",
                "--socket", self.sock, *self.args.daemon_arg]
         self.cmd = shlex.join(cmd)
         log = open(self.log_path, "a")
@@ -715,16 +715,16 @@ class NatMode(Mode):
         last = ""
         while True:
             if self.proc.poll() is not None:
-                raise Unavailable(f"lb.daemon exited with {self.proc.returncode}: {self.log_tail()}")
+                raise Unavailable(f"lb.director.daemon exited with {self.proc.returncode}: {self.log_tail()}")
             try:
                 r = self.cli("-L", "-n", check=False, timeout=5)
                 if r.returncode == 0:
                     break
                 last = (r.stderr or r.stdout).strip()
             except subprocess.TimeoutExpired:
-                last = "lb.cli -L -n timed out"
+                last = "lb.director.cli -L -n timed out"
             if time.monotonic() > deadline:
-                raise Unavailable(f"lb.daemon not answering on {self.sock} after "
+                raise Unavailable(f"lb.director.daemon not answering on {self.sock} after "
                                   f"{self.args.daemon_timeout}s: {last} | {self.log_tail()}")
             time.sleep(0.2)
         f = self.flag()
@@ -736,7 +736,7 @@ class NatMode(Mode):
         try:
             self.cli_batch(cmds)
         except (RuntimeError, subprocess.TimeoutExpired) as e:
-            raise Unavailable(f"configuring lb.daemon failed: {e}")
+            raise Unavailable(f"configuring lb.director.daemon failed: {e}")
         self.log_mark = os.path.getsize(self.log_path)
 
     def own_jiffies(self):
@@ -770,7 +770,7 @@ class NatMode(Mode):
     def teardown(self):
         kill_own(self.proc, signal.SIGTERM)
         self.proc = None
-        # lb.daemon's per-interface lock files for our namespace (named by its inode); nobody
+        # lb.director.daemon's per-interface lock files for our namespace (named by its inode); nobody
         # holds them once the daemon is gone, and the inode number may be reused later.
         try:
             ino = os.stat(f"/var/run/netns/{self.lab.fwd}").st_ino
@@ -786,7 +786,7 @@ class NatMode(Mode):
 
 
 class DrMode(NatMode):
-    """lb.daemon in DR (-g): only the destination MAC is rewritten to s0's; dst IP stays the VIP.
+    """lb.director.daemon in DR (-g): only the destination MAC is rewritten to s0's; dst IP stays the VIP.
     s0 is on f1's segment, as DR requires."""
     name = "dr"
     fwd_args = ("-g", "-w", "1")
@@ -795,7 +795,7 @@ class DrMode(NatMode):
 
 
 class TunMode(NatMode):
-    """lb.daemon in TUN (-i): IPIP, outer header f1's address -> 198.18.11.2, 20 bytes more."""
+    """lb.director.daemon in TUN (-i): IPIP, outer header f1's address -> 198.18.11.2, 20 bytes more."""
     name = "tun"
     fwd_args = ("-i", "-w", "1")
     grows = 20
@@ -804,7 +804,7 @@ class TunMode(NatMode):
 
 
 class FullnatMode(NatMode):
-    """lb.daemon in FULLNAT (-b): CIP:cport -> VIP:9 becomes LIP:lport -> 198.18.11.2:9.  The
+    """lb.director.daemon in FULLNAT (-b): CIP:cport -> VIP:9 becomes LIP:lport -> 198.18.11.2:9.  The
     i-th VIP's service has local address 198.18.11.(3+i), a /32 on f1 (pps: one, 198.18.11.3),
     each with its own port pool (--lport-range)."""
     name = "fullnat"
@@ -838,7 +838,7 @@ class FullnatMode(NatMode):
 
 
 class EnatMode(NatMode):
-    """lb.daemon in ENAT (--enat): CIP:cport -> VIP:9 becomes VIP:lport -> 198.18.11.2:9 (the
+    """lb.director.daemon in ENAT (--enat): CIP:cport -> VIP:9 becomes VIP:lport -> 198.18.11.2:9 (the
     VIP's own port pool), TOA on TCP SYNs; the sink would answer the client directly."""
     name = "enat"
     fwd_args = ("--enat", "-w", "1")
@@ -952,7 +952,7 @@ def work_cpu(lab, mode, args):
 
     With --rx-path none a kernel mode forwards in the generator's softirq/syscall context on
     --gen-cpu, and --fwd-cpu stays idle: checking that one marked every kernel trial disturbed
-    (idle) or undisturbed whatever ran next to the generator.  lb.daemon always runs on --fwd-cpu."""
+    (idle) or undisturbed whatever ran next to the generator.  lb.director.daemon always runs on --fwd-cpu."""
     return args.gen_cpu if lab.rx_path == "none" and not mode.userspace else args.fwd_cpu
 
 
@@ -1036,7 +1036,7 @@ def measure(lab, gen, mode, args, tag):
         raise RuntimeError(f"generator stopped before the window ended ({gen.output()[-300:]}); "
                            f"raise --max-pps?")
     if mode.userspace and getattr(mode, "proc", None) is not None and mode.proc.poll() is not None:
-        raise RuntimeError(f"lb.daemon died during the trial: {mode.log_tail()}")
+        raise RuntimeError(f"lb.director.daemon died during the trial: {mode.log_tail()}")
     dt = t1 - t0
 
     def d(ifn, key):
@@ -1058,7 +1058,7 @@ def measure(lab, gen, mode, args, tag):
         # (key kept for older JSON readers: it is the foreign share of work_cpu)
         "fwd_cpu_foreign": round(max(foreign, 0.0), 3),
         # The same for the generator's CPU (recorded, not judged: with --rx-path none it also
-        # carries the forwarder's receive work for lb.daemon)
+        # carries the forwarder's receive work for lb.director.daemon)
         "gen_cpu_foreign": round(max(cpu[a.gen_cpu]["busy"] - cpu[a.gen_cpu]["softirq"]
                                      - (g1j - g0j) / max(c1[a.gen_cpu][0] - c0[a.gen_cpu][0], 1), 0.0), 3),
         "fwd_cpu_busy_before": round(idle_busy, 3),
@@ -1115,7 +1115,7 @@ def make_parser(doc=__doc__):
                     help="keep rx-gro off on the sink veth too (sink then shares the forwarder CPU's "
                          "backlog with the flood; see Lab.set_offloads)")
     ap.add_argument("--daemon-arg", action="append", default=[], metavar="ARG",
-                    help="extra argument for lb.daemon (repeat), e.g. --daemon-arg=--cpu=1")
+                    help="extra argument for lb.director.daemon (repeat), e.g. --daemon-arg=--cpu=1")
     ap.add_argument("--min-fwd-busy", type=float, default=0.97,
                     help="a trial during which the forwarder CPU was less busy than this is marked "
                          "disturbed too (seen when other load ran on the VM)")
@@ -1127,13 +1127,13 @@ def make_parser(doc=__doc__):
                     help="before each trial, wait up to this long for the forwarder CPU to be idle")
     ap.add_argument("--daemon-timeout", type=float, default=20.0)
     ap.add_argument("--keep-logs", action="store_true",
-                    help="keep the temporary directory (generator and lb.daemon logs, frames)")
+                    help="keep the temporary directory (generator and lb.director.daemon logs, frames)")
     ap.add_argument("--keep-going", action="store_true", help="record a failed trial and go on")
     ap.add_argument("--check-frames", type=int, default=64,
                     help="capture up to this many warm-up frames at the sink and check that they are "
                          "what the mode should send (addresses, ports, TTL, checksums, TOA); 0: off")
     ap.add_argument("--lb-root", metavar="DIR",
-                    help="run lb.daemon from this tree (e.g. a `git archive` export with the fast path "
+                    help="run lb.director.daemon from this tree (e.g. a `git archive` export with the fast path "
                          "built in place) instead of the one holding bench/")
     return ap
 

@@ -11,7 +11,7 @@ import pytest
 
 from lb import schedulers
 from lb._forward import Forwarder
-from lb.model import Flow, RealServer, Service
+from lb.director.model import Flow, RealServer, Service
 
 FWD = Forwarder(max_conns=16)
 

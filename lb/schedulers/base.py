@@ -8,7 +8,7 @@ from __future__ import annotations
 import socket
 from array import array
 
-# lb.model.OVERLOAD; lb.model imports this package, so the constant cannot come from there.
+# lb.model.OVERLOAD; lb.director.model imports this package, so the constant cannot come from there.
 OVERLOAD = "overload"
 
 

@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from lb.lab import Director, Lab, pid_alive
+from lb.lab.lbd import LabDirector
+from lb.lab.net import pid_alive
+from lb.lab.topology import Lab
 
 HERE = Path(__file__).resolve().parent
 
@@ -60,13 +62,13 @@ def rlab():
 
 @pytest.fixture
 def director(lab):
-    """lb.daemon on the lab's director interface, answering lbadm; stopped by PID at teardown.
+    """lb.director.daemon on the lab's director interface, answering lbadm; stopped by PID at teardown.
 
-    Yields a lb.lab.Director: `lbadm(*args) -> CompletedProcess`, `pid`, `socket`, `log_tail()`.
+    Yields a lb.lab.lbd.LabDirector: `lbadm(*args) -> CompletedProcess`, `pid`, `socket`, `log_tail()`.
     """
-    with Director(lab) as d:       # started; stopped on the way out, pass or fail
+    with LabDirector(lab) as d:       # started; stopped on the way out, pass or fail
         yield d
-    assert not pid_alive(d.pid), f"lb.daemon pid {d.pid} survived teardown"
+    assert not pid_alive(d.pid), f"lb.director.daemon pid {d.pid} survived teardown"
 
 
 @pytest.fixture
@@ -81,7 +83,7 @@ def realservers(lab):
 
 @pytest.fixture
 def lab_director_small(lab):
-    """lb.daemon with a small connection table (--max-conns 4096), so the expiry sweep goes
+    """lb.director.daemon with a small connection table (--max-conns 4096), so the expiry sweep goes
     round it quickly enough for tests that watch entries expire."""
-    with Director(lab, extra_args=["--max-conns", "4096"]) as d:
+    with LabDirector(lab, extra_args=["--max-conns", "4096"]) as d:
         yield d

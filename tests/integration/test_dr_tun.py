@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from lb.labservers import pattern_sha256
+from lb.lab.servers import pattern_sha256
 from tests.integration.test_nat import many_gets, ok
 
 CLIENT = "198.18.1.2"

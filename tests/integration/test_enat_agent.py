@@ -19,8 +19,9 @@ import pytest
 from scapy.layers.inet import IP, TCP
 from scapy.packet import Raw
 
-from lb.lab import NETNS_DIR, VIPS, pid_alive
-from lb.realserver import STATE_DIR
+from lb.lab.net import NETNS_DIR, pid_alive
+from lb.lab.topology import VIPS
+from lb.realserver.undo import STATE_DIR
 
 VIP = VIPS["enat"]
 ETH_P_IP = 0x0800
@@ -71,11 +72,11 @@ def enat_rs1(rlab):
     out = realserver(rlab, "rs1", "setup", "--mode", "enat", "--vip", VIP)
     yield out
     out = realserver(rlab, "rs1", "teardown")
-    assert "lb.enat_agent: stopped; counters:" in out
+    assert "lb.realserver.enat_agent: stopped; counters:" in out
     assert snapshot(rlab, "rs1") == before
 
 
-class Director:
+class RawSender:
     """The test's stand-in for an ENAT director: raw IP out of the director namespace."""
 
     def __init__(self, lab):
@@ -140,7 +141,7 @@ def test_syn_ack_and_answer_go_straight_to_the_client(rlab, enat_rs1):
     assert "changed: process enat_agent pid" in enat_rs1
     rip, cip, cport, lport = rlab.rs_addr("rs1"), rlab.addr["client"], 40123, 31001
     client_cap, director_cap = capture(rlab, "client"), capture(rlab, "director")
-    director = Director(rlab)
+    director = RawSender(rlab)
     try:
         base = IP(src=VIP, dst=rip) / TCP(sport=lport, dport=80)
         director.send(IP(src=VIP, dst=rip) / TCP(sport=lport, dport=80, flags="S", seq=1000,
@@ -173,7 +174,7 @@ def test_syn_ack_and_answer_go_straight_to_the_client(rlab, enat_rs1):
 
 def test_bad_and_unknown_packets_are_counted(rlab, enat_rs1):
     rip = rlab.rs_addr("rs1")
-    director = Director(rlab)
+    director = RawSender(rlab)
     try:
         # A SYN without TOA: the kernel answers, the agent cannot place the answer.
         director.send(IP(src=VIP, dst=rip) / TCP(sport=31002, dport=80, flags="S", seq=5))
@@ -209,7 +210,7 @@ def test_setup_state_and_clean_stop(rlab):
         assert r.returncode == 1 and "already set up" in r.stderr
     finally:
         out = realserver(rlab, "rs2", "teardown", "--mode", "enat")
-    assert "lb.enat_agent: stopped; counters:" in out and not pid_alive(item["pid"])
+    assert "lb.realserver.enat_agent: stopped; counters:" in out and not pid_alive(item["pid"])
     assert "lbenat0" not in rlab.run("rs2", ["ip", "link"], timeout=5).stdout
     assert snapshot(rlab, "rs2") == before
 
@@ -236,14 +237,14 @@ def test_fullnat_needs_nothing(rlab):
 
 
 def test_agent_stops_on_sigterm_and_removes_its_device(rlab):
-    proc = rlab.popen("rs3", [sys.executable, "-m", "lb.enat_agent", "--vip", VIP, "--ifname", "lbenattest"],
+    proc = rlab.popen("rs3", [sys.executable, "-m", "lb.realserver.enat_agent", "--vip", VIP, "--ifname", "lbenattest"],
                       stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     line = proc.stdout.readline()
     assert line.startswith(b"ready"), proc.stderr.read()
     assert f"{VIP} dev lbenattest" in rlab.run("rs3", ["ip", "route"], timeout=5).stdout
     rlab.stop_process(proc.pid)
     assert proc.returncode == 0
-    assert b"lb.enat_agent: stopped; counters:" in proc.stderr.read()
+    assert b"lb.realserver.enat_agent: stopped; counters:" in proc.stderr.read()
     assert "lbenattest" not in rlab.run("rs3", ["ip", "link"], timeout=5).stdout
     assert VIP not in rlab.run("rs3", ["ip", "route"], timeout=5).stdout
 
@@ -253,7 +254,7 @@ def test_reply_gateway_steers_the_agents_replies(rlab):
     """The agent routes as if from the VIP, so ``from VIP`` rules (--reply-gateway) apply:
     a gateway nobody answers for swallows the replies."""
     realserver(rlab, "rs1", "setup", "--mode", "enat", "--vip", VIP, "--reply-gateway", "198.18.2.99")
-    cap, director = capture(rlab, "client"), Director(rlab)
+    cap, director = capture(rlab, "client"), RawSender(rlab)
     try:
         director.send(IP(src=VIP, dst=rlab.rs_addr("rs1")) / TCP(sport=31009, dport=80, flags="S",
                                                                   options=[toa(rlab.addr["client"], 40009)]))
@@ -279,7 +280,7 @@ class MiniDirector:
                  f"    ip daddr {VIP} tcp dport 80 drop\n  }}\n}}\n")
         r = lab.run("director", ["nft", "-f", "-"], timeout=10, input=rules)
         assert r.returncode == 0, r.stderr
-        self.cap, self.out = capture(lab, "director"), Director(lab)
+        self.cap, self.out = capture(lab, "director"), RawSender(lab)
 
     def run(self, seconds):
         import threading

@@ -11,8 +11,9 @@ import time
 
 import pytest
 
-from lb.lab import VIPS, Director
-from lb.labservers import pattern_sha256
+from lb.lab.lbd import LabDirector
+from lb.lab.topology import VIPS
+from lb.lab.servers import pattern_sha256
 from tests.integration.test_dr_tun import dest_rows
 from tests.integration.test_nat import ok
 
@@ -39,7 +40,7 @@ print(json.dumps(out))
 
 @pytest.fixture
 def rdirector(rlab, request):
-    with Director(rlab, extra_args=getattr(request, "param", [])) as d:
+    with LabDirector(rlab, extra_args=getattr(request, "param", [])) as d:
         yield d
 
 

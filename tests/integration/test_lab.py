@@ -10,9 +10,10 @@ from collections import Counter
 import pytest
 from pyroute2 import netns
 
-import lb.lab as lab_module
-from lb.lab import STATE_DIR, Lab, new_prefix, pid_alive
-from lb.labservers import pattern_sha256
+import lb.lab.topology as lab_module
+from lb.lab.net import pid_alive
+from lb.lab.topology import STATE_DIR, Lab, new_prefix
+from lb.lab.servers import pattern_sha256
 
 pytestmark = pytest.mark.integration
 

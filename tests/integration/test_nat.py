@@ -10,8 +10,8 @@ import sys
 import time
 
 
-from lb.lab import Director
-from lb.labservers import pattern_sha256
+from lb.lab.lbd import LabDirector
+from lb.lab.servers import pattern_sha256
 
 VIP = "198.18.0.100"
 CLIENT = "198.18.1.2"
@@ -149,8 +149,8 @@ def test_bad_commands_leave_the_configuration_untouched(lab, director):
 
 
 def test_second_daemon_on_the_same_interface_is_refused(lab, director):
-    other = Director(lab, socket_path=f"/run/lbd/{lab.prefix}-second.sock")
-    argv = [sys.executable, "-m", "lb.daemon", "--interface", lab.director_ifname,
+    other = LabDirector(lab, socket_path=f"/run/lbd/{lab.prefix}-second.sock")
+    argv = [sys.executable, "-m", "lb.director.daemon", "--interface", lab.director_ifname,
             "--socket", other.socket]
     r = lab.run("director", argv, timeout=30, capture_output=True, text=True)
     assert r.returncode != 0
@@ -158,7 +158,7 @@ def test_second_daemon_on_the_same_interface_is_refused(lab, director):
 
 
 def test_sigterm_leaves_the_director_clean(lab):
-    d = Director(lab).start()
+    d = LabDirector(lab).start()
     try:
         ok(d.lbadm("-A", "-t", f"{VIP}:80", "-s", "rr"))
         tables = lab.run("director", ["nft", "list", "tables"], timeout=10, capture_output=True, text=True)

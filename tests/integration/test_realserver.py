@@ -18,8 +18,9 @@ from pathlib import Path
 import pytest
 from scapy.layers.inet import IP, UDP
 
-from lb.lab import NETNS_DIR, VIPS, Lab, pid_alive
-from lb.realserver import STATE_DIR
+from lb.lab.net import NETNS_DIR, pid_alive
+from lb.lab.topology import VIPS, Lab
+from lb.realserver.undo import STATE_DIR
 
 CLIENT = "198.18.1.2"
 GW = "198.18.0.1"
@@ -110,7 +111,7 @@ def test_tun_setup_then_teardown_restores_the_namespace(lab, clean):
     assert sysctl(lab, "rs3", "net.ipv4.conf.all.arp_ignore") == "1"
     assert "running;" in ok(realserver(lab, "rs3", "status")).stdout
     out = ok(realserver(lab, "rs3", "teardown", "--mode", "tun")).stdout
-    assert "lb.decap: stopped; counters:" in out
+    assert "lb.realserver.decap: stopped; counters:" in out
     assert not pid_alive(pid)
     assert snapshot(lab, "rs3") == clean["rs3"]
 
@@ -175,7 +176,7 @@ def test_failed_setup_is_rolled_back(lab, clean):
 # -- the decapsulator --------------------------------------------------------------------------
 
 def _udp_echo_on_vip(lab, role):
-    proc = lab.popen(role, [sys.executable, "-m", "lb.lab", "udp-echo", role, TUN_VIP, ECHO_PORT],
+    proc = lab.popen(role, [sys.executable, "-m", "lb.lab.topology", "udp-echo", role, TUN_VIP, ECHO_PORT],
                      stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert proc.stdout.readline().strip() == b"ready", proc.stderr.read()
     return proc
@@ -294,14 +295,14 @@ def test_without_the_decapsulator_the_kernel_refuses_ipip(lab):
 def test_decapsulator_stops_cleanly(lab, sig, tmp_path):
     stats = tmp_path / "stats.json"
     before = snapshot(lab, "rs2")
-    proc = lab.popen("rs2", [sys.executable, "-m", "lb.decap", "--vip", "198.18.0.150", "--ifname", "lbtest0",
+    proc = lab.popen("rs2", [sys.executable, "-m", "lb.realserver.decap", "--vip", "198.18.0.150", "--ifname", "lbtest0",
                              "--stats-file", stats], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         assert proc.stdout.readline().startswith(b"ready ifname=lbtest0 vips=198.18.0.150")
         assert "198.18.0.150/32" in lab.run("rs2", ["ip", "-o", "addr", "show", "dev", "lbtest0"], timeout=5).stdout
         os.kill(proc.pid, sig)
         assert proc.wait(timeout=10) == 0
-        assert b"lb.decap: stopped; counters: not_ipip=0" in proc.stderr.read()
+        assert b"lb.realserver.decap: stopped; counters: not_ipip=0" in proc.stderr.read()
         assert json.loads(stats.read_text())["counters"]["forwarded"] == 0
         assert snapshot(lab, "rs2") == before                       # the TUN device went with it
     finally:
@@ -310,7 +311,7 @@ def test_decapsulator_stops_cleanly(lab, sig, tmp_path):
 
 
 def test_decapsulator_refuses_a_bad_vip(lab):
-    r = lab.run("rs2", [sys.executable, "-m", "lb.decap", "--vip", "nope"], timeout=30)
+    r = lab.run("rs2", [sys.executable, "-m", "lb.realserver.decap", "--vip", "nope"], timeout=30)
     assert r.returncode == 2 and "nope" in r.stderr
 
 

@@ -1,6 +1,6 @@
 """Stand-ins the scheduler tests share: live counters by slot, services built on them, and a
 `picks` helper that can also play the fast path's part (a picked server gains a connection)."""
-from lb.model import Flow, RealServer, Service
+from lb.director.model import Flow, RealServer, Service
 
 VIP = "198.18.0.100"
 FLOW = Flow("tcp", "203.0.113.7", 40000, VIP, 80)

@@ -10,8 +10,8 @@ import threading
 
 import pytest
 
-from lb import cli
-from lb.cli import UsageError, main, parse
+from lb.director import cli
+from lb.director.cli import UsageError, main, parse
 
 SVC = {"proto": "tcp", "vip": "198.18.0.100", "port": 80}
 
@@ -258,11 +258,11 @@ def test_main_help(capsys):
 
 def test_python_m_lb_cli(sock_dir):
     path = os.path.join(sock_dir, "missing.sock")
-    proc = subprocess.run([sys.executable, "-m", "lb.cli", "-Ln", "--socket", path],
+    proc = subprocess.run([sys.executable, "-m", "lb.director.cli", "-Ln", "--socket", path],
                           capture_output=True, text=True, timeout=30)
     assert proc.returncode == 1
     assert "cannot reach lbd" in proc.stderr
-    proc = subprocess.run([sys.executable, "-m", "lb.cli", "-A"], capture_output=True, text=True, timeout=30)
+    proc = subprocess.run([sys.executable, "-m", "lb.director.cli", "-A"], capture_output=True, text=True, timeout=30)
     assert (proc.returncode, proc.stderr) == (2, "lbadm: -A needs a virtual service: -t|-u VIP:port\n")
 
 

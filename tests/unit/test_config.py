@@ -1,8 +1,8 @@
 """Config.apply: every op, and every refusal leaves the configuration exactly as it was."""
 import pytest
 
-from lb.config import Config, ConfigError
-from lb.model import OVERLOAD
+from lb.director.config import Config, ConfigError
+from lb.director.model import OVERLOAD
 
 VIP = {"proto": "tcp", "vip": "198.18.0.100", "port": 80}
 ALL_SCHEDULERS = "dh, fo, lblc, lblcr, lc, mh, nq, ovf, rr, sed, sh, twos, wlc, wrr"

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from scapy.layers.inet import IP, TCP, UDP
 
 from lb.inet import checksum
-from lb.decap import (BAD_INNER, BAD_OUTER, FORWARDED, NOT_A_VIP, NOT_IPIP, REASONS, TRUNCATED,
+from lb.realserver.decap import (BAD_INNER, BAD_OUTER, FORWARDED, NOT_A_VIP, NOT_IPIP, REASONS, TRUNCATED,
                       Decapsulator, decapsulate, packed_vips)
 
 VIP = "198.18.0.102"

@@ -1,4 +1,4 @@
-"""lb.enat_agent: learning from TOA SYNs, rewriting replies (checksums checked by scapy), the
+"""lb.realserver.enat_agent: learning from TOA SYNs, rewriting replies (checksums checked by scapy), the
 connection table's life cycle, and any bytes in -> a verdict out."""
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.packet import Raw
 
-from lb import enat_agent as ea
-from lb.enat_agent import (BAD_IP_HEADER, BAD_L4_HEADER, FRAGMENT, IN_FIN, IN_MALFORMED, IN_NO_CONN,
+from lb.realserver import enat_agent as ea
+from lb.realserver.enat_agent import (BAD_IP_HEADER, BAD_L4_HEADER, FRAGMENT, IN_FIN, IN_MALFORMED, IN_NO_CONN,
                            IN_NOT_FROM_VIP, IN_OTHER, IN_RST, LEARNED, NOT_IPV4, NOT_TCP_UDP, REWRITTEN,
                            SYN_WITHOUT_TOA, TABLE_FULL, TOA_NOT_IPV4, TRUNCATED, UNKNOWN_FLOW, Entry,
                            FlowTable, bpf_program, learn, parse_port_map, rewrite_reply)

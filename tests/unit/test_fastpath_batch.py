@@ -6,7 +6,7 @@ from scapy.layers.inet import IP, TCP
 from scapy.layers.l2 import Ether
 
 from lb._forward import Forwarder
-from lb.model import Flow, RealServer, Service
+from lb.director.model import Flow, RealServer, Service
 from tests.vectors import nat as V
 
 RIP2, RS2_MAC = "198.18.0.12", "02:00:00:00:00:12"

@@ -1,6 +1,6 @@
 """`ipvsadm -L -n` text, byte for byte (widths from ipvsadm.c print_service_entry)."""
-from lb.listing import format_list, format_one
-from lb.model import RealServer, Service
+from lb.director.listings import format_list, format_one
+from lb.director.model import RealServer, Service
 
 HEAD = ("IP Virtual Server version 1.2.1 (size=4096)\n"
         "Prot LocalAddress:Port Scheduler Flags\n"

@@ -4,7 +4,7 @@ from collections import Counter
 import pytest
 
 from lb import schedulers
-from lb.model import OVERLOAD, Flow, RealServer, Service
+from lb.director.model import OVERLOAD, Flow, RealServer, Service
 
 FLOW = Flow("tcp", "203.0.113.7", 40000, "198.18.0.100", 80)
 

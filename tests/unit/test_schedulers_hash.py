@@ -7,7 +7,7 @@ import subprocess
 import sys
 from collections import Counter
 
-from lb.model import OVERLOAD, Flow, RealServer, Service
+from lb.director.model import OVERLOAD, Flow, RealServer, Service
 from lb.schedulers import mh
 from lb.schedulers.base import hash_32
 

@@ -3,7 +3,7 @@ be the Python one, for any weights and live counters."""
 from hypothesis import given, settings, strategies as st
 
 from lb._forward import Forwarder
-from lb.model import RealServer, Service
+from lb.director.model import RealServer, Service
 from tests.unit.schedfakes import FLOW, FakeStats
 
 servers = st.lists(st.tuples(st.integers(0, 4), st.integers(0, 6), st.integers(0, 600)),

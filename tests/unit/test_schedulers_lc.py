@@ -2,7 +2,7 @@
 ip_vs_{lc,wlc,sed,nq,fo,ovf}.c. Load figure: lc/wlc (active << 8) + inactive; sed/nq active + 1."""
 import pytest
 
-from lb.model import OVERLOAD, RealServer, Service
+from lb.director.model import OVERLOAD, RealServer, Service
 
 from tests.unit.schedfakes import FLOW, FakeStats, load, make, picks, stats_of
 

@@ -4,7 +4,7 @@ decision, which starts the once-a-minute check: checks at 60, 120, ...; every 30
 3600, ...) is a full check dropping entries unused for 24 h (86400 s)."""
 import pytest
 
-from lb.model import OVERLOAD, Flow
+from lb.director.model import OVERLOAD, Flow
 
 from tests.unit.schedfakes import load, make
 

@@ -4,7 +4,7 @@ first server whose running weight sum reaches it; the second wins only with a lo
 import random
 from collections import Counter
 
-from lb.model import OVERLOAD
+from lb.director.model import OVERLOAD
 
 from tests.unit.schedfakes import FLOW, load, make, picks
 

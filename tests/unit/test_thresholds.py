@@ -2,8 +2,8 @@
 reaches -x (ip_vs_bind_dest), cleared below -y, or below 3/4 of -x when -y is 0
 (ip_vs_unbind_dest); Service.schedule keeps the flag right around each decision."""
 
-from lb.config import Config
-from lb.model import OVERLOAD
+from lb.director.config import Config
+from lb.director.model import OVERLOAD
 
 from tests.unit.schedfakes import FLOW, VIP, FakeStats, make, picks, stats_of
 

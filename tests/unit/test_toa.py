@@ -1,4 +1,4 @@
-"""lb.toa: the TOA in scapy-built SYNs, whatever options surround it; bad input never raises."""
+"""lb.realserver.toa: the TOA in scapy-built SYNs, whatever options surround it; bad input never raises."""
 from __future__ import annotations
 
 import itertools
@@ -12,7 +12,7 @@ from scapy.layers.inet import IP, TCP
 from scapy.layers.inet6 import IPv6
 from scapy.packet import Raw
 
-from lb.toa import (enable_saved_syn, looks_like_ip_packet, parse_toa, peer_address, saved_syn,
+from lb.realserver.toa import (enable_saved_syn, looks_like_ip_packet, parse_toa, peer_address, saved_syn,
                     toa_from_options)
 
 CIP, CPORT = "198.18.1.2", 40000

@@ -1,6 +1,6 @@
 """Userspace IPIP decapsulator for real servers in TUN mode, for kernels without ``ipip``.
 
-    python -m lb.decap --vip VIP [--vip VIP2 ...] [--ifname lbtun0] [--stats-file PATH]
+    python -m lb.realserver.decap --vip VIP [--vip VIP2 ...] [--ifname lbtun0] [--stats-file PATH]
 
 The director wraps each client packet in an outer IPv4 header DIP -> RIP, protocol 4
 (ipvsadm -i). Here a raw socket (AF_INET, SOCK_RAW, IPPROTO_IPIP) receives those packets
@@ -29,7 +29,7 @@ import sys
 from pathlib import Path
 
 from lb.inet import checksum_ok
-from lb.rsdaemon import Daemon, disable_ipv6, open_tun, rp_filter, serve
+from lb.realserver.daemon import Daemon, disable_ipv6, open_tun, rp_filter, serve
 
 IPPROTO_IPIP = 4
 DEFAULT_IFNAME = "lbtun0"
@@ -109,7 +109,7 @@ def configure_tun(ifname: str, vips) -> None:
 
 
 class Decapsulator(Daemon):
-    name = "lb.decap"
+    name = "lb.realserver.decap"
 
     def __init__(self, vips, ifname: str = DEFAULT_IFNAME, stats_file: str | None = None):
         super().__init__([str(ipaddress.IPv4Address(v)) for v in vips], ifname, stats_file)
@@ -182,7 +182,7 @@ class Decapsulator(Daemon):
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m lb.decap", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m lb.realserver.decap", description=__doc__.split("\n")[0])
     p.add_argument("--vip", action="append", required=True, help="a VIP (repeat for several)")
     p.add_argument("--ifname", default=DEFAULT_IFNAME, help=f"TUN device to create (default {DEFAULT_IFNAME})")
     p.add_argument("--stats-file", help="write the counters here as JSON")

@@ -1,4 +1,4 @@
-"""What the real-server packet daemons (:mod:`lb.decap`, :mod:`lb.enat_agent`) share.
+"""What the real-server packet daemons (:mod:`lb.realserver.decap`, :mod:`lb.realserver.enat_agent`) share.
 
 - IPv4 header checksums (RFC 1071).
 - Their TUN device: :func:`open_tun` (IFF_TUN | IFF_NO_PI, not persistent, so the device and
@@ -68,7 +68,7 @@ class Daemon:
     fds select found readable, maybe none), ``stats()`` (the stats file's JSON object) and
     ``status_line()`` (the counters said at exit); it sets ``_dirty`` when counters change."""
 
-    name: str                # "lb.decap", ...: what the lines on stderr start with
+    name: str                # "lb.realserver.decap", ...: what the lines on stderr start with
 
     def __init__(self, vips: list, ifname: str, stats_file: str | None):
         self.vips, self.ifname = vips, ifname

@@ -38,9 +38,8 @@ Offloads are off on every lab interface (see :func:`disable_offloads`): the fast
 reads frames with AF_PACKET, so it must never see 64 KB GSO/GRO frames or partial
 (CHECKSUM_PARTIAL) checksums.
 
-The namespace helpers are in :mod:`lb.labnet`, lbd's :class:`Director` and the VIP UDP echo
-in :mod:`lb.labdirector`; both are re-exported here, and ``from lb.lab import ...`` stays
-the way to use them.
+The namespace helpers are in :mod:`lb.lab.net`, the test servers in :mod:`lb.lab.servers`,
+the lab's lbd process in :mod:`lb.lab.lbd` and ``lb demo`` in :mod:`lb.lab.demo`.
 """
 from __future__ import annotations
 
@@ -62,9 +61,7 @@ from pathlib import Path
 from pyroute2 import netns
 from pyroute2.ethtool import Ethtool
 
-# Helpers and lbd's Director live in lb.labnet and lb.labdirector; importers use them from here.
-from lb.labdirector import LBD_SOCKET_DIR, Director, udp_echo  # noqa: F401
-from lb.labnet import (MUST_BE_OFF, NETNS_DIR, OFFLOAD_RE, LabError, disable_offloads,  # noqa: F401
+from lb.lab.net import (NETNS_DIR, LabError, disable_offloads,
                        icmp_checksum, in_netns, iproute, offloads_on, pid_alive, pids_in_netns,
                        signals_deferred, write_sysctls)
 
@@ -364,11 +361,11 @@ class Lab:
         return None if pid_alive(pid) else True
 
     def start_servers(self, http_port: int = HTTP_PORT, udp_port: int = UDP_PORT, timeout: float = 10.0) -> dict:
-        """Start lb.labservers on every RS and wait until each listens. Returns {name: Popen}."""
+        """Start lb.lab.servers on every RS and wait until each listens. Returns {name: Popen}."""
         procs = {}
         for name in self.rs_names:
             with open(self.logfile(name), "wb") as log:
-                procs[name] = self.popen(name, [sys.executable, "-m", "lb.labservers", "--name", name,
+                procs[name] = self.popen(name, [sys.executable, "-m", "lb.lab.servers", "--name", name,
                                                 "--http-port", http_port, "--udp-port", udp_port],
                                          stdout=subprocess.PIPE, stderr=log)
         deadline = time.monotonic() + timeout
@@ -414,7 +411,7 @@ class Lab:
         procs = {}
         for name in self.rs_names:
             with open(self.logfile(f"{name}-{mode}-udp"), "wb") as log:
-                procs[name] = self.popen(name, [sys.executable, "-m", "lb.lab", "udp-echo", name, vip, UDP_PORT],
+                procs[name] = self.popen(name, [sys.executable, "-m", "lb.lab.servers", "--udp-only", "--name", name, "--host", vip, "--udp-port", UDP_PORT],
                                          stdout=subprocess.PIPE, stderr=log)
             self._vip_echo.setdefault(mode, []).append(procs[name].pid)
         deadline = time.monotonic() + timeout
@@ -439,9 +436,9 @@ class Lab:
     @staticmethod
     def _forget_realserver_state(name: str) -> None:
         """The namespace goes, and the changes lb realserver made in it with it: drop its files."""
-        from lb import realserver
+        from lb.realserver import undo
         with contextlib.suppress(OSError):
-            realserver.forget_netns(os.stat(NETNS_DIR / name).st_ino)
+            undo.forget_netns(os.stat(NETNS_DIR / name).st_ino)
 
     # -- probes ----------------------------------------------------------------------
     def socket(self, role: str, family=socket.AF_INET, type=socket.SOCK_DGRAM, proto=0) -> socket.socket:
@@ -578,8 +575,3 @@ def status_all() -> str:
             out.append(f"lab {prefix}: unreadable state ({e})")
     return "\n".join(out) or "no labs"
 
-
-if __name__ == "__main__":
-    if len(sys.argv) != 5 or sys.argv[1] != "udp-echo":
-        sys.exit("usage: python -m lb.lab udp-echo NAME HOST PORT")
-    sys.exit(udp_echo(sys.argv[2], sys.argv[3], int(sys.argv[4])))

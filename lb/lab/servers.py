@@ -6,11 +6,11 @@ rewriting apart (NAT keeps the client address, FULLNAT replaces it with a local 
 
 - HTTP (threads): ``GET /`` -> ``rs1 client=198.18.1.2:43210\\n``;
   ``GET /bytes/N`` -> N bytes of :func:`pattern`, streamed in chunks (large transfers).
-  The listener keeps each SYN (``TCP_SAVE_SYN``, see :mod:`lb.toa`); when the SYN carried a
+  The listener keeps each SYN (``TCP_SAVE_SYN``, see :mod:`lb.realserver.toa`); when the SYN carried a
   TOA (FULLNAT, ENAT) the answer adds it: ``rs1 client=198.18.0.3:1025 toa=198.18.1.2:43210``.
 - UDP echo: a datagram ``P`` -> ``rs1 client=198.18.1.2:43210 P``.
 
-``python -m lb.labservers --name rs1 --http-port 80 --udp-port 5353`` prints ``ready``
+``python -m lb.lab.servers --name rs1 --http-port 80 --udp-port 5353`` prints ``ready``
 on stdout once both sockets listen (the lab waits for that line) and exits cleanly
 on SIGTERM or SIGINT.
 """
@@ -27,7 +27,7 @@ import socket
 import sys
 import threading
 
-from lb import toa
+from lb.realserver import toa
 
 # A prime-length block, so the pattern never lines up with MSS, chunk or ring sizes
 # and a reordered or duplicated segment shows up as a wrong byte.
@@ -161,6 +161,26 @@ def serve(name: str, http_port: int, udp_port: int, host: str = "0.0.0.0") -> in
     return 0
 
 
+def udp_echo(name: str, host: str, port: int) -> int:
+    """The lab servers' UDP echo on one address only (``python -m lb.lab.servers --udp-only``).
+
+    Bound to a VIP it answers from the VIP, as DR and TUN need. (Without --udp-only, --host would
+    also start an HTTP server, whose bind does a reverse DNS lookup of the address: 10 s in
+    the lab, where no nameserver answers.)
+    """
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    sock = make_udp(port, host)
+    print("ready", flush=True)
+    with sock, selectors.DefaultSelector() as sel:
+        sel.register(sock, selectors.EVENT_READ)
+        while not stop.is_set():
+            if sel.select(timeout=0.2):
+                udp_echo_once(sock, name)
+    return 0
+
+
 def _announce_ready() -> None:
     """Tell the parent we listen, then detach stdout so an undrained pipe never blocks us."""
     sys.stdout.write("ready\n")
@@ -171,12 +191,15 @@ def _announce_ready() -> None:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m lb.labservers", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m lb.lab.servers", description=__doc__.split("\n")[0])
     p.add_argument("--name", required=True, help="name reported in every answer, e.g. rs1")
     p.add_argument("--http-port", type=int, default=80)
     p.add_argument("--udp-port", type=int, default=5353)
     p.add_argument("--host", default="0.0.0.0")
+    p.add_argument("--udp-only", action="store_true", help="only the UDP echo (on a VIP: DR, TUN)")
     a = p.parse_args(argv)
+    if a.udp_only:
+        return udp_echo(a.name, a.host, a.udp_port)
     return serve(a.name, a.http_port, a.udp_port, a.host)
 
 

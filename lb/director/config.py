@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import ipaddress
 
-from lb import listing, schedulers, stats
-from lb.model import (ENAT, FULLNAT, FWD_METHODS, FWM, MASQ, OVERLOAD, PROTOCOLS, ROUTE, TUNNEL,
+from lb import schedulers
+from lb.director import listings
+from lb.director.model import (ENAT, FULLNAT, FWD_METHODS, FWM, MASQ, OVERLOAD, PROTOCOLS, ROUTE, TUNNEL,
                       RealServer, Service)
 
 SUPPORTED_FWD = (MASQ, ROUTE, TUNNEL, FULLNAT, ENAT)
@@ -342,21 +343,21 @@ class Config:
         return ""
 
     def _get_laddr(self, cmd: dict) -> str:
-        return stats.format_laddrs(self._named(cmd), self.laddr_used)
+        return listings.format_laddrs(self._named(cmd), self.laddr_used)
 
     def _list(self, cmd: dict) -> str:
         numeric = bool(cmd.get("numeric", True))
         if cmd.get("timeout"):
-            return stats.format_timeout(*(self.timeouts[k] for k in DEFAULT_TIMEOUTS))
+            return listings.format_timeout(*(self.timeouts[k] for k in DEFAULT_TIMEOUTS))
         if cmd.get("connections"):
             conns = self.stats.conns() if self.stats is not None else []
-            return stats.format_conns(conns)
+            return listings.format_conns(conns)
         services = self._named(cmd)
         if cmd.get("stats"):
-            return stats.format_stats(services, exact=bool(cmd.get("exact")))
+            return listings.format_stats(services, exact=bool(cmd.get("exact")))
         if services is not self.services:      # one service named: ipvsadm's -L -t VIP:port
-            return listing.format_one(services[0], numeric)
-        return listing.format_list(services, numeric)
+            return listings.format_one(services[0], numeric)
+        return listings.format_list(services, numeric)
 
     _HANDLERS = {
         "add_service": _add_service, "edit_service": _edit_service,

@@ -17,12 +17,13 @@ import sys
 import threading
 import time
 
-from lb import modes, nft
+from lb import modes
+from lb.director import nft
 from lb._forward import LIMITS, Forwarder
-from lb.cli import DEFAULT_SOCKET
-from lb.config import Config, ConfigError
-from lb.model import Flow
-from lb.netlink import Netlink
+from lb.director.cli import DEFAULT_SOCKET
+from lb.director.config import Config, ConfigError
+from lb.director.model import Flow
+from lb.director.netlink import Netlink
 
 log = logging.getLogger("lbd")
 PROTO_NUMBERS = {"tcp": 6, "udp": 17}

@@ -1,4 +1,4 @@
-"""Namespace and link helpers of the lab (:mod:`lb.lab`): setns per thread, pyroute2 in a
+"""Namespace and link helpers of the lab (:mod:`lb.lab.topology`): setns per thread, pyroute2 in a
 namespace, sysctls, offloads, signal deferral during teardown, and the PIDs living in a namespace.
 
 Offloads are off on every lab interface (see :func:`disable_offloads`): the fast path

@@ -18,22 +18,22 @@ Works on the network namespace it runs in (a host, or ``ip netns exec NS lb real
   would answer ARP for it on a shared LAN), ``rp_filter`` 0 on ``all`` (decapsulated
   packets come in on the tunnel from clients routed elsewhere), then the kernel's ``ipip``
   device if it can make one (VIPs on it, up, its ``rp_filter`` 0), else the userspace
-  decapsulator ``python -m lb.decap`` started in the background (its TUN device holds the
+  decapsulator ``python -m lb.realserver.decap`` started in the background (its TUN device holds the
   VIPs and goes away with the process).
-- **ENAT**: the ENAT reply agent ``python -m lb.enat_agent`` started in the background (its
+- **ENAT**: the ENAT reply agent ``python -m lb.realserver.enat_agent`` started in the background (its
   TUN device and the routes ``VIP/32 dev lbenat0`` go away with the process), and a strict
   ``rp_filter`` (1) made loose (2) on ``all``, ``default`` and every interface: the director's
   SYNs come from the VIP, whose route now points at the agent's device. The VIPs must not
   be addresses here (a packet from a local address is a martian). ``--map-port 8080:80``
   when the director maps the virtual port to another real-server port.
 - **FULLNAT** needs nothing here: the server reads the client address from the TOA
-  (:mod:`lb.toa`); setup says so and changes nothing.
+  (:mod:`lb.realserver.toa`); setup says so and changes nothing.
 - ``--reply-gateway GW``: ``ip rule from VIP lookup T`` and ``default via GW table T``, so
   replies from the VIP leave through GW while everything else keeps the main table (in the
   lab the main default route points at the director, which NAT needs).
 
 Every change is recorded, with the old value, in ``/run/lb-rs/netns-<inode>.json`` before
-the next one is made (:mod:`lb.rsstate`); teardown undoes exactly those, in reverse order.
+the next one is made (:mod:`lb.realserver.undo`); teardown undoes exactly those, in reverse order.
 DR and TUN may be set up side by side (two VIPs): a change both need (e.g. ``arp_ignore``)
 is undone when the last mode using it is torn down. A failed setup is rolled back.
 """
@@ -52,9 +52,8 @@ import sys
 import time
 from pathlib import Path
 
-from lb import decap
-from lb.rsstate import STATE_DIR, forget_netns  # noqa: F401  (lb.lab and the tests use them from here)
-from lb.rsstate import UndoLog, describe, locked, netns_inode, side_file
+from lb.realserver import decap
+from lb.realserver.undo import UndoLog, describe, locked, netns_inode, side_file
 
 PKG_ROOT = Path(__file__).resolve().parent.parent
 MODES = ("dr", "tun", "enat")
@@ -272,7 +271,7 @@ def setup(mode: str, vips, reply_gateway: str | None = None, decap_how: str = "a
     """Prepare this namespace for `mode`; all or nothing. Returns a report."""
     if mode in NOOP_MODES:
         return (f"{mode}: nothing to set up on a real server: the director sends from its own "
-                f"addresses and the client address comes in the SYN's TOA (lb.toa reads it)")
+                f"addresses and the client address comes in the SYN's TOA (lb.realserver.toa reads it)")
     if mode not in MODES or decap_how not in DECAP_CHOICES:
         raise RealServerError(f"bad mode {mode!r} or decap {decap_how!r}")
     vips, gw = _check_vips(vips), _check_gateway(reply_gateway)
@@ -304,7 +303,7 @@ def setup(mode: str, vips, reply_gateway: str | None = None, decap_how: str = "a
 
 
 def _check_port_map(items) -> dict:
-    from lb.enat_agent import parse_port_map
+    from lb.realserver.enat_agent import parse_port_map
     try:
         return {str(k): v for k, v in parse_port_map(items).items()}
     except ValueError as e:
@@ -408,7 +407,7 @@ def _kernel_ipip(log, host, lines):
 
 
 def start_decap(inode: int, vips, timeout: float = 10.0) -> dict:
-    """Start lb.decap in the background (own session) and wait for its ``ready`` line."""
+    """Start lb.realserver.decap in the background (own session) and wait for its ``ready`` line."""
     return _start_daemon("decap", inode, [f"--vip={v}" for v in vips], decap.DEFAULT_IFNAME, timeout)
 
 
@@ -423,8 +422,8 @@ def _setup_enat(log, host, vips, port_map, lines) -> None:
 
 
 def start_enat_agent(inode: int, vips, port_map=None, timeout: float = 10.0) -> dict:
-    """Start lb.enat_agent in the background (own session) and wait for its ``ready`` line."""
-    from lb import enat_agent
+    """Start lb.realserver.enat_agent in the background (own session) and wait for its ``ready`` line."""
+    from lb.realserver import enat_agent
     args = [f"--vip={v}" for v in vips] + [f"--map-port={r}:{v}" for r, v in (port_map or {}).items()]
     return _start_daemon("enat_agent", inode, args, enat_agent.DEFAULT_IFNAME, timeout)
 
@@ -433,7 +432,7 @@ def _start_daemon(name: str, inode: int, args, ifname: str, timeout: float) -> d
     """``python -m lb.<name> --ifname IF --stats-file F ARGS`` in its own session; the undo record."""
     stats, log = side_file(inode, f"{name}.json"), side_file(inode, f"{name}.log")
     stats.unlink(missing_ok=True)
-    argv = [sys.executable, "-m", f"lb.{name}", "--ifname", ifname, "--stats-file", str(stats), *args]
+    argv = [sys.executable, "-m", f"lb.realserver.{name}", "--ifname", ifname, "--stats-file", str(stats), *args]
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PKG_ROOT), env.get("PYTHONPATH")]))
     with open(log, "wb") as err:
@@ -449,7 +448,7 @@ def _start_daemon(name: str, inode: int, args, ifname: str, timeout: float) -> d
         proc.wait(timeout=5)
         text = log.read_text(errors="replace").strip()
         log.unlink(missing_ok=True)
-        raise RealServerError(f"lb.{name} did not start: {text[-500:] or 'no output'}")
+        raise RealServerError(f"lb.realserver.{name} did not start: {text[-500:] or 'no output'}")
     return {"pid": proc.pid, "start": _start_time(proc.pid), "argv": argv, "ifname": ifname,
             "stats": str(stats), "log": str(log)}
 

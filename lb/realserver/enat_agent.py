@@ -1,10 +1,10 @@
 """ENAT reply agent for real servers: replies go straight to the client, not through the director.
 
-    python -m lb.enat_agent --vip VIP [--vip VIP2 ...] [--map-port RPORT:VPORT ...]
+    python -m lb.realserver.enat_agent --vip VIP [--vip VIP2 ...] [--map-port RPORT:VPORT ...]
                             [--ifname lbenat0] [--stats-file PATH] [--max-conns N]
 
 An ENAT director turns CIP:cport -> VIP:vport into VIP:lport -> RIP:rport and puts CIP:cport
-in the SYN's TOA (kind 254, see :mod:`lb.toa`). The server here accepts a connection from
+in the SYN's TOA (kind 254, see :mod:`lb.realserver.toa`). The server here accepts a connection from
 VIP:lport and answers it; this agent turns each answer RIP:rport -> VIP:lport into
 VIP:vport -> CIP:cport, which routing takes to the client directly (the "triangle").
 
@@ -40,7 +40,7 @@ entry exists (:meth:`FlowTable.add`); the director gives no client address for U
 Every packet is counted under one reason (:data:`IN_REASONS`, :data:`OUT_REASONS`); bad
 input is dropped and counted, never raised. ``ready`` on stdout once the device and route
 are up; counters as JSON in ``--stats-file`` (every 0.2 s while they change, and at exit);
-SIGTERM/SIGINT stop it cleanly with ``lb.enat_agent: stopped; counters: ...`` on stderr.
+SIGTERM/SIGINT stop it cleanly with ``lb.realserver.enat_agent: stopped; counters: ...`` on stderr.
 """
 from __future__ import annotations
 
@@ -58,8 +58,8 @@ import time
 from typing import NamedTuple
 
 from lb.inet import checksum as ip_checksum, checksum_ok, fold
-from lb.rsdaemon import Daemon, disable_ipv6, open_tun, rp_filter, serve
-from lb.toa import toa_from_options
+from lb.realserver.daemon import Daemon, disable_ipv6, open_tun, rp_filter, serve
+from lb.realserver.toa import toa_from_options
 
 DEFAULT_IFNAME = "lbenat0"
 ETH_P_IP = 0x0800
@@ -410,7 +410,7 @@ def strict_rp_filter(ifnames) -> list:
 class Agent(Daemon):
     """The shell around :class:`FlowTable`: packet socket and TUN in, raw socket out."""
 
-    name = "lb.enat_agent"
+    name = "lb.realserver.enat_agent"
 
     def __init__(self, vips, port_map=None, ifname: str = DEFAULT_IFNAME, stats_file: str | None = None,
                  max_conns: int = 1 << 18, mtu: int = 1500):
@@ -526,7 +526,7 @@ def parse_port_map(items) -> dict:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m lb.enat_agent", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m lb.realserver.enat_agent", description=__doc__.split("\n")[0])
     p.add_argument("--vip", action="append", required=True, help="a VIP (repeat for several)")
     p.add_argument("--map-port", action="append", metavar="RPORT:VPORT",
                    help="replies from local port RPORT leave as VPORT (default: the same port)")
