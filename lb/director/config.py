@@ -161,6 +161,19 @@ class Config:
         self.services: list[Service] = []
         self.timeouts = dict(DEFAULT_TIMEOUTS)     # --set tcp tcpfin udp
         self.laddr_used = None    # the daemon's: local address -> its ports lent out now
+        self.copy_on_write = False
+
+    def copy(self) -> Config:
+        """A copy to try a command on. Copy on write: it shares this one's services until a
+        command names one, which it then replaces with a planning copy (Service.planning_copy)
+        of its own, so whatever the command does, this configuration is untouched; a service
+        still shared afterwards is one the command did not change."""
+        twin = Config(stats=self.stats)
+        twin.services = list(self.services)
+        twin.timeouts = dict(self.timeouts)
+        twin.laddr_used = self.laddr_used
+        twin.copy_on_write = True
+        return twin
 
     def find_service(self, *key) -> Service | None:
         """By (proto, VIP, port), or (FWM, mark) for a firewall-mark service."""
@@ -192,6 +205,9 @@ class Config:
         svc = self.find_service(*key)
         if svc is None:
             raise ConfigError(f"no such service {_name(*key)}")
+        if self.copy_on_write:    # every handler that changes a service finds it here
+            i = self.services.index(svc)
+            svc = self.services[i] = svc.planning_copy()
         return svc
 
     def _existing_dest(self, svc: Service, cmd: dict) -> RealServer:

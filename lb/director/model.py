@@ -5,12 +5,12 @@ See docs/internals.md for how the daemon and the fast path use these objects.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import NamedTuple
 
 from lb import schedulers
 
-# Forwarding methods (ipvsadm -m / -g / -i, DPVS fullnat). Only MASQ is implemented so far.
+# Forwarding methods (ipvsadm -m / -g / -i; DPVS's fullnat and enat), by their config names.
 MASQ = "masq"
 ROUTE = "route"
 TUNNEL = "tunnel"
@@ -32,7 +32,7 @@ class RealServer:
     port: int
     weight: int = 1
     fwd: str = MASQ
-    slot: int | None = None
+    slot: int | None = None   # its fast-path slot, bound by the Director after each reconcile
     flags: set = field(default_factory=set)
     stats: object = field(default=None, repr=False)   # the Forwarder (or a stand-in in tests)
     u_threshold: int = 0    # ipvsadm -x: OVERLOAD at this many connections (0 = no limit)
@@ -91,11 +91,22 @@ class Service:
         self.onepacket = False   # -o: schedule every datagram, keep no connection
         self.laddrs: list[str] = []   # FULLNAT local addresses (--add-laddr -z LIP)
         self.dests: list[RealServer] = []
-        self.slot: int | None = None
         self.sched_flags = frozenset(sched_flags)  # ipvsadm -b, e.g. {"sh-port"}
         self.limited: list[RealServer] = []        # dests with an upper threshold (-x)
         self.scheduler = scheduler
         self.sched = schedulers.get(scheduler)(self)  # KeyError on an unknown name
+
+    def planning_copy(self) -> Service:
+        """The same service as data, with servers of its own and a scheduler that is never
+        asked: the Director tries a command on such copies before it commits it, and a
+        refused command must leave the live schedulers' state untouched."""
+        twin = object.__new__(Service)
+        twin.__dict__.update(self.__dict__)
+        twin.match, twin.laddrs = list(self.match), list(self.laddrs)
+        twin.dests = [replace(d, flags=set(d.flags)) for d in self.dests]
+        twin.limited = [d for d in twin.dests if d.u_threshold > 0]
+        twin.sched = _NOT_ASKED
+        return twin
 
     def set_scheduler(self, name: str) -> None:
         """Switch scheduler; a fresh instance starts from the current destinations."""
@@ -148,6 +159,19 @@ class Service:
 
     def __repr__(self) -> str:
         return f"<Service {self} {self.scheduler} dests={self.dests!r}>"
+
+
+class _NotAsked:
+    """The scheduler of a planning copy: told of changes, never asked for a pick."""
+
+    def update_service(self, service) -> None:
+        pass
+
+    def schedule(self, service, flow):
+        raise RuntimeError("a planning copy of a service does not schedule")
+
+
+_NOT_ASKED = _NotAsked()
 
 
 class Flow(NamedTuple):

@@ -1,7 +1,7 @@
 """Forwarding modes, one file each, registered by the name the configuration uses."""
 from __future__ import annotations
 
-from lb.modes.base import ForwardingMode, service_drops
+from lb.modes.base import ForwardingMode, service_drops, service_keys
 from lb.modes.enat import EnhancedNat
 from lb.modes.fullnat import FullNat
 from lb.modes.nat import Masquerade
@@ -29,4 +29,4 @@ register(Tunnel())
 register(FullNat())
 register(EnhancedNat())
 
-__all__ = ["ForwardingMode", "get", "names", "register", "service_drops"]
+__all__ = ["ForwardingMode", "get", "names", "register", "service_drops", "service_keys"]

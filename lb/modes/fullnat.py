@@ -5,7 +5,7 @@ Real servers may sit on any network; they learn the client from the TOA option o
 (lb.toa.peer_address on the real server). Port mapping is allowed."""
 from __future__ import annotations
 
-from lb.modes.base import ForwardingMode
+from lb.modes.base import ForwardingMode, reply_ports
 
 
 class FullNat(ForwardingMode):
@@ -13,8 +13,8 @@ class FullNat(ForwardingMode):
     listing = "FullNat"
     fwd_code = 3
 
-    def ingress_drops(self, service, dest, local_addrs):
+    def ingress_drops(self, service, dest):
         # Replies to a local address are the fast path's; without this the director's kernel
         # would answer them (RST: no socket owns LIP:lport).
-        return [f"ip saddr {dest.addr} ip daddr {lip} {service.proto} sport {dest.port} drop"
-                for lip in service.laddrs]
+        return [(f"fullnat_{proto}", (dest.addr, lip, port))
+                for proto, port in reply_ports(service, dest) for lip in service.laddrs]

@@ -3,7 +3,7 @@ RIP:rport becomes VIP:vport again. Replies must come back through the director (
 server's gateway), so both directions are the fast path's. Port mapping is allowed."""
 from __future__ import annotations
 
-from lb.modes.base import ForwardingMode
+from lb.modes.base import ForwardingMode, reply_ports
 
 
 class Masquerade(ForwardingMode):
@@ -11,10 +11,8 @@ class Masquerade(ForwardingMode):
     listing = "Masq"
     fwd_code = 0
 
-    def ingress_drops(self, service, dest, local_addrs):
+    def ingress_drops(self, service, dest):
         # Replies from the real server are rewritten by the fast path; the director's own
-        # conversations with that server (addressed to a local address) stay the kernel's.
-        not_local = ""
-        if local_addrs:
-            not_local = "ip daddr != { " + ", ".join(sorted(local_addrs)) + " } "
-        return [f"ip saddr {dest.addr} {not_local}{service.proto} sport {dest.port} drop"]
+        # conversations with that server (addressed to a local address) stay the kernel's:
+        # the rule reading this set skips them.
+        return [(f"masq_{proto}", (dest.addr, port)) for proto, port in reply_ports(service, dest)]

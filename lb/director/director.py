@@ -1,0 +1,111 @@
+"""The Director: the configuration, what the fast path holds of it, and the scheduler callback.
+
+A command is tried on a copy of the configuration first; the reconcile step plans the fast
+path's operations from that copy and checks them against every limit; only then are they
+pushed, and only once the fast path and nftables have taken them is the command applied to the
+configuration itself. So a command refused at any step (bad input, a table full, the fast path
+or nft refusing) leaves the configuration, the fast path and the ingress table as they were.
+
+Works on any FastPath (lb.director.fastpath): the Forwarder in lbd, a fake in the unit tests.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+
+from lb.director import reconcile
+from lb.director.config import Config, ConfigError
+from lb.director.fastpath import LIMITS
+from lb.director.model import Flow
+from lb.director.nft import NftError
+
+log = logging.getLogger("lbd")
+# Commands that change nothing the fast path or nftables hold (-Z writes the counters itself).
+READ_ONLY = {"list", "get_laddr", "zero", "help"}
+
+
+class Director:
+    def __init__(self, fastpath, ingress, lport_range=(1025, 65535), limits=None, resolve=None):
+        self.fastpath = fastpath
+        self.ingress = ingress
+        self.lport_range = lport_range
+        self.limits = dict(limits or LIMITS)
+        self.resolve = resolve or (lambda hops: None)   # next hops to resolve now (lbd: netlink)
+        self.config = Config(stats=fastpath)
+        self.config.laddr_used = self._laddr_used
+        self.applied = reconcile.Applied()
+        self.expanded: dict = {}             # Desired.parts of what is applied (reuse)
+        self.svc_by_slot: dict = {}          # read by the packet thread: replaced, never edited
+        self.lock = threading.Lock()         # one configuration change at a time
+
+    # --- commands ------------------------------------------------------------------------
+    def apply(self, cmd: dict) -> dict:
+        with self.lock:
+            try:
+                out = self._apply(cmd)
+            except (ConfigError, reconcile.LimitError) as e:
+                return {"rc": 1, "out": "", "err": f"lbadm: {e}\n"}
+            except NftError as e:
+                return {"rc": 1, "out": "", "err": f"lbd: {e}\n"}
+            except (ValueError, OSError) as e:      # the fast path refused (all undone)
+                return {"rc": 1, "out": "", "err": f"lbd: the fast path refused the change: {e}\n"}
+        return {"rc": 0, "out": out, "err": ""}
+
+    def _apply(self, cmd: dict) -> str:
+        if not isinstance(cmd, dict) or cmd.get("op") in READ_ONLY:
+            return self.config.apply(cmd)
+        trial = self.config.copy()
+        trial.apply(cmd)                                      # ConfigError: nothing changed
+        want = reconcile.desired(trial, self.expanded)
+        plan = reconcile.plan(self.applied, want, self.limits,
+                              holds=self._holds, lent=self.fastpath.laddr_used)
+        reconcile.execute(plan, self.fastpath, self.ingress, self.lport_range)
+        out = self.config.apply(cmd)                          # as on the copy: it cannot fail
+        self.applied, self.expanded = plan.after, want.parts
+        self._bind()
+        self.resolve([hop for hop in map(self.fastpath.want_neighbour, plan.fresh_dests) if hop])
+        return out
+
+    def reconcile(self) -> None:
+        """Push the whole configuration once (at start: the timeouts of an empty one)."""
+        with self.lock:
+            plan = reconcile.plan(self.applied, reconcile.desired(self.config), self.limits,
+                                  holds=self._holds, lent=self.fastpath.laddr_used)
+            reconcile.execute(plan, self.fastpath, self.ingress, self.lport_range)
+            self.applied = plan.after
+            self._bind()
+
+    def release_idle(self) -> None:
+        """Free the slots of deleted servers and unnamed pools once nothing holds them."""
+        with self.lock:
+            self.applied = reconcile.release(self.applied, self._holds, self.fastpath.laddr_used)
+
+    def _holds(self, slot: int) -> bool:
+        c = self.fastpath.dest_counters(slot)
+        return c["active"] + c["inactive"] > 0
+
+    def _laddr_used(self, addr: str) -> int:
+        slot = self.applied.pools.get(addr)
+        return 0 if slot is None else self.fastpath.laddr_used(slot)
+
+    def _bind(self) -> None:
+        # The model reads its live counters through RealServer.slot (schedulers index the
+        # fast path's counter views with it); the slots themselves belong to `applied`.
+        by_slot = {}
+        for svc in self.config.services:
+            by_slot[self.applied.service_slot(svc.key)] = svc
+            for dest in svc.dests:
+                dest.slot = self.applied.dest_slot((svc.key, dest.addr, dest.port))
+        self.svc_by_slot = by_slot
+
+    # --- called by the packet thread, once per batch of new flows -----------------------
+    def schedule(self, flows) -> list:
+        # Never take self.lock here: the packet thread holds the fast path's mutex, which a
+        # configuration change may be waiting for.
+        by_slot = self.svc_by_slot
+        picks = []
+        for svc_slot, proto, caddr, cport, vaddr, vport in flows:
+            svc = by_slot.get(svc_slot)
+            rs = svc.schedule(Flow(svc.proto, caddr, cport, vaddr, vport)) if svc else None
+            picks.append(rs.slot if rs is not None and rs.slot is not None else -1)
+        return picks
