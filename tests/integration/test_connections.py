@@ -6,7 +6,7 @@ import re
 import sys
 import time
 
-from tests.integration.test_nat import VIP, many_gets, nat_service, ok
+from tests.integration.helpers import VIP, many_gets, nat_service, ok
 
 # Runs in the client namespace: hold n TCP connections to VIP:80 open (ESTABLISHED at the
 # director, no request sent) for `secs` seconds, printing "up" once they are.

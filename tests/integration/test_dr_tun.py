@@ -8,9 +8,8 @@ import sys
 import pytest
 
 from lb.lab.servers import pattern_sha256
-from tests.integration.test_nat import many_gets, ok
+from tests.integration.helpers import CLIENT, dest_rows, many_gets, ok
 
-CLIENT = "198.18.1.2"
 FLAGS = {"dr": "-g", "tun": "-i"}
 
 
@@ -20,19 +19,6 @@ def mode_service(lab, director, mode, proto="-t", port=80):
     for rip in lab.addr["rs"]:
         ok(director.lbadm("-a", proto, f"{vip}:{port}", "-r", f"{rip}:{port}", FLAGS[mode], "-w", 1))
     return vip
-
-
-def dest_rows(director, vip, port):
-    """(InPkts, OutPkts) per real server of VIP:port from `lbadm -L -n --stats`."""
-    text = ok(director.lbadm("-L", "-n", "--stats")).stdout
-    rows, inside = [], False
-    for line in text.splitlines():
-        if not line.startswith("  ->"):
-            inside = f" {vip}:{port} " in f"{line} "
-        elif inside:
-            cols = line.split()
-            rows.append((int(cols[3]), int(cols[4])))
-    return rows
 
 
 @pytest.mark.parametrize("mode", ["dr", "tun"])

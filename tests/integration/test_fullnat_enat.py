@@ -14,8 +14,7 @@ import pytest
 from lb.lab.lbd import LabDirector
 from lb.lab.topology import VIPS
 from lb.lab.servers import pattern_sha256
-from tests.integration.test_dr_tun import dest_rows
-from tests.integration.test_nat import ok
+from tests.integration.helpers import dest_rows, ok
 
 CLIENT = "198.18.1.2"
 

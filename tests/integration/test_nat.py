@@ -2,56 +2,15 @@
 namespace, the lab servers on rs1..rs3 reporting who answered and which client they saw."""
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
 import sys
 import time
 
-
 from lb.lab.lbd import LabDirector
 from lb.lab.servers import pattern_sha256
-
-VIP = "198.18.0.100"
-CLIENT = "198.18.1.2"
-
-# Runs inside the client namespace: n fresh TCP connections, one GET each; prints the tally.
-MANY_GETS = r"""
-import collections, http.client, json, sys
-n = int(sys.argv[1]); seen = collections.Counter(); clients = set()
-for _ in range(n):
-    c = http.client.HTTPConnection(sys.argv[2], 80, timeout=5)
-    c.request("GET", "/")
-    name, client = c.getresponse().read().decode().split()[:2]
-    c.close()
-    seen[name] += 1
-    clients.add(client.split("=", 1)[1].rsplit(":", 1)[0])
-print(json.dumps({"seen": seen, "clients": sorted(clients)}))
-"""
-
-
-def many_gets(lab, n: int, vip: str = VIP) -> dict:
-    r = lab.run("client", [sys.executable, "-c", MANY_GETS, str(n), vip], timeout=120,
-                capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
-    return json.loads(r.stdout)
-
-
-def nat_service(director, proto="-t", port=80, sched="rr", weights=(1, 1, 1), rport=None):
-    ok(director.lbadm("-A", proto, f"{VIP}:{port}", "-s", sched))
-    for i, w in enumerate(weights, start=11):
-        ok(director.lbadm("-a", proto, f"{VIP}:{port}", "-r", f"198.18.0.{i}:{rport or port}",
-                          "-m", "-w", w))
-
-
-def ok(r: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
-    assert r.returncode == 0, f"rc={r.returncode} out={r.stdout!r} err={r.stderr!r}"
-    return r
-
-
-def listing(director) -> str:
-    return ok(director.lbadm("-L", "-n")).stdout
+from tests.integration.helpers import CLIENT, VIP, listing, many_gets, nat_service, ok
 
 
 def test_http_round_robin_and_client_address(lab, director):
