@@ -14,11 +14,10 @@ import socket
 import sys
 from typing import NamedTuple
 
-from lb import schedulers
+from lb import modes, schedulers
+from lb.director.model import DEFAULT_SCHEDULER, THRESHOLD_MAX
 
 DEFAULT_SOCKET = "/run/lbd/lbd.sock"
-DEFAULT_SCHEDULER = "wlc"  # ipvsadm's DEF_SCHED
-THRESHOLD_MAX = 2**31 - 1  # ipvsadm -x/-y: 0..INT_MAX
 DEFAULT_FWD = "route"      # ipvsadm's default forwarding method is -g (direct routing)
 REPLY_TIMEOUT = 30.0
 
@@ -94,11 +93,8 @@ _TABLE = [  # (short, long, spec)
     ("-o", "--ops", _Opt("onepacket", True)),
     ("-s", "--scheduler", _Opt("scheduler", None, True)),
     ("-r", "--real-server", _Opt("server", None, True)),
-    ("-m", "--masquerading", _Opt("fwd", "masq")),
-    ("-g", "--gatewaying", _Opt("fwd", "route")),
-    ("-i", "--ipip", _Opt("fwd", "tunnel")),
-    (None, "--fullnat", _Opt("fwd", "fullnat")),     # also -b with -a/-e (DPVS's flag)
-    (None, "--enat", _Opt("fwd", "enat")),
+    # -m -g -i --fullnat --enat: each mode's own flags (--fullnat is also -b with -a/-e)
+    *((*modes.get(name).lbadm_flags, _Opt("fwd", name)) for name in modes.names()),
     (None, "--add-laddr", _Opt("op", "add_laddr")),
     (None, "--del-laddr", _Opt("op", "del_laddr")),
     (None, "--get-laddr", _Opt("op", "get_laddr")),

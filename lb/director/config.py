@@ -9,15 +9,16 @@ import ipaddress
 
 from lb import schedulers
 from lb.director import listings
-from lb.director.model import (ENAT, FULLNAT, FWD_METHODS, FWM, MASQ, OVERLOAD, PROTOCOLS, ROUTE, TUNNEL,
-                      RealServer, Service)
+from lb._forward import DEFAULT_TIMEOUTS as STATE_TIMEOUTS
+from lb.director.model import (DEFAULT_SCHEDULER, ENAT, FULLNAT, FWD_METHODS, FWM, MASQ, OVERLOAD,
+                               PROTOCOLS, ROUTE, THRESHOLD_MAX, TUNNEL, RealServer, Service)
 
 SUPPORTED_FWD = (MASQ, ROUTE, TUNNEL, FULLNAT, ENAT)
-DEFAULT_SCHEDULER = "wlc"  # ipvsadm's DEF_SCHED
-THRESHOLD_MAX = 2**31 - 1  # ipvsadm -x/-y: string_to_number(optarg, 0, INT_MAX)
 PERSISTENT_MAX = 2**31 - 1 # seconds
 TIMEOUT_MAX = 2**31 // 1000  # the fast path keeps timeouts in milliseconds, in 32 bits
-DEFAULT_TIMEOUTS = {"tcp": 900, "tcpfin": 120, "udp": 300}  # ESTABLISHED, FIN_WAIT, UDP
+# lbadm --set tcp tcpfin udp, and the fast path's connection states they time
+TIMEOUT_STATES = {"tcp": "ESTABLISHED", "tcpfin": "FIN_WAIT", "udp": "UDP"}
+DEFAULT_TIMEOUTS = {name: STATE_TIMEOUTS[state] for name, state in TIMEOUT_STATES.items()}
 
 
 class ConfigError(Exception):

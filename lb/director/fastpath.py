@@ -6,10 +6,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-try:
-    from lb._forward import LIMITS
-except ImportError:         # no extension built: the fake still works, with the same sizes
-    LIMITS = {"services": 256, "dests": 4096, "laddrs": 64, "ifaces": 8, "service_keys": 1024}
+from lb._forward import LIMITS
 
 _ZERO = {"active": 0, "inactive": 0, "conns": 0,
          "inpkts": 0, "outpkts": 0, "inbytes": 0, "outbytes": 0}

@@ -16,6 +16,7 @@ from __future__ import annotations
 import ipaddress
 
 from lb import modes
+from lb.director.model import PROTO_NUMBERS
 from lb.schedulers import SCHED_FLAGS
 
 HEADER = "IP Virtual Server version 1.2.1 (size=4096)\n"
@@ -23,7 +24,6 @@ TITLE = ("Prot LocalAddress:Port Scheduler Flags\n"
          "  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn\n")
 
 FWD_NAMES = {name: modes.get(name).listing for name in modes.names()}   # "masq" -> "Masq"
-_PROTO_NUMBERS = {"tcp": 6, "udp": 17}
 
 
 def _addr_key(addr: str, port: int) -> tuple:
@@ -32,7 +32,7 @@ def _addr_key(addr: str, port: int) -> tuple:
 
 def _service_key(svc) -> tuple:
     # libipvs: fwmark first (so port services, mark 0, come first), then protocol, VIP, port
-    return (svc.fwmark, _PROTO_NUMBERS.get(svc.proto, 255)) + _addr_key(svc.vip, svc.port)
+    return (svc.fwmark, PROTO_NUMBERS.get(svc.proto, 255)) + _addr_key(svc.vip, svc.port)
 
 
 def service_name(svc) -> str:

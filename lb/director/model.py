@@ -20,6 +20,9 @@ FWD_METHODS = (MASQ, ROUTE, TUNNEL, FULLNAT, ENAT)
 
 PROTOCOLS = ("tcp", "udp")
 FWM = "fwm"     # the protocol of a firewall-mark service (ipvsadm -f)
+PROTO_NUMBERS = {"tcp": 6, "udp": 17, FWM: 0}   # IPPROTO_*; a fwmark service has none
+DEFAULT_SCHEDULER = "wlc"  # ipvsadm's DEF_SCHED
+THRESHOLD_MAX = 2**31 - 1  # ipvsadm -x/-y: string_to_number(optarg, 0, INT_MAX)
 OVERLOAD = "overload"
 
 _ZERO_COUNTERS = {"active": 0, "inactive": 0, "conns": 0,
@@ -79,7 +82,7 @@ class RealServer:
 class Service:
     """A virtual service (proto, VIP, port) and its destinations in insertion order."""
 
-    def __init__(self, proto: str, vip: str, port: int, scheduler: str = "wlc",
+    def __init__(self, proto: str, vip: str, port: int, scheduler: str = DEFAULT_SCHEDULER,
                  sched_flags=(), fwmark: int = 0):
         self.proto = proto       # "tcp", "udp", or FWM for a firewall-mark service
         self.vip = vip

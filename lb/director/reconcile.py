@@ -22,11 +22,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 from lb import modes
-from lb.director.model import ENAT, FWM
-
-PROTO_NUMBERS = {"tcp": 6, "udp": 17, FWM: 0}
-# lbadm --set tcp tcpfin udp -> the fast path's connection states they time
-TIMEOUT_STATES = {"tcp": "ESTABLISHED", "tcpfin": "FIN_WAIT", "udp": "UDP"}
+from lb.director.config import TIMEOUT_STATES
+from lb.director.model import ENAT, PROTO_NUMBERS
 
 
 class LimitError(Exception):

@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 import signal
 
+from lb import modes
 from lb.lab.lbd import LabDirector
 from lb.lab.net import LabError
 from lb.lab.topology import Lab
@@ -35,8 +36,8 @@ def _raise_interrupt(signum, frame):
     raise KeyboardInterrupt(f"signal {signum}")
 
 
-# ipvsadm's forwarding-method flags (-b and --enat: DPVS's, for real servers)
-FWD_FLAGS = {"nat": "-m", "dr": "-g", "tun": "-i", "fullnat": "-b", "enat": "--enat"}
+# lbadm's forwarding-method flag of each mode, by the name the lab gives it
+FWD_FLAGS = {m.short: m.lbadm_flags[0] or m.lbadm_flags[1] for m in map(modes.get, modes.names())}
 # ENAT's director hands the client address to the real server only in a TCP SYN's TOA: the
 # RS's agent has no client to send a UDP answer to, so ENAT is shown for TCP only.
 MODE_PROTOS = {"enat": ("tcp",)}

@@ -23,6 +23,11 @@ def names() -> list[str]:
     return sorted(_MODES)
 
 
+def by_short(short: str) -> ForwardingMode:
+    """The mode people call `short` ("nat", "dr", "tun", "fullnat", "enat")."""
+    return next(m for m in _MODES.values() if m.short == short)
+
+
 register(Masquerade())
 register(DirectRouting())
 register(Tunnel())

@@ -12,4 +12,6 @@ from lb.modes.base import ForwardingMode
 class EnhancedNat(ForwardingMode):
     name = "enat"
     listing = "ENat"
+    short = "enat"
+    lbadm_flags = (None, "--enat")
     fwd_code = 4

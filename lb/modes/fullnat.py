@@ -11,6 +11,8 @@ from lb.modes.base import ForwardingMode, reply_ports
 class FullNat(ForwardingMode):
     name = "fullnat"
     listing = "FullNat"
+    short = "fullnat"
+    lbadm_flags = (None, "--fullnat")
     fwd_code = 3
 
     def ingress_drops(self, service, dest):

@@ -9,6 +9,8 @@ from lb.modes.base import ForwardingMode, reply_ports
 class Masquerade(ForwardingMode):
     name = "masq"
     listing = "Masq"
+    short = "nat"
+    lbadm_flags = ("-m", "--masquerading")
     fwd_code = 0
 
     def ingress_drops(self, service, dest):

@@ -10,4 +10,6 @@ from lb.modes.base import ForwardingMode
 class DirectRouting(ForwardingMode):
     name = "route"
     listing = "Route"
+    short = "dr"
+    lbadm_flags = ("-g", "--gatewaying")
     fwd_code = 1

@@ -10,4 +10,6 @@ from lb.modes.base import ForwardingMode
 class Tunnel(ForwardingMode):
     name = "tunnel"
     listing = "Tunnel"
+    short = "tun"
+    lbadm_flags = ("-i", "--ipip")
     fwd_code = 2
