@@ -49,7 +49,7 @@ def _interface_lock(ifname: str):
     return fd
 
 
-class Daemon:
+class Lbd:
     """lbd: a Director on the Forwarder, one AF_PACKET ring per interface served by a packet
     thread, routes and neighbours kept current by a refresh thread."""
 
@@ -178,7 +178,7 @@ class Daemon:
         self.locks = []
 
 
-async def serve(daemon: Daemon, path: str) -> None:
+async def serve(daemon: Lbd, path: str) -> None:
     _claim_socket(path)
 
     async def handle(reader, writer):
@@ -254,7 +254,7 @@ def main(argv=None) -> int:
               file=sys.stderr)
         return 2
     try:
-        daemon = Daemon(args.interface, args.max_conns, lport_range, args.toa)
+        daemon = Lbd(args.interface, args.max_conns, lport_range, args.toa)
     except (StartupError, OSError) as e:
         print(f"lbd: {e}", file=sys.stderr)
         return 1

@@ -8,7 +8,7 @@ from lb.schedulers.locality import LocalityScheduler, is_overloaded
 from lb.schedulers.wlc import least_loaded
 
 
-class _Entry:
+class _ServerSet:
     """members: newest first, as the kernel's list_add_rcu puts them."""
     __slots__ = ("members", "lastmod", "lastuse")
 
@@ -71,7 +71,7 @@ class LocalityReplicated(LocalityScheduler):
         if en is None:
             dest = least_loaded(self.cands, active, inactive)
             if dest is not None and not self.table.full():
-                self.table.entries[flow.vaddr] = _Entry(dest, now)
+                self.table.entries[flow.vaddr] = _ServerSet(dest, now)
             return dest
         en.lastuse = now
         dest = self._set_min(en, active, inactive)

@@ -6,7 +6,7 @@ VIP = "198.18.0.100"
 FLOW = Flow("tcp", "203.0.113.7", 40000, VIP, 80)
 
 
-class FakeStats:
+class CounterViews:
     """What schedulers read from the Forwarder: `.active` / `.inactive` indexable by slot."""
 
     def __init__(self, slots: int = 16):
@@ -18,16 +18,16 @@ class FakeStats:
 
 
 def make(sched, weights, names="ABCDEFGH", flags=()):
-    """A service with servers A, B, ... (slots 0, 1, ...) sharing one FakeStats."""
+    """A service with servers A, B, ... (slots 0, 1, ...) sharing one CounterViews."""
     svc = Service("tcp", VIP, 80, sched, sched_flags=flags)
-    stats = FakeStats()
+    stats = CounterViews()
     svc.dests = [RealServer(n, 80, w, slot=i, stats=stats)
                  for i, (n, w) in enumerate(zip(names, weights))]
     svc.dests_changed()
     return svc
 
 
-def stats_of(svc) -> FakeStats:
+def stats_of(svc) -> CounterViews:
     return svc.dests[0].stats
 
 

@@ -1,24 +1,11 @@
 """`ipvsadm -L -n` text, byte for byte (widths from ipvsadm.c print_service_entry)."""
+from lb.director.fastpath import FakeFastPath
 from lb.director.listings import format_list, format_one
 from lb.director.model import RealServer, Service
 
 HEAD = ("IP Virtual Server version 1.2.1 (size=4096)\n"
         "Prot LocalAddress:Port Scheduler Flags\n"
         "  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn\n")
-
-
-class FakeStats:
-    """Stands in for the Forwarder: dest_counters() and the active/inactive views by slot."""
-
-    def __init__(self, table):
-        self.table = table
-        self.active = {slot: a for slot, (a, _) in table.items()}
-        self.inactive = {slot: i for slot, (_, i) in table.items()}
-
-    def dest_counters(self, slot):
-        active, inactive = self.table[slot]
-        return {"active": active, "inactive": inactive, "conns": 0, "inpkts": 0,
-                "outpkts": 0, "inbytes": 0, "outbytes": 0}
 
 
 def service(proto, vip, port, sched, dests):
@@ -40,7 +27,9 @@ def test_one_service_exact_columns():
 
 
 def test_columns_line_up_under_the_title():
-    stats = FakeStats({0: (12345, 7), 1: (0, 1234567890)})
+    stats = FakeFastPath()
+    stats.load_counters(0, 12345, 7)
+    stats.load_counters(1, 0, 1234567890)
     dests = [RealServer("10.0.0.1", 8080, 65535, slot=0, stats=stats),
              RealServer("10.0.0.2", 80, 0, slot=1, stats=stats)]
     text = format_list([service("udp", "10.0.0.100", 53, "rr", dests)])

@@ -4,7 +4,7 @@ from hypothesis import given, settings, strategies as st
 
 from lb._forward import Forwarder
 from lb.director.model import RealServer, Service
-from tests.unit.schedfakes import FLOW, FakeStats
+from tests.unit.schedfakes import FLOW, CounterViews
 
 servers = st.lists(st.tuples(st.integers(0, 4), st.integers(0, 6), st.integers(0, 600)),
                    min_size=1, max_size=40)
@@ -20,7 +20,7 @@ def service(name, rows, stats):
 @settings(max_examples=300, deadline=None)
 @given(name=st.sampled_from(["lc", "wlc", "sed", "nq"]), rows=servers)
 def test_c_and_python_agree(name, rows):
-    fake, fwd = FakeStats(64), Forwarder(max_conns=16)
+    fake, fwd = CounterViews(64), Forwarder(max_conns=16)
     for i, (_, active, inactive) in enumerate(rows):
         fake.active[i], fake.inactive[i] = active, inactive
         fwd.load_counters(i, active, inactive)

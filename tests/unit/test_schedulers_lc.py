@@ -4,7 +4,7 @@ import pytest
 
 from lb.director.model import OVERLOAD, RealServer, Service
 
-from tests.unit.schedfakes import FLOW, FakeStats, load, make, picks, stats_of
+from tests.unit.schedfakes import FLOW, CounterViews, load, make, picks, stats_of
 
 
 # --- lc -----------------------------------------------------------------------------------
@@ -109,7 +109,7 @@ def test_is_the_default_scheduler():
 
 def test_counters_of_a_server_without_slot_read_zero():
     # The config adds a server before the daemon gives it a fast-path slot: it counts as idle.
-    stats = FakeStats()
+    stats = CounterViews()
     svc = Service("tcp", "198.18.0.100", 80, "wlc")
     svc.dests = [RealServer("A", 80, 1, slot=0, stats=stats), RealServer("B", 80, 1, stats=stats)]
     svc.dests_changed()

@@ -5,7 +5,7 @@ reaches -x (ip_vs_bind_dest), cleared below -y, or below 3/4 of -x when -y is 0
 from lb.director.config import Config
 from lb.director.model import OVERLOAD
 
-from tests.unit.schedfakes import FLOW, VIP, FakeStats, make, picks, stats_of
+from tests.unit.schedfakes import FLOW, VIP, CounterViews, make, picks, stats_of
 
 
 def limited(sched, weights, upper, lower=0, which=0):
@@ -77,7 +77,7 @@ def test_every_scheduler_skips_a_server_over_its_threshold():
 
 
 def test_through_the_config():
-    cfg = Config(stats=FakeStats())
+    cfg = Config(stats=CounterViews())
     cfg.apply({"op": "add_service", "proto": "tcp", "vip": VIP, "port": 80, "scheduler": "rr"})
     for rip, extra in (("198.18.0.11", {"u_threshold": 1}), ("198.18.0.12", {})):
         cfg.apply({"op": "add_server", "proto": "tcp", "vip": VIP, "port": 80, "rip": rip,
