@@ -1,163 +1,109 @@
-"""Persistence templates (-p, -M) and one-packet scheduling (-o) in the core, on a clock the
-test controls: a client stays on its server across connections without asking the scheduler;
-the template outlives its last connection by the persistence timeout; -o schedules every
-datagram and keeps no connection."""
-from scapy.layers.inet import IP, TCP, UDP
+"""Persistence templates (-p, -M), one-packet scheduling (-o), firewall-mark services and port
+reuse in the core: the vectors of tests/vectors/persist.py one by one, then, on a clock the test
+controls, what they leave behind: how often the scheduler was asked, the templates and the
+counters; a template outlives its last connection by the persistence timeout."""
+import pytest
+from scapy.layers.inet import IP
 from scapy.layers.l2 import Ether
-from scapy.packet import Raw
 
-from lb._forward import Forwarder
-from tests.vectors import nat as V
-
-NOW = V.NOW
-RIP2, RS2_MAC = "198.18.0.12", "02:00:00:00:00:12"
+from tests.vectors import fixtures as fx
+from tests.vectors import persist as P
+from tests.vectors.topology import CLIENT, NOW, RIP, RIP2
 
 
-class Picks:
-    """A scheduler that hands out destinations 0, 1, 0, 1, ... and counts its calls."""
-
-    def __init__(self):
-        self.n = 0
-
-    def __call__(self, flows):
-        out = []
-        for _ in flows:
-            out.append(self.n % 2)
-            self.n += 1
-        return out
+@pytest.mark.parametrize("vector", P.VECTORS, ids=fx.description)
+def test_persist_vector(vector):
+    fx.check_vector(P.DIRECTOR, P.VECTORS, vector)
 
 
-def forwarder(sched):
-    """A Forwarder on the director's interface with its routes and both servers' MACs; no service."""
-    f = Forwarder(max_conns=256, scheduler_cb=sched)
-    f.set_interface(0, 5, V.mac(V.DIRECTOR_MAC), 1500)
-    f.set_routes(V.ROUTES)
-    for ip, m in V.NEIGHBOURS + [(RIP2, RS2_MAC)]:
-        f.set_neighbour(ip, 0, V.mac(m))
-    return f
-
-
-def make(persistent=0, netmask="255.255.255.255", onepacket=False, proto=6):
-    """Service 0 (VIP:80) over V.RIP and RIP2, scheduled by a fresh Picks."""
-    sched = Picks()
-    f = forwarder(sched)
-    f.set_service(0, proto, V.VIP, 80, persistent=persistent, netmask=netmask, onepacket=onepacket)
-    f.set_dest(0, 0, V.RIP, 80)
-    f.set_dest(1, 0, RIP2, 80)
-    f.set_timeout("SYN_RECV", 60)
-    return f, sched
-
-
-def syn(sport, src=V.CLIENT):
-    return bytes(Ether(src=V.ROUTER_MAC, dst=V.DIRECTOR_MAC) / IP(src=src, dst=V.VIP)
-                 / TCP(sport=sport, dport=80, flags="S"))
-
-
-def dgram(sport, src=V.CLIENT):
-    return bytes(Ether(src=V.ROUTER_MAC, dst=V.DIRECTOR_MAC) / IP(src=src, dst=V.VIP)
-                 / UDP(sport=sport, dport=80) / Raw(b"x"))
+def after(group):
+    """A fresh director that has run the vectors of `group` (checked)."""
+    f = fx.provision(P.DIRECTOR)
+    fx.run(f, group)
+    return f, f.scheduler_cb
 
 
 def dest_ip(result):
     return Ether(result[2][0][1])[IP].dst
 
 
+def syn(sport, port):
+    return bytes(P.syn(sport, port, RIP)[0])
+
+
 def test_without_persistence_each_connection_is_scheduled():
-    f, sched = make()
-    assert [dest_ip(f.process(syn(p), now=NOW)) for p in (1000, 1001, 1002)] == [V.RIP, RIP2, V.RIP]
-    assert sched.n == 3
+    _, sched = after(P.NOT_PERSISTENT)
+    assert sched.nflows == 3
 
 
 def test_persistence_pins_the_client_without_asking_the_scheduler():
-    f, sched = make(persistent=300)
-    firsts = [dest_ip(f.process(syn(p), now=NOW)) for p in range(2000, 2010)]
-    assert firsts == [V.RIP] * 10 and sched.n == 1
-    other = dest_ip(f.process(syn(3000, src="203.0.113.8"), now=NOW))
-    assert other == RIP2 and sched.n == 2               # another client: scheduled
+    f, sched = after(P.PINNED_CLIENT)
+    assert sched.nflows == 2                             # the first client, the other client
     templates = [c for c in f.conns(now=NOW) if c["template"]]
     assert {(t["client"], t["dest"][0], t["controls"]) for t in templates} == {
-        ((V.CLIENT, 0), V.RIP, 10), (("203.0.113.8", 0), RIP2, 1)}
+        ((CLIENT, 0), RIP, 10), ((P.OTHER_CLIENT, 0), RIP2, 1)}
     assert f.counters()["templates"] == 2 and f.counters()["conns"] == 11
-    c = f.dest_counters(0)
-    assert c["inactive"] == 10                           # templates are not counted as conns
+    assert f.dest_counters(2 * P.PINNED)["inactive"] == 10   # templates are not counted as conns
 
 
 def test_netmask_groups_clients():
-    f, sched = make(persistent=300, netmask="255.255.255.0")
-    a = dest_ip(f.process(syn(1, src="203.0.113.7"), now=NOW))
-    b = dest_ip(f.process(syn(2, src="203.0.113.99"), now=NOW))
-    c = dest_ip(f.process(syn(3, src="203.0.114.1"), now=NOW))
-    assert a == b == V.RIP and c == RIP2 and sched.n == 2
+    _, sched = after(P.GROUPED_CLIENTS)
+    assert sched.nflows == 2
 
 
 def test_template_outlives_its_connections_by_the_timeout():
-    f, sched = make(persistent=100)
-    f.process(syn(1), now=NOW)                           # SYN_RECV, 60 s
+    f = fx.provision(P.DIRECTOR)                         # SHORT_PERSIST: -p 100, VIP:84
+    sched = f.scheduler_cb
+    f.process(syn(1, 84), now=NOW)                       # SYN_RECV, 60 s
     f.expire(NOW + 61)                                   # the connection is gone ...
     assert [c["template"] for c in f.conns(now=NOW + 61)] == [True]
-    assert dest_ip(f.process(syn(2), now=NOW + 90)) == V.RIP and sched.n == 1   # ... still pinned
+    assert dest_ip(f.process(syn(2, 84), now=NOW + 90)) == RIP and sched.nflows == 1  # ... pinned
     f.expire(NOW + 90 + 61)                              # connection 2 gone at 151
     f.expire(NOW + 90 + 99)                              # template re-armed at 90: lives to 190
     assert len(f.conns(now=NOW + 189)) == 1
     f.expire(NOW + 191)
     assert f.conns(now=NOW + 191) == []
-    assert dest_ip(f.process(syn(3), now=NOW + 200)) == RIP2 and sched.n == 2   # scheduled afresh
+    assert dest_ip(f.process(syn(3, 84), now=NOW + 200)) == RIP2 and sched.nflows == 2  # afresh
 
 
 def test_template_with_live_connections_does_not_expire():
-    f, _ = make(persistent=10)
-    f.process(syn(1), now=NOW)
-    f.expire(NOW + 30)                                   # template timeout passed, conn (60 s) lives
+    f = fx.provision(P.DIRECTOR)                         # LONG_CONN: -p 10, VIP:85
+    f.process(syn(1, 85), now=NOW)
+    f.expire(NOW + 30)                       # the template's timeout passed, the conn's (60 s) not
     assert sorted(c["template"] for c in f.conns(now=NOW + 30)) == [False, True]
 
 
 def test_deleted_server_releases_its_clients():
-    f, sched = make(persistent=300)
-    f.process(syn(1), now=NOW)
-    f.clear_dest(0)
-    assert dest_ip(f.process(syn(2), now=NOW)) == RIP2   # the stale template is not used
-    assert sched.n == 2
+    f = fx.provision(P.DIRECTOR)                         # PINNED: -p 300, VIP:81
+    f.process(syn(1, 81), now=NOW)
+    f.clear_dest(2 * P.PINNED)
+    assert dest_ip(f.process(syn(2, 81), now=NOW)) == RIP2   # the stale template is not used
+    assert f.scheduler_cb.nflows == 2
 
 
 def test_one_packet_scheduling_keeps_no_connection():
-    f, sched = make(onepacket=True, proto=17)
-    got = [dest_ip(f.process(dgram(5000), now=NOW)) for _ in range(4)]
-    assert got == [V.RIP, RIP2, V.RIP, RIP2] and sched.n == 4   # same flow, scheduled each time
+    f, sched = after(P.ONE_PACKET)
+    assert sched.nflows == 4                              # same flow, scheduled each time
     assert f.conns(now=NOW) == []
-    c0, c1 = f.dest_counters(0), f.dest_counters(1)
+    c0, c1 = f.dest_counters(2 * P.ONEPACKET), f.dest_counters(2 * P.ONEPACKET + 1)
     assert (c0["conns"], c0["inactive"], c0["inpkts"]) == (2, 0, 2)
     assert (c1["conns"], c1["inactive"]) == (2, 0)
 
 
-def test_fwmark_service_groups_ports_and_persists_across_them():
-    sched = Picks()
-    f = forwarder(sched)
-    f.set_service(3, 0, None, 0, fwmark=7, persistent=300,
-                  keys=[(6, V.VIP, 80), (6, V.VIP, 443), (17, V.VIP, 53)])
-    f.set_dest(0, 3, V.RIP, 0)        # port 0: the packet's own port (DR/TUN keep it anyway)
-    f.set_dest(1, 3, RIP2, 0)
-    web = Ether(src=V.ROUTER_MAC, dst=V.DIRECTOR_MAC) / IP(src=V.CLIENT, dst=V.VIP)
-    a = f.process(bytes(web / TCP(sport=1, dport=80, flags="S")), now=NOW)
-    b = f.process(bytes(web / TCP(sport=2, dport=443, flags="S")), now=NOW)
-    c = f.process(bytes(web / UDP(sport=3, dport=53) / Raw(b"q")), now=NOW)
-    assert dest_ip(a) == dest_ip(b) == dest_ip(c) == V.RIP and sched.n == 1
-    assert Ether(b[2][0][1])[TCP].dport == 443        # NAT to port 0 keeps the packet's port
+def test_fwmark_service_persists_across_its_keys_and_goes_with_the_service():
+    f, sched = after(P.FWMARK_PORTS)
+    assert sched.nflows == 1
     (t,) = [x for x in f.conns(now=NOW) if x["template"]]
     assert t["virtual"] == ("0.0.0.7", 0) and t["controls"] == 3   # (proto 0, mark, port 0)
-    other = web / TCP(sport=4, dport=8080, flags="S")                # not one of its keys
-    assert f.process(bytes(other), now=NOW)[:2] == ("pass", "not_ours")
-    f.clear_service(3)
-    assert f.process(bytes(web / TCP(sport=9, dport=443, flags="S")), now=NOW)[:2] == ("pass", "not_ours")
+    f.clear_service(P.FWMARK)
+    again = P.syn(9, 443, RIP, vip=P.VIP2)[0]
+    assert f.process(bytes(again), now=NOW)[:2] == ("pass", "not_ours")
 
 
 def test_a_syn_reusing_a_finished_connections_ports_is_scheduled_afresh():
-    # conn_reuse_mode: a SYN matching a TIME_WAIT/CLOSE connection starts a new one.
-    f, sched = make()
-    seg = lambda flags: bytes(Ether(src=V.ROUTER_MAC, dst=V.DIRECTOR_MAC) / IP(src=V.CLIENT, dst=V.VIP)
-                              / TCP(sport=4444, dport=80, flags=flags))
-    assert dest_ip(f.process(seg("S"), now=NOW)) == V.RIP
-    f.process(seg("A"), now=NOW)
-    f.process(seg("R"), now=NOW)                          # -> CLOSE
+    f = fx.provision(P.DIRECTOR)
+    fx.run(f, P.PORT_REUSE[:3])
     assert f.conns(now=NOW)[0]["state"] == "CLOSE"
-    assert dest_ip(f.process(seg("S"), now=NOW)) == RIP2 and sched.n == 2
+    fx.run(f, P.PORT_REUSE[3:], start=3)
+    assert f.scheduler_cb.nflows == 2
     assert [c["state"] for c in f.conns(now=NOW)] == ["SYN_RECV"]

@@ -1,6 +1,6 @@
 """Checking a frame the fast path sent: scapy recomputes every checksum it carries (the first IP
 header, and its TCP, UDP or ICMP), and the frame must be byte for byte what scapy builds."""
-from scapy.layers.inet import ICMP, IP, TCP, UDP
+from scapy.layers.inet import ICMP, IP, TCP, UDP, in4_chksum
 from scapy.layers.l2 import Ether
 
 
@@ -13,7 +13,22 @@ def recomputed(frame):
             if layer is UDP and p[UDP].chksum == 0:
                 continue                  # no checksum: nothing to recompute (RFC 768)
             del p[layer].chksum
-    return Ether(bytes(p))
+    p = Ether(bytes(p))
+    if UDP in p and p[UDP].chksum:
+        ip = p[UDP].underlayer            # the inner header of a tunnelled packet
+        if ip.len - ip.ihl * 4 > p[UDP].len:
+            p[UDP].chksum = _udp_checksum(ip, p[UDP])
+            p = Ether(bytes(p))
+    return p
+
+
+def _udp_checksum(ip, udp_layer):
+    # RFC 768: the pseudo-header holds the UDP length, and the sum covers that many bytes;
+    # scapy takes both from the IP total length, which differs when bytes follow the datagram.
+    ip, udp = ip.copy(), bytes(udp_layer)[:udp_layer.len]
+    ip.len = ip.ihl * 4 + udp_layer.len
+    ck = in4_chksum(17, ip, udp[:6] + b"\0\0" + udp[8:])
+    return ck or 0xFFFF
 
 
 def assert_checksums(frame):
@@ -24,4 +39,19 @@ def assert_checksums(frame):
         if layer in got:
             assert got[layer].chksum == want[layer].chksum, \
                 f"{layer.__name__} checksum {got[layer].chksum:#06x}, scapy computes {want[layer].chksum:#06x}"
-    assert bytes(want) == frame
+    assert bytes(want) == frame, "scapy, recomputing the checksums, builds other bytes"
+
+
+def assert_same_fields(frame, expected):
+    """Layer by layer, every field of `expected` (dissected from its bytes) equals the one in
+    `frame` (bytes): a readable first difference before the byte comparison."""
+    g, e = Ether(frame), Ether(bytes(expected))
+    while e:                              # NoPayload ends the chain and is false
+        if type(g) is not type(e):
+            raise AssertionError(f"layer {type(g).__name__} where {type(e).__name__} is "
+                                 f"expected: {Ether(frame).summary()}")
+        for fd in e.fields_desc:
+            a, b = getattr(g, fd.name), getattr(e, fd.name)
+            if a != b:
+                raise AssertionError(f"{type(e).__name__}.{fd.name}: got {a!r}, expected {b!r}")
+        g, e = g.payload, e.payload
