@@ -20,6 +20,7 @@ upwards), so that ENAT, whose port pool belongs to the VIP, has --vips x the poo
 lend; fullnat gets one local address per service (198.18.11.3 upwards).
 
 Needs root, gcc, nft, iproute2, util-linux (taskset), pyroute2 and numpy.  See bench/README.md.
+What it shares with pps.py (lab, modes, generator, trial, report) is the package bench/harness/.
 """
 
 from __future__ import annotations
@@ -32,8 +33,12 @@ import sys
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import pps  # noqa: E402  (bench/pps.py: lab, modes, generator, trial loop)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # bench/, for `harness`, from any cwd
+from harness.frames import FRAME_LEN, mac_bytes  # noqa: E402
+from harness.generator import Generator  # noqa: E402
+from harness.options import check_args, make_parser  # noqa: E402
+from harness.run import bench_main  # noqa: E402
+from harness.topology import GEN_IP, PORT, SINK_IP  # noqa: E402
 
 NS_PREFIX = "cpsbench"
 CLIENT_NET = "198.18.64.0/18"          # routed via g0; 16384 addresses
@@ -41,7 +46,6 @@ N_CLIENTS = 1 << 14
 CLIENT_BASE = int(ipaddress.IPv4Address("198.18.64.0"))
 CPORT_BASE = 1024
 SYN_TOT = 44                            # IPv4 20 + TCP 20 + MSS option 4; frame 58 + 2 padding
-FRAME_LEN = pps.FRAME_LEN               # 60
 
 
 def _ip(a):
@@ -68,14 +72,14 @@ def build_syns(dst_mac: str, src_mac: str, idx: np.ndarray, dsts: list[str]) -> 
     ipid = idx & 0xFFFF
     window = 64240
     t = np.zeros(FRAME_LEN, np.uint8)
-    t[0:6] = list(pps.mac_bytes(dst_mac))
-    t[6:12] = list(pps.mac_bytes(src_mac))
+    t[0:6] = list(mac_bytes(dst_mac))
+    t[6:12] = list(mac_bytes(src_mac))
     t[12:14] = (0x08, 0x00)
     t[14:16] = (0x45, 0x00)
     t[16:18] = (0, SYN_TOT)
     t[20:22] = (0x40, 0x00)                # DF
     t[22], t[23] = 64, 6                    # TTL, TCP
-    t[36:38] = (0, pps.PORT)
+    t[36:38] = (0, PORT)
     t[46], t[47] = 0x60, 0x02               # data offset 6 words, SYN
     t[48:50] = (window >> 8, window & 0xFF)
     t[54:58] = (2, 4, 0x05, 0xB4)           # MSS 1460
@@ -98,13 +102,13 @@ def build_syns(dst_mac: str, src_mac: str, idx: np.ndarray, dsts: list[str]) -> 
     ip_sum = 0x4500 + SYN_TOT + ipid + 0x4000 + 0x4006 + words(caddr) + words(daddr)
     put16(24, ~_fold(ip_sum) & 0xFFFF)
     tcp_sum = (words(caddr) + words(daddr) + 6 + (SYN_TOT - 20)            # pseudo-header
-               + cport + pps.PORT + words(seq) + 0x6002 + window + 0x0204 + 0x05B4)
+               + cport + PORT + words(seq) + 0x6002 + window + 0x0204 + 0x05B4)
     put16(50, ~_fold(tcp_sum) & 0xFFFF)
     return f
 
 
-class SynGenerator(pps.Generator):
-    """pps.Generator with distinct-flow SYN frames: 'warm' = the paced check set (indices after
+class SynGenerator(Generator):
+    """Generator with distinct-flow SYN frames: 'warm' = the paced check set (indices after
     the flood's), 'flood' = the flood, each sent once (count = number of frames)."""
 
     def __init__(self, lab, args):
@@ -114,7 +118,7 @@ class SynGenerator(pps.Generator):
             raise SystemExit("too many distinct flows; lower --max-pps or the window")
 
     def dsts(self, target):
-        return [pps.SINK_IP] if target == pps.SINK_IP else list(self.args.vips)
+        return [SINK_IP] if target == SINK_IP else list(self.args.vips)
 
     def indices(self, kind):
         if kind == "warm":
@@ -156,7 +160,7 @@ class SynGenerator(pps.Generator):
 def prepare(lab, args):
     """The client network is behind g0: a route in fwd (kernel forwarding and lbd both need a
     way back to a client, and lbd's next hop for it is then g0's static neighbour entry)."""
-    lab.handles[lab.fwd].route("add", dst=CLIENT_NET, gateway=pps.GEN_IP)
+    lab.handles[lab.fwd].route("add", dst=CLIENT_NET, gateway=GEN_IP)
 
 
 def report(rows, results, args):
@@ -186,7 +190,7 @@ def report(rows, results, args):
 
 
 def parse_args(argv=None):
-    ap = pps.make_parser(__doc__)
+    ap = make_parser(__doc__)
     # A short window: conntrack's table (nf_conntrack_max, 262144 here, read-only inside a
     # namespace) must not fill during a trial, or nftdnat measures eviction (early_drop) instead
     # of insertion.  At ~450k SYN/s, ramp + window + the check set stay below ~250k entries.
@@ -202,7 +206,7 @@ def parse_args(argv=None):
     a = ap.parse_args(argv)
     a.proto = "tcp"
     a.unit = "syn/s"
-    pps.check_args(ap, a)
+    check_args(ap, a)
     if not 1 <= a.vips <= 100:
         ap.error("--vips must be in 1..100 (198.18.10.100-199)")
     a.vips = [f"198.18.10.{100 + i}" for i in range(a.vips)]
@@ -213,8 +217,8 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    return pps.bench_main(args, argv, gen_class=SynGenerator, ns_prefix=NS_PREFIX, prepare=prepare,
-                          report=report)
+    return bench_main(args, argv, ns_prefix=NS_PREFIX, gen_class=SynGenerator, prepare=prepare,
+                      report=report)
 
 
 if __name__ == "__main__":
