@@ -15,6 +15,7 @@ import sys
 from typing import NamedTuple
 
 from lb import modes, schedulers
+from lb.director import rules
 from lb.director.model import DEFAULT_SCHEDULER, THRESHOLD_MAX
 
 DEFAULT_SOCKET = "/run/lbd/lbd.sock"
@@ -32,6 +33,8 @@ Usage:
   lbadm -L|-l [-n] [-t|-u VIP:port|-f mark] [-c] [--stats [--exact]] [--timeout]
   lbadm -Z [-t|-u VIP:port|-f mark]
   lbadm --set tcp tcpfin udp
+  lbadm -S [-n]                the table as ipvsadm rules;  lbadm -R < FILE  applies rules, all or none
+  lbadm --reload               lbd re-reads its --config file and applies the difference
   a service may also be -f mark --match tcp:VIP:port[,...] (the keys that carry the mark)
 Options:
   --tcp-service  -t VIP:port   --udp-service -u VIP:port
@@ -54,7 +57,7 @@ Options:
 """ % (" ".join(schedulers.names()), DEFAULT_SOCKET)
 
 
-class UsageError(Exception):
+class UsageError(ValueError):
     """Bad command line; the message is one line naming the problem."""
 
 
@@ -82,6 +85,10 @@ _TABLE = [  # (short, long, spec)
     ("-Z", "--zero", _Opt("op", "zero")),
     (None, "--set", _Opt("op", "set", 3)),
     ("-L", "--list", _Opt("op", "list")),
+    ("-S", "--save", _Opt("op", "save")),
+    ("-R", "--restore", _Opt("op", "restore")),
+    (None, "--reload", _Opt("op", "reload")),
+    (None, "--tun-type", _Opt("tun_type", None, True)),
     ("-l", None, _Opt("op", "list")),
     ("-h", "--help", _Opt("op", "help")),
     ("-t", "--tcp-service", _Opt("service", "tcp", True)),
@@ -119,8 +126,10 @@ _ALLOWED = {
     "add_service": ({"service"}, _SERVICE_OPTS),
     "edit_service": ({"service"}, _SERVICE_OPTS),
     "del_service": ({"service"}, set()),
-    "add_server": ({"service", "server"}, {"fwd", "weight", "u_threshold", "l_threshold"}),
-    "edit_server": ({"service", "server"}, {"fwd", "weight", "u_threshold", "l_threshold"}),
+    "add_server": ({"service", "server"}, {"fwd", "weight", "u_threshold", "l_threshold",
+                                           "tun_type"}),
+    "edit_server": ({"service", "server"}, {"fwd", "weight", "u_threshold", "l_threshold",
+                                            "tun_type"}),
     "del_server": ({"service", "server"}, set()),
     "clear": (set(), set()),
     "zero": (set(), {"service"}),
@@ -129,6 +138,9 @@ _ALLOWED = {
     "add_laddr": ({"service", "laddr"}, set()),
     "del_laddr": ({"service", "laddr"}, set()),
     "get_laddr": (set(), {"service", "numeric"}),
+    "save": (set(), {"numeric"}),
+    "restore": (set(), set()),
+    "reload": (set(), set()),
 }
 _NEEDS = {"service": "a virtual service: -t|-u VIP:port", "server": "a real server: -r RIP[:port]",
           "laddr": "a local address: -z LIP"}
@@ -234,11 +246,17 @@ def _addr(text: str) -> str:
         raise UsageError(f"bad address '{text}': must be a dotted IPv4 address") from None
 
 
-def _port(text: str, where: str) -> int:
+ZERO_SERVICE_PORT = ("a service on every port of a VIP is not supported (the fast path finds "
+                     "services by protocol, VIP and port): use -f MARK --match tcp:VIP:port,...")
+ZERO_SERVER_PORT = "port 0 (the packet's own port) is only for servers of a firewall-mark service"
+
+
+def _port(text: str, where: str, zero: str | None = ZERO_SERVICE_PORT) -> int:
+    """A port 1..65535; 0 only where `zero` is None, else refused with `zero` as the reason."""
     if not (text.isascii() and text.isdigit()) or not 0 <= int(text) <= 65535:
         raise UsageError(f"bad port '{text}' in '{where}': must be a number 1..65535")
-    if int(text) == 0:
-        raise UsageError(f"bad port '0' in '{where}': port 0 is not supported yet (1..65535)")
+    if int(text) == 0 and zero is not None:
+        raise UsageError(f"bad port '0' in '{where}': {zero}")
     return int(text)
 
 
@@ -256,7 +274,8 @@ def _service(flag: str, proto: str, text: str) -> dict:
 def _server(text: str, vport: int, fwd: str | None) -> dict:
     """-r RIP[:port]; fwd is None for -d, which must name the server exactly as added."""
     addr, colon, port = text.partition(":")
-    rport = _port(port, text) if colon else vport
+    # In a fwmark service (vport 0), port 0 is "the port the packet was sent to".
+    rport = _port(port, text, None if vport == 0 else ZERO_SERVER_PORT) if colon else vport
     if fwd in ("route", "tunnel", "enat") and rport != vport:
         # ipvsadm silently forces the virtual port here; a changed port is refused instead, so
         # that a typo cannot send traffic to a port the real server does not serve.
@@ -325,7 +344,18 @@ def _scheduler(text: str) -> str:
     return text
 
 
+def _tun_type(text: str, fwd: str) -> None:
+    # ipvsadm 1.31 -S writes "--tun-type ipip" for every tunnel server: IPIP is ours; GRE and
+    # GUE tunnels would need a decapsulator for them on the real servers, which lbd has not.
+    if fwd != "tunnel":
+        raise UsageError("--tun-type only applies to a tunnel (-i) server")
+    if text != "ipip":
+        raise UsageError(f"tunnel type '{text}' is not supported: lbd tunnels are IPIP only")
+
+
 def _build(op: str, opts: dict) -> dict:
+    if op == "save":                # ipvsadm -S: the table as rules, always numeric here
+        return {"op": "list", "save": True}
     cmd = {"op": op}
     if "service" in opts:
         cmd.update(_service(*opts["service"]))
@@ -341,6 +371,8 @@ def _build(op: str, opts: dict) -> dict:
         fwd = opts["fwd"][1] if "fwd" in opts else DEFAULT_FWD
         cmd.update(_server(opts["server"][2], vport, fwd))
         cmd["fwd"] = fwd
+        if "tun_type" in opts:
+            _tun_type(opts["tun_type"][2], fwd)
         cmd["weight"] = _weight(opts["weight"][2]) if "weight" in opts else 1
         for key, name in (("u_threshold", "u-threshold"), ("l_threshold", "l-threshold")):
             if key in opts:
@@ -435,6 +467,13 @@ def main(argv=None) -> int:
     if cmd["op"] == "help":
         sys.stdout.write(USAGE)
         return 0
+    if cmd["op"] == "restore":      # ipvsadm -R: rules on stdin, applied whole or not at all
+        try:
+            commands, lines = rules.parse(sys.stdin.read(), parse)
+        except rules.RulesError as exc:
+            print(f"lbadm: {exc}", file=sys.stderr)
+            return 2
+        cmd = {"op": "batch", "commands": commands, "lines": lines}
     try:
         reply = request(path, cmd)
     except Unreachable as exc:

@@ -369,6 +369,8 @@ class Config:
         if cmd.get("connections"):
             conns = self.stats.conns() if self.stats is not None else []
             return listings.format_conns(conns)
+        if cmd.get("save"):
+            return listings.format_rules(self.services)
         services = self._named(cmd)
         if cmd.get("stats"):
             return listings.format_stats(services, exact=bool(cmd.get("exact")))

@@ -17,7 +17,7 @@ import threading
 import time
 
 from lb._forward import Forwarder
-from lb.director import nft
+from lb.director import cli, nft, rules
 from lb.director.cli import DEFAULT_SOCKET
 from lb.director.director import Director
 from lb.director.netlink import Netlink
@@ -54,7 +54,8 @@ class Lbd:
     thread, routes and neighbours kept current by a refresh thread."""
 
     def __init__(self, ifnames: list[str], max_conns: int = 1 << 20,
-                 lport_range: tuple[int, int] = (1025, 65535), toa: str = "syn"):
+                 lport_range: tuple[int, int] = (1025, 65535), toa: str = "syn",
+                 config_file: str | None = None):
         os.makedirs("/run/lbd", mode=0o700, exist_ok=True)
         self.ifnames = ifnames
         self.locks = []
@@ -73,13 +74,28 @@ class Lbd:
         self.local_addrs = sorted({a for i in self.ifaces for a in i.addrs})
         self.fwd.set_toa(syn=toa in ("syn", "both"), ack=toa in ("ack", "both"))
         self.ingress = nft.Ingress(ifnames)
-        self.director = Director(self.fwd, self.ingress, lport_range, resolve=self._resolve_now)
+        reload_source = (lambda: rules.read(config_file, cli.parse)) if config_file else None
+        self.director = Director(self.fwd, self.ingress, lport_range, resolve=self._resolve_now,
+                                 reload_source=reload_source)
+        self.config_file = config_file
         self.fwd.scheduler_cb = self.director.schedule
         self.stopping = threading.Event()
         self.threads: list[threading.Thread] = []
 
     def apply(self, cmd: dict) -> dict:
         return self.director.apply(cmd)
+
+    def reload(self) -> None:
+        """SIGHUP: re-read --config and apply the difference; a bad file changes nothing."""
+        if not self.config_file:
+            log.warning("SIGHUP: started without --config, nothing to reload")
+            return
+        reply = self.director.apply({"op": "reload"})
+        if reply["rc"]:
+            log.error("reload of %s refused, configuration unchanged: %s", self.config_file,
+                      reply["err"].strip().removeprefix("lbadm: "))
+        else:
+            log.info("reloaded %s", self.config_file)
 
     def _resolve_now(self, hops, timeout: float = 1.0) -> None:
         # A server is usable when lbadm returns: resolve its next hop's MAC now (bounded), rather
@@ -145,8 +161,16 @@ class Lbd:
             nl.close()
         # Gateways too: the first reply to a client must not wait for ARP.
         self._resolve_now([(ip, s) for ip, s, mac in self.fwd.neighbours() if mac is None])
+        if nft.exists(self.ingress.table):
+            log.warning("replacing nftables table %s, left behind by an lbd that died",
+                        self.ingress.table)
         self.ingress.install(self.local_addrs)
         self.director.reconcile()
+        if self.config_file:
+            reply = self.director.apply({"op": "reload"})
+            if reply["rc"]:
+                raise StartupError(reply["err"].strip().removeprefix("lbadm: "))
+            log.info("configuration loaded from %s", self.config_file)
         for slot in range(len(self.ifaces)):
             self.fwd.open(slot)
         self.threads = [threading.Thread(target=self._packet_thread, args=(cpu,), name="fastpath"),
@@ -205,6 +229,8 @@ async def serve(daemon: Lbd, path: str) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    # systemctl reload sends SIGHUP: reload in a worker, as a command from lbadm would run.
+    loop.add_signal_handler(signal.SIGHUP, lambda: loop.run_in_executor(None, daemon.reload))
     log.info("serving %s on %s", ", ".join(daemon.ifnames), path)
     try:
         async with server:
@@ -237,6 +263,9 @@ def main(argv=None) -> int:
                    help="ports each FULLNAT local address (and ENAT VIP) lends to connections")
     p.add_argument("--toa", choices=("syn", "ack", "both"), default="syn",
                    help="where FULLNAT/ENAT put the client address option")
+    p.add_argument("--config", metavar="FILE",
+                   help="ipvsadm rules (lbadm -S output) to load at start and on SIGHUP / "
+                        "lbadm --reload; a file with an error is refused whole")
     p.add_argument("-v", "--verbose", action="store_true")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
@@ -254,7 +283,7 @@ def main(argv=None) -> int:
               file=sys.stderr)
         return 2
     try:
-        daemon = Lbd(args.interface, args.max_conns, lport_range, args.toa)
+        daemon = Lbd(args.interface, args.max_conns, lport_range, args.toa, args.config)
     except (StartupError, OSError) as e:
         print(f"lbd: {e}", file=sys.stderr)
         return 1

@@ -18,6 +18,7 @@ from lb.director.config import Config, ConfigError
 from lb.director.fastpath import LIMITS
 from lb.director.model import Flow
 from lb.director.nft import NftError
+from lb.director.rules import RulesError
 
 log = logging.getLogger("lbd")
 # Commands that change nothing the fast path or nftables hold (-Z writes the counters itself).
@@ -25,12 +26,14 @@ READ_ONLY = {"list", "get_laddr", "zero", "help"}
 
 
 class Director:
-    def __init__(self, fastpath, ingress, lport_range=(1025, 65535), limits=None, resolve=None):
+    def __init__(self, fastpath, ingress, lport_range=(1025, 65535), limits=None, resolve=None,
+                 reload_source=None):
         self.fastpath = fastpath
         self.ingress = ingress
         self.lport_range = lport_range
         self.limits = dict(limits or LIMITS)
         self.resolve = resolve or (lambda hops: None)   # next hops to resolve now (lbd: netlink)
+        self.reload_source = reload_source   # -> the batch that `lbadm --reload` applies
         self.config = Config(stats=fastpath)
         self.config.laddr_used = self._laddr_used
         self.applied = reconcile.Applied()
@@ -43,7 +46,7 @@ class Director:
         with self.lock:
             try:
                 out = self._apply(cmd)
-            except (ConfigError, reconcile.LimitError) as e:
+            except (ConfigError, reconcile.LimitError, RulesError) as e:
                 return {"rc": 1, "out": "", "err": f"lbadm: {e}\n"}
             except NftError as e:
                 return {"rc": 1, "out": "", "err": f"lbd: {e}\n"}
@@ -54,17 +57,42 @@ class Director:
     def _apply(self, cmd: dict) -> str:
         if not isinstance(cmd, dict) or cmd.get("op") in READ_ONLY:
             return self.config.apply(cmd)
+        if cmd.get("op") == "reload":
+            if self.reload_source is None:
+                raise ConfigError("lbd was started without --config: there is nothing to reload")
+            cmd = self.reload_source()                        # RulesError: nothing changed
+        commands = _batch(cmd) if cmd.get("op") == "batch" else [(cmd, None)]
         trial = self.config.copy()
-        trial.apply(cmd)                                      # ConfigError: nothing changed
+        for one, line in commands:                            # ConfigError: nothing changed
+            try:
+                trial.apply(one)
+            except ConfigError as e:
+                if line is None:
+                    raise
+                where = f"{cmd['source']}: line {line}" if cmd.get("source") else f"line {line}"
+                raise ConfigError(f"{where}: {e}") from None
         want = reconcile.desired(trial, self.expanded)
         plan = reconcile.plan(self.applied, want, self.limits,
                               holds=self._holds, lent=self.fastpath.laddr_used)
         reconcile.execute(plan, self.fastpath, self.ingress, self.lport_range)
-        out = self.config.apply(cmd)                          # as on the copy: it cannot fail
+        before = {svc.key: svc for svc in self.config.services}
+        out = "".join(self.config.apply(one) for one, _ in commands)   # as on the copy
+        if cmd.get("replace"):
+            self._keep_unchanged(before)
         self.applied, self.expanded = plan.after, want.parts
         self._bind()
         self.resolve([hop for hop in map(self.fastpath.want_neighbour, plan.fresh_dests) if hop])
         return out
+
+    def _keep_unchanged(self, before: dict) -> None:
+        # A reload rebuilds the configuration from its file; a service the file did not change
+        # keeps its object, and so its scheduler's state (rr's position, lblc's table), as if
+        # the reload had not touched it.
+        services = self.config.services
+        for i, svc in enumerate(services):
+            old = before.get(svc.key)
+            if old is not None and old.same_as(svc):
+                services[i] = old
 
     def reconcile(self) -> None:
         """Push the whole configuration once (at start: the timeouts of an empty one)."""
@@ -109,3 +137,17 @@ class Director:
             rs = svc.schedule(Flow(svc.proto, caddr, cport, vaddr, vport)) if svc else None
             picks.append(rs.slot if rs is not None and rs.slot is not None else -1)
         return picks
+
+
+def _batch(cmd: dict) -> list:
+    """[(command, its line in the file)] of a batch (lbadm -R, lbd --config); a replacing
+    batch starts from an empty table."""
+    commands, lines = cmd.get("commands"), cmd.get("lines")
+    if not isinstance(commands, list) or not all(isinstance(c, dict) for c in commands):
+        raise ConfigError("bad batch: expected a list of commands")
+    if any(c.get("op") in ("batch", "reload") for c in commands):
+        raise ConfigError("bad batch: a batch cannot hold another batch")
+    if not isinstance(lines, list) or len(lines) != len(commands):
+        lines = list(range(1, len(commands) + 1))
+    clear = [({"op": "clear"}, None)] if cmd.get("replace") else []
+    return clear + list(zip(commands, lines))

@@ -73,6 +73,55 @@ def format_list(services, numeric: bool = True) -> str:
     return HEADER + TITLE + body
 
 
+# --- ipvsadm -S: the table as rules ------------------------------------------------------
+# ipvsadm.c print_service_entry with FMT_RULE: "-A %s -s %s", " -p %u", " -M %s" unless /32,
+# " -o", " -b " flags; per server "-a %s -r %s %s -w %d", tunnel servers with " --tun-type
+# ipip". Where lbd holds more than ipvsadm prints, the line goes on with lbadm's own options,
+# so that -S then -R gives the same table: a fwmark service's --match keys, FULLNAT local
+# addresses (--add-laddr lines before the servers that need them), --fullnat/--enat servers,
+# and -x/-y thresholds (which ipvsadm 1.31 does not save).
+
+def _rule_service(svc) -> str:
+    if svc.fwmark:
+        return f"-f {svc.fwmark}"
+    return f"{'-t' if svc.proto == 'tcp' else '-u'} {svc.vip}:{svc.port}"
+
+
+def _rule_server(name: str, dest) -> str:
+    mode = modes.get(dest.fwd)
+    flag = mode.lbadm_flags[0] or mode.lbadm_flags[1]
+    line = f"-a {name} -r {dest.addr}:{dest.port} {flag} -w {dest.weight}"
+    if dest.fwd == "tunnel":
+        line += " --tun-type ipip"
+    if dest.u_threshold:
+        line += f" -x {dest.u_threshold}"
+    if dest.l_threshold:
+        line += f" -y {dest.l_threshold}"
+    return line + "\n"
+
+
+def format_rules(services) -> str:
+    out = []
+    for svc in sorted(services, key=_service_key):
+        name = _rule_service(svc)
+        line = f"-A {name} -s {svc.scheduler}"
+        if svc.persistent:
+            line += f" -p {svc.persistent}"
+            if svc.netmask != "255.255.255.255":
+                line += f" -M {svc.netmask}"
+        if svc.onepacket:
+            line += " -o"
+        flags = ",".join(f for names in SCHED_FLAGS.values() for f in names if f in svc.sched_flags)
+        if flags:
+            line += f" -b {flags}"
+        if svc.fwmark:
+            line += " --match " + ",".join(f"{p}:{vip}:{port}" for p, vip, port in svc.match)
+        out.append(line + "\n")
+        out += [f"--add-laddr {name} -z {lip}\n" for lip in svc.laddrs]
+        out += [_rule_server(name, d) for d in sorted(svc.dests, key=lambda d: _addr_key(d.addr, d.port))]
+    return "".join(out)
+
+
 def format_one(service, numeric: bool = True) -> str:
     """`ipvsadm -L -n -t VIP:port`: ipvsadm prints the title but no version header here."""
     return TITLE + format_service(service)

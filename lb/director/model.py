@@ -111,6 +111,15 @@ class Service:
         twin.sched = _NOT_ASKED
         return twin
 
+    def same_as(self, other: Service) -> bool:
+        """Configured alike: the same key, options and servers in the same order."""
+        def servers(svc):
+            return [(d.addr, d.port, d.weight, d.fwd, d.u_threshold, d.l_threshold) for d in svc.dests]
+        return (self.key, self.scheduler, self.sched_flags, self.persistent, self.netmask,
+                self.onepacket, self.match, self.laddrs, servers(self)) == \
+            (other.key, other.scheduler, other.sched_flags, other.persistent, other.netmask,
+             other.onepacket, other.match, other.laddrs, servers(other))
+
     def set_scheduler(self, name: str) -> None:
         """Switch scheduler; a fresh instance starts from the current destinations."""
         self.sched = schedulers.get(name)(self)

@@ -88,6 +88,14 @@ def render_delta(table: str, add, remove) -> str:
     return "\n".join(lines) + "\n" if lines else ""
 
 
+def exists(table: str) -> bool:
+    try:
+        return subprocess.run(["nft", "list", "table", "netdev", table], capture_output=True,
+                              timeout=30).returncode == 0
+    except FileNotFoundError:
+        return False
+
+
 class Ingress:
     """The table of one daemon: created by install(), changed by update(), gone after remove()."""
 
