@@ -40,6 +40,5 @@ class LocalityLeastConnection(LocalityScheduler):
             if en.dest is dest:
                 return dest
             del table.entries[flow.vaddr]
-        if not table.full():
-            table.entries[flow.vaddr] = _Entry(dest, now)
+        table.entries[flow.vaddr] = _Entry(dest, now)   # no size limit: max_size drives expiry
         return dest

@@ -70,7 +70,7 @@ class LocalityReplicated(LocalityScheduler):
         now, en = self.lookup(flow)
         if en is None:
             dest = least_loaded(self.cands, active, inactive)
-            if dest is not None and not self.table.full():
+            if dest is not None:        # ip_vs_lblcr_new has no size limit either
                 self.table.entries[flow.vaddr] = _ServerSet(dest, now)
             return dest
         en.lastuse = now

@@ -39,7 +39,7 @@ class LocalityTable:
         self.next_check = None   # the first check is due a minute after the first decision
 
     def full(self) -> bool:
-        """No new entry once the table holds more than max_size (ip_vs_lblc(r)_new)."""
+        """More entries than max_size: the periodic check drops idle ones (check_expire)."""
         return len(self.entries) > self.max_size
 
     def expire(self, now: float) -> None:
