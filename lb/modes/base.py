@@ -14,6 +14,28 @@ class ForwardingMode:
     lbadm_flags = (None, None)   # (short, long) option of lbadm -a/-e: ("-m", "--masquerading")
     fwd_code = -1       # the fast path's action code
 
+    # What the mode asks of the network and of the real servers, as data: `lb explain` words
+    # it (lb/lab/explain.py) and `lb trace` checks captured frames against it (lb/lab/trace.py).
+    same_segment = False        # the director must reach the real servers on one L2 segment
+    replies_via_director = True  # the replies come back through the director
+    port_mapping = True         # a real server's port may differ from the virtual port
+    rs_sees = "cip"             # the peer the server's socket sees: "cip", "lip" or "vip"
+    toa = False                 # the client's address travels in the SYN's TOA option
+    rs_needs = ()               # what a real server must be given (lb.lab.explain.NEEDS codes)
+    director_needs = ()         # what the director must be given (lb.lab.explain.NEEDS codes)
+    # The fields the director writes, client -> server ("in") and server -> client ("out"),
+    # as {field: what it becomes}: "cip"/"cport" (the client), "vip"/"vport" (the virtual
+    # service), "rip"/"rport" (the chosen server), "lip"/"lport" (a local address and a port
+    # lent from its pool), "dip" (the director's own address), "rs_mac" (the server's MAC),
+    # "ttl-1" (decremented). Any other field the frame carries stays as it was, apart from
+    # what follows from these: MACs of the next hop, checksums, and the IP length and TCP
+    # header length when a TOA is added (kind 254, on the SYN). An outer header ("outer.*")
+    # is added whole. out_by says who rewrites the replies: "director", "agent" (the real
+    # server's agent), or None (the server answers as the VIP itself).
+    rewrites_in: dict = {}
+    rewrites_out: dict = {}
+    out_by = "director"
+
     def ingress_drops(self, service, dest) -> list[tuple]:
         """Traffic of `dest` the fast path owns, which the kernel must not see: elements of the
         director's nftables drop sets, (set name, values) (see lb/director/nft.py)."""

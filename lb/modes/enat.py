@@ -15,3 +15,14 @@ class EnhancedNat(ForwardingMode):
     short = "enat"
     lbadm_flags = (None, "--enat")
     fwd_code = 4
+
+    replies_via_director = False
+    port_mapping = False        # the agent restores the virtual port from the server's own
+    rs_sees = "vip"
+    toa = True
+    rs_needs = ("enat_agent", "rp_filter_loose", "toa_reader", "same_port")
+    director_needs = ("vip_port_pool",)
+    rewrites_in = {"ip.src": "vip", "l4.sport": "lport", "ip.dst": "rip", "l4.dport": "rport",
+                   "ip.ttl": "ttl-1", "tcp.toa": "cip:cport"}
+    rewrites_out = {"ip.src": "vip", "l4.sport": "vport", "ip.dst": "cip", "l4.dport": "cport"}
+    out_by = "agent"

@@ -15,6 +15,15 @@ class FullNat(ForwardingMode):
     lbadm_flags = (None, "--fullnat")
     fwd_code = 3
 
+    rs_sees = "lip"
+    toa = True
+    rs_needs = ("toa_reader",)
+    director_needs = ("laddrs",)
+    rewrites_in = {"ip.src": "lip", "l4.sport": "lport", "ip.dst": "rip", "l4.dport": "rport",
+                   "ip.ttl": "ttl-1", "tcp.toa": "cip:cport"}
+    rewrites_out = {"ip.src": "vip", "l4.sport": "vport", "ip.dst": "cip", "l4.dport": "cport",
+                    "ip.ttl": "ttl-1"}
+
     def ingress_drops(self, service, dest):
         # Replies to a local address are the fast path's; without this the director's kernel
         # would answer them (RST: no socket owns LIP:lport).

@@ -13,6 +13,11 @@ class Masquerade(ForwardingMode):
     lbadm_flags = ("-m", "--masquerading")
     fwd_code = 0
 
+    same_segment = True         # the server's gateway is the director, so it is on its link
+    rs_needs = ("gateway_director", "client_off_subnet")
+    rewrites_in = {"ip.dst": "rip", "l4.dport": "rport", "ip.ttl": "ttl-1"}
+    rewrites_out = {"ip.src": "vip", "l4.sport": "vport", "ip.ttl": "ttl-1"}
+
     def ingress_drops(self, service, dest):
         # Replies from the real server are rewritten by the fast path; the director's own
         # conversations with that server (addressed to a local address) stay the kernel's:

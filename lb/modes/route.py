@@ -13,3 +13,11 @@ class DirectRouting(ForwardingMode):
     short = "dr"
     lbadm_flags = ("-g", "--gatewaying")
     fwd_code = 1
+
+    same_segment = True         # only the MAC changes, so the server must be on the link
+    replies_via_director = False
+    port_mapping = False        # the packet reaches the server as it was sent: same port
+    rs_needs = ("arp_rules", "vip_on_lo", "own_gateway", "same_port")
+    director_needs = ("same_segment",)
+    rewrites_in = {"eth.dst": "rs_mac"}
+    out_by = None

@@ -13,3 +13,10 @@ class Tunnel(ForwardingMode):
     short = "tun"
     lbadm_flags = ("-i", "--ipip")
     fwd_code = 2
+
+    replies_via_director = False
+    port_mapping = False        # the inner packet is the client's, unchanged: same port
+    rs_needs = ("ipip_decap", "vip_on_lo", "arp_rules", "rp_filter_off", "own_gateway", "same_port")
+    director_needs = ("mtu_room",)
+    rewrites_in = {"outer.src": "dip", "outer.dst": "rip"}
+    out_by = None
