@@ -9,6 +9,8 @@ import ipaddress
 
 from lb import schedulers
 from lb.director import listings
+from lb.director.ipvs_errors import (DEST_EXISTS, NO_SCHEDULER, NO_SUCH_DEST, NO_SUCH_SERVICE,
+                                     OUT_OF_RANGE, SERVICE_EXISTS, SERVICE_NOT_DEFINED)
 from lb._forward import DEFAULT_TIMEOUTS as STATE_TIMEOUTS
 from lb.director.model import (DEFAULT_SCHEDULER, ENAT, FULLNAT, FWD_METHODS, FWM, MASQ, OVERLOAD,
                                PROTOCOLS, ROUTE, THRESHOLD_MAX, TUNNEL, RealServer, Service)
@@ -22,7 +24,16 @@ DEFAULT_TIMEOUTS = {name: STATE_TIMEOUTS[state] for name, state in TIMEOUT_STATE
 
 
 class ConfigError(Exception):
-    """A command that cannot be applied; the message is one line for the user."""
+    """A command that cannot be applied; the message is one line for the user. Where the
+    kernel refuses the same command, `ipvsadm` is what ipvsadm 1.31 prints for it (libipvs's
+    ipvs_strerror) and `rc` its exit status: a failed change returns -1 (255), a listing of a
+    service that does not exist exits 1. lbadm prints those for a single command; a rule file
+    (-R, --config) keeps the message, which names what is wrong, with its line number."""
+
+    def __init__(self, message: str, ipvsadm: str | None = None, rc: int = 255):
+        super().__init__(message)
+        self.ipvsadm = ipvsadm
+        self.rc = rc
 
 
 # --- field checks: the daemon gets these dicts over a socket, so trust nothing ----------
@@ -100,7 +111,7 @@ def _scheduler(cmd: dict) -> str:
         schedulers.get(name)
     except (KeyError, TypeError):
         raise ConfigError(f"unknown scheduler {name!r} "
-                          f"(available: {', '.join(schedulers.names())})") from None
+                          f"(available: {', '.join(schedulers.names())})", NO_SCHEDULER) from None
     return name
 
 
@@ -133,9 +144,14 @@ def _weight(cmd: dict) -> int:
 
 
 def _thresholds(cmd: dict) -> tuple:
-    """(-x, -y); absent is 0, as ipvsadm sends them (so -e without -x clears the limit)."""
-    return tuple(_int(cmd, key, 0, THRESHOLD_MAX) if key in cmd else 0
-                 for key in ("u_threshold", "l_threshold"))
+    """(-x, -y); absent is 0, as ipvsadm sends them (so -e without -x clears the limit). The
+    kernel refuses a lower threshold above the upper one, even with no upper one (ERANGE)."""
+    upper, lower = (_int(cmd, key, 0, THRESHOLD_MAX) if key in cmd else 0
+                    for key in ("u_threshold", "l_threshold"))
+    if lower > upper:
+        raise ConfigError(f"the lower threshold (-y {lower}) is above the upper threshold "
+                          f"(-x {upper})", OUT_OF_RANGE)
+    return upper, lower
 
 
 def _sched_flags(cmd: dict, scheduler: str) -> frozenset:
@@ -162,6 +178,7 @@ class Config:
         self.services: list[Service] = []
         self.timeouts = dict(DEFAULT_TIMEOUTS)     # --set tcp tcpfin udp
         self.laddr_used = None    # the daemon's: local address -> its ports lent out now
+        self.rates = None         # the daemon's estimator: key -> rates (lb.director.estimator)
         self.copy_on_write = False
 
     def copy(self) -> Config:
@@ -173,6 +190,7 @@ class Config:
         twin.services = list(self.services)
         twin.timeouts = dict(self.timeouts)
         twin.laddr_used = self.laddr_used
+        twin.rates = self.rates
         twin.copy_on_write = True
         return twin
 
@@ -201,11 +219,12 @@ class Config:
 
     # --- lookups that raise -------------------------------------------------------------
 
-    def _existing_service(self, cmd: dict) -> Service:
+    def _existing_service(self, cmd: dict, ipvsadm: str | None = NO_SUCH_SERVICE,
+                          rc: int = 255) -> Service:
         key = _service_key(cmd)
         svc = self.find_service(*key)
         if svc is None:
-            raise ConfigError(f"no such service {_name(*key)}")
+            raise ConfigError(f"no such service {_name(*key)}", ipvsadm, rc)
         if self.copy_on_write:    # every handler that changes a service finds it here
             i = self.services.index(svc)
             svc = self.services[i] = svc.planning_copy()
@@ -215,7 +234,7 @@ class Config:
         rip, rport = _server_key(cmd, svc.port)
         dest = svc.find_dest(rip, rport)
         if dest is None:
-            raise ConfigError(f"no such real server {rip}:{rport} in service {svc}")
+            raise ConfigError(f"no such real server {rip}:{rport} in service {svc}", NO_SUCH_DEST)
         return dest
 
     # --- services -----------------------------------------------------------------------
@@ -223,7 +242,7 @@ class Config:
     def _add_service(self, cmd: dict) -> str:
         key = _service_key(cmd)
         if self.find_service(*key) is not None:
-            raise ConfigError(f"service {_name(*key)} already exists")
+            raise ConfigError(f"service {_name(*key)} already exists", SERVICE_EXISTS)
         name = _scheduler(cmd)
         flags = _sched_flags(cmd, name)
         persistent, netmask, onepacket = _persistence(cmd, key[0])
@@ -277,10 +296,10 @@ class Config:
         self.timeouts.update({k: v for k, v in new.items() if v})
         return ""
 
-    def _named(self, cmd: dict) -> list:
+    def _named(self, cmd: dict, rc: int = 255) -> list:
         """The one service the command names (-t/-u/-f), or every service when it names none."""
         if "proto" in cmd or "fwmark" in cmd:
-            return [self._existing_service(cmd)]
+            return [self._existing_service(cmd, NO_SUCH_SERVICE, rc)]
         return self.services
 
     def _zero(self, cmd: dict) -> str:
@@ -295,14 +314,15 @@ class Config:
     # --- real servers -------------------------------------------------------------------
 
     def _add_server(self, cmd: dict) -> str:
-        svc = self._existing_service(cmd)
+        svc = self._existing_service(cmd, SERVICE_NOT_DEFINED)
         rip, rport = _server_key(cmd, svc.port)
+        weight, (upper, lower) = _weight(cmd), _thresholds(cmd)   # ip_vs_add_dest's order
         if svc.find_dest(rip, rport) is not None:
-            raise ConfigError(f"real server {rip}:{rport} already exists in service {svc}")
+            raise ConfigError(f"real server {rip}:{rport} already exists in service {svc}",
+                              DEST_EXISTS)
         fwd = _fwd(cmd)
         _same_port(svc, rport, fwd)
         _has_laddr(svc, fwd)
-        weight, (upper, lower) = _weight(cmd), _thresholds(cmd)
         dest = RealServer(rip, rport, weight=weight, fwd=fwd, stats=self.stats,
                           u_threshold=upper, l_threshold=lower)
         svc.dests.append(dest)
@@ -310,9 +330,10 @@ class Config:
         return ""
 
     def _edit_server(self, cmd: dict) -> str:
-        svc = self._existing_service(cmd)
+        svc = self._existing_service(cmd, SERVICE_NOT_DEFINED)
+        weight, (upper, lower) = _weight(cmd), _thresholds(cmd)   # ip_vs_edit_dest's order
         dest = self._existing_dest(svc, cmd)
-        weight, fwd, (upper, lower) = _weight(cmd), _fwd(cmd), _thresholds(cmd)
+        fwd = _fwd(cmd)
         _same_port(svc, dest.port, fwd)
         _has_laddr(svc, fwd)
         if weight:                 # the kernel's last_weight: the latest non-zero weight
@@ -327,7 +348,7 @@ class Config:
         return ""
 
     def _del_server(self, cmd: dict) -> str:
-        svc = self._existing_service(cmd)
+        svc = self._existing_service(cmd, SERVICE_NOT_DEFINED)
         svc.dests.remove(self._existing_dest(svc, cmd))
         svc.dests_changed()
         return ""
@@ -337,7 +358,7 @@ class Config:
     # --- FULLNAT local addresses (DPVS: --add-laddr / --del-laddr / --get-laddr) ----------
 
     def _add_laddr(self, cmd: dict) -> str:
-        svc = self._existing_service(cmd)
+        svc = self._existing_service(cmd, None)
         lip = _ipv4(cmd, "laddr")
         if lip in svc.laddrs:
             raise ConfigError(f"local address {lip} already exists in service {svc}")
@@ -349,7 +370,7 @@ class Config:
         return ""
 
     def _del_laddr(self, cmd: dict) -> str:
-        svc = self._existing_service(cmd)
+        svc = self._existing_service(cmd, None)
         lip = _ipv4(cmd, "laddr")
         if lip not in svc.laddrs:
             raise ConfigError(f"no local address {lip} in service {svc}")
@@ -360,23 +381,39 @@ class Config:
         return ""
 
     def _get_laddr(self, cmd: dict) -> str:
-        return listings.format_laddrs(self._named(cmd), self.laddr_used)
+        return listings.format_laddrs(self._named(cmd, 1), self.laddr_used)
 
     def _list(self, cmd: dict) -> str:
-        numeric = bool(cmd.get("numeric", True))
-        if cmd.get("timeout"):
-            return listings.format_timeout(*(self.timeouts[k] for k in DEFAULT_TIMEOUTS))
+        """ipvsadm's CMD_LIST: -c, else the named service, else --timeout, else --daemon,
+        else the whole table (lbadm has refused the combinations ipvsadm refuses)."""
         if cmd.get("connections"):
             conns = self.stats.conns() if self.stats is not None else []
-            return listings.format_conns(conns)
+            return listings.format_conns(conns, bool(cmd.get("persistent_conn")))
         if cmd.get("save"):
             return listings.format_rules(self.services)
-        services = self._named(cmd)
-        if cmd.get("stats"):
-            return listings.format_stats(services, exact=bool(cmd.get("exact")))
-        if services is not self.services:      # one service named: ipvsadm's -L -t VIP:port
-            return listings.format_one(services[0], numeric)
-        return listings.format_list(services, numeric)
+        services = self._named(cmd, rc=1)          # list_service(): exit(1), not -1
+        fmt = listings.Format.of(cmd)
+        if services is self.services:
+            if cmd.get("timeout"):
+                return listings.format_timeout(*(self.timeouts[k] for k in DEFAULT_TIMEOUTS))
+            if cmd.get("daemon"):
+                return listings.format_daemon()
+            return listings.format_list(services, fmt, self._live(fmt))
+        return listings.format_one(services[0], fmt, self._live(fmt))
+
+    def _live(self, fmt) -> listings.Live:
+        live = listings.Live()
+        if fmt.rate and self.rates is not None:
+            live.rates = self.rates
+        if fmt.persistent_conn and self.stats is not None:
+            # PersistConn is the kernel's dest->persistconns: the persistence templates bound
+            # to the server (ip_vs_bind_dest counts a template there, not in Active/InAct).
+            held: dict = {}
+            for c in self.stats.conns():
+                if c["template"]:
+                    held[c["dest_slot"]] = held.get(c["dest_slot"], 0) + 1
+            live.persist = lambda dest: held.get(dest.slot, 0) if dest.slot is not None else 0
+        return live
 
     _HANDLERS = {
         "add_service": _add_service, "edit_service": _edit_service,

@@ -46,7 +46,11 @@ class Director:
         with self.lock:
             try:
                 out = self._apply(cmd)
-            except (ConfigError, reconcile.LimitError, RulesError) as e:
+            except ConfigError as e:
+                if e.ipvsadm:        # the kernel would refuse it too: as ipvsadm says it
+                    return {"rc": e.rc, "out": "", "err": f"{e.ipvsadm}\n"}
+                return {"rc": 1, "out": "", "err": f"lbadm: {e}\n"}
+            except (reconcile.LimitError, RulesError) as e:
                 return {"rc": 1, "out": "", "err": f"lbadm: {e}\n"}
             except NftError as e:
                 return {"rc": 1, "out": "", "err": f"lbd: {e}\n"}

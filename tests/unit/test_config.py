@@ -247,3 +247,69 @@ def test_fullnat_local_addresses():
         "VIP:VPORT            TOTAL    SNAT_IP              CONFLICTS  CONNS",
         "198.18.0.100:80      1       ",
         "                              198.18.0.4           0          0"]
+
+
+# --- what ipvsadm prints when the kernel refuses the same command --------------------------
+
+@pytest.mark.parametrize("cmd, ipvsadm", [
+    (add_service(), "Service already exists"),
+    (add_service("foo", port=81), "Scheduler or persistence engine not found"),
+    ({"op": "edit_service", **VIP, "scheduler": "lcx"}, "Scheduler or persistence engine not found"),
+    ({"op": "edit_service", **VIP, "port": 81, "scheduler": "lcx"}, "No such service"),   # ESRCH first
+    ({"op": "del_service", **VIP, "port": 81}, "No such service"),
+    ({"op": "zero", **VIP, "port": 81}, "No such service"),
+    ({**server("add_server", rip="198.18.0.13"), "port": 81}, "Service not defined"),
+    ({**server("edit_server"), "port": 81}, "Service not defined"),
+    ({**server("del_server"), "port": 81}, "Service not defined"),
+    (server("add_server", fwd="masq"), "Destination already exists"),
+    (server("edit_server", rip="198.18.0.13", fwd="masq"), "No such destination"),
+    (server("del_server", rip="198.18.0.13"), "No such destination"),
+    # ip_vs_add_dest / ip_vs_edit_dest: ERANGE for -y above -x, even with no -x at all
+    (server("add_server", rip="198.18.0.13", fwd="masq", u_threshold=4, l_threshold=5),
+     "Numerical result out of range"),
+    (server("add_server", rip="198.18.0.13", fwd="masq", l_threshold=5), "Numerical result out of range"),
+    (server("edit_server", fwd="masq", l_threshold=1), "Numerical result out of range"),
+])
+def test_kernel_refusals_carry_ipvsadms_words(cfg, cmd, ipvsadm):
+    before = snapshot(cfg)
+    with pytest.raises(ConfigError) as err:
+        cfg.apply(cmd)
+    assert (err.value.ipvsadm, err.value.rc) == (ipvsadm, 255)
+    assert snapshot(cfg) == before
+
+
+def test_listing_a_missing_service_exits_1_as_ipvsadm(cfg):
+    with pytest.raises(ConfigError) as err:
+        cfg.apply({"op": "list", **VIP, "port": 81})
+    assert (err.value.ipvsadm, err.value.rc) == ("No such service", 1)
+
+
+def test_lbds_own_refusals_have_no_ipvsadm_words(cfg):
+    with pytest.raises(ConfigError) as err:
+        cfg.apply(server("add_server", rip="198.18.0.13", fwd="fullnat"))
+    assert err.value.ipvsadm is None
+
+
+def test_thresholds_and_persistent_conn_listings():
+    class Conns:
+        active = inactive = [0] * 8
+
+        def dest_counters(self, slot):
+            return {"active": 0, "inactive": 0, "conns": 0, "inpkts": 0, "outpkts": 0,
+                    "inbytes": 0, "outbytes": 0}
+
+        def conns(self):
+            tmpl = {"template": True, "dest_slot": 1}
+            return [tmpl, dict(tmpl), {"template": False, "dest_slot": 1}, {"template": True, "dest_slot": 0}]
+
+    c = Config(stats=Conns())
+    c.apply(add_service("rr", persistent=300))
+    c.apply(server("add_server", fwd="masq", u_threshold=9, l_threshold=3))
+    c.apply(server("add_server", rip="198.18.0.12", fwd="masq"))
+    c.services[0].dests[0].slot, c.services[0].dests[1].slot = 0, 1
+    lines = c.apply({"op": "list", "persistent_conn": True}).splitlines()
+    assert lines[4].split() == ["->", "198.18.0.11:80", "1", "1", "0", "0"]   # one template
+    assert lines[5].split() == ["->", "198.18.0.12:80", "1", "2", "0", "0"]   # two templates
+    lines = c.apply({"op": "list", "thresholds": True}).splitlines()
+    assert lines[4].split() == ["->", "198.18.0.11:80", "9", "3", "0", "0"]
+    assert c.apply({"op": "list", "daemon": True}) == ""
