@@ -1,9 +1,11 @@
 """lbadm: ipvsadm-compatible front end that sends one command to lbd over its unix socket.
 
 `parse(argv)` turns ipvsadm arguments into the JSON-able command dict of docs/internals.md;
-`main()` sends it as {"cmd": ...} and prints the reply. Like ipvsadm (popt), options may come
-in any order, short options bundle (-Ln) and take their argument attached or separate
-(-w3, -w 3), long ones as --weight=3 or --weight 3.
+`main()` sends it as {"cmd": ...} and prints the reply. The options and ipvsadm's rules of what
+goes with what are in lb.director.options; the values are read here, in ipvsadm's order. Where
+ipvsadm 1.31 refuses something, lbadm prints ipvsadm's words and exits with its status; where
+lbd refuses what ipvsadm would take, the message starts with "lbadm:" and says why.
+`lbadm top` is the live view (lb.director.top).
 """
 from __future__ import annotations
 
@@ -12,15 +14,19 @@ import json
 import re
 import socket
 import sys
-from typing import NamedTuple
 
-from lb import modes, schedulers
-from lb.director import rules
+from lb import schedulers
+from lb.director import options, rules
+from lb.director.ipvs_errors import NO_SCHEDULER
 from lb.director.model import DEFAULT_SCHEDULER, THRESHOLD_MAX
+from lb.director.options import UsageError, ipvsadm_error
 
 DEFAULT_SOCKET = "/run/lbd/lbd.sock"
 DEFAULT_FWD = "route"      # ipvsadm's default forwarding method is -g (direct routing)
 REPLY_TIMEOUT = 30.0
+MAX_TIMEOUT = 86400 * 31   # ipvsadm.c MAX_TIMEOUT: -p and --set take at most 31 days
+PERSISTENT_TIMEOUT = 300   # IPVS_SVC_PERSISTENT_TIMEOUT: -p without a timeout
+VERSION = "lbadm (lvs-py 0.1.0), speaking ipvsadm v1.31 2019/12/24 to lbd (IPVS v1.2.1)\n"
 
 USAGE = """\
 Usage:
@@ -30,11 +36,13 @@ Usage:
   lbadm -a|-e -t|-u VIP:port -r RIP[:port] [-g|-i|-m|-b|--enat] [-w weight] [-x upper] [-y lower]
   lbadm --add-laddr|--del-laddr -t|-u VIP:port -z LIP;  lbadm --get-laddr [-t|-u VIP:port]
   lbadm -d -t|-u VIP:port -r RIP[:port]
-  lbadm -L|-l [-n] [-t|-u VIP:port|-f mark] [-c] [--stats [--exact]] [--timeout]
+  lbadm -L|-l [-n] [-t|-u VIP:port|-f mark] [-c] [--stats|--rate|--thresholds|--persistent-conn
+              |--tun-info] [--exact] [--nosort] [--timeout] [--daemon]
   lbadm -Z [-t|-u VIP:port|-f mark]
   lbadm --set tcp tcpfin udp
   lbadm -S [-n]                the table as ipvsadm rules;  lbadm -R < FILE  applies rules, all or none
   lbadm --reload               lbd re-reads its --config file and applies the difference
+  lbadm top [--interval S] [--iterations N]   a live view of services, servers, rates, drops
   a service may also be -f mark --match tcp:VIP:port[,...] (the keys that carry the mark)
 Options:
   --tcp-service  -t VIP:port   --udp-service -u VIP:port
@@ -45,7 +53,7 @@ Options:
   --sched-flags  -b flags      sh-fallback,sh-port (with -s sh), mh-fallback,mh-port (-s mh)
   --real-server  -r RIP[:port] port defaults to the virtual port
   --gatewaying   -g            direct routing (ipvsadm's default)
-  --ipip         -i            tunnelling
+  --ipip         -i            tunnelling (--tun-type ipip, the only type)
   --masquerading -m            NAT
   --fullnat      -b            FULLNAT (with -a/-e): source NAT to a local address too, TOA
   --enat                       ENAT: from the VIP, replies by the real server's agent
@@ -53,276 +61,130 @@ Options:
   --u-threshold  -x conns      OVERLOAD the server at this many connections (0: no limit)
   --l-threshold  -y conns      ... until below this many (0: below 3/4 of -x)
   --numeric      -n            numeric output (lbadm never resolves names)
+  --exact        -X            unscaled numbers in --stats and --rate
   --socket PATH                lbd's socket (default %s)
+Not for a userspace director, refused with the reason: --start-daemon/--stop-daemon (connection
+sync), --pe (persistence engines), -6 and IPv6 addresses, --sctp-service, --tun-type gre|gue.
 """ % (" ".join(schedulers.names()), DEFAULT_SOCKET)
 
-
-class UsageError(ValueError):
-    """Bad command line; the message is one line naming the problem."""
+# lbd's refusals of what ipvsadm takes but a userspace IPv4 TCP/UDP director cannot do
+NO_SYNC = ("connection sync (--start-daemon/--stop-daemon) is not supported: lbd has no sync "
+           "daemon, so a backup director cannot take over established connections")
+NO_PE = ("persistence engines (--pe) are not supported: the fast path does not parse SIP "
+         "Call-IDs, the one engine the kernel has")
+NO_IPV6 = "IPv6 is not supported: lbd's fast path and tables are IPv4 only"
+NO_SCTP = "SCTP services are not supported: lbd's fast path forwards TCP and UDP only"
+ZERO_SERVICE_PORT = ("a service on every port of a VIP is not supported (the fast path finds "
+                     "services by protocol, VIP and port): use -f MARK --match tcp:VIP:port,...")
+ZERO_SERVER_PORT = "port 0 (the packet's own port) is only for servers of a firewall-mark service"
+_SCHED_NAME = re.compile(r"[a-z][a-z0-9_]{0,14}\Z")  # kernel IP_VS_SCHEDNAME_MAXLEN is 16
+_NUMBER = re.compile(r"[ \t\n\v\f\r]*[+-]?[0-9]+\Z")  # what strtol(s, &end, 10) takes whole
 
 
 class Unreachable(Exception):
     """lbd could not be asked, or its answer could not be read."""
 
 
-class _Opt(NamedTuple):
-    key: str            # "op" for commands, else the option it sets
-    value: object       # the command name, or the constant a flag stands for
-    takes_arg: object = False   # True, OPTIONAL (-p [timeout]) or a count of arguments (--set)
+# --- values, as ipvsadm reads them ---------------------------------------------------------
+
+def _number(text: str | None, low: int, high: int):
+    """string_to_number(): a whole decimal (strtol: leading blanks, a sign) within range."""
+    if text is None or not _NUMBER.match(text) or not low <= int(text) <= high:
+        return None
+    return int(text)
 
 
-OPTIONAL = "optional"
+def _looks_ipv6(text: str) -> bool:
+    return text.startswith("[") or text.count(":") > 1
 
 
-_TABLE = [  # (short, long, spec)
-    ("-A", "--add-service", _Opt("op", "add_service")),
-    ("-E", "--edit-service", _Opt("op", "edit_service")),
-    ("-D", "--delete-service", _Opt("op", "del_service")),
-    ("-a", "--add-server", _Opt("op", "add_server")),
-    ("-e", "--edit-server", _Opt("op", "edit_server")),
-    ("-d", "--delete-server", _Opt("op", "del_server")),
-    ("-C", "--clear", _Opt("op", "clear")),
-    ("-Z", "--zero", _Opt("op", "zero")),
-    (None, "--set", _Opt("op", "set", 3)),
-    ("-L", "--list", _Opt("op", "list")),
-    ("-S", "--save", _Opt("op", "save")),
-    ("-R", "--restore", _Opt("op", "restore")),
-    (None, "--reload", _Opt("op", "reload")),
-    (None, "--tun-type", _Opt("tun_type", None, True)),
-    ("-l", None, _Opt("op", "list")),
-    ("-h", "--help", _Opt("op", "help")),
-    ("-t", "--tcp-service", _Opt("service", "tcp", True)),
-    ("-u", "--udp-service", _Opt("service", "udp", True)),
-    ("-f", "--fwmark-service", _Opt("service", "fwm", True)),
-    (None, "--match", _Opt("match", None, True)),
-    ("-p", "--persistent", _Opt("persistent", None, OPTIONAL)),
-    ("-M", "--netmask", _Opt("netmask", None, True)),
-    ("-o", "--ops", _Opt("onepacket", True)),
-    ("-s", "--scheduler", _Opt("scheduler", None, True)),
-    ("-r", "--real-server", _Opt("server", None, True)),
-    # -m -g -i --fullnat --enat: each mode's own flags (--fullnat is also -b with -a/-e)
-    *((*modes.get(name).lbadm_flags, _Opt("fwd", name)) for name in modes.names()),
-    (None, "--add-laddr", _Opt("op", "add_laddr")),
-    (None, "--del-laddr", _Opt("op", "del_laddr")),
-    (None, "--get-laddr", _Opt("op", "get_laddr")),
-    ("-z", "--laddr", _Opt("laddr", None, True)),
-    ("-w", "--weight", _Opt("weight", None, True)),
-    ("-x", "--u-threshold", _Opt("u_threshold", None, True)),
-    ("-y", "--l-threshold", _Opt("l_threshold", None, True)),
-    ("-b", "--sched-flags", _Opt("sched_flags", None, True)),
-    ("-n", "--numeric", _Opt("numeric", True)),
-    ("-c", "--connection", _Opt("connections", True)),
-    (None, "--stats", _Opt("stats", True)),
-    (None, "--exact", _Opt("exact", True)),
-    (None, "--timeout", _Opt("timeout", True)),
-    (None, "--socket", _Opt("socket", None, True)),
-]
-_SHORT = {short: spec for short, _, spec in _TABLE if short}
-_LONG = {long: spec for _, long, spec in _TABLE if long}
-
-# op -> (options it needs, options it may take); anything else is refused.
-_SERVICE_OPTS = {"scheduler", "sched_flags", "persistent", "netmask", "onepacket", "match"}
-_ALLOWED = {
-    "add_service": ({"service"}, _SERVICE_OPTS),
-    "edit_service": ({"service"}, _SERVICE_OPTS),
-    "del_service": ({"service"}, set()),
-    "add_server": ({"service", "server"}, {"fwd", "weight", "u_threshold", "l_threshold",
-                                           "tun_type"}),
-    "edit_server": ({"service", "server"}, {"fwd", "weight", "u_threshold", "l_threshold",
-                                            "tun_type"}),
-    "del_server": ({"service", "server"}, set()),
-    "clear": (set(), set()),
-    "zero": (set(), {"service"}),
-    "set": (set(), set()),
-    "list": (set(), {"service", "numeric", "connections", "stats", "exact", "timeout"}),
-    "add_laddr": ({"service", "laddr"}, set()),
-    "del_laddr": ({"service", "laddr"}, set()),
-    "get_laddr": (set(), {"service", "numeric"}),
-    "save": (set(), {"numeric"}),
-    "restore": (set(), set()),
-    "reload": (set(), set()),
-}
-_NEEDS = {"service": "a virtual service: -t|-u VIP:port", "server": "a real server: -r RIP[:port]",
-          "laddr": "a local address: -z LIP"}
-# -b is --sched-flags for services (ipvsadm) and --fullnat for real servers (DPVS).
-_SERVER_OPS = {"-a", "-e", "--add-server", "--edit-server"}
-_FULLNAT_B = _Opt("fwd", "fullnat")
-_SCHED_NAME = re.compile(r"[a-z][a-z0-9_]{0,14}\Z")  # kernel IP_VS_SCHEDNAME_MAXLEN is 16
-
-
-# --- scanning argv ----------------------------------------------------------------------
-
-def _scan(argv):
-    """Yield (flag as typed, spec, argument or None) for every option in argv."""
-    args = list(argv)
-    server_cmd = any(a in _SERVER_OPS or (a[:1] == "-" and a[1:2] in ("a", "e")) for a in args)
-    i = 0
-    while i < len(args):
-        tok = args[i]
-        i += 1
-        if tok.startswith("--"):
-            name, eq, arg = tok.partition("=")
-            spec = _LONG.get(name)
-            if spec is None:
-                raise UsageError(f"unknown option '{name}'")
-            if eq and not spec.takes_arg:
-                raise UsageError(f"option {name} takes no argument")
-            if not eq:
-                arg, i = _take(spec, args, i, name)
-            yield name, spec, (arg if spec.takes_arg else None)
-        elif tok.startswith("-") and len(tok) > 1:
-            for j in range(1, len(tok)):
-                flag = "-" + tok[j]
-                spec = _FULLNAT_B if (flag == "-b" and server_cmd) else _SHORT.get(flag)
-                if spec is None:
-                    raise UsageError(f"unknown option '{flag}'")
-                if spec.takes_arg:
-                    arg = tok[j + 1:]
-                    if not arg:
-                        arg, i = _take(spec, args, i, flag)
-                    yield flag, spec, arg
-                    break
-                yield flag, spec, None
-        else:
-            raise UsageError(f"unexpected argument '{tok}'")
-
-
-def _take(spec, args, i, flag):
-    """The argument(s) of an option given apart from it (-w 3, --set 900 120 300, -p [600])."""
-    if spec.takes_arg == OPTIONAL:
-        if i < len(args) and args[i].isdigit():
-            return args[i], i + 1
-        return None, i
-    if spec.takes_arg is True:
-        return _next_arg(args, i, flag)
-    if i + spec.takes_arg > len(args):
-        raise UsageError(f"option {flag} needs {spec.takes_arg} arguments")
-    return args[i:i + spec.takes_arg], i + spec.takes_arg
-
-
-def _next_arg(args, i, flag):
-    if i >= len(args):
-        raise UsageError(f"option {flag} needs an argument")
-    return args[i], i + 1
-
-
-def _collect(argv):
-    """Split argv into (op, the flag that gave it, {key: (flag, const, arg)})."""
-    op = op_flag = None
-    opts = {}
-    for flag, spec, arg in _scan(argv):
-        if spec.key == "op":
-            if op is not None:
-                raise UsageError(f"two commands given: {op_flag} and {flag} (give one)")
-            op, op_flag = spec.value, flag
-            if arg is not None:
-                opts["op_args"] = (flag, None, arg)
-        elif spec.key in opts:
-            first = opts[spec.key][0]
-            if first == flag:
-                raise UsageError(f"option {flag} given twice (give one)")
-            raise UsageError(f"{first} and {flag} both given (give one)")
-        else:
-            opts[spec.key] = (flag, spec.value, arg)
-    return op, op_flag, opts
-
-
-def _check_allowed(op, op_flag, opts):
-    needed, optional = _ALLOWED[op]
-    optional = optional | {"op_args"}
-    for key in sorted(needed - opts.keys()):
-        raise UsageError(f"{op_flag} needs {_NEEDS[key]}")
-    for key, (flag, _, _) in opts.items():
-        if key not in needed | optional:
-            raise UsageError(f"option {flag} cannot be used with {op_flag}")
-
-
-# --- values -------------------------------------------------------------------------------
-
-def _addr(text: str) -> str:
+def _addr(text: str, ipvsadm: str) -> str:
     try:
         return str(ipaddress.IPv4Address(text))
     except ValueError:
-        raise UsageError(f"bad address '{text}': must be a dotted IPv4 address") from None
+        raise UsageError(f"bad address '{text}': must be a dotted IPv4 address", ipvsadm) from None
 
 
-ZERO_SERVICE_PORT = ("a service on every port of a VIP is not supported (the fast path finds "
-                     "services by protocol, VIP and port): use -f MARK --match tcp:VIP:port,...")
-ZERO_SERVER_PORT = "port 0 (the packet's own port) is only for servers of a firewall-mark service"
+def _port(text: str, where: str, proto: str, ipvsadm: str) -> int:
+    """A port number 0..65535, or a service name from /etc/services (as parse_service)."""
+    number = _number(text, 0, 65535)
+    if number is not None:
+        return number
+    if proto in ("tcp", "udp", "sctp") and re.fullmatch(r"[A-Za-z][A-Za-z0-9._+-]*", text):
+        try:
+            return socket.getservbyname(text, proto)
+        except OSError:
+            pass
+    raise UsageError(f"bad port '{text}' in '{where}': must be a number 1..65535", ipvsadm)
 
 
-def _port(text: str, where: str, zero: str | None = ZERO_SERVICE_PORT) -> int:
-    """A port 1..65535; 0 only where `zero` is None, else refused with `zero` as the reason."""
-    if not (text.isascii() and text.isdigit()) or not 0 <= int(text) <= 65535:
-        raise UsageError(f"bad port '{text}' in '{where}': must be a number 1..65535")
-    if int(text) == 0 and zero is not None:
-        raise UsageError(f"bad port '0' in '{where}': {zero}")
-    return int(text)
+def _address_port(text: str, proto: str, ipvsadm: str) -> tuple:
+    """parse_service(): (IPv4 address, port or None when none was given)."""
+    if _looks_ipv6(text):
+        raise UsageError(NO_IPV6)
+    addr, colon, port = text.rpartition(":") if ":" in text else (text, "", "")
+    if not addr or addr.isdigit():
+        raise UsageError(f"bad address '{addr or text}': must be a dotted IPv4 address", ipvsadm)
+    return _addr(addr, ipvsadm), (_port(port, text, proto, ipvsadm) if colon else None)
 
 
-def _service(flag: str, proto: str, text: str) -> dict:
+def _service(proto: str, text: str) -> dict:
     if proto == "fwm":
-        if not re.fullmatch(r"[0-9]+", text) or not 1 <= int(text) <= 2**32 - 1:
-            raise UsageError(f"bad firewall mark '{text}': must be an integer 1..4294967295")
-        return {"fwmark": int(text)}
-    addr, colon, port = text.partition(":")
-    if not colon:
-        raise UsageError(f"bad service address '{text}' for {flag}: needs a port (VIP:port)")
-    return {"proto": proto, "vip": _addr(addr), "port": _port(port, text)}
+        mark = _number(text, 1, 2**32 - 1)
+        if mark is None:
+            raise UsageError(f"bad firewall mark '{text}': must be an integer 1..4294967295",
+                             f"invalid fwmark value `{text}' specified")
+        return {"fwmark": mark}
+    vip, port = _address_port(text, proto, "illegal virtual server address[:port] specified")
+    return {"proto": proto, "vip": vip, "port": port, "_text": text}
 
 
-def _server(text: str, vport: int, fwd: str | None) -> dict:
-    """-r RIP[:port]; fwd is None for -d, which must name the server exactly as added."""
-    addr, colon, port = text.partition(":")
-    # In a fwmark service (vport 0), port 0 is "the port the packet was sent to".
-    rport = _port(port, text, None if vport == 0 else ZERO_SERVER_PORT) if colon else vport
-    if fwd in ("route", "tunnel", "enat") and rport != vport:
-        # ipvsadm silently forces the virtual port here; a changed port is refused instead, so
-        # that a typo cannot send traffic to a port the real server does not serve.
-        raise UsageError(f"forwarding method {fwd!r} cannot map ports: real server port {rport} "
-                         f"must equal the virtual port {vport}")
-    return {"rip": _addr(addr), "rport": rport}
+def _timeout(text: str, what: str, low: int) -> int:
+    value = _number(text, low, MAX_TIMEOUT)
+    if value is None:
+        raise UsageError(f"bad {what} '{text}': must be a number of seconds {low}..{MAX_TIMEOUT}",
+                         f"invalid timeout value `{text}' specified")
+    return value
 
 
-def _weight(text: str) -> int:
-    if not re.fullmatch(r"-?[0-9]+", text) or not 0 <= int(text) <= 65535:
-        raise UsageError(f"bad weight '{text}': must be an integer 0..65535")
-    return int(text)
+def _netmask(text: str) -> str:
+    try:
+        packed = ipaddress.IPv4Address(text)
+    except ValueError:
+        raise UsageError(f"bad netmask '{text}': must be a netmask such as 255.255.255.0",
+                         "illegal virtual server persistent mask specified") from None
+    try:
+        return str(ipaddress.IPv4Network(f"0.0.0.0/{packed}").netmask)
+    except ValueError:      # ipvsadm takes any mask; lbd's templates need a prefix
+        raise UsageError(f"bad netmask '{text}': must be a contiguous netmask such as "
+                         "255.255.255.0") from None
 
 
-def _threshold(text: str, name: str) -> int:
-    if not re.fullmatch(r"-?[0-9]+", text) or not 0 <= int(text) <= THRESHOLD_MAX:
-        raise UsageError(f"bad {name} '{text}': must be an integer 0..{THRESHOLD_MAX}")
-    return int(text)
+def _bounded(text: str, name: str, high: int, ipvsadm: str) -> int:
+    value = _number(text, 0, high)
+    if value is None:
+        raise UsageError(f"bad {name} '{text}': must be an integer 0..{high}", ipvsadm)
+    return value
 
 
 def _sched_flags(text: str, scheduler: str) -> list:
-    """-b flag[,flag]: ipvsadm refuses unknown flags and flags of another scheduler."""
+    """parse_sched_flags(): every flag known and the chosen scheduler's (default wlc)."""
     given = [flag for flag in text.split(",") if flag]  # empty items skipped, as strtok does
     if not given:
         raise UsageError(f"bad scheduler flags '{text}': expected e.g. sh-fallback,sh-port")
     known = [flag for names in schedulers.SCHED_FLAGS.values() for flag in names]
     mine = schedulers.SCHED_FLAGS.get(scheduler, ())
     for flag in given:
+        if re.fullmatch(r"flag-[123]", flag):
+            raise UsageError(f"scheduler flag '{flag}' is not supported: lbd's schedulers "
+                             f"read only their named flags ({', '.join(known)})")
         if flag not in known:
-            raise UsageError(f"unknown scheduler flag '{flag}' (known: {', '.join(known)})")
+            raise UsageError(f"unknown scheduler flag '{flag}' (known: {', '.join(known)})",
+                             f"invalid scheduler flag `{flag}'")
         if flag not in mine:
             raise UsageError(f"scheduler flag '{flag}' needs -s {flag.split('-')[0]} "
-                             f"(the scheduler is {scheduler})")
+                             f"(the scheduler is {scheduler})", f"incompatible scheduler flag `{flag}'")
     return [flag for flag in mine if flag in given]
-
-
-def _seconds(text: str, what: str, low: int = 0) -> int:
-    if not re.fullmatch(r"[0-9]+", text) or not low <= int(text) <= 2**31 - 1:
-        raise UsageError(f"bad {what} '{text}': must be a number of seconds {low}..{2**31 - 1}")
-    return int(text)
-
-
-def _netmask(text: str) -> str:
-    try:
-        return str(ipaddress.IPv4Network(f"0.0.0.0/{text}").netmask)
-    except ValueError:
-        raise UsageError(f"bad netmask '{text}': must be a contiguous netmask such as 255.255.255.0") from None
 
 
 def _match(text: str) -> list:
@@ -333,86 +195,236 @@ def _match(text: str) -> list:
         proto, _, rest = item.partition(":")
         if proto not in ("tcp", "udp"):
             raise UsageError(f"bad match '{item}': expected tcp:VIP:port or udp:VIP:port")
-        svc = _service("--match", proto, rest)
-        out.append([svc["proto"], svc["vip"], svc["port"]])
+        vip, port = _address_port(rest, proto, None)
+        if not port:
+            raise UsageError(f"bad match '{item}': needs a port 1..65535")
+        out.append([proto, vip, port])
     return out
 
 
 def _scheduler(text: str) -> str:
     if not _SCHED_NAME.match(text):
-        raise UsageError(f"bad scheduler name '{text}': expected a short name such as rr or wrr")
+        # ipvsadm passes any name to the kernel, which has no such scheduler (ENOENT)
+        raise UsageError(f"bad scheduler name '{text}': expected a short name such as rr or wrr",
+                         NO_SCHEDULER, 255)
     return text
 
 
-def _tun_type(text: str, fwd: str) -> None:
-    # ipvsadm 1.31 -S writes "--tun-type ipip" for every tunnel server: IPIP is ours; GRE and
-    # GUE tunnels would need a decapsulator for them on the real servers, which lbd has not.
-    if fwd != "tunnel":
-        raise UsageError("--tun-type only applies to a tunnel (-i) server")
-    if text != "ipip":
-        raise UsageError(f"tunnel type '{text}' is not supported: lbd tunnels are IPIP only")
+# --- reading the options, in ipvsadm's order -------------------------------------------------
+
+# Values ipvsadm reads while it scans (parse_options): refused there, in the order given.
+def _read_values(sc: options.Scanned) -> dict:
+    values = {}
+    for key, (flag, const, arg) in sc.opts.items():
+        if key == "service-address":
+            values["service"] = _service(const, arg)
+        elif key == "ipv6":       # ipvsadm: -6 only after -f (an IPv6 fwmark service)
+            if "fwmark" not in values.get("service", {}):
+                raise UsageError("-6 used before -f", "-6 used before -f\n")
+            raise UsageError(NO_IPV6)
+        elif key == "persistent":
+            values["persistent"] = _timeout(arg, "persistence timeout", 1) if arg is not None \
+                else PERSISTENT_TIMEOUT
+        elif key == "netmask":
+            values["netmask"] = _netmask(arg)
+        elif key == "real-server":
+            proto = values.get("service", {}).get("proto", "tcp")
+            values["server"] = _address_port(arg, proto, "illegal real server address[:port] specified")
+        elif key in _BOUNDED:
+            values[key] = _bounded(arg, *_BOUNDED[key])
+        elif key in _DAEMON_VALUES:
+            _DAEMON_VALUES[key](arg)
+        elif key == "tun-type" and arg not in ("ipip", "gue", "gre"):
+            raise UsageError(f"unknown tunnel type '{arg}' (ipvsadm knows ipip, gue, gre)",
+                             "illegal tunnel type specified")
+        elif key == "tun-port" and _number(arg, 1, 65535) is None:
+            raise ipvsadm_error("illegal tunnel port specified")
+    return values
 
 
-def _build(op: str, opts: dict) -> dict:
+_BOUNDED = {"weight": ("weight", 65535, "illegal weight specified"),
+            "u-threshold": ("u-threshold", THRESHOLD_MAX, "illegal u_threshold specified"),
+            "l-threshold": ("l-threshold", THRESHOLD_MAX, "illegal l_threshold specified")}
+
+
+def _range_check(low, high, message):
+    def check(arg):
+        if _number(arg, low, high) is None:
+            raise ipvsadm_error(message)
+    return check
+
+
+def _mcast_group(arg):
+    try:
+        group = ipaddress.ip_address(arg)
+    except ValueError:
+        group = None
+    family = "IPv6" if ":" in arg else "IPv4"
+    if group is None or not group.is_multicast:
+        raise ipvsadm_error(f"invalid {family} mcast-group `{arg}'")
+
+
+_DAEMON_VALUES = {"syncid": _range_check(0, 255, "illegal syncid specified"),
+                  "mcast-port": _range_check(1, 65535, "illegal mcast-port specified"),
+                  "mcast-ttl": _range_check(1, 255, "illegal mcast-ttl specified"),
+                  "sync-maxlen": _range_check(1, 65535 - 20 - 8, "illegal sync-maxlen specified"),
+                  "mcast-group": _mcast_group}
+
+
+def _daemon_state(op: str, arg: str) -> None:
+    if arg not in ("master", "backup"):
+        raise ipvsadm_error("illegal start-daemon parameter specified" if op == "start_daemon"
+                            else "illegal start_daemon specified")
+
+
+def _leftovers(sc: options.Scanned) -> list:
+    """--set's three timeouts from the words left over; any other word is refused."""
+    rest = list(sc.rest)
+    timeouts = []
+    if sc.op == "set":
+        if len(rest) < 3:
+            raise UsageError("--set needs 3 timeouts: tcp tcpfin udp",
+                             "--set option requires 3 timeout values")
+        timeouts = [_timeout(t, f"{what} timeout", 0) for t, what in
+                    zip(rest[:3], ("tcp", "tcpfin", "udp"))]
+        rest = rest[3:]
+    if rest:
+        raise UsageError(f"unexpected argument '{rest[0]}'", f"unexpected argument {rest[0]}")
+    return timeouts
+
+
+# --- what lbd cannot do, and the checks after generic_opt_check --------------------------------
+
+def _refuse_inapplicable(sc: options.Scanned, values: dict) -> None:
+    if sc.op in ("start_daemon", "stop_daemon"):
+        raise UsageError(NO_SYNC)
+    if "pe" in sc.opts:
+        raise UsageError(NO_PE)
+    if values.get("service", {}).get("proto") == "sctp":
+        raise UsageError(NO_SCTP)
+
+
+def _check_service(op: str, values: dict) -> None:
+    svc = values.get("service", {})
+    if "fwmark" in svc or not svc:
+        return
+    if not svc["port"]:
+        if op in ("add_service", "edit_service") and "persistent" not in values:
+            raise ipvsadm_error("Zero port specified for non-persistent service")
+        raise UsageError(f"bad port '0' in '{svc['_text']}': {ZERO_SERVICE_PORT}")
+
+
+def _fwd(sc: options.Scanned) -> str:
+    return sc.opts["forwarding-method"][1] if "forwarding-method" in sc.opts else DEFAULT_FWD
+
+
+def _server(sc: options.Scanned, values: dict) -> dict:
+    """The real server: port defaults to the virtual one; DR/TUN/ENAT cannot change it."""
+    rip, rport = values["server"]
+    svc = values["service"]
+    vport = svc.get("port", 0)            # a fwmark service has none: servers default to 0
+    if rport is None:
+        rport = vport
+    elif rport == 0 and vport != 0:
+        raise UsageError(f"bad port '0' in '{sc.opts['real-server'][2]}': {ZERO_SERVER_PORT}")
+    fwd = _fwd(sc) if sc.op != "del_server" else None
+    if fwd in ("route", "tunnel", "enat") and rport != vport:
+        # ipvsadm silently forces the virtual port here; a changed port is refused instead, so
+        # that a typo cannot send traffic to a port the real server does not serve.
+        raise UsageError(f"forwarding method {fwd!r} cannot map ports: real server port {rport} "
+                         f"must equal the virtual port {vport}")
+    return {"rip": rip, "rport": rport}
+
+
+def _check_tunnel(sc: options.Scanned) -> None:
+    given, fwd = set(sc.opts), _fwd(sc)
+    options.tunnel_fwd_check(given, fwd)
+    tun_type = sc.opts.get("tun-type", (None, None, "ipip"))[2]
+    if tun_type != "ipip":
+        # GRE and GUE tunnels would need a decapsulator for them on the real servers
+        raise UsageError(f"tunnel type '{tun_type}' is not supported: lbd tunnels are IPIP only")
+    options.tunnel_opt_check(given)
+
+
+# --- the command dict ------------------------------------------------------------------------
+
+_LIST_KEYS = {"connection": "connections", "stats": "stats", "rate": "rate", "exact": "exact",
+              "timeout": "timeout", "daemon": "daemon", "thresholds": "thresholds",
+              "persistent-conn": "persistent_conn", "nosort": "nosort", "tun-info": "tun_info"}
+
+
+def _service_fields(values: dict) -> dict:
+    return {k: v for k, v in values.get("service", {}).items() if not k.startswith("_")}
+
+
+def _build(sc: options.Scanned, values: dict, timeouts: list, flags: list | None) -> dict:
+    op, opts = sc.op, sc.opts
     if op == "save":                # ipvsadm -S: the table as rules, always numeric here
         return {"op": "list", "save": True}
-    cmd = {"op": op}
-    if "service" in opts:
-        cmd.update(_service(*opts["service"]))
+    cmd = {"op": op, **_service_fields(values)}
     if op in ("add_service", "edit_service"):
-        given = opts.get("scheduler")
-        cmd["scheduler"] = _scheduler(given[2]) if given else DEFAULT_SCHEDULER
-        if "sched_flags" in opts:
-            cmd["sched_flags"] = _sched_flags(opts["sched_flags"][2], cmd["scheduler"])
-    vport = cmd.get("port", 0)     # a fwmark service has none: servers default to port 0
-    if op == "del_server":
-        cmd.update(_server(opts["server"][2], vport, None))
-    elif "server" in opts:
-        fwd = opts["fwd"][1] if "fwd" in opts else DEFAULT_FWD
-        cmd.update(_server(opts["server"][2], vport, fwd))
-        cmd["fwd"] = fwd
-        if "tun_type" in opts:
-            _tun_type(opts["tun_type"][2], fwd)
-        cmd["weight"] = _weight(opts["weight"][2]) if "weight" in opts else 1
-        for key, name in (("u_threshold", "u-threshold"), ("l_threshold", "l-threshold")):
-            if key in opts:
-                cmd[key] = _threshold(opts[key][2], name)
-    if op in ("add_service", "edit_service"):
-        if "persistent" in opts:
-            given = opts["persistent"][2]
-            cmd["persistent"] = _seconds(given, "persistence timeout", 1) if given else 300
-        if "netmask" in opts:
-            cmd["netmask"] = _netmask(opts["netmask"][2])
-        if "onepacket" in opts:
+        cmd["scheduler"] = values["scheduler"]
+        if flags is not None:
+            cmd["sched_flags"] = flags
+        if "persistent" in values:
+            cmd["persistent"] = values["persistent"]
+        if "netmask" in values:
+            cmd["netmask"] = values["netmask"]
+        if "ops" in opts:
             cmd["onepacket"] = True
         if "match" in opts:
             cmd["match"] = _match(opts["match"][2])
+    if "server" in values:
+        cmd.update(_server(sc, values))
+        if op != "del_server":
+            cmd["fwd"] = _fwd(sc)
+            cmd["weight"] = values.get("weight", 1)
+            for key in ("u-threshold", "l-threshold"):
+                if key in values:
+                    cmd[key.replace("-", "_")] = values[key]
     if op == "set":
-        tcp, tcpfin, udp = opts["op_args"][2]
-        cmd.update(tcp=_seconds(tcp, "tcp timeout"), tcpfin=_seconds(tcpfin, "tcpfin timeout"),
-                   udp=_seconds(udp, "udp timeout"))
+        cmd.update(zip(("tcp", "tcpfin", "udp"), timeouts))
     if op in ("add_laddr", "del_laddr"):
-        cmd["laddr"] = _addr(opts["laddr"][2])
+        cmd["laddr"] = _addr(opts["laddr"][2], None)
     if op == "list":
         cmd["numeric"] = "numeric" in opts
-        for key in ("connections", "stats", "exact", "timeout"):
-            if key in opts:
-                cmd[key] = True
+        cmd.update({key: True for name, key in _LIST_KEYS.items() if name in opts})
     return cmd
 
 
 def parse_with_socket(argv) -> tuple[dict, str]:
     """Like parse(), also returning the socket path chosen with --socket."""
-    op, op_flag, opts = _collect(argv)
-    path = opts.pop("socket", (None, None, DEFAULT_SOCKET))[2]
-    if op == "help":
-        return {"op": "help"}, path
-    if op is None:
-        if opts.keys() - {"numeric"}:
-            raise UsageError("no command given: use one of -A -E -D -a -e -d -C -L")
-        op, op_flag = "list", "-L"  # a bare `ipvsadm` lists the table
-    _check_allowed(op, op_flag, opts)
-    return _build(op, opts), path
+    sc = options.scan(argv)
+    path = sc.opts.pop("socket", (None, None, DEFAULT_SOCKET))[2]
+    if sc.op in ("help", "version"):
+        return {"op": sc.op}, path
+    if sc.op is None:
+        if sc.opts.keys() - {"numeric"} or sc.rest:
+            raise UsageError("no command given: use one of -A -E -D -a -e -d -C -L -S -R -Z",
+                             "Try `lbadm -h' or 'lbadm --help' for more information.", 255)
+        sc = sc._replace(op="list", op_flag="-L")   # a bare `ipvsadm` lists the table
+    values = _read_values(sc)
+    if sc.op in ("start_daemon", "stop_daemon"):
+        _daemon_state(sc.op, sc.op_arg)
+    timeouts = _leftovers(sc)
+    if sc.op in ("add_service", "edit_service"):
+        given = sc.opts.get("scheduler")
+        values["scheduler"] = _scheduler(given[2]) if given else DEFAULT_SCHEDULER
+    flags = None
+    if "sched-flags" in sc.opts:    # ipvsadm checks them against the scheduler named, or wlc
+        named = sc.opts.get("scheduler", (None, None, DEFAULT_SCHEDULER))[2]
+        flags = _sched_flags(sc.opts["sched-flags"][2], named)
+    options.check(sc.op, sc.op_flag, sc.opts)
+    _refuse_inapplicable(sc, values)
+    _check_service(sc.op, values)
+    if sc.op in ("add_service", "edit_service") and "ops" in sc.opts \
+            and values.get("service", {}).get("proto") == "tcp":
+        raise ipvsadm_error("One-Packet Scheduling is only for UDP virtual services")
+    if sc.op in ("add_server", "edit_server"):
+        _check_tunnel(sc)
+    if sc.op == "list":
+        options.list_conflicts(set(sc.opts))
+    return _build(sc, values, timeouts, flags), path
 
 
 def parse(argv) -> dict:
@@ -457,15 +469,25 @@ def _write(stream, text) -> None:
         stream.write(text if text.endswith("\n") else text + "\n")
 
 
+def _usage_error(exc: UsageError) -> int:
+    if exc.ipvsadm is not None:
+        sys.stderr.write(exc.ipvsadm + "\n")        # ipvsadm's fail(): the message, a newline
+        return exc.rc
+    print(f"lbadm: {exc}", file=sys.stderr)
+    return exc.rc
+
+
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["top"]:
+        from lb.director import top             # rich is only needed for the live view
+        return top.main(argv[1:])
     try:
         cmd, path = parse_with_socket(argv)
     except UsageError as exc:
-        print(f"lbadm: {exc}", file=sys.stderr)
-        return 2
-    if cmd["op"] == "help":
-        sys.stdout.write(USAGE)
+        return _usage_error(exc)
+    if cmd["op"] in ("help", "version"):
+        sys.stdout.write(USAGE if cmd["op"] == "help" else VERSION)
         return 0
     if cmd["op"] == "restore":      # ipvsadm -R: rules on stdin, applied whole or not at all
         try:
