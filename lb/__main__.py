@@ -8,15 +8,22 @@
                         [--decap auto|kernel|userspace] [--map-port RPORT:VPORT ...]
     lb realserver teardown [--mode dr|tun|enat|fullnat]
     lb realserver status
+    lb trace MODE|all [--proto tcp|udp|both] [--out DIR] [--all-packets] [--lang en|zh] [--prefix P]
+    lb trace --scheduler NAME [--count N] [--weights 3,2,1] [--lang en|zh]
+    lb explain MODE|all|terms|schedulers [--lang en|zh]
+    lb break SCENARIO|all|list [--out DIR] [--lang en|zh] [--prefix P]
 
-``lb demo``: see :mod:`lb.lab.demo`.
+``lb demo``: see :mod:`lb.lab.demo`; ``lb trace``: :mod:`lb.lab.tracerun` (and
+:mod:`lb.lab.schedwatch` for ``--scheduler``); ``lb explain``: :mod:`lb.lab.explain`;
+``lb break``: :mod:`lb.lab.breakit`.
 """
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 
-from lb.lab.demo import cmd_demo
+from lb.lab.demo import _raise_interrupt, cmd_demo
 from lb.lab.net import LabError
 from lb.lab.topology import Lab, down_all, down_lab, status_all
 
@@ -73,7 +80,55 @@ def parser() -> argparse.ArgumentParser:
                     help="tun: the kernel's ipip device if it exists (auto), or lb.realserver.decap")
     rs.add_argument("--map-port", action="append", metavar="RPORT:VPORT",
                     help="enat: replies from local port RPORT leave as the virtual port VPORT")
+    _learning_parsers(sub)
     return p
+
+
+def _learning_parsers(sub) -> None:
+    """lb trace, lb explain, lb break: the teaching commands (lb/lab/tracerun.py and friends)."""
+    tr = sub.add_parser("trace", help="watch one TCP connection and one UDP exchange cross every hop")
+    tr.add_argument("mode", nargs="?", help="nat, dr, tun, fullnat, enat or all (with --scheduler: the mode, default nat)")
+    tr.add_argument("--proto", default="both", help="tcp, udp or both (default)")
+    tr.add_argument("--out", default="lb-trace", help="directory for the pcaps and diagrams (default ./lb-trace; '' for none)")
+    tr.add_argument("--all-packets", action="store_true", help="show every packet, not only SYN, SYN-ACK, RST, UDP")
+    tr.add_argument("--scheduler", help="instead: watch this scheduler place a burst of new connections")
+    tr.add_argument("--count", type=int, default=12, help="--scheduler: connections in the burst (max 100)")
+    tr.add_argument("--weights", default="3,2,1", help="--scheduler: the real servers' weights")
+    tr.add_argument("--lang", default="en", help="en or zh")
+    tr.add_argument("--prefix")
+    ex = sub.add_parser("explain", help="what a forwarding mode needs and costs, from the mode classes")
+    ex.add_argument("topic", nargs="?", default="all", help="nat, dr, tun, fullnat, enat, all, terms, schedulers")
+    ex.add_argument("--lang", default="en", help="en or zh")
+    br = sub.add_parser("break", help="switch on a classic mistake in the lab, trace the failure, then fix it")
+    br.add_argument("scenario", nargs="?", default="list", help="a scenario name, all, or list")
+    br.add_argument("--out", default="lb-trace", help="directory for the pcaps and diagrams ('' for none)")
+    br.add_argument("--lang", default="en", help="en or zh")
+    br.add_argument("--prefix")
+
+
+def _check_learning_args(a) -> None:
+    from lb.lab.words import LANGS
+    if getattr(a, "lang", "en") not in LANGS:
+        raise LabError(f"unknown language {a.lang!r} (choose {' or '.join(LANGS)})")
+    if a.command == "trace" and a.proto not in ("tcp", "udp", "both"):
+        raise LabError(f"unknown protocol {a.proto!r} (choose tcp, udp or both)")
+    if a.command == "trace" and not a.mode and not a.scheduler:
+        raise LabError("give a mode (nat, dr, tun, fullnat, enat or all) or --scheduler NAME")
+
+
+def _run_learning(a) -> int:
+    _check_learning_args(a)
+    if a.command == "explain":
+        from lb.lab import explain
+        return explain.cmd_explain(a)
+    if a.command == "break":
+        from lb.lab import breakit
+        return breakit.cmd_break(a)
+    if a.scheduler:
+        from lb.lab import schedwatch
+        return schedwatch.cmd_watch(a)
+    from lb.lab import tracerun
+    return tracerun.cmd_trace(a)
 
 
 def main(argv=None) -> int:
@@ -84,9 +139,12 @@ def main(argv=None) -> int:
         from lb.realserver import host as realserver
         return realserver.run(a)
     try:
+        if a.command in ("trace", "explain", "break"):
+            signal.signal(signal.SIGTERM, _raise_interrupt)   # teardown also on `kill <pid>`
+            return _run_learning(a)
         return cmd_lab(a) if a.command == "lab" else cmd_demo(a)
     except LabError as e:
-        print(f"lb: {e}", file=sys.stderr)
+        print(f"lb {a.command}: {e}" if a.command in ("trace", "explain", "break") else f"lb: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("lb: interrupted; lab removed", file=sys.stderr)
