@@ -62,9 +62,10 @@ def shadow_service(name: str, vip: str, rips, weights) -> Service:
     return svc
 
 
-def configure(director: LabDirector, lab: Lab, name: str, mode: str, weights) -> None:
-    """TCP VIP:80 with the scheduler, then each server with its weight (the shadow's order)."""
-    vs = f"{lab.addr['vips'][mode]}:80"
+def configure(director: LabDirector, lab: Lab, name: str, mode: str, weights, vport: int = 80) -> None:
+    """TCP VIP:vport with the scheduler, then each server (port 80) with its weight, in the
+    order the shadow adds them. Another vport than 80 needs a mode that maps ports."""
+    vs = f"{lab.addr['vips'][mode]}:{vport}"
     demo._lbadm(director, "-A", "-t", vs, "-s", name)
     if mode == "fullnat":
         for lip in lab.addr["lips"]:
@@ -108,41 +109,53 @@ def explain_pick(name: str, svc: Service, flow: Flow, labels: dict, state: dict)
     return ""
 
 
-def read_loads(director: LabDirector, vip: str, rips) -> list:
-    """(ActiveConn, InActConn) per real server of TCP VIP:80, from ``lbadm -L -n``."""
+def read_loads(director: LabDirector, vip: str, rips, vport: int = 80) -> list:
+    """(ActiveConn, InActConn) per real server of TCP VIP:vport, from ``lbadm -L -n``."""
     text = demo._lbadm(director, "-L", "-n")
     rows, inside = {}, False
     for line in text.splitlines():
         if not line.startswith("  ->"):
-            inside = line.startswith("TCP") and f" {vip}:80 " in f"{line} "
+            inside = line.startswith("TCP") and f" {vip}:{vport} " in f"{line} "
         elif inside:
             cols = line.split()
             rows[cols[1].rsplit(":", 1)[0]] = (int(cols[4]), int(cols[5]))
     return [rows.get(rip, (0, 0)) for rip in rips]
 
 
-def burst(lab: Lab, director: LabDirector, name: str, mode: str, weights, count: int) -> list:
+def add_clients(lab: Lab) -> None:
+    """EXTRA_CLIENTS on the client's interface (again: no harm); they go with the lab."""
+    with iproute(lab.ns("client")) as ipr:
+        index = ipr.link_lookup(ifname="eth0")[0]
+        have = {a.get_attr("IFA_ADDRESS") for a in ipr.get_addr(index=index)}
+        for address in EXTRA_CLIENTS:
+            if address not in have:
+                ipr.addr("add", index=index, address=address, prefixlen=24)
+
+
+def burst(lab: Lab, director: LabDirector, name: str, mode: str, weights, count: int, vport: int = 80) -> list:
+    """`count` new connections to the mode's VIP:vport, held open until all are made; a Pick each."""
     vip, rips = lab.addr["vips"][mode], lab.addr["rs"]
     labels = dict(zip(rips, lab.rs_names))
+    add_clients(lab)
     svc = shadow_service(name, vip, rips, weights)
     stats = svc.dests[0].stats
     picks, held = [], []
     try:
         for n in range(count):
             client = EXTRA_CLIENTS[n % len(EXTRA_CLIENTS)]
-            loads = read_loads(director, vip, rips)
+            loads = read_loads(director, vip, rips, vport)
             for i, (a, ina) in enumerate(loads):
                 stats.active[i], stats.inactive[i] = a, ina
             s = lab.socket("client", socket.AF_INET, socket.SOCK_STREAM)
             held.append(s)
             s.settimeout(3)
             s.bind((client, 0))
-            flow = Flow("tcp", client, s.getsockname()[1], vip, 80)
+            flow = Flow("tcp", client, s.getsockname()[1], vip, vport)
             state = {"last": getattr(svc.sched, "last", None)}
             dest = svc.schedule(flow)
             picks.append(Pick(n + 1, f"{client}:{flow.cport}", loads, labels.get(dest.addr, "-") if dest else "-",
                               explain_pick(name, svc, flow, labels, state)))
-            s.connect((vip, 80))
+            s.connect((vip, vport))
         for s, pick in zip(held, picks):
             s.sendall(b"GET / HTTP/1.0\r\n\r\n")
             pick.actual = _answer(s).split(" ", 1)[0] or "-"
@@ -215,9 +228,6 @@ def cmd_watch(a) -> int:
             configure(director, lab, a.scheduler, mode, weights)
             if mode in ("dr", "tun", "enat"):
                 lab.setup_realservers(mode, udp_echo=False)
-            with iproute(lab.ns("client")) as ipr:
-                for address in EXTRA_CLIENTS:
-                    ipr.addr("add", index=ipr.link_lookup(ifname="eth0")[0], address=address, prefixlen=24)
             picks = burst(lab, director, a.scheduler, mode, weights, a.count)
     render(Console(), a.scheduler, mode, lab, weights, picks)
     return 0 if all(p.actual != "-" for p in picks) else 1
