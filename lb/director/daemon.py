@@ -1,6 +1,12 @@
 """lbd: the director daemon. It owns the fast path (one AF_PACKET ring per interface, served by
 a packet thread), holds the Director (the configuration and its reconcile with the fast path,
-lb.director.director), and answers lbadm over a Unix socket only root can open."""
+lb.director.director), and answers lbadm over a Unix socket only root can open.
+
+lbd never daemonizes itself: it runs in the foreground, logs to stderr through `logging`, and
+leaves supervising to systemd (deploy/lbd.service: Type=simple, reload by SIGHUP). Every way
+out removes its nftables table: a stop by SIGTERM/SIGINT (also while it is starting), a start
+that fails part-way, and a worker thread that dies (then lbd stops itself and exits 1, so that
+systemd restarts it rather than leave the VIPs' traffic dropped by a table nobody serves)."""
 from __future__ import annotations
 
 import argparse
@@ -17,17 +23,24 @@ import threading
 import time
 
 from lb._forward import Forwarder
-from lb.director import cli, nft, rules
+from lb.director import cli, figures, nft, rules
 from lb.director.cli import DEFAULT_SOCKET
 from lb.director.director import Director
+from lb.director.estimator import Estimator, Sampler
 from lb.director.netlink import Netlink
 
 log = logging.getLogger("lbd")
 REFRESH_SECONDS = 0.2
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 
 class StartupError(Exception):
     """The daemon cannot start; the message is one line for the user."""
+
+
+class Stopping(BaseException):
+    """SIGTERM/SIGINT while lbd is still starting: unwinds the start, then lbd stops cleanly.
+    A BaseException, so that no `except Exception` on the way swallows it."""
 
 
 def _lock_path(ifname: str) -> str:
@@ -55,10 +68,11 @@ class Lbd:
 
     def __init__(self, ifnames: list[str], max_conns: int = 1 << 20,
                  lport_range: tuple[int, int] = (1025, 65535), toa: str = "syn",
-                 config_file: str | None = None):
+                 config_file: str | None = None, metrics: str | None = None):
         os.makedirs("/run/lbd", mode=0o700, exist_ok=True)
         self.ifnames = ifnames
         self.locks = []
+        self.metrics_address, self.metrics = metrics, None
         nl = Netlink()
         try:
             self.ifaces = [nl.interface(n) for n in ifnames]
@@ -66,24 +80,44 @@ class Lbd:
             raise StartupError(str(e)) from None
         finally:
             nl.close()
-        self.locks = [_interface_lock(n) for n in ifnames]
+        try:
+            for n in ifnames:
+                self.locks.append(_interface_lock(n))
+            self._init_fastpath(max_conns, lport_range, toa, config_file)
+        except BaseException:
+            self._release_locks()
+            raise
+
+    def _init_fastpath(self, max_conns, lport_range, toa, config_file) -> None:
         self.fwd = Forwarder(max_conns=max_conns)
         for slot, iface in enumerate(self.ifaces):
             self.fwd.set_interface(slot, iface.index, iface.mac, iface.mtu, iface.source)
         self.ifslots = {iface.index: slot for slot, iface in enumerate(self.ifaces)}
         self.local_addrs = sorted({a for i in self.ifaces for a in i.addrs})
         self.fwd.set_toa(syn=toa in ("syn", "both"), ack=toa in ("ack", "both"))
-        self.ingress = nft.Ingress(ifnames)
+        self.ingress = nft.Ingress(self.ifnames)
         reload_source = (lambda: rules.read(config_file, cli.parse)) if config_file else None
         self.director = Director(self.fwd, self.ingress, lport_range, resolve=self._resolve_now,
                                  reload_source=reload_source)
         self.config_file = config_file
         self.fwd.scheduler_cb = self.director.schedule
+        self.estimator = Estimator()
+        self.director.config.rates = self.estimator.rates     # for lbadm -L --rate
         self.stopping = threading.Event()
         self.threads: list[threading.Thread] = []
+        self.failed: str | None = None        # the worker thread that died, if one did
+        self.on_failure = lambda: None        # serve() sets it: stop the daemon
+        self.stopped = False
 
     def apply(self, cmd: dict) -> dict:
+        if isinstance(cmd, dict) and cmd.get("op") == "figures":   # lbadm top: read only
+            return {"rc": 0, "out": json.dumps(self.figures()), "err": ""}
         return self.director.apply(cmd)
+
+    def figures(self) -> dict:
+        """Every live figure (lb.director.figures): what the metrics and lbadm top show."""
+        return figures.snapshot(list(self.director.config.services), self.fwd,
+                                self.estimator.rates)
 
     def reload(self) -> None:
         """SIGHUP: re-read --config and apply the difference; a bad file changes nothing."""
@@ -123,9 +157,16 @@ class Lbd:
         nl = Netlink()
         asked: dict[tuple, float] = {}
         last_routes = None
+        failing = None
         try:
             while not self.stopping.wait(REFRESH_SECONDS):
-                last_routes = self._refresh(nl, asked, last_routes)
+                try:
+                    last_routes = self._refresh(nl, asked, last_routes)
+                    failing = None
+                except Exception as e:      # noqa: BLE001 -- netlink hiccups: try again
+                    if repr(e) != failing:
+                        log.warning("refreshing routes and neighbours: %s", e)
+                    failing = repr(e)
         finally:
             nl.close()
 
@@ -173,28 +214,71 @@ class Lbd:
             log.info("configuration loaded from %s", self.config_file)
         for slot in range(len(self.ifaces)):
             self.fwd.open(slot)
-        self.threads = [threading.Thread(target=self._packet_thread, args=(cpu,), name="fastpath"),
-                        threading.Thread(target=self._refresh_loop, name="refresh", daemon=True)]
+        sampler = Sampler(self.estimator, lambda: list(self.director.config.services), self.stopping)
+        self.threads = [self._thread("fastpath", self._packet_loop, cpu),
+                        self._thread("refresh", self._refresh_loop),
+                        self._thread("estimator", sampler.run)]
         for t in self.threads:
             t.start()
+        if self.metrics_address:
+            from lb.director.metrics import MetricsServer   # prometheus_client: only if asked
+            try:
+                self.metrics = MetricsServer(self.metrics_address, self.figures)
+            except (OSError, ValueError) as e:
+                raise StartupError(f"--metrics {self.metrics_address}: {e}") from None
 
-    def _packet_thread(self, cpu) -> None:
+    def _thread(self, name: str, target, *args) -> threading.Thread:
+        return threading.Thread(target=self._guarded, args=(name, target, *args), name=name,
+                                daemon=True)
+
+    def _guarded(self, name: str, target, *args) -> None:
+        # A worker that dies leaves lbd unable to do its job (no packets forwarded, or routes
+        # and neighbours going stale) while its table still drops the VIPs' traffic: stop.
+        try:
+            target(*args)
+            if not self.stopping.is_set():
+                raise RuntimeError("returned while lbd was running")
+        except BaseException as e:
+            if self.stopping.is_set():
+                return
+            log.critical("the %s thread died (%s: %s): stopping", name, type(e).__name__, e,
+                         exc_info=not isinstance(e, RuntimeError))
+            self.failed = self.failed or name
+            self.on_failure()
+
+    def _packet_loop(self, cpu) -> None:
         if cpu is not None:
             os.sched_setaffinity(0, {cpu})
         self.fwd.run()
 
     def stop(self) -> None:
+        """Everything start() made, undone; each step whatever the others did, the nftables
+        table always (also one a previous lbd left, if the start failed before replacing it)."""
+        if self.stopped:
+            return
+        self.stopped = True
         self.stopping.set()
+        steps = [("metrics", self._stop_metrics), ("fast path", self._stop_fastpath),
+                 ("nftables table", self.ingress.remove), ("locks", self._release_locks)]
+        for what, step in steps:
+            try:
+                step()
+            except Exception as e:          # noqa: BLE001 -- go on with the rest
+                log.error("stopping: %s: %s", what, e)
+
+    def _stop_metrics(self) -> None:
+        if self.metrics is not None:
+            self.metrics.close()
+
+    def _stop_fastpath(self) -> None:
         self.fwd.stop()
         for t in self.threads:
             t.join(timeout=5)
         counters = self.fwd.counters()
         self.fwd.close()
         log.info("stopped; counters: %s", " ".join(f"{k}={v}" for k, v in counters.items() if v))
-        try:
-            self.ingress.remove()
-        except nft.NftError as e:
-            log.error("%s", e)
+
+    def _release_locks(self) -> None:
         for name, fd in zip(self.ifnames, self.locks):
             with contextlib.suppress(OSError):
                 os.unlink(_lock_path(name))     # still holding it: nobody else owns this file
@@ -202,7 +286,9 @@ class Lbd:
         self.locks = []
 
 
-async def serve(daemon: Lbd, path: str) -> None:
+async def serve(daemon: Lbd, path: str, reload_pending: bool = False,
+                stop_pending=lambda: False) -> None:
+    """Answer lbadm on `path` until SIGTERM/SIGINT, or until a worker thread of `daemon` dies."""
     _claim_socket(path)
 
     async def handle(reader, writer):
@@ -231,11 +317,19 @@ async def serve(daemon: Lbd, path: str) -> None:
         loop.add_signal_handler(sig, stop.set)
     # systemctl reload sends SIGHUP: reload in a worker, as a command from lbadm would run.
     loop.add_signal_handler(signal.SIGHUP, lambda: loop.run_in_executor(None, daemon.reload))
+    daemon.on_failure = lambda: loop.call_soon_threadsafe(stop.set)
+    if daemon.failed or stop_pending():
+        stop.set()
+    if reload_pending:                          # a SIGHUP came while lbd was starting
+        loop.run_in_executor(None, daemon.reload)
     log.info("serving %s on %s", ", ".join(daemon.ifnames), path)
     try:
         async with server:
             await stop.wait()
     finally:
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            loop.remove_signal_handler(sig)
+        _while_stopping()                       # asyncio put the default actions back
         if os.path.exists(path):
             os.unlink(path)
 
@@ -252,8 +346,62 @@ def _claim_socket(path: str) -> None:
         raise StartupError(f"another lbd is already listening on {path}")
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="lbd", description="the lvs-py director daemon")
+class _Signals:
+    """lbd's handling of SIGTERM, SIGINT and SIGHUP outside serve()'s event loop: while it
+    starts, a stop unwinds the start (Stopping) and a reload waits for the start to finish;
+    while it stops, more of them change nothing (the table and the socket must go)."""
+    hup = False
+    stop = False
+
+    @classmethod
+    def starting(cls) -> None:
+        def stop(signum, frame):
+            cls.stop = True     # in case the exception lands where asyncio swallows it
+            raise Stopping(signal.Signals(signum).name)
+
+        def hup(signum, frame):
+            cls.hup = True
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, stop)
+        signal.signal(signal.SIGHUP, hup)
+
+
+def _while_stopping() -> None:
+    def ignore(signum, frame):
+        log.info("%s while stopping: already stopping", signal.Signals(signum).name)
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, ignore)
+
+
+class _Formatter(logging.Formatter):
+    """'lbd: message' ('lbd: warning: message' above info) on a terminal; under systemd
+    (JOURNAL_STREAM set) the syslog priority prefix journald reads, '<4>message'."""
+    PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3,
+                logging.CRITICAL: 2}
+
+    def __init__(self, journal: bool):
+        super().__init__()
+        self.journal = journal
+
+    def format(self, record) -> str:
+        text = super().format(record)
+        if self.journal:
+            return f"<{self.PRIORITY.get(record.levelno, 6)}>{text}"
+        level = "" if record.levelno == logging.INFO else f"{record.levelname.lower()}: "
+        return f"lbd: {level}{text}"
+
+
+def setup_logging(level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_Formatter(journal=bool(os.environ.get("JOURNAL_STREAM"))))
+    log.handlers[:] = [handler]
+    log.setLevel(level.upper())
+    log.propagate = False
+
+
+def _arguments(argv):
+    p = argparse.ArgumentParser(prog="lbd", description="the lvs-py director daemon. It always "
+                                "runs in the foreground (never forks), as systemd wants.")
     p.add_argument("-i", "--interface", action="append", required=True,
                    help="interface to serve (repeat for several)")
     p.add_argument("--socket", default=DEFAULT_SOCKET, help="lbadm's Unix socket")
@@ -266,37 +414,72 @@ def main(argv=None) -> int:
     p.add_argument("--config", metavar="FILE",
                    help="ipvsadm rules (lbadm -S output) to load at start and on SIGHUP / "
                         "lbadm --reload; a file with an error is refused whole")
-    p.add_argument("-v", "--verbose", action="store_true")
-    args = p.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="lbd: %(message)s")
+    p.add_argument("--metrics", metavar="ADDR:PORT",
+                   help="serve Prometheus metrics on http://ADDR:PORT/metrics (off by default)")
+    p.add_argument("--foreground", action="store_true",
+                   help="run in the foreground: accepted for init scripts, lbd always does")
+    p.add_argument("--log-level", choices=LOG_LEVELS, default="info")
+    p.add_argument("-v", "--verbose", action="store_true", help="the same as --log-level debug")
+    return p.parse_args(argv)
+
+
+def _lport_range(text: str) -> tuple[int, int]:
+    low, _, high = text.partition("-")
+    lport_range = (int(low), int(high))
+    if not 1 <= lport_range[0] <= lport_range[1] <= 65535:
+        raise ValueError
+    return lport_range
+
+
+def main(argv=None) -> int:
+    args = _arguments(argv)
+    setup_logging("debug" if args.verbose else args.log_level)
     if os.geteuid() != 0:
         print("lbd: must run as root (AF_PACKET and nftables)", file=sys.stderr)
         return 1
     try:
-        low, _, high = args.lport_range.partition("-")
-        lport_range = (int(low), int(high))
-        if not 1 <= lport_range[0] <= lport_range[1] <= 65535:
-            raise ValueError
+        lport_range = _lport_range(args.lport_range)
     except ValueError:
         print(f"lbd: bad --lport-range {args.lport_range!r}: expected LOW-HIGH within 1-65535",
               file=sys.stderr)
         return 2
+    _Signals.starting()
     try:
-        daemon = Lbd(args.interface, args.max_conns, lport_range, args.toa, args.config)
+        daemon = Lbd(args.interface, args.max_conns, lport_range, args.toa, args.config,
+                     args.metrics)
+    except Stopping as e:
+        log.info("%s while starting: stopped", e)
+        return 0
     except (StartupError, OSError) as e:
         print(f"lbd: {e}", file=sys.stderr)
         return 1
+    return _run(daemon, args)
+
+
+def _run(daemon: Lbd, args) -> int:
+    rc = 0
     try:
         _claim_socket(args.socket)
         daemon.start(args.cpu)
-        asyncio.run(serve(daemon, args.socket))
+        asyncio.run(serve(daemon, args.socket, reload_pending=_Signals.hup,
+                          stop_pending=lambda: _Signals.stop))
+        if daemon.failed:
+            rc = 1
+    except Stopping as e:
+        _while_stopping()
+        log.info("%s while starting: stopping", e)
     except (StartupError, nft.NftError, OSError) as e:
+        _while_stopping()
         print(f"lbd: {e}", file=sys.stderr)
-        return 1
+        rc = 1
+    except Exception:               # noqa: BLE001 -- a bug: say where, and still clean up
+        _while_stopping()
+        log.critical("lbd failed", exc_info=True)
+        rc = 1
     finally:
+        _while_stopping()
         daemon.stop()
-    return 0
+    return rc
 
 
 if __name__ == "__main__":

@@ -1,0 +1,74 @@
+"""lbd's life cycle pieces that need no root: a worker thread that dies stops the daemon, the
+command line (--foreground, --metrics, --log-level) and the log format (terminal, journald)."""
+import logging
+import threading
+
+from lb.director import daemon
+
+
+class Fake:
+    """The parts of Lbd that _guarded() uses."""
+
+    def __init__(self):
+        self.stopping = threading.Event()
+        self.failed = None
+        self.stops = 0
+
+    def on_failure(self):
+        self.stops += 1
+
+
+def crash():
+    raise ValueError("boom")
+
+
+def test_a_worker_that_raises_stops_the_daemon(caplog):
+    lbd = Fake()
+    with caplog.at_level(logging.CRITICAL, logger="lbd"):
+        daemon.Lbd._guarded(lbd, "fastpath", crash)
+    assert (lbd.failed, lbd.stops) == ("fastpath", 1)
+    assert "the fastpath thread died (ValueError: boom): stopping" in caplog.text
+
+
+def test_a_worker_that_returns_while_lbd_runs_stops_it_too():
+    lbd = Fake()
+    daemon.Lbd._guarded(lbd, "refresh", lambda: None)
+    assert (lbd.failed, lbd.stops) == ("refresh", 1)
+
+
+def test_a_worker_ending_because_lbd_stops_is_no_failure():
+    lbd = Fake()
+    lbd.stopping.set()
+    daemon.Lbd._guarded(lbd, "fastpath", crash)
+    daemon.Lbd._guarded(lbd, "estimator", lambda: None)
+    assert (lbd.failed, lbd.stops) == (None, 0)
+
+
+def test_command_line():
+    args = daemon._arguments(["-i", "eth0", "--foreground", "--metrics", "127.0.0.1:9400",
+                              "--log-level", "warning", "--config", "/etc/lbd/rules"])
+    assert (args.interface, args.foreground, args.metrics, args.log_level, args.config) == \
+        (["eth0"], True, "127.0.0.1:9400", "warning", "/etc/lbd/rules")
+    assert daemon._arguments(["-i", "eth0"]).metrics is None       # metrics off by default
+
+
+def record(level, msg):
+    return logging.LogRecord("lbd", level, __file__, 1, msg, (), None)
+
+
+def test_log_format_on_a_terminal_and_under_journald():
+    term, journal = daemon._Formatter(journal=False), daemon._Formatter(journal=True)
+    assert term.format(record(logging.INFO, "serving eth0")) == "lbd: serving eth0"
+    assert term.format(record(logging.WARNING, "stale table")) == "lbd: warning: stale table"
+    assert journal.format(record(logging.ERROR, "nft failed")) == "<3>nft failed"
+    assert journal.format(record(logging.DEBUG, "resolve")) == "<7>resolve"
+
+
+def test_log_level_is_applied():
+    try:
+        daemon.setup_logging("warning")
+        assert daemon.log.level == logging.WARNING and not daemon.log.propagate
+    finally:                            # give the logger back to pytest's capture
+        daemon.log.handlers[:] = []
+        daemon.log.propagate = True
+        daemon.log.setLevel(logging.NOTSET)
