@@ -52,13 +52,6 @@ class Point:
     def linktype(self) -> int:
         return LINKTYPE_RAW if self.kind in ("decap", "agent") else LINKTYPE_ETHERNET
 
-    def describe(self) -> str:
-        what = {"wire": f"what {self.node} sent (receive side of the link)",
-                "host": f"what reached {self.node}",
-                "decap": f"what the decapsulator gave {self.node}'s kernel",
-                "agent": f"what {self.node}'s kernel gave the ENAT agent"}[self.kind]
-        return f"{self.role} {self.ifname}: {what}"
-
     def keeps(self, pkttype: int) -> bool:
         if self.kind == "agent":
             return pkttype == PACKET_OUTGOING     # the kernel sends into the agent's device

@@ -12,6 +12,12 @@ from lb.lab import trace as core
 from lb.lab import words as W
 
 CHANGED = "bold black on yellow"
+
+
+def where(point, lang: str = "en") -> str:
+    """Where a capture point is and what it shows, in words."""
+    return W.say(W.POINT, point.kind, lang, role=point.role, ifname=point.ifname, node=point.node)
+
 ADDED = "bold black on green"
 BAD = "bold red"
 
@@ -81,11 +87,15 @@ def _l4_lines(hop: core.Hop, f: dict) -> list:
     return []
 
 
-def semantic_changes(hop: core.Hop, names: core.Names) -> str:
-    """What changed beyond MACs and checksums, e.g. 'ip.dst 198.18.0.100 (VIP nat) → ...'."""
+def semantic_changes(hop: core.Hop, names: core.Names, keep=()) -> str:
+    """What changed beyond MACs and checksums (unless `keep` names them, as DR's eth.dst),
+    e.g. 'ip.dst 198.18.0.100 (VIP nat) → 198.18.0.11 (RIP rs1)'."""
     parts, outer_added = [], False
     for key, (before, after) in hop.changed.items():
-        if key in core.NOISE:
+        if key in core.NOISE and key not in keep:
+            continue
+        if key.startswith("eth."):
+            parts.append(f"{key} {before} ({names.node(before)}) → {after} ({names.node(after)})")
             continue
         if key.startswith("outer."):
             if before is None and not outer_added:
@@ -122,7 +132,8 @@ def hop_note(i: int, hop: core.Hop, journey: core.Journey, ex, result, lang: str
         notes.append(W.say(W.HOP, "agent_out", lang, changes=semantic_changes(hop, names)))
         notes += _check_lines(journey, ex, mode, "agent", lang)
     elif hop.sender == "director" and prev.receiver == "director":
-        notes.append(W.say(W.HOP, "director", lang, mode=mode.short, changes=semantic_changes(hop, names)))
+        keep = core.expected_rewrite(mode, journey.direction, journey.proto, journey.syn)
+        notes.append(W.say(W.HOP, "director", lang, mode=mode.short, changes=semantic_changes(hop, names, keep)))
         notes += _check_lines(journey, ex, mode, "director", lang)
     elif hop.sender == "router":
         notes.append(W.say(W.HOP, "router", lang))
@@ -162,13 +173,13 @@ def render_journey(console: Console, journey: core.Journey, ex, result, lang: st
     for i, hop in enumerate(journey.hops):
         line = Text(f"  {i + 1:>2}  ", style="bold")
         line.append(f"{hop.sender} → {hop.receiver}", style="bold")
-        line.append(f"   at {hop.point.describe()}", style="dim")
+        line.append(f"   {W.say(W.POINT, 'at', lang)} {where(hop.point, lang)}", style="dim")
         line.append(f"   +{(hop.ts - t0) * 1000:.3f} ms", style="dim")
         console.print(line)
         for layer in layer_lines(hop, result.names):
             console.print(layer, overflow="fold")
         if hop.changed:
-            changed = Text("    changed: ", style="dim")
+            changed = Text(f"    {W.say(W.HOP, 'changed', lang)}: ", style="dim")
             changed.append(" ".join(hop.changed), style="yellow")
             console.print(changed, overflow="fold")
         for note in hop_note(i, hop, journey, ex, result, lang):
@@ -237,7 +248,7 @@ def render_why(console: Console, mode, lang: str) -> None:
 def render_points(console: Console, result, lang: str) -> None:
     console.print(Text(W.say(W.HOP, "where", lang), style="dim"))
     for point in result.points:
-        console.print(Text(f"  {point.name:<20} {point.describe()}", style="dim"))
+        console.print(Text(f"  {point.name:<20} {where(point, lang)}", style="dim"))
     if result.files:
         console.print(Text(W.say(W.HOP, "files", lang), style="dim"))
         for path in result.files:

@@ -298,6 +298,7 @@ HOP = {
     "checksum_bad": {"en": "bad checksum: {fields}", "zh": "校验和错误：{fields}"},
     "copies": {"en": "seen {n} times at {point}: sent again", "zh": "在 {point} 看到 {n} 次：重传"},
     "answered": {"en": "answer", "zh": "应答"},
+    "changed": {"en": "changed", "zh": "变化"},
     "not_director": {"en": "the director never saw it", "zh": "调度器根本没看到它"},
     "nothing": {"en": "nothing was captured for it", "zh": "什么也没抓到"},
     "arp": {"en": "ARP: {asker}, as {own}, asked who has {ip}; heard by {heard}; answered by {answered}",
@@ -400,4 +401,16 @@ BREAK_UI = {
     "still": {"en": "still failing: {what}", "zh": "仍然失败：{what}"},
     "not_seen": {"en": "the failure did not show this time: {what}", "zh": "这次没有出现故障：{what}"},
     "list": {"en": "Scenarios (lb break NAME, or all):", "zh": "场景（lb break 名称，或 all）："},
+}
+
+# Where a capture point is, by its kind (lb.lab.capture.Point.kind).
+POINT = {
+    "wire": {"en": "{role} {ifname}: what {node} sent (receive side of the link)",
+             "zh": "{role} {ifname}：{node} 发出的帧（在链路接收端抓取）"},
+    "host": {"en": "{role} {ifname}: what reached {node}", "zh": "{role} {ifname}：到达 {node} 的帧"},
+    "decap": {"en": "{role} {ifname}: what the decapsulator gave {node}'s kernel",
+              "zh": "{role} {ifname}：解封装程序交给 {node} 内核的包"},
+    "agent": {"en": "{role} {ifname}: what {node}'s kernel gave the ENAT agent",
+              "zh": "{role} {ifname}：{node} 内核交给 ENAT 代理的包"},
+    "at": {"en": "at", "zh": "抓包点"},
 }
