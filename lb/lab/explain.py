@@ -1,4 +1,4 @@
-"""``lb explain MODE|all|terms|schedulers [--lang en|zh]``: what a forwarding mode asks of the
+"""``lb explain MODE|all|terms|arp|schedulers [--lang en|zh]``: what a forwarding mode asks of the
 network and the real servers, and what it costs, told from the mode classes themselves.
 
 Every line comes from an attribute the code uses (lb/modes/*.py): ``same_segment``,
@@ -23,7 +23,7 @@ from lb import modes, schedulers
 from lb.lab import words as W
 
 ORDER = ("nat", "dr", "tun", "fullnat", "enat")
-TOPICS = ("all", "terms", "schedulers")
+TOPICS = ("all", "terms", "arp", "schedulers")
 
 
 def mode_of(short: str):
@@ -63,6 +63,8 @@ def facts(mode, lang: str = "en") -> list:
         (W.say(W.UI, "replies", lang), replies_text(mode, lang)),
         (W.say(W.UI, "port_mapping", lang), yes_no(mode.port_mapping)),
         (W.say(W.UI, "sees", lang), W.say(W.SEES, mode.rs_sees, lang)),
+        (W.say(W.UI, "addresses", lang),
+         W.say(W.UI, "addresses_private" if mode.replies_via_director else "addresses_exposed", lang)),
         (W.say(W.UI, "toa", lang), W.say(W.UI, "toa_yes" if mode.toa else "toa_no", lang)),
         (W.say(W.UI, "in", lang), rewrite_text(mode.rewrites_in, lang)),
         (W.say(W.UI, "out", lang), out_text(mode, lang)),
@@ -124,6 +126,7 @@ def comparison(lang: str = "en") -> Table:
                      for m in ms]),
         ("port_mapping", [yes_no(m.port_mapping) for m in ms]),
         ("sees", [{"cip": "CIP", "lip": "LIP:lport", "vip": "VIP:lport"}[m.rs_sees] for m in ms]),
+        ("addresses", ["private" if m.replies_via_director else "own route out" for m in ms]),
         ("toa", ["TOA" if m.toa else "IP src" for m in ms]),
         ("in", [short_rewrites(m.rewrites_in) for m in ms]),
         ("out", [short_rewrites(m.rewrites_out) if m.out_by else "-" for m in ms]),
@@ -141,6 +144,12 @@ def render_terms(console: Console, lang: str = "en") -> None:
     for term, text in W.TERMS:
         table.add_row(Text(term, style="bold cyan"), text.get(lang, text["en"]))
     console.print(table)
+
+
+def render_arp(console: Console, lang: str = "en") -> None:
+    for title, text in W.ARP.get(lang, W.ARP["en"]):
+        console.print(Text(title, style="cyan"))
+        console.print(Padding(text, (0, 0, 1, 2)))
 
 
 def scheduler_text(name: str, lang: str = "en") -> str:
@@ -166,11 +175,15 @@ def run(topic: str, lang: str = "en", console: Console | None = None) -> int:
         render_terms(console, lang)
     elif topic == "schedulers":
         render_schedulers(console, lang)
+    elif topic == "arp":
+        render_arp(console, lang)
     elif topic == "all":
         render_terms(console, lang)
         console.print(comparison(lang))
         for short in ORDER:
             render_mode(console, short, lang)
+        render_arp(console, lang)
+        render_schedulers(console, lang)
     else:
         render_mode(console, topic, lang)
     return 0

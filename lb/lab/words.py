@@ -202,11 +202,20 @@ UI = {
     "title": {"en": "{mode} — lbadm {flag}, listed \"{listing}\"", "zh": "{mode} —— lbadm {flag}，列表显示为“{listing}”"},
     "same_segment": {"en": "Same L2 segment as the servers", "zh": "是否要求与服务器同一二层网段"},
     "replies": {"en": "Who carries the replies", "zh": "回包由谁转发"},
-    "replies_director": {"en": "the director (both directions pass it)", "zh": "调度器（两个方向都经过它）"},
-    "replies_server": {"en": "the real server, straight to the client (the director sees only requests)",
-                       "zh": "真实服务器直接发给客户端（调度器只看到请求）"},
-    "replies_agent": {"en": "the real server's agent, straight to the client (the director sees only requests)",
-                      "zh": "真实服务器上的代理直接发给客户端（调度器只看到请求）"},
+    "replies_director": {"en": "the director: both directions pass it, so its capacity bounds the cluster",
+                         "zh": "调度器：两个方向都经过它，它的处理能力就是集群的上限"},
+    "replies_server": {"en": "the real server, straight to the client: the director carries only the "
+                             "requests, usually the smaller half",
+                       "zh": "真实服务器直接发给客户端：调度器只转发请求，通常是流量中较小的那部分"},
+    "replies_agent": {"en": "the real server's agent, straight to the client: the director carries only "
+                            "the requests",
+                      "zh": "真实服务器上的代理直接发给客户端：调度器只转发请求"},
+    "addresses": {"en": "The real servers' addresses", "zh": "真实服务器的地址"},
+    "addresses_private": {"en": "may be private: clients only ever talk to the director, and the servers stay hidden",
+                          "zh": "可以是私网地址：客户端只和调度器打交道，服务器对外不可见"},
+    "addresses_exposed": {"en": "must reach the clients themselves (their own route out); their replies leave "
+                                "from them, so they are more exposed",
+                          "zh": "必须自己能到达客户端（有自己的出口路由）；回包从它们直接发出，暴露得更多"},
     "port_mapping": {"en": "Port mapping (RS port ≠ virtual port)", "zh": "端口映射（RS 端口 ≠ 虚拟端口）"},
     "sees": {"en": "The server's socket sees", "zh": "服务器 socket 看到的对端"},
     "in": {"en": "The director writes, client → server", "zh": "调度器改写（客户端 → 服务器）"},
@@ -227,18 +236,55 @@ UI = {
     "toa_no": {"en": "as the packet's source address", "zh": "就是包的源地址"},
 }
 
+# lb explain arp: the two sysctls DR and TUN real servers set, level by level (kernel's ip-sysctl).
+ARP = {
+    "en": [
+        ("ARP in LVS", "The director and, in DR and TUN, every real server hold the VIP. A router that "
+         "wants to send to the VIP asks the segment \"who has VIP?\" and believes an answer; and a host "
+         "also learns from requests: the sender's address and MAC of a request addressed to it, and a "
+         "fresher MAC for any entry it already has. Two sysctls keep the real servers out of both."),
+        ("arp_ignore (answering)", "0 (default): answer for any local address, on any interface. 1: only "
+         "for addresses configured on the interface the request came in on (the VIP on lo stays "
+         "silent on eth0). 2: as 1, and the sender must be in that interface's subnet. 3: not for "
+         "addresses of scope host. 8: never. The larger of conf/all and conf/IF applies."),
+        ("arp_announce (asking)", "0 (default): the sender address of an ARP request may be any local "
+         "address, usually the source of the packet waiting for it, which for a reply is the VIP. "
+         "1: prefer an address of the target's subnet. 2: always the best address of the outgoing "
+         "interface, never one that lives elsewhere (the VIP). The larger of all and IF applies."),
+        ("So", "arp_ignore=1 and arp_announce=2 on every DR/TUN real server, on all and on each "
+         "interface; lb realserver setup does it, lb break dr-arp shows what happens without."),
+    ],
+    "zh": [
+        ("LVS 中的 ARP", "调度器以及 DR、TUN 模式下的每台真实服务器都持有 VIP。路由器要发往 VIP 时，会在网段里问"
+         "“谁是 VIP？”并相信某个回答；而且主机也会从 ARP 请求中学习：发给它的请求里发送方的地址和 MAC，"
+         "以及已有表项的新 MAC。两个 sysctl 让真实服务器置身事外。"),
+        ("arp_ignore（回答）", "0（默认）：任何接口上的任何本机地址都回答。1：只回答配置在收到请求的接口上的地址"
+         "（lo 上的 VIP 在 eth0 上保持沉默）。2：同 1，且请求方须在该接口的子网内。3：不回答 scope host 的地址。"
+         "8：一律不回答。conf/all 与 conf/接口 取较大者。"),
+        ("arp_announce（询问）", "0（默认）：ARP 请求的发送方地址可以是任何本机地址，通常是等待发送的那个包的源地址，"
+         "对回包来说就是 VIP。1：尽量用目标子网内的地址。2：总是用出接口上最合适的地址，绝不用别处的地址（VIP）。"
+         "all 与接口取较大者。"),
+        ("所以", "每台 DR/TUN 真实服务器都在 all 和各接口上设 arp_ignore=1、arp_announce=2；lb realserver setup "
+         "会这样做，lb break dr-arp 演示不这样做的后果。"),
+    ],
+}
+
 INTRO = {
     "en": ("Linux Virtual Server (LVS) is layer-4 load balancing: a director owns a virtual address "
            "(VIP) and spreads the clients' connections over real servers. In Linux it is two parts: "
            "IPVS in the kernel does the forwarding, ipvsadm configures it. This project is the same "
            "idea without the kernel module: lbd forwards in userspace, lbadm speaks ipvsadm. How a "
            "packet reaches the chosen server, and how the reply gets back, is the forwarding mode: "
-           "NAT, DR and TUN come from LVS itself; FULLNAT and ENAT were added later (Alibaba, DPVS)."),
+           "NAT, DR and TUN come from LVS itself; FULLNAT and ENAT were added later (Alibaba, DPVS). "
+           "Roughly, the less of each packet the director touches, the more it carries: DR (one MAC, "
+           "requests only), then TUN (a 20-byte header, requests only), then NAT (address and port, "
+           "both ways), then FULLNAT (both ends, both ways)."),
     "zh": ("LVS（Linux Virtual Server）是四层负载均衡：调度器持有一个虚拟地址（VIP），把客户端的连接分发到"
            "多台真实服务器。在 Linux 里它分两部分：内核里的 IPVS 负责转发，ipvsadm 负责配置。本项目是同样的"
            "思路，但不依赖内核模块：lbd 在用户态转发，lbadm 兼容 ipvsadm 的命令。包如何到达选中的服务器、"
            "回包如何回到客户端，由转发模式决定：NAT、DR、TUN 是 LVS 原生的；FULLNAT 和 ENAT 是后来加的"
-           "（阿里、DPVS）。"),
+           "（阿里、DPVS）。粗略地说，调度器对每个包动得越少，能承载的就越多：DR（改一个 MAC，只管请求）、"
+           "TUN（加 20 字节头，只管请求）、NAT（双向改地址和端口）、FULLNAT（双向改两端）。"),
 }
 
 TERMS = [
