@@ -416,6 +416,10 @@ def _arguments(argv):
                         "lbadm --reload; a file with an error is refused whole")
     p.add_argument("--metrics", metavar="ADDR:PORT",
                    help="serve Prometheus metrics on http://ADDR:PORT/metrics (off by default)")
+    p.add_argument("--cleanup", action="store_true",
+                   help="remove what an lbd on these interfaces left when it was killed (its "
+                        "nftables table, lock and socket), unless one is running; then exit "
+                        "(systemd's ExecStopPost)")
     p.add_argument("--foreground", action="store_true",
                    help="run in the foreground: accepted for init scripts, lbd always does")
     p.add_argument("--log-level", choices=LOG_LEVELS, default="info")
@@ -431,6 +435,37 @@ def _lport_range(text: str) -> tuple[int, int]:
     return lport_range
 
 
+def cleanup(ifnames: list[str], socket_path: str) -> int:
+    """After an lbd that could not clean up (SIGKILL, a crash of the interpreter): its table,
+    lock files and socket. Nothing is touched while an lbd holds one of the interfaces."""
+    os.makedirs("/run/lbd", mode=0o700, exist_ok=True)
+    locks = []
+    try:
+        for name in ifnames:
+            locks.append(_interface_lock(name))
+    except StartupError as e:
+        for fd in locks:
+            os.close(fd)
+        log.info("nothing to clean up: %s", e)
+        return 0
+    try:
+        table = nft.table_name(ifnames)
+        if nft.exists(table):
+            nft.Ingress(ifnames).remove()
+            log.warning("removed nftables table %s, left behind by an lbd that died", table)
+        with contextlib.suppress(StartupError, OSError):
+            _claim_socket(socket_path)          # unlinks it if nobody listens
+    except nft.NftError as e:
+        print(f"lbd: {e}", file=sys.stderr)
+        return 1
+    finally:
+        for name, fd in zip(ifnames, locks):
+            with contextlib.suppress(OSError):
+                os.unlink(_lock_path(name))
+            os.close(fd)
+    return 0
+
+
 def main(argv=None) -> int:
     args = _arguments(argv)
     setup_logging("debug" if args.verbose else args.log_level)
@@ -443,6 +478,8 @@ def main(argv=None) -> int:
         print(f"lbd: bad --lport-range {args.lport_range!r}: expected LOW-HIGH within 1-65535",
               file=sys.stderr)
         return 2
+    if args.cleanup:
+        return cleanup(args.interface, args.socket)
     _Signals.starting()
     try:
         daemon = Lbd(args.interface, args.max_conns, lport_range, args.toa, args.config,

@@ -369,3 +369,22 @@ def test_a_dead_packet_thread_stops_lbd_and_removes_the_table(lab):
     finally:
         if proc.poll() is None:
             lab.stop_process(proc.pid)
+
+
+def test_cleanup_after_an_lbd_that_was_killed(lab):
+    d = LabDirector(lab).start()
+    cleanup = [sys.executable, "-m", "lb.director.daemon", "--cleanup", "-i", lab.director_ifname,
+               "--socket", d.socket]
+    table = nft.table_name([lab.director_ifname])
+    try:
+        r = lab.run("director", cleanup, timeout=30)        # a live lbd: nothing is touched
+        assert r.returncode == 0 and "nothing to clean up" in r.stderr, r.stderr
+        assert table in tables(lab) and ok(d.lbadm("-L", "-n"))
+        os.kill(d.pid, signal.SIGKILL)                      # what no handler can clean up after
+        d.proc.wait(timeout=10)
+        assert table in tables(lab) and os.path.exists(d.socket)
+        r = lab.run("director", cleanup, timeout=30)
+        assert r.returncode == 0 and f"removed nftables table {table}" in r.stderr, r.stderr
+        assert_clean(lab, d)
+    finally:
+        d.stop()
