@@ -141,7 +141,10 @@ def main(argv=None) -> int:
     try:
         if a.command in ("trace", "explain", "break"):
             signal.signal(signal.SIGTERM, _raise_interrupt)   # teardown also on `kill <pid>`
-            return _run_learning(a)
+            try:
+                return _run_learning(a)
+            except OSError as e:     # the machine said no (namespaces, sockets): one line, lab gone
+                raise LabError(f"{e.strerror or e}" + (f": {e.filename}" if e.filename else "")) from None
         return cmd_lab(a) if a.command == "lab" else cmd_demo(a)
     except LabError as e:
         print(f"lb {a.command}: {e}" if a.command in ("trace", "explain", "break") else f"lb: {e}", file=sys.stderr)

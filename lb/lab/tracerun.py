@@ -17,6 +17,7 @@ import contextlib
 import os
 import secrets
 import socket
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -311,7 +312,7 @@ def cmd_trace(a) -> int:
     for session, names in sessions_for(wanted, a.prefix):
         for name in names:
             if name in session.unavailable:
-                console.print(f"lb trace: {name}: the lab cannot run it ({session.unavailable[name]})")
+                print(f"lb trace: {name}: the lab cannot run it ({session.unavailable[name]})", file=sys.stderr)
                 ok = False
                 continue
             result = session.trace(name, protos)
