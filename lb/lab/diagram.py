@@ -78,8 +78,6 @@ def sequence_svg(result, journeys=None, title: str | None = None) -> str:
                       f"(drawn from the capture, {time.strftime('%Y-%m-%d %H:%M:%S')})")
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
            f'font-family="monospace" font-size="11">',
-           # a white halo under every text, so labels stay readable across the lifelines
-           '<style>text { paint-order: stroke; stroke: white; stroke-width: 3px; }</style>',
            '<defs><marker id="arrow" markerWidth="10" markerHeight="8" refX="9" refY="4" orient="auto">'
            '<path d="M0,0 L10,4 L0,8 z" fill="context-stroke"/></marker></defs>',
            f'<rect width="{width}" height="{height}" fill="white"/>',
