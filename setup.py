@@ -1,12 +1,29 @@
 """Builds the Cython fast path (fastpath/_forward.pyx) as lb._forward.
 
+First it writes fastpath/_names.pxi from fastpath/names.py (the C enums of reasons, states,
+verdicts and forwarding methods with their Python names), only when the text changes so that
+an unchanged tree is not rebuilt.
+
 LB_DEBUG=1 builds without optimisation and with Cython's bounds checks, for gdb.
 """
 import os
+import runpy
+from pathlib import Path
 
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 
+FASTPATH = Path(__file__).resolve().parent / "fastpath"
+
+
+def write_names():
+    text = runpy.run_path(str(FASTPATH / "names.py"))["render"]()
+    target = FASTPATH / "_names.pxi"
+    if not target.exists() or target.read_text() != text:
+        target.write_text(text)
+
+
+write_names()
 debug = os.environ.get("LB_DEBUG") == "1"
 ext = Extension(
     "lb._forward",

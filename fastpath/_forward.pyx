@@ -4,7 +4,15 @@
 `Forwarder.process(frame)` runs the core on one frame (no sockets, no root): tests feed it
 scapy-built frames. `Forwarder.run()` is the packet loop: it releases the GIL, reads blocks of
 frames from the RX rings, rewrites them in place and sends them with sendmmsg; it takes the GIL
-once per block, and only when the block holds new flows, to ask the control plane's scheduler.
+once per block, and only when the block holds new flows for the scheduler.
+
+Where things are: this file holds the Forwarder (its control API, counters and listings, and
+thin entry points: sans-IO process()/process_batch()/expire(), the ring's open()/run()/stop()/
+close()); _names.pxi (generated from names.py) the reasons, states, verdicts and forwarding
+codes; tables.pxi the C tables; tcp_state.pxi the IPVS state machine; core.pxi the per-frame
+core; mode_*.pxi the per-mode rewrites; persist.pxi persistence templates; newflow.pxi the
+new-flow batch; ring.pxi the ring loop and its sockets; wire.pxi checksums; lbsys.pxd the C
+declarations.
 """
 import ipaddress
 import os
@@ -19,26 +27,22 @@ from cpython.memoryview cimport PyMemoryView_FromMemory
 from cpython.buffer cimport PyBUF_READ
 from cpython cimport array
 
-cdef extern from *:
-    void __sync_synchronize() nogil
-
+include "_names.pxi"
 include "wire.pxi"
 include "tables.pxi"
+include "tcp_state.pxi"
 include "persist.pxi"
 include "core.pxi"
 include "mode_nat.pxi"
 include "mode_dr.pxi"
 include "mode_tun.pxi"
 include "mode_fullnat.pxi"
+include "newflow.pxi"
+include "ring.pxi"
 
 # The fixed sizes of the fast path's tables, for the control plane that hands out their slots.
 LIMITS = {"services": MAX_SERVICES, "dests": MAX_DESTS, "laddrs": MAX_LADDRS,
           "ifaces": MAX_IFACES, "service_keys": MAX_KEYS}
-
-# IPVS default timeouts in seconds, by ConnState (ip_vs_proto_tcp.c, ip_vs_proto_udp.c).
-DEFAULT_TIMEOUTS = {"NONE": 2, "ESTABLISHED": 900, "SYN_SENT": 120, "SYN_RECV": 60,
-                    "FIN_WAIT": 120, "TIME_WAIT": 120, "CLOSE": 10, "CLOSE_WAIT": 60,
-                    "LAST_ACK": 30, "LISTEN": 120, "SYNACK": 120, "UDP": 300}
 
 
 cdef inline uint64_t now_ms() noexcept nogil:
@@ -60,10 +64,8 @@ cdef class Forwarder:
     control plane; the tables are C arrays guarded by one mutex (see tables.pxi)."""
     cdef FP* fp
     cdef public object scheduler_cb
-    cdef bint stopping
     cdef bint running
-    cdef int capture_n
-    cdef Frame captured[MAX_PENDING]    # process()/process_batch(): what was forwarded, in order
+    cdef Sink captured                  # process()/process_batch(): what was forwarded, in order
     cdef object ring_drops
     cdef readonly object active
     cdef readonly object inactive
@@ -74,6 +76,7 @@ cdef class Forwarder:
             raise MemoryError()
         fp = self.fp
         pthread_mutex_init(&fp.lock, NULL)
+        fp.owner = <void*>self
         fp.seed = int.from_bytes(os.urandom(4), "little")
         fp.max_conns = max(max_conns, 16)
         fp.nbuckets = 16
@@ -115,7 +118,7 @@ cdef class Forwarder:
         free(self.fp)
         self.fp = NULL
 
-    # --- configuration (control plane) -------------------------------------------------------
+    # --- the control API: configuration -----------------------------------------------------------
     cdef inline void _lock(self) noexcept:
         # Never wait for the mutex while holding the GIL: the packet loop may hold the mutex and
         # be waiting for the GIL to run the scheduler.
@@ -323,7 +326,7 @@ cdef class Forwarder:
     def set_timeout(self, state, double seconds):
         self.fp.timeouts[STATE_NAMES.index(state)] = <uint64_t>(seconds * 1000)
 
-    # --- the core on one frame (sans-IO) --------------------------------------------------------
+    # --- the sans-IO entry points: the core on frames given as bytes ------------------------------
     def process(self, frame, now=None, bint partial=False, int rx_if=0):
         """Run the core on one Ethernet frame. Returns (verdict, reason, out) where out is a list
         of (ifslot, bytes) frames to send. A new flow asks scheduler_cb, as the loop does.
@@ -341,14 +344,14 @@ cdef class Forwarder:
         with nogil:
             pthread_mutex_lock(&self.fp.lock)
             self.fp.last_reason = R_NONE
-            self.capture_n = 0
+            self.captured.n = 0
             self.fp.npending = 0
             v = handle(self.fp, &fr, t, &self.fp.pending[0])
             if v == V_NEW:
-                self._queue_pending(fr.f, fr.flen, 0, fr.partial)
-                self._resolve_pending(t, True)
-                v = V_FORWARD if self.capture_n else V_DROP
-                fr = self.captured[0]
+                queue_pending(self.fp, fr.f, fr.flen, 0, fr.partial)
+                resolve_pending(self.fp, t, &self.captured)
+                v = V_FORWARD if self.captured.n else V_DROP
+                fr = self.captured.frames[0]
             pthread_mutex_unlock(&self.fp.lock)
         reason = REASON_NAMES[self.fp.last_reason] if self.fp.last_reason else None
         out = []
@@ -371,7 +374,7 @@ cdef class Forwarder:
         out = []
         self._lock()
         try:
-            self.capture_n = 0
+            self.captured.n = 0
             self.fp.npending = 0
             for b in bufs:
                 memset(&fr, 0, sizeof(Frame))
@@ -381,12 +384,12 @@ cdef class Forwarder:
                 if v == V_FORWARD:
                     out.append((fr.tx_if, bytes(fr.f[fr.out_off:fr.out_off + <int>fr.out_len])))
                 elif v == V_NEW:
-                    self._queue_pending(fr.f, fr.flen, 0, 0)
+                    queue_pending(self.fp, fr.f, fr.flen, 0, 0)
             if self.fp.npending:
                 with nogil:
-                    self._resolve_pending(t, True)
-            for k in range(self.capture_n):
-                fr = self.captured[k]
+                    resolve_pending(self.fp, t, &self.captured)
+            for k in range(self.captured.n):
+                fr = self.captured.frames[k]
                 out.append((fr.tx_if, bytes(fr.f[fr.out_off:fr.out_off + <int>fr.out_len])))
         finally:
             self._unlock()
@@ -400,93 +403,7 @@ cdef class Forwarder:
             sweep(self.fp, t, self.fp.max_conns)
             pthread_mutex_unlock(&self.fp.lock)
 
-    cdef void _queue_pending(self, uint8_t* frame, uint32_t n, int rx_if, int partial) noexcept nogil:
-        cdef Pending* q = &self.fp.pending[self.fp.npending]
-        q.frame = frame
-        q.len = n
-        q.rx_if = rx_if
-        q.partial = partial
-        self.fp.npending += 1
-
-    cdef void _resolve_pending(self, uint64_t now, bint capture) noexcept nogil:
-        # Called with fp.lock held, once per batch: at most one trip into Python for all new
-        # flows. Each flow is scheduled and its connection installed before the next flow is
-        # scheduled, so least-connection schedulers and thresholds see the batch's own picks.
-        cdef FP* fp = self.fp
-        cdef int k, j
-        cdef Pending* q
-        cdef bint ask = False
-        for k in range(fp.npending):
-            q = &fp.pending[k]
-            q.dup_of = -1
-            if not fp.services[q.svc].onepacket:    # -o: every datagram is scheduled on its own
-                for j in range(k):
-                    if (fp.pending[j].caddr == q.caddr and fp.pending[j].cport == q.cport
-                            and fp.pending[j].vaddr == q.vaddr and fp.pending[j].vport == q.vport
-                            and fp.pending[j].proto == q.proto):
-                        q.dup_of = j
-                        break
-            ask = ask or (q.dup_of < 0 and q.dest < 0)
-        if ask:
-            with gil:
-                for k in range(fp.npending):
-                    q = &fp.pending[k]
-                    if q.dup_of < 0 and q.dest < 0:
-                        self._schedule_one(q)
-                    self._resolve_one(q, now, capture)
-        else:
-            for k in range(fp.npending):
-                self._resolve_one(&fp.pending[k], now, capture)
-        fp.npending = 0
-
-    cdef void _resolve_one(self, Pending* q, uint64_t now, bint capture) noexcept nogil:
-        # Install the flow's connection (a duplicate finds its twin's), then run the core again.
-        cdef FP* fp = self.fp
-        cdef int r, v
-        cdef Pending scratch
-        cdef Frame fr
-        if lookup_in(fp, flow_hash(fp, q.proto, q.caddr, q.cport, q.vaddr, q.vport),
-                     q.proto, q.caddr, q.cport, q.vaddr, q.vport) == NULL:
-            r = conn_create(fp, q, now)
-            if r != R_NONE:
-                drop(fp, r)
-                return
-        memset(&fr, 0, sizeof(Frame))
-        fr.f = q.frame
-        fr.flen = q.len
-        fr.partial = q.partial
-        v = handle(fp, &fr, now, &scratch)
-        if v == V_NEW:          # cannot happen once the connection exists; never lose a frame silently
-            drop(fp, R_NO_DEST)
-        if fp.services[q.svc].onepacket:
-            self._forget(q, now)
-        if v == V_FORWARD:
-            if capture:
-                if self.capture_n < MAX_PENDING:
-                    self.captured[self.capture_n] = fr
-                    self.capture_n += 1
-            else:
-                self._tx(fr.tx_if, fr.f + fr.out_off, fr.out_len)
-
-    cdef void _forget(self, Pending* q, uint64_t now) noexcept nogil:
-        # -o one-packet scheduling: the connection existed only to carry this datagram.
-        cdef Conn* c = lookup_in(self.fp, flow_hash(self.fp, q.proto, q.caddr, q.cport, q.vaddr, q.vport),
-                                 q.proto, q.caddr, q.cport, q.vaddr, q.vport)
-        if c != NULL:
-            conn_free(self.fp, c)
-
-    cdef void _schedule_one(self, Pending* q) noexcept:
-        # The control plane's scheduler picks a destination slot for one new flow (-1: none).
-        try:
-            picks = (self.scheduler_cb([(q.svc, q.proto, q.caddr, q.cport, q.vaddr, q.vport)])
-                     if self.scheduler_cb is not None else None)
-            q.dest = -1 if not picks or picks[0] is None else picks[0]
-        except Exception:
-            import traceback
-            traceback.print_exc()
-            q.dest = -1
-
-    # --- counters --------------------------------------------------------------------------------
+    # --- the control API: counters and listings ---------------------------------------------------
     def counters(self):
         fp = self.fp
         out = {name: fp.reasons[i] for i, name in enumerate(REASON_NAMES) if i}
@@ -536,15 +453,15 @@ cdef class Forwarder:
         _check_slot(slot, MAX_DESTS, "destination")
         self._lock()
         d = &self.fp.dests[slot]
-        d.conns = d.inpkts = d.outpkts = d.inbytes = d.outbytes = 0
+        d.conns = d.pkts[DIR_IN] = d.pkts[DIR_OUT] = d.bytes[DIR_IN] = d.bytes[DIR_OUT] = 0
         self._unlock()
 
     def dest_counters(self, int slot):
         _check_slot(slot, MAX_DESTS, "destination")
         d = &self.fp.dests[slot]
         return {"active": self.fp.active[slot], "inactive": self.fp.inactive[slot], "conns": d.conns,
-                "inpkts": d.inpkts, "outpkts": d.outpkts, "inbytes": d.inbytes,
-                "outbytes": d.outbytes}
+                "inpkts": d.pkts[DIR_IN], "outpkts": d.pkts[DIR_OUT],
+                "inbytes": d.bytes[DIR_IN], "outbytes": d.bytes[DIR_OUT]}
 
     def conns(self, now=None):
         """Every live connection as a dict (for listings and tests)."""
@@ -566,186 +483,33 @@ cdef class Forwarder:
                  "local": (_ipstr(r[13]), r[14])} for r in rows]
 
     cdef object _ring_drops(self):
-        cdef tpacket_stats_v3 st
-        cdef socklen_t sl = sizeof(st)
-        for i in range(MAX_IFACES):
-            if self.fp.ifaces[i].fd >= 0:
-                if getsockopt(self.fp.ifaces[i].fd, SOL_PACKET, PACKET_STATISTICS, &st, &sl) == 0:
-                    self.ring_drops += st.tp_drops
+        self.ring_drops += ring_drop_count(self.fp)
         return self.ring_drops
 
-    # --- the AF_PACKET ring loop -------------------------------------------------------------------
+    # --- the ring loop's entry points (ring.pxi) --------------------------------------------------
     def open(self, int slot, uint32_t block_size=1 << 18, uint32_t nblocks=64, uint32_t tov_ms=1):
         """Open a TPACKET_V3 RX ring on interface `slot` (set_interface first). Needs root."""
         _check_slot(slot, MAX_IFACES, "interface")
         cdef Iface* f = &self.fp.ifaces[slot]
         if not f.in_use or f.fd >= 0:
             raise ValueError(f"interface slot {slot} is not configured or already open")
-        cdef int fd = socket(AF_PACKET, SOCK_RAW, 0)
-        if fd < 0:
-            raise OSError(errno, os.strerror(errno))
-        cdef int one = 1, version = TPACKET_V3, reserve = HEADROOM
-        cdef tpacket_req3 req
-        cdef sockaddr_ll sll
-        memset(&req, 0, sizeof(req))
-        req.tp_block_size = block_size
-        req.tp_block_nr = nblocks
-        req.tp_frame_size = 2048
-        req.tp_frame_nr = (block_size // 2048) * nblocks
-        req.tp_retire_blk_tov = tov_ms
-        memset(&sll, 0, sizeof(sll))
-        sll.sll_family = AF_PACKET
-        sll.sll_protocol = htons(ETH_P_ALL)
-        sll.sll_ifindex = f.ifindex
-        cdef void* ring = MAP_FAILED
-        try:
-            _sockopt(fd, PACKET_VERSION, &version, sizeof(int), "PACKET_VERSION")
-            # Headroom before every frame in the ring: TUN grows frames at the front in place.
-            _sockopt(fd, PACKET_RESERVE, &reserve, sizeof(int), "PACKET_RESERVE")
-            _sockopt(fd, PACKET_RX_RING, &req, sizeof(req), "PACKET_RX_RING")
-            ring = mmap(NULL, <size_t>block_size * nblocks, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)
-            if ring == MAP_FAILED:
-                raise OSError(errno, "mmap of the RX ring: " + os.strerror(errno))
-            _sockopt(fd, PACKET_QDISC_BYPASS, &one, sizeof(int), "PACKET_QDISC_BYPASS")
-            _sockopt(fd, PACKET_IGNORE_OUTGOING, &one, sizeof(int), "PACKET_IGNORE_OUTGOING")
-            if bind(fd, <sockaddr*>&sll, sizeof(sll)) < 0:
-                raise OSError(errno, "bind: " + os.strerror(errno))
-        except BaseException:
-            if ring != MAP_FAILED:
-                munmap(ring, <size_t>block_size * nblocks)
-            close(fd)
-            raise
-        f.fd = fd
-        f.ring = <uint8_t*>ring
-        f.ring_size = <size_t>block_size * nblocks
-        f.block_size = block_size
-        f.nblocks = nblocks
-        f.cur_block = 0
-        f.tx.n = 0
+        ring_open(f, block_size, nblocks, tov_ms)
 
     def close(self):
-        for i in range(MAX_IFACES):
-            f = &self.fp.ifaces[i]
-            if f.fd >= 0:
-                munmap(f.ring, f.ring_size)
-                close(f.fd)
-                f.fd = -1
+        ring_close(self.fp)
 
     def stop(self):
-        self.stopping = True
+        self.fp.stopping = 1
 
     def run(self):
         """The packet loop; returns after stop(). Call it from a thread of its own."""
-        self.stopping = False
+        self.fp.stopping = 0
         self.running = True
         try:
             with nogil:
-                self._loop()
+                ring_loop(self.fp)
         finally:
             self.running = False
-
-    cdef void _loop(self) noexcept nogil:
-        cdef pollfd pfds[MAX_IFACES]
-        cdef int nfds = 0, i, busy
-        cdef Iface* f
-        cdef tpacket_block_desc* blk
-        for i in range(MAX_IFACES):
-            if self.fp.ifaces[i].fd >= 0:
-                pfds[nfds].fd = self.fp.ifaces[i].fd
-                pfds[nfds].events = POLLIN
-                pfds[nfds].revents = 0
-                nfds += 1
-        while not self.stopping:
-            busy = 0
-            for i in range(MAX_IFACES):
-                f = &self.fp.ifaces[i]
-                if f.fd < 0:
-                    continue
-                blk = <tpacket_block_desc*>(f.ring + <size_t>f.cur_block * f.block_size)
-                if blk.hdr.bh1.block_status & TP_STATUS_USER:
-                    self._block(i, blk)
-                    busy = 1
-            if not busy and poll(pfds, nfds, 100) == 0:
-                # Idle for 100 ms: a larger step of the expiry sweep than busy blocks take.
-                pthread_mutex_lock(&self.fp.lock)
-                sweep(self.fp, now_ms(), (self.fp.max_conns >> 3) + 1)     # all of it in < 1 s
-                pthread_mutex_unlock(&self.fp.lock)
-
-    cdef void _block(self, int i, tpacket_block_desc* blk) noexcept nogil:
-        cdef FP* fp = self.fp
-        cdef Iface* f = &fp.ifaces[i]
-        cdef uint32_t k, npkts = blk.hdr.bh1.num_pkts
-        cdef tpacket3_hdr* h = <tpacket3_hdr*>(<uint8_t*>blk + blk.hdr.bh1.offset_to_first_pkt)
-        cdef uint8_t* frame
-        cdef int v, partial
-        cdef Frame fr
-        cdef uint64_t now
-        pthread_mutex_lock(&fp.lock)
-        now = now_ms()
-        fp.npending = 0
-        for k in range(npkts):
-            frame = <uint8_t*>h + h.tp_mac
-            fp.rx_frames += 1
-            if h.tp_snaplen < h.tp_len:
-                fp.reasons[R_TRUNCATED] += 1
-            else:
-                partial = 1 if h.tp_status & TP_STATUS_CSUMNOTREADY else 0
-                fr.f = frame
-                fr.flen = h.tp_snaplen
-                fr.partial = partial
-                fr.rx_if = i
-                v = handle(fp, &fr, now, &fp.pending[fp.npending])
-                if v == V_FORWARD:
-                    self._tx(fr.tx_if, frame + fr.out_off, fr.out_len)
-                elif v == V_NEW:
-                    self._queue_pending(frame, h.tp_snaplen, i, partial)
-                    if fp.npending == MAX_PENDING:
-                        self._resolve_pending(now, False)
-            h = <tpacket3_hdr*>(<uint8_t*>h + h.tp_next_offset)
-        if fp.npending:
-            self._resolve_pending(now, False)
-        for k in range(MAX_IFACES):
-            if fp.ifaces[k].tx.n:
-                self._flush(k)
-        sweep(fp, now, (fp.max_conns >> 10) + 64)      # the whole table every 1024 blocks
-        pthread_mutex_unlock(&fp.lock)
-        __sync_synchronize()
-        blk.hdr.bh1.block_status = TP_STATUS_KERNEL
-        f.cur_block = (f.cur_block + 1) % f.nblocks
-
-    cdef void _tx(self, int ifslot, uint8_t* frame, uint32_t n) noexcept nogil:
-        cdef TxQueue* q = &self.fp.ifaces[ifslot].tx
-        if self.fp.ifaces[ifslot].fd < 0:
-            self.fp.reasons[R_TX_ERROR] += 1
-            return
-        if q.n == TX_BATCH:
-            self._flush(ifslot)
-        q.iov[q.n].iov_base = frame
-        q.iov[q.n].iov_len = n
-        memset(&q.msgs[q.n], 0, sizeof(mmsghdr))
-        q.msgs[q.n].msg_hdr.msg_iov = &q.iov[q.n]
-        q.msgs[q.n].msg_hdr.msg_iovlen = 1
-        q.n += 1
-
-    cdef void _flush(self, int ifslot) noexcept nogil:
-        cdef Iface* f = &self.fp.ifaces[ifslot]
-        cdef int sent = 0, r
-        while sent < f.tx.n:
-            r = sendmmsg(f.fd, &f.tx.msgs[sent], f.tx.n - sent, 0)
-            if r < 0:
-                if errno == EINTR:
-                    continue
-                self.fp.reasons[R_TX_ERROR] += 1     # this frame is lost (e.g. ENOBUFS); go on
-                sent += 1
-            else:
-                self.fp.tx_frames += r
-                sent += r
-        f.tx.n = 0
-
-
-cdef _sockopt(int fd, int name, void* val, socklen_t n, what):
-    if setsockopt(fd, SOL_PACKET, name, val, n) < 0:
-        raise OSError(errno, f"setsockopt {what}: {os.strerror(errno)}")
 
 
 def _check_slot(int slot, int limit, what):

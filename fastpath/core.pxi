@@ -1,63 +1,8 @@
-# The per-frame core: parse -> look up -> rewrite -> verdict. Works on a byte buffer; the ring
-# loop and Forwarder.process() are two shells around it.
-
-cdef enum:
-    DIR_IN = 0          # client -> real server
-    DIR_OUT = 1         # real server -> client
-    DIR_INPUT_ONLY = 2  # DR/TUN: the director sees only client -> real server
-
-# IPVS TCP state transitions, by direction, event (syn, fin, ack, rst) and current state, as in the
-# kernel's tcp_states table (net/netfilter/ipvs/ip_vs_proto_tcp.c); columns follow ConnState order.
-cdef uint8_t TCP_NEXT[3][4][11]
-_TCP_NEXT = [
-    [   # in (client -> server)
-        [S_SYN_RECV, S_ESTABLISHED, S_ESTABLISHED, S_SYN_RECV, S_SYN_RECV, S_SYN_RECV, S_SYN_RECV, S_SYN_RECV, S_SYN_RECV, S_SYN_RECV, S_SYN_RECV],
-        [S_CLOSE, S_CLOSE_WAIT, S_SYN_SENT, S_TIME_WAIT, S_TIME_WAIT, S_TIME_WAIT, S_CLOSE, S_CLOSE_WAIT, S_LAST_ACK, S_LISTEN, S_TIME_WAIT],
-        [S_CLOSE, S_ESTABLISHED, S_SYN_SENT, S_ESTABLISHED, S_FIN_WAIT, S_TIME_WAIT, S_CLOSE, S_CLOSE_WAIT, S_CLOSE, S_LISTEN, S_ESTABLISHED],
-        [S_CLOSE, S_CLOSE, S_CLOSE, S_SYN_RECV, S_CLOSE, S_CLOSE, S_CLOSE, S_CLOSE, S_LAST_ACK, S_LISTEN, S_SYN_RECV],
-    ],
-    [   # out (server -> client)
-        [S_SYN_SENT, S_ESTABLISHED, S_SYN_SENT, S_SYN_RECV, S_SYN_SENT, S_SYN_SENT, S_SYN_SENT, S_SYN_SENT, S_SYN_SENT, S_LISTEN, S_SYN_RECV],
-        [S_TIME_WAIT, S_FIN_WAIT, S_SYN_SENT, S_TIME_WAIT, S_FIN_WAIT, S_TIME_WAIT, S_CLOSE, S_TIME_WAIT, S_LAST_ACK, S_LISTEN, S_TIME_WAIT],
-        [S_ESTABLISHED, S_ESTABLISHED, S_SYN_SENT, S_ESTABLISHED, S_FIN_WAIT, S_TIME_WAIT, S_CLOSE, S_CLOSE_WAIT, S_LAST_ACK, S_ESTABLISHED, S_ESTABLISHED],
-        [S_CLOSE, S_CLOSE, S_SYN_SENT, S_CLOSE, S_CLOSE, S_TIME_WAIT, S_CLOSE, S_CLOSE, S_CLOSE, S_CLOSE, S_CLOSE],
-    ],
-    [   # input only (DR, TUN: replies bypass the director)
-        [S_SYN_RECV, S_ESTABLISHED, S_ESTABLISHED, S_SYN_RECV, S_SYN_RECV, S_SYN_RECV, S_SYN_RECV, S_SYN_RECV, S_SYN_RECV, S_SYN_RECV, S_SYN_RECV],
-        [S_CLOSE, S_FIN_WAIT, S_SYN_SENT, S_TIME_WAIT, S_FIN_WAIT, S_TIME_WAIT, S_CLOSE, S_CLOSE_WAIT, S_LAST_ACK, S_LISTEN, S_TIME_WAIT],
-        [S_CLOSE, S_ESTABLISHED, S_SYN_SENT, S_ESTABLISHED, S_FIN_WAIT, S_TIME_WAIT, S_CLOSE, S_CLOSE_WAIT, S_CLOSE, S_LISTEN, S_ESTABLISHED],
-        [S_CLOSE, S_CLOSE, S_CLOSE, S_SYN_RECV, S_CLOSE, S_CLOSE, S_CLOSE, S_CLOSE, S_LAST_ACK, S_LISTEN, S_CLOSE],
-    ],
-]
-
-cdef void _init_tcp_table():
-    cdef int d, e, s
-    for d in range(3):
-        for e in range(4):
-            for s in range(11):
-                TCP_NEXT[d][e][s] = _TCP_NEXT[d][e][s]
-
-_init_tcp_table()
-
-cdef inline int tcp_event(uint8_t flags) noexcept nogil:
-    # The kernel's tcp_state_idx(): RST wins, then SYN, FIN, ACK; anything else changes nothing.
-    if flags & 0x04:
-        return 3
-    if flags & 0x02:
-        return 0
-    if flags & 0x01:
-        return 1
-    if flags & 0x10:
-        return 2
-    return -1
-
-cdef inline void conn_update(FP* fp, Conn* c, int direction, const uint8_t* l4, uint64_t now) noexcept nogil:
-    cdef int ev
-    if c.proto == 6:
-        ev = tcp_event(l4[13])
-        if ev >= 0:
-            conn_set_state(fp, c, TCP_NEXT[direction][ev][c.state])
-    c.expires = now + fp.timeouts[c.state]
+# The per-frame core: parse -> look up -> rewrite -> verdict, on a byte buffer (handle()); the
+# part of sending that every forwarding method shares (forward(): the kernel's ip_vs_core.c
+# beside the per-mode rewrites of mode_*.pxi, its ip_vs_xmit.c); a new connection's install
+# (conn_create()); ARP answers for the VIPs. The ring loop (ring.pxi) and Forwarder.process()
+# are two shells around handle(); new flows go through newflow.pxi in both.
 
 cdef inline int find_service(FP* fp, uint8_t proto, uint32_t daddr, uint16_t dport) noexcept nogil:
     cdef int i
@@ -87,7 +32,7 @@ cdef inline int pass_(FP* fp, int reason) noexcept nogil:
 
 cdef int handle(FP* fp, Frame* fr, uint64_t now, Pending* p) noexcept nogil:
     # fr.f/fr.flen in; on V_FORWARD: fr.out_off/out_len (the frame to send, which a mode may have
-    # grown into the 64 bytes of headroom before fr.f) and fr.tx_if.
+    # grown into the HEADROOM bytes before fr.f) and fr.tx_if.
     cdef uint32_t ihl, tot, l4len, saddr, daddr
     cdef uint16_t sport, dport
     cdef uint8_t proto
@@ -145,11 +90,8 @@ cdef int handle(FP* fp, Frame* fr, uint64_t now, Pending* p) noexcept nogil:
         conn_free(fp, c)
         c = NULL
         direction = DIR_IN
-    elif (c != NULL and direction == DIR_IN and proto == 6 and (l4[13] & 0x16) == 0x02
-            and (c.state == S_TIME_WAIT or c.state == S_CLOSE) and not c.control):
-        # A new SYN on the 4-tuple of a finished connection (the client reused its port):
-        # schedule it afresh, as the kernel's conn_reuse_mode does (is_new_conn_expected).
-        conn_free(fp, c)
+    elif c != NULL and direction == DIR_IN and proto == 6 and tcp_reopens(c, l4[13]):
+        conn_free(fp, c)        # the client reused its port: schedule the SYN afresh
         c = NULL
 
     if c == NULL:
@@ -157,12 +99,11 @@ cdef int handle(FP* fp, Frame* fr, uint64_t now, Pending* p) noexcept nogil:
         if svc < 0:
             return pass_(fp, R_NOT_OURS)
         if not ip_csum_ok(ip, ihl):
-            return drop(fp, R_BAD_IP_CSUM)
-        # Only a SYN opens a TCP connection (IPVS without sloppy_tcp does the same).
-        if proto == 6 and ((l4[13] & 0x06) != 0x02):
+            return drop(fp, R_BAD_IP_CHECKSUM)
+        if proto == 6 and not tcp_opens(l4[13]):
             return drop(fp, R_TCP_NO_CONN)
         if not fr.partial and not l4_csum_ok(l4, l4len, saddr, daddr, proto):
-            return drop(fp, R_BAD_L4_CSUM)
+            return drop(fp, R_BAD_L4_CHECKSUM)
         p.svc = <uint16_t>svc
         p.proto = proto
         p.caddr = saddr
@@ -178,10 +119,10 @@ cdef int handle(FP* fp, Frame* fr, uint64_t now, Pending* p) noexcept nogil:
         return V_NEW
 
     if not ip_csum_ok(ip, ihl):
-        return drop(fp, R_BAD_IP_CSUM)
+        return drop(fp, R_BAD_IP_CHECKSUM)
     nb = &fp.neigh[c.nh_in if direction == DIR_IN else c.nh_out]
     if nb.state != NEIGH_VALID:
-        return drop(fp, R_NO_NEIGH)
+        return drop(fp, R_NO_NEIGHBOUR)
     fr.ip = ip
     fr.l4 = l4
     fr.tot = tot
@@ -191,20 +132,50 @@ cdef int handle(FP* fp, Frame* fr, uint64_t now, Pending* p) noexcept nogil:
     fr.out_off = 0
     fr.out_len = flen
     fr.tx_if = nb.ifslot
+    return forward(fp, c, fr, nb, now)
+
+cdef int forward(FP* fp, Conn* c, Frame* fr, Neigh* nb, uint64_t now) noexcept nogil:
+    # Send a packet of connection c. What every method shares is done here, once, as the kernel
+    # keeps it in ip_vs_core.c (ip_vs_in_hook(), handle_response()) and in ip_vs_xmit.c's
+    # common route/MTU step (__ip_vs_get_out_rt(), ensure_mtu_is_adequate()); the mode's
+    # xmit_*() only rewrites the frame (or drops it: TTL).
+    cdef uint32_t tot = fr.tot          # as it came: counted before TUN or TOA grow it
+    cdef int direction = fr.direction
+    cdef uint8_t fwd = c.fwd
+    cdef uint32_t mtu = fp.ifaces[nb.ifslot].mtu
+    cdef uint8_t tcp_flags
+    cdef Dest* d
     cdef int v
-    if c.fwd == FWD_MASQ:
+    if direction != DIR_IN and not sees_replies(fwd):
+        return pass_(fp, R_NOT_OURS)    # their connections have no out key: never happens
+    # (the first test alone settles every frame that is not within IPIP_OVERHEAD of the MTU)
+    if tot + IPIP_OVERHEAD > mtu and tot + (IPIP_OVERHEAD if fwd == FWD_TUNNEL else 0) > mtu:
+        # TUN answers a DF packet with ICMP "fragmentation needed" in its place. The state
+        # still moves, on the packet's flags (the kernel's ip_vs_set_state() runs before the
+        # xmit); the counters not.
+        if fwd != FWD_TUNNEL or not ld16(fr.ip + 6) & 0x4000:
+            return drop(fp, R_TOO_BIG)  # TUN without DF: the kernel would fragment; we don't
+        tcp_flags = fr.l4[13] if fr.proto == 6 else 0
+        v = frag_needed(fp, c, fr, mtu)
+        if v == V_FORWARD:
+            conn_state_update(fp, c, direction, &tcp_flags, now)
+        return v
+    if fwd == FWD_MASQ:
         v = xmit_nat(fp, c, fr, nb)
-    elif c.fwd == FWD_ROUTE:
+    elif fwd == FWD_ROUTE:
         v = xmit_dr(fp, c, fr, nb)
-    elif c.fwd == FWD_TUNNEL:
+    elif fwd == FWD_TUNNEL:
         v = xmit_tun(fp, c, fr, nb)
     else:
         v = xmit_fullnat(fp, c, fr, nb)     # FULLNAT and ENAT
-    if v == V_FORWARD:
-        # both directions pass the director in NAT and FULLNAT; in the others only the input
-        conn_update(fp, c, direction if c.fwd == FWD_MASQ or c.fwd == FWD_FULLNAT
-                    else DIR_INPUT_ONLY, fr.l4, now)
-    return v
+    if v != V_FORWARD:
+        return v
+    d = &fp.dests[c.dest]               # ip_vs_in_stats() / ip_vs_out_stats()
+    d.pkts[direction] += 1
+    d.bytes[direction] += tot
+    # the rewrites leave the flags byte alone (TOA moves the header, fr.l4 follows it)
+    conn_state_update(fp, c, direction, fr.l4 + 13, now)
+    return V_FORWARD
 
 cdef int arp_reply(FP* fp, Frame* fr) noexcept nogil:
     # The director answers ARP for its VIPs itself, so a VIP need not be an address of the
@@ -267,7 +238,7 @@ cdef int conn_create(FP* fp, Pending* p, uint64_t now) noexcept nogil:
     cdef Service* s = &fp.services[p.svc]
     if d.fwd == FWD_FULLNAT or d.fwd == FWD_ENAT:
         if not local_port(fp, s, d.fwd, &lslot, &lport):
-            return R_NO_LPORT
+            return R_LPORT_EXHAUSTED
     nh_in = nexthop_for(fp, d.rip)
     # Toward the client only where the director sends there: NAT and FULLNAT replies, TUN's
     # ICMP errors. DR and ENAT replies never pass here: no neighbour entry per client.
@@ -302,13 +273,13 @@ cdef int conn_create(FP* fp, Pending* p, uint64_t now) noexcept nogil:
     c.laddr, c.lport, c.lslot = p.caddr, p.cport, lslot
     if d.fwd == FWD_FULLNAT or d.fwd == FWD_ENAT:
         c.laddr, c.lport = fp.laddrs[lslot].addr, lport
-    c.state = S_NONE if p.proto == 6 else S_UDP
+    c.state = conn_first_state(p.proto)
     # at least 1 ms: the frame that opened the connection must find it (even with a 0 timeout)
     c.expires = now + (fp.timeouts[c.state] if fp.timeouts[c.state] else 1)
     c.hash = flow_hash(fp, c.proto, c.caddr, c.cport, c.vaddr, c.vport)
     c.next_in = fp.bucket_in[c.hash]
     fp.bucket_in[c.hash] = idx + 1
-    if c.fwd == FWD_MASQ or c.fwd == FWD_FULLNAT:   # only these see replies: an out key
+    if sees_replies(c.fwd):                         # only these see replies: an out key
         ho = flow_hash(fp, c.proto, c.daddr, c.dport, c.laddr, c.lport)
         c.next_out = fp.bucket_out[ho]
         fp.bucket_out[ho] = idx + 1

@@ -1,4 +1,5 @@
-# C declarations the fast path needs: sockets, AF_PACKET rings, poll, mmap, clocks, a mutex.
+# C declarations the fast path needs: sockets, AF_PACKET rings, poll, mmap, clocks, a mutex,
+# a memory barrier.
 # Only declarations live here (cimported by _forward.pyx); everything is nogil.
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
 
@@ -115,3 +116,6 @@ cdef extern from "<linux/if_packet.h>" nogil:
         uint32_t tp_status
         uint16_t tp_mac
         uint16_t tp_net
+
+cdef extern from * nogil:
+    void __sync_synchronize()       # GCC's full memory barrier

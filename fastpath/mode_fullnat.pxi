@@ -50,26 +50,18 @@ cdef void toa_insert(FP* fp, Conn* c, Frame* fr, uint32_t mtu) noexcept nogil:
     fr.l4 = l4
 
 cdef int xmit_fullnat(FP* fp, Conn* c, Frame* fr, Neigh* nb) noexcept nogil:
-    cdef Dest* d = &fp.dests[c.dest]
-    cdef uint32_t mtu = fp.ifaces[nb.ifslot].mtu
-    if fr.direction != DIR_IN and c.fwd == FWD_ENAT:
-        return pass_(fp, R_NOT_OURS)                      # ENAT replies never come here
-    if fr.tot > mtu:
-        return drop(fp, R_TOO_BIG)
+    # FULLNAT both ways, ENAT in (forward() in core.pxi passes ENAT replies on, and does the
+    # MTU check and the counters).
     if decrement_ttl(fp, fr.ip) != V_FORWARD:
         return V_DROP
     cdef bint toa = fr.direction == DIR_IN and wants_toa(fp, c, fr)
     if fr.direction == DIR_IN:
         nat_rewrite(fr.ip, fr.l4, fr.proto, fr.partial, 16, c.daddr, 2, c.dport, fr.l4len)
         nat_rewrite(fr.ip, fr.l4, fr.proto, fr.partial, 12, c.laddr, 0, c.lport, fr.l4len)
-        d.inpkts += 1
-        d.inbytes += fr.tot
         if toa:
-            toa_insert(fp, c, fr, mtu)
+            toa_insert(fp, c, fr, fp.ifaces[nb.ifslot].mtu)
     else:
         nat_rewrite(fr.ip, fr.l4, fr.proto, fr.partial, 12, c.vaddr, 0, c.vport, fr.l4len)
         nat_rewrite(fr.ip, fr.l4, fr.proto, fr.partial, 16, c.caddr, 2, c.cport, fr.l4len)
-        d.outpkts += 1
-        d.outbytes += fr.tot
     set_l2(fp, fr.f + fr.out_off, nb)
     return V_FORWARD

@@ -28,18 +28,13 @@ cdef inline int decrement_ttl(FP* fp, uint8_t* ip) noexcept nogil:
     return V_FORWARD
 
 cdef int xmit_nat(FP* fp, Conn* c, Frame* fr, Neigh* nb) noexcept nogil:
-    cdef Dest* d = &fp.dests[c.dest]
-    if fr.tot > fp.ifaces[nb.ifslot].mtu:
-        return drop(fp, R_TOO_BIG)
+    # The kernel's ip_vs_nat_xmit() (in) and handle_response() (out): MTU and counters are
+    # forward()'s (core.pxi).
     if decrement_ttl(fp, fr.ip) != V_FORWARD:
         return V_DROP
     if fr.direction == DIR_IN:
         nat_rewrite(fr.ip, fr.l4, fr.proto, fr.partial, 16, c.daddr, 2, c.dport, fr.l4len)
-        d.inpkts += 1
-        d.inbytes += fr.tot
     else:
         nat_rewrite(fr.ip, fr.l4, fr.proto, fr.partial, 12, c.vaddr, 0, c.vport, fr.l4len)
-        d.outpkts += 1
-        d.outbytes += fr.tot
     set_l2(fp, fr.f, nb)
     return V_FORWARD

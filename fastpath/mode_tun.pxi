@@ -1,7 +1,8 @@
 # TUN (ipvsadm -i, "Tunnel"): wrap the packet in an outer IPv4 header DIP -> RIP, protocol 4
 # (IPIP), TOS, DF and TTL copied from the inner header. A packet that no longer fits the egress
 # MTU with DF set gets ICMP "fragmentation needed" (type 3 code 4, next-hop MTU = MTU - 20) back
-# to the client instead, as the kernel's ip_vs_tunnel_xmit() does.
+# to the client instead, as the kernel's ip_vs_tunnel_xmit() does: forward() (core.pxi) makes
+# the MTU check for every mode and calls frag_needed() here for TUN.
 
 cdef enum:
     IPIP_OVERHEAD = 20
@@ -51,22 +52,15 @@ cdef int frag_needed(FP* fp, Conn* c, Frame* fr, uint32_t mtu) noexcept nogil:
     return V_FORWARD
 
 cdef int xmit_tun(FP* fp, Conn* c, Frame* fr, Neigh* nb) noexcept nogil:
-    cdef Dest* d = &fp.dests[c.dest]
+    # The kernel's ip_vs_tunnel_xmit(): the frame fits (forward() in core.pxi checked the MTU
+    # with IPIP_OVERHEAD, and sends frag_needed() otherwise).
     cdef Iface* out = &fp.ifaces[nb.ifslot]
     cdef uint8_t* ip = fr.ip
-    if fr.direction != DIR_IN:
-        return pass_(fp, R_NOT_OURS)
-    if fr.tot + IPIP_OVERHEAD > out.mtu:
-        if ld16(ip + 6) & 0x4000:
-            return frag_needed(fp, c, fr, out.mtu)
-        return drop(fp, R_TOO_BIG)          # the kernel would fragment the outer packet; we don't
     # The Ethernet header moves 20 bytes into the headroom; the outer header takes its place.
     memmove(fr.f - IPIP_OVERHEAD, fr.f, 14)
     ip_header(fp, ip - IPIP_OVERHEAD, ip[1], fr.tot + IPIP_OVERHEAD, ld16(ip + 6) & 0x4000,
               ip[8], 4, out.addr, c.daddr)
     fr.out_off = -IPIP_OVERHEAD
     fr.out_len = 14 + IPIP_OVERHEAD + fr.tot
-    d.inpkts += 1
-    d.inbytes += fr.tot
     set_l2(fp, fr.f - IPIP_OVERHEAD, nb)
     return V_FORWARD

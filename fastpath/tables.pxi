@@ -1,6 +1,8 @@
 # The fast path's tables: services, destinations (with their live counters), neighbours,
-# routes, and the connection table. Fixed-size C arrays; the control plane writes them under
-# fp.lock, the packet loop reads them under the same lock (taken once per batch).
+# routes, and the connection table with its lookups, inserts' inverse (conn_free) and expiry
+# sweep; the structs a frame and a new flow travel in (Frame, Pending). Fixed-size C arrays; the
+# control plane writes them under fp.lock, the packet loop reads them under the same lock
+# (taken once per batch). The enums of reasons, states, verdicts and FWD_* are in _names.pxi.
 
 cdef enum:
     MAX_SERVICES = 256
@@ -13,71 +15,12 @@ cdef enum:
     NEIGH_SIZE = 4096          # open addressing, power of two
     TX_BATCH = 64
     MAX_PENDING = 256
-    HEADROOM = 64              # bytes before each frame the core may grow into (TUN: 20)
+    HEADROOM = 64              # bytes before each frame the core may grow into (TUN 20, TOA 8)
 
 cdef enum:
-    V_FORWARD = 0
-    V_PASS = 1
-    V_DROP = 2
-    V_NEW = 3
-
-# Reasons a frame was passed to the kernel or dropped; names in REASON_NAMES (same order).
-cdef enum:
-    R_NONE = 0
-    R_NOT_IPV4
-    R_NOT_OURS
-    R_SHORT_FRAME
-    R_TRUNCATED
-    R_BAD_IP_HEADER
-    R_BAD_IP_CSUM
-    R_FRAGMENT
-    R_BAD_L4_HEADER
-    R_BAD_L4_CSUM
-    R_TTL_EXCEEDED
-    R_TCP_NO_CONN
-    R_NO_DEST
-    R_TABLE_FULL
-    R_NO_ROUTE
-    R_NO_NEIGH
-    R_TOO_BIG
-    R_TX_ERROR
-    R_FRAG_NEEDED           # TUN: too big for the tunnel with DF set; ICMP sent to the client
-    R_NO_LPORT              # FULLNAT/ENAT: every (local address, port) taken; connection refused
-    R_TOA_NO_ROOM           # forwarded without TOA: header or MTU has no room for 8 more bytes
-    R_NREASONS
-
-REASON_NAMES = ("none", "not_ipv4", "not_ours", "short_frame", "truncated", "bad_ip_header",
-                "bad_ip_checksum", "fragment", "bad_l4_header", "bad_l4_checksum",
-                "ttl_exceeded", "tcp_no_conn", "no_dest", "table_full", "no_route",
-                "no_neighbour", "too_big", "tx_error", "frag_needed", "lport_exhausted",
-                "toa_no_room")
-VERDICT_NAMES = ("forward", "pass", "drop", "new")
-
-# IPVS TCP states (same numbering as the kernel's IP_VS_TCP_S_*) plus one for UDP.
-cdef enum:
-    S_NONE = 0
-    S_ESTABLISHED
-    S_SYN_SENT
-    S_SYN_RECV
-    S_FIN_WAIT
-    S_TIME_WAIT
-    S_CLOSE
-    S_CLOSE_WAIT
-    S_LAST_ACK
-    S_LISTEN
-    S_SYNACK
-    S_UDP
-    S_NSTATES
-
-STATE_NAMES = ("NONE", "ESTABLISHED", "SYN_SENT", "SYN_RECV", "FIN_WAIT", "TIME_WAIT", "CLOSE",
-               "CLOSE_WAIT", "LAST_ACK", "LISTEN", "SYNACK", "UDP")
-
-cdef enum:
-    FWD_MASQ = 0            # NAT (ipvsadm -m)
-    FWD_ROUTE = 1           # DR (-g)
-    FWD_TUNNEL = 2          # TUN, IPIP (-i)
-    FWD_FULLNAT = 3         # FULLNAT (DPVS -b): SNAT to a local address too, client in TOA
-    FWD_ENAT = 4            # ENAT ("triangle"): from the VIP to the RS, client in TOA
+    DIR_IN = 0              # client -> real server (the kernel's IP_VS_DIR_INPUT)
+    DIR_OUT = 1             # real server -> client (IP_VS_DIR_OUTPUT)
+    DIR_INPUT_ONLY = 2      # DR/TUN/ENAT: the director sees only client -> real server
 
 cdef enum:
     CONN_IN_USE = 1
@@ -129,12 +72,10 @@ cdef struct Dest:
     uint8_t in_use
     uint8_t fwd
     int64_t conns
-    int64_t inpkts
-    int64_t outpkts
-    int64_t inbytes
-    int64_t outbytes
+    int64_t pkts[2]         # by direction: [DIR_IN] InPkts, [DIR_OUT] OutPkts (ipvsadm --stats)
+    int64_t bytes[2]        # InBytes, OutBytes: IP total lengths as received
 
-# 72 bytes per connection (issue 3's budget: at most 128).
+# 72 bytes per connection (sizeof(Conn); issue 3's budget: at most 128).
 cdef struct Conn:
     uint32_t caddr
     uint32_t vaddr
@@ -213,6 +154,8 @@ cdef struct Pending:
 
 cdef struct FP:
     pthread_mutex_t lock
+    void* owner             # the Forwarder (borrowed: FP dies with it); its scheduler_cb decides
+    int stopping            # Forwarder.stop(): the ring loop returns
     uint32_t seed
     Service services[MAX_SERVICES]
     LAddr laddrs[MAX_LADDRS]
@@ -249,7 +192,7 @@ cdef struct FP:
 
 # One frame on its way through the core (see handle()).
 cdef struct Frame:
-    uint8_t* f              # the Ethernet frame; 64 bytes before it are ours to use
+    uint8_t* f              # the Ethernet frame; HEADROOM bytes before it are ours to use
     uint32_t flen
     int partial             # L4 checksum not filled in yet (TP_STATUS_CSUMNOTREADY)
     uint8_t* ip
@@ -257,7 +200,7 @@ cdef struct Frame:
     uint32_t tot
     uint32_t l4len
     uint8_t proto
-    int direction
+    int direction           # DIR_IN or DIR_OUT: which key of the connection it matched
     int out_off             # the frame to send starts at f + out_off ...
     uint32_t out_len        # ... and is this long
     int tx_if
@@ -343,6 +286,12 @@ cdef inline void lport_free(FP* fp, uint8_t lslot, uint16_t p) noexcept nogil:
         L.bitmap[p >> 3] &= ~(1 << (p & 7))
         L.used -= 1
 
+cdef inline bint sees_replies(uint8_t fwd) noexcept nogil:
+    # NAT and FULLNAT replies come back through the director: their connections have an out key
+    # and their state machine reads both directions. DR, TUN and ENAT replies go straight to
+    # the client (the kernel marks such connections IP_VS_CONN_F_NOOUTPUT).
+    return fwd == FWD_MASQ or fwd == FWD_FULLNAT
+
 cdef inline void conn_free(FP* fp, Conn* c) noexcept nogil:
     cdef uint32_t idx = <uint32_t>(c - fp.conns)
     unlink_chain_in(fp, idx)
@@ -354,7 +303,7 @@ cdef inline void conn_free(FP* fp, Conn* c) noexcept nogil:
     else:
         neigh_put(fp, c.nh_in)
         neigh_put(fp, c.nh_out)
-        if c.fwd == FWD_MASQ or c.fwd == FWD_FULLNAT:
+        if sees_replies(c.fwd):
             unlink_chain_out(fp, idx)
         if c.fwd == FWD_FULLNAT or c.fwd == FWD_ENAT:
             lport_free(fp, c.lslot, c.lport)
@@ -366,19 +315,6 @@ cdef inline void conn_free(FP* fp, Conn* c) noexcept nogil:
     fp.free_list[fp.nfree] = idx
     fp.nfree += 1
     fp.expired_conns += 1
-
-cdef inline void conn_set_state(FP* fp, Conn* c, uint8_t state) noexcept nogil:
-    # ActiveConn/InActConn move exactly as in the kernel's set_tcp_state(): only ESTABLISHED is active.
-    if state != c.state:
-        if not (c.flags & CONN_INACTIVE) and state != S_ESTABLISHED:
-            fp.active[c.dest] -= 1
-            fp.inactive[c.dest] += 1
-            c.flags |= CONN_INACTIVE
-        elif (c.flags & CONN_INACTIVE) and state == S_ESTABLISHED:
-            fp.active[c.dest] += 1
-            fp.inactive[c.dest] -= 1
-            c.flags &= ~CONN_INACTIVE
-        c.state = state
 
 cdef void sweep(FP* fp, uint64_t now, uint32_t budget) noexcept nogil:
     # Incremental expiry: look at `budget` slots per call, round the table.

@@ -6,6 +6,7 @@ replies into VIP:vport -> CIP:cport, which go straight to the client: the direct
 the request direction. Same port only (the agent restores the virtual port)."""
 from __future__ import annotations
 
+from lb._forward import FWD_CODES
 from lb.modes.base import ForwardingMode
 
 
@@ -14,7 +15,7 @@ class EnhancedNat(ForwardingMode):
     listing = "ENat"
     short = "enat"
     lbadm_flags = (None, "--enat")
-    fwd_code = 4
+    fwd_code = FWD_CODES["enat"]
 
     replies_via_director = False
     port_mapping = False        # the agent restores the virtual port from the server's own

@@ -5,6 +5,7 @@ Real servers may sit on any network; they learn the client from the TOA option o
 (lb.toa.peer_address on the real server). Port mapping is allowed."""
 from __future__ import annotations
 
+from lb._forward import FWD_CODES
 from lb.modes.base import ForwardingMode, reply_ports
 
 
@@ -13,7 +14,7 @@ class FullNat(ForwardingMode):
     listing = "FullNat"
     short = "fullnat"
     lbadm_flags = (None, "--fullnat")
-    fwd_code = 3
+    fwd_code = FWD_CODES["fullnat"]
 
     rs_sees = "lip"
     toa = True

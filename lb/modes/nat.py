@@ -3,6 +3,7 @@ RIP:rport becomes VIP:vport again. Replies must come back through the director (
 server's gateway), so both directions are the fast path's. Port mapping is allowed."""
 from __future__ import annotations
 
+from lb._forward import FWD_CODES
 from lb.modes.base import ForwardingMode, reply_ports
 
 
@@ -11,7 +12,7 @@ class Masquerade(ForwardingMode):
     listing = "Masq"
     short = "nat"
     lbadm_flags = ("-m", "--masquerading")
-    fwd_code = 0
+    fwd_code = FWD_CODES["masq"]
 
     same_segment = True         # the server's gateway is the director, so it is on its link
     rs_needs = ("gateway_director", "client_off_subnet")

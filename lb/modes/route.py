@@ -4,6 +4,7 @@ to the real server's; the real server holds the VIP on lo with arp_ignore=1/arp_
 client -> server direction, so only the service's own traffic needs the ingress drop."""
 from __future__ import annotations
 
+from lb._forward import FWD_CODES
 from lb.modes.base import ForwardingMode
 
 
@@ -12,7 +13,7 @@ class DirectRouting(ForwardingMode):
     listing = "Route"
     short = "dr"
     lbadm_flags = ("-g", "--gatewaying")
-    fwd_code = 1
+    fwd_code = FWD_CODES["route"]
 
     same_segment = True         # only the MAC changes, so the server must be on the link
     replies_via_director = False

@@ -4,6 +4,7 @@ kernel's ipip device, or `lb realserver setup --mode tun`'s userspace decapsulat
 the client directly from the VIP. Real servers may be anywhere the director can route to."""
 from __future__ import annotations
 
+from lb._forward import FWD_CODES
 from lb.modes.base import ForwardingMode
 
 
@@ -12,7 +13,7 @@ class Tunnel(ForwardingMode):
     listing = "Tunnel"
     short = "tun"
     lbadm_flags = ("-i", "--ipip")
-    fwd_code = 2
+    fwd_code = FWD_CODES["tunnel"]
 
     replies_via_director = False
     port_mapping = False        # the inner packet is the client's, unchanged: same port

@@ -1,0 +1,177 @@
+# The AF_PACKET shell around the core: a TPACKET_V3 RX ring per open interface slot, the poll
+# loop over them, the walk over one block of frames, and the TX side (a queue of iovecs per
+# interface pointing at the frames in place in the RX ring, flushed with sendmmsg). The loop
+# runs without the GIL; fp.lock is taken once per block. Forwarder.open()/close()/run()/stop()
+# and the ring_drops counter (in _forward.pyx) are thin wrappers over this file.
+
+cdef int ring_open(Iface* f, uint32_t block_size, uint32_t nblocks, uint32_t tov_ms) except -1:
+    # Socket, ring and mmap for one interface (the caller checked the slot). Needs root.
+    cdef int fd = socket(AF_PACKET, SOCK_RAW, 0)
+    if fd < 0:
+        raise OSError(errno, os.strerror(errno))
+    cdef int one = 1, version = TPACKET_V3, reserve = HEADROOM
+    cdef tpacket_req3 req
+    cdef sockaddr_ll sll
+    memset(&req, 0, sizeof(req))
+    req.tp_block_size = block_size
+    req.tp_block_nr = nblocks
+    req.tp_frame_size = 2048
+    req.tp_frame_nr = (block_size // 2048) * nblocks
+    req.tp_retire_blk_tov = tov_ms
+    memset(&sll, 0, sizeof(sll))
+    sll.sll_family = AF_PACKET
+    sll.sll_protocol = htons(ETH_P_ALL)
+    sll.sll_ifindex = f.ifindex
+    cdef void* ring = MAP_FAILED
+    try:
+        _sockopt(fd, PACKET_VERSION, &version, sizeof(int), "PACKET_VERSION")
+        # Headroom before every frame in the ring: TUN and TOA grow frames at the front in place.
+        _sockopt(fd, PACKET_RESERVE, &reserve, sizeof(int), "PACKET_RESERVE")
+        _sockopt(fd, PACKET_RX_RING, &req, sizeof(req), "PACKET_RX_RING")
+        ring = mmap(NULL, <size_t>block_size * nblocks, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)
+        if ring == MAP_FAILED:
+            raise OSError(errno, "mmap of the RX ring: " + os.strerror(errno))
+        _sockopt(fd, PACKET_QDISC_BYPASS, &one, sizeof(int), "PACKET_QDISC_BYPASS")
+        _sockopt(fd, PACKET_IGNORE_OUTGOING, &one, sizeof(int), "PACKET_IGNORE_OUTGOING")
+        if bind(fd, <sockaddr*>&sll, sizeof(sll)) < 0:
+            raise OSError(errno, "bind: " + os.strerror(errno))
+    except BaseException:
+        if ring != MAP_FAILED:
+            munmap(ring, <size_t>block_size * nblocks)
+        close(fd)
+        raise
+    f.fd = fd
+    f.ring = <uint8_t*>ring
+    f.ring_size = <size_t>block_size * nblocks
+    f.block_size = block_size
+    f.nblocks = nblocks
+    f.cur_block = 0
+    f.tx.n = 0
+    return 0
+
+cdef _sockopt(int fd, int name, void* val, socklen_t n, what):
+    if setsockopt(fd, SOL_PACKET, name, val, n) < 0:
+        raise OSError(errno, f"setsockopt {what}: {os.strerror(errno)}")
+
+cdef void ring_close(FP* fp) noexcept nogil:
+    cdef int i
+    for i in range(MAX_IFACES):
+        if fp.ifaces[i].fd >= 0:
+            munmap(fp.ifaces[i].ring, fp.ifaces[i].ring_size)
+            close(fp.ifaces[i].fd)
+            fp.ifaces[i].fd = -1
+
+cdef int64_t ring_drop_count(FP* fp) noexcept nogil:
+    # Frames the kernel dropped for want of ring space since the last call (PACKET_STATISTICS
+    # counts from the previous read).
+    cdef tpacket_stats_v3 st
+    cdef socklen_t sl = sizeof(st)
+    cdef int64_t n = 0
+    cdef int i
+    for i in range(MAX_IFACES):
+        if fp.ifaces[i].fd >= 0:
+            if getsockopt(fp.ifaces[i].fd, SOL_PACKET, PACKET_STATISTICS, &st, &sl) == 0:
+                n += st.tp_drops
+    return n
+
+cdef void ring_loop(FP* fp) noexcept nogil:
+    # Until fp.stopping: every ring's current block when the kernel has handed it over, else a
+    # poll on all of them.
+    cdef pollfd pfds[MAX_IFACES]
+    cdef int nfds = 0, i, busy
+    cdef Iface* f
+    cdef tpacket_block_desc* blk
+    for i in range(MAX_IFACES):
+        if fp.ifaces[i].fd >= 0:
+            pfds[nfds].fd = fp.ifaces[i].fd
+            pfds[nfds].events = POLLIN
+            pfds[nfds].revents = 0
+            nfds += 1
+    while not fp.stopping:
+        busy = 0
+        for i in range(MAX_IFACES):
+            f = &fp.ifaces[i]
+            if f.fd < 0:
+                continue
+            blk = <tpacket_block_desc*>(f.ring + <size_t>f.cur_block * f.block_size)
+            if blk.hdr.bh1.block_status & TP_STATUS_USER:
+                ring_block(fp, i, blk)
+                busy = 1
+        if not busy and poll(pfds, nfds, 100) == 0:
+            # Idle for 100 ms: a larger step of the expiry sweep than busy blocks take.
+            pthread_mutex_lock(&fp.lock)
+            sweep(fp, now_ms(), (fp.max_conns >> 3) + 1)     # all of it in < 1 s
+            pthread_mutex_unlock(&fp.lock)
+
+cdef void ring_block(FP* fp, int i, tpacket_block_desc* blk) noexcept nogil:
+    # One block of interface slot i: established flows forwarded at once, in place; new flows
+    # queued and resolved together (newflow.pxi); then the TX queues flushed and the block
+    # given back to the kernel.
+    cdef Iface* f = &fp.ifaces[i]
+    cdef uint32_t k, npkts = blk.hdr.bh1.num_pkts
+    cdef tpacket3_hdr* h = <tpacket3_hdr*>(<uint8_t*>blk + blk.hdr.bh1.offset_to_first_pkt)
+    cdef uint8_t* frame
+    cdef int v, partial
+    cdef Frame fr
+    cdef uint64_t now
+    pthread_mutex_lock(&fp.lock)
+    now = now_ms()
+    fp.npending = 0
+    for k in range(npkts):
+        frame = <uint8_t*>h + h.tp_mac
+        fp.rx_frames += 1
+        if h.tp_snaplen < h.tp_len:
+            fp.reasons[R_TRUNCATED] += 1
+        else:
+            partial = 1 if h.tp_status & TP_STATUS_CSUMNOTREADY else 0
+            fr.f = frame
+            fr.flen = h.tp_snaplen
+            fr.partial = partial
+            fr.rx_if = i
+            v = handle(fp, &fr, now, &fp.pending[fp.npending])
+            if v == V_FORWARD:
+                tx_queue(fp, fr.tx_if, frame + fr.out_off, fr.out_len)
+            elif v == V_NEW:
+                queue_pending(fp, frame, h.tp_snaplen, i, partial)
+                if fp.npending == MAX_PENDING:
+                    resolve_pending(fp, now, NULL)
+        h = <tpacket3_hdr*>(<uint8_t*>h + h.tp_next_offset)
+    if fp.npending:
+        resolve_pending(fp, now, NULL)
+    for k in range(MAX_IFACES):
+        if fp.ifaces[k].tx.n:
+            tx_flush(fp, k)
+    sweep(fp, now, (fp.max_conns >> 10) + 64)      # the whole table every 1024 blocks
+    pthread_mutex_unlock(&fp.lock)
+    __sync_synchronize()    # every access to the block done before the kernel has it again
+    blk.hdr.bh1.block_status = TP_STATUS_KERNEL
+    f.cur_block = (f.cur_block + 1) % f.nblocks
+
+cdef void tx_queue(FP* fp, int ifslot, uint8_t* frame, uint32_t n) noexcept nogil:
+    cdef TxQueue* q = &fp.ifaces[ifslot].tx
+    if fp.ifaces[ifslot].fd < 0:
+        fp.reasons[R_TX_ERROR] += 1
+        return
+    if q.n == TX_BATCH:
+        tx_flush(fp, ifslot)
+    q.iov[q.n].iov_base = frame
+    q.iov[q.n].iov_len = n
+    memset(&q.msgs[q.n], 0, sizeof(mmsghdr))
+    q.msgs[q.n].msg_hdr.msg_iov = &q.iov[q.n]
+    q.msgs[q.n].msg_hdr.msg_iovlen = 1
+    q.n += 1
+
+cdef void tx_flush(FP* fp, int ifslot) noexcept nogil:
+    cdef Iface* f = &fp.ifaces[ifslot]
+    cdef int sent = 0, r
+    while sent < f.tx.n:
+        r = sendmmsg(f.fd, &f.tx.msgs[sent], f.tx.n - sent, 0)
+        if r < 0:
+            if errno == EINTR:
+                continue
+            fp.reasons[R_TX_ERROR] += 1     # this frame is lost (e.g. ENOBUFS); go on
+            sent += 1
+        else:
+            fp.tx_frames += r
+            sent += r
+    f.tx.n = 0
