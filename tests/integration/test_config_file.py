@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import time
 
 import pytest
 
 from lb.lab.lbd import LabDirector
 from lb.lab.net import LabError
+from lb.lab.servers import pattern_sha256
 from tests.integration.helpers import VIP, many_gets, ok
 
 RULES = f"""\
@@ -70,3 +72,25 @@ def test_a_bad_config_file_stops_the_start(lab, tmp_path):
         d.start(timeout=10)
     assert f"lbd: {path}: line 1: unknown scheduler 'nosuch'" in str(e.value)
     d.stop()
+
+
+def test_a_download_survives_reloads_good_bad_and_half_good(lab, tmp_path):
+    # curl's --limit-rate keeps one connection open across the reloads; the file keeps its
+    # server in every version, so its connection must go on untouched.
+    path = tmp_path / "lbd.rules"
+    path.write_text(RULES)
+    n = 12 * 1000 * 1000
+    with LabDirector(lab, extra_args=["--config", str(path)]) as d:
+        download = lab.popen("client", ["bash", "-c", f"curl -sS --max-time 60 --limit-rate 3M "
+                                        f"http://{VIP}/bytes/{n} | sha256sum"],
+                             stdout=subprocess.PIPE, text=True)
+        time.sleep(0.5)
+        path.write_text(RULES + f"-A -u {VIP}:53 -s rr\n")                          # good
+        ok(d.lbadm("--reload"))
+        path.write_text(RULES + "-A -t 198.18.0.100:80 -s nosuch\n")                # bad
+        assert d.lbadm("--reload").returncode == 1
+        path.write_text(RULES + f"-A -u {VIP}:54 -s rr\n-a -u {VIP}:55 -r 198.18.0.11\n")  # half
+        assert d.lbadm("--reload").returncode == 1
+        assert saved(d) == RULES + f"-A -u {VIP}:53 -s rr\n"
+        out, _ = download.communicate(timeout=60)
+        assert out.split()[0] == pattern_sha256(n)
