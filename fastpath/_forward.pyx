@@ -19,7 +19,7 @@ import os
 import time
 
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int16_t, int64_t
-from libc.stdlib cimport calloc, free
+from libc.stdlib cimport calloc, free, malloc
 from libc.string cimport memcpy, memmove, memset
 
 from lbsys cimport *
@@ -86,7 +86,8 @@ cdef class Forwarder:
         fp.bucket_in = <uint32_t*>calloc(fp.nbuckets, sizeof(uint32_t))
         fp.bucket_out = <uint32_t*>calloc(fp.nbuckets, sizeof(uint32_t))
         fp.free_list = <uint32_t*>calloc(fp.max_conns, sizeof(uint32_t))
-        if not (fp.conns and fp.bucket_in and fp.bucket_out and fp.free_list):
+        fp.segs = <uint8_t*>malloc(SEG_SLOTS * SEG_SLOT)
+        if not (fp.conns and fp.bucket_in and fp.bucket_out and fp.free_list and fp.segs):
             raise MemoryError()
         cdef uint32_t i
         for i in range(fp.max_conns):
@@ -94,6 +95,7 @@ cdef class Forwarder:
         fp.nfree = fp.max_conns
         for i in range(MAX_IFACES):
             fp.ifaces[i].fd = -1
+            fp.ifaces[i].gso_fd = -1
         fp.toa_mode = TOA_ON_SYN
         for i in range(MAX_SERVICES):
             fp.services[i].enat_laddr = -1
@@ -114,6 +116,7 @@ cdef class Forwarder:
         free(self.fp.bucket_in)
         free(self.fp.bucket_out)
         free(self.fp.free_list)
+        free(self.fp.segs)
         pthread_mutex_destroy(&self.fp.lock)
         free(self.fp)
         self.fp = NULL
@@ -327,38 +330,55 @@ cdef class Forwarder:
         self.fp.timeouts[STATE_NAMES.index(state)] = <uint64_t>(seconds * 1000)
 
     # --- the sans-IO entry points: the core on frames given as bytes ------------------------------
-    def process(self, frame, now=None, bint partial=False, int rx_if=0):
+    def process(self, frame, now=None, bint partial=False, int rx_if=0, vnet=None):
         """Run the core on one Ethernet frame. Returns (verdict, reason, out) where out is a list
         of (ifslot, bytes) frames to send. A new flow asks scheduler_cb, as the loop does.
         `reason` names why a frame was passed or dropped (or "frag_needed" when the frame sent is
-        the ICMP error that replaced it)."""
+        the ICMP error that replaced it). `vnet`: the 10-byte virtio_net_hdr the frame came with,
+        as the ring delivers it; then every frame in `out` starts with the one it leaves with.
+        A TUN aggregate gives several frames (its segments)."""
         cdef bytearray buf = bytearray(HEADROOM) + bytearray(frame) + bytearray(1)
         cdef Frame fr
         cdef uint64_t t = now_ms() if now is None else <uint64_t>(now * 1000)
-        cdef int v
+        cdef int v, k
         memset(&fr, 0, sizeof(Frame))
         fr.f = <uint8_t*>buf + HEADROOM
         fr.flen = len(buf) - HEADROOM - 1
         fr.partial = <int>partial
         fr.rx_if = rx_if
+        if vnet is not None:
+            if len(vnet) != VNET_LEN:
+                raise ValueError(f"a virtio_net_hdr is {VNET_LEN} bytes, not {len(vnet)}")
+            vbytes = bytes(vnet)
+            fr.vnet = 1
+            vnet_load(&fr.vh, <const uint8_t*><char*>vbytes)
         with nogil:
             pthread_mutex_lock(&self.fp.lock)
             self.fp.last_reason = R_NONE
             self.captured.n = 0
             self.fp.npending = 0
+            self.fp.nsegs = 0
+            self.fp.sink = &self.captured
             v = handle(self.fp, &fr, t, &self.fp.pending[0])
             if v == V_NEW:
-                queue_pending(self.fp, fr.f, fr.flen, 0, fr.partial)
+                queue_pending(self.fp, &fr)
                 resolve_pending(self.fp, t, &self.captured)
                 v = V_FORWARD if self.captured.n else V_DROP
-                fr = self.captured.frames[0]
+            elif v == V_FORWARD:
+                emit(self.fp, &self.captured, &fr)
+            self.fp.sink = NULL
             pthread_mutex_unlock(&self.fp.lock)
         reason = REASON_NAMES[self.fp.last_reason] if self.fp.last_reason else None
-        out = []
-        if v == V_FORWARD:
-            start = HEADROOM + fr.out_off
-            out = [(fr.tx_if, bytes(buf[start:start + fr.out_len]))]
-        return VERDICT_NAMES[v], reason, out
+        out = [self._sent(&self.captured.frames[k], vnet is not None) for k in range(self.captured.n)]
+        return VERDICT_NAMES[v], reason, out if v == V_FORWARD else []
+
+    cdef tuple _sent(self, Frame* fr, bint with_vnet):
+        cdef uint8_t head[VNET_LEN]
+        body = bytes(fr.f[fr.out_off:fr.out_off + <int>fr.out_len])
+        if with_vnet:
+            vnet_for_tx(fr, head)
+            body = bytes(head[:VNET_LEN]) + body
+        return (fr.tx_if, body)
 
     def process_batch(self, frames, now=None):
         """Run frames through the core as the ring loop runs one block: established flows at
@@ -371,27 +391,27 @@ cdef class Forwarder:
         cdef Frame fr
         cdef bytearray b
         cdef int v, k
-        out = []
         self._lock()
         try:
             self.captured.n = 0
             self.fp.npending = 0
+            self.fp.nsegs = 0
+            self.fp.sink = &self.captured
             for b in bufs:
                 memset(&fr, 0, sizeof(Frame))
                 fr.f = <uint8_t*>b + HEADROOM
                 fr.flen = len(b) - HEADROOM - 1
                 v = handle(self.fp, &fr, t, &self.fp.pending[self.fp.npending])
                 if v == V_FORWARD:
-                    out.append((fr.tx_if, bytes(fr.f[fr.out_off:fr.out_off + <int>fr.out_len])))
+                    emit(self.fp, &self.captured, &fr)
                 elif v == V_NEW:
-                    queue_pending(self.fp, fr.f, fr.flen, 0, 0)
+                    queue_pending(self.fp, &fr)
             if self.fp.npending:
                 with nogil:
                     resolve_pending(self.fp, t, &self.captured)
-            for k in range(self.captured.n):
-                fr = self.captured.frames[k]
-                out.append((fr.tx_if, bytes(fr.f[fr.out_off:fr.out_off + <int>fr.out_len])))
+            out = [self._sent(&self.captured.frames[k], False) for k in range(self.captured.n)]
         finally:
+            self.fp.sink = NULL
             self._unlock()
         return out
 

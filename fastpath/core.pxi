@@ -4,6 +4,48 @@
 # (conn_create()); ARP answers for the VIPs. The ring loop (ring.pxi) and Forwarder.process()
 # are two shells around handle(); new flows go through newflow.pxi in both.
 
+cdef inline void vnet_load(Vnet* v, const uint8_t* p) noexcept nogil:
+    v.flags = p[0]
+    v.gso_type = p[1]
+    v.hdr_len = ld16le(p + 2)
+    v.gso_size = ld16le(p + 4)
+    v.csum_start = ld16le(p + 6)
+    v.csum_offset = ld16le(p + 8)
+
+cdef inline void vnet_for_tx(Frame* fr, uint8_t* p) noexcept nogil:
+    # The header a frame leaves with (af_packet's packet_snd() reads it): its checksum still to
+    # complete where it stayed partial, and the aggregate to segment on the way out (GSO).
+    cdef uint8_t* base = fr.f + fr.out_off
+    cdef uint16_t start
+    memset(p, 0, VNET_LEN)
+    if not fr.keep_partial:
+        return
+    start = <uint16_t>(fr.l4 - base)
+    p[0] = VNET_NEEDS_CSUM
+    st16le(p + 6, start)
+    st16le(p + 8, 16 if fr.proto == 6 else 6)
+    if fr.vh.gso_type != GSO_NONE:
+        p[1] = fr.vh.gso_type
+        st16le(p + 2, <uint16_t>(start + (fr.l4[12] >> 4) * 4))
+        st16le(p + 4, fr.vh.gso_size)
+
+cdef inline bint vnet_ok(Frame* fr, uint32_t ihl, uint8_t proto, uint8_t* l4, uint32_t tot) noexcept nogil:
+    # What lbd takes from virtio_net_hdr (include/linux/virtio_net.h): a partial checksum exactly
+    # at the TCP or UDP checksum field, and TCPv4 aggregates. Anything else lies about the
+    # frame or asks for what the fast path does not do (UFO, USO, IPv6 GSO on IPv4).
+    cdef Vnet* v = &fr.vh
+    cdef uint8_t gso = v.gso_type & ~GSO_ECN
+    if v.flags & ~3:                        # NEEDS_CSUM and DATA_VALID only
+        return False
+    if v.flags & VNET_NEEDS_CSUM:
+        if v.csum_start != 14 + ihl or v.csum_offset != (16 if proto == 6 else 6):
+            return False
+    if gso == GSO_NONE:
+        return v.gso_type == GSO_NONE
+    if gso != GSO_TCPV4 or proto != 6 or not (v.flags & VNET_NEEDS_CSUM):
+        return False
+    return 0 < v.gso_size and ihl + (l4[12] >> 4) * 4 + v.gso_size <= 65535 and v.gso_size <= tot
+
 cdef inline int find_service(FP* fp, uint8_t proto, uint32_t daddr, uint16_t dport) noexcept nogil:
     cdef int i
     cdef ServiceKey* k
@@ -77,6 +119,11 @@ cdef int handle(FP* fp, Frame* fr, uint64_t now, Pending* p) noexcept nogil:
         return drop(fp, R_BAD_L4_HEADER) if is_vip(fp, daddr) else pass_(fp, R_NOT_OURS)
     else:
         l4len = ld16(l4 + 4)    # the UDP length rules (RFC 768); bytes past it are not checksummed
+    if fr.vnet:
+        if not vnet_ok(fr, ihl, proto, l4, tot):
+            return drop(fp, R_BAD_VNET_HDR)
+        fr.partial = (fr.vh.flags & VNET_NEEDS_CSUM) != 0
+        fr.keep_partial = fr.partial
     sport = ld16(l4)
     dport = ld16(l4 + 2)
 
@@ -140,6 +187,12 @@ cdef int forward(FP* fp, Conn* c, Frame* fr, Neigh* nb, uint64_t now) noexcept n
     # common route/MTU step (__ip_vs_get_out_rt(), ensure_mtu_is_adequate()); the mode's
     # xmit_*() only rewrites the frame (or drops it: TTL).
     cdef uint32_t tot = fr.tot          # as it came: counted before TUN or TOA grow it
+    # An aggregate (GSO) leaves as segments of gso_size: the MTU applies to those (IPVS skips
+    # the check for GSO skbs for the same reason).
+    cdef uint32_t seg = tot
+    if fr.vnet and fr.vh.gso_type != GSO_NONE:
+        seg = <uint32_t>(fr.l4 - fr.ip) + (fr.l4[12] >> 4) * 4 + fr.vh.gso_size
+    fr.seg = seg
     cdef int direction = fr.direction
     cdef uint8_t fwd = c.fwd
     cdef uint32_t mtu = fp.ifaces[nb.ifslot].mtu
@@ -149,7 +202,7 @@ cdef int forward(FP* fp, Conn* c, Frame* fr, Neigh* nb, uint64_t now) noexcept n
     if direction != DIR_IN and not sees_replies(fwd):
         return pass_(fp, R_NOT_OURS)    # their connections have no out key: never happens
     # (the first test alone settles every frame that is not within IPIP_OVERHEAD of the MTU)
-    if tot + IPIP_OVERHEAD > mtu and tot + (IPIP_OVERHEAD if fwd == FWD_TUNNEL else 0) > mtu:
+    if seg + IPIP_OVERHEAD > mtu and seg + (IPIP_OVERHEAD if fwd == FWD_TUNNEL else 0) > mtu:
         # TUN answers a DF packet with ICMP "fragmentation needed" in its place. The state
         # still moves, on the packet's flags (the kernel's ip_vs_set_state() runs before the
         # xmit); the counters not.
@@ -165,7 +218,7 @@ cdef int forward(FP* fp, Conn* c, Frame* fr, Neigh* nb, uint64_t now) noexcept n
     elif fwd == FWD_ROUTE:
         v = xmit_dr(fp, c, fr, nb)
     elif fwd == FWD_TUNNEL:
-        v = xmit_tun(fp, c, fr, nb)
+        v = xmit_tun_gso(fp, c, fr, nb) if seg != tot else xmit_tun(fp, c, fr, nb)
     else:
         v = xmit_fullnat(fp, c, fr, nb)     # FULLNAT and ENAT
     if v != V_FORWARD:

@@ -66,6 +66,7 @@ cdef extern from "<sys/socket.h>" nogil:
     int getsockopt(int fd, int level, int name, void* val, socklen_t* len)
     int bind(int fd, const sockaddr* addr, socklen_t len)
     int sendmmsg(int fd, mmsghdr* msgvec, unsigned int vlen, int flags)
+    long send(int fd, const void* buf, size_t n, int flags)
 
 cdef extern from "<arpa/inet.h>" nogil:
     uint16_t htons(uint16_t)
@@ -75,7 +76,7 @@ cdef extern from "<linux/if_ether.h>" nogil:
 
 cdef extern from "<linux/if_packet.h>" nogil:
     enum: SOL_PACKET, PACKET_VERSION, PACKET_RX_RING, PACKET_RESERVE, PACKET_QDISC_BYPASS
-    enum: PACKET_IGNORE_OUTGOING, PACKET_STATISTICS, TPACKET_V3
+    enum: PACKET_IGNORE_OUTGOING, PACKET_STATISTICS, TPACKET_V3, PACKET_VNET_HDR
     enum: TP_STATUS_KERNEL, TP_STATUS_USER, TP_STATUS_CSUMNOTREADY
     struct sockaddr_ll:
         unsigned short sll_family

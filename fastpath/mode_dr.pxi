@@ -4,5 +4,10 @@
 # are forward()'s (core.pxi).
 
 cdef int xmit_dr(FP* fp, Conn* c, Frame* fr, Neigh* nb) noexcept nogil:
+    # A partial checksum leaves partial with its virtio_net_hdr; without one (no vnet header
+    # to tell the receiver) it is completed here, or the real server would drop the packet.
+    if fr.partial and not fr.keep_partial:
+        l4_csum_full(fr.l4, fr.l4len, ld32(fr.ip + 12), ld32(fr.ip + 16), fr.proto,
+                     16 if fr.proto == 6 else 6)
     set_l2(fp, fr.f, nb)
     return V_FORWARD

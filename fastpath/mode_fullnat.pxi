@@ -24,7 +24,7 @@ cdef void toa_insert(FP* fp, Conn* c, Frame* fr, uint32_t mtu) noexcept nogil:
     # The frame grows at the front: Ethernet, IP and the fixed TCP header move 8 bytes into the
     # headroom, TOA goes in the gap, the TCP options stay where they are.
     cdef uint32_t ihl = (fr.ip[0] & 0x0F) * 4, thl = (fr.l4[12] >> 4) * 4
-    if thl + TOA_LEN > 60 or fr.tot + TOA_LEN > mtu:
+    if thl + TOA_LEN > 60 or fr.seg + TOA_LEN > mtu:
         fp.reasons[R_TOA_NO_ROOM] += 1
         return
     cdef uint8_t* base = fr.f + fr.out_off
@@ -42,8 +42,10 @@ cdef void toa_insert(FP* fp, Conn* c, Frame* fr, uint32_t mtu) noexcept nogil:
     st16(ip + 2, <uint16_t>fr.tot)
     st16(ip + 10, 0)
     st16(ip + 10, <uint16_t>~csum_fold(csum_add(0, ip, ihl)))
-    # both checksums in full: the header length, the pseudo-header length and 8 bytes changed
-    l4_csum_full(l4, fr.tot - ihl, ld32(ip + 12), ld32(ip + 16), 6, 16)
+    if fr.keep_partial:     # only the pseudo-header's length is in a partial sum
+        psum_replace2(l4 + 16, <uint16_t>(fr.tot - TOA_LEN - ihl), <uint16_t>(fr.tot - ihl))
+    else:                   # in full: the header length, the pseudo-header length, 8 bytes
+        l4_csum_full(l4, fr.tot - ihl, ld32(ip + 12), ld32(ip + 16), 6, 16)
     fr.out_off -= TOA_LEN
     fr.out_len = 14 + fr.tot
     fr.ip = ip
@@ -56,12 +58,12 @@ cdef int xmit_fullnat(FP* fp, Conn* c, Frame* fr, Neigh* nb) noexcept nogil:
         return V_DROP
     cdef bint toa = fr.direction == DIR_IN and wants_toa(fp, c, fr)
     if fr.direction == DIR_IN:
-        nat_rewrite(fr.ip, fr.l4, fr.proto, fr.partial, 16, c.daddr, 2, c.dport, fr.l4len)
-        nat_rewrite(fr.ip, fr.l4, fr.proto, fr.partial, 12, c.laddr, 0, c.lport, fr.l4len)
+        nat_rewrite(fr.ip, fr.l4, fr.proto, csum_mode(fr), 16, c.daddr, 2, c.dport, fr.l4len)
+        nat_rewrite(fr.ip, fr.l4, fr.proto, csum_mode(fr), 12, c.laddr, 0, c.lport, fr.l4len)
         if toa:
             toa_insert(fp, c, fr, fp.ifaces[nb.ifslot].mtu)
     else:
-        nat_rewrite(fr.ip, fr.l4, fr.proto, fr.partial, 12, c.vaddr, 0, c.vport, fr.l4len)
-        nat_rewrite(fr.ip, fr.l4, fr.proto, fr.partial, 16, c.caddr, 2, c.cport, fr.l4len)
+        nat_rewrite(fr.ip, fr.l4, fr.proto, csum_mode(fr), 12, c.vaddr, 0, c.vport, fr.l4len)
+        nat_rewrite(fr.ip, fr.l4, fr.proto, csum_mode(fr), 16, c.caddr, 2, c.cport, fr.l4len)
     set_l2(fp, fr.f + fr.out_off, nb)
     return V_FORWARD

@@ -30,6 +30,8 @@ REASONS = [
     ("frag_needed", "TUN: too big for the tunnel with DF set; ICMP sent to the client"),
     ("lport_exhausted", "FULLNAT/ENAT: every (local address, port) taken; no connection"),
     ("toa_no_room", "forwarded without TOA: header or MTU has no room for 8 more bytes"),
+    ("bad_vnet_hdr", "a virtio_net_hdr that lies about its frame, or asks for an offload the "
+                     "fast path does not do (UFO, USO, checksum not at the L4 header)"),
 ]
 
 # Connection states: the kernel's IP_VS_TCP_S_* in its order (ip_vs.h), then one for UDP.

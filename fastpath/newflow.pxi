@@ -11,19 +11,20 @@ cdef struct Sink:
 
 cdef inline void emit(FP* fp, Sink* sink, Frame* fr) noexcept nogil:
     if sink == NULL:
-        tx_queue(fp, fr.tx_if, fr.f + fr.out_off, fr.out_len)
+        tx_queue(fp, fr)
     elif sink.n < MAX_PENDING:
         sink.frames[sink.n] = fr[0]
         sink.n += 1
 
-cdef inline void queue_pending(FP* fp, uint8_t* frame, uint32_t n, int rx_if,
-                               int partial) noexcept nogil:
+cdef inline void queue_pending(FP* fp, Frame* fr) noexcept nogil:
     # handle() filled in fp.pending[fp.npending] (the flow) when it said V_NEW; add the frame.
     cdef Pending* q = &fp.pending[fp.npending]
-    q.frame = frame
-    q.len = n
-    q.rx_if = rx_if
-    q.partial = partial
+    q.frame = fr.f
+    q.len = fr.flen
+    q.rx_if = fr.rx_if
+    q.partial = fr.partial
+    q.vnet = fr.vnet
+    q.vh = fr.vh
     fp.npending += 1
 
 cdef void resolve_pending(FP* fp, uint64_t now, Sink* sink) noexcept nogil:
@@ -71,6 +72,9 @@ cdef void resolve_one(FP* fp, Pending* q, uint64_t now, Sink* sink) noexcept nog
     fr.f = q.frame
     fr.flen = q.len
     fr.partial = q.partial
+    fr.vnet = q.vnet
+    fr.vh = q.vh
+    fr.rx_if = q.rx_if
     v = handle(fp, &fr, now, &scratch)
     if v == V_NEW:          # cannot happen once the connection exists; never lose a frame silently
         drop(fp, R_NO_DEST)

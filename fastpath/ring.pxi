@@ -23,10 +23,14 @@ cdef int ring_open(Iface* f, uint32_t block_size, uint32_t nblocks, uint32_t tov
     sll.sll_protocol = htons(ETH_P_ALL)
     sll.sll_ifindex = f.ifindex
     cdef void* ring = MAP_FAILED
+    cdef int gso_fd = -1
     try:
         _sockopt(fd, PACKET_VERSION, &version, sizeof(int), "PACKET_VERSION")
         # Headroom before every frame in the ring: TUN and TOA grow frames at the front in place.
         _sockopt(fd, PACKET_RESERVE, &reserve, sizeof(int), "PACKET_RESERVE")
+        # A virtio_net_hdr before every frame, both ways (set before the ring: af_packet.c
+        # refuses it after): partial checksums and GSO aggregates pass through as they are.
+        _sockopt(fd, PACKET_VNET_HDR, &one, sizeof(int), "PACKET_VNET_HDR")
         _sockopt(fd, PACKET_RX_RING, &req, sizeof(req), "PACKET_RX_RING")
         ring = mmap(NULL, <size_t>block_size * nblocks, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)
         if ring == MAP_FAILED:
@@ -35,12 +39,24 @@ cdef int ring_open(Iface* f, uint32_t block_size, uint32_t nblocks, uint32_t tov
         _sockopt(fd, PACKET_IGNORE_OUTGOING, &one, sizeof(int), "PACKET_IGNORE_OUTGOING")
         if bind(fd, <sockaddr*>&sll, sizeof(sll)) < 0:
             raise OSError(errno, "bind: " + os.strerror(errno))
+        # GSO aggregates leave through the qdisc: with PACKET_QDISC_BYPASS one that needs
+        # software segmentation (an egress without TSO) is dropped silently (__dev_direct_xmit).
+        gso_fd = socket(AF_PACKET, SOCK_RAW, 0)
+        if gso_fd < 0:
+            raise OSError(errno, os.strerror(errno))
+        _sockopt(gso_fd, PACKET_VNET_HDR, &one, sizeof(int), "PACKET_VNET_HDR")
+        sll.sll_protocol = 0                # sends only: receives nothing
+        if bind(gso_fd, <sockaddr*>&sll, sizeof(sll)) < 0:
+            raise OSError(errno, "bind: " + os.strerror(errno))
     except BaseException:
+        if gso_fd >= 0:
+            close(gso_fd)
         if ring != MAP_FAILED:
             munmap(ring, <size_t>block_size * nblocks)
         close(fd)
         raise
     f.fd = fd
+    f.gso_fd = gso_fd
     f.ring = <uint8_t*>ring
     f.ring_size = <size_t>block_size * nblocks
     f.block_size = block_size
@@ -60,6 +76,9 @@ cdef void ring_close(FP* fp) noexcept nogil:
             munmap(fp.ifaces[i].ring, fp.ifaces[i].ring_size)
             close(fp.ifaces[i].fd)
             fp.ifaces[i].fd = -1
+        if fp.ifaces[i].gso_fd >= 0:
+            close(fp.ifaces[i].gso_fd)
+            fp.ifaces[i].gso_fd = -1
 
 cdef int64_t ring_drop_count(FP* fp) noexcept nogil:
     # Frames the kernel dropped for want of ring space since the last call (PACKET_STATISTICS
@@ -124,33 +143,56 @@ cdef void ring_block(FP* fp, int i, tpacket_block_desc* blk) noexcept nogil:
             fp.reasons[R_TRUNCATED] += 1
         else:
             partial = 1 if h.tp_status & TP_STATUS_CSUMNOTREADY else 0
+            memset(&fr, 0, sizeof(Frame))
             fr.f = frame
             fr.flen = h.tp_snaplen
             fr.partial = partial
             fr.rx_if = i
+            fr.vnet = 1
+            vnet_load(&fr.vh, frame - VNET_LEN)
             v = handle(fp, &fr, now, &fp.pending[fp.npending])
             if v == V_FORWARD:
-                tx_queue(fp, fr.tx_if, frame + fr.out_off, fr.out_len)
+                tx_queue(fp, &fr)
             elif v == V_NEW:
-                queue_pending(fp, frame, h.tp_snaplen, i, partial)
+                queue_pending(fp, &fr)
                 if fp.npending == MAX_PENDING:
                     resolve_pending(fp, now, NULL)
         h = <tpacket3_hdr*>(<uint8_t*>h + h.tp_next_offset)
     if fp.npending:
         resolve_pending(fp, now, NULL)
-    for k in range(MAX_IFACES):
-        if fp.ifaces[k].tx.n:
-            tx_flush(fp, k)
+    tx_flush_all(fp)
+    fp.nsegs = 0
     sweep(fp, now, (fp.max_conns >> 10) + 64)      # the whole table every 1024 blocks
     pthread_mutex_unlock(&fp.lock)
     __sync_synchronize()    # every access to the block done before the kernel has it again
     blk.hdr.bh1.block_status = TP_STATUS_KERNEL
     f.cur_block = (f.cur_block + 1) % f.nblocks
 
-cdef void tx_queue(FP* fp, int ifslot, uint8_t* frame, uint32_t n) noexcept nogil:
+cdef void tx_flush_all(FP* fp) noexcept nogil:
+    cdef int k
+    for k in range(MAX_IFACES):
+        if fp.ifaces[k].tx.n:
+            tx_flush(fp, k)
+
+cdef void tx_queue(FP* fp, Frame* fr) noexcept nogil:
+    # The frame goes out with its virtio_net_hdr in the 10 bytes before it (headroom). A GSO
+    # aggregate is sent at once through the qdisc socket, after what is queued (order kept).
+    cdef int ifslot = fr.tx_if
     cdef TxQueue* q = &fp.ifaces[ifslot].tx
-    if fp.ifaces[ifslot].fd < 0:
+    cdef uint8_t* frame = fr.f + fr.out_off
+    cdef uint32_t n = fr.out_len + VNET_LEN
+    if not 0 <= ifslot < MAX_IFACES or fp.ifaces[ifslot].fd < 0:
         fp.reasons[R_TX_ERROR] += 1
+        return
+    frame -= VNET_LEN
+    vnet_for_tx(fr, frame)
+    if frame[1] != GSO_NONE:
+        if q.n:
+            tx_flush(fp, ifslot)
+        if send(fp.ifaces[ifslot].gso_fd, frame, n, 0) < 0:
+            fp.reasons[R_TX_ERROR] += 1
+        else:
+            fp.tx_frames += 1
         return
     if q.n == TX_BATCH:
         tx_flush(fp, ifslot)

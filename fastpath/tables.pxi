@@ -15,7 +15,10 @@ cdef enum:
     NEIGH_SIZE = 4096          # open addressing, power of two
     TX_BATCH = 64
     MAX_PENDING = 256
-    HEADROOM = 64              # bytes before each frame the core may grow into (TUN 20, TOA 8)
+    HEADROOM = 64              # bytes before each frame the core may grow into (TUN 20, TOA 8,
+                               # and the 10-byte virtio_net_hdr in front of what is sent)
+    SEG_SLOTS = 256            # TUN segments of GSO aggregates made per batch
+    SEG_SLOT = 2048            # bytes each, headroom included
 
 cdef enum:
     DIR_IN = 0              # client -> real server (the kernel's IP_VS_DIR_INPUT)
@@ -136,6 +139,24 @@ cdef struct Iface:
     uint32_t nblocks
     uint32_t cur_block
     TxQueue tx
+    int gso_fd              # a send socket through the qdisc, for GSO aggregates (see ring.pxi)
+
+# include/uapi/linux/virtio_net.h: what PACKET_VNET_HDR puts right before each frame's MAC
+# header, and what the kernel reads before each frame sent (little-endian: vio_le()).
+cdef enum:
+    VNET_LEN = 10
+    VNET_NEEDS_CSUM = 1
+    GSO_NONE = 0
+    GSO_TCPV4 = 1
+    GSO_ECN = 0x80
+
+cdef struct Vnet:
+    uint8_t flags
+    uint8_t gso_type
+    uint16_t hdr_len
+    uint16_t gso_size
+    uint16_t csum_start
+    uint16_t csum_offset
 
 # A new-flow frame waiting for the scheduler (once per batch, with the GIL).
 cdef struct Pending:
@@ -143,6 +164,8 @@ cdef struct Pending:
     uint32_t len
     uint8_t rx_if
     uint8_t partial
+    uint8_t vnet
+    Vnet vh
     uint8_t proto
     uint16_t svc
     uint32_t caddr
@@ -189,12 +212,20 @@ cdef struct FP:
     Pending pending[MAX_PENDING]
     int npending
     uint16_t ip_id          # IP ID for headers we build (TUN outer, ICMP)
+    void* sink              # where frames the core makes itself go (TUN segments): a Sink, or
+                            # NULL for the TX queues
+    uint8_t* segs           # room for those frames (SEG_SLOTS of SEG_SLOT bytes), reused per batch
+    int nsegs
 
 # One frame on its way through the core (see handle()).
 cdef struct Frame:
     uint8_t* f              # the Ethernet frame; HEADROOM bytes before it are ours to use
     uint32_t flen
     int partial             # L4 checksum not filled in yet (TP_STATUS_CSUMNOTREADY)
+    uint8_t vnet            # it came with a virtio_net_hdr (vh), and leaves with one
+    Vnet vh                 # as it came
+    uint8_t keep_partial    # the L4 checksum stays partial: the receiver (or NIC) completes it
+    uint32_t seg            # the IP length of the packets that leave (an aggregate's segments)
     uint8_t* ip
     uint8_t* l4
     uint32_t tot

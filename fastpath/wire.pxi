@@ -84,3 +84,26 @@ cdef inline void l4_csum_replace2(uint8_t* field, uint8_t proto, uint16_t old, u
             st16(field, 0xFFFF)
     else:
         csum_replace2(field, old, new)
+
+# --- partial checksums (CHECKSUM_PARTIAL, virtio_net_hdr NEEDS_CSUM) ---------------------------
+# Such a field holds the folded pseudo-header sum itself, not its complement, and the receiver
+# (or the NIC) sums the segment over it later. A rewrite keeps it partial by updating only what
+# the pseudo-header holds, addresses and length, as IPVS's tcp_partial_csum_update() does
+# (ip_vs_proto_tcp.c); ports are not in it.
+
+cdef inline void psum_replace4(uint8_t* field, uint32_t old, uint32_t new) noexcept nogil:
+    cdef uint64_t s = (ld16(field) + (<uint16_t>~(old >> 16)) + (<uint16_t>~(old & 0xFFFF))
+                       + (new >> 16) + (new & 0xFFFF))
+    st16(field, <uint16_t>csum_fold(s))
+
+cdef inline void psum_replace2(uint8_t* field, uint16_t old, uint16_t new) noexcept nogil:
+    st16(field, <uint16_t>csum_fold(ld16(field) + (<uint16_t>~old) + new))
+
+# --- virtio_net_hdr: little-endian fields (the kernel's vio_le() on these machines) ------------
+
+cdef inline uint16_t ld16le(const uint8_t* p) noexcept nogil:
+    return <uint16_t>(p[0] | (p[1] << 8))
+
+cdef inline void st16le(uint8_t* p, uint16_t v) noexcept nogil:
+    p[0] = v & 0xFF
+    p[1] = v >> 8
