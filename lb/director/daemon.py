@@ -23,7 +23,7 @@ import threading
 import time
 
 from lb._forward import Forwarder
-from lb.director import cli, figures, nft, rules
+from lb.director import cli, figures, nft, offloads, rules
 from lb.director.cli import DEFAULT_SOCKET
 from lb.director.director import Director
 from lb.director.estimator import Estimator, Sampler
@@ -108,6 +108,7 @@ class Lbd:
         self.failed: str | None = None        # the worker thread that died, if one did
         self.on_failure = lambda: None        # serve() sets it: stop the daemon
         self.stopped = False
+        self.lro_off: list[str] = []        # interfaces whose LRO lbd turned off (restored)
 
     def apply(self, cmd: dict) -> dict:
         if isinstance(cmd, dict) and cmd.get("op") == "figures":   # lbadm top: read only
@@ -206,6 +207,7 @@ class Lbd:
             log.warning("replacing nftables table %s, left behind by an lbd that died",
                         self.ingress.table)
         self.ingress.install(self.local_addrs)
+        self.lro_off = offloads.disable_lro(self.ifnames)
         self.director.reconcile()
         if self.config_file:
             reply = self.director.apply({"op": "reload"})
@@ -259,7 +261,8 @@ class Lbd:
         self.stopped = True
         self.stopping.set()
         steps = [("metrics", self._stop_metrics), ("fast path", self._stop_fastpath),
-                 ("nftables table", self.ingress.remove), ("locks", self._release_locks)]
+                 ("nftables table", self.ingress.remove),
+                 ("LRO", lambda: offloads.restore_lro(self.lro_off)), ("locks", self._release_locks)]
         for what, step in steps:
             try:
                 step()
