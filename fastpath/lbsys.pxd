@@ -76,7 +76,7 @@ cdef extern from "<linux/if_ether.h>" nogil:
 
 cdef extern from "<linux/if_packet.h>" nogil:
     enum: SOL_PACKET, PACKET_VERSION, PACKET_RX_RING, PACKET_RESERVE, PACKET_QDISC_BYPASS
-    enum: PACKET_IGNORE_OUTGOING, PACKET_STATISTICS, TPACKET_V3, PACKET_VNET_HDR
+    enum: PACKET_IGNORE_OUTGOING, PACKET_STATISTICS, TPACKET_V2, TPACKET_V3, PACKET_VNET_HDR
     enum: TP_STATUS_KERNEL, TP_STATUS_USER, TP_STATUS_CSUMNOTREADY
     struct sockaddr_ll:
         unsigned short sll_family
@@ -94,6 +94,19 @@ cdef extern from "<linux/if_packet.h>" nogil:
         unsigned int tp_retire_blk_tov
         unsigned int tp_sizeof_priv
         unsigned int tp_feature_req_word
+    struct tpacket_req:
+        unsigned int tp_block_size
+        unsigned int tp_block_nr
+        unsigned int tp_frame_size
+        unsigned int tp_frame_nr
+    struct tpacket2_hdr:
+        uint32_t tp_status
+        uint32_t tp_len
+        uint32_t tp_snaplen
+        uint16_t tp_mac
+        uint16_t tp_net
+        uint32_t tp_sec
+        uint32_t tp_nsec
     struct tpacket_stats_v3:
         unsigned int tp_packets
         unsigned int tp_drops

@@ -4,12 +4,16 @@
 # runs without the GIL; fp.lock is taken once per block. Forwarder.open()/close()/run()/stop()
 # and the ring_drops counter (in _forward.pyx) are thin wrappers over this file.
 
-cdef int ring_open(Iface* f, uint32_t block_size, uint32_t nblocks, uint32_t tov_ms) except -1:
+cdef enum:
+    V2_SLOT = 69632         # 17 pages: a 64 KB GSO aggregate and its headers fit one slot
+
+cdef int ring_open(Iface* f, uint32_t block_size, uint32_t nblocks, uint32_t tov_ms,
+                   int version=TPACKET_V2, uint32_t slots=512) except -1:
     # Socket, ring and mmap for one interface (the caller checked the slot). Needs root.
     cdef int fd = socket(AF_PACKET, SOCK_RAW, 0)
     if fd < 0:
         raise OSError(errno, os.strerror(errno))
-    cdef int one = 1, version = TPACKET_V3, reserve = HEADROOM
+    cdef int one = 1, reserve = HEADROOM
     cdef tpacket_req3 req
     cdef sockaddr_ll sll
     memset(&req, 0, sizeof(req))
@@ -18,6 +22,17 @@ cdef int ring_open(Iface* f, uint32_t block_size, uint32_t nblocks, uint32_t tov
     req.tp_frame_size = 2048
     req.tp_frame_nr = (block_size // 2048) * nblocks
     req.tp_retire_blk_tov = tov_ms
+    if version == TPACKET_V2:
+        # A frame is the user's as soon as the kernel has written it (its own tp_status),
+        # where a V3 block waits until it is full or its timer (1 ms at least) retires it:
+        # at light load every frame would wait up to a millisecond each way. V2 serves it at
+        # once and still batches: the loop takes every frame that is ready before it sends.
+        block_size = V2_SLOT
+        nblocks = slots
+        req.tp_block_size = V2_SLOT
+        req.tp_block_nr = slots
+        req.tp_frame_size = V2_SLOT
+        req.tp_frame_nr = slots
     memset(&sll, 0, sizeof(sll))
     sll.sll_family = AF_PACKET
     sll.sll_protocol = htons(ETH_P_ALL)
@@ -31,7 +46,8 @@ cdef int ring_open(Iface* f, uint32_t block_size, uint32_t nblocks, uint32_t tov
         # A virtio_net_hdr before every frame, both ways (set before the ring: af_packet.c
         # refuses it after): partial checksums and GSO aggregates pass through as they are.
         _sockopt(fd, PACKET_VNET_HDR, &one, sizeof(int), "PACKET_VNET_HDR")
-        _sockopt(fd, PACKET_RX_RING, &req, sizeof(req), "PACKET_RX_RING")
+        _sockopt(fd, PACKET_RX_RING, &req,
+                 sizeof(tpacket_req) if version == TPACKET_V2 else sizeof(req), "PACKET_RX_RING")
         ring = mmap(NULL, <size_t>block_size * nblocks, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)
         if ring == MAP_FAILED:
             raise OSError(errno, "mmap of the RX ring: " + os.strerror(errno))
@@ -57,6 +73,7 @@ cdef int ring_open(Iface* f, uint32_t block_size, uint32_t nblocks, uint32_t tov
         raise
     f.fd = fd
     f.gso_fd = gso_fd
+    f.version = version
     f.ring = <uint8_t*>ring
     f.ring_size = <size_t>block_size * nblocks
     f.block_size = block_size
@@ -112,6 +129,9 @@ cdef void ring_loop(FP* fp) noexcept nogil:
             f = &fp.ifaces[i]
             if f.fd < 0:
                 continue
+            if f.version == TPACKET_V2:
+                busy |= ring_slots(fp, i) > 0
+                continue
             blk = <tpacket_block_desc*>(f.ring + <size_t>f.cur_block * f.block_size)
             if blk.hdr.bh1.block_status & TP_STATUS_USER:
                 ring_block(fp, i, blk)
@@ -137,26 +157,7 @@ cdef void ring_block(FP* fp, int i, tpacket_block_desc* blk) noexcept nogil:
     now = now_ms()
     fp.npending = 0
     for k in range(npkts):
-        frame = <uint8_t*>h + h.tp_mac
-        fp.rx_frames += 1
-        if h.tp_snaplen < h.tp_len:
-            fp.reasons[R_TRUNCATED] += 1
-        else:
-            partial = 1 if h.tp_status & TP_STATUS_CSUMNOTREADY else 0
-            memset(&fr, 0, sizeof(Frame))
-            fr.f = frame
-            fr.flen = h.tp_snaplen
-            fr.partial = partial
-            fr.rx_if = i
-            fr.vnet = 1
-            vnet_load(&fr.vh, frame - VNET_LEN)
-            v = handle(fp, &fr, now, &fp.pending[fp.npending])
-            if v == V_FORWARD:
-                tx_queue(fp, &fr)
-            elif v == V_NEW:
-                queue_pending(fp, &fr)
-                if fp.npending == MAX_PENDING:
-                    resolve_pending(fp, now, NULL)
+        ring_frame(fp, i, <uint8_t*>h + h.tp_mac, h.tp_snaplen, h.tp_len, h.tp_status, now)
         h = <tpacket3_hdr*>(<uint8_t*>h + h.tp_next_offset)
     if fp.npending:
         resolve_pending(fp, now, NULL)
@@ -167,6 +168,60 @@ cdef void ring_block(FP* fp, int i, tpacket_block_desc* blk) noexcept nogil:
     __sync_synchronize()    # every access to the block done before the kernel has it again
     blk.hdr.bh1.block_status = TP_STATUS_KERNEL
     f.cur_block = (f.cur_block + 1) % f.nblocks
+
+cdef inline void ring_frame(FP* fp, int i, uint8_t* frame, uint32_t snaplen, uint32_t length,
+                            uint32_t status, uint64_t now) noexcept nogil:
+    # One frame in place in the ring: forwarded at once, or queued as a new flow.
+    cdef Frame fr
+    cdef int v
+    fp.rx_frames += 1
+    if snaplen < length:
+        fp.reasons[R_TRUNCATED] += 1
+        return
+    memset(&fr, 0, sizeof(Frame))
+    fr.f = frame
+    fr.flen = snaplen
+    fr.partial = 1 if status & TP_STATUS_CSUMNOTREADY else 0
+    fr.rx_if = i
+    fr.vnet = 1
+    vnet_load(&fr.vh, frame - VNET_LEN)
+    v = handle(fp, &fr, now, &fp.pending[fp.npending])
+    if v == V_FORWARD:
+        tx_queue(fp, &fr)
+    elif v == V_NEW:
+        queue_pending(fp, &fr)
+        if fp.npending == MAX_PENDING:
+            resolve_pending(fp, now, NULL)
+
+cdef int ring_slots(FP* fp, int i) noexcept nogil:
+    # TPACKET_V2: every frame the kernel has handed over, up to MAX_PENDING, then what they
+    # made sent and the slots given back (the TX queue points into them until it is flushed).
+    cdef Iface* f = &fp.ifaces[i]
+    cdef tpacket2_hdr* h = <tpacket2_hdr*>(f.ring + <size_t>f.cur_block * f.block_size)
+    cdef uint32_t first = f.cur_block, n = 0, k
+    cdef uint64_t now
+    if not (h.tp_status & TP_STATUS_USER):
+        return 0
+    pthread_mutex_lock(&fp.lock)
+    now = now_ms()
+    fp.npending = 0
+    while n < MAX_PENDING and (h.tp_status & TP_STATUS_USER):
+        __sync_synchronize()            # the status before the frame (the kernel's smp_wmb)
+        ring_frame(fp, i, <uint8_t*>h + h.tp_mac, h.tp_snaplen, h.tp_len, h.tp_status, now)
+        n += 1
+        f.cur_block = (f.cur_block + 1) % f.nblocks
+        h = <tpacket2_hdr*>(f.ring + <size_t>f.cur_block * f.block_size)
+    if fp.npending:
+        resolve_pending(fp, now, NULL)
+    tx_flush_all(fp)
+    fp.nsegs = 0
+    # the whole table every ~1024 full batches, as every 1024 blocks in V3
+    sweep(fp, now, ((fp.max_conns >> 10) + 64) * n // MAX_PENDING + 4)
+    pthread_mutex_unlock(&fp.lock)
+    __sync_synchronize()
+    for k in range(n):
+        (<tpacket2_hdr*>(f.ring + <size_t>((first + k) % f.nblocks) * f.block_size)).tp_status = TP_STATUS_KERNEL
+    return n
 
 cdef void tx_flush_all(FP* fp) noexcept nogil:
     cdef int k

@@ -135,9 +135,10 @@ cdef struct Iface:
     int fd
     uint8_t* ring
     size_t ring_size
-    uint32_t block_size
-    uint32_t nblocks
-    uint32_t cur_block
+    uint8_t version         # TPACKET_V2: a frame per slot; TPACKET_V3: blocks of frames
+    uint32_t block_size     # V2: the slot size
+    uint32_t nblocks        # V2: the number of slots
+    uint32_t cur_block      # V2: the next slot
     TxQueue tx
     int gso_fd              # a send socket through the qdisc, for GSO aggregates (see ring.pxi)
 

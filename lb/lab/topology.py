@@ -34,9 +34,11 @@ processes living in the lab's namespaces (by PID, checked against the namespace)
 removes every namespace whose name starts with ``<prefix>-``. A state file in
 ``/run/lb-lab/<prefix>.json`` lets ``lb lab down`` in another process do the same.
 
-Offloads are off on every lab interface (see :func:`disable_offloads`): the fast path
-reads frames with AF_PACKET, so it must never see 64 KB GSO/GRO frames or partial
-(CHECKSUM_PARTIAL) checksums.
+Offloads are off on every lab interface by default (see :func:`disable_offloads`), so that
+captures (lb trace) show complete checksums and wire-sized frames; ``Lab(offloads="on")``
+keeps them as veths come. lbd itself takes partial checksums and GSO aggregates through
+PACKET_VNET_HDR (tests/integration/test_offloads.py runs the kernel selftest's topology with
+the offloads on).
 
 The namespace helpers are in :mod:`lb.lab.net`, the test servers in :mod:`lb.lab.servers`,
 the lab's lbd process in :mod:`lb.lab.lbd` and ``lb demo`` in :mod:`lb.lab.demo`.
@@ -91,12 +93,15 @@ class Lab:
     UDP_PORT = UDP_PORT
 
     def __init__(self, prefix: str | None = None, n_rs: int = 3, rs_gateway: str | None = None,
-                 rs_net: str = "lan"):
+                 rs_net: str = "lan", offloads: str = "off"):
         self.prefix = prefix or new_prefix()
         if not PREFIX_RE.match(self.prefix):
             raise ValueError(f"bad lab prefix {self.prefix!r} (want [a-z][a-z0-9]{{1,15}})")
         if not 1 <= n_rs <= 80:
             raise ValueError("n_rs must be 1..80")
+        if offloads not in ("on", "off"):
+            raise ValueError("offloads must be 'on' (as the veths come) or 'off'")
+        self.offloads = offloads
         if rs_net not in RS_NETS:
             raise ValueError("rs_net must be 'lan' or 'routed'")
         rs_gateway = rs_gateway or ("director" if rs_net == "lan" else "router")
@@ -163,7 +168,8 @@ class Lab:
                 self._save_state()
                 self._create_namespaces()
                 self._build_links()
-                self._disable_all_offloads()
+                if self.offloads == "off":       # for comparisons: the fast path needs it not
+                    self._disable_all_offloads()
                 self._configure()
         except BaseException:
             self.down()

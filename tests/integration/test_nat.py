@@ -65,17 +65,21 @@ def test_long_transfer_arrives_intact(lab, director):
 
 def test_edit_and_delete_affect_new_connections_only(lab, director):
     nat_service(director)
-    # A slow download holds one established connection to rs1 while we change things.
-    n = 3_000_000
+    # A slow download holds one established connection to rs1 while we change things. With
+    # the veths' offloads on, the client's socket buffer takes megabytes at once: the download
+    # must be larger than that for the rate limit to hold it open.
+    n = 12_000_000
     slow = lab.popen("client", ["bash", "-c", f"curl -sS --max-time 60 --limit-rate 1M "
                                 f"http://{VIP}/bytes/{n} | sha256sum"],
                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 10
-        while " 1          " not in listing(director) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        text = listing(director)
-        rs1 = [l for l in text.splitlines() if "198.18.0.11:80" in l][0]
+        while True:                                # until rs1's ActiveConn column reads 1
+            text = listing(director)
+            rs1 = [l for l in text.splitlines() if "198.18.0.11:80" in l][0]
+            if rs1.split()[4] == "1" or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
         assert rs1.split()[4] == "1", text        # ActiveConn is live
         ok(director.lbadm("-d", "-t", f"{VIP}:80", "-r", "198.18.0.11:80"))
         ok(director.lbadm("-e", "-t", f"{VIP}:80", "-r", "198.18.0.12:80", "-m", "-w", "0"))

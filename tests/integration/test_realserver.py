@@ -176,7 +176,8 @@ def test_failed_setup_is_rolled_back(lab, clean):
 # -- the decapsulator --------------------------------------------------------------------------
 
 def _udp_echo_on_vip(lab, role):
-    proc = lab.popen(role, [sys.executable, "-m", "lb.lab.topology", "udp-echo", role, TUN_VIP, ECHO_PORT],
+    proc = lab.popen(role, [sys.executable, "-m", "lb.lab.servers", "--udp-only", "--name", role,
+                            "--host", TUN_VIP, "--udp-port", str(ECHO_PORT)],
                      stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert proc.stdout.readline().strip() == b"ready", proc.stderr.read()
     return proc
