@@ -13,7 +13,9 @@ Works on the network namespace it runs in (a host, or ``ip netns exec NS lb real
   connections still answer from the VIP. ``arp_ignore=1`` (answer only for addresses of the
   receiving interface) and ``arp_announce=2`` (never use the VIP as ARP source) on ``all``
   and on every other interface: the kernel uses the larger of ``all`` and the device's
-  value, so values already higher are left alone.
+  value, so values already higher are left alone. A strict ``rp_filter`` (1) made loose (2)
+  on ``all``, ``default`` and every interface: the client's packets come in from the
+  director, and the reply route to the client may use another interface.
 - **TUN**: the same ARP settings (the VIP is a local address, so without them the server
   would answer ARP for it on a shared LAN), ``rp_filter`` 0 on ``all`` (decapsulated
   packets come in on the tunnel from clients routed elsewhere), then the kernel's ``ipip``
@@ -338,6 +340,13 @@ def _setup_mode(log, host, mode, vips, gw, decap_how, lines, port_map=None) -> N
             k = f"net.ipv4.conf.{dev}.{key}"
             lines.append(log.acquire(mode, {"kind": "sysctl", "key": k}, lambda: host.raise_sysctl(k, value)))
     if mode == "dr":
+        # The client's packets arrive where the director sends them, which need not be where
+        # the reply to the client leaves (the kernel selftest's DR server has a second leg on
+        # the client's LAN): strict rp_filter (1) drops them there. Loose (2) keeps the check
+        # that the client is routable at all.
+        for dev in ("all", "default", *interfaces()):
+            k = f"net.ipv4.conf.{dev}.rp_filter"
+            lines.append(log.acquire(mode, {"kind": "sysctl", "key": k}, lambda: host.loosen_rp_filter(k)))
         for vip in vips:
             if host.addresses().get(vip) == "lo":
                 lines.append(f"kept: {vip} was already on lo")

@@ -324,7 +324,9 @@ def test_curl_through_an_enat_triangle(rlab):
             assert r.returncode == 0, (r.stderr, agent_counters(rlab, "rs2"))
             assert r.stdout.startswith(f"rs2 client={VIP}:") and f" toa={rlab.addr['client']}:" in r.stdout
         counters = agent_counters(rlab, "rs2", {"learned": 2, "rewritten": 6})
-        assert counters["learned"] == 2 and counters["rewritten"] >= 6 and counters["unknown_flow"] == 0, counters
+        # two connections, each learned from its SYN (a SYN the client retransmits, as under
+        # load when the stand-in director is slow, is learned again: the same flow)
+        assert counters["learned"] >= 2 and counters["rewritten"] >= 6 and counters["unknown_flow"] == 0, counters
         assert director.forwarded >= 8
     finally:
         if director:
