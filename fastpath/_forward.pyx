@@ -10,7 +10,7 @@ Where things are: this file holds the Forwarder (its control API, counters and l
 thin entry points: sans-IO process()/process_batch()/expire(), the ring's open()/run()/stop()/
 close()); _names.pxi (generated from names.py) the reasons, states, verdicts and forwarding
 codes; tables.pxi the C tables; tcp_state.pxi the IPVS state machine; core.pxi the per-frame
-core; mode_*.pxi the per-mode rewrites; persist.pxi persistence templates; newflow.pxi the
+core; sched*.pxi the schedulers' C decisions; lport.pxi local ports; mode_*.pxi the per-mode rewrites; persist.pxi persistence templates; newflow.pxi the
 new-flow batch; ring.pxi the ring loop and its sockets; wire.pxi checksums; lbsys.pxd the C
 declarations.
 """
@@ -30,6 +30,10 @@ from cpython cimport array
 include "_names.pxi"
 include "wire.pxi"
 include "tables.pxi"
+include "lport.pxi"
+include "sched.pxi"
+include "sched_walk.pxi"
+include "sched_hash.pxi"
 include "tcp_state.pxi"
 include "persist.pxi"
 include "core.pxi"
@@ -87,7 +91,9 @@ cdef class Forwarder:
         fp.bucket_out = <uint32_t*>calloc(fp.nbuckets, sizeof(uint32_t))
         fp.free_list = <uint32_t*>calloc(fp.max_conns, sizeof(uint32_t))
         fp.segs = <uint8_t*>malloc(SEG_SLOTS * SEG_SLOT)
-        if not (fp.conns and fp.bucket_in and fp.bucket_out and fp.free_list and fp.segs):
+        fp.pools = <PortPool**>calloc(<size_t>MAX_DESTS * MAX_LADDRS, sizeof(PortPool*))
+        if not (fp.conns and fp.bucket_in and fp.bucket_out and fp.free_list and fp.segs
+                and fp.pools):
             raise MemoryError()
         cdef uint32_t i
         for i in range(fp.max_conns):
@@ -117,6 +123,9 @@ cdef class Forwarder:
         free(self.fp.bucket_out)
         free(self.fp.free_list)
         free(self.fp.segs)
+        pools_free_all(self.fp)
+        for i in range(MAX_SERVICES):
+            sched_free(self.fp.sched[i])
         pthread_mutex_destroy(&self.fp.lock)
         free(self.fp)
         self.fp = NULL
@@ -210,17 +219,13 @@ cdef class Forwarder:
         cdef uint32_t a = _ip(addr)
         self._lock()
         L = &self.fp.laddrs[slot]
-        if not L.in_use or L.addr != a:
-            memset(L, 0, sizeof(LAddr))
-        L.addr = a
+        L.addr = a              # ports lent stay lent until their connections end
         L.low, L.high = low, high
-        if not low <= L.cursor <= high:
-            L.cursor = low
         L.in_use = 1
         self._unlock()
 
     def laddr_used(self, int slot):
-        """How many of this local address's ports are lent out now."""
+        """How many of this local address's ports are lent out now (to all real servers)."""
         _check_slot(slot, MAX_LADDRS, "local address")
         return self.fp.laddrs[slot].used
 
@@ -234,6 +239,8 @@ cdef class Forwarder:
         try:
             self.fp.services[slot].in_use = 0
             self._set_keys(slot, [])
+            sched_free(self.fp.sched[slot])
+            self.fp.sched[slot] = NULL
         finally:
             self._unlock()
 
@@ -248,6 +255,8 @@ cdef class Forwarder:
             memset(d, 0, sizeof(Dest))
             self.fp.active[slot] = 0
             self.fp.inactive[slot] = 0
+            self.fp.overload[slot] = 0
+            pools_drop_dest(self.fp, slot)
         d.rip = r
         d.rport = rport
         d.svc = svc
@@ -361,9 +370,10 @@ cdef class Forwarder:
             self.fp.sink = &self.captured
             v = handle(self.fp, &fr, t, &self.fp.pending[0])
             if v == V_NEW:
-                queue_pending(self.fp, &fr)
-                resolve_pending(self.fp, t, &self.captured)
-                v = V_FORWARD if self.captured.n else V_DROP
+                v = new_flow(self.fp, &fr, t, &self.captured)
+                if v == V_NEW:
+                    resolve_pending(self.fp, t, &self.captured)
+                    v = V_FORWARD if self.captured.n else V_DROP
             elif v == V_FORWARD:
                 emit(self.fp, &self.captured, &fr)
             self.fp.sink = NULL
@@ -405,7 +415,7 @@ cdef class Forwarder:
                 if v == V_FORWARD:
                     emit(self.fp, &self.captured, &fr)
                 elif v == V_NEW:
-                    queue_pending(self.fp, &fr)
+                    new_flow(self.fp, &fr, t, &self.captured)
             if self.fp.npending:
                 with nogil:
                     resolve_pending(self.fp, t, &self.captured)
@@ -468,6 +478,56 @@ cdef class Forwarder:
                     break                                   # lc/wlc: nothing beats idle
         return best
 
+    # --- the control API: scheduler programs (sched.pxi) -------------------------------------------
+    def set_scheduler(self, int slot, program):
+        """Give service `slot` the scheduler program its Python class prepared
+        (lb.schedulers.program.Program). Built here, outside the lock, then swapped in whole;
+        what the old one's decisions changed (rr's position, wrr's cw, twos' random state) is
+        carried over as the kernel's dest_changed hooks do. kind "py": Python decides."""
+        _check_slot(slot, MAX_SERVICES, "service")
+        cdef Sched* s = sched_build(program)
+        cdef Sched* old
+        self._lock()
+        old = self.fp.sched[slot]
+        sched_carry(s, old)
+        sched_lift_overload(self.fp, s, old)
+        self.fp.sched[slot] = s
+        self._unlock()
+        sched_free(old)
+
+    def scheduler_state(self, int slot):
+        """The C program's changing state: {"kind", "pos", "last_slot", "cw", "mw", "di"}, or
+        None without a program."""
+        _check_slot(slot, MAX_SERVICES, "service")
+        self._lock()
+        s = self.fp.sched[slot]
+        out = None if s == NULL else {
+            "kind": s.kind, "pos": s.pos, "last_slot": s.last_slot, "cw": s.cw, "mw": s.mw,
+            "di": s.di, "rng": s.rng}
+        self._unlock()
+        return out
+
+    def pick(self, int slot, caddr, int cport=0, vaddr="0.0.0.0", int vport=0, int proto=6):
+        """The destination slot service `slot`'s C decision picks for a new flow, as the packet
+        path asks it (thresholds included), or -1. No connection is made: for the tests that
+        hold each C decision to its Python class, and for benchmarks."""
+        _check_slot(slot, MAX_SERVICES, "service")
+        cdef Pending p
+        memset(&p, 0, sizeof(Pending))
+        p.svc = slot
+        p.proto = proto
+        p.caddr = caddr if type(caddr) is int else _ip(caddr)
+        p.cport = cport
+        p.vaddr = vaddr if type(vaddr) is int else _ip(vaddr)
+        p.vport = vport
+        self._lock()
+        try:
+            if self.fp.sched[slot] == NULL or self.fp.sched[slot].kind == SCHED_PY:
+                raise ValueError(f"service slot {slot} has no C scheduler")
+            return sched_pick(self.fp, slot, &p)
+        finally:
+            self._unlock()
+
     def zero_dest(self, int slot):
         """ipvsadm -Z: the cumulative counters (conns, packets, bytes) back to 0."""
         _check_slot(slot, MAX_DESTS, "destination")
@@ -481,7 +541,8 @@ cdef class Forwarder:
         d = &self.fp.dests[slot]
         return {"active": self.fp.active[slot], "inactive": self.fp.inactive[slot], "conns": d.conns,
                 "inpkts": d.pkts[DIR_IN], "outpkts": d.pkts[DIR_OUT],
-                "inbytes": d.bytes[DIR_IN], "outbytes": d.bytes[DIR_OUT]}
+                "inbytes": d.bytes[DIR_IN], "outbytes": d.bytes[DIR_OUT],
+                "overloaded": bool(self.fp.overload[slot])}
 
     def conns(self, now=None):
         """Every live connection as a dict (for listings and tests)."""
@@ -536,6 +597,69 @@ cdef class Forwarder:
                 ring_loop(self.fp)
         finally:
             self.running = False
+
+
+cdef int* _ints(values, int n) except? NULL:
+    # A malloc'd copy of `values` (n ints; at least one allocated), for a Sched.
+    cdef int* out = <int*>calloc(max(n, 1), sizeof(int))
+    cdef int k
+    if out == NULL:
+        raise MemoryError()
+    for k in range(n):
+        out[k] = values[k]
+    return out
+
+
+cdef Sched* sched_build(program) except NULL:
+    # The C form of a Program; checked here, so a bad one is refused before the swap.
+    kind = program.kind
+    if not 0 <= kind < SCHED_NKINDS:
+        raise ValueError(f"unknown scheduler kind {kind}")
+    n = len(program.slots)
+    if any(not 0 <= x < MAX_DESTS for x in program.slots):
+        raise ValueError("a scheduler names a destination slot out of range")
+    if not (len(program.weights) == len(program.uthr) == len(program.lthr) == n):
+        raise ValueError("a scheduler program's server lists differ in length")
+    if any(not 0 <= i < n for i in program.cand) or any(not -1 <= i < n for i in program.table):
+        raise ValueError("a scheduler program names a server it does not have")
+    cdef Sched* s = <Sched*>calloc(1, sizeof(Sched))
+    if s == NULL:
+        raise MemoryError()
+    try:
+        s.kind, s.flags, s.n = kind, program.flags, n
+        s.slot = _ints(program.slots, n)
+        s.weight = _ints(program.weights, n)
+        s.uthr = _ints(program.uthr, n)
+        s.lthr = _ints(program.lthr, n)
+        limited = [i for i in range(n) if program.uthr[i] > 0]
+        s.nlimited = len(limited)
+        s.limited = _ints(limited, s.nlimited)
+        s.ncand = len(program.cand)
+        s.cand = _ints(program.cand, s.ncand)
+        s.sums = <int64_t*>calloc(max(s.ncand, 1), sizeof(int64_t))
+        s.ntable = len(program.table)
+        s.table = <int16_t*>calloc(max(s.ntable, 1), sizeof(int16_t))
+        if s.sums == NULL or s.table == NULL:
+            raise MemoryError()
+        total = 0
+        for k in range(s.ncand):
+            total += program.weights[program.cand[k]]
+            s.sums[k] = total
+        for k in range(s.ntable):
+            s.table[k] = program.table[k]
+        if kind == SCHED_SH or kind == SCHED_DH:
+            if s.ntable != HASH_SIZE:
+                raise ValueError(f"an sh/dh table has {HASH_SIZE} entries")
+        elif kind == SCHED_MH and s.ntable != MH_M:
+            raise ValueError(f"an mh table has {MH_M} entries")
+        s.max_weight = max([program.weights[i] for i in program.cand], default=0)
+        s.pos, s.last_slot = program.pos, program.last_slot
+        s.cw, s.mw, s.di = program.cw, program.mw, program.di
+        s.rng = program.rng
+    except BaseException:
+        sched_free(s)
+        raise
+    return s
 
 
 def _check_slot(int slot, int limit, what):

@@ -259,21 +259,6 @@ cdef inline void set_l2(FP* fp, uint8_t* f, Neigh* nb) noexcept nogil:
     memcpy(f, nb.mac, 6)
     memcpy(f + 6, fp.ifaces[nb.ifslot].mac, 6)
 
-cdef bint local_port(FP* fp, Service* s, uint8_t fwd, uint8_t* lslot, uint16_t* lport) noexcept nogil:
-    # FULLNAT: the service's local addresses in turn; ENAT: the VIP's own pool.
-    cdef int k, n = s.nladdrs
-    if fwd == FWD_ENAT:
-        if s.enat_laddr < 0:
-            return False
-        lslot[0] = <uint8_t>s.enat_laddr
-        return lport_take(fp, lslot[0], lport) == 0
-    for k in range(n):
-        lslot[0] = s.laddrs[(s.lnext + k) % n]
-        if lport_take(fp, lslot[0], lport) == 0:
-            s.lnext = <uint8_t>((s.lnext + k + 1) % n)
-            return True
-    return False
-
 cdef int conn_create(FP* fp, Pending* p, uint64_t now) noexcept nogil:
     # Install the connection the scheduler chose for a pending new flow; returns a Reason.
     cdef Dest* d
@@ -290,7 +275,7 @@ cdef int conn_create(FP* fp, Pending* p, uint64_t now) noexcept nogil:
     cdef uint16_t lport = 0
     cdef Service* s = &fp.services[p.svc]
     if d.fwd == FWD_FULLNAT or d.fwd == FWD_ENAT:
-        if not local_port(fp, s, d.fwd, &lslot, &lport):
+        if not local_port(fp, s, d.fwd, p.dest, &lslot, &lport):
             return R_LPORT_EXHAUSTED
     nh_in = nexthop_for(fp, d.rip)
     # Toward the client only where the director sends there: NAT and FULLNAT replies, TUN's
@@ -305,7 +290,7 @@ cdef int conn_create(FP* fp, Pending* p, uint64_t now) noexcept nogil:
         if nh_out >= 0:
             neigh_put(fp, <uint16_t>nh_out)
         if d.fwd == FWD_FULLNAT or d.fwd == FWD_ENAT:
-            lport_free(fp, lslot, lport)
+            lport_free(fp, lslot, p.dest, lport)
         return R_NO_ROUTE
     fp.nfree -= 1
     idx = fp.free_list[fp.nfree]

@@ -32,6 +32,7 @@ REASONS = [
     ("toa_no_room", "forwarded without TOA: header or MTU has no room for 8 more bytes"),
     ("bad_vnet_hdr", "a virtio_net_hdr that lies about its frame, or asks for an offload the "
                      "fast path does not do (UFO, USO, checksum not at the L4 header)"),
+    ("sched_error", "a scheduler written in Python raised, or named no server of the service"),
 ]
 
 # Connection states: the kernel's IP_VS_TCP_S_* in its order (ip_vs.h), then one for UDP.
@@ -68,12 +69,21 @@ FORWARDS = [
     ("enat", "ENAT (\"triangle\"): from the VIP to the RS, client in TOA"),
 ]
 
+# Which decision a service's scheduler program makes in C (fastpath/sched*.pxi); a scheduler's
+# Python class names its kind (lb/schedulers/program.py). "py": no C decision, Python decides.
+SCHEDULERS = [
+    ("py", "a plugin (or lblc/lblcr): Python, once per batch of new flows"),
+    ("rr", ""), ("wrr", ""), ("lc", ""), ("wlc", ""), ("sed", ""), ("nq", ""),
+    ("fo", ""), ("ovf", ""), ("twos", ""), ("sh", ""), ("dh", ""), ("mh", ""),
+]
+
 # (list, C prefix, name of the count constant or None, Python name, Python form)
 TABLES = [
     (REASONS, "R_", "R_NREASONS", "REASON_NAMES", tuple),
     (STATES, "S_", "S_NSTATES", "STATE_NAMES", tuple),
     (VERDICTS, "V_", None, "VERDICT_NAMES", tuple),
     (FORWARDS, "FWD_", None, "FWD_CODES", dict),
+    (SCHEDULERS, "SCHED_", "SCHED_NKINDS", "SCHED_KINDS", dict),
 ]
 
 

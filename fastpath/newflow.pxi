@@ -1,9 +1,11 @@
-# New flows, for both shells (the ring loop in ring.pxi, Forwarder.process()/process_batch()):
-# while a batch of frames is walked, the frames that open a flow are queued (queue_pending());
-# at the end of the batch resolve_pending() takes the GIL once, and only if some flow needs the
-# control plane's scheduler, installs each flow's connection before the next flow is scheduled
-# (so least-connection schedulers see the batch's own picks), and runs the core on the frame
-# again. Frames forwarded go to the TX queues (ring.pxi), or into a Sink for the sans-IO shell.
+# New flows, for both shells (the ring loop in ring.pxi, Forwarder.process()/process_batch()).
+# A built-in scheduler decides in C (sched.pxi) the moment handle() says V_NEW: the connection is
+# installed and the frame forwarded at once, in its place among the batch's frames, with no
+# Python and no queue. A flow of a service whose scheduler has no C decision (a plugin written in
+# Python) is queued (queue_pending()); at the end of the batch resolve_pending() takes the GIL
+# once and asks the control plane for each, installing each flow's connection before the next
+# is scheduled (so its own picks are counted) and running the core on the frame again. Frames
+# forwarded go to the TX queues (ring.pxi), or into a Sink for the sans-IO shell.
 
 cdef struct Sink:
     int n                       # process()/process_batch(): the frames forwarded, in order,
@@ -16,58 +18,69 @@ cdef inline void emit(FP* fp, Sink* sink, Frame* fr) noexcept nogil:
         sink.frames[sink.n] = fr[0]
         sink.n += 1
 
-cdef inline void queue_pending(FP* fp, Frame* fr) noexcept nogil:
-    # handle() filled in fp.pending[fp.npending] (the flow) when it said V_NEW; add the frame.
-    cdef Pending* q = &fp.pending[fp.npending]
+cdef int new_flow(FP* fp, Frame* fr, uint64_t now, Sink* sink) noexcept nogil:
+    # handle() said V_NEW and described the flow in fp.pending[fp.npending]. Returns V_FORWARD
+    # (sent or in the sink), V_DROP (counted), or V_NEW (queued for Python).
+    cdef Pending* p = &fp.pending[fp.npending]
+    cdef Sched* s = fp.sched[p.svc]
+    if p.dest < 0:                      # no persistence template pins it
+        if s == NULL or s.kind == SCHED_PY:
+            queue_pending(fp, fr)
+            if fp.npending == MAX_PENDING:
+                resolve_pending(fp, now, sink)
+            return V_NEW
+        p.dest = sched_pick(fp, p.svc, p)
+        if p.dest < 0:
+            return drop(fp, R_NO_DEST)
+    pending_frame(p, fr)
+    return V_FORWARD if resolve_one(fp, p, now, sink) else V_DROP
+
+cdef inline void pending_frame(Pending* q, Frame* fr) noexcept nogil:
     q.frame = fr.f
     q.len = fr.flen
     q.rx_if = fr.rx_if
     q.partial = fr.partial
     q.vnet = fr.vnet
     q.vh = fr.vh
+
+cdef inline void queue_pending(FP* fp, Frame* fr) noexcept nogil:
+    pending_frame(&fp.pending[fp.npending], fr)
     fp.npending += 1
 
 cdef void resolve_pending(FP* fp, uint64_t now, Sink* sink) noexcept nogil:
-    # Called with fp.lock held, once per batch: at most one trip into Python for all new flows.
-    # A flow queued twice in the batch (a retransmitted SYN, a burst of datagrams) is
-    # scheduled once; the others find its connection.
-    cdef int k, j
+    # Called with fp.lock held, once per batch, for the flows of Python schedulers: one trip
+    # into Python for all of them. A flow queued twice in the batch (a retransmitted SYN, a burst
+    # of datagrams) is scheduled once: the later ones find the connection the first installed
+    # (one hash lookup each, no scan of the queue).
+    cdef int k
     cdef Pending* q
-    cdef bint ask = False
-    for k in range(fp.npending):
-        q = &fp.pending[k]
-        q.dup_of = -1
-        if not fp.services[q.svc].onepacket:    # -o: every datagram is scheduled on its own
-            for j in range(k):
-                if (fp.pending[j].caddr == q.caddr and fp.pending[j].cport == q.cport
-                        and fp.pending[j].vaddr == q.vaddr and fp.pending[j].vport == q.vport
-                        and fp.pending[j].proto == q.proto):
-                    q.dup_of = j
-                    break
-        ask = ask or (q.dup_of < 0 and q.dest < 0)
-    if ask:
-        with gil:
-            for k in range(fp.npending):
-                q = &fp.pending[k]
-                if q.dup_of < 0 and q.dest < 0:
-                    schedule_one((<Forwarder>fp.owner).scheduler_cb, q)
-                resolve_one(fp, q, now, sink)
-    else:
+    if fp.npending == 0:
+        return
+    with gil:
         for k in range(fp.npending):
-            resolve_one(fp, &fp.pending[k], now, sink)
+            q = &fp.pending[k]
+            if q.dest < 0 and (fp.services[q.svc].onepacket or lookup_in(
+                    fp, flow_hash(fp, q.proto, q.caddr, q.cport, q.vaddr, q.vport),
+                    q.proto, q.caddr, q.cport, q.vaddr, q.vport) == NULL):
+                schedule_one((<Forwarder>fp.owner).scheduler_cb, q)
+            resolve_one(fp, q, now, sink)
     fp.npending = 0
 
-cdef void resolve_one(FP* fp, Pending* q, uint64_t now, Sink* sink) noexcept nogil:
+cdef bint resolve_one(FP* fp, Pending* q, uint64_t now, Sink* sink) noexcept nogil:
     # Install the flow's connection (a duplicate finds its twin's), then run the core again.
+    # True when the frame was forwarded.
     cdef int r, v
     cdef Pending scratch
     cdef Frame fr
     if lookup_in(fp, flow_hash(fp, q.proto, q.caddr, q.cport, q.vaddr, q.vport),
                  q.proto, q.caddr, q.cport, q.vaddr, q.vport) == NULL:
+        if q.dest == SCHED_FAILED:
+            drop(fp, R_SCHED_ERROR)
+            return False
         r = conn_create(fp, q, now)
         if r != R_NONE:
             drop(fp, r)
-            return
+            return False
     memset(&fr, 0, sizeof(Frame))
     fr.f = q.frame
     fr.flen = q.len
@@ -82,6 +95,8 @@ cdef void resolve_one(FP* fp, Pending* q, uint64_t now, Sink* sink) noexcept nog
         forget(fp, q)
     if v == V_FORWARD:
         emit(fp, sink, &fr)
+        return True
+    return False
 
 cdef void forget(FP* fp, Pending* q) noexcept nogil:
     # -o one-packet scheduling: the connection existed only to carry this datagram.
@@ -90,13 +105,19 @@ cdef void forget(FP* fp, Pending* q) noexcept nogil:
     if c != NULL:
         conn_free(fp, c)
 
+cdef enum:
+    SCHED_FAILED = -2       # the Python scheduler raised, or named no server of the service
+
 cdef void schedule_one(object scheduler_cb, Pending* q) noexcept:
-    # The control plane's scheduler picks a destination slot for one new flow (-1: none).
+    # The control plane's scheduler picks a destination slot for one new flow: -1 none
+    # available, SCHED_FAILED (-2) the scheduler failed (the Director logs it).
     try:
         picks = (scheduler_cb([(q.svc, q.proto, q.caddr, q.cport, q.vaddr, q.vport)])
                  if scheduler_cb is not None else None)
-        q.dest = -1 if not picks or picks[0] is None else picks[0]
+        q.dest = -1 if not picks or picks[0] is None else int(picks[0])
+        if q.dest < SCHED_FAILED or q.dest >= MAX_DESTS:
+            q.dest = SCHED_FAILED
     except Exception:
         import traceback
         traceback.print_exc()
-        q.dest = -1
+        q.dest = SCHED_FAILED

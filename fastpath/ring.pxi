@@ -189,9 +189,7 @@ cdef inline void ring_frame(FP* fp, int i, uint8_t* frame, uint32_t snaplen, uin
     if v == V_FORWARD:
         tx_queue(fp, &fr)
     elif v == V_NEW:
-        queue_pending(fp, &fr)
-        if fp.npending == MAX_PENDING:
-            resolve_pending(fp, now, NULL)
+        new_flow(fp, &fr, now, NULL)    # a C scheduler: forwarded now; Python: queued
 
 cdef int ring_slots(FP* fp, int i) noexcept nogil:
     # TPACKET_V2: every frame the kernel has handed over, up to MAX_PENDING, then what they

@@ -50,15 +50,13 @@ cdef struct Service:
     uint8_t laddrs[MAX_SVC_LADDRS]
     int16_t enat_laddr      # ENAT: the port pool of the VIP (-1: none)
 
-# A local address and its port pool: each (address, port) belongs to one connection at a time.
+# A local address and its port range; the ports are lent per real server (lport.pxi).
 cdef struct LAddr:
     uint32_t addr
     uint8_t in_use
     uint16_t low
     uint16_t high
-    uint16_t cursor
-    uint32_t used
-    uint8_t bitmap[8192]
+    uint32_t used           # ports lent, over every real server's pool (lport.pxi)
 
 # What a packet's (protocol, destination, port) says about which service it is for.
 cdef struct ServiceKey:
@@ -159,6 +157,9 @@ cdef struct Vnet:
     uint16_t csum_start
     uint16_t csum_offset
 
+cdef struct Sched         # sched.pxi
+cdef struct PortPool      # lport.pxi
+
 # A new-flow frame waiting for the scheduler (once per batch, with the GIL).
 cdef struct Pending:
     uint8_t* frame
@@ -212,6 +213,9 @@ cdef struct FP:
     int64_t arp_replies
     Pending pending[MAX_PENDING]
     int npending
+    Sched* sched[MAX_SERVICES]      # each service's scheduler program (sched.pxi)
+    uint8_t overload[MAX_DESTS]     # OVERLOAD (-x/-y) per destination, set by sched.pxi
+    PortPool** pools        # [MAX_DESTS * MAX_LADDRS]: ports lent per (LIP, RS), lport.pxi
     uint16_t ip_id          # IP ID for headers we build (TUN outer, ICMP)
     void* sink              # where frames the core makes itself go (TUN segments): a Sink, or
                             # NULL for the TX queues
@@ -295,29 +299,6 @@ cdef inline void unlink_chain_out(FP* fp, uint32_t idx) noexcept nogil:
     if link[0]:
         link[0] = c.next_out
 
-cdef inline int lport_take(FP* fp, uint8_t lslot, uint16_t* port) noexcept nogil:
-    # The next free port of the pool after the last one given (so ports are reused last).
-    cdef LAddr* L = &fp.laddrs[lslot]
-    cdef uint32_t span = <uint32_t>L.high - L.low + 1, k
-    cdef uint16_t p
-    if not L.in_use or L.used >= span:
-        return -1
-    for k in range(span):
-        p = <uint16_t>(L.low + (<uint32_t>L.cursor - L.low + k) % span)
-        if not (L.bitmap[p >> 3] & (1 << (p & 7))):
-            L.bitmap[p >> 3] |= 1 << (p & 7)
-            L.used += 1
-            L.cursor = p + 1 if p < L.high else L.low
-            port[0] = p
-            return 0
-    return -1
-
-cdef inline void lport_free(FP* fp, uint8_t lslot, uint16_t p) noexcept nogil:
-    cdef LAddr* L = &fp.laddrs[lslot]
-    if L.bitmap[p >> 3] & (1 << (p & 7)):
-        L.bitmap[p >> 3] &= ~(1 << (p & 7))
-        L.used -= 1
-
 cdef inline bint sees_replies(uint8_t fwd) noexcept nogil:
     # NAT and FULLNAT replies come back through the director: their connections have an out key
     # and their state machine reads both directions. DR, TUN and ENAT replies go straight to
@@ -338,7 +319,7 @@ cdef inline void conn_free(FP* fp, Conn* c) noexcept nogil:
         if sees_replies(c.fwd):
             unlink_chain_out(fp, idx)
         if c.fwd == FWD_FULLNAT or c.fwd == FWD_ENAT:
-            lport_free(fp, c.lslot, c.lport)
+            lport_free(fp, c.lslot, c.dest, c.lport)
         if c.flags & CONN_INACTIVE:
             fp.inactive[c.dest] -= 1
         else:

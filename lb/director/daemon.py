@@ -28,6 +28,7 @@ from lb.director.cli import DEFAULT_SOCKET
 from lb.director.director import Director
 from lb.director.estimator import Estimator, Sampler
 from lb.director.netlink import Netlink
+from lb.schedulers import plugins
 
 log = logging.getLogger("lbd")
 REFRESH_SECONDS = 0.2
@@ -425,6 +426,9 @@ def _arguments(argv):
                         "(systemd's ExecStopPost)")
     p.add_argument("--foreground", action="store_true",
                    help="run in the foreground: accepted for init scripts, lbd always does")
+    p.add_argument("--scheduler-module", action="append", default=[], metavar="MODULE",
+                   help="load schedulers of your own from MODULE (a dotted name or a .py file; "
+                        "repeat for several): see docs/schedulers.md")
     p.add_argument("--log-level", choices=LOG_LEVELS, default="info")
     p.add_argument("-v", "--verbose", action="store_true", help="the same as --log-level debug")
     return p.parse_args(argv)
@@ -483,6 +487,12 @@ def main(argv=None) -> int:
         return 2
     if args.cleanup:
         return cleanup(args.interface, args.socket)
+    for module in args.scheduler_module:
+        try:
+            log.info("scheduler module %s: %s", module, ", ".join(plugins.load(module)))
+        except plugins.PluginError as e:
+            print(f"lbd: {e}", file=sys.stderr)
+            return 2
     _Signals.starting()
     try:
         daemon = Lbd(args.interface, args.max_conns, lport_range, args.toa, args.config,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
 from lb.director import reconcile
 from lb.director.config import Config, ConfigError
@@ -23,6 +24,7 @@ from lb.director.rules import RulesError
 log = logging.getLogger("lbd")
 # Commands that change nothing the fast path or nftables hold (-Z writes the counters itself).
 READ_ONLY = {"list", "get_laddr", "zero", "help"}
+SCHED_FAILED = -2   # fastpath/newflow.pxi: the scheduler failed (counted sched_error)
 
 
 class Director:
@@ -40,6 +42,8 @@ class Director:
         self.expanded: dict = {}             # Desired.parts of what is applied (reuse)
         self.svc_by_slot: dict = {}          # read by the packet thread: replaced, never edited
         self.lock = threading.Lock()         # one configuration change at a time
+        self.sched_errors = 0                # Python schedulers that raised or named no server
+        self._sched_logged = float("-inf")
 
     # --- commands ------------------------------------------------------------------------
     def apply(self, cmd: dict) -> dict:
@@ -131,16 +135,38 @@ class Director:
         self.svc_by_slot = by_slot
 
     # --- called by the packet thread, once per batch of new flows -----------------------
+    # Only for services whose scheduler has no C decision (an operator's own, lblc, lblcr):
+    # the built-in ones decide in the fast path (lb/schedulers/program.py).
     def schedule(self, flows) -> list:
         # Never take self.lock here: the packet thread holds the fast path's mutex, which a
-        # configuration change may be waiting for.
+        # configuration change may be waiting for. A scheduler that raises, or names something
+        # that is not one of the service's servers, gets SCHED_FAILED: the fast path drops the
+        # flow and counts it (sched_error); the error is logged at most once a second.
         by_slot = self.svc_by_slot
         picks = []
         for svc_slot, proto, caddr, cport, vaddr, vport in flows:
             svc = by_slot.get(svc_slot)
-            rs = svc.schedule(Flow(svc.proto, caddr, cport, vaddr, vport)) if svc else None
+            if svc is None:
+                picks.append(-1)
+                continue
+            try:
+                rs = svc.schedule(Flow(svc.proto, caddr, cport, vaddr, vport))
+                if rs is not None and not any(rs is d for d in svc.dests):
+                    raise TypeError(f"returned {rs!r}, which is not a server of {svc}")
+            except Exception as e:          # an operator's code: never the packet thread's end
+                self._sched_failed(svc, e)
+                picks.append(SCHED_FAILED)
+                continue
             picks.append(rs.slot if rs is not None and rs.slot is not None else -1)
         return picks
+
+    def _sched_failed(self, svc, error) -> None:
+        now = time.monotonic()
+        self.sched_errors += 1
+        if now - self._sched_logged >= 1.0:
+            self._sched_logged = now
+            log.error("scheduler %s of %s failed (%d failures so far; flow dropped): %s: %s",
+                      svc.scheduler, svc, self.sched_errors, type(error).__name__, error)
 
 
 def _batch(cmd: dict) -> list:

@@ -23,6 +23,7 @@ class FastPath(Protocol):
     def clear_service(self, slot) -> None: ...
     def set_dest(self, slot, svc, rip, rport, fwd, reset=False) -> None: ...
     def clear_dest(self, slot) -> None: ...
+    def set_scheduler(self, slot, program) -> None: ...
     def set_laddr(self, slot, addr, low, high) -> None: ...
     def laddr_used(self, slot) -> int: ...
     def set_timeout(self, state, seconds) -> None: ...
@@ -48,6 +49,7 @@ class FakeFastPath:
         self.services: dict[int, dict] = {}
         self.dests: dict[int, dict] = {}
         self.pools: dict[int, dict] = {}
+        self.scheds: dict[int, object] = {}     # service slot -> lb.schedulers.program.Program
         self.timeouts: dict[str, float] = {}
         self.active = [0] * self.limits["dests"]
         self.inactive = [0] * self.limits["dests"]
@@ -82,6 +84,18 @@ class FakeFastPath:
         _check(slot, self.limits["services"], "service")
         self._record("clear_service", slot)
         self.services.pop(slot, None)
+        self.scheds.pop(slot, None)
+
+    def set_scheduler(self, slot, program):
+        # What the real one checks before it swaps a program in (fastpath/_forward.pyx).
+        _check(slot, self.limits["services"], "service")
+        n = len(program.slots)
+        for dest in program.slots:
+            _check(dest, self.limits["dests"], "destination")
+        if any(not 0 <= i < n for i in program.cand) or any(not -1 <= i < n for i in program.table):
+            raise ValueError("a scheduler program names a server it does not have")
+        self._record("set_scheduler", slot)
+        self.scheds[slot] = program
 
     def set_dest(self, slot, svc, rip, rport, fwd=0, reset=False):
         _check(slot, self.limits["dests"], "destination")

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field, replace
 from lb import modes
 from lb.director.config import TIMEOUT_STATES
 from lb.director.model import ENAT, PROTO_NUMBERS
+from lb.schedulers import program
 
 
 class LimitError(Exception):
@@ -56,11 +57,20 @@ class DestSpec:
 
 
 @dataclass(frozen=True)
+class SchedSpec:
+    """What a service's scheduler program is made from (lb.schedulers.program.build)."""
+    name: str
+    flags: frozenset
+    servers: tuple      # program.ServerSpec per server, in the service's list order
+
+
+@dataclass(frozen=True)
 class Desired:
     services: dict      # service key -> ServiceSpec
     dests: dict         # (service key, RIP, port) -> DestSpec
     timeouts: dict      # fast-path state name -> seconds
     drops: frozenset    # nftables drop-set elements (lb.director.nft)
+    scheds: dict = field(default_factory=dict)     # service key -> SchedSpec
     parts: dict = field(default_factory=dict, compare=False)   # key -> (Service, expand())
 
     @property
@@ -76,6 +86,7 @@ class Applied:
     pools: dict = field(default_factory=dict)      # address -> pool slot
     timeouts: dict = field(default_factory=dict)
     drops: frozenset = frozenset()
+    scheds: dict = field(default_factory=dict)     # key -> (SchedSpec, its servers' slots)
 
     def service_slot(self, key) -> int | None:
         entry = self.services.get(key)
@@ -97,7 +108,8 @@ class Plan:
 
 
 def expand(svc) -> tuple:
-    """One service as the fast path and the ingress table take it: (spec, dests, drops)."""
+    """One service as the fast path and the ingress table take it:
+    (spec, dests, drops, sched)."""
     enat = any(d.fwd == ENAT for d in svc.dests)
     keys = tuple((PROTO_NUMBERS[p], vip, port) for p, vip, port in modes.service_keys(svc))
     spec = ServiceSpec(PROTO_NUMBERS[svc.proto], svc.vip, svc.port, svc.persistent, svc.netmask,
@@ -107,7 +119,9 @@ def expand(svc) -> tuple:
         mode = modes.get(d.fwd)
         dests[(svc.key, d.addr, d.port)] = DestSpec(d.addr, d.port, mode.fwd_code)
         drops.update(mode.ingress_drops(svc, d))
-    return spec, dests, drops
+    sched = SchedSpec(svc.scheduler, frozenset(svc.sched_flags),
+                      tuple(program.spec_of(d) for d in svc.dests))
+    return spec, dests, drops, sched
 
 
 def desired(config, known: dict | None = None) -> Desired:
@@ -115,7 +129,7 @@ def desired(config, known: dict | None = None) -> Desired:
     one, unchanged (Config.copy shares only what a command did not touch), and is not
     expanded again: a command costs its own service, not the whole configuration."""
     known = known or {}
-    services, dests, drops, parts = {}, {}, set(), {}
+    services, dests, drops, scheds, parts = {}, {}, set(), {}, {}
     for svc in config.services:
         seen = known.get(svc.key)
         part = seen[1] if seen is not None and seen[0] is svc else expand(svc)
@@ -123,8 +137,9 @@ def desired(config, known: dict | None = None) -> Desired:
         services[svc.key] = part[0]
         dests.update(part[1])
         drops.update(part[2])
+        scheds[svc.key] = part[3]
     timeouts = {TIMEOUT_STATES[k]: v for k, v in config.timeouts.items()}
-    return Desired(services, dests, timeouts, frozenset(drops), parts)
+    return Desired(services, dests, timeouts, frozenset(drops), scheds, parts)
 
 
 def release(applied: Applied, holds, lent) -> Applied:
@@ -188,7 +203,9 @@ def plan(applied: Applied, want: Desired, limits: dict, holds=lambda s: False,
     services = dict(applied.services)
     for key in [k for k in services if k not in want.services]:
         slot, spec = services.pop(key)
-        push(("clear_service", slot), ("set_service", slot, spec, _pool_slots(spec, pools)))
+        old_sched = [("set_scheduler", slot, *applied.scheds[key])] if key in applied.scheds else []
+        push(("clear_service", slot), ("set_service", slot, spec, _pool_slots(spec, pools)),
+             *old_sched)
     # Services that come or change.
     free = _lowest_free([s for s, _ in services.values()], limits["services"])
     for key, spec in want.services.items():
@@ -215,12 +232,22 @@ def plan(applied: Applied, want: Desired, limits: dict, holds=lambda s: False,
         else:
             fresh.append(spec.addr)
             push(("set_dest", slot, svc_slot, spec, True), ("clear_dest", slot))
+    # Scheduler programs: remade when the servers, their weights, thresholds or slots, the
+    # scheduler or its flags change; the fast path carries the decisions' state over.
+    scheds = {}
+    for key, sspec in want.scheds.items():
+        entry = (sspec, tuple(dests[(key, s.addr, s.port)][0] for s in sspec.servers))
+        scheds[key] = entry
+        old = applied.scheds.get(key)
+        if old != entry:
+            slot = services[key][0]
+            push(("set_scheduler", slot, *entry), *([("set_scheduler", slot, *old)] if old else []))
     for state, seconds in want.timeouts.items():
         if applied.timeouts.get(state) != seconds:
             old = applied.timeouts.get(state)
             push(("set_timeout", state, seconds), *([("set_timeout", state, old)] if old else []))
     after = release(Applied(services, dests, frozenset(retired), pools, dict(want.timeouts),
-                            want.drops), holds, lent)
+                            want.drops, scheds), holds, lent)
     return Plan(ops, undo, want.drops - applied.drops, applied.drops - want.drops, after, fresh)
 
 
@@ -243,6 +270,9 @@ def push_op(fastpath, op, lport_range=(1025, 65535)) -> None:
     elif name == "set_dest":
         slot, svc_slot, spec, reset = args
         fastpath.set_dest(slot, svc_slot, spec.addr, spec.port, spec.fwd, reset=reset)
+    elif name == "set_scheduler":
+        slot, sspec, slots = args
+        fastpath.set_scheduler(slot, program.build(sspec.name, sspec.flags, sspec.servers, slots))
     else:                                       # clear_service, clear_dest, set_timeout
         getattr(fastpath, name)(*args)
 

@@ -6,7 +6,6 @@ integer, and `LoadScheduler`, which reads the live per-destination connection co
 from __future__ import annotations
 
 import socket
-from array import array
 
 # lb.model.OVERLOAD; lb.director.model imports this package, so the constant cannot come from there.
 OVERLOAD = "overload"
@@ -30,6 +29,12 @@ class Scheduler:
     def schedule(self, service, flow):
         """Return the RealServer for a new connection, or None when none is available."""
         raise NotImplementedError
+
+    def c_program(self, service) -> dict | None:
+        """What the fast path needs to make this decision in C (lb/schedulers/program.py):
+        {"kind": name, ...the tables built by update_service, servers as objects}. None (the
+        default, e.g. for an operator's own scheduler): Python decides."""
+        return None
 
 
 def hash_32(value: int, bits: int) -> int:
@@ -80,38 +85,25 @@ class LoadScheduler(Scheduler):
     at any time, so picks check it per server they look at: `if flags and OVERLOAD in flags`
     (flags being the server's own set, changed in place), which costs little while no flag
     is set, and lets a walk that stops early stay short.
-    """
 
-    KIND = None     # lc 0, wlc 1, sed 2, nq 3: the decision Forwarder.least_loaded makes in C
+    In lbd these classes are the definition; the decision itself is made in C from
+    `c_program()` (the candidates in walk order), with OVERLOAD kept in C.
+    """
 
     def update_service(self, service) -> None:
         dests = service.dests
         stats = next((d.stats for d in dests if d.stats is not None), None)
         self.views = (IDLE, IDLE) if stats is None else (stats.active, stats.inactive)
         self.cands = self.order([(d, d.weight, d.flags) for d in dests if d.weight > 0])
-        self.in_c = getattr(stats, "least_loaded", None) if self.KIND is not None else None
-        self.packed = None
-
-    def _pack(self):
-        # Slots come from the daemon after the config has told us of a server: pack lazily.
-        slots = [d.slot for d, _, _ in self.cands]
-        if None in slots:
-            return None
-        self.packed = (array("i", slots), array("i", [w for _, w, _ in self.cands]))
-        return self.packed
 
     def order(self, cands: list) -> list:
         """The order `pick` walks the candidates in; list order unless overridden."""
         return cands
 
+    def c_program(self, service) -> dict | None:
+        return {"kind": self.name, "cand": [d for d, _, _ in self.cands]}
+
     def schedule(self, service, flow):
-        # In C when it can be: no server with a threshold (so none can be OVERLOADed), every
-        # server with its slot. About 90 ns per server in Python, 2 in C.
-        if self.in_c is not None and not service.limited:
-            packed = self.packed or self._pack()
-            if packed is not None:
-                i = self.in_c(*packed, self.KIND)
-                return self.cands[i][0] if i >= 0 else None
         active, inactive = self.views
         try:
             return self.pick(service, flow, active, inactive)

@@ -22,3 +22,6 @@ class DestinationHashing(Scheduler):
     def schedule(self, service, flow):
         dest = self.table[hash_32(ipv4_int(flow.vaddr), BITS)]
         return dest if dest is not None and dest.available else None
+
+    def c_program(self, service) -> dict:
+        return {"kind": "dh", "table": self.table}

@@ -8,7 +8,6 @@ from lb.schedulers.base import OVERLOAD, LoadScheduler
 
 class LeastConnection(LoadScheduler):
     name = "lc"
-    KIND = 0
 
     def pick(self, service, flow, active, inactive):
         least, loh = None, -1

@@ -102,6 +102,12 @@ class LocalityScheduler(LoadScheduler):
         super().update_service(service)
         self.members = set(service.dests)
 
+    def c_program(self, service) -> None:
+        # Not in C (yet): the table is keyed by the flow's destination address, which for an
+        # ordinary VIP service is the VIP itself, and its entries must outlive their servers
+        # (lblcr's sets keep removed members). These decide in Python, once per batch.
+        return None
+
     def lookup(self, flow):
         """(now, the entry for the flow's destination address or None), once the expiry checks
         due by now have run."""

@@ -120,3 +120,6 @@ class MaglevHashing(Scheduler):
             if dest.available:
                 return dest
         return None
+
+    def c_program(self, service) -> dict:
+        return {"kind": "mh", "table": self.table}

@@ -8,7 +8,6 @@ from lb.schedulers.base import OVERLOAD, LoadScheduler
 
 class NeverQueue(LoadScheduler):
     name = "nq"
-    KIND = 3
 
     def pick(self, service, flow, active, inactive):
         least, loh, lw = None, 1, 0          # lw = 0: the first available one wins

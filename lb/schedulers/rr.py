@@ -36,3 +36,8 @@ class RoundRobin(Scheduler):
                 self.pos, self.last = i, dests[i]
                 return dests[i]
         return None
+
+    def c_program(self, service) -> dict:
+        # A fresh program starts at the head; an update keeps the C walk's own position
+        # (fastpath/sched.pxi sched_carry, the rule update_service applies above).
+        return {"kind": "rr"}

@@ -8,7 +8,6 @@ from lb.schedulers.base import OVERLOAD, LoadScheduler
 
 class ShortestExpectedDelay(LoadScheduler):
     name = "sed"
-    KIND = 2
 
     def update_service(self, service) -> None:
         super().update_service(service)

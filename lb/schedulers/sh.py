@@ -37,3 +37,6 @@ class SourceHashing(Scheduler):
             if dest.available:
                 return dest
         return None
+
+    def c_program(self, service) -> dict:
+        return {"kind": "sh", "table": self.table}

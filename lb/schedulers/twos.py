@@ -3,15 +3,38 @@
 # reaches it), and take the second only if its ((active << 8) + inactive) / weight is lower.
 from __future__ import annotations
 
-import random
+import os
 from bisect import bisect_left
 from itertools import accumulate
 
 from lb.schedulers.base import OVERLOAD, LoadScheduler
 
 
+MASK64 = (1 << 64) - 1
+
+
+class SplitMix64:
+    """The generator the fast path's twos draws from (fastpath/sched_walk.pxi splitmix64):
+    randrange(n) is the next 64-bit output modulo n, so a Python twos and its C program given
+    the same state draw the same servers."""
+
+    def __init__(self, state: int | None = None) -> None:
+        self.state = int.from_bytes(os.urandom(8), "little") if state is None else state & MASK64
+
+    def next(self) -> int:
+        self.state = (self.state + 0x9E3779B97F4A7C15) & MASK64
+        z = self.state
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & MASK64
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & MASK64
+        return z ^ (z >> 31)
+
+    def randrange(self, n: int) -> int:
+        return self.next() % n
+
+
 class PowerOfTwoChoices(LoadScheduler):
-    """`rng` (anything with randrange) may be replaced, e.g. by a seeded random.Random in tests.
+    """`rng` (anything with randrange) may be replaced, e.g. by a seeded random.Random in tests;
+    by default a SplitMix64, whose state the C program starts from.
 
     The draw is over 0..total inclusive, as the kernel's (total + 1) modulus: the first server
     also takes the draw 0, so its share is (w + 1) / (total + 1), the others' w / (total + 1).
@@ -22,7 +45,7 @@ class PowerOfTwoChoices(LoadScheduler):
     name = "twos"
 
     def __init__(self, service) -> None:
-        self.rng = random.Random()
+        self.rng = SplitMix64()
         super().__init__(service)
 
     def update_service(self, service) -> None:
@@ -43,3 +66,7 @@ class PowerOfTwoChoices(LoadScheduler):
         oh1 = (active[d1.slot] << 8) + inactive[d1.slot]
         oh2 = (active[d2.slot] << 8) + inactive[d2.slot]
         return d2 if w2 * oh1 > w1 * oh2 else d1
+
+    def c_program(self, service) -> dict:
+        state = self.rng.state if isinstance(self.rng, SplitMix64) else SplitMix64().state
+        return {"kind": "twos", "cand": [d for d, _, _ in self.cands], "rng": state}

@@ -32,7 +32,6 @@ def least_loaded(cands, active, inactive):
 
 class WeightedLeastConnection(LoadScheduler):
     name = "wlc"
-    KIND = 1
 
     def pick(self, service, flow, active, inactive):
         return least_loaded(self.cands, active, inactive)

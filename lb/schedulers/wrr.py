@@ -58,3 +58,8 @@ class WeightedRoundRobin(Scheduler):
             last_pass = self.cw <= self.di
             if last_pass and restarted and last != HEAD:
                 stop = last  # the first weight->=1 pass only covered dests after 'last'
+
+    def c_program(self, service) -> dict:
+        # cw as a fresh instance has it; an update carries the C walk's cw through the rule
+        # update_service applies (fastpath/sched.pxi sched_carry).
+        return {"kind": "wrr", "cw": self.cw, "mw": self.mw, "di": self.di}

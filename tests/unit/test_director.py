@@ -41,10 +41,10 @@ def test_a_command_pushes_only_its_own_change(d):
     add_rs(d, 80, "198.18.0.11")
     before = len(d.fastpath.ops)
     add_svc(d, 81)
-    assert d.fastpath.ops[before:] == [("set_service", 1)]
+    assert d.fastpath.ops[before:] == [("set_service", 1), ("set_scheduler", 1)]
     ok(d, op="list")
     ok(d, op="zero")
-    assert len(d.fastpath.ops) == before + 1 and d.ingress.updates == 3
+    assert len(d.fastpath.ops) == before + 2 and d.ingress.updates == 3
 
 
 def test_the_table_full_refusal_leaves_everything_as_it_was(d):

@@ -272,11 +272,20 @@ def test_established_connections_survive_clear_dest():
     assert sched.nflows == 2
 
 
-@pytest.mark.parametrize("pick", [-1, None, 4095, 99999])
+@pytest.mark.parametrize("pick", [-1, None, 4095])
 def test_scheduler_without_a_destination_drops_no_dest(pick):
+    # -1/None: no server available; 4095: a slot in range that holds no destination.
     f = make(counting(pick))
     assert f.process(syn(40000), now=NOW)[:3] == ("drop", "no_dest", [])
     assert f.conns(NOW) == [] and f.counters()["conns"] == 0
+
+
+@pytest.mark.parametrize("pick", [99999, -7, "rs1"])
+def test_scheduler_naming_no_slot_drops_sched_error(pick):
+    # Not a destination slot at all: the scheduler is broken, not merely out of servers.
+    f = make(counting(pick))
+    assert f.process(syn(40000), now=NOW)[:3] == ("drop", "sched_error", [])
+    assert f.conns(NOW) == [] and f.counters()["sched_error"] == 1
 
 
 def test_table_full():
@@ -353,5 +362,5 @@ def test_scheduler_exception_drops_the_flow_without_raising(capsys):
     def boom(flows):
         raise RuntimeError("scheduler bug")
     f = make(boom)
-    assert f.process(syn(40000), now=NOW)[:2] == ("drop", "no_dest")
+    assert f.process(syn(40000), now=NOW)[:2] == ("drop", "sched_error")
     assert "scheduler bug" in capsys.readouterr().err

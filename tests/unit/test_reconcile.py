@@ -37,22 +37,25 @@ def names(plan):
 
 def test_first_plan_pushes_each_service_server_and_timeout_once():
     p = step(Applied(), svc(80), server(80, "198.18.0.11"), server(80, "198.18.0.12"))
-    assert names(p) == ["set_service", "set_dest", "set_dest", "set_timeout", "set_timeout",
-                        "set_timeout"]
+    assert names(p) == ["set_service", "set_dest", "set_dest", "set_scheduler", "set_timeout",
+                        "set_timeout", "set_timeout"]
     assert [op[1] for op in p.ops[:3]] == [0, 0, 1]          # lowest slots first
     assert all(op[-1] is True for op in p.ops[1:3])          # new servers: counters reset
     assert p.fresh_dests == ["198.18.0.11", "198.18.0.12"]
     assert p.drops_add == {("svc_tcp", (VIP, 80)), ("masq_tcp", ("198.18.0.11", 80)),
                            ("masq_tcp", ("198.18.0.12", 80))}
     assert p.after.service_slot(("tcp", VIP, 80)) == 0
+    sched_op = p.ops[3]                                      # after the servers it names
+    assert sched_op[1] == 0 and sched_op[2].name == "wlc" and sched_op[3] == (0, 1)
+    assert p.undo[3] == []                                   # a new service: its clear undoes it
 
 
 def test_adding_one_service_plans_only_that_service():
     cmds = [svc(80), server(80, "198.18.0.11")]
     before = step(Applied(), *cmds).after
     p = step(before, *cmds, svc(81), server(81, "198.18.0.11"))
-    assert names(p) == ["set_service", "set_dest"]
-    assert p.ops[0][1] == 1 and p.ops[1][1] == 1
+    assert names(p) == ["set_service", "set_dest", "set_scheduler"]
+    assert p.ops[0][1] == 1 and p.ops[1][1] == 1 and p.ops[2][1] == 1
     assert p.drops_add == {("svc_tcp", (VIP, 81)), ("masq_tcp", ("198.18.0.11", 81))}
     assert p.drops_remove == frozenset()
 
@@ -68,7 +71,10 @@ def test_edit_keeps_the_slot_and_does_not_reset_counters():
     a = step(Applied(), svc(80), server(80, "198.18.0.11")).after
     cfg = config(svc(80), server(80, "198.18.0.11"))
     cfg.apply({**server(80, "198.18.0.11"), "op": "edit_server", "weight": 5})
-    assert step(a, cfg=cfg).ops == []                        # weight is the scheduler's only
+    p = step(a, cfg=cfg)                                     # weight is the scheduler's only
+    assert names(p) == ["set_scheduler"] and p.ops[0][2].servers[0].weight == 5
+    assert p.undo[0][0][2].servers[0].weight == 1            # undo: the old program
+    a = p.after
     cfg.apply({**svc(80), "op": "edit_service", "persistent": 300})
     p = step(a, cfg=cfg)
     assert names(p) == ["set_service"] and p.ops[0][1] == 0
@@ -79,7 +85,8 @@ def test_edit_keeps_the_slot_and_does_not_reset_counters():
 def test_deleted_server_is_retired_until_its_connections_end():
     a = step(Applied(), svc(80), server(80, "198.18.0.11"), server(80, "198.18.0.12")).after
     p = step(a, svc(80), server(80, "198.18.0.12"), holds=lambda s: True)
-    assert p.ops == [("clear_dest", 0)] and p.after.retired == {0}
+    assert names(p) == ["clear_dest", "set_scheduler"] and p.ops[0] == ("clear_dest", 0)
+    assert p.ops[1][3] == (1,) and p.after.retired == {0}   # the program no longer names it
     assert p.drops_remove == {("masq_tcp", ("198.18.0.11", 80))}
     # A new server may not take the retired slot while it is held...
     p2 = step(p.after, svc(80), server(80, "198.18.0.12"), server(80, "198.18.0.13"),
@@ -113,7 +120,7 @@ def test_retired_slots_count_against_the_server_limit():
     a = step(a, svc(80), holds=lambda s: True).after         # all six retired, still held
     with pytest.raises(LimitError, match="counting deleted ones"):
         step(a, svc(80), server(80, "198.18.0.20"), holds=lambda s: True)
-    assert names(step(a, svc(80), server(80, "198.18.0.20"))) == ["set_dest"]
+    assert names(step(a, svc(80), server(80, "198.18.0.20"))) == ["set_dest", "set_scheduler"]
 
 
 def test_fwmark_keys_count_against_the_key_limit():

@@ -108,7 +108,11 @@ def test_reload_applies_only_the_difference_and_keeps_unchanged_schedulers(tmp_p
                     .replace("-A -t 198.18.0.101:80 -s rr\n-a -t 198.18.0.101:80 -r 198.18.0.11:80 -g -w 1\n", ""))
     assert d.apply({"op": "reload"})["rc"] == 0
     pushed = d.fastpath.ops[ops:]
-    assert sorted(op for op, _ in pushed) == ["clear_dest", "clear_service"]   # weights: no push
+    # The deleted service and server go; the weight reaches only the edited service's scheduler.
+    assert sorted(op for op, _ in pushed) == ["clear_dest", "clear_service", "set_scheduler"]
+    udp_slot = d.applied.service_slot(("udp", "198.18.0.105", 5353))
+    assert ("set_scheduler", udp_slot) in pushed
+    assert d.fastpath.scheds[udp_slot].weights[0] == 4
     now = {svc.key: svc for svc in d.config.services}
     assert ("tcp", "198.18.0.101", 80) not in now
     assert now[("tcp", "198.18.0.100", 80)] is kept[("tcp", "198.18.0.100", 80)]

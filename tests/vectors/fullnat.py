@@ -4,8 +4,9 @@ address, right after the fixed TCP header of the SYN (data offset + 2, IP length
 options kept after it); with no room for it (60-byte TCP header, or the egress MTU) the segment
 goes without, and toa_no_room counts it.
 
-Local ports are lent from the low end of the local address's pool, in order (1025, 1026, ...),
-and the expected frames say which. ``director()`` declares the director; ``DIRECTOR`` runs
+Local ports are lent per (local address, real server), from the low end of that pair's pool, in
+order (1025, 1026, ...), and the expected frames say which: the UDP service's real server is a
+server of its own, so its first datagram gets 1025 again. ``director()`` declares the director; ``DIRECTOR`` runs
 ``VECTORS`` and ``TOA_ON_ACK`` runs ``TOA_ON_ACK_VECTORS`` (TOA on the first ACK instead, as
 DPVS may), each in order through one Forwarder (tests/vectors/fixtures.py).
 """
@@ -115,8 +116,8 @@ VECTORS = SYNS + [
     ESTABLISHED := fx.forwarded("FULLNAT ACK in with data: no TOA after the SYN",
                                 tcp_in(A, 1025, "A", payload=b"GET /", seq=101, ack=6)),
     *NO_ROOM,
-    fx.forwarded("FULLNAT UDP in: LIP:lport -> RIP:8080, no TOA", udp_in(5, 1031, b"q")),
-    fx.forwarded("FULLNAT UDP out: VIP:80 -> CLIENT", udp_out(5, 1031, b"a")),
+    fx.forwarded("FULLNAT UDP in: LIP:lport -> RIP:8080, no TOA", udp_in(5, 1025, b"q")),
+    fx.forwarded("FULLNAT UDP out: VIP:80 -> CLIENT", udp_out(5, 1025, b"a")),
 ]
 # Reason counters the list bumps on frames it forwards (fixtures.expected_counts).
 SIDE_COUNTS = {"toa_no_room": len(NO_ROOM)}
