@@ -27,6 +27,8 @@ from lb.director import cli, figures, nft, offloads, rules
 from lb.director.cli import DEFAULT_SOCKET
 from lb.director.director import Director
 from lb.director.estimator import Estimator, Sampler
+from lb.director import keepalived
+from lb.director.health.engine import Engine
 from lb.director.netlink import Netlink
 
 log = logging.getLogger("lbd")
@@ -68,7 +70,8 @@ class Lbd:
 
     def __init__(self, ifnames: list[str], max_conns: int = 1 << 20,
                  lport_range: tuple[int, int] = (1025, 65535), toa: str = "syn",
-                 config_file: str | None = None, metrics: str | None = None):
+                 config_file: str | None = None, metrics: str | None = None,
+                 keepalived_conf: str | None = None):
         os.makedirs("/run/lbd", mode=0o700, exist_ok=True)
         self.ifnames = ifnames
         self.locks = []
@@ -83,12 +86,12 @@ class Lbd:
         try:
             for n in ifnames:
                 self.locks.append(_interface_lock(n))
-            self._init_fastpath(max_conns, lport_range, toa, config_file)
+            self._init_fastpath(max_conns, lport_range, toa, config_file, keepalived_conf)
         except BaseException:
             self._release_locks()
             raise
 
-    def _init_fastpath(self, max_conns, lport_range, toa, config_file) -> None:
+    def _init_fastpath(self, max_conns, lport_range, toa, config_file, keepalived_conf) -> None:
         self.fwd = Forwarder(max_conns=max_conns)
         for slot, iface in enumerate(self.ifaces):
             self.fwd.set_interface(slot, iface.index, iface.mac, iface.mtu, iface.source)
@@ -97,9 +100,12 @@ class Lbd:
         self.fwd.set_toa(syn=toa in ("syn", "both"), ack=toa in ("ack", "both"))
         self.ingress = nft.Ingress(self.ifnames)
         reload_source = (lambda: rules.read(config_file, cli.parse)) if config_file else None
+        if keepalived_conf:      # the table and its health checks (lb.director.keepalived)
+            reload_source = lambda: keepalived.read(keepalived_conf)     # noqa: E731
         self.director = Director(self.fwd, self.ingress, lport_range, resolve=self._resolve_now,
                                  reload_source=reload_source)
-        self.config_file = config_file
+        self.config_file = config_file or keepalived_conf
+        self.health = Engine(self.director)
         self.fwd.scheduler_cb = self.director.schedule
         self.estimator = Estimator()
         self.director.config.rates = self.estimator.rates     # for lbadm -L --rate
@@ -325,11 +331,13 @@ async def serve(daemon: Lbd, path: str, reload_pending: bool = False,
         stop.set()
     if reload_pending:                          # a SIGHUP came while lbd was starting
         loop.run_in_executor(None, daemon.reload)
+    daemon.health.attach(loop)                  # the checks run in this loop
     log.info("serving %s on %s", ", ".join(daemon.ifnames), path)
     try:
         async with server:
             await stop.wait()
     finally:
+        await daemon.health.close()
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(sig)
         _while_stopping()                       # asyncio put the default actions back
@@ -417,6 +425,10 @@ def _arguments(argv):
     p.add_argument("--config", metavar="FILE",
                    help="ipvsadm rules (lbadm -S output) to load at start and on SIGHUP / "
                         "lbadm --reload; a file with an error is refused whole")
+    p.add_argument("--keepalived-conf", metavar="FILE",
+                   help="keepalived.conf virtual_server blocks (the table and its health "
+                        "checks) to load at start and on SIGHUP / lbadm --reload, instead of "
+                        "--config; what lbd cannot do is refused with its line")
     p.add_argument("--metrics", metavar="ADDR:PORT",
                    help="serve Prometheus metrics on http://ADDR:PORT/metrics (off by default)")
     p.add_argument("--cleanup", action="store_true",
@@ -483,10 +495,14 @@ def main(argv=None) -> int:
         return 2
     if args.cleanup:
         return cleanup(args.interface, args.socket)
+    if args.config and args.keepalived_conf:
+        print("lbd: --config and --keepalived-conf both name the configuration: give one",
+              file=sys.stderr)
+        return 2
     _Signals.starting()
     try:
         daemon = Lbd(args.interface, args.max_conns, lport_range, args.toa, args.config,
-                     args.metrics)
+                     args.metrics, args.keepalived_conf)
     except Stopping as e:
         log.info("%s while starting: stopped", e)
         return 0
