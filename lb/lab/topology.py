@@ -366,10 +366,12 @@ class Lab:
             return info["popen"].poll()
         return None if pid_alive(pid) else True
 
-    def start_servers(self, http_port: int = HTTP_PORT, udp_port: int = UDP_PORT, timeout: float = 10.0) -> dict:
-        """Start lb.lab.servers on every RS and wait until each listens. Returns {name: Popen}."""
+    def start_servers(self, http_port: int = HTTP_PORT, udp_port: int = UDP_PORT, timeout: float = 10.0,
+                      names=None) -> dict:
+        """Start lb.lab.servers on every RS (or those in `names`) and wait until each listens.
+        Returns {name: Popen}."""
         procs = {}
-        for name in self.rs_names:
+        for name in names or self.rs_names:
             with open(self.logfile(name), "wb") as log:
                 procs[name] = self.popen(name, [sys.executable, "-m", "lb.lab.servers", "--name", name,
                                                 "--http-port", http_port, "--udp-port", udp_port],
@@ -378,6 +380,12 @@ class Lab:
         for name, proc in procs.items():
             self._wait_ready(name, proc, deadline)
         return procs
+
+    def server_pids(self, name: str) -> list:
+        """The PIDs of the lab servers (lb.lab.servers) this lab runs on RS `name`."""
+        with self._lock:
+            return [pid for pid, info in self._procs.items() if info["role"] == name
+                    and "lb.lab.servers" in [str(a) for a in info["argv"]]]
 
     def _wait_ready(self, name: str, proc: subprocess.Popen, deadline: float) -> None:
         import selectors
