@@ -28,6 +28,7 @@ from lb.director.cli import DEFAULT_SOCKET
 from lb.director.director import Director
 from lb.director.estimator import Estimator, Sampler
 from lb.director import keepalived
+from lb.director.health import listing as checks
 from lb.director.health.engine import Engine
 from lb.director.netlink import Netlink
 
@@ -124,7 +125,8 @@ class Lbd:
     def figures(self) -> dict:
         """Every live figure (lb.director.figures): what the metrics and lbadm top show."""
         return figures.snapshot(list(self.director.config.services), self.fwd,
-                                self.estimator.rates)
+                                self.estimator.rates,
+                                checks.figures(self.director.health, self.director.config))
 
     def reload(self) -> None:
         """SIGHUP: re-read --config and apply the difference; a bad file changes nothing."""

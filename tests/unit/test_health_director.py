@@ -136,3 +136,28 @@ def test_misc_dynamic_weight_and_alpha():
     assert servers(d) == {"198.18.0.11": 4}
     text = d.apply({"op": "list_checks"})["out"]
     assert "198.18.0.11:80" in text and "MISC_CHECK" in text and "w 4" in text
+
+
+def test_the_checks_in_the_figures_metrics_and_top(d):
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from lb.director import figures, metrics, top
+    from lb.director.health import listing
+    report(d, "198.18.0.12", FAIL)
+    report(d, "198.18.0.12", FAIL)
+    rows = listing.figures(d.health, d.config)
+    class Counters:
+        def counters(self):
+            return {}
+    fig = figures.snapshot(list(d.config.services), Counters(), checks=rows)
+    by = {r["server"]: r for r in fig["checks"]}
+    assert by["198.18.0.12:80"]["up"] is False and by["198.18.0.11:80"]["up"] is True
+    assert by["198.18.0.11:80"]["in_table"] is False          # withdrawn: the sorry server is in
+    registry = CollectorRegistry()
+    registry.register(metrics.FiguresCollector(lambda: fig))
+    text = generate_latest(registry).decode()
+    assert 'lbd_check_up{checker="TCP_CHECK",server="198.18.0.12:80",service="TCP 198.18.0.100:80"} 0.0' in text
+    assert 'lbd_check_failures_total{checker="TCP_CHECK",server="198.18.0.12:80",service="TCP 198.18.0.100:80"} 2.0' in text
+    assert 'lbd_service_quorum_up{service="TCP 198.18.0.100:80"} 0.0' in text
+    frame = top.render_text(fig, width=160)
+    assert "health checks" in frame and "DOWN" in frame and "198.18.0.12:80" in frame

@@ -14,10 +14,26 @@ def _name(key) -> str:
     return f"FWM  {key[1]}" if key[0] == FWM else f"{key[0].upper():<4} {key[1]}:{key[2]}"
 
 
+def service_label(key) -> str:
+    """As lb.director.figures names services: "TCP 198.18.0.100:80", "FWM 7"."""
+    return f"FWM {key[1]}" if key[0] == FWM else f"{key[0].upper()} {key[1]}:{key[2]}"
+
+
+def figures(health, config) -> list:
+    """Every checker as a JSON-able dict, for lb.director.figures (metrics, lbadm top)."""
+    out = []
+    for row in rows(health, config):
+        row = dict(row)
+        row["service"] = service_label(row["service"])
+        row["server"] = "%s:%d" % row["server"]
+        out.append(row)
+    return out
+
+
 def rows(health, config) -> list:
     """Every checker as a dict: what the listing, the metrics and lbadm top show."""
     out = []
-    for key, svc in health.services.items():
+    for key, svc in list(health.services.items()):
         live = config.find_service(*key)
         for server_key, server in svc.servers.items():
             dest = live.find_dest(*server_key) if live else None
