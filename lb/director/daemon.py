@@ -27,7 +27,7 @@ from lb.director import cli, figures, nft, offloads, rules
 from lb.director.cli import DEFAULT_SOCKET
 from lb.director.director import Director
 from lb.director.estimator import Estimator, Sampler
-from lb.director import keepalived
+from lb.director import keepalived, vips
 from lb.director.health import listing as checks
 from lb.director.health.engine import Engine
 from lb.director.netlink import Netlink
@@ -72,11 +72,12 @@ class Lbd:
     def __init__(self, ifnames: list[str], max_conns: int = 1 << 20,
                  lport_range: tuple[int, int] = (1025, 65535), toa: str = "syn",
                  config_file: str | None = None, metrics: str | None = None,
-                 keepalived_conf: str | None = None):
+                 keepalived_conf: str | None = None, vip_ownership: str = "always"):
         os.makedirs("/run/lbd", mode=0o700, exist_ok=True)
         self.ifnames = ifnames
         self.locks = []
         self.metrics_address, self.metrics = metrics, None
+        self.vip_ownership = vip_ownership
         nl = Netlink()
         try:
             self.ifaces = [nl.interface(n) for n in ifnames]
@@ -216,6 +217,12 @@ class Lbd:
                         self.ingress.table)
         self.ingress.install(self.local_addrs)
         self.lro_off = offloads.disable_lro(self.ifnames)
+        if self.vip_ownership == "address":     # before the first push: serve only what we hold
+            nl = Netlink()
+            try:
+                self.director.owned = frozenset(vips.addresses(nl.ipr))
+            finally:
+                nl.close()
         self.director.reconcile()
         if self.config_file:
             reply = self.director.apply({"op": "reload"})
@@ -228,6 +235,9 @@ class Lbd:
         self.threads = [self._thread("fastpath", self._packet_loop, cpu),
                         self._thread("refresh", self._refresh_loop),
                         self._thread("estimator", sampler.run)]
+        if self.vip_ownership == "address":
+            watch = vips.AddressWatch(self._addresses_changed)
+            self.threads.append(self._thread("vips", watch.run, self.stopping))
         for t in self.threads:
             t.start()
         if self.metrics_address:
@@ -236,6 +246,17 @@ class Lbd:
                 self.metrics = MetricsServer(self.metrics_address, self.figures)
             except (OSError, ValueError) as e:
                 raise StartupError(f"--metrics {self.metrics_address}: {e}") from None
+
+    def _addresses_changed(self, addresses: dict) -> None:
+        """The namespace's addresses changed: serve the VIPs held, announce the new ones on the
+        interface that has them (when lbd serves it) with gratuitous ARPs, in the background."""
+        for vip in self.director.set_owned(addresses.keys()):
+            slot = self.ifslots.get(addresses.get(vip))
+            if slot is None:
+                continue
+            iface = self.ifaces[slot]
+            threading.Thread(target=vips.send_garps, args=(iface.name, iface.mac, vip),
+                             kwargs={"stopping": self.stopping}, name="garp", daemon=True).start()
 
     def _thread(self, name: str, target, *args) -> threading.Thread:
         return threading.Thread(target=self._guarded, args=(name, target, *args), name=name,
@@ -431,6 +452,10 @@ def _arguments(argv):
                    help="keepalived.conf virtual_server blocks (the table and its health "
                         "checks) to load at start and on SIGHUP / lbadm --reload, instead of "
                         "--config; what lbd cannot do is refused with its line")
+    p.add_argument("--vip-ownership", choices=vips.MODES, default="always",
+                   help="always: serve every VIP configured (default); address: serve a VIP "
+                        "only while it is an address of this namespace (moved by keepalived's "
+                        "VRRP), announcing it with gratuitous ARPs when it arrives")
     p.add_argument("--metrics", metavar="ADDR:PORT",
                    help="serve Prometheus metrics on http://ADDR:PORT/metrics (off by default)")
     p.add_argument("--cleanup", action="store_true",
@@ -504,7 +529,7 @@ def main(argv=None) -> int:
     _Signals.starting()
     try:
         daemon = Lbd(args.interface, args.max_conns, lport_range, args.toa, args.config,
-                     args.metrics, args.keepalived_conf)
+                     args.metrics, args.keepalived_conf, args.vip_ownership)
     except Stopping as e:
         log.info("%s while starting: stopped", e)
         return 0

@@ -10,11 +10,12 @@ Works on any FastPath (lb.director.fastpath): the Forwarder in lbd, a fake in th
 """
 from __future__ import annotations
 
+import copy
 import logging
 import threading
 import time
 
-from lb.director import reconcile
+from lb.director import reconcile, vips
 from lb.director.health import overlay
 from lb.director.health.state import HealthState
 from lb.director.config import Config, ConfigError
@@ -52,6 +53,9 @@ class Director:
         self.on_health = lambda state, gen: None
         self.notify = lambda scripts: self._pending_scripts.extend(scripts)  # until attached
         self._pending_scripts: list = []
+        # VIP ownership (lb.director.vips): None serves every VIP (lbd --vip-ownership always);
+        # else the addresses this director holds, and only their services are pushed.
+        self.owned: frozenset | None = None
 
     # --- commands ------------------------------------------------------------------------
     def apply(self, cmd: dict) -> dict:
@@ -73,7 +77,7 @@ class Director:
     def _apply(self, cmd: dict) -> str:
         if isinstance(cmd, dict) and cmd.get("op") == "list_checks":
             from lb.director.health.listing import format_checks
-            return format_checks(self.health, self.config)
+            return self._ownership_line() + format_checks(self.health, self.config)
         if not isinstance(cmd, dict) or cmd.get("op") in READ_ONLY:
             return self.config.apply(cmd)
         reload = cmd.get("op") == "reload"
@@ -120,7 +124,7 @@ class Director:
         for one in extra:
             trial.apply(one)
         commands = list(commands) + [(one, None) for one in extra]
-        want = reconcile.desired(trial, self.expanded)
+        want = reconcile.desired(self._served(trial), self.expanded)
         plan = reconcile.plan(self.applied, want, self.limits,
                               holds=self._holds, lent=self.fastpath.laddr_used)
         reconcile.execute(plan, self.fastpath, self.ingress, self.lport_range)
@@ -172,6 +176,45 @@ class Director:
                 out[(key, server.spec.key)] = (one.get("weight", 1), old)
                 server.base_weight = one.get("weight", 1)
         return out
+
+    # --- VIP ownership (lb.director.vips) -------------------------------------------------
+    def _served(self, config):
+        """What the fast path gets of `config`: the services of the VIPs this director holds."""
+        if self.owned is None:
+            return config
+        view = copy.copy(config)
+        view.services = [svc for svc in config.services if vips.serves(svc, self.owned)]
+        return view
+
+    def _ownership_line(self) -> str:
+        if self.owned is None:
+            return ""
+        every = vips.served_vips(self.config.services, None)
+        held = sorted(every & self.owned)
+        withheld = sorted(every - self.owned)
+        return (f"VIPs held by this director: {' '.join(held) or '-'}; not held (services "
+                f"withheld): {' '.join(withheld) or '-'}\n")
+
+    def set_owned(self, owned) -> list:
+        """The addresses this director holds now (None: every VIP); pushes the difference and
+        returns the VIPs whose services it starts serving (to announce with gratuitous ARP)."""
+        with self.lock:
+            owned = None if owned is None else frozenset(owned)
+            before = vips.served_vips(self._served(self.config).services, self.owned)
+            old, self.owned = self.owned, owned
+            try:
+                self._commit({"op": "batch"}, [], self.config.copy(), self.health)
+            except Exception as e:      # noqa: BLE001 -- keep the old view; the next event retries
+                self.owned = old
+                log.error("VIP ownership: pushing the change failed: %s", e)
+                return []
+            after = vips.served_vips(self._served(self.config).services, self.owned)
+            taken, dropped = sorted(after - before), sorted(before - after)
+            for vip in taken:
+                log.info("VIP %s held: serving its services", vip)
+            for vip in dropped:
+                log.info("VIP %s no longer held: its services are withheld", vip)
+            return taken
 
     # --- health checks (lb.director.health.engine calls these) ---------------------------
     def health_snapshot(self):
@@ -225,7 +268,8 @@ class Director:
     def reconcile(self) -> None:
         """Push the whole configuration once (at start: the timeouts of an empty one)."""
         with self.lock:
-            plan = reconcile.plan(self.applied, reconcile.desired(self.config), self.limits,
+            plan = reconcile.plan(self.applied, reconcile.desired(self._served(self.config)),
+                                  self.limits,
                                   holds=self._holds, lent=self.fastpath.laddr_used)
             reconcile.execute(plan, self.fastpath, self.ingress, self.lport_range)
             self.applied = plan.after
