@@ -172,3 +172,42 @@ def test_a_refused_configuration_starts_nothing(hlab, tmp_path):
     with pytest.raises(Exception) as e:
         d.start(timeout=10)
     assert "line 4" in str(e.value) and "lvs_sync_daemon_interface" in str(e.value)
+
+
+# Runs in an RS: listens on a port and never accepts nor answers (the kernel completes the
+# handshakes from its backlog): a half-open HTTP server.
+MUTE = r"""
+import socket, sys, time
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", int(sys.argv[1]))); s.listen(16)
+print("ready", flush=True)
+time.sleep(120)
+"""
+
+
+def test_a_hanging_script_and_a_mute_server_hold_neither_the_checks_nor_lbadm(hlab, tmp_path):
+    checkers = {
+        "rs1": 'MISC_CHECK { misc_path "/bin/sleep 60"\n misc_timeout 2 }',
+        "rs2": "HTTP_GET { url { path / }\n connect_port 8081\n connect_timeout 0.5 }",
+        "rs3": "TCP_CHECK { }",
+    }
+    blocks = "".join(f"    real_server {RS[n]} 80 {{\n        {c}\n    }}\n" for n, c in checkers.items())
+    text = f"virtual_server {VIP} 80 {{\n    lvs_sched rr\n    lvs_method NAT\n{blocks}}}\n"
+    mute = hlab.popen("rs2", [sys.executable, "-c", MUTE, "8081"], stdout=-1, text=True)
+    try:
+        assert mute.stdout.readline().strip() == "ready"
+        with director(hlab, tmp_path, text) as d:
+            slowest = 0.0
+            deadline = time.monotonic() + 4
+            while time.monotonic() < deadline:        # lbadm answers while the checks hang
+                start = time.monotonic()
+                ok(d.lbadm("-L", "-n"))
+                slowest = max(slowest, time.monotonic() - start)
+            print(f"slowest lbadm -L while a script hung: {slowest:.2f} s")
+            assert slowest < 1.5, slowest
+            assert wait_for(lambda: in_table(d) == {"rs3"}, 3)
+            checks = ok(d.lbadm("--list-checks")).stdout
+            assert "killed" in checks and "no complete answer" in checks, checks
+            assert set(many_gets(hlab, 4)["seen"]) == {"rs3"}
+    finally:
+        hlab.stop_process(mute.pid)
