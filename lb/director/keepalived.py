@@ -490,6 +490,8 @@ def _virtual_server(node: Node, groups: dict, laddr_groups: dict, index: int):
         if (addr, port or vs["port"]) in seen:
             n.fail("the sorry_server is also a real_server of this virtual_server")
         sorry_server = Server(addr, port or vs["port"], weight=1, fwd=vs["fwd"])
+        if vs["fwd"] in ("route", "tunnel") and sorry_server.port != vs["port"]:
+            n.fail(f"a DR or TUN sorry_server must listen on the virtual port {vs['port']}")
     spec = VirtualServer(key, tuple(s for s, _ in servers), sorry_server=sorry_server,
                          line=line, **health)
     return commands, spec

@@ -139,6 +139,8 @@ def test_the_sample_maps_to_commands_and_checks():
     ("virtual_server 1.2.3.4 80 {\n  persistence_granularity 255.255.0.0\n}\n", 1,
      "needs persistence_timeout"),
     ("virtual_server ::1 80 {\n}\n", 1, "IPv4 only"),
+    ("virtual_server 1.2.3.4 80 {\n  lvs_method DR\n  sorry_server 1.2.3.5 8080\n}\n", 3,
+     "must listen on the virtual port 80"),
 ])
 def test_what_lbd_cannot_do_is_refused_with_its_line(bad, line, words):
     with pytest.raises(KeepalivedError) as e:
