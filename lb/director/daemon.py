@@ -23,11 +23,10 @@ import threading
 import time
 
 from lb._forward import Forwarder
-from lb.director import cli, figures, nft, offloads, rules
+from lb.director import cli, figures, keepalived, nft, offloads, rules, vips
 from lb.director.cli import DEFAULT_SOCKET
 from lb.director.director import Director
 from lb.director.estimator import Estimator, Sampler
-from lb.director import keepalived, vips
 from lb.director.health import listing as checks
 from lb.director.health.engine import Engine
 from lb.director.netlink import Netlink
@@ -103,7 +102,8 @@ class Lbd:
         self.ingress = nft.Ingress(self.ifnames)
         reload_source = (lambda: rules.read(config_file, cli.parse)) if config_file else None
         if keepalived_conf:      # the table and its health checks (lb.director.keepalived)
-            reload_source = lambda: keepalived.read(keepalived_conf)     # noqa: E731
+            def reload_source():
+                return keepalived.read(keepalived_conf)
         self.director = Director(self.fwd, self.ingress, lport_range, resolve=self._resolve_now,
                                  reload_source=reload_source)
         self.config_file = config_file or keepalived_conf

@@ -16,10 +16,10 @@ import threading
 import time
 
 from lb.director import reconcile, vips
-from lb.director.health import overlay
-from lb.director.health.state import HealthState
 from lb.director.config import Config, ConfigError
 from lb.director.fastpath import LIMITS
+from lb.director.health import overlay
+from lb.director.health.state import HealthState
 from lb.director.model import FWM, Flow
 from lb.director.nft import NftError
 from lb.director.rules import RulesError
@@ -231,7 +231,7 @@ class Director:
                 return False
             changed, scripts = self.health.record(svc_key, server_key, index, result,
                                                   time.monotonic())
-            svc = self.health.services[svc_key] if svc_key in self.health.services else None
+            svc = self.health.services.get(svc_key)
             server = svc.servers.get(server_key) if svc else None
             if changed or self._health_dirty:
                 if changed:

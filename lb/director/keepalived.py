@@ -27,8 +27,8 @@ import ipaddress
 import os
 import shlex
 
-from lb.director.health.spec import (KINDS, Check, HealthConfig, Server, Url, VirtualServer)
 from lb.director.health.dns import TYPES as DNS_TYPES
+from lb.director.health.spec import KINDS, Check, HealthConfig, Server, Url, VirtualServer
 from lb.director.model import FWM
 from lb.director.rules import RulesError
 

@@ -9,7 +9,6 @@ servers, real traffic from the client.
 """
 from __future__ import annotations
 
-import socket
 import sys
 import time
 

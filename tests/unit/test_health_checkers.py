@@ -9,8 +9,6 @@ import ssl
 import struct
 import time
 
-import pytest
-
 from lb.director.health import dns, engine, http, misc, tcp, udp
 from lb.director.health.spec import Check, Url
 
@@ -163,8 +161,11 @@ def test_udp_check():
             return await udp.probe(check, "127.0.0.1", port)
         finally:
             transport.close()
-    echo = lambda data: data                                 # noqa: E731
-    silent = lambda data: None                               # noqa: E731
+    def echo(data):
+        return data
+
+    def silent(data):
+        return None
     assert run(go(echo, Check("UDP_CHECK", connect_timeout=T, payload=b"hi",
                               require_reply=b"hi"))).ok
     assert not run(go(echo, Check("UDP_CHECK", connect_timeout=T, payload=b"hi",

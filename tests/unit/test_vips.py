@@ -3,9 +3,9 @@ only while this director holds the address, and come back when it does again; th
 gratuitous ARP announces it."""
 import socket
 
+from lb.director import vips
 from lb.director.director import Director
 from lb.director.fastpath import FakeFastPath, FakeIngress
-from lb.director import vips
 
 A, B = "198.18.0.100", "198.18.0.101"
 

@@ -25,7 +25,7 @@ def figures(health, config) -> list:
     for row in rows(health, config):
         row = dict(row)
         row["service"] = service_label(row["service"])
-        row["server"] = "%s:%d" % row["server"]
+        row["server"] = "{}:{}".format(*row["server"])
         out.append(row)
     return out
 
