@@ -4,7 +4,8 @@
 set -eu
 cd "$(dirname "$0")"
 need=""
-for tool in nft:nftables ip:iproute2 curl:curl ethtool:ethtool gcc:gcc taskset:util-linux; do
+# keepalived: its VRRP moves the VIPs in the lab's two-director test (tests/integration/test_vrrp.py).
+for tool in nft:nftables ip:iproute2 curl:curl ethtool:ethtool gcc:gcc taskset:util-linux keepalived:keepalived; do
     command -v "${tool%%:*}" >/dev/null 2>&1 || need="$need ${tool#*:}"
 done
 # The Cython extension needs Python's headers.

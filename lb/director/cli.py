@@ -42,6 +42,7 @@ Usage:
   lbadm --set tcp tcpfin udp
   lbadm -S [-n]                the table as ipvsadm rules;  lbadm -R < FILE  applies rules, all or none
   lbadm --reload               lbd re-reads its --config file and applies the difference
+  lbadm --list-checks          the health checks: each server's checkers, its state, the quorum
   lbadm top [--interval S] [--iterations N]   a live view of services, servers, rates, drops
   a service may also be -f mark --match tcp:VIP:port[,...] (the keys that carry the mark)
 Options:

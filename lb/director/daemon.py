@@ -23,10 +23,12 @@ import threading
 import time
 
 from lb._forward import Forwarder
-from lb.director import cli, figures, nft, offloads, rules
+from lb.director import cli, figures, keepalived, nft, offloads, rules, vips
 from lb.director.cli import DEFAULT_SOCKET
 from lb.director.director import Director
 from lb.director.estimator import Estimator, Sampler
+from lb.director.health import listing as checks
+from lb.director.health.engine import Engine
 from lb.director.netlink import Netlink
 from lb.schedulers import plugins
 
@@ -69,11 +71,13 @@ class Lbd:
 
     def __init__(self, ifnames: list[str], max_conns: int = 1 << 20,
                  lport_range: tuple[int, int] = (1025, 65535), toa: str = "syn",
-                 config_file: str | None = None, metrics: str | None = None):
+                 config_file: str | None = None, metrics: str | None = None,
+                 keepalived_conf: str | None = None, vip_ownership: str = "always"):
         os.makedirs("/run/lbd", mode=0o700, exist_ok=True)
         self.ifnames = ifnames
         self.locks = []
         self.metrics_address, self.metrics = metrics, None
+        self.vip_ownership = vip_ownership
         nl = Netlink()
         try:
             self.ifaces = [nl.interface(n) for n in ifnames]
@@ -84,12 +88,12 @@ class Lbd:
         try:
             for n in ifnames:
                 self.locks.append(_interface_lock(n))
-            self._init_fastpath(max_conns, lport_range, toa, config_file)
+            self._init_fastpath(max_conns, lport_range, toa, config_file, keepalived_conf)
         except BaseException:
             self._release_locks()
             raise
 
-    def _init_fastpath(self, max_conns, lport_range, toa, config_file) -> None:
+    def _init_fastpath(self, max_conns, lport_range, toa, config_file, keepalived_conf) -> None:
         self.fwd = Forwarder(max_conns=max_conns)
         for slot, iface in enumerate(self.ifaces):
             self.fwd.set_interface(slot, iface.index, iface.mac, iface.mtu, iface.source)
@@ -98,9 +102,13 @@ class Lbd:
         self.fwd.set_toa(syn=toa in ("syn", "both"), ack=toa in ("ack", "both"))
         self.ingress = nft.Ingress(self.ifnames)
         reload_source = (lambda: rules.read(config_file, cli.parse)) if config_file else None
+        if keepalived_conf:      # the table and its health checks (lb.director.keepalived)
+            def reload_source():
+                return keepalived.read(keepalived_conf)
         self.director = Director(self.fwd, self.ingress, lport_range, resolve=self._resolve_now,
                                  reload_source=reload_source)
-        self.config_file = config_file
+        self.config_file = config_file or keepalived_conf
+        self.health = Engine(self.director)
         self.fwd.scheduler_cb = self.director.schedule
         self.estimator = Estimator()
         self.director.config.rates = self.estimator.rates     # for lbadm -L --rate
@@ -119,7 +127,8 @@ class Lbd:
     def figures(self) -> dict:
         """Every live figure (lb.director.figures): what the metrics and lbadm top show."""
         return figures.snapshot(list(self.director.config.services), self.fwd,
-                                self.estimator.rates)
+                                self.estimator.rates,
+                                checks.figures(self.director.health, self.director.config))
 
     def reload(self) -> None:
         """SIGHUP: re-read --config and apply the difference; a bad file changes nothing."""
@@ -209,6 +218,12 @@ class Lbd:
                         self.ingress.table)
         self.ingress.install(self.local_addrs)
         self.lro_off = offloads.disable_lro(self.ifnames)
+        if self.vip_ownership == "address":     # before the first push: serve only what we hold
+            nl = Netlink()
+            try:
+                self.director.owned = frozenset(vips.addresses(nl.ipr))
+            finally:
+                nl.close()
         self.director.reconcile()
         if self.config_file:
             reply = self.director.apply({"op": "reload"})
@@ -221,6 +236,9 @@ class Lbd:
         self.threads = [self._thread("fastpath", self._packet_loop, cpu),
                         self._thread("refresh", self._refresh_loop),
                         self._thread("estimator", sampler.run)]
+        if self.vip_ownership == "address":
+            watch = vips.AddressWatch(self._addresses_changed)
+            self.threads.append(self._thread("vips", watch.run, self.stopping))
         for t in self.threads:
             t.start()
         if self.metrics_address:
@@ -229,6 +247,17 @@ class Lbd:
                 self.metrics = MetricsServer(self.metrics_address, self.figures)
             except (OSError, ValueError) as e:
                 raise StartupError(f"--metrics {self.metrics_address}: {e}") from None
+
+    def _addresses_changed(self, addresses: dict) -> None:
+        """The namespace's addresses changed: serve the VIPs held, announce the new ones on the
+        interface that has them (when lbd serves it) with gratuitous ARPs, in the background."""
+        for vip in self.director.set_owned(addresses.keys()):
+            slot = self.ifslots.get(addresses.get(vip))
+            if slot is None:
+                continue
+            iface = self.ifaces[slot]
+            threading.Thread(target=vips.send_garps, args=(iface.name, iface.mac, vip),
+                             kwargs={"stopping": self.stopping}, name="garp", daemon=True).start()
 
     def _thread(self, name: str, target, *args) -> threading.Thread:
         return threading.Thread(target=self._guarded, args=(name, target, *args), name=name,
@@ -326,11 +355,13 @@ async def serve(daemon: Lbd, path: str, reload_pending: bool = False,
         stop.set()
     if reload_pending:                          # a SIGHUP came while lbd was starting
         loop.run_in_executor(None, daemon.reload)
+    daemon.health.attach(loop)                  # the checks run in this loop
     log.info("serving %s on %s", ", ".join(daemon.ifnames), path)
     try:
         async with server:
             await stop.wait()
     finally:
+        await daemon.health.close()
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             loop.remove_signal_handler(sig)
         _while_stopping()                       # asyncio put the default actions back
@@ -418,6 +449,14 @@ def _arguments(argv):
     p.add_argument("--config", metavar="FILE",
                    help="ipvsadm rules (lbadm -S output) to load at start and on SIGHUP / "
                         "lbadm --reload; a file with an error is refused whole")
+    p.add_argument("--keepalived-conf", metavar="FILE",
+                   help="keepalived.conf virtual_server blocks (the table and its health "
+                        "checks) to load at start and on SIGHUP / lbadm --reload, instead of "
+                        "--config; what lbd cannot do is refused with its line")
+    p.add_argument("--vip-ownership", choices=vips.MODES, default="always",
+                   help="always: serve every VIP configured (default); address: serve a VIP "
+                        "only while it is an address of this namespace (moved by keepalived's "
+                        "VRRP), announcing it with gratuitous ARPs when it arrives")
     p.add_argument("--metrics", metavar="ADDR:PORT",
                    help="serve Prometheus metrics on http://ADDR:PORT/metrics (off by default)")
     p.add_argument("--cleanup", action="store_true",
@@ -493,10 +532,14 @@ def main(argv=None) -> int:
         except plugins.PluginError as e:
             print(f"lbd: {e}", file=sys.stderr)
             return 2
+    if args.config and args.keepalived_conf:
+        print("lbd: --config and --keepalived-conf both name the configuration: give one",
+              file=sys.stderr)
+        return 2
     _Signals.starting()
     try:
         daemon = Lbd(args.interface, args.max_conns, lport_range, args.toa, args.config,
-                     args.metrics)
+                     args.metrics, args.keepalived_conf, args.vip_ownership)
     except Stopping as e:
         log.info("%s while starting: stopped", e)
         return 0

@@ -3,7 +3,7 @@
 
 Per service and per server: ActiveConn / InActConn now, the cumulative counters of `--stats`
 (a service's are the sum of its servers', as in `lbadm -L --stats`), the rates of `--rate`
-(lb.director.estimator); for the fast path: frames dropped and passed to the kernel by reason,
+(lb.director.estimator); every health check's state; for the fast path: frames dropped and passed to the kernel by reason,
 and its totals (frames in and out, connections made and expired, ring drops, ...).
 """
 from __future__ import annotations
@@ -38,9 +38,10 @@ def _service(svc, rates) -> dict:
             "rates": rates(svc.key), "servers": servers}
 
 
-def snapshot(services, fastpath, rates=lambda key: dict(ZERO)) -> dict:
+def snapshot(services, fastpath, rates=lambda key: dict(ZERO), checks=()) -> dict:
     """Every figure, now. `services`: lb.director.model.Service objects bound to the fast path;
-    `fastpath`: the Forwarder (counters()); `rates`: the estimator's rates(key)."""
+    `fastpath`: the Forwarder (counters()); `rates`: the estimator's rates(key); `checks`: the
+    health checks' rows (lb.director.health.listing.figures)."""
     counters = fastpath.counters()
     reasons = set(REASON_NAMES[1:])
     return {
@@ -50,4 +51,5 @@ def snapshot(services, fastpath, rates=lambda key: dict(ZERO)) -> dict:
         "passes": {r: counters.get(r, 0) for r in PASSES},
         "forwarded_anyway": {r: counters.get(r, 0) for r in FORWARDED_ANYWAY},
         "fastpath": {k: v for k, v in counters.items() if k not in reasons},
+        "checks": list(checks),
     }

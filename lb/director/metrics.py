@@ -9,6 +9,10 @@ fast path's counters as they are then (no copies kept up to date in between). Na
     packets_total, bytes_total {direction="in"|"out"}   InPkts/OutPkts, InBytes/OutBytes
     connections_per_second, packets_per_second, bytes_per_second   the estimator's --rate
   lbd_server_weight, lbd_server_overloaded
+  lbd_check_up {service, server, checker}         1 while that health checker passes
+  lbd_check_server_in_table {service, server, checker}   1 while the server is in the table
+  lbd_check_passes_total, lbd_check_failures_total {service, server, checker}
+  lbd_service_quorum_up {service}                 1 while the virtual server has its quorum
   lbd_frames_dropped_total {reason}, lbd_frames_passed_total {reason} (left to the kernel),
   lbd_frames_forwarded_without_toa_total, and the fast path's totals: lbd_rx_frames_total,
   lbd_tx_frames_total, lbd_connections_created_total, lbd_connections_expired_total,
@@ -87,6 +91,7 @@ class FiguresCollector:
     def collect(self):
         fig = self.source()
         yield from self._services(fig["services"])
+        yield from self._checks(fig.get("checks", []))
         yield from self._fastpath(fig)
 
     def _services(self, services):
@@ -98,6 +103,28 @@ class FiguresCollector:
                 _add(srv_f, [svc["service"], srv["server"], srv["fwd"]], srv)
         yield from svc_f.values()
         yield from srv_f.values()
+
+    @staticmethod
+    def _checks(rows):
+        labels = ["service", "server", "checker"]
+        up = GaugeMetricFamily("lbd_check_up", "1 while the health checker passes", labels=labels)
+        table = GaugeMetricFamily("lbd_check_server_in_table",
+                                  "1 while the checked server is in the table", labels=labels)
+        passes = CounterMetricFamily("lbd_check_passes", "checks passed", labels=labels)
+        fails = CounterMetricFamily("lbd_check_failures", "checks failed", labels=labels)
+        quorum = GaugeMetricFamily("lbd_service_quorum_up",
+                                   "1 while the virtual server has its quorum", labels=["service"])
+        seen = set()
+        for row in rows:
+            values = [row["service"], row["server"], row["checker"]]
+            up.add_metric(values, int(row["up"]))
+            table.add_metric(values, int(row["in_table"]))
+            passes.add_metric(values, row["passed"])
+            fails.add_metric(values, row["failed"])
+            if row["service"] not in seen:
+                seen.add(row["service"])
+                quorum.add_metric([row["service"]], int(row["quorum_up"]))
+        yield from (up, table, passes, fails, quorum)
 
     def _fastpath(self, fig):
         for name, help_, rows in (("lbd_frames_dropped", "frames dropped, by reason", fig["drops"]),

@@ -143,6 +143,7 @@ _TABLE = [  # (short, long, spec)
     (None, "--tun-remcsum", Opt("tun-remcsum", True)),
     # lbd's own
     (None, "--reload", Opt("op", "reload")),
+    (None, "--list-checks", Opt("op", "list_checks")),
     (None, "--add-laddr", Opt("op", "add_laddr")),
     (None, "--del-laddr", Opt("op", "del_laddr")),
     (None, "--get-laddr", Opt("op", "get_laddr")),
@@ -163,6 +164,7 @@ LBD_OPS = {
     "del_laddr": ({"service-address", "laddr"}, set()),
     "get_laddr": (set(), {"service-address", "numeric"}),
     "reload": (set(), set()),
+    "list_checks": (set(), {"numeric"}),
     "help": (set(), set()),
     "version": (set(), set()),
 }

@@ -67,6 +67,26 @@ def services_table(fig: dict) -> Table:
     return table
 
 
+def checks_table(fig: dict) -> Table | None:
+    """The health checks (lbd --keepalived-conf), when there are any."""
+    rows = fig.get("checks") or []
+    if not rows:
+        return None
+    table = Table(title="health checks", title_justify="left", expand=True, box=None,
+                  header_style="bold", pad_edge=False)
+    for title, justify in (("Service", "left"), ("Server", "left"), ("Checker", "left"),
+                           ("State", "left"), ("Table", "left"), ("OK", "right"),
+                           ("Fail", "right"), ("Last result", "left")):
+        table.add_column(title, justify=justify, no_wrap=True)
+    for row in rows:
+        state = "up" if row["up"] else "DOWN"
+        where = "out" if not row["in_table"] else f"w {row['weight']}"
+        table.add_row(row["service"], row["server"], row["checker"], state, where,
+                      _num(row["passed"]), _num(row["failed"]), row["detail"],
+                      style=None if row["up"] else "red")
+    return table
+
+
 def _per_second(now: int, prev: dict | None, key: str, seconds: float) -> str:
     if prev is None or seconds <= 0:
         return ""
@@ -113,6 +133,9 @@ def render(fig: dict, prev: dict | None = None, source: str = "", note: str = ""
     head = Text(f"lbadm top  {source}  {stamp}  (q quits)", style="bold")
     parts = [head, fastpath_line(fig, prev), Text(""), services_table(fig), Text(""),
              reasons_table(fig, prev)]
+    checks = checks_table(fig)
+    if checks is not None:
+        parts += [Text(""), checks]
     if note:
         parts.append(Text(note, style="red"))
     return Group(*parts)

@@ -17,11 +17,16 @@ LBD_SOCKET_DIR = Path("/run/lbd")
 class LabDirector:
     """lbd running in `lab`'s director namespace (a lb.lab.topology.Lab), driven with lbadm."""
 
-    def __init__(self, lab, socket_path: str | None = None, extra_args=()):
+    def __init__(self, lab, socket_path: str | None = None, extra_args=(), role: str = "director"):
         self.lab = lab
-        self.socket = str(socket_path or LBD_SOCKET_DIR / f"{lab.prefix}.sock")
+        self.role = role            # the namespace it runs in ("director2": Lab(backup_director=True))
+        self.socket = str(socket_path or LBD_SOCKET_DIR / f"{lab.prefix}{'' if role == 'director' else '-' + role}.sock")
         self.extra_args = list(extra_args)
         self.proc = None
+
+    @property
+    def _log_name(self) -> str:
+        return "lbd" if self.role == "director" else f"lbd-{self.role}"
 
     @property
     def pid(self):
@@ -39,8 +44,8 @@ class LabDirector:
         LBD_SOCKET_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
         argv = [sys.executable, "-m", "lb.director.daemon", "--interface", self.lab.director_ifname,
                 "--socket", self.socket, *self.extra_args]
-        with open(self.lab.logfile("lbd"), "wb") as log:
-            self.proc = self.lab.popen("director", argv, stdout=log, stderr=subprocess.STDOUT)
+        with open(self.lab.logfile(self._log_name), "wb") as log:
+            self.proc = self.lab.popen(self.role, argv, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -63,7 +68,7 @@ class LabDirector:
 
     def log_tail(self, n: int = 3000) -> str:
         try:
-            return self.lab.logfile("lbd").read_text(errors="replace")[-n:]
+            return self.lab.logfile(self._log_name).read_text(errors="replace")[-n:]
         except OSError:
             return ""
 

@@ -93,7 +93,7 @@ class Lab:
     UDP_PORT = UDP_PORT
 
     def __init__(self, prefix: str | None = None, n_rs: int = 3, rs_gateway: str | None = None,
-                 rs_net: str = "lan", offloads: str = "off"):
+                 rs_net: str = "lan", offloads: str = "off", backup_director: bool = False):
         self.prefix = prefix or new_prefix()
         if not PREFIX_RE.match(self.prefix):
             raise ValueError(f"bad lab prefix {self.prefix!r} (want [a-z][a-z0-9]{{1,15}})")
@@ -111,10 +111,13 @@ class Lab:
             raise ValueError("routed real servers cannot have the director as gateway (it is not on their network)")
         self.n_rs, self.rs_gateway, self.rs_net = n_rs, rs_gateway, rs_net
         self.rs_names = [f"rs{i}" for i in range(1, n_rs + 1)]
-        self.roles = ["client", "router", "director", *self.rs_names]
+        # backup_director: a second director, "director2" (eth0 198.18.0.5, no VIP), on the
+        # LAN next to the first, for an active/backup pair (VRRP moves the VIPs between them).
+        self.directors = ["director", "director2"] if backup_director else ["director"]
+        self.roles = ["client", "router", *self.directors, *self.rs_names]
         self.addr = {
             "client": "198.18.1.2", "router": "198.18.1.1", "router_lan": "198.18.0.1",
-            "director": "198.18.0.2", "vip": VIPS["nat"], "vips": dict(VIPS), "lips": list(LIPS),
+            "director": "198.18.0.2", "director2": "198.18.0.5", "vip": VIPS["nat"], "vips": dict(VIPS), "lips": list(LIPS),
             "rs": [f"198.18.{0 if rs_net == 'lan' else 2}.{10 + i}" for i in range(1, n_rs + 1)],
         }
         if rs_net == "routed":
@@ -204,7 +207,7 @@ class Lab:
                 ipr.link("add", ifname=br, kind="bridge", br_stp_state=0, br_forward_delay=0)
             ipr.link("add", ifname="to-client", kind="veth",
                      peer={"ifname": LAN_IF, "net_ns_fd": self.ns("client")})
-            for role in ["director", *self.rs_names]:
+            for role in [*self.directors, *self.rs_names]:
                 port = f"p-{role}"
                 ipr.link("add", ifname=port, kind="veth", peer={"ifname": LAN_IF, "net_ns_fd": self.ns(role)})
                 ipr.link("set", index=ipr.link_lookup(ifname=port)[0],
@@ -217,7 +220,7 @@ class Lab:
         return "br1" if self.rs_net == "routed" and role in self.rs_names else "br0"
 
     def _disable_all_offloads(self) -> None:
-        router_ifs = [*self._bridges(), "to-client", *(f"p-{r}" for r in ["director", *self.rs_names])]
+        router_ifs = [*self._bridges(), "to-client", *(f"p-{r}" for r in [*self.directors, *self.rs_names])]
         for role in self.roles:
             with in_netns(self.ns(role)):
                 left = disable_offloads(router_ifs if role == "router" else [LAN_IF])
@@ -230,11 +233,14 @@ class Lab:
         gw = {"director": self.addr["director"], "router": self.addr.get("router_rs", self.addr["router_lan"])}
         self._setup("router", [("to-client", self.addr["router"], 24), ("br0", self.addr["router_lan"], 24),
                                *([("br1", self.addr["router_rs"], 24)] if routed else [])],
-                    up=[f"p-{r}" for r in ["director", *self.rs_names]])
+                    up=[f"p-{r}" for r in [*self.directors, *self.rs_names]])
         self._setup("client", [(LAN_IF, self.addr["client"], 24)], gateway=self.addr["router"])
         self._setup("director", [(LAN_IF, self.addr["director"], 24),
                                  *((LAN_IF, a, 32) for a in [*self.addr["vips"].values(), *self.addr["lips"]])],
                     gateway=self.addr["router_lan"])
+        if "director2" in self.directors:
+            self._setup("director2", [(LAN_IF, self.addr["director2"], 24)],
+                        gateway=self.addr["router_lan"])
         for name, rip in zip(self.rs_names, self.addr["rs"]):
             self._setup(name, [(LAN_IF, rip, 24)], gateway=gw[self.rs_gateway])
         if routed:
@@ -269,6 +275,8 @@ class Lab:
         rp_off = {f"net.ipv4.conf.{d}.rp_filter": 0 for d in ("all", "default", *self._bridges())}
         out = {"router": {"net.ipv4.ip_forward": 1, **(rp_off if self.rs_net == "routed" else {})}, "client": {},
                "director": {"net.ipv4.ip_forward": 0, **no_redirects}}
+        if "director2" in self.directors:
+            out["director2"] = dict(out["director"])
         out.update({name: dict(no_accept) for name in self.rs_names})
         return out
 
@@ -366,10 +374,12 @@ class Lab:
             return info["popen"].poll()
         return None if pid_alive(pid) else True
 
-    def start_servers(self, http_port: int = HTTP_PORT, udp_port: int = UDP_PORT, timeout: float = 10.0) -> dict:
-        """Start lb.lab.servers on every RS and wait until each listens. Returns {name: Popen}."""
+    def start_servers(self, http_port: int = HTTP_PORT, udp_port: int = UDP_PORT, timeout: float = 10.0,
+                      names=None) -> dict:
+        """Start lb.lab.servers on every RS (or those in `names`) and wait until each listens.
+        Returns {name: Popen}."""
         procs = {}
-        for name in self.rs_names:
+        for name in names or self.rs_names:
             with open(self.logfile(name), "wb") as log:
                 procs[name] = self.popen(name, [sys.executable, "-m", "lb.lab.servers", "--name", name,
                                                 "--http-port", http_port, "--udp-port", udp_port],
@@ -378,6 +388,12 @@ class Lab:
         for name, proc in procs.items():
             self._wait_ready(name, proc, deadline)
         return procs
+
+    def server_pids(self, name: str) -> list:
+        """The PIDs of the lab servers (lb.lab.servers) this lab runs on RS `name`."""
+        with self._lock:
+            return [pid for pid, info in self._procs.items() if info["role"] == name
+                    and "lb.lab.servers" in [str(a) for a in info["argv"]]]
 
     def _wait_ready(self, name: str, proc: subprocess.Popen, deadline: float) -> None:
         import selectors
