@@ -61,12 +61,12 @@ def gets(lab, vip, n):
     return [parse(line) for line in json.loads(r.stdout)]
 
 
-def fullnat_service(lab, d, lips=None, proto="-t", port=80):
+def fullnat_service(lab, d, lips=None, proto="-t", port=80, rips=None):
     vip = VIPS["fullnat"]
     ok(d.lbadm("-A", proto, f"{vip}:{port}", "-s", "rr"))
     for lip in lips or lab.addr["lips"]:
         ok(d.lbadm("--add-laddr", proto, f"{vip}:{port}", "-z", lip))
-    for rip in lab.addr["rs"]:
+    for rip in rips or lab.addr["rs"]:
         ok(d.lbadm("-a", proto, f"{vip}:{port}", "-r", f"{rip}:{port}", "-b"))
     return vip
 
@@ -78,9 +78,10 @@ def test_fullnat_rs_learns_the_client_from_toa(rlab, rdirector):
     for a in answers:
         assert a["client"][0] in rlab.addr["lips"]          # the peer is a local address
         assert a["toa"][0] == CLIENT                          # TOA says who the client is
-    pairs = [a["client"] for a in answers]
-    assert len(set(pairs)) == len(pairs)                     # distinct (LIP, port) pairs
-    assert {p[0] for p in pairs} == set(rlab.addr["lips"])   # both LIPs in turn
+    # Ports are lent per (LIP, real server): each server sees distinct (LIP, port) pairs.
+    pairs = [(a["rs"], *a["client"]) for a in answers]
+    assert len(set(pairs)) == len(pairs)
+    assert {p[1] for p in pairs} == set(rlab.addr["lips"])   # both LIPs in turn
     text = ok(rdirector.lbadm("--get-laddr")).stdout
     assert "198.18.0.3" in text and "198.18.0.4" in text
 
@@ -96,12 +97,16 @@ def test_fullnat_long_transfer(rlab, rdirector):
 @pytest.mark.parametrize("rdirector", [["--lport-range", "2000-2003", "--max-conns", "4096"]],
                          indirect=True)
 def test_a_tiny_port_pool_runs_out_cleanly_and_recovers(rlab, rdirector):
+    # One LIP, two real servers, 4 ports: lent per (LIP, real server), so 4 flows to each;
+    # rr then names a server whose pool is empty, and that flow is refused (IPVS does not
+    # fall back to another server either).
     d = rdirector
     ok(d.lbadm("--set", "0", "0", "2"))                      # UDP entries live 2 s
-    vip = fullnat_service(rlab, d, lips=rlab.addr["lips"][:1], proto="-u", port=5353)
-    answers = [rlab.udp_query("client", vip, 5353, b"q%d" % i, timeout=1.0) for i in range(6)]
-    assert sum(a is not None for a in answers) == 4          # 4 ports: 4 flows, then refusals
-    assert answers[4] is None and answers[5] is None
+    vip = fullnat_service(rlab, d, lips=rlab.addr["lips"][:1], proto="-u", port=5353,
+                          rips=rlab.addr["rs"][:2])
+    answers = [rlab.udp_query("client", vip, 5353, b"q%d" % i, timeout=1.0) for i in range(10)]
+    assert [a is not None for a in answers] == [True] * 8 + [False] * 2
+    assert [i for i, _ in dest_rows(d, vip, 5353)] == [4, 4]          # InPkts: 4 flows each
     time.sleep(3.5)                                          # the flows expire, ports come back
     assert rlab.udp_query("client", vip, 5353, b"again", timeout=2.0) is not None
     stopped = d.proc.pid
@@ -121,8 +126,8 @@ def test_enat_replies_bypass_the_director(rlab, rdirector):
         assert sorted({a["rs"] for a in answers}) == ["rs1", "rs2", "rs3"]
         for a in answers:
             assert a["client"][0] == vip and a["toa"][0] == CLIENT
-        pairs = [a["client"] for a in answers]
-        assert len(set(pairs)) == len(pairs)                 # the director lent distinct ports
+        pairs = [(a["rs"], *a["client"]) for a in answers]
+        assert len(set(pairs)) == len(pairs)                 # distinct ports toward each RS
         rows = dest_rows(rdirector, vip, 80)
         assert len(rows) == 3 and all(i > 0 for i, _ in rows)
         assert all(o == 0 for _, o in rows), rows            # no reply went through lbd
