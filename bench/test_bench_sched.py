@@ -16,14 +16,14 @@ from lb.director.model import Flow, RealServer, Service
 FWD = Forwarder(max_conns=16)
 
 
-def make_service(name: str, n: int) -> Service:
+def make_service(name: str, n: int, fwd: Forwarder = FWD) -> Service:
     rng = random.Random(n)
     svc = Service("tcp", "198.18.0.100", 80, scheduler=name)
     for i in range(n):
         svc.dests.append(RealServer(f"198.18.{2 + i // 250}.{1 + i % 250}", 80,
-                                    weight=1 + i % 5, slot=i, stats=FWD))
-        FWD.load_counters(i, 1 + rng.randrange(50), rng.randrange(400))
-    FWD.load_counters(n - 1, 0, 0)   # one idle server, the last: ovf has a pick, lc walks it all
+                                    weight=1 + i % 5, slot=i, stats=fwd))
+        fwd.load_counters(i, 1 + rng.randrange(50), rng.randrange(400))
+    fwd.load_counters(n - 1, 0, 0)   # one idle server, the last: ovf has a pick, lc walks it all
     svc.dests_changed()
     return svc
 

@@ -9,29 +9,27 @@ The Python figure is what a new flow cost before the schedulers moved to C (plus
 Python itself, which this does not count); the C figure includes one Python call (pick()),
 which the packet path does not make, so it is an upper bound.
 """
-import random
+import sys
+from pathlib import Path
 
 import pytest
 
-from lb._forward import Forwarder
-from lb.director.model import Flow, RealServer, Service
-from lb.schedulers import program
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from test_bench_sched import make_service  # noqa: E402
+
+from lb._forward import Forwarder  # noqa: E402
+from lb.director.model import Flow  # noqa: E402
+from lb.schedulers import program  # noqa: E402
 
 IN_C = ["rr", "wrr", "lc", "wlc", "sed", "nq", "fo", "ovf", "twos", "sh", "dh", "mh"]
 VIP = "198.18.0.100"
+VIP_INT = 0xC6120064
 
 
 def make(name: str, n: int):
-    rng = random.Random(n)
     fwd = Forwarder(max_conns=16)
     fwd.set_service(0, 6, VIP, 80)
-    svc = Service("tcp", VIP, 80, scheduler=name)
-    for i in range(n):
-        svc.dests.append(RealServer(f"198.18.{2 + i // 250}.{1 + i % 250}", 80,
-                                    weight=1 + i % 5, slot=i, stats=fwd))
-        fwd.load_counters(i, 1 + rng.randrange(50), rng.randrange(400))
-    fwd.load_counters(n - 1, 0, 0)   # one idle server, the last: ovf has a pick, lc walks it all
-    svc.dests_changed()
+    svc = make_service(name, n, fwd)
     fwd.set_scheduler(0, program.build(name, (), [program.spec_of(d) for d in svc.dests],
                                        [d.slot for d in svc.dests]))
     return fwd, svc
@@ -47,7 +45,7 @@ def test_decision(benchmark, name, side, n):
     if side == "c":
         def decide():
             caddr, cport = flows[next(it) % len(flows)]
-            return fwd.pick(0, caddr, cport, VIP, 80)
+            return fwd.pick(0, caddr, cport, VIP_INT, 80)
         assert benchmark(decide) in range(n)
     else:
         py_flows = [Flow("tcp", c, p, VIP, 80) for c, p in flows]
