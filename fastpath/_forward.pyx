@@ -29,7 +29,9 @@ from cpython cimport array
 
 include "_names.pxi"
 include "wire.pxi"
+include "keyed_hash.pxi"
 include "tables.pxi"
+include "expiry.pxi"
 include "lport.pxi"
 include "sched.pxi"
 include "sched_walk.pxi"
@@ -43,6 +45,13 @@ include "mode_tun.pxi"
 include "mode_fullnat.pxi"
 include "newflow.pxi"
 include "ring.pxi"
+
+# Entries a listing or Forwarder.expire() handles per hold of the lock.
+cdef enum:
+    LIST_SLICE = 4096
+# The longest timeout of a state, in seconds: ipvsadm's --set takes 0..INT_MAX / HZ (HZ = 1000
+# at most), lb/director/config.py refuses the rest with ipvsadm's message.
+MAX_TIMEOUT = 2147483
 
 # The fixed sizes of the fast path's tables, for the control plane that hands out their slots.
 LIMITS = {"services": MAX_SERVICES, "dests": MAX_DESTS, "laddrs": MAX_LADDRS,
@@ -81,7 +90,9 @@ cdef class Forwarder:
         fp = self.fp
         pthread_mutex_init(&fp.lock, NULL)
         fp.owner = <void*>self
-        fp.seed = int.from_bytes(os.urandom(4), "little")
+        key = os.urandom(16)                # SipHash-1-3 key of every table (keyed_hash.pxi)
+        fp.key[0] = int.from_bytes(key[:8], "little")
+        fp.key[1] = int.from_bytes(key[8:], "little")
         fp.max_conns = max(max_conns, 16)
         fp.nbuckets = 16
         while fp.nbuckets < fp.max_conns:
@@ -107,6 +118,9 @@ cdef class Forwarder:
             fp.services[i].enat_laddr = -1
         for name, secs in DEFAULT_TIMEOUTS.items():
             fp.timeouts[STATE_NAMES.index(name)] = secs * 1000
+        fp.pressure_level = fp.max_conns // 2      # flood defence (expiry.pxi): see set_flood_defence
+        fp.embryo_ms = 3000
+        fp.secure_tcp = 1
         self.scheduler_cb = scheduler_cb
         self.ring_drops = 0
         # Live ActiveConn/InActConn by destination slot, as flat int64 views over the C arrays
@@ -208,6 +222,7 @@ cdef class Forwarder:
             fp.keys[i].svc = slot
             fp.keys[i].in_use = 1
             fp.nkeys = max(fp.nkeys, i + 1)
+        svc_index_build(fp)
         return 0
 
     def set_laddr(self, int slot, addr, int low=1025, int high=65535):
@@ -251,8 +266,11 @@ cdef class Forwarder:
         cdef uint32_t r = _ip(rip)
         self._lock()
         d = &self.fp.dests[slot]
+        cdef uint16_t gen
         if reset:
+            gen = d.gen + 1             # a new server: what the old one left is not its own
             memset(d, 0, sizeof(Dest))
+            d.gen = gen
             self.fp.active[slot] = 0
             self.fp.inactive[slot] = 0
             self.fp.overload[slot] = 0
@@ -285,6 +303,7 @@ cdef class Forwarder:
             self.fp.routes[i].gw = gw
             self.fp.routes[i].ifslot = ifslot
         self.fp.nroutes = len(parsed)
+        self.fp.route_gen += 1          # live connections choose their next hops anew
         self._unlock()
 
     def want_neighbour(self, addr):
@@ -329,6 +348,24 @@ cdef class Forwarder:
         self._unlock()
         return [(_ipstr(ip), s, m) for ip, s, m in out]
 
+    def iface_gone(self, int slot):
+        """The interface of `slot` was deleted: the packet loop closes its ring (at its next
+        turn, or here when the loop is not running) and serves the others."""
+        _check_slot(slot, MAX_IFACES, "interface")
+        self._lock()
+        self.fp.ifaces[slot].gone = 1
+        self.fp.ifaces_changed = 1
+        if not self.running:
+            ring_close_one(&self.fp.ifaces[slot])
+        self._unlock()
+
+    def iface_status(self, int slot):
+        """{open, down, errors}: whether its ring is open, whether its socket last reported an
+        error (link down) rather than frames, and how many errors it reported."""
+        _check_slot(slot, MAX_IFACES, "interface")
+        f = &self.fp.ifaces[slot]
+        return {"open": f.fd >= 0, "down": bool(f.down), "errors": f.errors}
+
     def _check_iface(self, int ifslot):
         # The core indexes fp.ifaces[] with these slots: only configured interfaces may be named.
         _check_slot(ifslot, MAX_IFACES, "interface")
@@ -336,16 +373,79 @@ cdef class Forwarder:
             raise ValueError(f"interface slot {ifslot} is not configured (set_interface first)")
 
     def set_timeout(self, state, double seconds):
+        """A state's timeout in seconds: 0 < seconds <= MAX_TIMEOUT (ipvsadm --set refuses the
+        rest), 0 meaning the state's default as ipvsadm's 0 keeps the current value is the
+        caller's business (lb/director/config.py)."""
+        if state not in STATE_NAMES:
+            raise ValueError(f"no connection state {state!r}")
+        if not 0 <= seconds <= MAX_TIMEOUT:
+            raise ValueError(f"timeout {seconds:g} s out of range 0..{MAX_TIMEOUT}")
         self.fp.timeouts[STATE_NAMES.index(state)] = <uint64_t>(seconds * 1000)
 
+    def set_flood_defence(self, double pressure=0.5, double embryo_timeout=3.0, int secure_tcp=1):
+        """The defence against floods of half-open connections (expiry.pxi): the table is under
+        pressure above `pressure` x its entries; then embryonic connections (TCP, never
+        ESTABLISHED) time out after at most `embryo_timeout` s, and `secure_tcp` 1 (2: always,
+        0: never) keeps a bare ACK from making an input-only (DR/TUN/ENAT) connection
+        ESTABLISHED. A full table always gives its oldest embryo to a new flow."""
+        if not 0 <= pressure <= 1:
+            raise ValueError(f"pressure {pressure:g} not within 0..1")
+        if not 0 < embryo_timeout <= MAX_TIMEOUT:
+            raise ValueError(f"embryo timeout {embryo_timeout:g} s out of range")
+        if secure_tcp not in (0, 1, 2):
+            raise ValueError("secure_tcp is 0, 1 or 2")
+        self._lock()
+        self.fp.pressure_level = <uint32_t>(self.fp.max_conns * pressure)
+        self.fp.embryo_ms = <uint32_t>(embryo_timeout * 1000)
+        self.fp.secure_tcp = secure_tcp
+        self._unlock()
+
+    def set_expire_nodest_conn(self, bint on):
+        """IPVS's expire_nodest_conn (default off): on, a packet of a connection whose server
+        was deleted is dropped (dest_gone) and the connection goes; off, it keeps flowing."""
+        self.fp.expire_nodest = on
+
+    def set_hash_key(self, bytes key):
+        """Replace the SipHash key (16 bytes) of an empty table: for tests that need to know
+        which keys share a bucket (the key from os.urandom is never shown)."""
+        if len(key) != 16:
+            raise ValueError("a SipHash key is 16 bytes")
+        self._lock()
+        try:
+            if self.fp.max_conns != self.fp.nfree:
+                raise ValueError("the table is not empty")
+            self.fp.key[0] = int.from_bytes(key[:8], "little")
+            self.fp.key[1] = int.from_bytes(key[8:], "little")
+            svc_index_build(self.fp)
+        finally:
+            self._unlock()
+
+    def chain_stats(self):
+        """(longest chain, entries in chains) of the in-key hash table: for tests of the keyed
+        hash (a collision attack shows as one long chain)."""
+        cdef uint32_t b, n, longest = 0, i
+        cdef uint64_t total = 0
+        self._lock()
+        for b in range(self.fp.nbuckets):
+            n = 0
+            i = self.fp.bucket_in[b]
+            while i:
+                n += 1
+                i = self.fp.conns[i - 1].next_in
+            total += n
+            longest = max(longest, n)
+        self._unlock()
+        return longest, total
+
     # --- the sans-IO entry points: the core on frames given as bytes ------------------------------
-    def process(self, frame, now=None, bint partial=False, int rx_if=0, vnet=None):
+    def process(self, frame, now=None, bint partial=False, int rx_if=0, vnet=None, int pkttype=0):
         """Run the core on one Ethernet frame. Returns (verdict, reason, out) where out is a list
         of (ifslot, bytes) frames to send. A new flow asks scheduler_cb, as the loop does.
         `reason` names why a frame was passed or dropped (or "frag_needed" when the frame sent is
         the ICMP error that replaced it). `vnet`: the 10-byte virtio_net_hdr the frame came with,
         as the ring delivers it; then every frame in `out` starts with the one it leaves with.
-        A TUN aggregate gives several frames (its segments)."""
+        A TUN aggregate gives several frames (its segments). `pkttype`: the ring's sll_pkttype
+        (PACKET_HOST 0 ... PACKET_OTHERHOST 3, PACKET_OUTGOING 4)."""
         cdef bytearray buf = bytearray(HEADROOM) + bytearray(frame) + bytearray(1)
         cdef Frame fr
         cdef uint64_t t = now_ms() if now is None else <uint64_t>(now * 1000)
@@ -368,13 +468,15 @@ cdef class Forwarder:
             self.fp.npending = 0
             self.fp.nsegs = 0
             self.fp.sink = &self.captured
-            v = handle(self.fp, &fr, t, &self.fp.pending[0])
+            self.fp.rx_frames += 1
+            v = handle_received(self.fp, &fr, t, &self.fp.pending[0], <uint8_t>pkttype)
             if v == V_NEW:
                 v = new_flow(self.fp, &fr, t, &self.captured)
                 if v == V_NEW:
                     resolve_pending(self.fp, t, &self.captured)
                     v = V_FORWARD if self.captured.n else V_DROP
             elif v == V_FORWARD:
+                self.fp.fwd_frames += 1
                 emit(self.fp, &self.captured, &fr)
             self.fp.sink = NULL
             pthread_mutex_unlock(&self.fp.lock)
@@ -411,8 +513,10 @@ cdef class Forwarder:
                 memset(&fr, 0, sizeof(Frame))
                 fr.f = <uint8_t*>b + HEADROOM
                 fr.flen = len(b) - HEADROOM - 1
+                self.fp.rx_frames += 1
                 v = handle(self.fp, &fr, t, &self.fp.pending[self.fp.npending])
                 if v == V_FORWARD:
+                    self.fp.fwd_frames += 1
                     emit(self.fp, &self.captured, &fr)
                 elif v == V_NEW:
                     new_flow(self.fp, &fr, t, &self.captured)
@@ -426,12 +530,18 @@ cdef class Forwarder:
         return out
 
     def expire(self, now=None):
-        """Sweep the whole connection table once (the loop does this a little at a time)."""
+        """Free every entry due at `now` (the loop does this after every batch: expiry.pxi).
+        Returns how many entries the timer wheel looked at."""
         cdef uint64_t t = now_ms() if now is None else <uint64_t>(now * 1000)
-        with nogil:
-            pthread_mutex_lock(&self.fp.lock)
-            sweep(self.fp, t, self.fp.max_conns)
-            pthread_mutex_unlock(&self.fp.lock)
+        cdef uint32_t seen = 0, step
+        while True:
+            with nogil:
+                pthread_mutex_lock(&self.fp.lock)
+                step = wheel_run(self.fp, t, LIST_SLICE, True)
+                pthread_mutex_unlock(&self.fp.lock)
+            seen += step
+            if step < LIST_SLICE:
+                return seen
 
     # --- the control API: counters and listings ---------------------------------------------------
     def counters(self):
@@ -441,6 +551,10 @@ cdef class Forwarder:
                    expired_conns=fp.expired_conns, templates=fp.templates,
                    arp_replies=fp.arp_replies,
                    conns=fp.max_conns - fp.nfree - fp.templates,
+                   forwarded=fp.fwd_frames, embryos=fp.embryos,
+                   embryos_evicted=fp.embryos_evicted,
+                   under_pressure=int(under_pressure(fp)),
+                   tx_nobufs=fp.tx_nobufs, tx_again=fp.tx_again, rerouted=fp.rerouted,
                    ring_drops=self._ring_drops())
         return out
 
@@ -540,22 +654,38 @@ cdef class Forwarder:
         _check_slot(slot, MAX_DESTS, "destination")
         d = &self.fp.dests[slot]
         return {"active": self.fp.active[slot], "inactive": self.fp.inactive[slot], "conns": d.conns,
+                "templates": self.fp.dest_tmpl[slot],
                 "inpkts": d.pkts[DIR_IN], "outpkts": d.pkts[DIR_OUT],
                 "inbytes": d.bytes[DIR_IN], "outbytes": d.bytes[DIR_OUT],
                 "overloaded": bool(self.fp.overload[slot])}
 
     def conns(self, now=None):
-        """Every live connection as a dict (for listings and tests)."""
+        """Every live connection as a dict (for listings and tests). The table is read in
+        slices of LIST_SLICE entries, the lock released between them, so that the packet loop
+        never waits for a listing longer than one slice takes (well under a millisecond); an
+        entry made or freed meanwhile may be listed or not, as with /proc/net/ip_vs_conn."""
         cdef uint64_t t = now_ms() if now is None else <uint64_t>(now * 1000)
+        cdef uint32_t start = 0, i, end
+        cdef Conn* copy = <Conn*>malloc(LIST_SLICE * sizeof(Conn))
+        cdef Conn* c
+        if copy == NULL:
+            raise MemoryError()
         rows = []
-        self._lock()
-        for i in range(self.fp.max_conns):
-            c = &self.fp.conns[i]
-            if c.flags & CONN_IN_USE:
-                rows.append((c.proto, c.caddr, c.cport, c.vaddr, c.vport, c.daddr, c.dport,
-                             c.state, c.dest, c.svc, c.expires, c.flags & CONN_TEMPLATE,
-                             c.n_control, c.laddr, c.lport))
-        self._unlock()
+        try:
+            while start < self.fp.max_conns:
+                end = min(start + LIST_SLICE, self.fp.max_conns)
+                self._lock()        # a copy of the slice (a memcpy, tens of microseconds) ...
+                memcpy(copy, &self.fp.conns[start], (end - start) * sizeof(Conn))
+                self._unlock()      # ... read with the packet loop running
+                for i in range(end - start):
+                    c = &copy[i]
+                    if c.flags & CONN_IN_USE:
+                        rows.append((c.proto, c.caddr, c.cport, c.vaddr, c.vport, c.daddr, c.dport,
+                                     c.state, c.dest, c.svc, c.expires, c.flags & CONN_TEMPLATE,
+                                     c.n_control, c.laddr, c.lport))
+                start = end
+        finally:
+            free(copy)
         return [{"proto": {6: "TCP", 17: "UDP"}.get(r[0], "IP"), "client": (_ipstr(r[1]), r[2]),
                  "virtual": (_ipstr(r[3]), r[4]), "dest": (_ipstr(r[5]), r[6]),
                  "state": STATE_NAMES[r[7]], "dest_slot": r[8], "svc_slot": r[9],

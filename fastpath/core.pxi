@@ -46,21 +46,7 @@ cdef inline bint vnet_ok(Frame* fr, uint32_t ihl, uint8_t proto, uint8_t* l4, ui
         return False
     return 0 < v.gso_size and ihl + (l4[12] >> 4) * 4 + v.gso_size <= 65535 and v.gso_size <= tot
 
-cdef inline int find_service(FP* fp, uint8_t proto, uint32_t daddr, uint16_t dport) noexcept nogil:
-    cdef int i
-    cdef ServiceKey* k
-    for i in range(fp.nkeys):
-        k = &fp.keys[i]
-        if k.in_use and k.vip == daddr and k.vport == dport and k.proto == proto:
-            return k.svc
-    return -1
-
-cdef inline bint is_vip(FP* fp, uint32_t daddr) noexcept nogil:
-    cdef int i
-    for i in range(fp.nkeys):
-        if fp.keys[i].in_use and fp.keys[i].vip == daddr:
-            return True
-    return False
+# find_service() and is_vip(): tables.pxi (the keyed service-key index).
 
 cdef inline int drop(FP* fp, int reason) noexcept nogil:
     fp.reasons[reason] += 1
@@ -137,6 +123,9 @@ cdef int handle(FP* fp, Frame* fr, uint64_t now, Pending* p) noexcept nogil:
         conn_free(fp, c)
         c = NULL
         direction = DIR_IN
+    elif c != NULL and fp.expire_nodest and dest_gone(fp, c):
+        conn_free(fp, c)        # expire_nodest_conn: the server was deleted; the packet goes too
+        return drop(fp, R_DEST_GONE)
     elif c != NULL and direction == DIR_IN and proto == 6 and tcp_reopens(c, l4[13]):
         conn_free(fp, c)        # the client reused its port: schedule the SYN afresh
         c = NULL
@@ -167,6 +156,8 @@ cdef int handle(FP* fp, Frame* fr, uint64_t now, Pending* p) noexcept nogil:
 
     if not ip_csum_ok(ip, ihl):
         return drop(fp, R_BAD_IP_CHECKSUM)
+    if c.rgen != fp.route_gen and not (c.flags & CONN_TEMPLATE):
+        conn_reroute(fp, c)     # the routes changed: its next hops anew (tables.pxi)
     nb = &fp.neigh[c.nh_in if direction == DIR_IN else c.nh_out]
     if nb.state != NEIGH_VALID:
         return drop(fp, R_NO_NEIGHBOUR)
@@ -199,6 +190,8 @@ cdef int forward(FP* fp, Conn* c, Frame* fr, Neigh* nb, uint64_t now) noexcept n
     cdef uint8_t tcp_flags
     cdef Dest* d
     cdef int v
+    # TCP data carried (secure_tcp, tcp_state.pxi), taken before a mode grows the header (TOA)
+    cdef uint32_t payload = fr.l4len - (fr.l4[12] >> 4) * 4 if fr.proto == 6 else 0
     if direction != DIR_IN and not sees_replies(fwd):
         return pass_(fp, R_NOT_OURS)    # their connections have no out key: never happens
     # (the first test alone settles every frame that is not within IPIP_OVERHEAD of the MTU)
@@ -211,7 +204,7 @@ cdef int forward(FP* fp, Conn* c, Frame* fr, Neigh* nb, uint64_t now) noexcept n
         tcp_flags = fr.l4[13] if fr.proto == 6 else 0
         v = frag_needed(fp, c, fr, mtu)
         if v == V_FORWARD:
-            conn_state_update(fp, c, direction, &tcp_flags, now)
+            conn_state_update(fp, c, direction, &tcp_flags, now, payload)
         return v
     if fwd == FWD_MASQ:
         v = xmit_nat(fp, c, fr, nb)
@@ -227,7 +220,7 @@ cdef int forward(FP* fp, Conn* c, Frame* fr, Neigh* nb, uint64_t now) noexcept n
     d.pkts[direction] += 1
     d.bytes[direction] += tot
     # the rewrites leave the flags byte alone (TOA moves the header, fr.l4 follows it)
-    conn_state_update(fp, c, direction, fr.l4 + 13, now)
+    conn_state_update(fp, c, direction, fr.l4 + 13, now, payload)
     return V_FORWARD
 
 cdef int arp_reply(FP* fp, Frame* fr) noexcept nogil:
@@ -264,13 +257,11 @@ cdef int conn_create(FP* fp, Pending* p, uint64_t now) noexcept nogil:
     cdef Dest* d
     cdef Conn* c
     cdef int nh_in, nh_out
-    cdef uint32_t idx, ho
+    cdef uint32_t idx
     cdef int r
     if p.dest < 0 or p.dest >= MAX_DESTS or not fp.dests[p.dest].in_use:
         return R_NO_DEST
     d = &fp.dests[p.dest]
-    if fp.nfree == 0:
-        return R_TABLE_FULL
     cdef uint8_t lslot = 0
     cdef uint16_t lport = 0
     cdef Service* s = &fp.services[p.svc]
@@ -292,8 +283,18 @@ cdef int conn_create(FP* fp, Pending* p, uint64_t now) noexcept nogil:
         if d.fwd == FWD_FULLNAT or d.fwd == FWD_ENAT:
             lport_free(fp, lslot, p.dest, lport)
         return R_NO_ROUTE
-    fp.nfree -= 1
-    idx = fp.free_list[fp.nfree]
+    r = conn_slot(fp, p.proto, p.caddr, p.cport, p.vaddr, p.vport, d.rip,
+                  d.rport if d.rport else p.vport,
+                  fp.laddrs[lslot].addr if d.fwd == FWD_FULLNAT or d.fwd == FWD_ENAT else p.caddr,
+                  lport if d.fwd == FWD_FULLNAT or d.fwd == FWD_ENAT else p.cport,
+                  sees_replies(d.fwd))
+    if r < 0:
+        neigh_put(fp, <uint16_t>nh_in)
+        neigh_put(fp, <uint16_t>nh_out)
+        if d.fwd == FWD_FULLNAT or d.fwd == FWD_ENAT:
+            lport_free(fp, lslot, p.dest, lport)
+        return -r
+    idx = <uint32_t>r
     c = &fp.conns[idx]
     c.caddr = p.caddr
     c.cport = p.cport
@@ -303,30 +304,30 @@ cdef int conn_create(FP* fp, Pending* p, uint64_t now) noexcept nogil:
     c.dport = d.rport if d.rport else p.vport    # port 0: the packet's own (fwmark services)
     c.proto = p.proto
     c.dest = <uint16_t>p.dest
+    c.dgen = d.gen
     c.svc = p.svc
     c.nh_in = <uint16_t>nh_in
     c.nh_out = <uint16_t>nh_out
+    c.rgen = fp.route_gen
     c.flags = CONN_IN_USE | CONN_INACTIVE
     c.fwd = d.fwd
     c.laddr, c.lport, c.lslot = p.caddr, p.cport, lslot
     if d.fwd == FWD_FULLNAT or d.fwd == FWD_ENAT:
         c.laddr, c.lport = fp.laddrs[lslot].addr, lport
     c.state = conn_first_state(p.proto)
+    if p.proto == 6:
+        embryo_add(fp, c)                           # until it first reaches ESTABLISHED
     # at least 1 ms: the frame that opened the connection must find it (even with a 0 timeout)
-    c.expires = now + (fp.timeouts[c.state] if fp.timeouts[c.state] else 1)
-    c.hash = flow_hash(fp, c.proto, c.caddr, c.cport, c.vaddr, c.vport)
-    c.next_in = fp.bucket_in[c.hash]
-    fp.bucket_in[c.hash] = idx + 1
-    if sees_replies(c.fwd):                         # only these see replies: an out key
-        ho = flow_hash(fp, c.proto, c.daddr, c.dport, c.laddr, c.lport)
-        c.next_out = fp.bucket_out[ho]
-        fp.bucket_out[ho] = idx + 1
+    conn_arm(fp, c, now + (state_timeout(fp, c) if fp.timeouts[c.state] else 1))
+    conn_link(fp, idx)                              # its keys into the hash chains
     c.control = 0
     d.conns += 1
     fp.inactive[p.dest] += 1
     fp.new_conns += 1
     if fp.services[p.svc].persist_ms:
+        fp.emb_protect = idx + 1                    # its template's entry must not evict it
         r = persist_bind(fp, c, p, now)
+        fp.emb_protect = 0
         if r != R_NONE:
             conn_free(fp, c)
             fp.expired_conns -= 1

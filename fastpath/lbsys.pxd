@@ -5,7 +5,7 @@ from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
 
 cdef extern from "<errno.h>" nogil:
     int errno
-    enum: EINTR, EAGAIN, ENOBUFS
+    enum: EINTR, EAGAIN, ENOBUFS, ENETDOWN, ENODEV, ENXIO
 
 cdef extern from "<time.h>" nogil:
     ctypedef long time_t
@@ -28,7 +28,7 @@ cdef extern from "<poll.h>" nogil:
         int fd
         short events
         short revents
-    enum: POLLIN
+    enum: POLLIN, POLLERR, POLLHUP, POLLNVAL
     int poll(pollfd* fds, unsigned long nfds, int timeout)
 
 cdef extern from "<sys/mman.h>" nogil:
@@ -60,7 +60,7 @@ cdef extern from "<sys/socket.h>" nogil:
     struct mmsghdr:
         msghdr msg_hdr
         unsigned int msg_len
-    enum: AF_PACKET, SOCK_RAW, MSG_DONTWAIT
+    enum: AF_PACKET, SOCK_RAW, MSG_DONTWAIT, SOL_SOCKET, SO_ERROR
     int socket(int domain, int type, int protocol)
     int setsockopt(int fd, int level, int name, const void* val, socklen_t len)
     int getsockopt(int fd, int level, int name, void* val, socklen_t* len)
@@ -78,6 +78,7 @@ cdef extern from "<linux/if_packet.h>" nogil:
     enum: SOL_PACKET, PACKET_VERSION, PACKET_RX_RING, PACKET_RESERVE, PACKET_QDISC_BYPASS
     enum: PACKET_IGNORE_OUTGOING, PACKET_STATISTICS, TPACKET_V2, TPACKET_V3, PACKET_VNET_HDR
     enum: TP_STATUS_KERNEL, TP_STATUS_USER, TP_STATUS_CSUMNOTREADY
+    enum: PACKET_HOST, PACKET_OTHERHOST, PACKET_OUTGOING
     struct sockaddr_ll:
         unsigned short sll_family
         unsigned short sll_protocol

@@ -33,7 +33,14 @@ REASONS = [
     ("bad_vnet_hdr", "a virtio_net_hdr that lies about its frame, or asks for an offload the "
                      "fast path does not do (UFO, USO, checksum not at the L4 header)"),
     ("sched_error", "a scheduler written in Python raised, or named no server of the service"),
+    ("hash_chain_full", "no connection: its hash chain holds CHAIN_MAX entries already"),
+    ("dest_gone", "expire_nodest_conn: the connection's server was deleted; it goes too"),
+    ("not_for_us", "the ring's pkttype says another host's or our own outgoing frame"),
 ]
+
+# Reasons counted beside a frame's verdict, not instead of one (the frame was forwarded too):
+# received = forwarded + every other reason (Forwarder.counters(), the accounting identity).
+NOT_VERDICTS = ("none", "tx_error", "toa_no_room", "frag_needed")
 
 # Connection states: the kernel's IP_VS_TCP_S_* in its order (ip_vs.h), then one for UDP.
 STATES = [
@@ -110,4 +117,5 @@ def render():
            "# Each C enum below and the Python name after it come from one list there."]
     for rows, prefix, count, pyname, form in TABLES:
         out += [""] + _enum(rows, prefix, count) + [""] + _python(rows, pyname, form)
+    out += ["", f"NOT_VERDICTS = {NOT_VERDICTS!r}"]
     return "\n".join(out) + "\n"

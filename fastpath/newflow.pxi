@@ -94,6 +94,7 @@ cdef bint resolve_one(FP* fp, Pending* q, uint64_t now, Sink* sink) noexcept nog
     if fp.services[q.svc].onepacket:
         forget(fp, q)
     if v == V_FORWARD:
+        fp.fwd_frames += 1
         emit(fp, sink, &fr)
         return True
     return False

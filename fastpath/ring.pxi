@@ -1,11 +1,18 @@
-# The AF_PACKET shell around the core: a TPACKET_V3 RX ring per open interface slot, the poll
-# loop over them, the walk over one block of frames, and the TX side (a queue of iovecs per
+# The AF_PACKET shell around the core: a TPACKET_V2 (or V3) RX ring per open interface slot, the
+# poll loop over them (link errors cleared, not spun on; a deleted interface's ring closed), the walk over one block of frames, and the TX side (a queue of iovecs per
 # interface pointing at the frames in place in the RX ring, flushed with sendmmsg). The loop
 # runs without the GIL; fp.lock is taken once per block. Forwarder.open()/close()/run()/stop()
 # and the ring_drops counter (in _forward.pyx) are thin wrappers over this file.
 
 cdef enum:
     V2_SLOT = 69632         # 17 pages: a 64 KB GSO aggregate and its headers fit one slot
+    WHEEL_BATCH = 1024      # timer-wheel entries looked at after each batch (at most 256
+                            # frames, each making one entry at most: expiry keeps up)
+
+# Where the kernel puts a frame's sockaddr_ll (its sll_pkttype): right after the frame header,
+# TPACKET_ALIGN()ed to 16 (af_packet.c tpacket_rcv(), TPACKET2_HDRLEN / TPACKET3_HDRLEN).
+cdef size_t TPACKET2_SLL = (sizeof(tpacket2_hdr) + 15) & ~(<size_t>15)
+cdef size_t TPACKET3_SLL = (sizeof(tpacket3_hdr) + 15) & ~(<size_t>15)
 
 cdef int ring_open(Iface* f, uint32_t block_size, uint32_t nblocks, uint32_t tov_ms,
                    int version=TPACKET_V2, uint32_t slots=512) except -1:
@@ -86,16 +93,20 @@ cdef _sockopt(int fd, int name, void* val, socklen_t n, what):
     if setsockopt(fd, SOL_PACKET, name, val, n) < 0:
         raise OSError(errno, f"setsockopt {what}: {os.strerror(errno)}")
 
+cdef void ring_close_one(Iface* f) noexcept nogil:
+    if f.fd >= 0:
+        munmap(f.ring, f.ring_size)
+        close(f.fd)
+        f.fd = -1
+    if f.gso_fd >= 0:
+        close(f.gso_fd)
+        f.gso_fd = -1
+    f.tx.n = 0
+
 cdef void ring_close(FP* fp) noexcept nogil:
     cdef int i
     for i in range(MAX_IFACES):
-        if fp.ifaces[i].fd >= 0:
-            munmap(fp.ifaces[i].ring, fp.ifaces[i].ring_size)
-            close(fp.ifaces[i].fd)
-            fp.ifaces[i].fd = -1
-        if fp.ifaces[i].gso_fd >= 0:
-            close(fp.ifaces[i].gso_fd)
-            fp.ifaces[i].gso_fd = -1
+        ring_close_one(&fp.ifaces[i])
 
 cdef int64_t ring_drop_count(FP* fp) noexcept nogil:
     # Frames the kernel dropped for want of ring space since the last call (PACKET_STATISTICS
@@ -110,20 +121,57 @@ cdef int64_t ring_drop_count(FP* fp) noexcept nogil:
                 n += st.tp_drops
     return n
 
-cdef void ring_loop(FP* fp) noexcept nogil:
-    # Until fp.stopping: every ring's current block when the kernel has handed it over, else a
-    # poll on all of them.
-    cdef pollfd pfds[MAX_IFACES]
-    cdef int nfds = 0, i, busy
-    cdef Iface* f
-    cdef tpacket_block_desc* blk
+cdef int poll_set(FP* fp, pollfd* pfds, int* slots) noexcept nogil:
+    # The poll set: every open ring; an interface the control plane marked gone is closed here,
+    # by the loop itself (nothing else touches a ring while the loop runs).
+    cdef int i, nfds = 0
     for i in range(MAX_IFACES):
+        if fp.ifaces[i].fd >= 0 and fp.ifaces[i].gone:
+            ring_close_one(&fp.ifaces[i])
         if fp.ifaces[i].fd >= 0:
             pfds[nfds].fd = fp.ifaces[i].fd
             pfds[nfds].events = POLLIN
             pfds[nfds].revents = 0
+            slots[nfds] = i
             nfds += 1
+    return nfds
+
+cdef void ring_errors(FP* fp, pollfd* pfds, int* slots, int nfds) noexcept nogil:
+    # POLLERR on a packet socket is its sk_err (ENETDOWN when the link goes down or the device
+    # is unregistered: af_packet.c packet_notifier()): reading SO_ERROR clears it, so the next
+    # poll sleeps instead of returning at once forever. The socket stays bound: when the link
+    # comes back (NETDEV_UP) the kernel hooks it up again and frames flow; a deleted interface
+    # is closed when the control plane says so (Forwarder.iface_gone()).
+    cdef int k, err = 0
+    cdef socklen_t sl = sizeof(int)
+    cdef Iface* f
+    for k in range(nfds):
+        if pfds[k].revents & (POLLERR | POLLHUP | POLLNVAL):
+            f = &fp.ifaces[slots[k]]
+            f.errors += 1
+            f.down = 1
+            if getsockopt(pfds[k].fd, SOL_SOCKET, SO_ERROR, &err, &sl) < 0 or pfds[k].revents & POLLNVAL:
+                pfds[k].fd = -1             # nothing to clear: out of the poll (poll_set again)
+        elif pfds[k].revents & POLLIN:
+            fp.ifaces[slots[k]].down = 0
+
+cdef void ring_loop(FP* fp) noexcept nogil:
+    # Until fp.stopping: every ring's current block when the kernel has handed it over, else a
+    # poll on all of them; the timer wheel at least every 50 ms, busy or idle.
+    cdef pollfd pfds[MAX_IFACES]
+    cdef int slots[MAX_IFACES]
+    cdef int nfds, i, busy, r
+    cdef uint64_t now
+    cdef Iface* f
+    cdef tpacket_block_desc* blk
+    fp.ifaces_changed = 0
+    nfds = poll_set(fp, pfds, slots)
     while not fp.stopping:
+        if fp.ifaces_changed:
+            pthread_mutex_lock(&fp.lock)
+            fp.ifaces_changed = 0
+            nfds = poll_set(fp, pfds, slots)
+            pthread_mutex_unlock(&fp.lock)
         busy = 0
         for i in range(MAX_IFACES):
             f = &fp.ifaces[i]
@@ -136,10 +184,16 @@ cdef void ring_loop(FP* fp) noexcept nogil:
             if blk.hdr.bh1.block_status & TP_STATUS_USER:
                 ring_block(fp, i, blk)
                 busy = 1
-        if not busy and poll(pfds, nfds, 100) == 0:
-            # Idle for 100 ms: a larger step of the expiry sweep than busy blocks take.
+        if not busy:
+            r = poll(pfds, nfds, 50)
+            if r > 0:
+                ring_errors(fp, pfds, slots, nfds)
+        now = now_ms()
+        if now >= fp.last_expiry + 50:
+            # Idle (or between batches for 50 ms): the wheel as far as now, in slices.
             pthread_mutex_lock(&fp.lock)
-            sweep(fp, now_ms(), (fp.max_conns >> 3) + 1)     # all of it in < 1 s
+            wheel_run(fp, now, 65536, False)
+            fp.last_expiry = now
             pthread_mutex_unlock(&fp.lock)
 
 cdef void ring_block(FP* fp, int i, tpacket_block_desc* blk) noexcept nogil:
@@ -157,20 +211,30 @@ cdef void ring_block(FP* fp, int i, tpacket_block_desc* blk) noexcept nogil:
     now = now_ms()
     fp.npending = 0
     for k in range(npkts):
-        ring_frame(fp, i, <uint8_t*>h + h.tp_mac, h.tp_snaplen, h.tp_len, h.tp_status, now)
+        ring_frame(fp, i, <uint8_t*>h + h.tp_mac, h.tp_snaplen, h.tp_len, h.tp_status, now,
+                   (<sockaddr_ll*>(<uint8_t*>h + TPACKET3_SLL)).sll_pkttype)
         h = <tpacket3_hdr*>(<uint8_t*>h + h.tp_next_offset)
     if fp.npending:
         resolve_pending(fp, now, NULL)
     tx_flush_all(fp)
     fp.nsegs = 0
-    sweep(fp, now, (fp.max_conns >> 10) + 64)      # the whole table every 1024 blocks
+    wheel_run(fp, now, WHEEL_BATCH, False)
     pthread_mutex_unlock(&fp.lock)
     __sync_synchronize()    # every access to the block done before the kernel has it again
     blk.hdr.bh1.block_status = TP_STATUS_KERNEL
     f.cur_block = (f.cur_block + 1) % f.nblocks
 
+cdef inline int handle_received(FP* fp, Frame* fr, uint64_t now, Pending* p,
+                                uint8_t pkttype) noexcept nogil:
+    # A frame the ring saw that is not for this host (promiscuous mode: PACKET_OTHERHOST) or
+    # that this host sent (PACKET_OUTGOING, should PACKET_IGNORE_OUTGOING be missing) is not
+    # the director's to forward: passed and counted.
+    if pkttype == PACKET_OTHERHOST or pkttype == PACKET_OUTGOING:
+        return pass_(fp, R_NOT_FOR_US)
+    return handle(fp, fr, now, p)
+
 cdef inline void ring_frame(FP* fp, int i, uint8_t* frame, uint32_t snaplen, uint32_t length,
-                            uint32_t status, uint64_t now) noexcept nogil:
+                            uint32_t status, uint64_t now, uint8_t pkttype) noexcept nogil:
     # One frame in place in the ring: forwarded at once, or queued as a new flow.
     cdef Frame fr
     cdef int v
@@ -185,8 +249,9 @@ cdef inline void ring_frame(FP* fp, int i, uint8_t* frame, uint32_t snaplen, uin
     fr.rx_if = i
     fr.vnet = 1
     vnet_load(&fr.vh, frame - VNET_LEN)
-    v = handle(fp, &fr, now, &fp.pending[fp.npending])
+    v = handle_received(fp, &fr, now, &fp.pending[fp.npending], pkttype)
     if v == V_FORWARD:
+        fp.fwd_frames += 1
         tx_queue(fp, &fr)
     elif v == V_NEW:
         new_flow(fp, &fr, now, NULL)    # a C scheduler: forwarded now; Python: queued
@@ -205,7 +270,8 @@ cdef int ring_slots(FP* fp, int i) noexcept nogil:
     fp.npending = 0
     while n < MAX_PENDING and (h.tp_status & TP_STATUS_USER):
         __sync_synchronize()            # the status before the frame (the kernel's smp_wmb)
-        ring_frame(fp, i, <uint8_t*>h + h.tp_mac, h.tp_snaplen, h.tp_len, h.tp_status, now)
+        ring_frame(fp, i, <uint8_t*>h + h.tp_mac, h.tp_snaplen, h.tp_len, h.tp_status, now,
+                   (<sockaddr_ll*>(<uint8_t*>h + TPACKET2_SLL)).sll_pkttype)
         n += 1
         f.cur_block = (f.cur_block + 1) % f.nblocks
         h = <tpacket2_hdr*>(f.ring + <size_t>f.cur_block * f.block_size)
@@ -213,8 +279,7 @@ cdef int ring_slots(FP* fp, int i) noexcept nogil:
         resolve_pending(fp, now, NULL)
     tx_flush_all(fp)
     fp.nsegs = 0
-    # the whole table every ~1024 full batches, as every 1024 blocks in V3
-    sweep(fp, now, ((fp.max_conns >> 10) + 64) * n // MAX_PENDING + 4)
+    wheel_run(fp, now, WHEEL_BATCH, False)
     pthread_mutex_unlock(&fp.lock)
     __sync_synchronize()
     for k in range(n):
@@ -243,7 +308,7 @@ cdef void tx_queue(FP* fp, Frame* fr) noexcept nogil:
         if q.n:
             tx_flush(fp, ifslot)
         if send(fp.ifaces[ifslot].gso_fd, frame, n, 0) < 0:
-            fp.reasons[R_TX_ERROR] += 1
+            tx_failed(fp)
         else:
             fp.tx_frames += 1
         return
@@ -256,6 +321,15 @@ cdef void tx_queue(FP* fp, Frame* fr) noexcept nogil:
     q.msgs[q.n].msg_hdr.msg_iovlen = 1
     q.n += 1
 
+cdef inline void tx_failed(FP* fp) noexcept nogil:
+    # A frame sendmmsg/send refused (errno still its): counted, and by cause where it is the
+    # device's queue (ENOBUFS) or a would-block (EAGAIN); a link that is down gives ENETDOWN.
+    fp.reasons[R_TX_ERROR] += 1
+    if errno == ENOBUFS:
+        fp.tx_nobufs += 1
+    elif errno == EAGAIN:                # (EWOULDBLOCK is EAGAIN on Linux)
+        fp.tx_again += 1
+
 cdef void tx_flush(FP* fp, int ifslot) noexcept nogil:
     cdef Iface* f = &fp.ifaces[ifslot]
     cdef int sent = 0, r
@@ -264,7 +338,7 @@ cdef void tx_flush(FP* fp, int ifslot) noexcept nogil:
         if r < 0:
             if errno == EINTR:
                 continue
-            fp.reasons[R_TX_ERROR] += 1     # this frame is lost (e.g. ENOBUFS); go on
+            tx_failed(fp)                   # this frame is lost (e.g. ENOBUFS); go on
             sent += 1
         else:
             fp.tx_frames += r

@@ -1,6 +1,8 @@
-# The fast path's tables: services, destinations (with their live counters), neighbours,
-# routes, and the connection table with its lookups, inserts' inverse (conn_free) and expiry
-# sweep; the structs a frame and a new flow travel in (Frame, Pending). Fixed-size C arrays; the
+# The fast path's tables: services (and the keyed index packets find them by), destinations
+# (with their live counters), neighbours, routes, and the connection table with its lookups,
+# entry allocation (conn_alloc) and its inverse (conn_free); the structs a frame and a new flow
+# travel in (Frame, Pending). Hashes are keyed (keyed_hash.pxi); expiry and the embryonic
+# connections' accounting are in expiry.pxi. Fixed-size C arrays; the
 # control plane writes them under fp.lock, the packet loop reads them under the same lock
 # (taken once per batch). The enums of reasons, states, verdicts and FWD_* are in _names.pxi.
 
@@ -19,6 +21,13 @@ cdef enum:
                                # and the 10-byte virtio_net_hdr in front of what is sent)
     SEG_SLOTS = 256            # TUN segments of GSO aggregates made per batch
     SEG_SLOT = 2048            # bytes each, headroom included
+    CHAIN_MAX = 16             # entries per hash chain at most: a lookup walks no further. With a
+                               # keyed hash and as many buckets as entries a chain of 16 has odds
+                               # of ~1e-14 per bucket (Poisson(1)); an insert that would make one
+                               # is refused and counted (hash_chain_full), never a longer walk
+    SVC_INDEX = 2048           # the service-key index: open addressing, 2x MAX_KEYS, keyed hash
+    WHEEL_SIZE = 4096          # timer-wheel buckets (expiry.pxi): a turn of 4096 ticks is 262 s
+    TICK_SHIFT = 6             # a tick is 64 ms
 
 cdef enum:
     DIR_IN = 0              # client -> real server (the kernel's IP_VS_DIR_INPUT)
@@ -30,6 +39,8 @@ cdef enum:
     CONN_INACTIVE = 2       # counted in the destination's inactive figure, not active
     CONN_TEMPLATE = 4       # a persistence template, not a flow
     CONN_STALE = 8          # a template whose server was deleted: never matched again
+    CONN_EMBRYO = 16        # TCP, never ESTABLISHED yet: on the embryonic list (expiry.pxi)
+    CONN_IN_WHEEL = 32      # filed in the timer wheel (expiry.pxi)
     NEIGH_FREE = 0
     NEIGH_WANTED = 1        # the fast path needs it; the control plane resolves it
     NEIGH_VALID = 2
@@ -72,11 +83,13 @@ cdef struct Dest:
     uint16_t svc
     uint8_t in_use
     uint8_t fwd
+    uint16_t gen            # bumped when the slot is given to a new server (set_dest reset): a
+                            # connection or template of the old one tells by its own copy (dgen)
     int64_t conns
     int64_t pkts[2]         # by direction: [DIR_IN] InPkts, [DIR_OUT] OutPkts (ipvsadm --stats)
     int64_t bytes[2]        # InBytes, OutBytes: IP total lengths as received
 
-# 72 bytes per connection (sizeof(Conn); issue 3's budget: at most 128).
+# 96 bytes per connection (sizeof(Conn); issue 3's budget: at most 128).
 cdef struct Conn:
     uint32_t caddr
     uint32_t vaddr
@@ -92,7 +105,7 @@ cdef struct Conn:
     uint16_t nh_out         # neighbour slot toward the client
     uint8_t flags
     uint8_t fwd             # FWD_*: how this connection's packets leave
-    uint8_t _pad[2]
+    uint16_t dgen           # the generation of fp.dests[dest] it was made for (Dest.gen)
     uint32_t next_in        # hash chains: index + 1, 0 ends the chain
     uint32_t next_out
     uint32_t hash
@@ -103,7 +116,12 @@ cdef struct Conn:
     uint32_t laddr          # the address the RS sees as the client's (NAT: caddr; FULLNAT: LIP;
     uint16_t lport          # ENAT: VIP) and its port: the out key is (daddr:dport -> laddr:lport)
     uint8_t lslot           # FULLNAT/ENAT: the port pool lport came from
-    uint8_t _pad4
+    uint8_t rgen            # fp.route_gen when its next hops were chosen (conn_reroute)
+    uint32_t tw_tick        # the timer-wheel tick it is filed under (expiry.pxi)
+    uint32_t tw_next        # that tick's bucket: a doubly linked list, index + 1
+    uint32_t tw_prev
+    uint32_t emb_next       # the embryonic list, oldest first: index + 1
+    uint32_t emb_prev
 
 cdef struct Neigh:
     uint32_t ip
@@ -139,6 +157,9 @@ cdef struct Iface:
     uint32_t cur_block      # V2: the next slot
     TxQueue tx
     int gso_fd              # a send socket through the qdisc, for GSO aggregates (see ring.pxi)
+    uint8_t down            # the kernel reported an error on its socket (link down): ring.pxi
+    uint8_t gone            # the control plane says the interface was deleted: the loop closes it
+    int64_t errors          # POLLERR reports (each cleared by reading SO_ERROR)
 
 # include/uapi/linux/virtio_net.h: what PACKET_VNET_HDR puts right before each frame's MAC
 # header, and what the kernel reads before each frame sent (little-endian: vio_le()).
@@ -181,15 +202,20 @@ cdef struct FP:
     pthread_mutex_t lock
     void* owner             # the Forwarder (borrowed: FP dies with it); its scheduler_cb decides
     int stopping            # Forwarder.stop(): the ring loop returns
-    uint32_t seed
+    uint64_t key[2]         # the SipHash key of every table (os.urandom, at start)
     Service services[MAX_SERVICES]
     LAddr laddrs[MAX_LADDRS]
     uint8_t toa_mode        # 1: TOA on the SYN, 2: on the first ACK (DPVS), 3: both
     ServiceKey keys[MAX_KEYS]
     int nkeys               # keys in use are all below this
+    int16_t svc_index[SVC_INDEX]    # (proto, VIP, port) -> keys[] slot + 1; 0: empty
+    uint32_t vip_index[SVC_INDEX]   # the VIPs of the keys (is_vip); 0: empty (0.0.0.0 no VIP)
+    int svc_probe           # the longest probe any key needed: a miss looks no further
+    int vip_probe
     Dest dests[MAX_DESTS]
     int64_t active[MAX_DESTS]       # ActiveConn / InActConn per destination: arrays of their own so
     int64_t inactive[MAX_DESTS]     # the control plane reads them as two flat int64 memoryviews
+    int64_t dest_tmpl[MAX_DESTS]    # templates naming each slot: it is not free while any does
     Iface ifaces[MAX_IFACES]
     Route routes[MAX_ROUTES]
     int nroutes
@@ -201,8 +227,25 @@ cdef struct FP:
     uint32_t* bucket_out
     uint32_t* free_list
     uint32_t nfree
-    uint32_t sweep_pos
     uint64_t timeouts[S_NSTATES]   # milliseconds
+    uint32_t wheel[WHEEL_SIZE]      # the timer wheel (expiry.pxi): bucket heads, index + 1
+    uint64_t wheel_tick             # the next tick to expire (0: not started)
+    uint32_t emb_head               # the embryonic list (expiry.pxi), oldest first
+    uint32_t emb_tail
+    uint32_t embryos
+    uint32_t emb_protect            # the embryo being installed (conn_create): never the victim
+    uint32_t pressure_level         # entries in use from which the table is under pressure
+    uint32_t embryo_ms              # an embryonic connection's timeout under pressure
+    uint8_t secure_tcp              # 0 off, 1 under pressure, 2 always (expiry.pxi)
+    uint8_t expire_nodest           # expire_nodest_conn: a deleted server's conns go
+    int64_t embryos_evicted
+    int64_t fwd_frames              # frames forwarded (each received frame once at most)
+    int64_t tx_nobufs               # sendmmsg/send ENOBUFS (the device queue full): frame lost
+    int64_t tx_again                # EAGAIN: likewise
+    uint64_t last_expiry            # when the ring loop last ran the timer wheel (ms)
+    int ifaces_changed              # the control plane closed or opened a ring: poll set anew
+    uint8_t route_gen               # bumped by set_routes: live connections choose next hops anew
+    int64_t rerouted                # connections whose next hop a route change moved
     int64_t reasons[R_NREASONS]
     int last_reason         # of the latest pass/drop, for Forwarder.process()
     int64_t rx_frames
@@ -244,19 +287,16 @@ cdef struct Frame:
 
 cdef inline uint32_t flow_hash(FP* fp, uint8_t proto, uint32_t a1, uint16_t p1,
                                uint32_t a2, uint16_t p2) noexcept nogil:
-    # murmur3-style mixing with a per-process random seed, so that clients cannot aim at one chain
-    cdef uint32_t h = fp.seed ^ proto
-    h ^= a1 * 0x9E3779B1u
-    h = (h << 13) | (h >> 19)
-    h ^= a2 * 0x85EBCA6Bu
-    h = (h << 13) | (h >> 19)
-    h ^= ((<uint32_t>p1 << 16) | p2) * 0xC2B2AE35u
-    h ^= h >> 16
-    h *= 0x85EBCA6Bu
-    h ^= h >> 13
-    h *= 0xC2B2AE35u
-    h ^= h >> 16
-    return h & (fp.nbuckets - 1)
+    # The bucket of a connection's (or template's) key: SipHash-1-3 under the table's key.
+    return <uint32_t>tuple_hash(fp.key[0], fp.key[1], proto, a1, p1, a2, p2) & (fp.nbuckets - 1)
+
+cdef inline uint32_t chain_len(FP* fp, uint32_t* buckets, uint32_t h, bint out) noexcept nogil:
+    # How long a chain is, counted up to CHAIN_MAX (no further: that is the bound it enforces).
+    cdef uint32_t i = buckets[h], n = 0
+    while i and n < CHAIN_MAX:
+        n += 1
+        i = fp.conns[i - 1].next_out if out else fp.conns[i - 1].next_in
+    return n
 
 cdef inline Conn* lookup_in(FP* fp, uint32_t h, uint8_t proto, uint32_t saddr, uint16_t sport,
                             uint32_t daddr, uint16_t dport) noexcept nogil:
@@ -311,8 +351,11 @@ cdef inline void conn_free(FP* fp, Conn* c) noexcept nogil:
     if c.control:
         fp.conns[c.control - 1].n_control -= 1
         c.control = 0
+    wheel_del(fp, c)
+    embryo_del(fp, c)
     if c.flags & CONN_TEMPLATE:
         fp.templates -= 1               # templates count in neither ActiveConn nor InActConn
+        fp.dest_tmpl[c.dest] -= 1
     else:
         neigh_put(fp, c.nh_in)
         neigh_put(fp, c.nh_out)
@@ -329,20 +372,111 @@ cdef inline void conn_free(FP* fp, Conn* c) noexcept nogil:
     fp.nfree += 1
     fp.expired_conns += 1
 
-cdef void sweep(FP* fp, uint64_t now, uint32_t budget) noexcept nogil:
-    # Incremental expiry: look at `budget` slots per call, round the table.
-    cdef Conn* c
-    cdef uint32_t k
-    for k in range(budget):
-        c = &fp.conns[fp.sweep_pos]
-        if (c.flags & CONN_IN_USE) and c.expires <= now:
-            if c.flags & CONN_TEMPLATE and c.n_control:
-                c.expires = now + c.tmpl_timeout    # still controls connections: re-arm
-            else:
-                conn_free(fp, c)
-        fp.sweep_pos += 1
-        if fp.sweep_pos >= fp.max_conns:
-            fp.sweep_pos = 0
+cdef inline int conn_alloc(FP* fp) noexcept nogil:
+    # A free entry's index, or -1. A full table gives up its oldest embryonic connection first
+    # (the defence against SYN floods, expiry.pxi): a new flow evicts one that never got past
+    # its handshake, never an established one.
+    cdef uint32_t idx
+    if fp.nfree == 0:
+        if not embryo_evict(fp):
+            return -1
+    fp.nfree -= 1
+    idx = fp.free_list[fp.nfree]
+    return <int>idx
+
+cdef inline int conn_slot(FP* fp, uint8_t proto, uint32_t caddr, uint16_t cport, uint32_t vaddr,
+                          uint16_t vport, uint32_t daddr, uint16_t dport, uint32_t laddr,
+                          uint16_t lport, bint out) noexcept nogil:
+    # An entry for a connection with these keys: its index, or -R_HASH_CHAIN_FULL when a chain
+    # it would join is at CHAIN_MAX already, -R_TABLE_FULL when no entry is free (nor embryonic).
+    if chain_len(fp, fp.bucket_in, flow_hash(fp, proto, caddr, cport, vaddr, vport), False) >= CHAIN_MAX:
+        return -R_HASH_CHAIN_FULL
+    if out and chain_len(fp, fp.bucket_out, flow_hash(fp, proto, daddr, dport, laddr, lport),
+                         True) >= CHAIN_MAX:
+        return -R_HASH_CHAIN_FULL
+    cdef int idx = conn_alloc(fp)
+    return idx if idx >= 0 else -R_TABLE_FULL
+
+cdef inline void conn_link(FP* fp, uint32_t idx) noexcept nogil:
+    # A new connection's in key (and out key where replies come back) into the hash chains.
+    cdef Conn* c = &fp.conns[idx]
+    cdef uint32_t ho
+    c.hash = flow_hash(fp, c.proto, c.caddr, c.cport, c.vaddr, c.vport)
+    c.next_in = fp.bucket_in[c.hash]
+    fp.bucket_in[c.hash] = idx + 1
+    if sees_replies(c.fwd):
+        ho = flow_hash(fp, c.proto, c.daddr, c.dport, c.laddr, c.lport)
+        c.next_out = fp.bucket_out[ho]
+        fp.bucket_out[ho] = idx + 1
+
+cdef inline bint dest_gone(FP* fp, Conn* c) noexcept nogil:
+    # The server c was made for is deleted (its slot free, or given to another server since).
+    return not fp.dests[c.dest].in_use or fp.dests[c.dest].gen != c.dgen
+
+cdef inline uint32_t svc_slot(FP* fp, uint8_t proto, uint32_t vip, uint16_t port) noexcept nogil:
+    return <uint32_t>tuple_hash(fp.key[0], fp.key[1], proto, vip, port, 0, 0) & (SVC_INDEX - 1)
+
+cdef inline uint32_t vip_slot(FP* fp, uint32_t vip) noexcept nogil:
+    return <uint32_t>tuple_hash(fp.key[0], fp.key[1], 0xFF, vip, 0, 0, 0) & (SVC_INDEX - 1)
+
+cdef void svc_index_build(FP* fp) noexcept nogil:
+    # Rebuilt by the control plane (under fp.lock) after every change of keys: at most 1024
+    # keys in 2048 slots, linear probing; the longest probe is kept so that a miss (every
+    # packet of traffic that is no service's) stops there instead of scanning.
+    cdef int i, k
+    cdef uint32_t h
+    cdef ServiceKey* key
+    memset(fp.svc_index, 0, sizeof(fp.svc_index))
+    memset(fp.vip_index, 0, sizeof(fp.vip_index))
+    fp.svc_probe = 0
+    fp.vip_probe = 0
+    for i in range(fp.nkeys):
+        key = &fp.keys[i]
+        if not key.in_use:
+            continue
+        h = svc_slot(fp, key.proto, key.vip, key.vport)
+        k = 0
+        while fp.svc_index[(h + k) & (SVC_INDEX - 1)]:
+            k += 1
+        fp.svc_index[(h + k) & (SVC_INDEX - 1)] = <int16_t>(i + 1)
+        if k > fp.svc_probe:
+            fp.svc_probe = k
+        if key.vip == 0:
+            continue
+        h = vip_slot(fp, key.vip)
+        k = 0
+        while fp.vip_index[(h + k) & (SVC_INDEX - 1)] and fp.vip_index[(h + k) & (SVC_INDEX - 1)] != key.vip:
+            k += 1
+        fp.vip_index[(h + k) & (SVC_INDEX - 1)] = key.vip
+        if k > fp.vip_probe:
+            fp.vip_probe = k
+
+cdef inline int find_service(FP* fp, uint8_t proto, uint32_t daddr, uint16_t dport) noexcept nogil:
+    # The service a (protocol, address, port) is for, or -1: at most svc_probe + 1 slots looked at.
+    cdef uint32_t h = svc_slot(fp, proto, daddr, dport)
+    cdef int k, e
+    cdef ServiceKey* key
+    for k in range(fp.svc_probe + 1):
+        e = fp.svc_index[(h + k) & (SVC_INDEX - 1)]
+        if e == 0:
+            return -1
+        key = &fp.keys[e - 1]
+        if key.vip == daddr and key.vport == dport and key.proto == proto:
+            return key.svc
+    return -1
+
+cdef inline bint is_vip(FP* fp, uint32_t daddr) noexcept nogil:
+    cdef uint32_t h = vip_slot(fp, daddr), v
+    cdef int k
+    if daddr == 0:
+        return False
+    for k in range(fp.vip_probe + 1):
+        v = fp.vip_index[(h + k) & (SVC_INDEX - 1)]
+        if v == 0:
+            return False
+        if v == daddr:
+            return True
+    return False
 
 cdef int route_lookup(FP* fp, uint32_t daddr, uint32_t* nexthop) noexcept nogil:
     # Longest prefix first: the control plane keeps fp.routes sorted by prefix length.
@@ -391,6 +525,27 @@ cdef inline void neigh_put(FP* fp, uint16_t i) noexcept nogil:
         n.refs -= 1
     if n.refs == 0 and not n.pinned:
         n.state = NEIGH_GONE    # an on-link client that no connection needs any more
+
+cdef inline void conn_reroute(FP* fp, Conn* c) noexcept nogil:
+    # The routes changed since c chose its next hops (a connection keeps neighbour slots, not
+    # routes): choose them again, on its next packet, O(1) and once per change. Where no route
+    # is left the old next hop stays (the packet goes where it went; the kernel would drop).
+    cdef int nh_in, nh_out
+    c.rgen = fp.route_gen
+    nh_in = nexthop_for(fp, c.daddr)
+    nh_out = nexthop_for(fp, c.daddr if c.fwd == FWD_ROUTE or c.fwd == FWD_ENAT else c.caddr)
+    if nh_in < 0 or nh_out < 0:
+        if nh_in >= 0:
+            neigh_put(fp, <uint16_t>nh_in)
+        if nh_out >= 0:
+            neigh_put(fp, <uint16_t>nh_out)
+        return
+    if nh_in != c.nh_in or nh_out != c.nh_out:
+        fp.rerouted += 1
+    neigh_put(fp, c.nh_in)
+    neigh_put(fp, c.nh_out)
+    c.nh_in = <uint16_t>nh_in
+    c.nh_out = <uint16_t>nh_out
 
 cdef int nexthop_for(FP* fp, uint32_t daddr) noexcept nogil:
     # The neighbour slot toward daddr, with a reference taken (neigh_put gives it back).

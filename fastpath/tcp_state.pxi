@@ -16,8 +16,9 @@
 # - A SYN on the key of a TIME_WAIT or CLOSE connection that no template controls is a new
 #   connection: the old one goes and the SYN is scheduled afresh (conn_reuse_mode).
 # - UDP: one state, its timer re-armed by every datagram (ip_vs_proto_udp.c).
-# Not here: the kernel's tcp_states_dos[] (secure_tcp, the drop_entry defence) and its
-# conn_reuse_mode & 2 case (FIN_WAIT without output).
+# - secure_tcp (expiry.pxi), in the manner of the kernel's tcp_states_dos[]: input-only,
+#   SYN_RECV + ACK without data stays SYN_RECV; the first data makes it ESTABLISHED.
+# Not here: the kernel's conn_reuse_mode & 2 case (FIN_WAIT without output).
 
 # IPVS default timeouts in seconds, by state (tcp_timeouts[], udp_timeouts[]).
 DEFAULT_TIMEOUTS = {"NONE": 2, "ESTABLISHED": 900, "SYN_SENT": 120, "SYN_RECV": 60,
@@ -111,17 +112,26 @@ cdef inline void conn_set_state(FP* fp, Conn* c, uint8_t state) noexcept nogil:
             fp.active[c.dest] += 1
             fp.inactive[c.dest] -= 1
             c.flags &= ~CONN_INACTIVE
+        if state == S_ESTABLISHED:
+            embryo_del(fp, c)           # past its handshake: never evicted as an embryo again
         c.state = state
 
 cdef inline void conn_state_update(FP* fp, Conn* c, int direction, const uint8_t* tcp_flags,
-                                   uint64_t now) noexcept nogil:
+                                   uint64_t now, uint32_t payload=1) noexcept nogil:
     # ip_vs_set_state() for a packet of connection c going `direction` (DIR_IN or DIR_OUT);
-    # tcp_flags: the flags byte of its TCP header (byte 13), read only for TCP.
+    # tcp_flags: the flags byte of its TCP header (byte 13), read only for TCP; payload: its
+    # TCP data length (read only by secure_tcp, expiry.pxi: only data, not a bare ACK, takes an
+    # input-only connection from SYN_RECV to ESTABLISHED).
     cdef int ev
+    cdef uint8_t nxt
     if c.proto == 6:
         ev = tcp_event(tcp_flags[0])
         if ev >= 0:
             if not sees_replies(c.fwd):
                 direction = DIR_INPUT_ONLY
-            conn_set_state(fp, c, TCP_NEXT[direction][ev][c.state])
-    c.expires = now + fp.timeouts[c.state]
+            nxt = TCP_NEXT[direction][ev][c.state]
+            if (direction == DIR_INPUT_ONLY and nxt == S_ESTABLISHED and c.state == S_SYN_RECV
+                    and payload == 0 and secure_input_only(fp)):
+                nxt = S_SYN_RECV
+            conn_set_state(fp, c, nxt)
+    conn_arm(fp, c, now + state_timeout(fp, c))

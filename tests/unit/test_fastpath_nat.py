@@ -289,18 +289,23 @@ def test_scheduler_naming_no_slot_drops_sched_error(pick):
 
 
 def test_table_full():
+    """A table full of connections that are not embryonic (UDP, ESTABLISHED TCP) refuses new
+    flows; embryonic ones give way instead (tests/unit/test_flood_defence.py)."""
     f = make(max_conns=16)
-    for port in range(16):
+    for port in range(8):
         assert f.process(syn(41000 + port), now=NOW)[:2] == ("forward", None)
+        assert f.process(seg_in(41000 + port, "A"), now=NOW)[0] == "forward"
+    for port in range(8):
+        assert f.process(bytes(V.udp_in(41100 + port, b"x")[0]), now=NOW)[:2] == ("forward", None)
     assert f.process(syn(42000), now=NOW)[:3] == ("drop", "table_full", [])
     assert f.process(bytes(V.udp_in(42001, b"x")[0]), now=NOW)[:2] == ("drop", "table_full")
     assert reasons(f)["table_full"] == 2
     assert f.counters()["conns"] == 16
     # established flows still go through; freed slots are reused
     assert f.process(seg_in(41000, "A"), now=NOW)[0] == "forward"
-    f.expire(NOW + 60)                                    # SYN_RECV ones go, the ESTABLISHED stays
-    assert f.counters()["conns"] == 1
-    assert f.process(syn(42000), now=NOW + 60)[:2] == ("forward", None)
+    f.expire(NOW + 300)                                   # the UDP ones go, the ESTABLISHED stay
+    assert f.counters()["conns"] == 8
+    assert f.process(syn(42000), now=NOW + 300)[:2] == ("forward", None)
 
 
 def test_no_neighbour_then_resolved():
