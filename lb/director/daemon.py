@@ -29,6 +29,7 @@ from lb.director.director import Director
 from lb.director.estimator import Estimator, Sampler
 from lb.director.health import listing as checks
 from lb.director.health.engine import Engine
+from lb.director.links import FloodDefence, LinkWatch, own_netns
 from lb.director.netlink import Netlink
 from lb.schedulers import plugins
 
@@ -72,9 +73,12 @@ class Lbd:
     def __init__(self, ifnames: list[str], max_conns: int = 1 << 20,
                  lport_range: tuple[int, int] = (1025, 65535), toa: str = "syn",
                  config_file: str | None = None, metrics: str | None = None,
-                 keepalived_conf: str | None = None, vip_ownership: str = "always"):
+                 keepalived_conf: str | None = None, vip_ownership: str = "always", *,
+                 expire_nodest_conn: bool = False, flood: FloodDefence | None = None):
         os.makedirs("/run/lbd", mode=0o700, exist_ok=True)
         self.ifnames = ifnames
+        self.expire_nodest_conn = expire_nodest_conn
+        self.flood = flood or FloodDefence()
         self.locks = []
         self.metrics_address, self.metrics = metrics, None
         self.vip_ownership = vip_ownership
@@ -95,6 +99,11 @@ class Lbd:
 
     def _init_fastpath(self, max_conns, lport_range, toa, config_file, keepalived_conf) -> None:
         self.fwd = Forwarder(max_conns=max_conns)
+        self.fwd.set_expire_nodest_conn(self.expire_nodest_conn)
+        self.fwd.set_flood_defence(self.flood.pressure, self.flood.embryo_timeout,
+                                   self.flood.secure_tcp)
+        self.links = LinkWatch(ifnames=list(self.ifnames),
+                               indexes=[i.index for i in self.ifaces], netns=own_netns())
         for slot, iface in enumerate(self.ifaces):
             self.fwd.set_interface(slot, iface.index, iface.mac, iface.mtu, iface.source)
         self.ifslots = {iface.index: slot for slot, iface in enumerate(self.ifaces)}
@@ -182,6 +191,8 @@ class Lbd:
             nl.close()
 
     def _refresh(self, nl: Netlink, asked: dict, last_routes):
+        if not self._watch_links(nl):
+            return last_routes
         routes = nl.routes(self.ifslots)
         if routes != last_routes:
             self.fwd.set_routes(routes)
@@ -203,6 +214,29 @@ class Lbd:
                     log.debug("resolve %s: %s", ip, e)
         self.director.release_idle()
         return routes
+
+    def _watch_links(self, nl: Netlink) -> bool:
+        """Links that went down or up are logged (the fast path clears their socket errors and
+        serves them again when they return); a deleted interface is no longer served; with no
+        interface left, or the network namespace deleted, lbd stops. False: stopping."""
+        changes = self.links.check(nl.link_state)
+        for event, name in changes:
+            slot = self.ifnames.index(name)
+            if event == "down":
+                log.warning("link %s is down: its traffic waits for it to come back", name)
+            elif event == "up":
+                log.info("link %s is up again: serving it", name)
+            elif event == "gone":
+                log.error("interface %s was deleted: lbd no longer serves it", name)
+                self.fwd.iface_gone(slot)
+                self.ifslots = {i: s for i, s in self.ifslots.items() if s != slot}
+        reason = self.links.fatal()
+        if reason and not self.stopping.is_set():
+            log.critical("%s: stopping", reason)
+            self.failed = self.failed or "links"
+            self.on_failure()
+            return False
+        return True
 
     # --- life cycle ------------------------------------------------------------------------
     def start(self, cpu: int | None = None) -> None:
@@ -463,6 +497,17 @@ def _arguments(argv):
                    help="remove what an lbd on these interfaces left when it was killed (its "
                         "nftables table, lock and socket), unless one is running; then exit "
                         "(systemd's ExecStopPost)")
+    p.add_argument("--expire-nodest-conn", action="store_true",
+                   help="drop the next packet of a connection whose real server was deleted, "
+                        "and the connection (IPVS's expire_nodest_conn; off: they keep flowing)")
+    p.add_argument("--flood-pressure", type=float, default=FloodDefence.pressure,
+                   metavar="FRACTION", help="connection table fill (0..1) above which "
+                   "half-open connections get --embryo-timeout and secure_tcp applies")
+    p.add_argument("--embryo-timeout", type=float, default=FloodDefence.embryo_timeout,
+                   metavar="SECONDS", help="a half-open connection's timeout under pressure")
+    p.add_argument("--secure-tcp", type=int, choices=(0, 1, 2), default=FloodDefence.secure_tcp,
+                   help="DR/TUN/ENAT: only data, not a bare ACK, makes a connection "
+                        "ESTABLISHED: 1 under pressure, 2 always, 0 never")
     p.add_argument("--foreground", action="store_true",
                    help="run in the foreground: accepted for init scripts, lbd always does")
     p.add_argument("--scheduler-module", action="append", default=[], metavar="MODULE",
@@ -524,6 +569,11 @@ def main(argv=None) -> int:
         print(f"lbd: bad --lport-range {args.lport_range!r}: expected LOW-HIGH within 1-65535",
               file=sys.stderr)
         return 2
+    try:
+        flood = FloodDefence(args.flood_pressure, args.embryo_timeout, args.secure_tcp)
+    except ValueError as e:
+        print(f"lbd: {e}", file=sys.stderr)
+        return 2
     if args.cleanup:
         return cleanup(args.interface, args.socket)
     for module in args.scheduler_module:
@@ -539,7 +589,8 @@ def main(argv=None) -> int:
     _Signals.starting()
     try:
         daemon = Lbd(args.interface, args.max_conns, lport_range, args.toa, args.config,
-                     args.metrics, args.keepalived_conf, args.vip_ownership)
+                     args.metrics, args.keepalived_conf, args.vip_ownership,
+                     expire_nodest_conn=args.expire_nodest_conn, flood=flood)
     except Stopping as e:
         log.info("%s while starting: stopped", e)
         return 0

@@ -284,8 +284,10 @@ class Director:
             self.applied = reconcile.release(self.applied, self._holds, self.fastpath.laddr_used)
 
     def _holds(self, slot: int) -> bool:
+        # Connections and persistence templates both name the slot: it is reused only when
+        # neither does (a template names its server's generation too: see fastpath/persist.pxi).
         c = self.fastpath.dest_counters(slot)
-        return c["active"] + c["inactive"] > 0
+        return c["active"] + c["inactive"] + c.get("templates", 0) > 0
 
     def _laddr_used(self, addr: str) -> int:
         slot = self.applied.pools.get(addr)

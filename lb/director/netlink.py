@@ -41,6 +41,15 @@ class Netlink:
         return Interface(name, found[0], bytes.fromhex(mac.replace(":", "")),
                          link.get_attr("IFLA_MTU") or 1500, addrs, source)
 
+    def link_state(self, name: str) -> tuple[int, bool] | None:
+        """(ifindex, carrier up) of the interface called `name`, or None when there is none
+        (deleted). Up is IFLA_OPERSTATE UP (or UNKNOWN, what drivers without carrier say)."""
+        found = self.ipr.link_lookup(ifname=name)
+        if not found:
+            return None
+        link = self.ipr.get_links(found[0])[0]
+        return found[0], link.get_attr("IFLA_OPERSTATE") in ("UP", "UNKNOWN")
+
     def routes(self, ifslots: dict[int, int]) -> list[tuple]:
         """IPv4 routes of the main table that leave through one of our interfaces, as the fast
         path wants them: (prefix, prefixlen, gateway or None, ifslot)."""
