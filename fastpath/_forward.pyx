@@ -9,8 +9,10 @@ once per block, and only when the block holds new flows for the scheduler.
 Where things are: this file holds the Forwarder (its control API, counters and listings, and
 thin entry points: sans-IO process()/process_batch()/expire(), the ring's open()/run()/stop()/
 close()); _names.pxi (generated from names.py) the reasons, states, verdicts and forwarding
-codes; tables.pxi the C tables; tcp_state.pxi the IPVS state machine; core.pxi the per-frame
-core; sched*.pxi the schedulers' C decisions; lport.pxi local ports; mode_*.pxi the per-mode rewrites; persist.pxi persistence templates; newflow.pxi the
+codes; keyed_hash.pxi the tables' SipHash; tables.pxi the C tables; expiry.pxi the timer wheel
+and the flood defence; tcp_state.pxi the IPVS state machine; core.pxi the per-frame core;
+sched*.pxi the schedulers' C decisions; lport.pxi local ports; mode_*.pxi the per-mode
+rewrites; persist.pxi persistence templates; newflow.pxi the
 new-flow batch; ring.pxi the ring loop and its sockets; wire.pxi checksums; lbsys.pxd the C
 declarations.
 """

@@ -15,8 +15,9 @@ from lb.director.estimator import ZERO
 from lb.director.listings import FWD_NAMES, dest_key, service_name
 
 COUNTERS = ("active", "inactive", "conns", "inpkts", "outpkts", "inbytes", "outbytes")
-# Reasons the fast path leaves a frame to the kernel: not IPv4, or nothing of lbd's.
-PASSES = ("not_ipv4", "not_ours")
+# Reasons the fast path leaves a frame to the kernel: not IPv4, nothing of lbd's, or a frame
+# the ring saw that is for another host (promiscuous) or our own outgoing one.
+PASSES = ("not_ipv4", "not_ours", "not_for_us")
 # Counted under a reason but forwarded all the same (FULLNAT/ENAT without room for the TOA).
 FORWARDED_ANYWAY = ("toa_no_room",)
 DROPS = tuple(r for r in REASON_NAMES[1:] if r not in PASSES + FORWARDED_ANYWAY)
