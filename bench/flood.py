@@ -221,14 +221,17 @@ class Bench:
                 if figures(self.d.socket)["conns"] - base >= 0.98 * n:
                     break
             live = figures(self.d.socket)["conns"] - base
-            pps = []
+            pps, offered, lost = [], [], []
             for _ in range(a.trials):
                 before = figures(self.d.socket)
                 sent = self.done(self.pktgen(path, 50_000_000, 3))
                 after = figures(self.d.socket)
                 pps.append((after["forwarded"] - before["forwarded"]) / sent["elapsed"])
+                offered.append(sent["sent"] / sent["elapsed"])
+                lost.append(after["ring_drops"] - before["ring_drops"])
             out[n] = {"live_conns": live, "pps_median": round(statistics.median(pps)),
-                      "pps": [round(p) for p in pps]}
+                      "pps": [round(p) for p in pps], "offered": [round(o) for o in offered],
+                      "ring_drops": lost}
         out["ratio"] = round(out[a.live]["pps_median"] / out[1000]["pps_median"], 3)
         self.results["live"] = {str(k): v for k, v in out.items()}
 
