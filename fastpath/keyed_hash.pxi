@@ -6,25 +6,25 @@
 # key enters through the whole ARX permutation (not XORed in at the end, as the old linear seed
 # was) it does not cancel out of a collision.
 
-cdef inline uint64_t rotl64(uint64_t x, int b) noexcept nogil:
+cdef inline uint64_t sip_rotl(uint64_t x, int b) noexcept nogil:
     return (x << b) | (x >> (64 - b))
 
 cdef inline void sip_round(uint64_t* v) noexcept nogil:
     # SipRound (paper, section 2): add, rotate, XOR on the four 64-bit words.
     v[0] += v[1]
-    v[1] = rotl64(v[1], 13)
+    v[1] = sip_rotl(v[1], 13)
     v[1] ^= v[0]
-    v[0] = rotl64(v[0], 32)
+    v[0] = sip_rotl(v[0], 32)
     v[2] += v[3]
-    v[3] = rotl64(v[3], 16)
+    v[3] = sip_rotl(v[3], 16)
     v[3] ^= v[2]
     v[0] += v[3]
-    v[3] = rotl64(v[3], 21)
+    v[3] = sip_rotl(v[3], 21)
     v[3] ^= v[0]
     v[2] += v[1]
-    v[1] = rotl64(v[1], 17)
+    v[1] = sip_rotl(v[1], 17)
     v[1] ^= v[2]
-    v[2] = rotl64(v[2], 32)
+    v[2] = sip_rotl(v[2], 32)
 
 cdef inline uint64_t ld64le(const uint8_t* p) noexcept nogil:
     cdef uint64_t m = 0
