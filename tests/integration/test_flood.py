@@ -162,11 +162,12 @@ def test_deleted_server_with_and_without_expire_nodest_conn(lab, expire):
     with LabDirector(lab, extra_args=args) as d:
         ok(d.lbadm("-A", "-t", f"{VIP}:80", "-s", "rr"))
         ok(d.lbadm("-a", "-t", f"{VIP}:80", "-r", "198.18.0.11:80", "-m"))
-        n = 4_000_000
+        n = 10_000_000                                  # 10 s at 1 MB/s
         dl = slow_download(lab, n)
         try:
             wait_active(d, "198.18.0.11")
             ok(d.lbadm("-d", "-t", f"{VIP}:80", "-r", "198.18.0.11:80"))
+            assert dl.poll() is None, "the download ended before the server was deleted"
             out, err = dl.communicate(timeout=60)
         finally:
             if dl.poll() is None:
