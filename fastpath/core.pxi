@@ -152,6 +152,13 @@ cdef int handle(FP* fp, Frame* fr, uint64_t now, Pending* p) noexcept nogil:
             tmpl = template_lookup(fp, &fp.services[svc], proto, saddr, daddr, dport, now)
             if tmpl != NULL:
                 p.dest = tmpl.dest
+        # What forward() needs, should the flow be installed now (newflow.pxi install_now()):
+        # the frame is then sent without a second pass through handle().
+        fr.ip = ip
+        fr.l4 = l4
+        fr.tot = tot
+        fr.l4len = l4len
+        fr.proto = proto
         return V_NEW
 
     if not ip_csum_ok(ip, ihl):
@@ -252,8 +259,9 @@ cdef inline void set_l2(FP* fp, uint8_t* f, Neigh* nb) noexcept nogil:
     memcpy(f, nb.mac, 6)
     memcpy(f + 6, fp.ifaces[nb.ifslot].mac, 6)
 
-cdef int conn_create(FP* fp, Pending* p, uint64_t now) noexcept nogil:
-    # Install the connection the scheduler chose for a pending new flow; returns a Reason.
+cdef int conn_create(FP* fp, Pending* p, uint64_t now, Conn** made=NULL) noexcept nogil:
+    # Install the connection the scheduler chose for a pending new flow; returns a Reason
+    # (and the connection in `made`, if given, on R_NONE).
     cdef Dest* d
     cdef Conn* c
     cdef int nh_in, nh_out
@@ -332,4 +340,6 @@ cdef int conn_create(FP* fp, Pending* p, uint64_t now) noexcept nogil:
             conn_free(fp, c)
             fp.expired_conns -= 1
             return r
+    if made != NULL:
+        made[0] = c
     return R_NONE

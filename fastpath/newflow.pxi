@@ -32,8 +32,33 @@ cdef int new_flow(FP* fp, Frame* fr, uint64_t now, Sink* sink) noexcept nogil:
         p.dest = sched_pick(fp, p.svc, p)
         if p.dest < 0:
             return drop(fp, R_NO_DEST)
-    pending_frame(p, fr)
-    return V_FORWARD if resolve_one(fp, p, now, sink) else V_DROP
+    return install_now(fp, p, fr, now, sink)
+
+cdef int install_now(FP* fp, Pending* p, Frame* fr, uint64_t now, Sink* sink) noexcept nogil:
+    # The flow's destination is known (a C decision or a template): install its connection and
+    # send the frame from where handle() left it -- the headers parsed and checked, the
+    # connection fresh (its next hops chosen now) -- as handle() would on the connection's
+    # first packet, without running it again.
+    cdef Conn* c = NULL
+    cdef Neigh* nb
+    cdef int v, r = conn_create(fp, p, now, &c)
+    if r != R_NONE:
+        return drop(fp, r)
+    nb = &fp.neigh[c.nh_in]
+    if nb.state != NEIGH_VALID:
+        v = drop(fp, R_NO_NEIGHBOUR)
+    else:
+        fr.direction = DIR_IN
+        fr.out_off = 0
+        fr.out_len = fr.flen
+        fr.tx_if = nb.ifslot
+        v = forward(fp, c, fr, nb, now)
+    if fp.services[p.svc].onepacket:
+        forget(fp, p)
+    if v == V_FORWARD:
+        fp.fwd_frames += 1
+        emit(fp, sink, fr)
+    return v
 
 cdef inline void pending_frame(Pending* q, Frame* fr) noexcept nogil:
     q.frame = fr.f
