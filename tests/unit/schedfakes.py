@@ -17,10 +17,46 @@ class CounterViews:
         raise AssertionError("schedulers must read the flat views, not build counter dicts")
 
 
-def make(sched, weights, names="ABCDEFGH", flags=()):
-    """A service with servers A, B, ... (slots 0, 1, ...) sharing one CounterViews."""
+class ForwarderCounters:
+    """The real fast path's counters (lb._forward.Forwarder) in CounterViews' shape, so the
+    same hand-worked sequences run through the C decision (Forwarder.least_loaded) that lc,
+    wlc, sed and nq make in production. Writes go through Forwarder.load_counters; `decisions`
+    counts the calls into C, so a test can tell the C path was taken."""
+
+    def __init__(self):
+        from lb._forward import Forwarder       # the extension, built in the tree
+        self.fwd = Forwarder(max_conns=16)
+        self.active, self.inactive = _ForwarderView(self, 0), _ForwarderView(self, 1)
+        self.decisions = 0
+
+    def least_loaded(self, slots, weights, kind):
+        self.decisions += 1
+        return self.fwd.least_loaded(slots, weights, kind)
+
+    def dest_counters(self, slot):
+        raise AssertionError("schedulers must read the flat views, not build counter dicts")
+
+
+class _ForwarderView:
+    def __init__(self, owner, which):
+        self.owner, self.which = owner, which
+
+    def __getitem__(self, slot):
+        fwd = self.owner.fwd
+        return (fwd.active, fwd.inactive)[self.which][slot]
+
+    def __setitem__(self, slot, value):
+        fwd = self.owner.fwd
+        counts = [fwd.active[slot], fwd.inactive[slot]]
+        counts[self.which] = value
+        fwd.load_counters(slot, *counts)
+
+
+def make(sched, weights, names="ABCDEFGH", flags=(), stats=None):
+    """A service with servers A, B, ... (slots 0, 1, ...) sharing one CounterViews (or the
+    `stats` given, e.g. a ForwarderCounters)."""
     svc = Service("tcp", VIP, 80, sched, sched_flags=flags)
-    stats = CounterViews()
+    stats = CounterViews() if stats is None else stats
     svc.dests = [RealServer(n, 80, w, slot=i, stats=stats)
                  for i, (n, w) in enumerate(zip(names, weights))]
     svc.dests_changed()
