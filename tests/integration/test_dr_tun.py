@@ -68,10 +68,10 @@ print(before, s.getsockopt(socket.IPPROTO_IP, IP_MTU))
 def test_df_packet_too_big_for_the_tunnel_gets_icmp_frag_needed(lab, director, realservers):
     realservers("tun")
     vip = mode_service(lab, director, "tun", "-u", 5353)
-    before = drops(director)["frag_needed"]
+    refused = drops(director)["frag_needed"]
     r = lab.run("client", [sys.executable, "-c", PMTU_PROBE, vip], timeout=30,
                 capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     before, after = map(int, r.stdout.split())
     assert (before, after) == (1500, 1480)                 # MTU - 20, learned from the director
-    assert drops(director)["frag_needed"] == before + 1    # the director refused it, once
+    assert drops(director)["frag_needed"] == refused + 1   # the director refused it, once
