@@ -61,21 +61,29 @@ def test_a_data_offset_under_five_words_is_no_tcp_header(doff):
     assert tcp_options_of(bytes(raw)) is None
 
 
+# A payload of 0x70 bytes reads as "data offset 7" wherever a TCP header is looked for in the
+# wrong place, so a check that let such a packet through would return options, not None.
+DECOY = b"\x70" * 60
+
+
 def test_not_tcp_is_no_options():
-    assert tcp_options_of(bytes(IP() / UDP() / Raw(b"\0" * 40))) is None
-    assert tcp_options_of(bytes(IPv6(nh=17) / UDP() / Raw(b"\0" * 40))) is None
+    assert tcp_options_of(bytes(IP() / UDP() / Raw(DECOY))) is None
+    assert tcp_options_of(bytes(IPv6(nh=17) / UDP() / Raw(DECOY))) is None
 
 
 def test_a_version_other_than_4_or_6_is_no_options():
-    raw = bytearray(syn(payload=b"\0" * 40))
+    raw = bytearray(syn(payload=DECOY))
     raw[0] = 0x55                                          # version 5, and byte 6 is... TCP
     raw[6] = socket.IPPROTO_TCP
     assert tcp_options_of(bytes(raw)) is None
 
 
 def test_an_ipv4_header_under_20_bytes_is_no_options():
-    raw = bytearray(syn())
-    raw[0] = 0x44                                          # IHL 4: 16 bytes
+    # IHL 4 (16 bytes) on a TCP packet whose acknowledgment number's first byte, read from
+    # there as a TCP header, would be a data offset of 7.
+    raw = bytearray(bytes(IP(src="198.18.0.3", dst="198.18.2.11")
+                          / TCP(flags="S", ack=0x70000000, options=[(254, TOA[2:])])))
+    raw[0] = 0x44
     assert tcp_options_of(bytes(raw)) is None
 
 
@@ -127,6 +135,11 @@ def test_version_5_with_a_right_checksum_is_not_ipv4():
 def test_an_option_length_under_2_ends_the_walk_before_a_toa(length):
     assert toa_from_options(bytes([30, length]) + TOA) is None
     assert toa_from_options(bytes([1, 1]) + TOA) == (CIP, CPORT)   # NOPs do not end it
+
+
+def test_an_option_longer_than_what_is_left_ends_the_walk():
+    # An IPv6 TOA's length (20) over only a v4 TOA's worth of bytes: not read as a v4 TOA.
+    assert toa_from_options(bytes([254, 20]) + TOA[2:]) is None
 
 
 # --- the socket side, with a saved SYN that carries a TOA ---------------------------------------
