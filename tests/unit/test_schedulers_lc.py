@@ -1,32 +1,32 @@
 """lc, wlc, sed, nq, fo and ovf against loads and sequences worked out by hand from the kernel's
 ip_vs_{lc,wlc,sed,nq,fo,ovf}.c. Load figure: lc/wlc (active << 8) + inactive; sed/nq active + 1.
 
-lc, wlc, sed and nq decide in C in production (Forwarder.least_loaded, when no server has a
-threshold): the tests taking `mk` run twice, once on the Python path and once with the real
-extension's counters and its C decision (tests.unit.schedfakes.ForwarderCounters), which must
-then have been asked. Tests that set OVERLOAD by hand stay on the Python path: in production
-only a threshold sets it, and a threshold sends the decision back to Python."""
+Every built-in scheduler decides in C in production (the program lb.schedulers.program builds,
+Forwarder.pick): the tests taking `mk` run twice, once through the Python class and once
+through the real extension's C decision on its own counters (tests.unit.schedfakes.InC), which
+must then have been asked. Tests that set OVERLOAD by hand stay on the Python path: in
+production only a threshold sets it, and the C side keeps its own from the thresholds."""
 import pytest
 
 from lb.director.model import OVERLOAD, RealServer, Service
 
-from tests.unit.schedfakes import FLOW, CounterViews, ForwarderCounters, load, make, picks, stats_of
+from tests.unit.schedfakes import FLOW, CounterViews, ForwarderCounters, InC, load, make, picks, stats_of
 
 
 @pytest.fixture(params=["python", "c"])
 def mk(request):
-    """make() on the Python path, or on the real fast path's counters deciding in C."""
+    """make() deciding through the Python class, or in C on the real fast path's counters."""
     made = []
 
     def build(sched, weights, **kw):
-        stats = ForwarderCounters() if request.param == "c" else CounterViews()
-        svc = make(sched, weights, stats=stats, **kw)
+        if request.param == "python":
+            return make(sched, weights, **kw)
+        counters = ForwarderCounters()
+        svc = InC(make(sched, weights, stats=counters, **kw), counters)
         made.append(svc)
         return svc
     yield build
-    if request.param == "c":
-        in_c = [svc for svc in made if svc.sched.name in ("lc", "wlc", "sed", "nq")]
-        assert all(stats_of(svc).decisions > 0 for svc in in_c), "the C path was not taken"
+    assert all(svc.decisions > 0 for svc in made), "the C path was not taken"
 
 
 # --- lc -----------------------------------------------------------------------------------
