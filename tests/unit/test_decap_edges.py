@@ -76,3 +76,10 @@ def test_counters_count_once_per_packet_and_the_stats_file_says_who(tmp_path, mo
     finally:
         os.close(r)
         os.close(w)
+
+
+def test_close_before_open_closes_nothing():
+    # serve() closes the Decapsulator on every exit, also when open() failed half-way.
+    d = Decapsulator([VIP])
+    d.close()
+    assert d.tun_fd is None and d.raw is None
