@@ -238,3 +238,66 @@ def test_the_fake_refuses_what_the_real_fast_path_refuses():
         with pytest.raises(ValueError):
             target.set_service(REAL["services"], 6, VIP, 80)
     assert fake.limits == dict(REAL)
+
+
+# --- every operation of a plan pushed whole and undone exactly ----------------------------------
+
+def tables(d):
+    # A pool a refused plan set up stays set, unnamed and unused (reconcile.plan: "an unused
+    # pool needs no undo"); the next plan that needs that slot sets it again. Only the pools
+    # the applied state names are compared.
+    fp = d.fastpath
+    named = set(d.applied.pools.values())
+    return (dict(fp.services), dict(fp.dests),
+            {k: dict(v) for k, v in fp.pools.items() if k in named},
+            dict(fp.timeouts), dict(getattr(fp, "scheds", {})), set(d.ingress.drops),
+            ok(d, op="list"))
+
+
+def loaded(lport_range=(2000, 2999)):
+    d = Director(FakeFastPath(LIMITS), FakeIngress(), lport_range=lport_range, limits=LIMITS)
+    d.reconcile()
+    svc(d, 80, persistent=300, netmask="255.255.255.0")
+    ok(d, op="add_laddr", proto="tcp", vip=VIP, port=80, laddr=LIP1)
+    server(d, RIP, "fullnat")
+    server(d, RIP2, "masq")
+    svc(d, 53, proto="udp", onepacket=True)
+    server(d, RIP, "masq", port=53, proto="udp")
+    ok(d, op="set", tcp=0, tcpfin=0, udp=30)
+    return d
+
+
+def test_every_field_of_a_service_reaches_the_fast_path():
+    d = loaded()
+    tcp, udp = d.fastpath.services[0], d.fastpath.services[1]
+    assert (tcp["persistent"], tcp["netmask"], tcp["onepacket"], tcp["fwmark"]) == \
+        (300, "255.255.255.0", False, 0)
+    assert (udp["persistent"], udp["onepacket"], udp["proto"], udp["vport"]) == (0, True, 17, 53)
+    assert d.fastpath.pools[0] == {"addr": LIP1, "low": 2000, "high": 2999, "used": 0}  # --lport-range
+    assert d.fastpath.dests[0]["fwd"] == 3 and d.fastpath.dests[1]["fwd"] == 0
+
+
+# One command that deletes, edits and adds at once: a replacing batch.
+CHANGE = {"op": "batch", "replace": True, "commands": [
+    {"op": "add_service", "proto": "tcp", "vip": VIP, "port": 80, "scheduler": "wrr", "persistent": 60},
+    {"op": "add_laddr", "proto": "tcp", "vip": VIP, "port": 80, "laddr": LIP2},
+    {"op": "add_server", "proto": "tcp", "vip": VIP, "port": 80, "rip": RIP, "rport": 80, "fwd": "masq",
+     "weight": 3},                                 # same slot, another forwarding code: an edit
+    {"op": "add_service", "proto": "tcp", "vip": VIP, "port": 81, "scheduler": "rr"},
+    {"op": "add_server", "proto": "tcp", "vip": VIP, "port": 81, "rip": RIP2, "rport": 81, "fwd": "route"},
+]}
+
+
+def test_a_refusal_at_any_step_of_a_plan_leaves_the_fast_path_exactly_as_it_was():
+    pushed = loaded()
+    start = len(pushed.fastpath.ops)
+    assert pushed.apply(CHANGE)["rc"] == 0
+    n = len(pushed.fastpath.ops) - start
+    assert n >= 6                                  # deletions, edits, additions, programs
+    for k in range(n):
+        d = loaded()
+        before = tables(d)
+        d.fastpath.fail_at = len(d.fastpath.ops) + k
+        reply = d.apply(CHANGE)
+        assert reply["rc"] == 1 and "the fast path refused" in reply["err"], (k, reply)
+        assert tables(d) == before, f"refused at operation {k} of {n}: not undone exactly"
