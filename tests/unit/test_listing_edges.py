@@ -67,3 +67,29 @@ def test_get_laddr_sorted_and_without_services_that_have_no_local_address():
 
 def test_get_laddr_of_one_service_shows_it_even_without_local_addresses():
     assert format_laddrs([svc(79)]).splitlines()[1].split() == ["198.18.0.100:79", "0"]
+
+
+def test_exact_reaches_the_service_line_and_the_servers_rates():
+    # --exact prints a service's summed counters and a server's byte rates in full too.
+    from tests.unit.test_listing import exact, figures_table
+    from lb.director.listings import Format, Live, format_list
+    _, svcs = figures_table()
+    a = (10, 123456789, 99999999, 100000000000, 123456789012345)
+    b = (5, 1, 2, 300, 4000)
+    text = format_list(svcs, Format(stats=True, exact=True)).splitlines()
+    assert text[3] == f"{'TCP  198.18.0.100:80':<33}" + "".join(exact(x + y) for x, y in zip(a, b))
+    big = dict(cps=1, inpps=2, outpps=3, inbps=123456789012, outbps=5)
+    live = Live(rates=lambda key: big)
+    line = [l for l in format_list(svcs, Format(rate=True, exact=True), live).splitlines()
+            if l.startswith("  -> 198.18.0.11:8080")][0]
+    assert line.endswith(exact(123456789012) + exact(5))
+
+
+def test_one_service_rates_without_live_figures_read_zero():
+    from tests.unit.test_listing import figures_table
+    from lb.director.listings import Format, format_one
+    _, svcs = figures_table()
+    text = format_one(svcs[1], Format(rate=True))          # no Live given: every rate 0
+    lines = text.splitlines()
+    assert lines[2].split() == ["TCP", "198.18.0.100:80", "0", "0", "0", "0", "0"]
+    assert [l.split()[2:] for l in lines[3:]] == [["0"] * 5] * 2
