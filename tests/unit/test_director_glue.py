@@ -251,7 +251,8 @@ def tables(d):
     return (dict(fp.services), dict(fp.dests),
             {k: dict(v) for k, v in fp.pools.items() if k in named},
             dict(fp.timeouts), dict(getattr(fp, "scheds", {})), set(d.ingress.drops),
-            ok(d, op="list"))
+            ok(d, op="list"), list(fp.active), list(fp.inactive),
+            {k: dict(v) for k, v in fp.counts.items() if any(v.values())})   # absent = zero
 
 
 def loaded(lport_range=(2000, 2999)):
@@ -296,6 +297,8 @@ def test_a_refusal_at_any_step_of_a_plan_leaves_the_fast_path_exactly_as_it_was(
     assert n >= 6                                  # deletions, edits, additions, programs
     for k in range(n):
         d = loaded()
+        for slot in (0, 1, 2):                     # live connections: an undo must not reset them
+            d.fastpath.load_counters(slot, 1, 2)
         before = tables(d)
         d.fastpath.fail_at = len(d.fastpath.ops) + k
         reply = d.apply(CHANGE)
