@@ -83,3 +83,17 @@ def test_close_before_open_closes_nothing():
     d = Decapsulator([VIP])
     d.close()
     assert d.tun_fd is None and d.raw is None
+
+
+def test_close_closes_the_device_once():
+    d = Decapsulator([VIP])
+    r, w = os.pipe()
+    d.tun_fd = w                                   # a pipe standing in for the TUN device
+    try:
+        d.close()
+        assert d.tun_fd is None
+        with pytest.raises(OSError):
+            os.fstat(w)                            # closed
+        d.close()                                  # and a second close() closes nothing
+    finally:
+        os.close(r)
