@@ -286,6 +286,7 @@ CHANGE = {"op": "batch", "replace": True, "commands": [
      "weight": 3},                                 # same slot, another forwarding code: an edit
     {"op": "add_service", "proto": "tcp", "vip": VIP, "port": 81, "scheduler": "rr"},
     {"op": "add_server", "proto": "tcp", "vip": VIP, "port": 81, "rip": RIP2, "rport": 81, "fwd": "route"},
+    {"op": "set", "tcp": 0, "tcpfin": 0, "udp": 45},   # a timeout changed: undone to 30
 ]}
 
 
@@ -304,3 +305,15 @@ def test_a_refusal_at_any_step_of_a_plan_leaves_the_fast_path_exactly_as_it_was(
         reply = d.apply(CHANGE)
         assert reply["rc"] == 1 and "the fast path refused" in reply["err"], (k, reply)
         assert tables(d) == before, f"refused at operation {k} of {n}: not undone exactly"
+
+
+def test_an_nft_refusal_after_the_whole_plan_undoes_every_operation():
+    # nft comes last: every fast-path operation of the plan, timeouts included, is undone.
+    from lb.director.nft import NftError
+    d = loaded()
+    for slot in (0, 1, 2):
+        d.fastpath.load_counters(slot, 1, 2)
+    before = tables(d)
+    d.ingress.fail = NftError("nft failed: refused")
+    assert d.apply(CHANGE) == {"rc": 1, "out": "", "err": "lbd: nft failed: refused\n"}
+    assert tables(d) == before and d.fastpath.timeouts["UDP"] == 30
