@@ -4,6 +4,9 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
+
+from lb.director import cli
 
 VIP = "198.18.0.100"          # the lab's NAT VIP
 CLIENT = "198.18.1.2"         # the lab's client
@@ -58,3 +61,35 @@ def dest_rows(director, vip, port):
             cols = line.split()
             rows.append((int(cols[3]), int(cols[4])))
     return rows
+
+
+def wait_until(condition, timeout: float, what: str, interval: float = 0.05):
+    """Poll `condition()` until it returns something true (returned) or `timeout` seconds pass
+    (AssertionError naming `what` and the last value). The integration tests' one way to wait:
+    on the condition itself, with a deadline, never on a sleep that guesses how long it takes."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"{what}: not within {timeout:g}s (last: {value!r})")
+        time.sleep(interval)
+
+
+def figures(director) -> dict:
+    """lbd's live figures ({"op": "figures"}, what `lbadm top` reads): "drops" by reason,
+    "passes", "fastpath" totals (rx_frames, conns, expired_conns, ...), "services"."""
+    reply = cli.request(director.socket, {"op": "figures"}, timeout=5.0)
+    assert reply["rc"] == 0, reply
+    return json.loads(reply["out"])
+
+
+def drops(director) -> dict:
+    """Frames lbd's fast path dropped so far, by reason (lb._forward.REASON_NAMES)."""
+    return figures(director)["drops"]
+
+
+def connection_count(director) -> int:
+    """Entries in lbd's connection table now (the fast path's `conns` total)."""
+    return figures(director)["fastpath"].get("conns", 0)

@@ -12,7 +12,7 @@ import pytest
 from lb.lab.lbd import LabDirector
 from lb.lab.net import LabError
 from lb.lab.servers import pattern_sha256
-from tests.integration.helpers import VIP, many_gets, ok
+from tests.integration.helpers import VIP, listing, many_gets, ok, wait_until
 
 RULES = f"""\
 -A -t {VIP}:80 -s rr
@@ -84,7 +84,9 @@ def test_a_download_survives_reloads_good_bad_and_half_good(lab, tmp_path):
         download = lab.popen("client", ["bash", "-c", f"curl -sS --max-time 60 --limit-rate 3M "
                                         f"http://{VIP}/bytes/{n} | sha256sum"],
                              stdout=subprocess.PIPE, text=True)
-        time.sleep(0.5)
+        # The reloads must come while the download runs: wait until lbd counts it ESTABLISHED.
+        wait_until(lambda: any(l.split()[4] == "1" for l in listing(d).splitlines()
+                               if l.startswith("  -> 198.18.0.1")), 10, "the download is established")
         path.write_text(RULES + f"-A -u {VIP}:53 -s rr\n")                          # good
         ok(d.lbadm("--reload"))
         path.write_text(RULES + "-A -t 198.18.0.100:80 -s nosuch\n")                # bad

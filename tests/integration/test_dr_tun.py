@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from lb.lab.servers import pattern_sha256
-from tests.integration.helpers import CLIENT, dest_rows, many_gets, ok
+from tests.integration.helpers import CLIENT, dest_rows, drops, many_gets, ok
 
 FLAGS = {"dr": "-g", "tun": "-i"}
 
@@ -58,7 +58,9 @@ s.setsockopt(socket.IPPROTO_IP, IP_MTU_DISCOVER, IP_PMTUDISC_DO)
 s.connect((sys.argv[1], 5353))
 before = s.getsockopt(socket.IPPROTO_IP, IP_MTU)
 s.send(b"x" * (1500 - 28))
-time.sleep(1.0)
+deadline = time.monotonic() + 5                          # until the ICMP has been taken in
+while s.getsockopt(socket.IPPROTO_IP, IP_MTU) == before and time.monotonic() < deadline:
+    time.sleep(0.01)
 print(before, s.getsockopt(socket.IPPROTO_IP, IP_MTU))
 """
 
@@ -66,8 +68,10 @@ print(before, s.getsockopt(socket.IPPROTO_IP, IP_MTU))
 def test_df_packet_too_big_for_the_tunnel_gets_icmp_frag_needed(lab, director, realservers):
     realservers("tun")
     vip = mode_service(lab, director, "tun", "-u", 5353)
+    refused = drops(director)["frag_needed"]
     r = lab.run("client", [sys.executable, "-c", PMTU_PROBE, vip], timeout=30,
                 capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     before, after = map(int, r.stdout.split())
     assert (before, after) == (1500, 1480)                 # MTU - 20, learned from the director
+    assert drops(director)["frag_needed"] == refused + 1   # the director refused it, once

@@ -7,14 +7,13 @@ from __future__ import annotations
 import json
 import re
 import sys
-import time
 
 import pytest
 
 from lb.lab.lbd import LabDirector
 from lb.lab.topology import VIPS
 from lb.lab.servers import pattern_sha256
-from tests.integration.helpers import dest_rows, ok
+from tests.integration.helpers import connection_count, dest_rows, drops, ok, wait_until
 
 CLIENT = "198.18.1.2"
 
@@ -107,12 +106,13 @@ def test_a_tiny_port_pool_runs_out_cleanly_and_recovers(rlab, rdirector):
     answers = [rlab.udp_query("client", vip, 5353, b"q%d" % i, timeout=1.0) for i in range(10)]
     assert [a is not None for a in answers] == [True] * 8 + [False] * 2
     assert [i for i, _ in dest_rows(d, vip, 5353)] == [4, 4]          # InPkts: 4 flows each
-    time.sleep(3.5)                                          # the flows expire, ports come back
+    assert drops(d)["lport_exhausted"] == 2                  # the two refusals were lbd's
+    # The flows expire (2 s, then a sweep of the table) and give their ports back.
+    wait_until(lambda: connection_count(d) == 0, 15, "the eight UDP entries expire")
     assert rlab.udp_query("client", vip, 5353, b"again", timeout=2.0) is not None
-    stopped = d.proc.pid
     d.stop()
+    assert d.proc.returncode == 0, d.log_tail()              # SIGTERM: a clean exit
     assert re.search(r"lport_exhausted=2\b", d.log_tail()), d.log_tail()
-    assert stopped
 
 
 def test_enat_replies_bypass_the_director(rlab, rdirector):

@@ -355,9 +355,24 @@ def test_demo_shows_the_three_modes():
     r = subprocess.run([sys.executable, "-m", "lb", "demo", "--count", "3"], capture_output=True, text=True,
                        timeout=240, env=Lab().env())
     assert r.returncode == 0, r.stdout + r.stderr
-    rows = [l.split() for l in r.stdout.splitlines() if l.startswith(("nat (", "dr (", "tun ("))]
-    modes = {row[0] for row in rows}
-    assert "nat" in modes
-    for mode in ("dr", "tun"):
-        assert mode in modes or f"{mode}: unavailable" in r.stdout
-    assert all(row[5].startswith(f"{CLIENT}:") for row in rows)
+    # As root every mode can be set up: "unavailable" would be a failure, not an excuse.
+    assert "unavailable" not in r.stdout, r.stdout
+    # 'nat (lbd) tcp 1 rs1 198.18.1.2:40000 -' -> mode, proto, n, rs, peer, toa
+    rows = [(w[0], w[2], int(w[3]), w[4], w[5], w[6]) for w in map(str.split, r.stdout.splitlines())
+            if len(w) == 7 and w[1] == "(lbd)"]
+    protos = {"nat": ("tcp", "udp"), "dr": ("tcp", "udp"), "tun": ("tcp", "udp"),
+              "fullnat": ("tcp", "udp"), "enat": ("tcp",)}          # ENAT is TCP only
+    assert sorted((m, p, n) for m, p, n, *_ in rows) == \
+        sorted((m, p, n) for m, ps in protos.items() for p in ps for n in (1, 2, 3)), r.stdout
+    for mode, proto, n, rs, peer, toa in rows:
+        assert rs in ("rs1", "rs2", "rs3"), (mode, proto, n, rs, peer)
+        host = peer.rsplit(":", 1)[0]
+        if mode in ("nat", "dr", "tun"):            # the RS sees the real client itself
+            assert host == CLIENT and toa == "-", (mode, proto, peer, toa)
+        elif mode == "fullnat":                     # a local address, the client in TOA (TCP only)
+            assert host in ("198.18.0.3", "198.18.0.4"), (mode, proto, peer)
+            assert toa.rsplit(":", 1)[0] == (CLIENT if proto == "tcp" else "-"), (mode, proto, toa)
+        else:                                       # enat: the VIP lent as the peer, TOA the client
+            assert host == VIPS["enat"] and toa.rsplit(":", 1)[0] == CLIENT, (mode, peer, toa)
+    for mode in protos:                             # rr over three servers: each once per protocol
+        assert sorted(rs for m, p, _, rs, _, _ in rows if m == mode and p == "tcp") == ["rs1", "rs2", "rs3"]

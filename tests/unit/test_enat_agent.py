@@ -56,7 +56,9 @@ def table_with(*entries, **kw) -> FlowTable:
 
 
 def checksums_ok(data: bytes) -> IP:
-    """scapy recomputes both checksums; they must equal what we wrote (or be the -0/+0 twin)."""
+    """scapy recomputes both checksums; they must equal what we wrote. A TCP checksum may be
+    the other zero of ones' complement (0 for 0xFFFF: both verify); a UDP one may not be 0,
+    which means "no checksum" (RFC 768: a computed 0 is sent as 0xFFFF, as scapy does)."""
     pkt = IP(data)
     again = pkt.copy()
     del again.chksum
@@ -64,7 +66,10 @@ def checksums_ok(data: bytes) -> IP:
     again = IP(bytes(again))
     assert again.chksum == pkt.chksum
     mine, right = pkt.payload.chksum, again.payload.chksum
-    assert mine == right or {mine, right} == {0, 0xFFFF}
+    if UDP in pkt:
+        assert mine != 0 and mine == right, (hex(mine), hex(right))
+    else:
+        assert mine == right or {mine, right} == {0, 0xFFFF}, (hex(mine), hex(right))
     return pkt
 
 
@@ -152,6 +157,19 @@ def test_udp_without_checksum_keeps_none():
     t = table_with((key(proto=17, rport=5353), 5353))
     out, _ = rewrite_reply(udp_reply(chksum=0), t)
     assert IP(out)[UDP].chksum == 0 and IP(out).dst == CIP
+
+
+def test_udp_reply_whose_checksum_computes_to_zero_is_sent_as_ffff():
+    # The payload word that makes the rewritten datagram's sum 0xFFFF: its checksum computes
+    # to 0, which UDP must send as 0xFFFF (RFC 768), never as 0 ("no checksum").
+    def rewritten(payload):
+        return IP(bytes(IP(src=VIP, dst=CIP) / UDP(sport=5353, dport=CPORT) / Raw(payload)))
+    word = struct.pack("!H", rewritten(b"\0\0")[UDP].chksum)
+    assert rewritten(word)[UDP].chksum == 0xFFFF          # the edge, as scapy computes it
+    t = table_with((key(proto=17, rport=5353), 5353))
+    out, reason = rewrite_reply(udp_reply(payload=word), t)
+    assert reason == REWRITTEN and IP(out)[UDP].chksum == 0xFFFF
+    assert checksums_ok(out)[UDP].load == word
 
 
 def test_ip_options_and_trailing_bytes():

@@ -1,6 +1,9 @@
 """DR and TUN in the core (Forwarder.process): the vectors of tests/vectors/dr.py and tun.py one
 by one, then what no single frame shows: DR's input-only connection state and counters, TUN
 without a neighbour, and on-link clients against the neighbour table."""
+import functools
+import socket
+import struct
 from dataclasses import replace
 
 import pytest
@@ -47,18 +50,53 @@ def on_link(mode):
                    dests=(fx.Destination(0, 0, RIP, 80, mode),), max_conns=8192)
 
 
+def client_addr(i):
+    return f"198.18.{100 + i // 250}.{1 + i % 250}"
+
+
 def client_syn(i):
-    src = f"198.18.{100 + i // 250}.{1 + i % 250}"
-    return bytes(Ether(src="02:00:00:00:01:01", dst=DIRECTOR_MAC) / IP(src=src, dst=VIP)
+    """Client i's SYN as scapy builds it (the reference for client_syns)."""
+    return bytes(Ether(src="02:00:00:00:01:01", dst=DIRECTOR_MAC) / IP(src=client_addr(i), dst=VIP)
                  / TCP(sport=1000 + i % 50000, dport=80, flags="S"))
+
+
+def _sum16(data: bytes) -> int:
+    s = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while s >> 16:
+        s = (s & 0xFFFF) + (s >> 16)
+    return 0xFFFF ^ s
+
+
+@functools.cache
+def client_syns(n: int) -> tuple:
+    """client_syn(0..n-1), built from one scapy template by patching the source address, the
+    source port and both checksums: scapy takes about 0.7 ms a frame, this 10 us."""
+    template = client_syn(0)
+    out = []
+    for i in range(n):
+        f = bytearray(template)
+        f[26:30] = socket.inet_aton(client_addr(i))
+        struct.pack_into("!H", f, 34, 1000 + i % 50000)
+        f[24:26] = f[50:52] = b"\0\0"
+        struct.pack_into("!H", f, 24, _sum16(bytes(f[14:34])))
+        pseudo = bytes(f[26:34]) + struct.pack("!BBH", 0, 6, len(f) - 34)
+        struct.pack_into("!H", f, 50, _sum16(pseudo + bytes(f[34:])))
+        out.append(bytes(f))
+    return tuple(out)
+
+
+def test_the_patched_syns_are_the_ones_scapy_builds():
+    syns = client_syns(5000)
+    for i in (0, 1, 249, 250, 777, 4999):
+        assert syns[i] == client_syn(i), i
 
 
 def test_on_link_clients_do_not_exhaust_the_neighbour_table():
     # NAT needs the client's MAC (replies), so each on-link client has a neighbour entry; it
     # goes with the client's last connection, so 5000 clients over time fit a 4096 table.
     f = fx.provision(on_link("masq"))
-    for i in range(5000):
-        assert f.process(client_syn(i), now=NOW)[0] == "forward", i
+    for i, syn in enumerate(client_syns(5000)):
+        assert f.process(syn, now=NOW)[0] == "forward", i
         if i % 1000 == 999:
             f.expire(NOW + 61)                              # their SYN_RECV entries expire
     assert f.counters()["no_route"] == 0
@@ -66,6 +104,6 @@ def test_on_link_clients_do_not_exhaust_the_neighbour_table():
 
 def test_dr_keeps_no_neighbour_entry_per_client():
     f = fx.provision(on_link("route"))
-    for i in range(5000):                                   # all at once, none expired
-        assert f.process(client_syn(i), now=NOW)[0] == "forward", i
+    for i, syn in enumerate(client_syns(5000)):             # all at once, none expired
+        assert f.process(syn, now=NOW)[0] == "forward", i
     assert [n[0] for n in f.neighbours()] == [RIP]

@@ -125,13 +125,24 @@ def test_wrr_update_with_gcd_rounds_cw():
     assert picks(svc, 4) == "ABAB"
 
 
-def test_wrr_update_cw_formula_when_di_above_one():
+def test_wrr_update_cw_above_mw_is_clamped():
     svc = make("wrr", [8, 1])               # di=1 mw=8
     assert picks(svc, 3) == "AAA"           # cw 8, 7, 6
-    svc.dests[1].weight = 4                 # weights 8,4: di=4 mw=5; cw=(6//4)*4+1=5
+    svc.dests[1].weight = 4                 # weights 8,4: di=4 mw=5; cw=6 > mw -> cw=mw=5
     svc.sched.update_service(svc)
     assert (svc.sched.di, svc.sched.mw, svc.sched.cw) == (4, 5, 5)
     assert picks(svc, 3) == "AAB"           # cw 5: A | cw 1: A B
+
+
+def test_wrr_update_cw_formula_when_di_above_one():
+    # ip_vs_wrr_dest_changed: cw <= mw and di > 1 -> cw = (cw / di) * di + 1.
+    svc = make("wrr", [8, 1])               # di=1 mw=8
+    assert picks(svc, 5) == "AAAAA"         # cw 8, 7, 6, 5, 4
+    svc.dests[1].weight = 4                 # weights 8,4: di=4 mw=5; cw=4 <= mw: (4//4)*4+1 = 5
+    svc.sched.update_service(svc)
+    assert (svc.sched.di, svc.sched.mw, svc.sched.cw) == (4, 5, 5)
+    # cw 5: A | cw 1: A B | cw 5: A | cw 1: A B. Keeping cw=4 would give cw 4: A B | cw 5: A ...
+    assert picks(svc, 6) == "AABAAB"
 
 
 def test_wrr_skips_overloaded():

@@ -56,14 +56,34 @@ def test_none_available_draws_nothing():
     assert make("twos", []).schedule(FLOW) is None
 
 
-def test_seeded_rng_is_repeatable_and_weighted():
-    def run():
-        svc = make("twos", [1, 3])
-        svc.sched.rng = random.Random(42)
-        return picks(svc, 4000, bind="inactive")
-    first = run()
-    assert first == run()
-    counts = Counter(first)
+class Recorder:
+    """A seeded Random whose every randrange(n) is kept, with its bound, for the replay."""
+
+    def __init__(self, seed):
+        self.rng, self.draws = random.Random(seed), []
+
+    def randrange(self, n):
+        r = self.rng.randrange(n)
+        self.draws.append((n, r))
+        return r
+
+
+def test_every_seeded_decision_follows_the_kernel_rule():
+    # Weights A=1, B=3 (sums 1, 4): draws in 0..4, 0 and 1 -> A, 2..4 -> B. Each pick adds an
+    # inactive connection, so the overhead is the count of picks so far. The second draw wins
+    # only when w2 * oh1 > w1 * oh2 (ip_vs_twos_schedule). Replayed from the draws made.
+    svc = make("twos", [1, 3])
+    svc.sched.rng = rec = Recorder(42)
+    got = picks(svc, 4000, bind="inactive")
+    assert len(rec.draws) == 8000 and {n for n, _ in rec.draws} == {5}
+    weight, count, want = {"A": 1, "B": 3}, {"A": 0, "B": 0}, []
+    for i in range(4000):
+        d1, d2 = ("A" if r <= 1 else "B" for _, r in rec.draws[2 * i:2 * i + 2])
+        pick = d2 if weight[d2] * count[d1] > weight[d1] * count[d2] else d1
+        count[pick] += 1
+        want.append(pick)
+    assert got == "".join(want)
+    counts = Counter(got)
     # The load comparison evens the split out towards the weights (1:3); the draws alone
     # would give A (1+1)/5, B 3/5.
     assert 850 < counts["A"] < 1150 and counts["A"] + counts["B"] == 4000
