@@ -74,6 +74,7 @@ class Mode:
         self.proto = getattr(args, "proto", "udp")
         self.vips = list(getattr(args, "vips", None) or [VIP])
         self.rips = real_server_ips(getattr(args, "real_servers", 1))
+        self.port = getattr(args, "port", PORT)      # the service port (bench/suite.py: 80, 5201)
 
     def setup(self):
         pass
@@ -188,12 +189,12 @@ class NftDnatMode(Mode):
         sysctl(self.lab.fwd, net__ipv4__ip_forward=1)
         vips = ", ".join(self.vips)
         # several real servers: round robin over them, as lbd's rr does (nft numgen)
-        to = (f"{SINK_IP}:{PORT}" if len(self.rips) == 1 else "numgen inc mod %d map { %s }" % (
+        to = (f"{SINK_IP}:{self.port}" if len(self.rips) == 1 else "numgen inc mod %d map { %s }" % (
             len(self.rips), ", ".join(f"{i} : {a}" for i, a in enumerate(self.rips))))
         self.lab.nft(self.lab.fwd, f"""
 table ip lbbench_dnat {{
   chain pre {{ type nat hook prerouting priority dstnat; policy accept;
-    ip daddr {{ {vips} }} {self.proto} dport {PORT} counter dnat to {to}
+    ip daddr {{ {vips} }} {self.proto} dport {self.port} counter dnat to {to}
   }}
 }}""")
         self.ct0 = conntrack_stats(self.lab.fwd)
@@ -313,10 +314,10 @@ class NatMode(Mode):
         f = self.flag()
         cmds = []
         for k, vip in enumerate(self.vips):
-            cmds.append(["-A", f, f"{vip}:{PORT}", "-s", "rr"])
+            cmds.append(["-A", f, f"{vip}:{self.port}", "-s", "rr"])
             cmds += self.extra_commands(k, vip)
             for rip in self.rips:
-                cmds.append(["-a", f, f"{vip}:{PORT}", "-r", f"{rip}:{PORT}", *self.fwd_args])
+                cmds.append(["-a", f, f"{vip}:{self.port}", "-r", f"{rip}:{self.port}", *self.fwd_args])
         try:
             self.cli_batch(cmds)
         except (RuntimeError, subprocess.TimeoutExpired) as e:
@@ -407,7 +408,7 @@ class FullnatMode(NatMode):
                 h.addr("add", index=i, address=self.lip(k), prefixlen=32)
 
     def extra_commands(self, i, vip):
-        return [["--add-laddr", self.flag(), f"{vip}:{PORT}", "-z", self.lip(i)]]
+        return [["--add-laddr", self.flag(), f"{vip}:{self.port}", "-z", self.lip(i)]]
 
     def source_for(self, vip):
         return self.lip(self.vips.index(vip)), self.lport_range
