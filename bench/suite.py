@@ -41,8 +41,12 @@ def parse_args(argv=None):
     ap.add_argument("--only", metavar="ID,...", help="run only these sections (ids as in report.json)")
     ap.add_argument("--lb-root", metavar="DIR", help="run lbd from this tree (see bench/README.md)")
     ap.add_argument("--no-progress", action="store_true", help="plain lines instead of rich's progress bar")
+    ap.add_argument("--trials", type=int, help="trials per mode (default: 3, curves and connection workloads 2)")
+    ap.add_argument("--retries", type=int, help="retries of a disturbed trial (default 2)")
     a = ap.parse_args(argv)
-    secs = plan.sections(a.quick)
+    if a.trials is not None and a.trials < 1 or a.retries is not None and a.retries < 0:
+        ap.error("--trials must be >= 1 and --retries >= 0")
+    secs = plan.sections(a.quick, a.trials, a.retries)
     ids = [s.id for s in secs]
     if a.only:
         want = [x.strip() for x in a.only.split(",") if x.strip()]

@@ -53,20 +53,25 @@ def measure_memory(lab, gen, args, n_conns, max_conns=1_000_000):
         mode.setup()
         time.sleep(0.5)
         rss0 = vm_rss_kib(mode.proc.pid)
-        gen.burst(VIP, n_conns, timeout=10 + 2 * n_conns / args.warmup_pps, rate=args.warmup_pps)
-        # wait until the count settles (the last batch is in the table)
-        last, conns, deadline = -1, 0, time.monotonic() + 20
-        while time.monotonic() < deadline:
-            conns = lbd_conns(mode.cli("-L", "-n", check=False, timeout=10).stdout)
-            if conns == last:
-                break
-            last = conns
-            time.sleep(0.5)
+        # The same n_conns SYNs, up to three passes: a SYN lbd missed (its ring full for a moment
+        # on a busy machine) makes its connection on the next pass, one it has is a retransmission.
+        conns, passes = 0, 0
+        while passes < 3 and conns < 0.99 * n_conns:
+            passes += 1
+            gen.burst(VIP, n_conns, timeout=10 + 2 * n_conns / args.warmup_pps, rate=args.warmup_pps)
+            # wait until the count settles (the last batch is in the table)
+            last, deadline = -1, time.monotonic() + 20
+            while time.monotonic() < deadline:
+                conns = lbd_conns(mode.cli("-L", "-n", check=False, timeout=10).stdout)
+                if conns == last:
+                    break
+                last = conns
+                time.sleep(0.5)
         rss1 = vm_rss_kib(mode.proc.pid)
     finally:
         mode.teardown()
     per_conn = (rss1 - rss0) * 1024 / conns if conns else None
-    rec = {"max_conns": max_conns, "conns_sent": n_conns, "conns": conns,
+    rec = {"max_conns": max_conns, "conns_sent": n_conns, "passes": passes, "conns": conns,
            "rss_empty_mib": rss0 / 1024, "rss_full_mib": rss1 / 1024,
            "bytes_per_conn": per_conn, "conntrack_object_bytes": conntrack_object_size()}
     if per_conn is not None and conns < max_conns:

@@ -70,8 +70,9 @@ def pps_argv(t, modes, trials=None, **kw):
     return a
 
 
-def sections(quick: bool) -> list[Section]:
-    t = QUICK if quick else FULL
+def sections(quick: bool, trials: int | None = None, retries: int | None = None) -> list[Section]:
+    """trials/retries: override the timing's (every section; the curves take the smaller count)."""
+    t = timing(quick, trials, retries)
     lbd = QUICK_LBD if quick else LBD_MODES
     some = ("kernel", "nftdnat", "ring") + lbd
     head = ("kernel", "nftdnat", "ring", "nat", "dr") if quick else PPS_MODES
@@ -95,7 +96,7 @@ def sections(quick: bool) -> list[Section]:
     for flows in ((1, big) if quick else (1, 1000, 100_000, big)):
         # every flow's first frame is a new flow: warm up at a pace lbd keeps (its new-flow rate)
         extra = {"flows": flows, "warmup_rounds": 1 if flows > 10_000 else 4,
-                 "warmup_pps": 50_000 if flows > 10_000 else 20_000,
+                 "warmup_pps": 100_000 if flows > 10_000 else 20_000,
                  "daemon_arg": f"--max-conns={max(2 * flows, 1 << 20)}"}
         note = ("nftables' conntrack holds at most nf_conntrack_max entries (read-only in a namespace): "
                 "beyond it, it evicts" if flows > 200_000 else "")
@@ -129,5 +130,11 @@ def sections(quick: bool) -> list[Section]:
     return out
 
 
-def timing(quick: bool) -> Timing:
-    return QUICK if quick else FULL
+def timing(quick: bool, trials: int | None = None, retries: int | None = None) -> Timing:
+    from dataclasses import replace
+    t = QUICK if quick else FULL
+    if trials:
+        t = replace(t, trials=trials, e2e_trials=min(trials, t.e2e_trials), curve_trials=min(trials, t.curve_trials))
+    if retries is not None:
+        t = replace(t, retries=retries)
+    return t

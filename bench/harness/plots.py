@@ -8,6 +8,7 @@ Returns the file names written; a missing matplotlib is reported, not fatal.
 from __future__ import annotations
 
 import os
+import textwrap
 
 from harness.analysis import NAMES
 
@@ -31,7 +32,7 @@ def bars(plt, path, title, rows, key, ylabel, ratio_key=None, fmt="{:.2f}"):
     ax.bar(xs, [r[key] for r in rows], color=[COLORS.get(r["mode"], "#999999") for r in rows])
     ax.set_xticks(list(xs), [NAMES.get(r["mode"], r["mode"]) for r in rows], rotation=30, ha="right", fontsize=8)
     ax.set_ylabel(ylabel)
-    ax.set_title(title, fontsize=9)
+    ax.set_title(textwrap.fill(title, 90), fontsize=9)
     for x, r in zip(xs, rows):
         label = fmt.format(r[ratio_key]) + "×" if ratio_key and r.get(ratio_key) is not None else ""
         if label:
@@ -58,7 +59,7 @@ def curve(plt, path, title, secs, xlabel, logx):
         ax.set_xscale("symlog", linthresh=1)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(secs[0]["unit"])
-    ax.set_title(title, fontsize=9)
+    ax.set_title(textwrap.fill(title, 90), fontsize=9)
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -57,7 +57,7 @@ class Suite:
             self.progress.update(self.task, description=what[:70])
 
     def planned_trials(self, secs):
-        t = plan.timing(self.opts.quick)
+        t = plan.timing(self.opts.quick, self.opts.trials, self.opts.retries)
         n = 0
         for s in secs:
             if s.kind == "e2e":
@@ -127,7 +127,7 @@ class Suite:
         d["rows"] = pps_rows(d, st.results, st.unavailable, frame_len=getattr(args, "frame_len", 60))
 
     def e2e_args(self, sec):
-        t = plan.timing(self.opts.quick)
+        t = plan.timing(self.opts.quick, self.opts.trials, self.opts.retries)
         _, a = self.parse("pps", ["--trials", str(t.e2e_trials), "--seconds", str(t.e2e_seconds),
                                   "--quiet-wait", str(t.quiet_wait), "--retries", str(t.retries),
                                   "--max-foreign", "0.10"])
