@@ -98,6 +98,8 @@ def sections(quick: bool, trials: int | None = None, retries: int | None = None)
         extra = {"flows": flows, "warmup_rounds": 1 if flows > 10_000 else 4,
                  "warmup_pps": 100_000 if flows > 10_000 else 20_000,
                  "daemon_arg": f"--max-conns={max(2 * flows, 1 << 20)}"}
+        if flows > 200_000:
+            extra["warmup_min"] = 0.5
         note = ("nftables' conntrack holds at most nf_conntrack_max entries (read-only in a namespace): "
                 "beyond it, it evicts" if flows > 200_000 else "")
         out.append(Section(f"flows_{flows}", f"64-byte UDP with {flows:,} concurrent flows (napi)", "pps",
