@@ -41,6 +41,9 @@ def parse_args(argv=None):
     ap.add_argument("--only", metavar="ID,...", help="run only these sections (ids as in report.json)")
     ap.add_argument("--lb-root", metavar="DIR", help="run lbd from this tree (see bench/README.md)")
     ap.add_argument("--no-progress", action="store_true", help="plain lines instead of rich's progress bar")
+    ap.add_argument("--update", action="store_true",
+                    help="keep the other sections of DIR's report.json and replace only those run now (with "
+                         "--only: re-run a section that other load disturbed); the report records both commands")
     ap.add_argument("--trials", type=int, help="trials per mode (default: 3, curves and connection workloads 2)")
     ap.add_argument("--retries", type=int, help="retries of a disturbed trial (default 2)")
     a = ap.parse_args(argv)
@@ -71,7 +74,7 @@ def count_trials(report):
 
 
 def finish(report, outdir, t0):
-    report["duration_s"] = round(time.monotonic() - t0, 1)
+    report["duration_s"] = round(time.monotonic() - t0 + report.get("duration_prev_s", 0), 1)
     report["machine"]["loadavg_end"] = open("/proc/loadavg").read().split()[:3]
     report["total_trials"], report["disturbed_trials"] = count_trials(report)
     from harness.analysis import folklore, targets
@@ -104,6 +107,18 @@ def main(argv=None):
               "machine": {"nproc": os.cpu_count(), "kernel": os.uname().release,
                           "loadavg_start": open("/proc/loadavg").read().split()[:3]},
               "sections": {}}
+    prev = os.path.join(outdir, "report.json")
+    if a.update and os.path.exists(prev):
+        with open(prev) as f:
+            kept = json.load(f)
+        report["sections"] = kept.get("sections", {})
+        report["updates"] = kept.get("updates", []) + [{"command": cmdline, "started": report["started"],
+                                                       "sections": [s.id for s in a.sections]}]
+        report["command"], report["machine"]["loadavg_start"] = kept["command"], kept["machine"]["loadavg_start"]
+        report["started"] = kept["started"]
+        report["duration_prev_s"] = kept.get("duration_s", 0)
+        if "memory" in kept and not any(s.kind == "memory" for s in a.sections):
+            report["memory"] = kept["memory"]
     t0 = time.monotonic()
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGHUP)}
 
@@ -112,7 +127,7 @@ def main(argv=None):
             json.dump(r, f, indent=1, default=str)
         os.replace(os.path.join(outdir, "report.json.tmp"), os.path.join(outdir, "report.json"))
 
-    log = open(os.path.join(outdir, "suite.log"), "w", buffering=1)
+    log = open(os.path.join(outdir, "suite.log"), "a" if a.update else "w", buffering=1)
     rc = 0
     try:
         if a.no_progress:

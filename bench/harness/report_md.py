@@ -91,6 +91,8 @@ def render(report):
            f"{' '.join(report['machine']['loadavg_start'])}, at end {' '.join(report['machine'].get('loadavg_end', ['?']))}. "
            f"Trials: {report['disturbed_trials']} of {report['total_trials']} disturbed "
            f"(other load on the forwarder CPU), retried and marked.", ""]
+    for u in report.get("updates", []):
+        out += [f"Re-run later (`--update`): {', '.join(u['sections'])} at {u['started']} with `{u['command']}`.", ""]
     if report.get("interrupted"):
         out += ["**Interrupted: this report is partial.**", ""]
     if report.get("missing_tools"):
@@ -120,7 +122,7 @@ def render(report):
                 f"{mem['rss_full_mib']:.1f} MiB with them: "
                 + (f"{mem['bytes_per_conn']:.0f} bytes per connection" if mem.get("bytes_per_conn") else "—")
                 + (f"; at 1 M connections {mem['rss_at_max_mib']:.1f} MiB"
-                   + (" (extrapolated)" if mem.get("rss_at_max_mib_extrapolated") else "")
+                   + (" (extrapolated)" if mem.get("rss_at_max_mib") != mem.get("rss_full_mib") else "")
                    if mem.get("rss_at_max_mib") else "")
                 + (f". Kernel reference: an nf_conntrack entry is {mem['conntrack_object_bytes']} bytes (slab "
                    "object, before its hash bucket)." if mem.get("conntrack_object_bytes") else "."), ""]
