@@ -5,7 +5,10 @@ set -eu
 cd "$(dirname "$0")"
 need=""
 # keepalived: its VRRP moves the VIPs in the lab's two-director test (tests/integration/test_vrrp.py).
-for tool in nft:nftables ip:iproute2 curl:curl ethtool:ethtool gcc:gcc taskset:util-linux keepalived:keepalived; do
+# haproxy, nginx, wrk, iperf3: the benchmark suite's references and load (bench/suite.py);
+# perf (linux-perf) to profile what a benchmark finds.
+for tool in nft:nftables ip:iproute2 curl:curl ethtool:ethtool gcc:gcc taskset:util-linux keepalived:keepalived \
+        haproxy:haproxy nginx:nginx wrk:wrk iperf3:iperf3 perf:linux-perf; do
     command -v "${tool%%:*}" >/dev/null 2>&1 || need="$need ${tool#*:}"
 done
 # The Cython extension needs Python's headers.

@@ -26,7 +26,10 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # bench/, for `harness`, from any cwd
+from harness.flows import CLIENT_NET, MAX_PORT_FLOWS  # noqa: E402
+from harness.modes import real_server_ips  # noqa: E402
 from harness.options import check_args, make_parser  # noqa: E402
+from harness.topology import add_real_servers, route_clients, set_mtu  # noqa: E402
 from harness.run import bench_main  # noqa: E402
 
 NS_PREFIX = "ppsbench"  # namespaces "<NS_PREFIX><pid>x<rand>-{gen,fwd,sink}"; not "lb*", which other harnesses sweep
@@ -36,13 +39,26 @@ def parse_args(argv=None):
     ap = make_parser(__doc__)
     a = ap.parse_args(argv)
     check_args(ap, a)
-    if not 1 <= a.flows <= 50000:
-        ap.error("--flows must be in 1..50000 (source ports 10000..59999)")
+    if not 1 <= a.flows <= 1_000_000:
+        ap.error("--flows must be in 1..1000000")
+    if not 60 <= a.frame_len <= 1514:
+        ap.error("--frame-len must be in 60..1514")
+    if not 1 <= a.real_servers <= 256:
+        ap.error("--real-servers must be in 1..256")
     return a
 
 
+def prepare(lab, args):
+    """Clients behind g0 (many flows), extra real servers, MTU headroom for TUN's big frames."""
+    if args.flows > MAX_PORT_FLOWS:
+        route_clients(lab, CLIENT_NET)
+    add_real_servers(lab, real_server_ips(args.real_servers))
+    if args.frame_len > 1400:
+        set_mtu(lab, 1600)
+
+
 def main(argv=None):
-    return bench_main(parse_args(argv), argv, ns_prefix=NS_PREFIX)
+    return bench_main(parse_args(argv), argv, ns_prefix=NS_PREFIX, prepare=prepare)
 
 
 if __name__ == "__main__":

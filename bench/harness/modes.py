@@ -22,7 +22,8 @@ import subprocess
 import sys
 import time
 
-from harness.frames import PROTO_NUM, UDP_PAYLOAD
+from harness.flows import payload
+from harness.frames import FRAME_LEN, PROTO_NUM
 from harness.proc import kill_own, nsexec, proc_jiffies, run, sysctl
 from harness.topology import FWD_SINK_IP, PORT, SINK_IP, VIP
 
@@ -30,13 +31,20 @@ from harness.topology import FWD_SINK_IP, PORT, SINK_IP, VIP
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 LPORT_RANGE = (1025, 65535)  # lbd's default --lport-range
 
-ALL_MODES = ("kernel", "nftdnat", "nat", "dr", "tun", "fullnat", "enat")
+ALL_MODES = ("kernel", "nftdnat", "ring", "nat", "dr", "tun", "fullnat", "enat")
 
 
 def set_lb_root(path):
     """Run lb.director.daemon and lb.director.cli from the tree at `path` (--lb-root)."""
     global REPO
     REPO = os.path.abspath(path)
+
+
+def real_server_ips(n):
+    """The sink's addresses as n real servers: 198.18.11.2, then 198.18.14.1.. (topology.add_real_servers)."""
+    if not 1 <= n <= 256:
+        raise ValueError("--real-servers must be in 1..256")
+    return [SINK_IP] + [f"198.18.14.{i}" for i in range(1, n)]
 
 
 class Unavailable(Exception):
@@ -65,6 +73,8 @@ class Mode:
         self.lab, self.args = lab, args
         self.proto = getattr(args, "proto", "udp")
         self.vips = list(getattr(args, "vips", None) or [VIP])
+        self.rips = real_server_ips(getattr(args, "real_servers", 1))
+        self.port = getattr(args, "port", PORT)      # the service port (bench/suite.py: 80, 5201)
 
     def setup(self):
         pass
@@ -99,7 +109,7 @@ class Mode:
             return errs + ["ip header or checksum"]
         q = p
         if self.grows:      # tun: IPIP from f1's address to the sink, the packet inside unchanged
-            if (p["proto"], p["saddr"], p["daddr"]) != (4, FWD_SINK_IP, SINK_IP):
+            if p["proto"] != 4 or p["saddr"] != FWD_SINK_IP or p["daddr"] not in self.rips:
                 return errs + ["outer header"]
             q = p["inner"]
             if q.get("proto") is None or not q["ip_csum_ok"]:
@@ -122,15 +132,15 @@ class Mode:
             orig = (None, None, next(iter(sent.values())))
         if orig is None:
             return errs + ["not a flow the generator sent"]
-        want_dst = (orig[2] if self.to_vip else SINK_IP, PORT)
-        if (q["daddr"], q["dport"]) != want_dst:
+        if q["dport"] != PORT or q["daddr"] != (orig[2] if self.to_vip else q["daddr"]) \
+                or (not self.to_vip and q["daddr"] not in self.rips):
             errs.append("destination")
         src = self.source_for(orig[2])
         if src is not None:
             addr, (lo, hi) = src
             if q["saddr"] != addr or not lo <= q["sport"] <= hi:
                 errs.append("source (local address/port)")
-        if self.proto == "udp" and q["payload"] != UDP_PAYLOAD:
+        if self.proto == "udp" and q["payload"] != payload(getattr(self.args, "frame_len", FRAME_LEN)):
             errs.append("payload")
         if self.proto == "tcp":
             if q["flags"] != 0x02:
@@ -178,10 +188,13 @@ class NftDnatMode(Mode):
     def setup(self):
         sysctl(self.lab.fwd, net__ipv4__ip_forward=1)
         vips = ", ".join(self.vips)
+        # several real servers: round robin over them, as lbd's rr does (nft numgen)
+        to = (f"{SINK_IP}:{self.port}" if len(self.rips) == 1 else "numgen inc mod %d map { %s }" % (
+            len(self.rips), ", ".join(f"{i} : {a}" for i, a in enumerate(self.rips))))
         self.lab.nft(self.lab.fwd, f"""
 table ip lbbench_dnat {{
   chain pre {{ type nat hook prerouting priority dstnat; policy accept;
-    ip daddr {{ {vips} }} {self.proto} dport {PORT} counter dnat to {SINK_IP}:{PORT}
+    ip daddr {{ {vips} }} {self.proto} dport {self.port} counter dnat to {to}
   }}
 }}""")
         self.ct0 = conntrack_stats(self.lab.fwd)
@@ -301,9 +314,10 @@ class NatMode(Mode):
         f = self.flag()
         cmds = []
         for k, vip in enumerate(self.vips):
-            cmds.append(["-A", f, f"{vip}:{PORT}", "-s", "rr"])
+            cmds.append(["-A", f, f"{vip}:{self.port}", "-s", "rr"])
             cmds += self.extra_commands(k, vip)
-            cmds.append(["-a", f, f"{vip}:{PORT}", "-r", f"{SINK_IP}:{PORT}", *self.fwd_args])
+            for rip in self.rips:
+                cmds.append(["-a", f, f"{vip}:{self.port}", "-r", f"{rip}:{self.port}", *self.fwd_args])
         try:
             self.cli_batch(cmds)
         except (RuntimeError, subprocess.TimeoutExpired) as e:
@@ -394,7 +408,7 @@ class FullnatMode(NatMode):
                 h.addr("add", index=i, address=self.lip(k), prefixlen=32)
 
     def extra_commands(self, i, vip):
-        return [["--add-laddr", self.flag(), f"{vip}:{PORT}", "-z", self.lip(i)]]
+        return [["--add-laddr", self.flag(), f"{vip}:{self.port}", "-z", self.lip(i)]]
 
     def source_for(self, vip):
         return self.lip(self.vips.index(vip)), self.lport_range
@@ -420,5 +434,7 @@ class EnatMode(NatMode):
         return vip, self.lport_range
 
 
-MODES = {"kernel": KernelMode, "nftdnat": NftDnatMode, "nat": NatMode, "dr": DrMode, "tun": TunMode,
-         "fullnat": FullnatMode, "enat": EnatMode}
+from harness.ringfwd import RingMode  # noqa: E402  (it imports Mode from this module)
+
+MODES = {"kernel": KernelMode, "nftdnat": NftDnatMode, "ring": RingMode, "nat": NatMode, "dr": DrMode,
+         "tun": TunMode, "fullnat": FullnatMode, "enat": EnatMode}

@@ -49,13 +49,29 @@ def bench_main(args, argv, *, ns_prefix, gen_class=None, prepare=None, report=No
     Namespaces are "<ns_prefix><pid>x<rand>-{gen,fwd,sink}" (not "lb*", which other harnesses
     sweep).  cps.py passes its own generator class, prepare(lab, args) step (after the lab is
     built) and report(rows, results, args) (after the table)."""
-    gen_class = gen_class or Generator
     preflight()
     cmdline = shlex.join([os.path.basename(sys.executable), *sys.argv]) if argv is None else shlex.join(argv)
-    prefix = f"{ns_prefix}{os.getpid()}x{secrets.token_hex(2)}"
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        st = run_lab(args, ns_prefix=ns_prefix, gen_class=gen_class, prepare=prepare)
+    except (KeyboardInterrupt, Terminate) as e:
+        print(f"\ninterrupted ({str(e) or 'Ctrl-C'}); torn down", file=sys.stderr)
+        raise SystemExit(130)
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+    finish(st, args, cmdline, report)
+    return 0
+
+
+def run_lab(args, *, ns_prefix, gen_class=None, prepare=None, on_trial=None, lab_class=BenchTopology):
+    """One lab's life: build it, every trial of every mode interleaved, always tear it down.
+    Returns the RunState; KeyboardInterrupt/Terminate propagate after the teardown.  on_trial(record)
+    is called after each trial (bench/suite.py's progress display)."""
+    gen_class = gen_class or Generator
+    prefix = f"{ns_prefix}{os.getpid()}x{secrets.token_hex(2)}"
     workdir = tempfile.mkdtemp(prefix=f"{prefix}-")
-    lab = BenchTopology(prefix, workdir)
+    lab = lab_class(prefix, workdir)
     st = RunState()
     try:
         lab.build(args.rx_path, args.fwd_cpu, sink_napi=not args.no_sink_napi)
@@ -70,10 +86,7 @@ def bench_main(args, argv, *, ns_prefix, gen_class=None, prepare=None, report=No
         for t in range(args.trials):
             for m in args.modes:
                 if m not in st.unavailable:
-                    run_mode(lab, st, args, m, t)
-    except (KeyboardInterrupt, Terminate) as e:
-        print(f"\ninterrupted ({str(e) or 'Ctrl-C'}); tearing down", file=sys.stderr)
-        raise SystemExit(130)
+                    run_mode(lab, st, args, m, t, on_trial)
     finally:
         if os.getpid() != MAIN_PID:
             os._exit(1)  # forked helper: leave the lab and processes to the main process
@@ -83,15 +96,12 @@ def bench_main(args, argv, *, ns_prefix, gen_class=None, prepare=None, report=No
             except Exception:
                 pass
         lab.teardown()
-        for s, h in old.items():
-            signal.signal(s, h)
     if not args.keep_logs:
         shutil.rmtree(workdir, ignore_errors=True)  # kept (and named in errors) when a run fails
-    finish(st, args, cmdline, report)
-    return 0
+    return st
 
 
-def run_mode(lab, st, args, m, t):
+def run_mode(lab, st, args, m, t, on_trial=None):
     """Trial `t` of mode `m`, retried while it is disturbed (up to --retries more times)."""
     for attempt in range(args.retries + 1):
         if m in st.unavailable:
@@ -102,7 +112,7 @@ def run_mode(lab, st, args, m, t):
         try:
             mode.setup()
             r = measure(lab, st.gen, mode, args, f"{m}-{t}")
-            r["trial"] = t
+            r["trial"], r["attempt"] = t, attempt
             # Under a flood the work CPU is 100 % busy; idle time or time taken
             # by other processes there means the trial did not measure the forwarder.
             fwd_busy = r["cpu"][r["work_cpu"]]["busy"]
@@ -110,17 +120,23 @@ def run_mode(lab, st, args, m, t):
                               or fwd_busy < args.min_fwd_busy)
             st.results.append(r)
             print_trial(r, t, m, retrying=attempt < args.retries)
+            if on_trial:
+                on_trial(r)
             if not r["disturbed"]:
                 break
         except Unavailable as e:
             st.unavailable[m] = str(e)
             print(f"mode {m} unavailable: {e}", file=sys.stderr)
+            if on_trial:
+                on_trial({"mode": m, "trial": t, "unavailable": str(e)})
             break
         except (RuntimeError, subprocess.SubprocessError, OSError) as e:
             if m == "kernel" or not args.keep_going:
                 raise
             st.results.append({"mode": m, "trial": t, "error": str(e)})
             print(f"trial {t} {m} failed: {e}", file=sys.stderr)
+            if on_trial:
+                on_trial({"mode": m, "trial": t, "error": str(e)})
             break
         finally:
             st.active = None

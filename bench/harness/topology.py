@@ -191,3 +191,30 @@ table netdev lbbench_sink {
         ns, i = self.idx[ifn]
         return self.handles[ns].link("get", index=i)[0].get("IFLA_STATS64")
 
+
+
+def add_real_servers(lab, rips):
+    """More real servers on the sink: each address of `rips` after the first (198.18.11.2) as a
+    /32 on s0, reached from fwd over an on-link route on f1 and a static neighbour (s0's MAC),
+    so that neither ARP nor a gateway enters the measurement."""
+    sns, si = lab.idx["s0"]
+    fns, fi = lab.idx["f1"]
+    extra = rips[1:]
+    if not extra:
+        return
+    for a in extra:
+        lab.handles[sns].addr("add", index=si, address=a, prefixlen=32)
+        lab.handles[fns].neigh("replace", dst=a, lladdr=lab.mac["s0"], ifindex=fi, state="permanent")
+    lab.handles[fns].route("add", dst="198.18.14.0/24", oif=fi, scope=253)
+
+
+def route_clients(lab, client_net):
+    """Clients beyond the generator's own address (more than 50 000 flows) live behind g0."""
+    lab.handles[lab.fwd].route("add", dst=client_net, gateway=GEN_IP)
+
+
+def set_mtu(lab, mtu, ifnames=("f1", "s0")):
+    """Headroom for TUN's 20 outer bytes around 1500-byte frames (a tunnel needs it anyway)."""
+    for ifn in ifnames:
+        ns, i = lab.idx[ifn]
+        lab.handles[ns].link("set", index=i, mtu=mtu)

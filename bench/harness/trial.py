@@ -151,22 +151,30 @@ def warm_up(lab, gen, mode, args, tag):
     """Paced warm-up pass: every flow a few times, so that the measurement is of established flows
     (cps.py: a separate set of new flows, which only checks the mode works)."""
     a = args
-    before = lab.stats("s0")["rx_packets"]
     warm_n = gen.warm_count()
-    warm_timeout = 5 + 2 * warm_n / a.warmup_pps
-    # Capture some of the warm-up frames at the sink: are they what the mode should send?
-    cap = SinkCapture(lab, min(warm_n, a.check_frames), warm_timeout + 1, tag) if a.check_frames else None
-    gen.burst(mode.target, warm_n, timeout=warm_timeout, rate=a.warmup_pps)
-    time.sleep(0.2)
-    warm_delivered = lab.stats("s0")["rx_packets"] - before
-    check = check_frames(mode, cap.frames(timeout=2), gen.sent_clients(mode.target)) if cap else None
-    if warm_delivered < 0.9 * warm_n:
+    rate = a.warmup_pps
+    for attempt in range(2):
+        before = lab.stats("s0")["rx_packets"]
+        warm_timeout = 5 + 2 * warm_n / rate
+        # Capture some of the warm-up frames at the sink: are they what the mode should send?
+        cap = SinkCapture(lab, min(warm_n, a.check_frames), warm_timeout + 1, tag) if a.check_frames else None
+        gen.burst(mode.target, warm_n, timeout=warm_timeout, rate=rate)
+        time.sleep(0.2)
+        warm_delivered = lab.stats("s0")["rx_packets"] - before
+        check = check_frames(mode, cap.frames(timeout=2), gen.sent_clients(mode.target)) if cap else None
+        if warm_delivered >= getattr(a, "warmup_min", 0.9) * warm_n:
+            break
+        # A busy machine can starve the forwarder CPU for a moment even at a paced rate (seen
+        # with 100 k frames/s and other jobs running): once more at half the pace before judging.
+        rate /= 2
+    else:
         # Paced warm-up frames all arrive when the forwarder works at all.  A forwarder that
         # forwards nothing would otherwise report 0 pps as a measurement (seen with a half-built
         # fast path in the working tree).
-        raise RuntimeError(f"warm-up: only {warm_delivered} of {warm_n} paced frames reached the sink; "
-                           f"{mode.name} is not forwarding")
-    return {"warmup_frames": warm_n, "warmup_delivered": warm_delivered, "frame_check": check}
+        raise RuntimeError(f"warm-up: only {warm_delivered} of {warm_n} paced frames reached the sink "
+                           f"(twice, the second time at {2 * rate:.0f}/s); {mode.name} is not forwarding")
+    return {"warmup_frames": warm_n, "warmup_delivered": warm_delivered, "frame_check": check,
+            "warmup_attempts": attempt + 1}
 
 
 def flood(lab, gen, mode, args, tag, wc):
