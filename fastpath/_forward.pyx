@@ -27,7 +27,6 @@ from libc.string cimport memcpy, memmove, memset
 from lbsys cimport *
 from cpython.memoryview cimport PyMemoryView_FromMemory
 from cpython.buffer cimport PyBUF_READ
-from cpython cimport array
 
 include "_names.pxi"
 include "wire.pxi"
@@ -567,34 +566,6 @@ cdef class Forwarder:
         self.fp.active[slot] = active
         self.fp.inactive[slot] = inactive
 
-    def least_loaded(self, array.array slots, array.array weights, int kind):
-        """The least-connection family's decision over live counters, in C: the index in
-        `slots` of the server the kernel's lc (0), wlc (1), sed (2) or nq (3) would pick, or -1.
-        `slots`/`weights` are array('i') of the candidates (weight > 0, none OVERLOADed) in
-        list order. Same integer maths as the Python schedulers: overhead (active << 8) +
-        inactive (lc, wlc) or active + 1 (sed, nq), cross-multiplied, ties to the earlier."""
-        cdef Py_ssize_t n = len(slots), k
-        cdef int* s = slots.data.as_ints
-        cdef int* w = weights.data.as_ints
-        cdef int best = -1, slot
-        cdef int64_t loh = 0, doh, a
-        if len(weights) != n:
-            raise ValueError("slots and weights differ in length")
-        for k in range(n):
-            slot = s[k]
-            if not 0 <= slot < MAX_DESTS:
-                raise ValueError(f"destination slot {slot} out of range")
-            a = self.fp.active[slot]
-            if kind == 3 and a == 0:
-                return k                                    # nq: an idle server, at once
-            doh = (a << 8) + self.fp.inactive[slot] if kind <= 1 else a + 1
-            if best < 0 or (doh < loh if kind == 0 else loh * w[k] > doh * w[best]):
-                best, loh = <int>k, doh
-                if doh == 0:
-                    break                                   # lc/wlc: nothing beats idle
-        return best
-
-    # --- the control API: scheduler programs (sched.pxi) -------------------------------------------
     def set_scheduler(self, int slot, program):
         """Give service `slot` the scheduler program its Python class prepared
         (lb.schedulers.program.Program). Built here, outside the lock, then swapped in whole;
