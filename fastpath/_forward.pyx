@@ -550,7 +550,7 @@ cdef class Forwarder:
         out = {name: fp.reasons[i] for i, name in enumerate(REASON_NAMES) if i}
         out.update(rx_frames=fp.rx_frames, tx_frames=fp.tx_frames, new_conns=fp.new_conns,
                    expired_conns=fp.expired_conns, templates=fp.templates,
-                   arp_replies=fp.arp_replies,
+                   arp_replies=fp.arp_replies, rx_batches=fp.rx_batches, rx_polls=fp.rx_polls,
                    conns=fp.max_conns - fp.nfree - fp.templates,
                    forwarded=fp.fwd_frames, embryos=fp.embryos,
                    embryos_evicted=fp.embryos_evicted,

@@ -185,6 +185,7 @@ cdef void ring_loop(FP* fp) noexcept nogil:
                 ring_block(fp, i, blk)
                 busy = 1
         if not busy:
+            fp.rx_polls += 1
             r = poll(pfds, nfds, 50)
             if r > 0:
                 ring_errors(fp, pfds, slots, nfds)
@@ -210,6 +211,7 @@ cdef void ring_block(FP* fp, int i, tpacket_block_desc* blk) noexcept nogil:
     pthread_mutex_lock(&fp.lock)
     now = now_ms()
     fp.npending = 0
+    fp.rx_batches += 1
     for k in range(npkts):
         ring_frame(fp, i, <uint8_t*>h + h.tp_mac, h.tp_snaplen, h.tp_len, h.tp_status, now,
                    (<sockaddr_ll*>(<uint8_t*>h + TPACKET3_SLL)).sll_pkttype)
@@ -268,6 +270,7 @@ cdef int ring_slots(FP* fp, int i) noexcept nogil:
     pthread_mutex_lock(&fp.lock)
     now = now_ms()
     fp.npending = 0
+    fp.rx_batches += 1
     while n < MAX_PENDING and (h.tp_status & TP_STATUS_USER):
         __sync_synchronize()            # the status before the frame (the kernel's smp_wmb)
         ring_frame(fp, i, <uint8_t*>h + h.tp_mac, h.tp_snaplen, h.tp_len, h.tp_status, now,
