@@ -51,8 +51,11 @@ def e2e_rows(sec, trials, unavailable):
         if errs:
             r["errors"] = errs
         if clean:
-            key = "gbps" if sec["unit"] == "Gbit/s" else "conns_per_s"
+            key = {"Gbit/s": "gbps", "µs": "rtt_median_us"}.get(sec["unit"], "conns_per_s")
             r["value"] = _med(t[key] for t in clean)
+            if sec["unit"] == "µs":         # latency: the median of the trials' p99s too
+                r["rtt_p99_us"] = _med(t.get("rtt_p99_us") for t in clean)
+                r["lost"] = sum(t.get("lost") or 0 for t in clean)
             for k in ("cpu_per_1000_conns", "director_byte_share", "director_cpu_share", "director_cpu_s",
                       "fwd_cpu_foreign"):
                 r[k] = _med(t.get(k) for t in clean)
@@ -64,11 +67,13 @@ def e2e_rows(sec, trials, unavailable):
                                          if t.get("gbps"))
         r["status"] = status(r, unavailable)
         rows.append(r)
-    ref = {r["mode"]: r.get("value") for r in rows}
+    ref = {r["mode"]: r for r in rows}
     for r in rows:
-        for base in ("kernel", "haproxy"):
-            if r.get("value") is not None and ref.get(base):
-                r[f"ratio_to_{base}"] = r["value"] / ref[base]
+        for base in ("kernel", "haproxy", "nftdnat"):
+            for k, name in (("value", f"ratio_to_{base}"), ("rtt_p99_us", f"p99_ratio_to_{base}")):
+                b = ref.get(base, {}).get(k)
+                if r.get(k) is not None and b:
+                    r[name] = r[k] / b
     return rows
 
 
@@ -117,6 +122,11 @@ def targets(report):
                            value(report, "e2e_http_short", m, "cpu_per_1000_conns"),
                            value(report, "e2e_http_short", "haproxy", "cpu_per_1000_conns"), 1 / 3,
                            higher_is_better=False, unit="CPU s / 1000 conns"))
+    for m in LBD_MODES:
+        for k, what in (("value", "median"), ("rtt_p99_us", "p99")):
+            out.append(_target(f"light-load round trip, {m} {what} <= 1.5x nftables DNAT",
+                               value(report, "e2e_udp_rr", m, k), value(report, "e2e_udp_rr", "nftdnat", k),
+                               1.5, higher_is_better=False, unit="µs"))
     mem = report.get("memory") or {}
     out.append(_target("<= 128 bytes per connection", mem.get("bytes_per_conn"), None, 128,
                        higher_is_better=False, unit="bytes", relative=False))

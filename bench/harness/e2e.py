@@ -1,4 +1,5 @@
-"""Connection workloads on E2ELab: iperf3 bulk TCP, and wrk against nginx (short and 100 KB responses).
+"""Connection workloads on E2ELab: iperf3 bulk TCP, wrk against nginx (short and 100 KB responses),
+and light-load latency (udp_rr: sequential UDP exchanges 2 ms apart, harness/udp_rr.py).
 
 One trial (measure_e2e): the mode is set up (for DR/TUN/ENAT the real server too, with
 `lb realserver setup`, replies through the return path), one request checks that the service
@@ -33,7 +34,9 @@ from harness.topology import SINK_IP, VIP
 from harness.trial import cpu_times, wait_quiet
 from harness.e2e_lab import GEN_RET_IP
 
-HTTP_PORT, IPERF_PORT = 80, 5201
+HTTP_PORT, IPERF_PORT, RR_PORT = 80, 5201, 9000
+RR_GAP_MS = 2.0                  # udp_rr: one exchange every 2 ms (the issue's light load)
+UDP_RR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "udp_rr.py")
 SMALL_BODY = 64                  # bytes of /s: a short request's response
 LARGE_BODY = 100 * 1024          # bytes of /l
 USER_HZ = os.sysconf("SC_CLK_TCK")
@@ -103,8 +106,8 @@ def _tail(path, n=600):
         return ""
 
 
-def listening(ns, port):
-    r = nsexec(ns, "ss", "-Hltn", f"sport = :{port}", check=False)
+def listening(ns, port, proto="tcp"):
+    r = nsexec(ns, "ss", "-Hltn" if proto == "tcp" else "-Hlun", f"sport = :{port}", check=False)
     return bool(r.stdout.strip())
 
 
@@ -134,6 +137,9 @@ class Servers:
             self.procs.append(_start(pin + ["iperf3", "-s", "-p", str(IPERF_PORT), "--logfile", f"{d}/iperf3-s.out"],
                                      f"{d}/iperf3-s.log",
                                      lambda: listening(self.lab.sink, IPERF_PORT), "iperf3 -s"))
+        if "udp_rr" in workloads:
+            self.procs.append(_start(pin + [sys.executable, UDP_RR, "serve", str(RR_PORT)], f"{d}/udp_rr-s.log",
+                                     lambda: listening(self.lab.sink, RR_PORT, "udp"), "udp_rr serve"))
 
     def stop(self):
         for p in self.procs:
@@ -217,6 +223,15 @@ def target_of(mode):
 def check_service(lab, mode, workload, args):
     """One request before the window: the service answers, with the right body (or iperf3 runs)."""
     host = target_of(mode)
+    if workload == "udp_rr":
+        # a few exchanges until every one is answered (the first may wait for ARP)
+        deadline, r = time.monotonic() + 5, {}
+        while time.monotonic() < deadline:
+            r = rr_ping(lab, host, 5, 0, timeout=10)
+            if r.get("lost") == 0:
+                return {"udp_rr_check": "ok"}
+            time.sleep(0.2)
+        raise RuntimeError(f"udp_rr through {mode.name}: {r}")
     if workload == "tcp_bulk":
         # -n: a byte count (iperf3's -t takes whole seconds, and 0 means forever)
         r = nsexec(lab.gen, "iperf3", "-c", host, "-p", str(IPERF_PORT), "-n", "4M", "-J", check=False,
@@ -238,10 +253,26 @@ def check_service(lab, mode, workload, args):
     raise RuntimeError(f"GET {path} through {mode.name}: got '{got}', want '{want}'")
 
 
+def rr_ping(lab, host, count, gap_ms, cpu=None, timeout=None):
+    """udp_rr.py ping in the client namespace: its summary (rtt_median_us, rtt_p99_us, lost, ...)."""
+    pin = ["ip", "netns", "exec", lab.gen] + (["taskset", "-c", str(cpu)] if cpu is not None else [])
+    r = run(pin + [sys.executable, UDP_RR, "ping", host, str(RR_PORT), str(count), str(gap_ms)], check=False,
+            timeout=timeout or count * (gap_ms / 1000 + 1) + 10)
+    try:
+        return json.loads(r.stdout)
+    except ValueError:
+        raise RuntimeError(f"udp_rr ping failed ({r.returncode}): {r.stdout[-300:]} {r.stderr[-300:]}")
+
+
 def run_client(lab, workload, host, args):
     """The load for --seconds, pinned to --gen-cpu: (completed connections or None, Gbit/s or None, raw)."""
     pin = ["ip", "netns", "exec", lab.gen, "taskset", "-c", str(args.gen_cpu)]
     secs = max(1, round(args.seconds))
+    if workload == "udp_rr":
+        r = rr_ping(lab, host, int(args.seconds * 1000 / RR_GAP_MS), RR_GAP_MS, cpu=args.gen_cpu)
+        if not r["exchanges"]:
+            raise RuntimeError(f"udp_rr: no exchange answered ({r['lost']} lost)")
+        return None, None, r
     if workload == "tcp_bulk":
         r = run(pin + ["iperf3", "-c", host, "-p", str(IPERF_PORT), "-t", str(secs), "-J"], check=False,
                 timeout=secs + 30)

@@ -26,7 +26,7 @@ class Section:
     unit: str = "pps"
     curve: str = ""                 # flows | real_servers | table_fill
     x: float | None = None
-    workload: str = ""              # e2e: tcp_bulk | http_short | http_100k
+    workload: str = ""              # e2e: tcp_bulk | http_short | http_100k | udp_rr
     note: str = ""
 
 
@@ -127,6 +127,9 @@ def sections(quick: bool, trials: int | None = None, retries: int | None = None)
                  if w == "http_short" else ("kernel", "nftdnat", "haproxy") + lbd)
         out.append(Section(f"e2e_{w}", title, "e2e", modes, workload=w,
                            unit="Gbit/s" if w == "tcp_bulk" else "conn/s"))
+    rr_modes = ("kernel", "nftdnat") + (("nat", "dr") if quick else LBD_MODES)
+    out.append(Section("e2e_udp_rr", "Light-load latency: sequential UDP request/response, one every 2 ms "
+                       "(round trip, median and p99)", "e2e", rr_modes, workload="udp_rr", unit="µs"))
     out.append(Section("memory", f"lbd's memory with {t.memory_conns:,} connections (--max-conns 1,000,000)",
                        "memory", ("nat",), x=t.memory_conns))
     return out

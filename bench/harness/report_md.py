@@ -41,8 +41,21 @@ def lab_section(sec):
     return table(["forwarder", u, "× kernel", "per-trial range", "trials", "delivered", "frames ok", "note"], rows)
 
 
+def latency_section(sec):
+    rows = []
+    for r in sec["rows"]:
+        f = lambda k: f"{r[k]:.0f}" if r.get(k) is not None else "—"  # noqa: E731
+        rows.append([NAMES.get(r["mode"], r["mode"]), f("value"), _ratio(r.get("ratio_to_nftdnat")), f("rtt_p99_us"),
+                     _ratio(r.get("p99_ratio_to_nftdnat")), str(r.get("lost", "—")),
+                     f"{r['trials']} ({r['disturbed_trials']} disturbed)", r["status"] if r["status"] != "ok" else ""])
+    return table(["path", "median µs", "× nftables DNAT", "p99 µs", "p99 × nftables DNAT", "lost", "trials", "note"],
+                 rows)
+
+
 def e2e_section(sec):
     u = sec["unit"]
+    if u == "µs":
+        return latency_section(sec)
     rows = []
     for r in sec["rows"]:
         rows.append([NAMES.get(r["mode"], r["mode"]), _fmt(r.get("value"), u), _ratio(r.get("ratio_to_kernel")),

@@ -131,14 +131,14 @@ class Suite:
         _, a = self.parse("pps", ["--trials", str(t.e2e_trials), "--seconds", str(t.e2e_seconds),
                                   "--quiet-wait", str(t.quiet_wait), "--retries", str(t.retries),
                                   "--max-foreign", "0.10"])
-        a.proto = "tcp"
-        a.port = e2e.IPERF_PORT if sec.workload == "tcp_bulk" else e2e.HTTP_PORT
+        a.proto = "udp" if sec.workload == "udp_rr" else "tcp"
+        a.port = {"tcp_bulk": e2e.IPERF_PORT, "udp_rr": e2e.RR_PORT}.get(sec.workload, e2e.HTTP_PORT)
         a.connections = 16
         return a
 
     def run_e2e_section(self, sec, d, missing):
         args = self.e2e_args(sec)
-        need = {"tcp_bulk": ("iperf3",), "http_short": ("nginx", "wrk", "curl"),
+        need = {"tcp_bulk": ("iperf3",), "udp_rr": (), "http_short": ("nginx", "wrk", "curl"),
                 "http_100k": ("nginx", "wrk", "curl")}[sec.workload]
         lacking = [f"{t} (apt-get install {missing[t]})" for t in need if t in missing]
         if lacking:
