@@ -113,6 +113,7 @@ cdef class Forwarder:
         fp.nfree = fp.max_conns
         for i in range(MAX_IFACES):
             fp.ifaces[i].fd = -1
+            fp.ifaces[i].big_fd = -1
             fp.ifaces[i].gso_fd = -1
         fp.toa_mode = TOA_ON_SYN
         for i in range(MAX_SERVICES):
@@ -672,18 +673,23 @@ cdef class Forwarder:
 
     # --- the ring loop's entry points (ring.pxi) --------------------------------------------------
     def open(self, int slot, uint32_t block_size=1 << 18, uint32_t nblocks=64, uint32_t tov_ms=1,
-             int version=2, uint32_t slots=512):
+             int version=2, uint32_t slots=512, uint32_t big_slots=0):
         """Open the RX ring on interface `slot` (set_interface first). Needs root. `version` 2
         (the default): TPACKET_V2, `slots` frames of 68 KB, each served as soon as it is
         written; 3: TPACKET_V3, `nblocks` blocks of `block_size`, served when full or after
-        `tov_ms` (the lower latency of V2 is why it is the default; V3 stays for comparison)."""
+        `tov_ms` (the lower latency of V2 is why it is the default; V3 stays for comparison).
+        `big_slots` > 0 (V2): split ring, `slots` frames of 2 KB and `big_slots` of 68 KB for
+        the frames that do not fit 2 KB (ring.pxi ring_open())."""
+        if not 0 < slots <= 1 << 20 or big_slots > 1 << 16:
+            raise ValueError("slots must be 1..1048576, big_slots 0..65536")
         if version not in (2, 3):
             raise ValueError("version must be 2 or 3")
         _check_slot(slot, MAX_IFACES, "interface")
         cdef Iface* f = &self.fp.ifaces[slot]
         if not f.in_use or f.fd >= 0:
             raise ValueError(f"interface slot {slot} is not configured or already open")
-        ring_open(f, block_size, nblocks, tov_ms, TPACKET_V2 if version == 2 else TPACKET_V3, slots)
+        ring_open(f, block_size, nblocks, tov_ms, TPACKET_V2 if version == 2 else TPACKET_V3, slots,
+                  big_slots if version == 2 else 0)
 
     def close(self):
         ring_close(self.fp)
@@ -768,3 +774,10 @@ cdef Sched* sched_build(program) except NULL:
 def _check_slot(int slot, int limit, what):
     if not 0 <= slot < limit:
         raise ValueError(f"{what} slot {slot} out of range 0..{limit - 1}")
+
+
+def attach_length_filter(int fd, uint32_t min_len, uint32_t max_len):
+    """The split ring's cBPF length filter (ring.pxi length_filter()) on any socket `fd`:
+    the socket then takes only packets of min_len..max_len bytes as its filter sees them
+    (0: no bound). For tests: on a UDP socket the filter sees the UDP header and payload."""
+    length_filter(fd, min_len, max_len)

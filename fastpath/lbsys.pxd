@@ -134,3 +134,15 @@ cdef extern from "<linux/if_packet.h>" nogil:
 
 cdef extern from * nogil:
     void __sync_synchronize()       # GCC's full memory barrier
+
+cdef extern from "<linux/filter.h>" nogil:
+    # classic BPF, for SO_ATTACH_FILTER (ring.pxi splits frames by length between two rings)
+    struct sock_filter:
+        uint16_t code
+        uint8_t jt
+        uint8_t jf
+        uint32_t k
+    struct sock_fprog:
+        unsigned short len
+        sock_filter* filter
+    enum: SO_ATTACH_FILTER, BPF_LD, BPF_W, BPF_LEN, BPF_JMP, BPF_JGT, BPF_K, BPF_RET

@@ -155,6 +155,11 @@ cdef struct Iface:
     uint32_t block_size     # V2: the slot size
     uint32_t nblocks        # V2: the number of slots
     uint32_t cur_block      # V2: the next slot
+    int big_fd              # split V2 ring: the socket of frames over SMALL_MAX, or -1 (ring.pxi)
+    uint8_t* big_ring       # its slots: V2_SLOT each
+    size_t big_size
+    uint32_t big_slots
+    uint32_t big_cur
     TxQueue tx
     int gso_fd              # a send socket through the qdisc, for GSO aggregates (see ring.pxi)
     uint8_t down            # the kernel reported an error on its socket (link down): ring.pxi

@@ -75,7 +75,7 @@ class Lbd:
                  config_file: str | None = None, metrics: str | None = None,
                  keepalived_conf: str | None = None, vip_ownership: str = "always", *,
                  expire_nodest_conn: bool = False, flood: FloodDefence | None = None,
-                 rx_ring: str = "v2", rx_slots: int = 512):
+                 rx_ring: str = "split", rx_slots: int | None = None):
         os.makedirs("/run/lbd", mode=0o700, exist_ok=True)
         self.ifnames = ifnames
         self.expire_nodest_conn = expire_nodest_conn
@@ -83,7 +83,7 @@ class Lbd:
         self.locks = []
         self.metrics_address, self.metrics = metrics, None
         self.vip_ownership = vip_ownership
-        self.rx_ring, self.rx_slots = rx_ring, rx_slots
+        self.rx_ring, self.rx_slots = rx_ring, rx_slots or RX_SLOTS[rx_ring]
         nl = Netlink()
         try:
             self.ifaces = [nl.interface(n) for n in ifnames]
@@ -267,7 +267,8 @@ class Lbd:
                 raise StartupError(reply["err"].strip().removeprefix("lbadm: "))
             log.info("configuration loaded from %s", self.config_file)
         for slot in range(len(self.ifaces)):
-            self.fwd.open(slot, version=2 if self.rx_ring == "v2" else 3, slots=self.rx_slots)
+            self.fwd.open(slot, version=3 if self.rx_ring == "v3" else 2, slots=self.rx_slots,
+                          big_slots=RX_BIG_SLOTS if self.rx_ring == "split" else 0)
         sampler = Sampler(self.estimator, lambda: list(self.director.config.services), self.stopping)
         self.threads = [self._thread("fastpath", self._packet_loop, cpu),
                         self._thread("refresh", self._refresh_loop),
@@ -470,6 +471,12 @@ def setup_logging(level: str) -> None:
     log.propagate = False
 
 
+# Frames per receive ring (Forwarder.open): v2's are 68 KB each (35 MB), split's 2 KB (16 MB,
+# with RX_BIG_SLOTS of 68 KB beside them); v3 is 64 blocks of 256 KB whatever it is given.
+RX_SLOTS = {"v2": 512, "split": 8192, "v3": 512}
+RX_BIG_SLOTS = 64
+
+
 def _arguments(argv):
     p = argparse.ArgumentParser(prog="lbd", description="the lvs-py director daemon. It always "
                                 "runs in the foreground (never forks), as systemd wants.")
@@ -510,12 +517,14 @@ def _arguments(argv):
     p.add_argument("--secure-tcp", type=int, choices=(0, 1, 2), default=FloodDefence.secure_tcp,
                    help="DR/TUN/ENAT: only data, not a bare ACK, makes a connection "
                         "ESTABLISHED: 1 under pressure, 2 always, 0 never")
-    p.add_argument("--rx-ring", choices=("v2", "v3"), default="v2",
-                   help="receive ring: v2 hands each frame over as it is written (prompt at light "
-                        "load); v3 hands over blocks, full or after 1 ms (for comparison)")
-    p.add_argument("--rx-slots", type=int, default=512, metavar="N",
-                   help="v2 ring: frames it holds (68 KB each: room for a 64 KB GSO aggregate); "
-                        "what the kernel can queue while the packet thread waits for the CPU")
+    p.add_argument("--rx-ring", choices=tuple(RX_SLOTS), default="split",
+                   help="receive ring: v2 hands each frame over as it is written, in 68 KB slots; "
+                        "split: the same in 2 KB slots, with a second ring of 68 KB slots for GSO "
+                        "aggregates; v3 hands over blocks, full or after 1 ms (for comparison)")
+    p.add_argument("--rx-slots", type=int, default=None, metavar="N",
+                   help="v2/split: frames the ring holds (default %s): what the kernel can queue "
+                        "while the packet thread waits for its CPU" % ", ".join(
+                            f"{k} {v}" for k, v in RX_SLOTS.items() if k != "v3"))
     p.add_argument("--foreground", action="store_true",
                    help="run in the foreground: accepted for init scripts, lbd always does")
     p.add_argument("--scheduler-module", action="append", default=[], metavar="MODULE",
