@@ -10,8 +10,10 @@ cdef enum:
     SMALL_MAX = 1900        # bytes of frame a small slot holds whole: 2048 - 140 (tpacket_rcv's
                             # macoff: TPACKET_ALIGN(52 + 16) + HEADROOM 64 + vnet 10 - 14)
     V2_BLOCK = 1 << 20      # V2 block of small slots (the kernel allocates a ring by blocks)
-    WHEEL_BATCH = 1024      # timer-wheel entries looked at after each batch (at most 256
-                            # frames, each making one entry at most: expiry keeps up)
+    RX_BATCH = 1024         # V2: frames per visit at most (a V3 block holds ~900 small ones); the
+                            # queue for Python schedulers (MAX_PENDING) may end a batch sooner
+    WHEEL_BATCH = 1024      # timer-wheel entries looked at after each batch (a V2 batch is at
+                            # most RX_BATCH frames, each making one entry at most: expiry keeps up)
 
 # Where the kernel puts a frame's sockaddr_ll (its sll_pkttype): right after the frame header,
 # TPACKET_ALIGN()ed to 16 (af_packet.c tpacket_rcv(), TPACKET2_HDRLEN / TPACKET3_HDRLEN).
@@ -381,7 +383,7 @@ cdef inline void v2_frame(FP* fp, int i, tpacket2_hdr* h, uint64_t now) noexcept
                (<sockaddr_ll*>(<uint8_t*>h + TPACKET2_SLL)).sll_pkttype)
 
 cdef int ring_slots(FP* fp, int i) noexcept nogil:
-    # TPACKET_V2: every frame the kernel has handed over, up to MAX_PENDING, then what they
+    # TPACKET_V2: every frame the kernel has handed over, up to RX_BATCH, then what they
     # made sent and the slots given back (the TX queue points into them until it is flushed).
     # A split ring's two rings are taken in the order their frames arrived (their stamps), so
     # that a flow's aggregate and the short segment after it leave in that order.
@@ -397,7 +399,7 @@ cdef int ring_slots(FP* fp, int i) noexcept nogil:
     now = now_ms()
     fp.npending = 0
     fp.rx_batches += 1
-    while n + nb < MAX_PENDING:
+    while n + nb < RX_BATCH and fp.npending < MAX_PENDING:
         small = h.tp_status & TP_STATUS_USER
         big = hb != NULL and hb.tp_status & TP_STATUS_USER
         if big and (not small or v2_before(hb, h)):
