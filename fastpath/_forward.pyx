@@ -44,6 +44,7 @@ include "mode_nat.pxi"
 include "mode_dr.pxi"
 include "mode_tun.pxi"
 include "mode_fullnat.pxi"
+include "icmp.pxi"
 include "newflow.pxi"
 include "ring.pxi"
 

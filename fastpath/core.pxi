@@ -90,6 +90,8 @@ cdef int handle(FP* fp, Frame* fr, uint64_t now, Pending* p) noexcept nogil:
     saddr = ld32(ip + 12)
     daddr = ld32(ip + 16)
     if proto != 6 and proto != 17:
+        if proto == 1:
+            return icmp_in(fp, fr, ip, ihl, tot, now)  # icmp.pxi: errors about connections
         return pass_(fp, R_NOT_OURS)
     if ld16(ip + 6) & 0x3FFF:
         # Fragments carry no (or only part of the) L4 header; IPVS reassembles, we do not (yet).
@@ -179,11 +181,25 @@ cdef int handle(FP* fp, Frame* fr, uint64_t now, Pending* p) noexcept nogil:
     fr.tx_if = nb.ifslot
     return forward(fp, c, fr, nb, now)
 
+cdef inline void ttl_decrement(uint8_t* ip) noexcept nogil:
+    # The 16-bit word (ttl, protocol) changes by 0x0100: one incremental checksum update.
+    cdef uint16_t word = ld16(ip + 8)
+    ip[8] -= 1
+    csum_replace2(ip + 10, word, ld16(ip + 8))
+
+cdef inline uint32_t error_source(FP* fp, Conn* c, Frame* fr) noexcept nogil:
+    # Where the director's own ICMP error comes from (icmp_send()): the packet's destination
+    # where that is ours (the VIP in; FULLNAT's local address out), else (NAT replies, which
+    # the kernel forwards) 0: the address of the interface it leaves on.
+    if fr.direction == DIR_IN or c.fwd == FWD_FULLNAT:
+        return ld32(fr.ip + 16)
+    return 0
+
 cdef int forward(FP* fp, Conn* c, Frame* fr, Neigh* nb, uint64_t now) noexcept nogil:
     # Send a packet of connection c. What every method shares is done here, once, as the kernel
     # keeps it in ip_vs_core.c (ip_vs_in_hook(), handle_response()) and in ip_vs_xmit.c's
-    # common route/MTU step (__ip_vs_get_out_rt(), ensure_mtu_is_adequate()); the mode's
-    # xmit_*() only rewrites the frame (or drops it: TTL).
+    # common route/TTL/MTU step (__ip_vs_get_out_rt(), decrement_ttl(),
+    # ensure_mtu_is_adequate()); the mode's xmit_*() only rewrites the frame.
     cdef uint32_t tot = fr.tot          # as it came: counted before TUN or TOA grow it
     # An aggregate (GSO) leaves as segments of gso_size: the MTU applies to those (IPVS skips
     # the check for GSO skbs for the same reason).
@@ -201,18 +217,31 @@ cdef int forward(FP* fp, Conn* c, Frame* fr, Neigh* nb, uint64_t now) noexcept n
     cdef uint32_t payload = fr.l4len - (fr.l4[12] >> 4) * 4 if fr.proto == 6 else 0
     if direction != DIR_IN and not sees_replies(fwd):
         return pass_(fp, R_NOT_OURS)    # their connections have no out key: never happens
+    # TTL and MTU as ip_vs_xmit.c's __ip_vs_get_out_rt() checks them for every method:
+    # decrement_ttl() (time exceeded at TTL <= 1), then ensure_mtu_is_adequate() ("fragmentation
+    # needed" for a DF packet too big for the egress; TUN counts the 20 bytes of IPIP). The
+    # error quotes the packet as it came; the state still moves on the packet's flags (the
+    # kernel's ip_vs_set_state() runs before the xmit), the counters not.
+    if fr.ip[8] <= 1:
+        fp.reasons[R_TTL_EXCEEDED] += 1
+        v = icmp_error(fp, fr, ICMP_TIME_EXCEEDED, 0, 0, error_source(fp, c, fr), now)
+        if v == V_FORWARD:
+            fp.last_reason = R_TTL_EXCEEDED
+        return v
     # (the first test alone settles every frame that is not within IPIP_OVERHEAD of the MTU)
     if seg + IPIP_OVERHEAD > mtu and seg + (IPIP_OVERHEAD if fwd == FWD_TUNNEL else 0) > mtu:
-        # TUN answers a DF packet with ICMP "fragmentation needed" in its place. The state
-        # still moves, on the packet's flags (the kernel's ip_vs_set_state() runs before the
-        # xmit); the counters not.
-        if fwd != FWD_TUNNEL or not ld16(fr.ip + 6) & 0x4000:
-            return drop(fp, R_TOO_BIG)  # TUN without DF: the kernel would fragment; we don't
+        if not ld16(fr.ip + 6) & 0x4000:
+            return drop(fp, R_TOO_BIG)  # without DF the kernel would fragment; we don't
+        fp.reasons[R_FRAG_NEEDED] += 1
         tcp_flags = fr.l4[13] if fr.proto == 6 else 0
-        v = frag_needed(fp, c, fr, mtu)
+        v = icmp_error(fp, fr, ICMP_UNREACH, ICMP_FRAG_NEEDED,
+                       mtu - (IPIP_OVERHEAD if fwd == FWD_TUNNEL else 0),
+                       error_source(fp, c, fr), now)
         if v == V_FORWARD:
+            fp.last_reason = R_FRAG_NEEDED
             conn_state_update(fp, c, direction, &tcp_flags, now, payload)
         return v
+    ttl_decrement(fr.ip)
     if fwd == FWD_MASQ:
         v = xmit_nat(fp, c, fr, nb)
     elif fwd == FWD_ROUTE:
@@ -295,7 +324,7 @@ cdef int conn_create(FP* fp, Pending* p, uint64_t now, Conn** made=NULL) noexcep
                   d.rport if d.rport else p.vport,
                   fp.laddrs[lslot].addr if d.fwd == FWD_FULLNAT or d.fwd == FWD_ENAT else p.caddr,
                   lport if d.fwd == FWD_FULLNAT or d.fwd == FWD_ENAT else p.cport,
-                  sees_replies(d.fwd))
+                  has_out_key(d.fwd))
     if r < 0:
         neigh_put(fp, <uint16_t>nh_in)
         neigh_put(fp, <uint16_t>nh_out)

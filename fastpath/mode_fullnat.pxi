@@ -54,8 +54,6 @@ cdef void toa_insert(FP* fp, Conn* c, Frame* fr, uint32_t mtu) noexcept nogil:
 cdef int xmit_fullnat(FP* fp, Conn* c, Frame* fr, Neigh* nb) noexcept nogil:
     # FULLNAT both ways, ENAT in (forward() in core.pxi passes ENAT replies on, and does the
     # MTU check and the counters).
-    if decrement_ttl(fp, fr.ip) != V_FORWARD:
-        return V_DROP
     cdef bint toa = fr.direction == DIR_IN and wants_toa(fp, c, fr)
     if fr.direction == DIR_IN:
         nat_rewrite(fr.ip, fr.l4, fr.proto, csum_mode(fr), 16, c.daddr, 2, c.dport, fr.l4len)

@@ -1,5 +1,5 @@
 # NAT (ipvsadm -m): in, the destination VIP:vport becomes RIP:rport; out, the source RIP:rport
-# becomes VIP:vport. TTL - 1, checksums updated incrementally (RFC 1624).
+# becomes VIP:vport (TTL - 1 in forward(), core.pxi), checksums updated incrementally (RFC 1624).
 
 cdef enum:
     CSUM_DONE = 0           # a complete checksum: updated incrementally (RFC 1624)
@@ -27,20 +27,9 @@ cdef inline void nat_rewrite(uint8_t* ip, uint8_t* l4, uint8_t proto, int partia
         l4_csum_replace4(l4 + csum_off, proto, old_addr, new_addr)
         l4_csum_replace2(l4 + csum_off, proto, old_port, new_port)
 
-cdef inline int decrement_ttl(FP* fp, uint8_t* ip) noexcept nogil:
-    # The 16-bit word (ttl, protocol) changes by 0x0100: one incremental checksum update.
-    cdef uint16_t word = ld16(ip + 8)
-    if ip[8] <= 1:
-        return drop(fp, R_TTL_EXCEEDED)
-    ip[8] -= 1
-    csum_replace2(ip + 10, word, ld16(ip + 8))
-    return V_FORWARD
-
 cdef int xmit_nat(FP* fp, Conn* c, Frame* fr, Neigh* nb) noexcept nogil:
     # The kernel's ip_vs_nat_xmit() (in) and handle_response() (out): MTU and counters are
     # forward()'s (core.pxi).
-    if decrement_ttl(fp, fr.ip) != V_FORWARD:
-        return V_DROP
     if fr.direction == DIR_IN:
         nat_rewrite(fr.ip, fr.l4, fr.proto, csum_mode(fr), 16, c.daddr, 2, c.dport, fr.l4len)
     else:

@@ -1,12 +1,12 @@
 # TUN (ipvsadm -i, "Tunnel"): wrap the packet in an outer IPv4 header DIP -> RIP, protocol 4
-# (IPIP), TOS, DF and TTL copied from the inner header. A packet that no longer fits the egress
-# MTU with DF set gets ICMP "fragmentation needed" (type 3 code 4, next-hop MTU = MTU - 20) back
-# to the client instead, as the kernel's ip_vs_tunnel_xmit() does: forward() (core.pxi) makes
-# the MTU check for every mode and calls frag_needed() here for TUN.
+# (IPIP), TOS, DF and TTL copied from the inner header (whose TTL forward() has decremented, as
+# the kernel's decrement_ttl() does before ip_vs_tunnel_xmit() wraps it). A packet that no longer
+# fits the egress MTU with DF set gets ICMP "fragmentation needed" (type 3 code 4, next-hop MTU =
+# MTU - 20) back to the client instead: forward() (core.pxi) makes the MTU check for every mode
+# and icmp_error() (icmp.pxi) builds the error.
 
 cdef enum:
     IPIP_OVERHEAD = 20
-    ICMP_QUOTE_MAX = 548    # 576 - 20 - 8: as much of the packet as fits a minimal datagram
 
 cdef inline void ip_header(FP* fp, uint8_t* h, uint8_t tos, uint32_t tot, uint16_t frag,
                            uint8_t ttl, uint8_t proto, uint32_t saddr, uint32_t daddr) noexcept nogil:
@@ -23,39 +23,9 @@ cdef inline void ip_header(FP* fp, uint8_t* h, uint8_t tos, uint32_t tot, uint16
     st32(h + 16, daddr)
     st16(h + 10, <uint16_t>~csum_fold(csum_add(0, h, 20)))
 
-cdef int frag_needed(FP* fp, Conn* c, Frame* fr, uint32_t mtu) noexcept nogil:
-    # Turn the frame, in place, into ICMP 3/4 from the VIP to the client, quoting the packet.
-    cdef Neigh* nb = &fp.neigh[c.nh_out]
-    cdef uint32_t quote = fr.tot
-    cdef uint8_t* ip = fr.ip
-    if quote > ICMP_QUOTE_MAX:
-        quote = ICMP_QUOTE_MAX
-    if quote > fr.flen - 14 - 28:
-        quote = fr.flen - 14 - 28
-    if nb.state != NEIGH_VALID or quote < <uint32_t>((ip[0] & 0x0F) * 4 + 8):
-        return drop(fp, R_TOO_BIG)
-    cdef uint32_t client = ld32(ip + 12), vip = ld32(ip + 16)
-    memmove(ip + 28, ip, quote)
-    ip_header(fp, ip, 0xC0, 28 + quote, 0, 64, 1, vip, client)
-    cdef uint8_t* icmp = ip + 20
-    icmp[0] = 3
-    icmp[1] = 4
-    st16(icmp + 2, 0)
-    st16(icmp + 4, 0)
-    st16(icmp + 6, <uint16_t>(mtu - IPIP_OVERHEAD))
-    st16(icmp + 2, <uint16_t>~csum_fold(csum_add(0, icmp, 8 + quote)))
-    set_l2(fp, fr.f, nb)
-    fr.keep_partial = 0                     # an ICMP error of ours: complete, not an aggregate
-    fr.vh.gso_type = GSO_NONE
-    fr.out_len = 14 + 28 + quote
-    fr.tx_if = nb.ifslot
-    fp.reasons[R_FRAG_NEEDED] += 1
-    fp.last_reason = R_FRAG_NEEDED
-    return V_FORWARD
-
 cdef int xmit_tun(FP* fp, Conn* c, Frame* fr, Neigh* nb) noexcept nogil:
     # The kernel's ip_vs_tunnel_xmit(): the frame fits (forward() in core.pxi checked the MTU
-    # with IPIP_OVERHEAD, and sends frag_needed() otherwise).
+    # with IPIP_OVERHEAD, and sent ICMP "fragmentation needed" otherwise).
     cdef Iface* out = &fp.ifaces[nb.ifslot]
     cdef uint8_t* ip = fr.ip
     # virtio_net_hdr has no IPIP checksum offload: a partial inner checksum is completed now.

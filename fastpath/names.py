@@ -19,7 +19,8 @@ REASONS = [
     ("fragment", "to a VIP: IPVS reassembles, the fast path does not"),
     ("bad_l4_header", ""),
     ("bad_l4_checksum", ""),
-    ("ttl_exceeded", ""),
+    ("ttl_exceeded", "TTL <= 1 where the director routes (every mode, as decrement_ttl()): ICMP "
+                     "time exceeded sent in its place (or icmp_ratelimited)"),
     ("tcp_no_conn", "not a SYN, and no connection (IPVS without sloppy_tcp)"),
     ("no_dest", "the scheduler named no (live) destination"),
     ("table_full", "no free connection entry"),
@@ -27,7 +28,8 @@ REASONS = [
     ("no_neighbour", "the next hop's MAC is not known (yet)"),
     ("too_big", "larger than the egress MTU"),
     ("tx_error", "sendmmsg failed, or the egress interface has no socket"),
-    ("frag_needed", "TUN: too big for the tunnel with DF set; ICMP sent to the client"),
+    ("frag_needed", "DF and too big for the egress (TUN: with IPIP's 20 bytes): ICMP "
+                    "fragmentation needed sent in its place (or icmp_ratelimited)"),
     ("lport_exhausted", "FULLNAT/ENAT: every (local address, port) taken; no connection"),
     ("toa_no_room", "forwarded without TOA: header or MTU has no room for 8 more bytes"),
     ("bad_vnet_hdr", "a virtio_net_hdr that lies about its frame, or asks for an offload the "
@@ -36,11 +38,24 @@ REASONS = [
     ("hash_chain_full", "no connection: its hash chain holds CHAIN_MAX entries already"),
     ("dest_gone", "expire_nodest_conn: the connection's server was deleted; it goes too"),
     ("not_for_us", "the ring's pkttype says another host's or our own outgoing frame"),
+    # ICMP (fastpath/icmp.pxi: ip_vs_in_icmp() / ip_vs_out_icmp())
+    ("icmp_not_error", "ICMP that is no error IPVS relays (echo to a VIP, redirect, parameter "
+                       "problem...): the kernel's"),
+    ("icmp_bad_quote", "an ICMP error whose quote is cut short or no plain IPv4 header with 8 "
+                       "bytes after it: the kernel's (IPVS ignores it too)"),
+    ("icmp_about_icmp", "an ICMP error quoting an ICMP packet: the kernel's (never an error "
+                        "about an error, RFC 1122 3.2.2)"),
+    ("icmp_no_conn", "an ICMP error whose quote is of no connection: the kernel's"),
+    ("bad_icmp_checksum", "an ICMP error about a connection with a wrong ICMP checksum"),
+    ("icmp_relayed", "an ICMP error about a connection, translated and sent on"),
+    ("icmp_ratelimited", "the director's own ICMP error (time exceeded, fragmentation needed) "
+                         "over the rate limit (1000/s, burst 50): not sent, the frame dropped"),
+    ("icmp_expired", "an ICMP error to relay with TTL <= 1: dropped, not answered (RFC 1122 3.2.2)"),
 ]
 
 # Reasons counted beside a frame's verdict, not instead of one (the frame was forwarded too):
 # received = forwarded + every other reason (Forwarder.counters(), the accounting identity).
-NOT_VERDICTS = ("none", "tx_error", "toa_no_room", "frag_needed")
+NOT_VERDICTS = ("none", "tx_error", "toa_no_room", "frag_needed", "ttl_exceeded", "icmp_relayed")
 
 # Connection states: the kernel's IP_VS_TCP_S_* in its order (ip_vs.h), then one for UDP.
 STATES = [

@@ -267,6 +267,8 @@ cdef struct FP:
     uint8_t overload[MAX_DESTS]     # OVERLOAD (-x/-y) per destination, set by sched.pxi
     PortPool** pools        # [MAX_DESTS * MAX_LADDRS]: ports lent per (LIP, RS), lport.pxi
     uint16_t ip_id          # IP ID for headers we build (TUN outer, ICMP)
+    uint32_t icmp_tokens    # the ICMP errors the director may still send now (icmp.pxi)
+    uint64_t icmp_last      # when the bucket was last filled (ms)
     void* sink              # where frames the core makes itself go (TUN segments): a Sink, or
                             # NULL for the TX queues
     uint8_t* segs           # room for those frames (SEG_SLOTS of SEG_SLOT bytes), reused per batch
@@ -352,6 +354,13 @@ cdef inline bint sees_replies(uint8_t fwd) noexcept nogil:
     # the client (the kernel marks such connections IP_VS_CONN_F_NOOUTPUT).
     return fwd == FWD_MASQ or fwd == FWD_FULLNAT
 
+cdef inline bint has_out_key(uint8_t fwd) noexcept nogil:
+    # Connections findable by the real server's side of their addresses: those whose replies
+    # come back (sees_replies), and ENAT's, whose replies bypass us but whose ICMP errors from
+    # routers on the way to the server (to the VIP, quoting VIP:lport -> RIP) come here
+    # (icmp.pxi).
+    return sees_replies(fwd) or fwd == FWD_ENAT
+
 cdef inline void conn_free(FP* fp, Conn* c) noexcept nogil:
     cdef uint32_t idx = <uint32_t>(c - fp.conns)
     unlink_chain_in(fp, idx)
@@ -366,7 +375,7 @@ cdef inline void conn_free(FP* fp, Conn* c) noexcept nogil:
     else:
         neigh_put(fp, c.nh_in)
         neigh_put(fp, c.nh_out)
-        if sees_replies(c.fwd):
+        if has_out_key(c.fwd):
             unlink_chain_out(fp, idx)
         if c.fwd == FWD_FULLNAT or c.fwd == FWD_ENAT:
             lport_free(fp, c.lslot, c.dest, c.lport)
@@ -411,7 +420,7 @@ cdef inline void conn_link(FP* fp, uint32_t idx) noexcept nogil:
     c.hash = flow_hash(fp, c.proto, c.caddr, c.cport, c.vaddr, c.vport)
     c.next_in = fp.bucket_in[c.hash]
     fp.bucket_in[c.hash] = idx + 1
-    if sees_replies(c.fwd):
+    if has_out_key(c.fwd):
         ho = flow_hash(fp, c.proto, c.daddr, c.dport, c.laddr, c.lport)
         c.next_out = fp.bucket_out[ho]
         fp.bucket_out[ho] = idx + 1

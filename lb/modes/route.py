@@ -20,5 +20,5 @@ class DirectRouting(ForwardingMode):
     port_mapping = False        # the packet reaches the server as it was sent: same port
     rs_needs = ("arp_rules", "vip_on_lo", "own_gateway", "same_port")
     director_needs = ("same_segment",)
-    rewrites_in = {"eth.dst": "rs_mac"}
+    rewrites_in = {"eth.dst": "rs_mac", "ip.ttl": "ttl-1"}     # decrement_ttl(): every method
     out_by = None

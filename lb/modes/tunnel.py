@@ -19,5 +19,5 @@ class Tunnel(ForwardingMode):
     port_mapping = False        # the inner packet is the client's, unchanged: same port
     rs_needs = ("ipip_decap", "vip_on_lo", "arp_rules", "rp_filter_off", "own_gateway", "same_port")
     director_needs = ("mtu_room",)
-    rewrites_in = {"outer.src": "dip", "outer.dst": "rip"}
+    rewrites_in = {"outer.src": "dip", "outer.dst": "rip", "ip.ttl": "ttl-1"}  # inner, then copied
     out_by = None

@@ -120,7 +120,7 @@ def test_facts_follow_the_class_attributes():
     dr_facts = dict(explain.facts(modes.by_short("dr")))
     assert dr_facts[W.say(W.UI, "same_segment")] == "yes"
     assert dr_facts[W.say(W.UI, "port_mapping")] == "no"
-    assert dr_facts[W.say(W.UI, "in")] == "eth.dst ← the server's MAC"
+    assert dr_facts[W.say(W.UI, "in")] == "eth.dst ← the server's MAC, ip.ttl ← one less"
     assert explain.facts(modes.by_short("enat"), "zh")[1][1] == W.say(W.UI, "replies_agent", "zh")
 
 

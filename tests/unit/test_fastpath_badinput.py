@@ -15,6 +15,7 @@ from lb._forward import REASON_NAMES
 from lb.inet import checksum
 from tests.vectors import fixtures as fx
 from tests.vectors import malformed as M
+from tests.vectors.checks import assert_icmp_checksums
 from tests.vectors import nat as V
 from tests.vectors.malformed import eth, l4_patch, rebuilt, syn, truncated_l4, vip_tcp, with_ip_byte
 
@@ -116,7 +117,13 @@ def checked_process(f, frame, partial=False):
     after = reason_counts(f)
     grew = {k: after[k] - before[k] for k in REASONS if after[k] != before[k]}
     assert verdict in VERDICTS
-    if verdict == "forward":
+    if verdict == "forward" and reason is not None:
+        # an ICMP error in its place (time exceeded, fragmentation needed) or an ICMP error
+        # relayed: counted beside the frame; every checksum of the ICMP frame right
+        assert reason in ("ttl_exceeded", "frag_needed", "icmp_relayed") and grew == {reason: 1}
+        assert len(out) == 1
+        assert_icmp_checksums(out[0][1])
+    elif verdict == "forward":
         assert reason is None and grew == {}
         assert len(out) == 1 and len(out[0][1]) == len(frame)
     else:

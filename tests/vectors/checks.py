@@ -55,3 +55,40 @@ def assert_same_fields(frame, expected):
             if a != b:
                 raise AssertionError(f"{type(e).__name__}.{fd.name}: got {a!r}, expected {b!r}")
         g, e = g.payload, e.payload
+
+
+def _sum16(data: bytes) -> int:
+    if len(data) % 2:
+        data += b"\0"
+    s = sum(int.from_bytes(data[i:i + 2], "big") for i in range(0, len(data), 2))
+    while s >> 16:
+        s = (s & 0xFFFF) + (s >> 16)
+    return s
+
+
+def icmp_parts(frame):
+    """(outer IP header, ICMP message, quoted IP header) of an Ethernet frame carrying ICMP,
+    whether bare or inside IPIP: the raw bytes, cut by their own length fields."""
+    ip = frame[14:]
+    ihl = (ip[0] & 0x0F) * 4
+    if ip[9] == 4:                                   # TUN: the ICMP packet is inside IPIP
+        ip = ip[ihl:]
+        ihl = (ip[0] & 0x0F) * 4
+    assert ip[9] == 1, f"not ICMP: protocol {ip[9]}"
+    tot = int.from_bytes(ip[2:4], "big")
+    icmp = ip[ihl:tot]
+    quote = icmp[8:]
+    return ip[:ihl], icmp, quote[:(quote[0] & 0x0F) * 4]
+
+
+def assert_icmp_checksums(frame):
+    """Every checksum an ICMP error carries that a receiver checks: the outer IP header's (and
+    the IPIP header's), the ICMP message's over its whole length, and the quoted IP header's
+    (the quoted L4 checksum covers bytes the quote may not hold: it is not checked)."""
+    if frame[14 + 9] == 4:
+        outer = frame[14:14 + (frame[14] & 0x0F) * 4]
+        assert _sum16(outer) == 0xFFFF, "IPIP header checksum wrong"
+    ip, icmp, qip = icmp_parts(frame)
+    assert _sum16(ip) == 0xFFFF, "outer IP checksum wrong"
+    assert _sum16(icmp) == 0xFFFF, "ICMP checksum wrong"
+    assert len(qip) >= 20 and _sum16(qip) == 0xFFFF, "quoted IP header checksum wrong"

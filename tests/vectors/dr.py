@@ -1,6 +1,7 @@
-"""DR (direct routing, ipvsadm -g) vectors: the IP packet is untouched, TTL included; only the
-Ethernet header changes, to the real server's MAC (the real server holds the VIP on lo). Replies
-go from the real server straight to the client: the director sees only the input direction.
+"""DR (direct routing, ipvsadm -g) vectors: the IP packet is untouched but for its TTL (one less,
+as the kernel's decrement_ttl() makes it for every method) and so its IP checksum; the Ethernet
+header changes, to the real server's MAC (the real server holds the VIP on lo). Replies go from
+the real server straight to the client: the director sees only the input direction.
 
 Services TCP and UDP VIP:80, each with one destination RIP:80 in mode "route". The vectors run
 in order through one Forwarder provisioned from ``DIRECTOR`` (tests/vectors/fixtures.py).
@@ -20,9 +21,12 @@ DIRECTOR = DirectorSetup(
 
 
 def routed(pin):
-    """(input, expected): the same IP packet, byte for byte, in a frame to the real server."""
+    """(input, expected): the same IP packet, TTL - 1, in a frame to the real server."""
     pin = built(pin)
-    return pin, eth_to(RS_MAC) / pin[IP]
+    out = pin[IP].copy()
+    out.ttl -= 1
+    del out.chksum
+    return pin, eth_to(RS_MAC) / out
 
 
 def tcp_in(sport, flags, payload=b"", **tcp_kw):
@@ -35,8 +39,8 @@ A = 40000
 
 # The client's handshake and first data: an input-only connection, SYN then ACK: ESTABLISHED.
 HANDSHAKE = [
-    fx.forwarded("DR SYN in: only the MACs change (to the real server's); the IP packet, TTL, "
-                 "DF, ToS and options included, is untouched",
+    fx.forwarded("DR SYN in: the MACs change (to the real server's) and the TTL; the rest of the "
+                 "IP packet, DF, ToS and options included, is untouched",
                  tcp_in(A, "S", seq=7, options=[("MSS", 1460)])),
     fx.forwarded("DR ACK in", tcp_in(A, "A", seq=8, ack=501)),
     ESTABLISHED := fx.forwarded("DR PSH/ACK in with data", tcp_in(A, "PA", b"x", seq=8, ack=501)),

@@ -1,6 +1,6 @@
 """TUN (IPIP, ipvsadm -i) vectors: the packet, untouched, inside an outer IPv4 header DIP -> RIP,
 protocol 4, with TOS, DF and TTL copied from the inner header (the kernel's
-ip_vs_tunnel_xmit()). A packet that no longer fits the egress MTU with the 20 bytes of the outer
+ip_vs_tunnel_xmit()), whose TTL is one less (decrement_ttl() runs before it). A packet that no longer fits the egress MTU with the 20 bytes of the outer
 header: with DF, ICMP 3/4 "fragmentation needed" back to the client from the VIP, next-hop MTU
 = MTU - 20, quoting as much of the packet as fits a 576-byte datagram (RFC 1191, RFC 1812
 4.3.2.3); without DF, dropped (too_big).
@@ -31,6 +31,9 @@ def tunnelled(pin, ip_id):
     """(input, expected): the IP packet (without any Ethernet padding) wrapped DIP -> RIP."""
     pin = built(pin)
     inner = IP(bytes(pin[IP])[:pin[IP].len])
+    inner.ttl -= 1
+    del inner.chksum
+    inner = IP(bytes(inner))
     outer = IP(src=DIP, dst=RIP, proto=4, id=ip_id, tos=inner.tos, ttl=inner.ttl,
                flags=inner.flags & "DF")
     return pin, eth_to(RS_MAC) / outer / inner
