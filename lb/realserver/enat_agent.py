@@ -6,7 +6,10 @@
 An ENAT director turns CIP:cport -> VIP:vport into VIP:lport -> RIP:rport and puts CIP:cport
 in the SYN's TOA (kind 254, see :mod:`lb.realserver.toa`). The server here accepts a connection from
 VIP:lport and answers it; this agent turns each answer RIP:rport -> VIP:lport into
-VIP:vport -> CIP:cport, which routing takes to the client directly (the "triangle").
+VIP:vport -> CIP:cport, which routing takes to the client directly (the "triangle"). The
+server's own ICMP errors about a connection (port unreachable, fragmentation needed: to
+VIP:lport, so into our device too, and the director never sees them) are translated the same
+way, as the director translates a NAT server's (:func:`rewrite_icmp_error`).
 
 Mechanism, and why:
 
@@ -86,10 +89,13 @@ IN_REASONS = (LEARNED, SYN_WITHOUT_TOA, TOA_NOT_IPV4, IN_FIN, IN_RST, IN_NO_CONN
               IN_NOT_FROM_VIP, IN_MALFORMED, TABLE_FULL)
 # server side (TUN)
 REWRITTEN, UNKNOWN_FLOW, TRUNCATED, NOT_IPV4, BAD_IP_HEADER, FRAGMENT, NOT_TCP_UDP, BAD_L4_HEADER, \
-    SEND_FAILED = ("rewritten", "unknown_flow", "truncated", "not_ipv4", "bad_ip_header", "fragment",
-                   "not_tcp_udp", "bad_l4_header", "send_failed")
+    SEND_FAILED, ICMP_REWRITTEN = ("rewritten", "unknown_flow", "truncated", "not_ipv4", "bad_ip_header",
+                                   "fragment", "not_tcp_udp", "bad_l4_header", "send_failed",
+                                   "icmp_rewritten")
 OUT_REASONS = (REWRITTEN, UNKNOWN_FLOW, TRUNCATED, NOT_IPV4, BAD_IP_HEADER, FRAGMENT, NOT_TCP_UDP,
-               BAD_L4_HEADER, SEND_FAILED)
+               BAD_L4_HEADER, SEND_FAILED, ICMP_REWRITTEN)
+ICMP = socket.IPPROTO_ICMP
+ICMP_ERRORS = (3, 4, 11)     # what ip_vs_out_icmp() takes: unreachable, source quench, time exceeded
 EXPIRED = "expired"
 
 
@@ -199,9 +205,58 @@ def _reply_key(p):
     return ihl, end, (proto, bytes(p[16:20]), dport, bytes(p[12:16]), sport), None
 
 
+def _icmp_error_key(p):
+    """(ihl, end, key of the quoted packet, None) of an ICMP error the server sends about a
+    packet of one of its connections (quoting VIP:lport -> RIP:rport), or (0, 0, None, reason)."""
+    ihl, end, why = _ip_header(p)
+    if why is not None:
+        return 0, 0, None, why
+    if end < ihl + 8 + 20 or p[ihl] not in ICMP_ERRORS:
+        return 0, 0, None, NOT_TCP_UDP     # echo replies and the like: not a connection's
+    q = ihl + 8
+    qihl = (p[q] & 0x0F) * 4
+    if p[q] >> 4 != 4 or qihl < 20 or end < q + qihl + 8 or (p[q + 6] << 8 | p[q + 7]) & 0x1FFF:
+        return 0, 0, None, BAD_L4_HEADER   # no quoted ports to read
+    proto, ports = p[q + 9], q + qihl
+    if proto not in (TCP, UDP):
+        return 0, 0, None, NOT_TCP_UDP     # never an error about an error (RFC 1122 3.2.2)
+    key = (proto, bytes(p[q + 12:q + 16]), p[ports] << 8 | p[ports + 1], bytes(p[q + 16:q + 20]),
+           p[ports + 2] << 8 | p[ports + 3])
+    return ihl, end, key, None
+
+
+def rewrite_icmp_error(packet, table):
+    """The server's ICMP error about a connection's packet -> (bytes for the client | None,
+    reason, key): as the director translates errors from a NAT server (ip_vs_nat_icmp()), from
+    the VIP to the client, quoting CIP:cport -> VIP:vport; the quote's IP checksum made again,
+    its L4 checksum left alone (as the kernel leaves it), the ICMP checksum in full. Pure."""
+    p = memoryview(packet).cast("B")
+    ihl, end, key, why = _icmp_error_key(p)
+    if why is not None:
+        return None, why, None
+    entry = table.get(key)
+    if entry is None:
+        return None, UNKNOWN_FLOW, key
+    out = bytearray(p[:end])
+    q = ihl + 8
+    qihl = (out[q] & 0x0F) * 4
+    out[12:16], out[16:20] = key[1], entry.cip
+    out[q + 12:q + 16], out[q + 16:q + 20] = entry.cip, key[1]
+    out[q + qihl:q + qihl + 4] = struct.pack("!HH", entry.cport, entry.vport)
+    out[q + 10:q + 12] = b"\0\0"
+    out[q + 10:q + 12] = struct.pack("!H", ip_checksum(out[q:q + qihl]))
+    out[ihl + 2:ihl + 4] = b"\0\0"
+    out[ihl + 2:ihl + 4] = struct.pack("!H", ip_checksum(out[ihl:end]))
+    out[10:12] = b"\0\0"
+    out[10:12] = struct.pack("!H", ip_checksum(out[:ihl]))
+    return bytes(out), ICMP_REWRITTEN, key
+
+
 def rewrite(packet, table):
     """(rewritten bytes | None, reason, key | None): the core of :func:`rewrite_reply`."""
     p = memoryview(packet).cast("B")
+    if len(p) >= 20 and p[9] == ICMP:
+        return rewrite_icmp_error(packet, table)
     ihl, end, key, why = _reply_key(p)
     if why is not None:
         return None, why, None
@@ -311,7 +366,7 @@ class FlowTable:
         """A server reply (from the TUN device) -> (rewritten bytes | None, reason)."""
         self.now = now
         out, reason, key = rewrite(packet, self)
-        if out is not None:
+        if reason == REWRITTEN:
             entry = self.entries[key]
             if key[0] == UDP:
                 self._set_state(entry, "udp", key)

@@ -362,3 +362,34 @@ def test_checksums_right_for_any_payload_and_ports(payload, cport, lport):
         out, reason = t.outbound(pkt, NOW)
         assert reason == REWRITTEN
         assert checksums_ok(out).dst == CIP
+
+
+# -- the server's own ICMP errors: translated for the client, as the director does for NAT ---------
+def server_error(quoted: bytes, type_=3, code=3, dst=VIP) -> bytes:
+    return bytes(IP(src=RIP, dst=dst) / ICMP(type=type_, code=code) / Raw(quoted))
+
+
+def test_the_servers_port_unreachable_goes_to_the_client_translated():
+    t = table_with((key(ea.UDP, rport=5353), 53))
+    quoted = bytes(IP(src=VIP, dst=RIP) / UDP(sport=LPORT, dport=5353) / Raw(b"query"))
+    out, reason = t.outbound(server_error(quoted), NOW)
+    assert reason == ea.ICMP_REWRITTEN and t.counters[ea.ICMP_REWRITTEN] == 1
+    got = IP(out)
+    assert (got.src, got.dst, got[ICMP].type, got[ICMP].code) == (VIP, CIP, 3, 3)
+    q = IP(bytes(got[ICMP].payload))
+    assert (q.src, q.dst, q[UDP].sport, q[UDP].dport) == (CIP, VIP, CPORT, 53)
+    assert q[UDP].chksum == IP(quoted)[UDP].chksum          # the quoted L4 checksum as it was
+    for data in (out[:20], out[20:], bytes(got[ICMP].payload)[:20]):
+        assert ea.checksum_ok(data)                         # outer IP, ICMP, the quote's IP
+    assert t.get(key(ea.UDP, rport=5353)).state == "udp"       # an error moves no state
+
+
+def test_icmp_the_agent_leaves_alone():
+    t = table_with((key(), 80))
+    tcp = bytes(IP(src=VIP, dst=RIP) / TCP(sport=LPORT, dport=80, flags="A"))
+    assert t.outbound(server_error(tcp, 3, 4), NOW)[1] == ea.ICMP_REWRITTEN
+    assert t.outbound(server_error(bytes(IP(src=VIP, dst=RIP) / TCP(sport=LPORT + 1, dport=80))), NOW)[1] == UNKNOWN_FLOW
+    assert t.outbound(server_error(tcp[:24]), NOW)[1] == BAD_L4_HEADER        # no ports quoted
+    nested = bytes(IP(src=VIP, dst=RIP) / ICMP(type=3) / Raw(tcp[:28]))
+    assert t.outbound(server_error(nested), NOW)[1] == NOT_TCP_UDP
+    assert t.outbound(bytes(IP(src=RIP, dst=VIP) / ICMP(type=0)), NOW)[1] == NOT_TCP_UDP
