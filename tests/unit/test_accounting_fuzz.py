@@ -1,11 +1,11 @@
 """Every frame accounted (hypothesis over the core): received = forwarded + each drop and pass
-reason, whatever arrives, through process() and process_batch(), in NAT and DR, with the
-table small enough to fill. (A longer run: bench/fuzz_accounting.py.)"""
+reason, whatever arrives (ICMP errors quoting the flows too), through process() and
+process_batch(), in NAT and DR, with the table small enough to fill. (A longer run: bench/fuzz_accounting.py.)"""
 from dataclasses import replace
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from scapy.layers.inet import IP, TCP, UDP
+from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.layers.l2 import ARP, Ether
 
 from lb._forward import NOT_VERDICTS, REASON_NAMES
@@ -35,10 +35,18 @@ def valid_frames():
         return bytes(Ether(src=V.ROUTER_MAC, dst=V.DIRECTOR_MAC) / IP(src=s, dst=d)
                      / UDP(sport=sp, dport=dp) / data)
 
+    def icmp(s, d, type_, code, ttl, quoted):
+        # an ICMP error (or not) quoting a packet of the flows above (fastpath/icmp.pxi)
+        return bytes(Ether(src=V.ROUTER_MAC, dst=V.DIRECTOR_MAC) / IP(src=s, dst=d, ttl=ttl)
+                     / ICMP(type=type_, code=code) / quoted[14:14 + 48])
+
     arp = st.just(bytes(Ether(dst="ff:ff:ff:ff:ff:ff") / ARP(pdst=V.VIP, psrc=V.ROUTER_IP)))
     data = st.binary(max_size=40)
-    return st.one_of(st.builds(tcp, src, dst, ports, ports, flags, data),
-                     st.builds(udp, src, dst, ports, ports, data), arp)
+    packets = st.one_of(st.builds(tcp, src, dst, ports, ports, flags, data),
+                        st.builds(udp, src, dst, ports, ports, data))
+    icmps = st.builds(icmp, src, dst, st.sampled_from([3, 3, 11, 4, 0, 8, 12]),
+                      st.sampled_from([3, 4, 0]), st.sampled_from([64, 1]), packets)
+    return st.one_of(packets, icmps, arp)
 
 
 def mutated(frame, edits):
