@@ -16,10 +16,13 @@ from lb.director.listings import FWD_NAMES, dest_key, service_name
 
 COUNTERS = ("active", "inactive", "conns", "inpkts", "outpkts", "inbytes", "outbytes")
 # Reasons the fast path leaves a frame to the kernel: not IPv4, nothing of lbd's, or a frame
-# the ring saw that is for another host (promiscuous) or our own outgoing one.
-PASSES = ("not_ipv4", "not_ours", "not_for_us")
-# Counted under a reason but forwarded all the same (FULLNAT/ENAT without room for the TOA).
-FORWARDED_ANYWAY = ("toa_no_room",)
+# the ring saw that is for another host (promiscuous) or our own outgoing one, ICMP that is no
+# error about a connection of ours (fastpath/icmp.pxi).
+PASSES = ("not_ipv4", "not_ours", "not_for_us", "icmp_not_error", "icmp_bad_quote",
+          "icmp_about_icmp", "icmp_no_conn")
+# Counted under a reason but forwarded all the same (FULLNAT/ENAT without room for the TOA; an
+# ICMP error about a connection, translated and sent on).
+FORWARDED_ANYWAY = ("toa_no_room", "icmp_relayed")
 DROPS = tuple(r for r in REASON_NAMES[1:] if r not in PASSES + FORWARDED_ANYWAY)
 
 

@@ -87,17 +87,17 @@ def test_the_nat_rewrites_are_what_the_mode_class_says():
 def test_a_rewrite_the_mode_does_not_do_is_reported():
     mode = modes.by_short("dr")
     before = fields(eth("router", "director") / syn(ttl=63))
-    after = fields(eth("director", "rs1") / syn(ttl=62))      # DR keeps the TTL
+    after = fields(eth("director", "rs1") / syn(ttl=62, sport=CPORT + 1))   # DR keeps the port
     problems = core.check_rewrite(mode, "in", "tcp", True, before, after, VALUES)
-    assert problems == ["ip.ttl changed 63 -> 62, which dr does not rewrite"]
+    assert problems == [f"tcp.sport changed {CPORT} -> {CPORT + 1}, which dr does not rewrite"]
     wrong_mac = fields(Ether(src=MAC["director"], dst="02:00:00:00:00:99") / syn(ttl=63))
     assert "eth.dst is 02:00:00:00:00:99" in core.check_rewrite(mode, "in", "tcp", True, before, wrong_mac, VALUES)[0]
 
 
 def test_tun_adds_an_outer_header_that_the_decapsulator_removes():
-    inner = syn(ttl=63)
-    seen = frames(("d", eth("router", "director") / inner),
-                  ("pd", eth("director", "rs1") / IP(src=DIP, dst=RIP, ttl=63, proto=4) / inner),
+    inner = syn(ttl=62)                # decrement_ttl() before the tunnel, as in the kernel
+    seen = frames(("d", eth("router", "director") / syn(ttl=63)),
+                  ("pd", eth("director", "rs1") / IP(src=DIP, dst=RIP, ttl=62, proto=4) / inner),
                   ("tun", inner))
     seen[2] = Frame(P["tun"], seen[2].ts, bytes(inner))
     (j,) = core.journeys(seen, core.Traced("tcp", CIP, CPORT), NAMES)
