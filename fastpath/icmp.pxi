@@ -9,6 +9,7 @@
 #   DR with the MAC rewritten, TUN inside IPIP, NAT/FULLNAT/ENAT rewritten to what the server
 #   sent. From the server's side (NAT, FULLNAT; ENAT: only routers between us and the server,
 #   the server's own errors its agent translates, lb/realserver/enat_agent.py) to the client.
+#   An error about a TUN packet's tunnel (icmp_about_tunnel()) goes to its client.
 # - icmp_error(): an ICMP error of the director's own (fragmentation needed, time exceeded) in
 #   place of the packet that caused it, as icmp_send() does for ip_vs_xmit.c's
 #   ensure_mtu_is_adequate() and decrement_ttl(): rate-limited by a token bucket (the kernel's
@@ -137,6 +138,8 @@ cdef int icmp_in(FP* fp, Frame* fr, uint8_t* ip, uint32_t ihl, uint32_t tot,
         return pass_(fp, R_ICMP_BAD_QUOTE)  # no ports to read (ip_vs_in_icmp: "looks wrong")
     if qproto == 1:
         return pass_(fp, R_ICMP_ABOUT_ICMP)
+    if qproto == 4:
+        return icmp_about_tunnel(fp, fr, ip, ihl, tot, q, qihl, now)
     if qproto != 6 and qproto != 17:
         return pass_(fp, R_ICMP_NO_CONN)
     # The quote is a packet we (or the server) sent: its addresses in reverse order are the key
@@ -220,3 +223,52 @@ cdef int icmp_in(FP* fp, Frame* fr, uint8_t* ip, uint32_t ihl, uint32_t tot,
     fp.reasons[R_ICMP_RELAYED] += 1
     fp.last_reason = R_ICMP_RELAYED
     return V_FORWARD
+
+cdef int icmp_about_tunnel(FP* fp, Frame* fr, uint8_t* ip, uint32_t ihl, uint32_t tot,
+                           uint8_t* q, uint32_t qihl, uint64_t now) noexcept nogil:
+    # An error about one of our IPIP packets (DIP -> RIP) from a router between us and a TUN
+    # server: ip_vs_in_icmp()'s "special case for errors for IPIP tunnel packets". The client
+    # is told, with the same type and code, from the VIP, quoting its own packet (what the
+    # router quoted of it); "fragmentation needed" carries the MTU less the outer header, and
+    # only for a client that does path MTU discovery (DF).
+    cdef uint8_t* icmp = ip + ihl
+    cdef uint32_t ilen = tot - ihl
+    cdef uint8_t* iq = q + qihl
+    cdef uint32_t have = ilen - 8 - qihl, iqihl, mtu
+    cdef uint32_t info = ld32(icmp + 4)
+    cdef uint8_t type = icmp[0], code = icmp[1]
+    cdef uint32_t h
+    cdef Conn* c
+    if have < 20 or (iq[0] >> 4) != 4:
+        return pass_(fp, R_ICMP_BAD_QUOTE)
+    iqihl = (iq[0] & 0x0F) * 4
+    if iqihl < 20 or have < iqihl + 8 or ld16(iq + 6) & 0x1FFF:
+        return pass_(fp, R_ICMP_BAD_QUOTE)
+    if iq[9] != 6 and iq[9] != 17:
+        return pass_(fp, R_ICMP_NO_CONN)
+    # the inner packet is the client's request: its own in key, not reversed
+    h = flow_hash(fp, iq[9], ld32(iq + 12), ld16(iq + iqihl), ld32(iq + 16), ld16(iq + iqihl + 2))
+    c = lookup_in(fp, h, iq[9], ld32(iq + 12), ld16(iq + iqihl), ld32(iq + 16), ld16(iq + iqihl + 2))
+    if c == NULL or c.expires <= now or c.fwd != FWD_TUNNEL or c.daddr != ld32(q + 16):
+        return pass_(fp, R_ICMP_NO_CONN)
+    if not ip_csum_ok(ip, ihl):
+        return drop(fp, R_BAD_IP_CHECKSUM)
+    if csum_fold(csum_add(0, icmp, ilen)) != 0xFFFF:
+        return drop(fp, R_BAD_ICMP_CHECKSUM)
+    if type == ICMP_UNREACH and code == ICMP_FRAG_NEEDED:
+        if not ld16(iq + 6) & 0x4000:
+            return pass_(fp, R_ICMP_NO_CONN)    # nothing to tell a client without DF
+        mtu = info & 0xFFFF
+        info = mtu - IPIP_OVERHEAD if mtu > 68 + IPIP_OVERHEAD else mtu
+    # the client's packet goes where icmp_error() quotes from: right after the Ethernet header
+    memmove(fr.f + 14, iq, have)
+    fr.ip = fr.f + 14
+    fr.tot = have
+    fr.direction = DIR_IN
+    cdef int v = icmp_error(fp, fr, type, code, info, ld32(fr.ip + 16), now)
+    if v == V_FORWARD:
+        fp.dests[c.dest].pkts[DIR_OUT] += 1     # ip_vs_out_stats(): "ICMP can be shorter ..."
+        fp.dests[c.dest].bytes[DIR_OUT] += have
+        fp.reasons[R_ICMP_RELAYED] += 1
+        fp.last_reason = R_ICMP_RELAYED
+    return v

@@ -284,3 +284,39 @@ def test_an_icmp_frame_with_a_vnet_header_asking_for_offloads_is_dropped():
     gso = bytes([0, 1]) + bytes(8)
     assert f.process(frame, now=NOW, vnet=gso)[:2] == ("drop", "bad_vnet_hdr")
     assert DIRECTOR_MAC                              # (the frames above are addressed to it)
+
+
+# --- TUN: an error about our IPIP packet, from a router between us and the server ------------------
+def tunnel_error(inner_df=True, type_=3, code=4, mtu=1400):
+    inner = udp_quote(CLIENT, C, VIP, 80, b"hello" * 100, df=inner_df)
+    ipip = bytes(IP(src=DIP, dst=RIP, proto=4, flags="DF" if inner_df else 0, ttl=63) / Raw(inner))
+    return icmp_frame(ROUTER_IP, DIP, type_, code, ipip[:548], nexthopmtu=mtu), inner
+
+
+def test_tun_frag_needed_for_the_tunnel_goes_to_the_client_less_20():
+    # ip_vs_in_icmp(): "Special case for errors for IPIP ... tunnel packets": the client's
+    # packet no longer fits the tunnel; it is told the path MTU less the outer header.
+    f = director("tun")
+    open_flow(f)                                    # IP id 0: its tunnel header
+    frame, inner = tunnel_error()
+    got = f.process(bytes(frame), now=NOW + 0.01)
+    assert got[:2] == ("forward", "icmp_relayed")
+    quote = inner[:548 - 20]                        # what the router's quote held of it
+    check(got[2], eth_to(ROUTER_MAC) / IP(src=VIP, dst=CLIENT, tos=0xC0, ttl=64, id=1)
+          / ICMP(type=3, code=4, nexthopmtu=1380) / Raw(quote))
+
+
+def test_tun_other_errors_for_the_tunnel_go_to_the_client_as_they_are():
+    f = director("tun")
+    open_flow(f)
+    frame, inner = tunnel_error(type_=3, code=1, mtu=0)
+    got = f.process(bytes(frame), now=NOW + 0.01)
+    assert got[:2] == ("forward", "icmp_relayed")
+    assert (Ether(got[2][0][1])[ICMP].type, Ether(got[2][0][1])[ICMP].code) == (3, 1)
+
+
+def test_tun_frag_needed_for_a_client_without_df_is_not_sent_on():
+    f = director("tun")
+    open_flow(f)
+    frame, _ = tunnel_error(inner_df=False)
+    assert f.process(bytes(frame), now=NOW + 0.01) == ("pass", "icmp_no_conn", [])
