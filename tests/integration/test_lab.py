@@ -44,10 +44,19 @@ def test_topology(lab):
     assert f"via {lab.addr['director']}" in routes  # NAT: replies go back through the director
 
 
-def test_offloads_off(lab):
+def test_offloads_stay_as_veths_come_by_default(lab):
     report = lab.offload_report()
     assert len(report) == len(lab.roles)
-    assert all(not left for ifaces in report.values() for left in ifaces.values()), report
+    client = report[lab.ns("client")]["eth0"]
+    assert "tx-checksum-ip-generic" in client and "tx-tcp-segmentation" in client, report
+
+
+def test_offloads_off_for_comparisons():
+    with Lab(n_rs=1, offloads="off") as off:
+        report = off.offload_report()
+        assert len(report) == len(off.roles)
+        assert all(not left for ifaces in report.values() for left in ifaces.values()), report
+    assert off.namespaces() == []
 
 
 def test_reachability(lab):
