@@ -90,8 +90,8 @@ def parser() -> argparse.ArgumentParser:
 
 
 def _offloads_option(p) -> None:
-    p.add_argument("--offloads", choices=["on", "off"], default="on",
-                   help="the lab's veth offloads: as they come (on, default), or all off for comparisons")
+    p.add_argument("--offloads", choices=["on", "off"], default="off",
+                   help="the lab's veth offloads: as they come (on), or all off (default for now)")
 
 
 def _learning_parsers(sub) -> None:
