@@ -1,14 +1,16 @@
 """``lb``: the lab and the demo.
 
     lb lab up [--prefix P] [--rs N] [--rs-gateway director|router] [--rs-net lan|routed] [--servers]
+              [--offloads on|off]
     lb lab down (--prefix P | --all)
     lb lab status [--prefix P]
-    lb demo [--kernel] [--count N] [--prefix P]
+    lb demo [--kernel] [--count N] [--prefix P] [--offloads on|off]
     lb realserver setup --mode dr|tun|enat|fullnat --vip VIP [--vip VIP2 ...] [--reply-gateway GW]
                         [--decap auto|kernel|userspace] [--map-port RPORT:VPORT ...]
     lb realserver teardown [--mode dr|tun|enat|fullnat]
     lb realserver status
     lb trace MODE|all [--proto tcp|udp|both] [--out DIR] [--all-packets] [--lang en|zh] [--prefix P]
+             [--offloads on|off]
     lb trace --scheduler NAME [--count N] [--weights 3,2,1] [--lang en|zh]
     lb explain MODE|all|terms|schedulers [--lang en|zh]
     lb break SCENARIO|all|list [--out DIR] [--lang en|zh] [--prefix P]
@@ -31,7 +33,8 @@ from lb.lab.topology import Lab, down_all, down_lab, status_all
 def cmd_lab(a) -> int:
     if a.action == "up":
         try:
-            lab = Lab(prefix=a.prefix, n_rs=a.rs, rs_gateway=a.rs_gateway, rs_net=a.rs_net)
+            lab = Lab(prefix=a.prefix, n_rs=a.rs, rs_gateway=a.rs_gateway, rs_net=a.rs_net,
+                      offloads=a.offloads)
         except ValueError as e:
             raise SystemExit(f"lb lab up: {e}") from None
         lab.up()
@@ -66,10 +69,12 @@ def parser() -> argparse.ArgumentParser:
     lab.add_argument("--rs-net", choices=["lan", "routed"], default="lan",
                      help="real servers on the director's LAN, or on 198.18.2.0/24 behind the router")
     lab.add_argument("--servers", action="store_true", help="up: also start the test servers")
+    _offloads_option(lab)
     demo = sub.add_parser("demo", help="the end-to-end demo on a fresh lab")
     demo.add_argument("--kernel", action="store_true", help="kernel nftables DNAT instead of lb.director.daemon")
     demo.add_argument("--count", type=int, default=6, help="requests per protocol (max 100)")
     demo.add_argument("--prefix")
+    _offloads_option(demo)
     rs = sub.add_parser("realserver", help="prepare this host/namespace as a DR, TUN or ENAT real server")
     rs.add_argument("action", choices=["setup", "teardown", "status"])
     rs.add_argument("--mode", choices=["dr", "tun", "enat", "fullnat"],
@@ -84,6 +89,11 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def _offloads_option(p) -> None:
+    p.add_argument("--offloads", choices=["on", "off"], default="off",
+                   help="the lab's veth offloads: as they come (on), or all off (default for now)")
+
+
 def _learning_parsers(sub) -> None:
     """lb trace, lb explain, lb break: the teaching commands (lb/lab/tracerun.py and friends)."""
     tr = sub.add_parser("trace", help="watch one TCP connection and one UDP exchange cross every hop")
@@ -96,6 +106,7 @@ def _learning_parsers(sub) -> None:
     tr.add_argument("--weights", default="3,2,1", help="--scheduler: the real servers' weights")
     tr.add_argument("--lang", default="en", help="en or zh")
     tr.add_argument("--prefix")
+    _offloads_option(tr)
     ex = sub.add_parser("explain", help="what a forwarding mode needs and costs, from the mode classes")
     ex.add_argument("topic", nargs="?", default="all", help="nat, dr, tun, fullnat, enat, all, terms, schedulers")
     ex.add_argument("--lang", default="en", help="en or zh")

@@ -29,8 +29,9 @@ from lb.director.director import Director
 from lb.director.estimator import Estimator, Sampler
 from lb.director.health import listing as checks
 from lb.director.health.engine import Engine
-from lb.director.links import FloodDefence, LinkWatch, own_netns
+from lb.director.links import FloodDefence
 from lb.director.netlink import Netlink
+from lb.netwatch import LinkWatch, own_netns
 from lb.schedulers import plugins
 
 log = logging.getLogger("lbd")

@@ -14,7 +14,11 @@ director, so a frame is taken at the *receiving* end of each link:
 
 :class:`Capture` opens one socket per point, all read by one thread until ``stop()``
 (bounded in frames and seconds); each :class:`Frame` carries the kernel's receive time
-(SO_TIMESTAMPNS), so frames from different namespaces line up on one clock.
+(SO_TIMESTAMPNS), so frames from different namespaces line up on one clock, and whether its
+L4 checksum was still to be filled in (``partial``): with tx checksum offload on, a veth hands
+on CHECKSUM_PARTIAL frames whose checksum field holds only the pseudo-header sum, and the
+kernel says so in PACKET_AUXDATA (TP_STATUS_CSUMNOTREADY, af_packet.c packet_rcv()). GSO
+aggregates (up to 64 KB) are taken whole.
 """
 from __future__ import annotations
 
@@ -27,6 +31,10 @@ from dataclasses import dataclass
 
 ETH_P_ALL = 0x0003
 SO_TIMESTAMPNS = 35
+SOL_PACKET, PACKET_AUXDATA = 263, 8
+TP_STATUS_CSUMNOTREADY = 0x8   # tpacket_auxdata.tp_status: the checksum is left to the receiver
+AUXDATA_LEN = 20               # struct tpacket_auxdata
+MAX_FRAME = 14 + 65535         # an Ethernet header and the largest IP packet (a GSO aggregate)
 PACKET_HOST, PACKET_BROADCAST, PACKET_MULTICAST, PACKET_OTHERHOST, PACKET_OUTGOING = range(5)
 LINKTYPE_ETHERNET, LINKTYPE_RAW = 1, 101
 PCAP_MAGIC_NS = 0xA1B23C4D     # pcap with nanosecond timestamps
@@ -65,6 +73,7 @@ class Frame:
     point: Point
     ts: float          # kernel receive time, seconds since the epoch
     data: bytes
+    partial: bool = False   # CHECKSUM_PARTIAL: the L4 checksum holds the pseudo-header sum only
 
 
 def lab_points(lab, tun_devices: dict | None = None, agent_devices: dict | None = None) -> list:
@@ -118,6 +127,7 @@ class Capture:
         s = self.lab.socket(point.role, socket.AF_PACKET, socket.SOCK_RAW, 0)
         try:
             s.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+            s.setsockopt(SOL_PACKET, PACKET_AUXDATA, 1)
             s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
             s.bind((point.ifname, ETH_P_ALL))
             s.setblocking(False)
@@ -138,7 +148,7 @@ class Capture:
     def _drain(self, s: socket.socket, point: Point) -> None:
         while True:
             try:
-                data, anc, _, addr = s.recvmsg(65535, socket.CMSG_SPACE(16))
+                data, anc, _, addr = s.recvmsg(MAX_FRAME, socket.CMSG_SPACE(16) + socket.CMSG_SPACE(AUXDATA_LEN))
             except (BlockingIOError, InterruptedError):
                 return
             except OSError:
@@ -148,7 +158,7 @@ class Capture:
             if len(self.frames) >= self.max_frames:
                 self.truncated = True
                 return
-            self.frames.append(Frame(point, _timestamp(anc), data))
+            self.frames.append(Frame(point, _timestamp(anc), data, _partial(anc)))
 
     def stop(self, settle: float = 0.0) -> list:
         """Wait `settle` seconds for frames still in flight, stop reading, close the sockets."""
@@ -176,13 +186,20 @@ def _timestamp(ancillary) -> float:
     return time.time()
 
 
+def _partial(ancillary) -> bool:
+    for level, kind, data in ancillary:
+        if level == SOL_PACKET and kind == PACKET_AUXDATA and len(data) >= 4:
+            return bool(struct.unpack("I", data[:4])[0] & TP_STATUS_CSUMNOTREADY)
+    return False
+
+
 def write_pcap(path, frames) -> None:
     """`frames` (all of one point, so one link type) as a pcap file (nanosecond timestamps)
     that Wireshark, tcpdump and scapy open. Written by hand: the format is 40 bytes of headers."""
     frames = list(frames)
     linktype = frames[0].point.linktype if frames else LINKTYPE_ETHERNET
     with open(path, "wb") as out:
-        out.write(struct.pack("<IHHiIII", PCAP_MAGIC_NS, 2, 4, 0, 0, 65535, linktype))
+        out.write(struct.pack("<IHHiIII", PCAP_MAGIC_NS, 2, 4, 0, 0, MAX_FRAME, linktype))
         for f in frames:
             sec = int(f.ts)
             out.write(struct.pack("<IIII", sec, int((f.ts - sec) * 1e9), len(f.data), len(f.data)))

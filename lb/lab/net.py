@@ -1,9 +1,9 @@
 """Namespace and link helpers of the lab (:mod:`lb.lab.topology`): setns per thread, pyroute2 in a
 namespace, sysctls, offloads, signal deferral during teardown, and the PIDs living in a namespace.
 
-Offloads are off on every lab interface (see :func:`disable_offloads`): the fast path
-reads frames with AF_PACKET, so it must never see 64 KB GSO/GRO frames or partial
-(CHECKSUM_PARTIAL) checksums.
+:func:`disable_offloads` turns checksum, segmentation and GRO offloads off on a lab's
+interfaces when it is built with ``Lab(offloads="off")`` (for comparisons; by default they
+stay as veths come, and lbd takes 64 KB GSO frames and CHECKSUM_PARTIAL checksums).
 """
 from __future__ import annotations
 

@@ -18,11 +18,13 @@ changed since the previous hop.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from socket import inet_aton
 
 from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.l2 import ARP, Ether
 from scapy.packet import Raw
 
+from lb.inet import ones_sum
 from lb.lab.capture import LINKTYPE_ETHERNET, Frame, Point
 from lb.realserver.toa import toa_from_options
 
@@ -71,6 +73,7 @@ class Hop:
     sender: str
     receiver: str
     bad_checksums: list
+    partial_checksums: list = field(default_factory=list)   # right, left to the receiver to complete
     copies: int = 1            # retransmissions of the same packet seen at the first point
 
     @property
@@ -166,18 +169,41 @@ def _options_text(tcp) -> str:
     return " ".join(parts)
 
 
-def bad_checksums(pkt) -> list:
-    """Names of the checksum fields that do not verify (recomputed by scapy from the bytes)."""
+def bad_checksums(pkt, partial: bool = False) -> list:
+    """Names of the checksum fields that do not verify (recomputed by scapy from the bytes).
+
+    `partial`: the frame was captured CHECKSUM_PARTIAL (Frame.partial): its L4 checksum is
+    not a checksum yet but the pseudo-header sum the sender's stack left for the NIC (or the
+    receiving stack, over veth) to complete; it is bad only when it is not that sum
+    (:func:`partial_checksums` names it when it is)."""
     bad = []
     outer, ip, l4 = inner(pkt)
     for prefix, layer in (("outer", outer), ("ip", ip)):
         if layer is not None and _recomputed(layer, IP) != layer.chksum:
             bad.append(f"{prefix}.chksum")
-    if l4 is not None and not (isinstance(l4, UDP) and l4.chksum == 0):
+    if l4 is not None and not (isinstance(l4, UDP) and l4.chksum == 0 and not partial):
         name = "tcp.chksum" if isinstance(l4, TCP) else "udp.chksum"
-        if _recomputed(ip, type(l4)) != l4.chksum:
+        if not (_partial_sum_ok(ip, l4) if partial else _recomputed(ip, type(l4)) == l4.chksum):
             bad.append(name)
     return bad
+
+
+def partial_checksums(pkt, partial: bool) -> list:
+    """The L4 checksum field's name when the frame is CHECKSUM_PARTIAL and the field holds the
+    right pseudo-header sum ("partial (offloaded)" in the views), else []."""
+    _, ip, l4 = inner(pkt)
+    if not partial or l4 is None or not _partial_sum_ok(ip, l4):
+        return []
+    return ["tcp.chksum" if isinstance(l4, TCP) else "udp.chksum"]
+
+
+def _partial_sum_ok(ip, l4) -> bool:
+    """The field is the folded, not complemented, sum of the pseudo-header (RFC 793/768: source,
+    destination, protocol, L4 length): what __tcp_v4_send_check() and udp4_hwcsum() leave,
+    ~tcp_v4_check(len, saddr, daddr, 0), for csum_start/csum_offset to complete."""
+    length = ip.len - ip.ihl * 4
+    pseudo = inet_aton(ip.src) + inet_aton(ip.dst) + bytes([0, ip.proto]) + length.to_bytes(2, "big")
+    return ones_sum(pseudo) == l4.chksum or ones_sum(pseudo) == 0xFFFF and l4.chksum == 0
 
 
 def _recomputed(ip, layer_type) -> int:
@@ -300,7 +326,8 @@ def _hop(f: Frame, pkt, prev, names: Names) -> Hop:
     sender, receiver = _ends(f.point, flds, names)
     return Hop(points=[f.point], ts=f.ts, data=f.data, linktype=f.point.linktype, fields=flds,
                changed=changes(prev.fields, flds) if prev else {}, sender=sender, receiver=receiver,
-               bad_checksums=bad_checksums(pkt))
+               bad_checksums=bad_checksums(pkt, f.partial),
+               partial_checksums=partial_checksums(pkt, f.partial))
 
 
 def _ends(point: Point, flds: dict, names: Names) -> tuple:

@@ -32,12 +32,17 @@ def _seg(out: Text, label, value, key: str, hop: core.Hop) -> None:
     out.append(str(value), style=style)
 
 
-def _chk(out: Text, key: str, hop: core.Hop, f: dict) -> None:
+def _chk(out: Text, key: str, hop: core.Hop, f: dict, lang: str = "en") -> None:
     _seg(out, "chksum", f"0x{f[key]:04x}", key, hop)
-    out.append(" ✗" if key in hop.bad_checksums else " ✓", style=BAD if key in hop.bad_checksums else "green")
+    if key in hop.bad_checksums:
+        out.append(" ✗", style=BAD)
+    elif key in hop.partial_checksums:     # CHECKSUM_PARTIAL: the pseudo-header sum, right
+        out.append(f" ✓ {W.say(W.HOP, 'checksum_partial', lang)}", style="yellow")
+    else:
+        out.append(" ✓", style="green")
 
 
-def layer_lines(hop: core.Hop, names: core.Names) -> list:
+def layer_lines(hop: core.Hop, names: core.Names, lang: str = "en") -> list:
     """One Text per layer of the hop's frame."""
     f, lines = hop.fields, []
     if "eth.src" in f:
@@ -56,13 +61,13 @@ def layer_lines(hop: core.Hop, names: core.Names) -> list:
                 _seg(t, "proto", f[f"{prefix}.proto"], "outer.proto", hop)
             for name in ("ttl", "id", "len"):
                 _seg(t, name, f[f"{prefix}.{name}"], f"{prefix}.{name}", hop)
-            _chk(t, f"{prefix}.chksum", hop, f)
+            _chk(t, f"{prefix}.chksum", hop, f, lang)
             lines.append(t)
-    lines += _l4_lines(hop, f)
+    lines += _l4_lines(hop, f, lang)
     return lines
 
 
-def _l4_lines(hop: core.Hop, f: dict) -> list:
+def _l4_lines(hop: core.Hop, f: dict, lang: str) -> list:
     if "tcp.sport" in f:
         t = Text("    TCP      ", style="cyan")
         _seg(t, None, f["tcp.sport"], "tcp.sport", hop)
@@ -74,7 +79,7 @@ def _l4_lines(hop: core.Hop, f: dict) -> list:
             _seg(t, "opts", f["tcp.options"], "tcp.options", hop)
         if "tcp.toa" in f:
             _seg(t, "TOA", f["tcp.toa"], "tcp.toa", hop)
-        _chk(t, "tcp.chksum", hop, f)
+        _chk(t, "tcp.chksum", hop, f, lang)
         return [t]
     if "udp.sport" in f:
         t = Text("    UDP      ", style="cyan")
@@ -82,7 +87,7 @@ def _l4_lines(hop: core.Hop, f: dict) -> list:
         t.append(" → ")
         _seg(t, None, f["udp.dport"], "udp.dport", hop)
         _seg(t, "len", f["udp.len"], "udp.len", hop)
-        _chk(t, "udp.chksum", hop, f)
+        _chk(t, "udp.chksum", hop, f, lang)
         return [t]
     return []
 
@@ -176,7 +181,7 @@ def render_journey(console: Console, journey: core.Journey, ex, result, lang: st
         line.append(f"   {W.say(W.POINT, 'at', lang)} {where(hop.point, lang)}", style="dim")
         line.append(f"   +{(hop.ts - t0) * 1000:.3f} ms", style="dim")
         console.print(line)
-        for layer in layer_lines(hop, result.names):
+        for layer in layer_lines(hop, result.names, lang):
             console.print(layer, overflow="fold")
         if hop.changed:
             changed = Text(f"    {W.say(W.HOP, 'changed', lang)}: ", style="dim")

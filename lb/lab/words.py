@@ -342,6 +342,9 @@ HOP = {
                    "zh": "客户端收到来自 {src} 的回包，可它访问的是 {vip}：没有 socket 在等它（TCP 会回 RST）"},
     "sent": {"en": "{node} sent it", "zh": "{node} 发出"},
     "checksum_bad": {"en": "bad checksum: {fields}", "zh": "校验和错误：{fields}"},
+    # CHECKSUM_PARTIAL (tx checksum offload): the field holds the right pseudo-header sum and
+    # the NIC, or the receiving stack over veth, completes it
+    "checksum_partial": {"en": "partial (offloaded)", "zh": "部分（已卸载，由接收方补全）"},
     "copies": {"en": "seen {n} times at {point}: sent again", "zh": "在 {point} 看到 {n} 次：重传"},
     "answered": {"en": "answer", "zh": "应答"},
     "changed": {"en": "changed", "zh": "变化"},

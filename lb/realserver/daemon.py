@@ -8,6 +8,10 @@
   pipe) and :func:`serve`, the body of each daemon's ``main()``: SIGTERM/SIGINT stop it,
   ``ready ...`` on stdout once the device is up (a pipe on stdout is then detached, so an
   undrained pipe never blocks us), ``<name>: stopped; counters: ...`` on stderr at exit.
+- Watching what it serves (:class:`lb.netwatch.LinkWatch`, as lbd does): when its TUN device
+  is deleted, or the name of the network namespace it runs in (``ip netns delete`` leaves the
+  namespace alive while a process is in it, so a daemon would otherwise serve nobody there
+  forever), it says why on stderr and exits with :data:`EXIT_GONE`.
 """
 from __future__ import annotations
 
@@ -16,16 +20,21 @@ import json
 import os
 import selectors
 import signal
+import socket
 import stat
 import struct
 import sys
 import time
 from pathlib import Path
 
+from lb.netwatch import LinkWatch, link_state, own_netns
+
 TUNSETIFF = 0x400454CA
 IFF_TUN = 0x0001
 IFF_NO_PI = 0x1000
 FLUSH_INTERVAL = 0.2       # seconds between stats-file writes while counters change
+WATCH_INTERVAL = 0.5       # seconds between looks at the device and the namespace
+EXIT_GONE = 3              # exit status: its device or its namespace was deleted
 
 
 # -- the TUN device ----------------------------------------------------------------------------
@@ -75,13 +84,38 @@ class Daemon:
         self.stats_file = Path(stats_file) if stats_file else None
         self.stopping = False
         self._dirty, self._flushed = True, 0.0
+        self.watch: LinkWatch | None = None       # set by watch_from_here() once the device is up
+        self.gone: str | None = None              # why it stopped on its own, if it did
+        self.recheck = False                      # a read said the device may be gone: look now
+        self._watched = 0.0
 
     def warning(self) -> str | None:
         """Said on stderr once the device is up, when the host will get in the way."""
         return None
 
+    def watch_from_here(self) -> None:
+        """Watch the TUN device as it is now (its ifindex) and the namespace we are in."""
+        self.watch = LinkWatch(ifnames=[self.ifname], indexes=[socket.if_nametoindex(self.ifname)],
+                               netns=own_netns(), who=self.name)
+
+    def look(self, now: float, states=link_state) -> None:
+        """Every WATCH_INTERVAL (or at once after a failed read): a deleted device or namespace
+        stops the loop, with the reason in `gone` and on stderr."""
+        if self.watch is None or not (self.recheck or now - self._watched >= WATCH_INTERVAL):
+            return
+        self.recheck, self._watched = False, now
+        for event, name in self.watch.check(states):
+            what = "was deleted" if event == "gone" else f"is {event}"
+            print(f"{self.name}: device {name} {what}", file=sys.stderr, flush=True)
+        reason = self.watch.fatal()
+        if reason:
+            self.gone = reason
+            self.stopping = True
+            print(f"{self.name}: {reason}: stopping", file=sys.stderr, flush=True)
+
     def run(self) -> None:
-        """Loop until stop() (a signal handler); signals wake the select through a pipe."""
+        """Loop until stop() (a signal handler) or look() finds the device or namespace gone;
+        signals wake the select through a pipe."""
         rfd, wfd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         old_wakeup = signal.set_wakeup_fd(wfd)
         try:
@@ -93,6 +127,7 @@ class Daemon:
                     if rfd in ready:
                         drain_pipe(rfd)
                     self.step(ready)
+                    self.look(time.monotonic())
         finally:
             signal.set_wakeup_fd(old_wakeup)
             os.close(rfd)
@@ -129,11 +164,13 @@ def announce_ready(d: Daemon) -> None:
 
 
 def serve(d: Daemon) -> int:
-    """Open, announce, run until SIGTERM/SIGINT, close; the exit status of ``main()``."""
+    """Open, announce, run until SIGTERM/SIGINT (exit 0) or until the device or the namespace
+    goes (EXIT_GONE), close; the exit status of ``main()``."""
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, d.stop)
     try:
         d.open()
+        d.watch_from_here()
     except Exception as e:  # OSError, or pyroute2's NetlinkError (not an OSError)
         d.close()
         print(f"{d.name}: cannot set up {d.ifname}: {e}", file=sys.stderr)
@@ -148,4 +185,4 @@ def serve(d: Daemon) -> int:
         d.close()
         left = " (device still present!)" if device_exists(d.ifname) else ""
         print(f"{d.name}: stopped; counters: {d.status_line()}{left}", file=sys.stderr, flush=True)
-    return 0
+    return EXIT_GONE if d.gone else 0

@@ -16,7 +16,9 @@ are counted as ``write_failed``. ``ready`` is printed on stdout once the device 
 (a pipe on stdout is then detached, so an undrained pipe never blocks us); the counters are
 written as JSON to ``--stats-file`` at most every 0.2 s while they change and at exit.
 SIGTERM/SIGINT stop it cleanly: the TUN device (not persistent) goes away with its file
-descriptor, and ``stopped; counters: ...`` is printed on stderr.
+descriptor, and ``stopped; counters: ...`` is printed on stderr. When the device is deleted
+under it, or the network namespace it runs in, it says so and exits 3
+(:mod:`lb.realserver.daemon`, ``EXIT_GONE``).
 """
 from __future__ import annotations
 
@@ -139,8 +141,9 @@ class Decapsulator(Daemon):
         if inner is not None:
             try:
                 os.write(self.tun_fd, inner)
-            except OSError:
+            except OSError:        # EBADFD once the device was deleted (tun_chr_write_iter)
                 reason = WRITE_FAILED
+                self.recheck = True
         self.counters[reason] += 1
         self._dirty = True
         return reason

@@ -43,7 +43,8 @@ entry exists (:meth:`FlowTable.add`); the director gives no client address for U
 Every packet is counted under one reason (:data:`IN_REASONS`, :data:`OUT_REASONS`); bad
 input is dropped and counted, never raised. ``ready`` on stdout once the device and route
 are up; counters as JSON in ``--stats-file`` (every 0.2 s while they change, and at exit);
-SIGTERM/SIGINT stop it cleanly with ``lb.realserver.enat_agent: stopped; counters: ...`` on stderr.
+SIGTERM/SIGINT stop it cleanly with ``lb.realserver.enat_agent: stopped; counters: ...`` on stderr;
+its device or its network namespace deleted under it, it says so and exits 3 (``EXIT_GONE``).
 """
 from __future__ import annotations
 
@@ -508,6 +509,9 @@ class Agent(Daemon):
             try:
                 packet = os.read(self.tun_fd, 65536)
             except (BlockingIOError, InterruptedError):
+                return
+            except OSError:        # EBADFD: the device was deleted (tun_chr_read_iter)
+                self.recheck = True
                 return
             self.reply(packet)
 

@@ -50,6 +50,13 @@ def test_offloads_off(lab):
     assert all(not left for ifaces in report.values() for left in ifaces.values()), report
 
 
+def test_offloads_on_keeps_them_as_veths_come():
+    with Lab(n_rs=1, offloads="on") as on:
+        client = on.offload_report()[on.ns("client")]["eth0"]
+        assert "tx-checksum-ip-generic" in client and "tx-tcp-segmentation" in client, client
+    assert on.namespaces() == []
+
+
 def test_reachability(lab):
     assert lab.ping("client", lab.addr["router"])
     assert lab.ping("client", lab.addr["router_lan"])

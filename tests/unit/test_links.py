@@ -1,9 +1,11 @@
-"""lb.director.links: what lbd makes of its links and namespace (pure logic, no root)."""
+"""lb.netwatch and lb.director.links: what lbd and the real-server daemons make of their links and
+namespace (pure logic, no root)."""
 import os
 
 import pytest
 
-from lb.director.links import FloodDefence, LinkWatch, own_netns
+from lb.director.links import FloodDefence
+from lb.netwatch import LinkWatch, own_netns
 
 
 def states(table):

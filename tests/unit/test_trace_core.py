@@ -190,3 +190,51 @@ def test_the_diagram_has_one_arrow_per_hop():
     lanes = [e.text for e in root.iter(f"{ns}text") if e.get("class") == "lane"]
     assert len(hops) == sum(len(j.hops) for j in js) == 6
     assert lanes == ["client", "router", "director", "rs1"]
+
+
+def _partial(pkt):
+    """`pkt` as a sender with tx checksum offload hands it on: the L4 checksum field holds the
+    folded pseudo-header sum (computed here by hand, RFC 793's pseudo-header)."""
+    raw = bytearray(bytes(pkt))
+    ip = IP(raw[14:])
+    l4len = ip.len - ip.ihl * 4
+    words = [int.from_bytes(raw[26 + i:28 + i], "big") for i in range(0, 8, 2)] + [ip.proto, l4len]
+    s = sum(words)
+    while s >> 16:
+        s = (s & 0xFFFF) + (s >> 16)
+    at = 14 + ip.ihl * 4 + (16 if ip.proto == 6 else 6)
+    raw[at:at + 2] = s.to_bytes(2, "big")
+    return bytes(raw)
+
+
+def test_a_partial_checksum_is_shown_as_such_when_its_pseudo_header_sum_is_right():
+    for pkt in (eth("client", "router") / syn(),
+                eth("rs1", "director") / IP(src=RIP, dst=CIP) / UDP(sport=5353, dport=40001) / Raw(b"x" * 33)):
+        data = _partial(pkt)
+        name = "tcp.chksum" if TCP in pkt else "udp.chksum"
+        assert core.bad_checksums(core.dissect(data)) == [name]              # not a checksum yet
+        assert core.bad_checksums(core.dissect(data), partial=True) == []
+        assert core.partial_checksums(core.dissect(data), True) == [name]
+        assert core.partial_checksums(core.dissect(data), False) == []
+        wrong = bytearray(data)
+        at = 14 + 20 + (16 if TCP in pkt else 6)
+        wrong[at + 1] ^= 0x01                                              # a wrong seed for the receiver
+        assert core.bad_checksums(core.dissect(bytes(wrong)), partial=True) == [name]
+        assert core.partial_checksums(core.dissect(bytes(wrong)), True) == []
+        # a complete checksum taken as partial is not the pseudo-header sum either
+        assert core.bad_checksums(core.dissect(bytes(pkt)), partial=True) == [name]
+
+
+def test_a_hop_carries_the_partial_flag_of_its_frame():
+    data = _partial(eth("client", "router") / syn())
+    (j,) = core.journeys([Frame(P["to-client"], 1.0, data, partial=True)], core.Traced("tcp", CIP, CPORT), NAMES)
+    assert j.hops[0].bad_checksums == [] and j.hops[0].partial_checksums == ["tcp.chksum"]
+
+
+def test_the_capture_reads_csum_not_ready_from_packet_auxdata():
+    import struct
+    from lb.lab import capture
+    aux = struct.pack("IIIHHHH", capture.TP_STATUS_CSUMNOTREADY | 1, 60, 60, 0, 14, 0, 0)
+    assert capture._partial([(capture.SOL_PACKET, capture.PACKET_AUXDATA, aux)])
+    assert not capture._partial([(capture.SOL_PACKET, capture.PACKET_AUXDATA, struct.pack("IIIHHHH", 1, 60, 60, 0, 14, 0, 0))])
+    assert not capture._partial([])
