@@ -10,6 +10,7 @@ import pytest
 from scapy.layers.inet import IP, TCP
 from scapy.layers.l2 import Ether
 
+from lb.inet import checksum
 from tests.vectors import dr as D
 from tests.vectors import fixtures as fx
 from tests.vectors import tun as T
@@ -60,13 +61,6 @@ def client_syn(i):
                  / TCP(sport=1000 + i % 50000, dport=80, flags="S"))
 
 
-def _sum16(data: bytes) -> int:
-    s = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while s >> 16:
-        s = (s & 0xFFFF) + (s >> 16)
-    return 0xFFFF ^ s
-
-
 @functools.cache
 def client_syns(n: int) -> tuple:
     """client_syn(0..n-1), built from one scapy template by patching the source address, the
@@ -78,9 +72,9 @@ def client_syns(n: int) -> tuple:
         f[26:30] = socket.inet_aton(client_addr(i))
         struct.pack_into("!H", f, 34, 1000 + i % 50000)
         f[24:26] = f[50:52] = b"\0\0"
-        struct.pack_into("!H", f, 24, _sum16(bytes(f[14:34])))
+        struct.pack_into("!H", f, 24, checksum(bytes(f[14:34])))
         pseudo = bytes(f[26:34]) + struct.pack("!BBH", 0, 6, len(f) - 34)
-        struct.pack_into("!H", f, 50, _sum16(pseudo + bytes(f[34:])))
+        struct.pack_into("!H", f, 50, checksum(pseudo + bytes(f[34:])))
         out.append(bytes(f))
     return tuple(out)
 
