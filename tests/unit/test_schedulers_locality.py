@@ -328,3 +328,13 @@ def test_overloaded_needs_a_server_under_half_its_weight(sched, b_active, overlo
     assert to(svc) == "A"
     load(svc, (2, 0), (b_active, 0))       # A over its weight (2 > 1)
     assert to(svc) == ("B" if overloaded else "A")
+
+
+def test_a_server_without_a_slot_reads_idle_in_the_overload_check(sched):
+    # The Director binds slots after a reconcile: B, added since, has none and reads 0 active,
+    # so A over its weight is overloaded (B: 0 * 2 < 1) and the flow is remapped to B.
+    svc, _ = make_loc(sched, [1, 1])
+    assert to(svc) == "A"
+    svc.dests[1].slot = None
+    svc.dests[0].stats.active[0] = 2
+    assert to(svc) == "B"
