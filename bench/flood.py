@@ -84,7 +84,7 @@ def padded(frame: bytes) -> bytes:
 
 def udp_frame(dst_mac, src_mac, src, dst, sport, dport):
     import struct
-    from lb.lab.flood import _csum
+    from lb.inet import checksum as _csum
     s, d = socket.inet_aton(src), socket.inet_aton(dst)
     payload = b"x" * 4
     udp = struct.pack("!HHHH", sport, dport, 8 + len(payload), 0) + payload

@@ -31,32 +31,15 @@ cdef int pick_dh(FP* fp, Sched* s, Pending* p) noexcept nogil:
     cdef int i = s.table[hash_32(p.vaddr, HASH_BITS)]
     return i if i >= 0 and sched_available(fp, s, i) else -1
 
-cdef inline uint64_t rotl64(uint64_t x, int b) noexcept nogil:
-    return (x << b) | (x >> (64 - b))
-
-cdef inline void sipround(uint64_t* v) noexcept nogil:
-    v[0] += v[1]; v[1] = rotl64(v[1], 13) ^ v[0]; v[0] = rotl64(v[0], 32)
-    v[2] += v[3]; v[3] = rotl64(v[3], 16) ^ v[2]
-    v[0] += v[3]; v[3] = rotl64(v[3], 21) ^ v[0]
-    v[2] += v[1]; v[1] = rotl64(v[1], 17) ^ v[2]; v[2] = rotl64(v[2], 32)
-
 cdef inline uint32_t hsiphash_u32(uint64_t key, uint32_t value) noexcept nogil:
-    # lib/siphash.c hsiphash_1u32() on a 64-bit kernel: SipHash-1-3 keyed (key, key), one
-    # compression round over the 4 bytes (length in the top byte), three finalization rounds,
-    # truncated to 32 bits.
-    cdef uint64_t v[4]
-    cdef uint64_t b = (<uint64_t>4 << 56) | value
-    v[0] = 0x736F6D6570736575ULL ^ key
-    v[1] = 0x646F72616E646F6DULL ^ key
-    v[2] = 0x6C7967656E657261ULL ^ key
-    v[3] = 0x7465646279746573ULL ^ key ^ b
-    sipround(v)
-    v[0] ^= b
-    v[2] ^= 0xFF
-    sipround(v)
-    sipround(v)
-    sipround(v)
-    return <uint32_t>(v[0] ^ v[1] ^ v[2] ^ v[3])
+    # lib/siphash.c hsiphash_1u32() on a 64-bit kernel: SipHash-1-3 keyed (key, key) over the 4
+    # bytes of `value` (little-endian, so the message word is (4 << 56) | value), truncated to 32
+    # bits. The SipHash of the connection tables (keyed_hash.pxi siphash) computes exactly that.
+    cdef uint8_t b[4]
+    cdef int k
+    for k in range(4):
+        b[k] = (value >> (8 * k)) & 0xFF
+    return <uint32_t>siphash(key, key, b, 4, 1, 3)
 
 cdef inline int mh_bucket(uint64_t value) noexcept nogil:
     # ip_vs_mh_hashkey() % M, with generate_hash_secret()'s first fixed key.

@@ -1,6 +1,9 @@
 """The Internet checksum (RFC 1071) for the Python side: real-server daemons, the TOA reader,
-the lab's ping, tests. (The fast path has its own, in C: fastpath/wire.pxi.)"""
+the lab's ping and flood, tests. The one copy in lb/ and tests/: the fast path has its own, in C
+(fastpath/wire.pxi), and bench/harness/frames.py keeps its own because bench never imports lb."""
 from __future__ import annotations
+
+import struct
 
 
 def fold(s: int) -> int:
@@ -15,7 +18,7 @@ def ones_sum(data) -> int:
     data = bytes(data)
     if len(data) % 2:
         data += b"\0"
-    return fold(sum(int.from_bytes(data[i:i + 2], "big") for i in range(0, len(data), 2)))
+    return fold(sum(struct.unpack(f"!{len(data) // 2}H", data)))
 
 
 def checksum(data) -> int:

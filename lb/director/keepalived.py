@@ -135,26 +135,25 @@ def _one(node: Node) -> str:
     return node.args[0]
 
 
-def _int(node: Node, low: int, high: int) -> int:
+def _ranged(node: Node, convert, what: str, low, high, unit: str = ""):
+    """The node's one value as convert (int or float) reads it, within low..high."""
     text = _one(node)
     try:
-        value = int(text)
+        value = convert(text)
     except ValueError:
-        node.fail(f"{node.keyword} {text!r}: not an integer")
+        node.fail(f"{node.keyword} {text!r}: not {what}")
     if not low <= value <= high:
-        node.fail(f"{node.keyword} {value}: must be {low}..{high}")
+        show = (lambda v: f"{v:g}") if convert is float else str
+        node.fail(f"{node.keyword} {show(value)}: must be {show(low)}..{show(high)}{unit}")
     return value
+
+
+def _int(node: Node, low: int, high: int) -> int:
+    return _ranged(node, int, "an integer", low, high)
 
 
 def _seconds(node: Node, low: float = 0.0, high: float = 86400.0) -> float:
-    text = _one(node)
-    try:
-        value = float(text)
-    except ValueError:
-        node.fail(f"{node.keyword} {text!r}: not a number of seconds")
-    if not low <= value <= high:
-        node.fail(f"{node.keyword} {value:g}: must be {low:g}..{high:g} seconds")
-    return value
+    return _ranged(node, float, "a number of seconds", float(low), float(high), " seconds")
 
 
 def _ipv4(node: Node, text: str) -> str:

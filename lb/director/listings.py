@@ -189,10 +189,6 @@ def _server_line(svc, dest, fmt: Format, live: Live) -> str:
     return f"  -> {name:<28} {fwd:<7} {dest.weight:<6d} {active:<10d} {inactive:<10d}\n"
 
 
-def format_service(svc, fmt: Format = Format(), live: Live | None = None) -> str:
-    return _service_entry(svc, fmt, live or Live())
-
-
 def format_list(services, fmt: Format = Format(), live: Live | None = None) -> str:
     """list_all(): the version line, the title, every service."""
     live = live or Live()
@@ -202,10 +198,6 @@ def format_list(services, fmt: Format = Format(), live: Live | None = None) -> s
 def format_one(service, fmt: Format = Format(), live: Live | None = None) -> str:
     """list_service() (`-L -t VIP:port`): the title and the service, no version line."""
     return _title(fmt) + _service_entry(service, fmt, live or Live())
-
-
-def format_stats(services, exact: bool = False) -> str:
-    return format_list(services, Format(stats=True, exact=exact))
 
 
 # --- ipvsadm -S: the table as rules ------------------------------------------------------

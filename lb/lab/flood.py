@@ -20,28 +20,26 @@ import struct
 import sys
 import time
 
+from lb.inet import checksum
+
 ALLOWED = ipaddress.ip_network("198.18.0.0/15")     # the machine's rule: nothing else spoofed
 
 
-def _csum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\0"
-    s = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while s >> 16:
-        s = (s & 0xFFFF) + (s >> 16)
-    return ~s & 0xFFFF
+def ipv4_tcp(src: str, dst: str, sport: int, dport: int, flags: int, seq: int, ack: int = 0) -> bytes:
+    """An IPv4/TCP packet, no options, with correct checksums (RFC 791, RFC 793 pseudo-header)."""
+    s, d = socket.inet_aton(src), socket.inet_aton(dst)
+    tcp = struct.pack("!HHIIBBHHH", sport, dport, seq, ack, 5 << 4, flags, 64240, 0, 0)
+    c = checksum(s + d + struct.pack("!BBH", 0, 6, len(tcp)) + tcp)
+    tcp = tcp[:16] + struct.pack("!H", c) + tcp[18:]
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp), 0, 0x4000, 64, 6, 0, s, d)
+    ip = ip[:10] + struct.pack("!H", checksum(ip)) + ip[12:]
+    return ip + tcp
 
 
 def tcp_frame(dst_mac: bytes, src_mac: bytes, src: str, dst: str, sport: int, dport: int,
               flags: int, seq: int, ack: int = 0) -> bytes:
-    """An Ethernet/IPv4/TCP frame with correct checksums (RFC 791, RFC 793)."""
-    s, d = socket.inet_aton(src), socket.inet_aton(dst)
-    tcp = struct.pack("!HHIIBBHHH", sport, dport, seq, ack, 5 << 4, flags, 64240, 0, 0)
-    c = _csum(s + d + struct.pack("!BBH", 0, 6, len(tcp)) + tcp)
-    tcp = tcp[:16] + struct.pack("!H", c) + tcp[18:]
-    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp), 0, 0x4000, 64, 6, 0, s, d)
-    ip = ip[:10] + struct.pack("!H", _csum(ip)) + ip[12:]
-    return dst_mac + src_mac + b"\x08\x00" + ip + tcp
+    """ipv4_tcp() behind an Ethernet header."""
+    return dst_mac + src_mac + b"\x08\x00" + ipv4_tcp(src, dst, sport, dport, flags, seq, ack)
 
 
 def frames(dst_mac: bytes, src_mac: bytes, sources: str, vip: str, port: int, distinct: int,

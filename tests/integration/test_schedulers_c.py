@@ -29,22 +29,14 @@ PLUGIN = Path(__file__).with_name("plugin_scheduler.py")
 
 # Runs in the router namespace: one SYN per (source, sport, VIP) read from stdin, as raw IP.
 SEND_SYNS = r"""
-import json, socket, struct, sys, time
+import json, socket, sys, time
+from lb.lab.flood import ipv4_tcp
 flows = json.load(sys.stdin)
 s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
-def csum(b):
-    if len(b) % 2: b += b"\0"
-    t = sum(struct.unpack("!%dH" % (len(b) // 2), b)); t = (t >> 16) + (t & 0xFFFF); t += t >> 16
-    return ~t & 0xFFFF
 for k, (src, sport, dst) in enumerate(flows):
     if k % 200 == 199:
         time.sleep(0.002)               # a client's pace, not a flood: the ring keeps up
-    sa, da = socket.inet_aton(src), socket.inet_aton(dst)
-    tcp = struct.pack("!HHIIBBHHH", sport, 80, 1, 0, 5 << 4, 0x02, 64240, 0, 0)
-    tcp = tcp[:16] + struct.pack("!H", csum(sa + da + struct.pack("!BBH", 0, 6, 20) + tcp)) + tcp[18:]
-    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 40, 1, 0, 64, 6, 0, sa, da)
-    ip = ip[:10] + struct.pack("!H", csum(ip)) + ip[12:]
-    s.sendto(ip + tcp, (dst, 0))
+    s.sendto(ipv4_tcp(src, dst, sport, 80, 0x02, 1), (dst, 0))
 print(len(flows))
 """
 

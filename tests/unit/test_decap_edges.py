@@ -8,6 +8,7 @@ import struct
 import pytest
 from scapy.layers.inet import IP, UDP
 
+from lb.inet import checksum
 from lb.realserver import daemon
 from lb.realserver.decap import BAD_OUTER, FORWARDED, TRUNCATED, Decapsulator, decapsulate, packed_vips
 
@@ -18,13 +19,6 @@ DIP, RIP, CIP = "198.18.0.2", "198.18.0.11", "198.18.1.2"
 
 def outer(payload: bytes, **kw) -> bytes:
     return bytes(IP(src=DIP, dst=RIP, proto=4, **kw) / payload)
-
-
-def sum16(data: bytes) -> int:
-    s = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while s >> 16:
-        s = (s & 0xFFFF) + (s >> 16)
-    return 0xFFFF ^ s
 
 
 def test_an_inner_packet_that_is_a_bare_20_byte_header_is_forwarded():
@@ -44,7 +38,7 @@ def test_an_outer_ihl_under_5_is_bad_even_with_a_checksum_right_over_16_bytes():
     pkt = bytearray(outer(bytes(IP(src=CIP, dst=VIP) / UDP() / b"x")))
     pkt[0] = 0x44
     pkt[10:12] = b"\0\0"
-    pkt[10:12] = struct.pack("!H", sum16(bytes(pkt[:16])))
+    pkt[10:12] = struct.pack("!H", checksum(bytes(pkt[:16])))
     assert decapsulate(bytes(pkt), VIPS) == (None, BAD_OUTER)
 
 

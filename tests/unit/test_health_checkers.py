@@ -144,8 +144,8 @@ class Udp(asyncio.DatagramProtocol):
 
     def datagram_received(self, data, addr):
         reply = self.answer(data)
-        if reply is not None:
-            self.transport.sendto(reply, addr)
+        for datagram in reply if isinstance(reply, list) else [reply] if reply is not None else []:
+            self.transport.sendto(datagram, addr)
 
 
 async def udp_server(answer):
@@ -193,6 +193,14 @@ def test_dns_check():
     assert not run(go(lambda d: answer(d, rcode=2))).ok            # SERVFAIL
     assert not run(go(lambda d: b"\x00garbage")).ok
     assert not run(go(lambda d: None)).ok                          # no answer
+    # an answer to another query (another ID) is skipped, and the wait goes on for ours
+    def stray(d):
+        return answer(bytes([d[0] ^ 0xFF]) + d[1:])
+    assert run(go(lambda d: [stray(d), answer(d)])).ok
+    alone = run(go(lambda d: [stray(d)]))
+    assert not alone.ok and alone.detail.startswith("no answer within")
+    other_question = run(go(lambda d: answer(d[:-1] + bytes([d[-1] ^ 1]))))
+    assert not other_question.ok and other_question.detail == "reply with another question"
     assert dns.encode_name(".") == b"\0"
     assert dns.encode_name("a.bc.") == b"\x01a\x02bc\0"
 

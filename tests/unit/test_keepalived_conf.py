@@ -125,6 +125,12 @@ def test_the_sample_maps_to_commands_and_checks():
     ("virtual_server 1.2.3.4 80 {\n  real_server 1.2.3.5 80 {\n   weight -1\n  }\n}\n", 3,
      "weight -1: must be 0..65535"),
     ("virtual_server 1.2.3.4 80 {\n  protocol SCTP\n}\n", 2, "TCP and UDP only"),
+    ("virtual_server 1.2.3.4 80 {\n  real_server 1.2.3.5 80 {\n   weight 1.5\n  }\n}\n", 3,
+     "weight '1.5': not an integer"),
+    ("virtual_server 1.2.3.4 80 {\n  real_server 1.2.3.5 80 {\n  TCP_CHECK {\n  connect_timeout 0\n"
+     "  }\n  }\n}\n", 4, "connect_timeout 0: must be 0.01..3600 seconds"),
+    ("virtual_server 1.2.3.4 80 {\n  real_server 1.2.3.5 80 {\n  TCP_CHECK {\n  connect_timeout x\n"
+     "  }\n  }\n}\n", 4, "connect_timeout 'x': not a number of seconds"),
     ("virtual_server 1.2.3.4 80 {\n  real_server 1.2.3.5 80 {\n  SMTP_CHECK {\n  }\n  }\n}\n",
      3, "SMTP_CHECK is not supported in real_server"),
     ("virtual_server fwmark 3 {\n  real_server 1.2.3.5 80\n}\n", 1, "lbd_match"),

@@ -12,6 +12,7 @@ from scapy.layers.l2 import Ether
 from lb._forward import siphash_bytes
 from tests.vectors import fixtures as fx
 from tests.vectors import nat as V
+from tests.vectors.patch import with_sources
 
 M32 = 0xFFFFFFFF
 
@@ -69,8 +70,7 @@ def colliding_clients(n, vport):
 
 
 def syn_from(a1, cport):
-    src = ".".join(str(a1 >> s & 0xFF) for s in (24, 16, 8, 0))
-    return bytes(Ether(src=V.ROUTER_MAC, dst=V.DIRECTOR_MAC) / IP(src=src, dst=V.VIP)
+    return bytes(Ether(src=V.ROUTER_MAC, dst=V.DIRECTOR_MAC) / IP(src=dotted(a1), dst=V.VIP)
                  / TCP(sport=cport, dport=V.VPORT, flags="S"))
 
 
@@ -81,11 +81,27 @@ def test_the_computed_clients_collide_under_the_old_hash():
         assert len({old_hash(seed, 6, a1, p, vip, V.VPORT) for a1, p in pairs}) == 1
 
 
+def dotted(a1):
+    return ".".join(str(a1 >> s & 0xFF) for s in (24, 16, 8, 0))
+
+
+def colliding_syns(n):
+    """syn_from() of every colliding client, patched from one scapy SYN (tests/vectors/patch.py)."""
+    pairs = colliding_clients(n, V.VPORT)
+    return with_sources(syn_from(*pairs[0]), ((dotted(a1), cport) for a1, cport in pairs)), pairs
+
+
+def test_the_patched_colliding_syns_are_the_ones_scapy_builds():
+    syns, pairs = colliding_syns(5000)
+    for i in (0, 1, 2500, 4999):
+        assert syns[i] == syn_from(*pairs[i]), i
+
+
 def test_the_collision_attack_spreads_over_the_keyed_table():
     """The 5000 flows all get a connection and no chain holds more than a handful."""
     f = fx.provision(replace(V.DIRECTOR, max_conns=8192))
-    for a1, cport in colliding_clients(5000, V.VPORT):
-        assert f.process(syn_from(a1, cport), now=V.NOW)[0] == "forward"
+    for syn in colliding_syns(5000)[0]:
+        assert f.process(syn, now=V.NOW)[0] == "forward"
     longest, total = f.chain_stats()
     assert total == 5000 and longest <= 8
     assert f.counters()["hash_chain_full"] == 0

@@ -281,3 +281,14 @@ def test_connections_with_persistent_conn_title():
 def test_timeout_and_daemon():
     assert format_timeout(900, 120, 300) == printf("Timeout (tcp tcpfin udp): %d %d %d\n", 900, 120, 300)
     assert format_daemon() == ""     # no sync daemon runs: list_daemon() prints nothing
+
+
+def test_rate_exact_prints_the_service_rates_unscaled():
+    # ipvsadm.c print_service_entry(): the service's five rates go through print_largenum(...,
+    # format), so --exact applies to them as to the counters
+    _, svcs = figures_table()
+    rates = {("tcp", "198.18.0.100", 80): dict(cps=15, inpps=1000, outpps=999, inbps=123456789,
+                                               outbps=7)}
+    live = Live(rates=lambda key: rates.get(key, dict.fromkeys(("cps", "inpps", "outpps", "inbps", "outbps"), 0)))
+    text = format_list(svcs, Format(rate=True, exact=True), live).splitlines()
+    assert text[3] == printf("%-33s", "TCP  198.18.0.100:80") + "".join(map(exact, (15, 1000, 999, 123456789, 7)))

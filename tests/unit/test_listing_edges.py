@@ -65,6 +65,11 @@ def test_get_laddr_sorted_and_without_services_that_have_no_local_address():
     assert [l.split()[-1] for l in lines[1:] if l.startswith(" ")] == ["7", "2", "0", "1"]
 
 
+def test_get_laddr_of_two_services_leaves_out_the_one_without_local_addresses():
+    lines = format_laddrs([svc(79), svc(80, laddrs=["198.18.0.3"])]).splitlines()
+    assert [l.split()[0] for l in lines[1:]] == ["198.18.0.100:80", "198.18.0.3"]
+
+
 def test_get_laddr_of_one_service_shows_it_even_without_local_addresses():
     assert format_laddrs([svc(79)]).splitlines()[1].split() == ["198.18.0.100:79", "0"]
 

@@ -114,6 +114,31 @@ def test_a_plan_over_a_limit_is_refused_whole(extra, limit):
         step(Applied(), *extra)
 
 
+def test_a_plan_that_fills_every_table_exactly_fits():
+    # each limit is a count the table holds: reaching it is allowed, only passing it refused
+    mark = {"op": "add_service", "fwmark": 1, "match": [["tcp", VIP, p] for p in range(1, 4)]}
+    cmds = [mark, svc(80), svc(81), svc(82)] + [server(80, f"198.18.0.{i}") for i in range(10, 16)]
+    p = step(Applied(), *cmds)                       # 4 services, 6 keys, 6 servers
+    assert names(p).count("set_service") == 4 and names(p).count("set_dest") == 6
+
+
+@pytest.mark.parametrize("cmds, refusal", [
+    ([{"op": "add_service", "fwmark": 1, "match": [["tcp", VIP, p] for p in range(1, 8)]}],
+     "the fast path's service key table is full (6 (protocol, VIP, port) keys)"),
+    ([svc(80)] + [server(80, f"198.18.0.{i}") for i in range(10, 17)],
+     "the fast path's real server table is full (6 servers, counting deleted ones whose "
+     "connections still run)"),
+    ([svc(80, vip=f"198.18.0.{104 + k}") for k in range(3)]
+     + [server(80, "198.18.2.11", fwd="enat", vip=f"198.18.0.{104 + k}") for k in range(3)],
+     "the fast path's local address table is full (2 port pools: FULLNAT local addresses and "
+     "ENAT VIPs, counting ones still lending ports)"),
+])
+def test_a_refusal_says_which_table_and_what_counts_in_it(cmds, refusal):
+    with pytest.raises(LimitError) as e:
+        step(Applied(), *cmds)
+    assert str(e.value) == refusal
+
+
 def test_retired_slots_count_against_the_server_limit():
     six = [svc(80)] + [server(80, f"198.18.0.{i}") for i in range(10, 16)]
     a = step(Applied(), *six).after
@@ -157,6 +182,34 @@ def test_execute_undoes_what_it_pushed_when_the_fast_path_refuses():
     with pytest.raises(ValueError):
         reconcile.execute(p, fp, ingress)
     assert (fp.services, fp.dests, fp.timeouts, ingress.drops) == snapshot
+
+
+def test_a_deleted_fullnat_service_is_undone_with_its_pool_slots():
+    laddr = {"op": "add_laddr", "proto": "tcp", "vip": VIP, "port": 80, "laddr": "198.18.0.3"}
+    a = step(Applied(), svc(80), laddr, server(80, "198.18.2.11", fwd="fullnat")).after
+    p = step(a)                                              # everything goes
+    clear = names(p).index("clear_service")
+    assert p.undo[clear][0][:2] == ("set_service", 0) and p.undo[clear][0][3] == ((0,), -1)
+
+
+def test_a_first_timeout_has_nothing_to_restore_and_a_changed_one_its_old_value():
+    p = step(Applied(), svc(80))
+    timeouts = [i for i, n in enumerate(names(p)) if n == "set_timeout"]
+    assert timeouts and all(p.undo[i] == [] for i in timeouts)
+    first = {p.ops[i][1]: p.ops[i][2] for i in timeouts}
+    changed = step(p.after, {"op": "set", "tcp": 100, "tcpfin": 0, "udp": 0}, svc(80))
+    (op,), (undo,) = changed.ops, changed.undo
+    state = op[1]
+    assert op == ("set_timeout", state, 100) and first[state] != 100
+    assert undo == [("set_timeout", state, first[state])]
+
+
+def test_a_fwmark_service_reaches_the_fast_path_with_its_mark_and_keys():
+    fp, ingress = FakeFastPath(LIMITS), FakeIngress()
+    mark = {"op": "add_service", "fwmark": 7, "match": [["tcp", VIP, 80], ["udp", VIP, 53]]}
+    reconcile.execute(step(Applied(), mark), fp, ingress)
+    assert fp.services[0]["fwmark"] == 7
+    assert sorted(fp.services[0]["keys"]) == [(6, VIP, 80), (17, VIP, 53)]   # IPPROTO_TCP, _UDP
 
 
 def test_execute_undoes_the_fast_path_when_nftables_refuses():

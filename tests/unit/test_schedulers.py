@@ -62,6 +62,18 @@ def test_rr_delete_last_pick_continues_with_its_successor():
     assert picks(svc, 3) == "CAC"
 
 
+def test_rr_two_deletes_in_a_row_each_step_back_to_the_predecessor():
+    # ip_vs_rr_del_dest: deleting the position moves it to the entry before (p->next->prev).
+    # Delete B (position B -> A), then A (position A -> the list head): next is C, not D.
+    svc = make("rr", [1, 1, 1, 1])
+    assert picks(svc, 2) == "AB"
+    del svc.dests[1]
+    svc.sched.update_service(svc)
+    del svc.dests[0]
+    svc.sched.update_service(svc)
+    assert picks(svc, 3) == "CDC"
+
+
 def test_rr_single_available_is_picked_again():
     svc = make("rr", [0, 5, 0])
     assert picks(svc, 3) == "BBB"

@@ -259,3 +259,15 @@ def test_counters_read_per_decision(sched, mk):
     first = picks(svc, 1)
     stats.active[0], stats.active[1] = 0, 5
     assert (first, picks(svc, 1)) == (("A", "A") if sched == "fo" else ("B", "A"))
+
+
+def test_a_server_not_yet_given_a_slot_counts_as_idle():
+    # The Director binds slots after a reconcile; a server added since has none and no
+    # connection either, so it reads 0 (base._SlotOrZero) - lc then prefers it to a loaded one
+    # and, both idle, keeps list order.
+    svc = make("lc", [1, 1])
+    svc.dests[1].slot = None
+    load(svc, (0, 1))                       # A: 1 inactive; B: no slot
+    assert picks(svc, 1) == "B"
+    svc.dests[0].stats.inactive[0] = 0
+    assert picks(svc, 1) == "A"

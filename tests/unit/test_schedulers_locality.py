@@ -175,6 +175,18 @@ def test_lblcr_set_grows_newest_first_and_uses_its_least_loaded():
     assert to(svc) == "A"
 
 
+def test_lblcr_set_member_load_weighs_one_active_as_256_inactive():
+    # ip_vs_dest_set_min() compares ip_vs_dest_conn_overhead(): (activeconns << 8) + inactconns
+    svc, _ = make_loc("lblcr", [1, 1])
+    to(svc)
+    load(svc, (2, 0), (0, 0))              # A overloaded (2 > 1, B: 0 < 1/2): wlc -> B
+    assert to(svc) == "B" and members(svc) == "BA"
+    load(svc, (0, 300), (1, 0))            # B 256 < A 300: B, and B is not overloaded (1 = 1)
+    assert to(svc) == "B"
+    load(svc, (0, 255), (1, 0))            # A 255 < B 256: A
+    assert to(svc) == "A"
+
+
 def test_lblcr_skips_flagged_and_removed_members():
     svc, _ = make_loc("lblcr", [1, 4, 1])
     to(svc)
@@ -208,3 +220,121 @@ def test_lblcr_sheds_its_most_loaded_member_after_a_quiet_day():
     assert entry.lastmod == DAY + 1
     clock.now = 2 * DAY + 2
     assert to(svc) == "B" and members(svc) == "B"    # a last member is never dropped
+
+
+# --- the table's checks, on the table alone (ip_vs_lblc(r)_check_expire) ----------------------
+
+class Entry:
+    def __init__(self, lastuse):
+        self.lastuse = lastuse
+
+
+def table_of(n, max_size, lastuse=-1000.0):
+    """n entries 0.0.0.1.. (each in a bucket of its own: hash_32 of 1..n, 10 bits), idle since
+    `lastuse`, in a table whose checks start at 60 s."""
+    from lb.schedulers.base import hash_32
+    from lb.schedulers.locality import LocalityTable
+    assert len({hash_32(v, 10) for v in range(1, n + 1)}) == n
+    t = LocalityTable()
+    t.max_size = max_size
+    t.entries = {f"0.0.0.{v}": Entry(lastuse) for v in range(1, n + 1)}
+    t.expire(0.0)
+    return t
+
+
+def test_a_table_holding_exactly_max_size_only_counts():
+    # "if (atomic_read(&tbl->entries) <= tbl->max_size) { tbl->counter++; goto out; }"
+    t = table_of(4, max_size=4)
+    t.expire(60.0)
+    assert len(t.entries) == 4 and t.counter == 2
+
+
+@pytest.mark.parametrize("n, max_size, left", [
+    (12, 10, 10),       # goal (12 - 10) * 4 / 3 = 2 in integers (2.67 would take a third)
+    (9, 5, 7),          # goal min(5, 5 / 2) = 2 in integers (2.5 would take a third)
+])
+def test_one_over_full_check_sheds_the_kernels_goal(n, max_size, left):
+    t = table_of(n, max_size)
+    t.expire(60.0)
+    assert len(t.entries) == left
+
+
+def test_every_minutes_check_of_an_over_full_table_sheds():
+    # 20 entries over max_size 2, idle long enough: the checks at 60, 120, ... 420 each shed
+    # one bucket (goal min(24, 1)), also after a decision at 60 that ran only the first check.
+    t = table_of(20, max_size=2)
+    t.expire(60.0)
+    assert len(t.entries) == 19
+    t.expire(420.0)
+    assert len(t.entries) == 13
+
+
+def test_counting_checks_of_a_table_that_fills_later_are_not_skipped():
+    # Not full at 60: a counting check. Full from then on: the checks at 120 .. 420 shed (the
+    # counting steps done at 60 must end at 60, not run ahead).
+    t = table_of(2, max_size=2)
+    t.expire(60.0)
+    assert t.counter == 2 and t.next_check == 120.0
+    t.entries.update({f"0.0.0.{v}": Entry(-1000.0) for v in range(3, 21)})
+    t.expire(420.0)
+    assert len(t.entries) == 14
+
+
+@pytest.mark.parametrize("n, max_size, until", [
+    (3, 10, 5 * DAY + 90),          # never full: counting and full checks only
+    (200, 2, 2 * 3600 + 30),        # over-full across full checks (1800, 3600)
+    (40, 2, DAY + 1830),            # over-full, then a full check a day on drops the rest
+])
+def test_checks_skipped_in_one_step_end_as_every_minutes_check_would(n, max_size, until):
+    # the kernel's timer: one check a minute; expire(now) runs all due by now, some in one step
+    once, stepwise = table_of(n, max_size), table_of(n, max_size)
+    once.expire(float(until))
+    for minute in range(1, int(until // 60) + 1):
+        stepwise.expire(minute * 60.0)
+    stepwise.expire(float(until))
+    assert sorted(once.entries) == sorted(stepwise.entries)
+    assert (once.counter, once.next_check, once.rover) == \
+        (stepwise.counter, stepwise.next_check, stepwise.rover)
+
+
+def test_a_table_that_fills_just_before_a_full_check_sheds_after_it_minute_by_minute():
+    # 29 counting checks (60 .. 1740) bring the counter to 30; then the table fills. The full
+    # check at 1800 runs, and the over-full checks after it shed every minute: no run of checks
+    # is skipped while the table is full.
+    once, stepwise = table_of(2, max_size=2), table_of(2, max_size=2)
+    for t in (once, stepwise):
+        t.expire(1740.0)
+        assert t.counter == 30
+        t.entries.update({f"0.0.0.{v}": Entry(-1000.0) for v in range(3, 21)})
+    once.expire(7230.0)
+    for minute in range(30, 121):
+        stepwise.expire(minute * 60.0)
+    stepwise.expire(7230.0)
+    assert len(once.entries) == 2
+    assert sorted(once.entries) == sorted(stepwise.entries)
+    assert (once.counter, once.next_check, once.rover) == \
+        (stepwise.counter, stepwise.next_check, stepwise.rover)
+
+
+def test_lblc_and_lblcr_decide_on_the_system_clock(sched):
+    svc = make(sched, [1, 1])                  # no fake clock: time.monotonic
+    assert to(svc) == "A" and to(svc, "10.1.0.2") == "A"
+
+
+@pytest.mark.parametrize("b_active, overloaded", [(2, True), (3, False)])
+def test_overloaded_needs_a_server_under_half_its_weight(sched, b_active, overloaded):
+    # is_overloaded(): activeconns * 2 < weight for some server; B weight 5: 2 * 2 < 5, 3 * 2 not
+    svc, _ = make_loc(sched, [1, 5])
+    assert to(svc) == "A"
+    load(svc, (2, 0), (b_active, 0))       # A over its weight (2 > 1)
+    assert to(svc) == ("B" if overloaded else "A")
+
+
+def test_a_server_without_a_slot_reads_idle_in_the_overload_check(sched):
+    # The Director binds slots after a reconcile: B, added since, has none and reads 0 active,
+    # so A over its weight is overloaded (B: 0 * 2 < 1) and the flow is remapped to B.
+    svc, _ = make_loc(sched, [1, 1])
+    assert to(svc) == "A"
+    svc.dests[1].slot = None
+    svc.dests[0].stats.active[0] = 2
+    assert to(svc) == "B"

@@ -12,6 +12,7 @@ from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.inet6 import IPv6
 from scapy.packet import Raw
 
+from lb.inet import checksum
 from lb.realserver import toa as T
 from lb.realserver.toa import client_address, enable_saved_syn, looks_like_ip_packet, parse_toa, \
     peer_address, tcp_options_of, toa_from_options
@@ -20,16 +21,9 @@ CIP, CPORT = "198.18.1.2", 40000
 TOA = bytes([254, 8]) + struct.pack("!H", CPORT) + socket.inet_aton(CIP)
 
 
-def ip_checksum(header: bytes) -> int:
-    s = sum(struct.unpack(f"!{len(header) // 2}H", header))
-    while s >> 16:
-        s = (s & 0xFFFF) + (s >> 16)
-    return 0xFFFF ^ s
-
-
 def with_checksum(header: bytearray) -> bytes:
     header[10:12] = b"\0\0"
-    header[10:12] = struct.pack("!H", ip_checksum(bytes(header)))
+    header[10:12] = struct.pack("!H", checksum(bytes(header)))
     return bytes(header)
 
 

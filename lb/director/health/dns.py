@@ -3,12 +3,11 @@ SOA) over UDP; the server passes when an answer to that query (our ID, the QR bi
 question) comes back within connect_timeout with RCODE NOERROR (RFC 1035 4.1.1)."""
 from __future__ import annotations
 
-import asyncio
 import secrets
-import socket
 import struct
 
-from lb.director.health.probe import Result, target
+from lb.director.health.probe import CheckFailed, Result, target
+from lb.director.health.udp import exchange
 
 TYPES = {"A": 1, "NS": 2, "CNAME": 5, "SOA": 6, "PTR": 12, "MX": 15, "TXT": 16, "AAAA": 28,
          "RP": 17, "SRV": 33, "HINFO": 13, "MINFO": 14}
@@ -49,29 +48,21 @@ def check_reply(reply: bytes, sent: bytes) -> str | None:
     return None
 
 
+def _ours(reply: bytes, sent: bytes) -> bool:
+    """False for a datagram that answers another query (another ID): it does not end the check."""
+    return len(reply) < 12 or reply[:2] == sent[:2]
+
+
 async def probe(check, addr: str, port: int) -> Result:
     host, port = target(check, addr, port)
     sent = query(secrets.randbelow(65536), check.dns_name, check.dns_type)
-    loop = asyncio.get_running_loop()
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.setblocking(False)
-        try:
-            if check.bindto:
-                s.bind((check.bindto, 0))
-            s.connect((host, port))
-            await loop.sock_sendall(s, sent)
-            deadline = loop.time() + check.connect_timeout
-            while True:         # a stray datagram (another ID) does not end the check
-                reply = await asyncio.wait_for(loop.sock_recv(s, 65536),
-                                               max(0.0, deadline - loop.time()))
-                why = check_reply(reply, sent)
-                if why is None:
-                    return Result(True, f"{check.dns_type} {check.dns_name} answered")
-                if "ID differs" not in why:
-                    return Result(False, why)
-        except asyncio.TimeoutError:
-            return Result(False, f"no answer within {check.connect_timeout:g} s")
-        except ConnectionRefusedError:
-            return Result(False, "port unreachable")
-        except OSError as e:
-            return Result(False, f"dns: {e.strerror or e}")
+    try:
+        reply = await exchange(check, host, port, sent, "dns", lambda r: _ours(r, sent))
+    except CheckFailed as e:
+        return Result(False, str(e))
+    if reply is None:
+        return Result(False, f"no answer within {check.connect_timeout:g} s")
+    why = check_reply(reply, sent)
+    if why is not None:
+        return Result(False, why)
+    return Result(True, f"{check.dns_type} {check.dns_name} answered")
