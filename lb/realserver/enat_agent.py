@@ -226,18 +226,25 @@ def _icmp_error_key(p):
     return ihl, end, key, None
 
 
+def _lookup(p, key_of, table):
+    """(ihl, end, key, entry, why) of a packet by its key parser: why None when the table
+    names its connection; UNKNOWN_FLOW with the key when it does not."""
+    ihl, end, key, why = key_of(p)
+    if why is not None:
+        return ihl, end, None, None, why
+    entry = table.get(key)
+    return ihl, end, key, entry, (UNKNOWN_FLOW if entry is None else None)
+
+
 def rewrite_icmp_error(packet, table):
     """The server's ICMP error about a connection's packet -> (bytes for the client | None,
     reason, key): as the director translates errors from a NAT server (ip_vs_nat_icmp()), from
     the VIP to the client, quoting CIP:cport -> VIP:vport; the quote's IP checksum made again,
     its L4 checksum left alone (as the kernel leaves it), the ICMP checksum in full. Pure."""
     p = memoryview(packet).cast("B")
-    ihl, end, key, why = _icmp_error_key(p)
+    ihl, end, key, entry, why = _lookup(p, _icmp_error_key, table)
     if why is not None:
-        return None, why, None
-    entry = table.get(key)
-    if entry is None:
-        return None, UNKNOWN_FLOW, key
+        return None, why, key
     out = bytearray(p[:end])
     q = ihl + 8
     qihl = (out[q] & 0x0F) * 4
@@ -258,12 +265,9 @@ def rewrite(packet, table):
     p = memoryview(packet).cast("B")
     if len(p) >= 20 and p[9] == ICMP:
         return rewrite_icmp_error(packet, table)
-    ihl, end, key, why = _reply_key(p)
+    ihl, end, key, entry, why = _lookup(p, _reply_key, table)
     if why is not None:
-        return None, why, None
-    entry = table.get(key)
-    if entry is None:
-        return None, UNKNOWN_FLOW, key
+        return None, why, key
     out = bytearray(p[:end])
     old = bytes(out[12:20]) + bytes(out[ihl:ihl + 4])
     new = key[1] + entry.cip + struct.pack("!HH", entry.vport, entry.cport)
