@@ -400,8 +400,9 @@ cdef int ring_slots(FP* fp, int i) noexcept nogil:
     fp.npending = 0
     fp.rx_batches += 1
     while n + nb < RX_BATCH and fp.npending < MAX_PENDING:
-        small = h.tp_status & TP_STATUS_USER
-        big = hb != NULL and hb.tp_status & TP_STATUS_USER
+        # a slot is the kernel's again only after the batch: never go round a ring in one
+        small = n < f.nblocks and h.tp_status & TP_STATUS_USER
+        big = hb != NULL and nb < f.big_slots and hb.tp_status & TP_STATUS_USER
         if big and (not small or v2_before(hb, h)):
             v2_frame(fp, i, hb, now)
             nb += 1
