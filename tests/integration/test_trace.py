@@ -91,9 +91,10 @@ def test_the_director_hop_changes_exactly_the_classes_fields(traces, name):
     if name == "tun":
         assert changed_outer | {"outer.chksum"} == {k for k in after.fields if k.startswith("outer.")}
         assert all(b is None for k, (b, _) in after.changed.items() if k.startswith("outer."))
-    if name == "dr":           # only the MACs: the IP packet is left alone, TTL included
+    if name == "dr":           # the MACs, and TTL - 1 (decrement_ttl(), as for every method)
         assert after.fields["eth.dst"] in result.values["rs_mac"] and after.changed["eth.dst"]
-        assert {k for k in after.changed if not k.startswith("eth.")} == set()
+        assert {k for k in after.changed if not k.startswith("eth.")} == {"ip.ttl", "ip.chksum"}
+        assert after.fields["ip.ttl"] == before.fields["ip.ttl"] - 1
     if name in ("fullnat", "enat"):
         assert after.fields["tcp.toa"] == f"{ex.traced.cip}:{ex.traced.cport}"
         assert after.fields["ip.src"] == (ex.vip if name == "enat" else after.fields["ip.src"])
