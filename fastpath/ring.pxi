@@ -11,7 +11,7 @@ cdef enum:
                             # macoff: TPACKET_ALIGN(52 + 16) + HEADROOM 64 + vnet 10 - 14)
     V2_BLOCK = 1 << 20      # V2 block of small slots (the kernel allocates a ring by blocks)
     RX_BATCH = 1024         # V2: frames per visit at most (a V3 block holds ~900 small ones); the
-                            # queue for Python schedulers (MAX_PENDING) may end a batch sooner
+                            # Python schedulers' queue resolves itself when full (new_flow())
     WHEEL_BATCH = 1024      # timer-wheel entries looked at after each batch (a V2 batch is at
                             # most RX_BATCH frames, each making one entry at most: expiry keeps up)
 
@@ -87,15 +87,18 @@ cdef int ring_open(Iface* f, uint32_t block_size, uint32_t nblocks, uint32_t tov
     f.tx.n = 0
     return 0
 
+cdef inline uint32_t per_block(uint32_t slot) noexcept nogil:
+    return V2_BLOCK // slot if slot < V2_BLOCK else 1
+
 cdef inline uint32_t req_frames(uint32_t frames, uint32_t slot) noexcept nogil:
     # _v2_req() rounds the frame count up to whole blocks
-    cdef uint32_t per = V2_BLOCK // slot if slot < V2_BLOCK else 1
+    cdef uint32_t per = per_block(slot)
     return (frames + per - 1) // per * per
 
 cdef void _v2_req(tpacket_req3* req, uint32_t slot, uint32_t frames) noexcept nogil:
     # V2: blocks of whole frames, mapped back to back, so frame k sits at k * slot
     memset(req, 0, sizeof(tpacket_req3))
-    cdef uint32_t per = V2_BLOCK // slot if slot < V2_BLOCK else 1
+    cdef uint32_t per = per_block(slot)
     req.tp_frame_size = slot
     req.tp_block_size = per * slot
     req.tp_frame_nr = req_frames(frames, slot)
@@ -235,18 +238,17 @@ cdef int poll_set(FP* fp, pollfd* pfds, int* slots) noexcept nogil:
         if fp.ifaces[i].fd >= 0 and fp.ifaces[i].gone:
             ring_close_one(&fp.ifaces[i])
         if fp.ifaces[i].fd >= 0:
-            pfds[nfds].fd = fp.ifaces[i].fd
-            pfds[nfds].events = POLLIN
-            pfds[nfds].revents = 0
-            slots[nfds] = i
-            nfds += 1
-        if fp.ifaces[i].fd >= 0 and fp.ifaces[i].big_fd >= 0:
-            pfds[nfds].fd = fp.ifaces[i].big_fd
-            pfds[nfds].events = POLLIN
-            pfds[nfds].revents = 0
-            slots[nfds] = i
-            nfds += 1
+            nfds = poll_add(pfds, slots, nfds, fp.ifaces[i].fd, i)
+            if fp.ifaces[i].big_fd >= 0:
+                nfds = poll_add(pfds, slots, nfds, fp.ifaces[i].big_fd, i)
     return nfds
+
+cdef inline int poll_add(pollfd* pfds, int* slots, int nfds, int fd, int i) noexcept nogil:
+    pfds[nfds].fd = fd
+    pfds[nfds].events = POLLIN
+    pfds[nfds].revents = 0
+    slots[nfds] = i
+    return nfds + 1
 
 cdef void ring_errors(FP* fp, pollfd* pfds, int* slots, int nfds) noexcept nogil:
     # POLLERR on a packet socket is its sk_err (ENETDOWN when the link goes down or the device
@@ -399,7 +401,7 @@ cdef int ring_slots(FP* fp, int i) noexcept nogil:
     now = now_ms()
     fp.npending = 0
     fp.rx_batches += 1
-    while n + nb < RX_BATCH and fp.npending < MAX_PENDING:
+    while n + nb < RX_BATCH:
         # a slot is the kernel's again only after the batch: never go round a ring in one
         small = n < f.nblocks and h.tp_status & TP_STATUS_USER
         big = hb != NULL and nb < f.big_slots and hb.tp_status & TP_STATUS_USER
