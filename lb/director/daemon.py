@@ -76,7 +76,7 @@ class Lbd:
                  config_file: str | None = None, metrics: str | None = None,
                  keepalived_conf: str | None = None, vip_ownership: str = "always", *,
                  expire_nodest_conn: bool = False, flood: FloodDefence | None = None,
-                 rx_ring: str = "v2", rx_slots: int | None = None):
+                 rx_ring: str = "split", rx_slots: int | None = None):
         os.makedirs("/run/lbd", mode=0o700, exist_ok=True)
         self.ifnames = ifnames
         self.expire_nodest_conn = expire_nodest_conn
@@ -474,8 +474,9 @@ def setup_logging(level: str) -> None:
 
 # Frames per receive ring (Forwarder.open): v2's are 68 KB each (35 MB), split's 2 KB (16 MB,
 # with RX_BIG_SLOTS of 68 KB beside them); v3 is 64 blocks of 256 KB whatever it is given.
-# split is not the default although its 64-byte pps is 1.3x v2's: bulk TCP through DR fell
-# from 12.7 to 0.2 Gbit/s with it (bench/suite.py --only e2e_tcp_bulk), not understood yet.
+# split is the default: 64-byte NAT pps 1.2-1.3x v2's (bench/pps.py), bulk TCP the same
+# (bench/suite.py --only e2e_tcp_bulk, 2026-12-02: DR 21.3 Gbit/s split, 21.3 v2). v2's 512 frames
+# of queue overflow whenever the packet thread waits for its CPU.
 RX_SLOTS = {"v2": 512, "split": 8192, "v3": 512}
 RX_BIG_SLOTS = 64
 
@@ -520,10 +521,10 @@ def _arguments(argv):
     p.add_argument("--secure-tcp", type=int, choices=(0, 1, 2), default=FloodDefence.secure_tcp,
                    help="DR/TUN/ENAT: only data, not a bare ACK, makes a connection "
                         "ESTABLISHED: 1 under pressure, 2 always, 0 never")
-    p.add_argument("--rx-ring", choices=tuple(RX_SLOTS), default="v2",
-                   help="receive ring: v2 hands each frame over as it is written, in 68 KB slots; "
-                        "split: the same in 2 KB slots, with a second ring of 68 KB slots for GSO "
-                        "aggregates; v3 hands over blocks, full or after 1 ms (for comparison)")
+    p.add_argument("--rx-ring", choices=tuple(RX_SLOTS), default="split",
+                   help="receive ring: split (default) hands each frame over as it is written, in "
+                        "2 KB slots, with a second ring of 68 KB slots for GSO aggregates; v2: one "
+                        "ring of 68 KB slots; v3 hands over blocks, full or after 1 ms (for comparison)")
     p.add_argument("--rx-slots", type=int, default=None, metavar="N",
                    help="v2/split: frames the ring holds (default %s): what the kernel can queue "
                         "while the packet thread waits for its CPU" % ", ".join(
