@@ -113,8 +113,11 @@ def targets(report):
         out.append(_target(f"new flows, {m} >= 1.0x nftables DNAT (napi)", value(report, "cps_napi", m),
                            value(report, "cps_napi", "nftdnat"), 1.0, unit="SYN/s"))
     for m in LBD_MODES:
-        out.append(_target(f"bulk TCP, {m} >= 0.9x nftables DNAT", value(report, "e2e_tcp_bulk", m),
-                           value(report, "e2e_tcp_bulk", "nftdnat"), 0.9, unit="Gbit/s"))
+        # issue 10: TUN segments every aggregate into IPIP packets and the real server
+        # decapsulates them in userspace, so its goal is 0.3x; the others forward aggregates whole
+        goal = 0.3 if m == "tun" else 0.9
+        out.append(_target(f"bulk TCP, {m} >= {goal}x nftables DNAT", value(report, "e2e_tcp_bulk", m),
+                           value(report, "e2e_tcp_bulk", "nftdnat"), goal, unit="Gbit/s"))
     for m in LBD_MODES:
         out.append(_target(f"HTTP short, {m} connections/s >= HAProxy's", value(report, "e2e_http_short", m),
                            value(report, "e2e_http_short", "haproxy"), 1.0, unit="conn/s"))

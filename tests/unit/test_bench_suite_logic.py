@@ -129,3 +129,16 @@ def test_latency_rows_and_targets_compare_median_and_p99_with_nftables():
     got = {t["target"]: t for t in targets(report) if "round trip, nat" in t["target"]}
     assert got["light-load round trip, nat median <= 1.5x nftables DNAT"]["met"] is True
     assert got["light-load round trip, nat p99 <= 1.5x nftables DNAT"]["met"] is False   # 800 > 750
+
+
+def test_bulk_tcp_goal_is_point_three_for_tun_and_point_nine_for_the_rest():
+    """issue 10: TUN segments in userspace (0.3x nftables DNAT); every other mode 0.9x."""
+    rows = [{"mode": m, "value": v} for m, v in
+            (("nftdnat", 20.0), ("nat", 17.0), ("dr", 19.0), ("tun", 7.0), ("fullnat", 18.0), ("enat", 5.0))]
+    got = {t["target"]: t for t in targets({"sections": {"e2e_tcp_bulk": {"rows": rows}}})
+           if t["target"].startswith("bulk TCP")}
+    assert got["bulk TCP, tun >= 0.3x nftables DNAT"]["met"] is True            # 7 >= 6
+    assert got["bulk TCP, tun >= 0.3x nftables DNAT"]["ratio_to_goal"] == pytest.approx(7 / 6)
+    assert got["bulk TCP, nat >= 0.9x nftables DNAT"]["met"] is False           # 17 < 18
+    assert got["bulk TCP, dr >= 0.9x nftables DNAT"]["met"] is True
+    assert got["bulk TCP, enat >= 0.9x nftables DNAT"]["met"] is False
