@@ -90,8 +90,9 @@ def parser() -> argparse.ArgumentParser:
 
 
 def _offloads_option(p) -> None:
-    p.add_argument("--offloads", choices=["on", "off"], default="off",
-                   help="the lab's veth offloads: as they come (on), or all off (default for now)")
+    p.add_argument("--offloads", choices=["on", "off"], default="on",
+                   help="the lab's veth offloads: as they come (on, the default), or all off "
+                        "(for comparisons: complete checksums and wire-sized frames everywhere)")
 
 
 def _learning_parsers(sub) -> None:

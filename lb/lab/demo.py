@@ -150,7 +150,7 @@ def run_lab(a, rs_net: str, modes, report: dict) -> None:
     """One lab with its own lbd (or the kernel baseline): probe `modes`, add to `report`
     (lab lines, rows, notes, listings); the lab is always torn down."""
     director = None
-    with Lab(prefix=a.prefix, rs_net=rs_net, offloads=getattr(a, "offloads", "off")) as lab:
+    with Lab(prefix=a.prefix, rs_net=rs_net, offloads=getattr(a, "offloads", "on")) as lab:
         try:
             lab.start_servers()
             if a.kernel:

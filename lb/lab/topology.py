@@ -34,9 +34,8 @@ processes living in the lab's namespaces (by PID, checked against the namespace)
 removes every namespace whose name starts with ``<prefix>-``. A state file in
 ``/run/lb-lab/<prefix>.json`` lets ``lb lab down`` in another process do the same.
 
-Offloads are turned off by default still (the flip to "on" broke four integration tests,
-test_nat/test_flood/test_config_file, not yet understood); ``Lab(offloads="on")`` keeps them
-as veths come (tx checksumming, TSO/GSO on), as in any container:
+By default (``Lab(offloads="on")``) the offloads stay as veths come (tx checksumming, TSO/GSO
+on), as in any container:
 lbd takes partial checksums and GSO aggregates through PACKET_VNET_HDR, and lb trace marks a
 partial checksum "partial (offloaded)" when it holds the right pseudo-header sum (the capture
 knows it from PACKET_AUXDATA, :mod:`lb.lab.capture`). ``Lab(offloads="off")`` (``--offloads
@@ -96,7 +95,7 @@ class Lab:
     UDP_PORT = UDP_PORT
 
     def __init__(self, prefix: str | None = None, n_rs: int = 3, rs_gateway: str | None = None,
-                 rs_net: str = "lan", offloads: str = "off", backup_director: bool = False):
+                 rs_net: str = "lan", offloads: str = "on", backup_director: bool = False):
         self.prefix = prefix or new_prefix()
         if not PREFIX_RE.match(self.prefix):
             raise ValueError(f"bad lab prefix {self.prefix!r} (want [a-z][a-z0-9]{{1,15}})")

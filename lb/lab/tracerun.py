@@ -83,7 +83,7 @@ def preflight() -> None:
 class TraceSession:
     """A lab (lan or routed), its test servers and lbd, with `modes` configured; always torn down."""
 
-    def __init__(self, rs_net: str, mode_names, prefix: str | None = None, lbd_args=(), offloads: str = "off"):
+    def __init__(self, rs_net: str, mode_names, prefix: str | None = None, lbd_args=(), offloads: str = "on"):
         self.rs_net, self.mode_names, self.offloads = rs_net, list(mode_names), offloads
         self.prefix, self.lbd_args = prefix, list(lbd_args)
         self.lab = self.director = None
@@ -281,7 +281,7 @@ def write_files(result: ModeTrace, out_dir: Path, stem: str | None = None) -> li
     return files
 
 
-def sessions_for(mode_names, prefix=None, offloads: str = "off"):
+def sessions_for(mode_names, prefix=None, offloads: str = "on"):
     """One TraceSession per lab the modes need (lan first), one after the other."""
     for rs_net in ("lan", "routed"):
         wanted = [m for m in mode_names if LAB_OF[m] == rs_net]
@@ -309,7 +309,7 @@ def cmd_trace(a) -> int:
     preflight()
     console, ok = Console(), True
     protos = ("tcp", "udp") if a.proto == "both" else (a.proto,)
-    for session, names in sessions_for(wanted, a.prefix, getattr(a, "offloads", "off")):
+    for session, names in sessions_for(wanted, a.prefix, getattr(a, "offloads", "on")):
         for name in names:
             if name in session.unavailable:
                 print(f"lb trace: {name}: the lab cannot run it ({session.unavailable[name]})", file=sys.stderr)

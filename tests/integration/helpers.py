@@ -27,6 +27,45 @@ print(json.dumps({"seen": seen, "clients": sorted(clients)}))
 """
 
 
+# Runs inside the client namespace: GET /bytes/N read at RATE bytes/s; prints "sha256 bytes".
+# The receive buffer is fixed small before connect (SO_RCVBUF turns autotuning off): with the
+# veths' offloads on, an autotuned buffer takes megabytes in a blink and the server is done
+# long before the reader, so the connection would not stay open for the rate's duration.
+# A stall of STALL seconds ends it with exit 1 (what curl's --speed-time did).
+RATE_LIMITED_GET = r"""
+import hashlib, socket, sys, time
+vip, n, rate, stall = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32768)
+s.settimeout(stall); s.connect((vip, 80))
+s.sendall(f"GET /bytes/{n} HTTP/1.0\r\nHost: {vip}\r\n\r\n".encode())
+head, h, got, t0 = b"", hashlib.sha256(), 0, time.monotonic()
+try:
+    while True:
+        b = s.recv(8192)
+        if not b:
+            break
+        if head is not None:
+            head += b
+            if b"\r\n\r\n" not in head:
+                continue
+            head, b = None, head.split(b"\r\n\r\n", 1)[1]
+        h.update(b); got += len(b)
+        ahead = got / rate - (time.monotonic() - t0)
+        if ahead > 0:
+            time.sleep(ahead)
+except OSError as e:
+    print(h.hexdigest(), got); print(f"stalled: {e}", file=sys.stderr); sys.exit(1)
+print(h.hexdigest(), got)
+"""
+
+
+def rate_limited_download(lab, n: int, rate: float, vip: str = VIP, stall: float = 3.0):
+    """A GET of n bytes that the client reads at `rate` bytes/s, so its connection stays open
+    about n / rate seconds whatever the offloads (a Popen; stdout "sha256 bytes")."""
+    return lab.popen("client", [sys.executable, "-c", RATE_LIMITED_GET, vip, str(n), str(rate), str(stall)],
+                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
 def many_gets(lab, n: int, vip: str = VIP) -> dict:
     r = lab.run("client", [sys.executable, "-c", MANY_GETS, str(n), vip], timeout=120,
                 capture_output=True, text=True)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import time
 
 import pytest
@@ -12,7 +11,7 @@ import pytest
 from lb.lab.lbd import LabDirector
 from lb.lab.net import LabError
 from lb.lab.servers import pattern_sha256
-from tests.integration.helpers import VIP, listing, many_gets, ok, wait_until
+from tests.integration.helpers import VIP, listing, many_gets, ok, rate_limited_download, wait_until
 
 RULES = f"""\
 -A -t {VIP}:80 -s rr
@@ -75,15 +74,13 @@ def test_a_bad_config_file_stops_the_start(lab, tmp_path):
 
 
 def test_a_download_survives_reloads_good_bad_and_half_good(lab, tmp_path):
-    # curl's --limit-rate keeps one connection open across the reloads; the file keeps its
+    # A rate-limited reader keeps one connection open across the reloads; the file keeps its
     # server in every version, so its connection must go on untouched.
     path = tmp_path / "lbd.rules"
     path.write_text(RULES)
-    n = 12 * 1000 * 1000
+    n = 6 * 1000 * 1000
     with LabDirector(lab, extra_args=["--config", str(path)]) as d:
-        download = lab.popen("client", ["bash", "-c", f"curl -sS --max-time 60 --limit-rate 3M "
-                                        f"http://{VIP}/bytes/{n} | sha256sum"],
-                             stdout=subprocess.PIPE, text=True)
+        download = rate_limited_download(lab, n, 2e6)
         # The reloads must come while the download runs: wait until lbd counts it ESTABLISHED.
         wait_until(lambda: any(l.split()[4] == "1" for l in listing(d).splitlines()
                                if l.startswith("  -> 198.18.0.1")), 10, "the download is established")
@@ -94,5 +91,5 @@ def test_a_download_survives_reloads_good_bad_and_half_good(lab, tmp_path):
         path.write_text(RULES + f"-A -u {VIP}:54 -s rr\n-a -u {VIP}:55 -r 198.18.0.11\n")  # half
         assert d.lbadm("--reload").returncode == 1
         assert saved(d) == RULES + f"-A -u {VIP}:53 -s rr\n"
-        out, _ = download.communicate(timeout=60)
-        assert out.split()[0] == pattern_sha256(n)
+        out, err = download.communicate(timeout=60)
+        assert download.returncode == 0 and out.split() == [pattern_sha256(n), str(n)], err

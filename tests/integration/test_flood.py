@@ -14,7 +14,7 @@ import pytest
 from lb.lab.lbd import LabDirector
 from lb.lab.net import pid_alive
 from lb.lab.servers import pattern_sha256
-from tests.integration.helpers import VIP, nat_service, ok
+from tests.integration.helpers import VIP, nat_service, ok, rate_limited_download
 
 FLOOD_SECONDS = 3
 TABLE = 2048            # lbd --max-conns: the flood overfills it many times
@@ -105,10 +105,8 @@ def test_spoofed_syn_and_ack_flood_against_dr(lab, small_director, realservers):
                                                    # spoofed ACK made one ESTABLISHED
 
 
-def slow_download(lab, n=6_000_000, rate="1M", vip=VIP):
-    return lab.popen("client", ["bash", "-c", f"curl -sS --max-time 40 --speed-time 3 --speed-limit 1000 --limit-rate {rate} "
-                                f"http://{vip}/bytes/{n} | sha256sum"],
-                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+def slow_download(lab, n=6_000_000, rate=1e6, vip=VIP):
+    return rate_limited_download(lab, n, rate, vip)
 
 
 def wait_active(director, rip, deadline=10.0):

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
 
 from lb.lab.lbd import LabDirector
 from lb.lab.servers import pattern_sha256
-from tests.integration.helpers import CLIENT, VIP, drops, listing, many_gets, nat_service, ok, wait_until
+from tests.integration.helpers import (CLIENT, VIP, drops, listing, many_gets, nat_service, ok,
+                                       rate_limited_download, wait_until)
 
 
 def test_http_round_robin_and_client_address(lab, director):
@@ -65,13 +65,10 @@ def test_long_transfer_arrives_intact(lab, director):
 
 def test_edit_and_delete_affect_new_connections_only(lab, director):
     nat_service(director)
-    # A slow download holds one established connection to rs1 while we change things. With
-    # the veths' offloads on, the client's socket buffer takes megabytes at once: the download
-    # must be larger than that for the rate limit to hold it open.
-    n = 12_000_000
-    slow = lab.popen("client", ["bash", "-c", f"curl -sS --max-time 60 --limit-rate 1M "
-                                f"http://{VIP}/bytes/{n} | sha256sum"],
-                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # A slow download (a reader with a small fixed receive buffer, rate-limited) holds one
+    # established connection to rs1 while we change things.
+    n = 4_000_000
+    slow = rate_limited_download(lab, n, 1e6)
     try:
         def rs1_active():                          # rs1's ActiveConn column
             return [l for l in listing(director).splitlines() if "198.18.0.11:80" in l][0].split()[4]
@@ -82,7 +79,7 @@ def test_edit_and_delete_affect_new_connections_only(lab, director):
         assert got["seen"] == {"rs3": 5}           # rs1 deleted, rs2 drained
         out, err = slow.communicate(timeout=60)
         assert slow.returncode == 0, err
-        assert out.split()[0] == pattern_sha256(n)  # the established flow kept working
+        assert out.split() == [pattern_sha256(n), str(n)]  # the established flow kept working
     finally:
         if slow.poll() is None:
             slow.kill()
