@@ -15,6 +15,7 @@ bench/harness/plan.py; bench/README.md explains them.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import json
 import os
@@ -46,6 +47,9 @@ def parse_args(argv=None):
                          "--only: re-run a section that other load disturbed); the report records both commands")
     ap.add_argument("--trials", type=int, help="trials per mode (default: 3, curves and connection workloads 2)")
     ap.add_argument("--retries", type=int, help="retries of a disturbed trial (default 2)")
+    ap.add_argument("--modes", metavar="MODE,...",
+                    help="end-to-end sections (e2e_*) only: run just these of their modes, e.g. "
+                         "nftdnat,tun to re-measure one mode beside its reference")
     a = ap.parse_args(argv)
     if a.trials is not None and a.trials < 1 or a.retries is not None and a.retries < 0:
         ap.error("--trials must be >= 1 and --retries >= 0")
@@ -57,6 +61,13 @@ def parse_args(argv=None):
         if bad:
             ap.error(f"unknown section(s) {bad}; choose from {ids}")
         secs = [s for s in secs if s.id in want]
+    if a.modes:
+        keep = [m.strip() for m in a.modes.split(",") if m.strip()]
+        known = set().union(*(s.modes for s in secs if s.kind == "e2e"))
+        if not keep or set(keep) - known:
+            ap.error(f"--modes {a.modes}: choose from {sorted(known)}")
+        secs = [dataclasses.replace(s, modes=tuple(m for m in s.modes if m in keep)) if s.kind == "e2e" else s
+                for s in secs]
     a.sections = secs
     if a.lb_root and not os.path.isfile(os.path.join(a.lb_root, "lb", "director", "daemon.py")):
         ap.error(f"--lb-root {a.lb_root}: no lb/director/daemon.py there")

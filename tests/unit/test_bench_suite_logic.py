@@ -142,3 +142,13 @@ def test_bulk_tcp_goal_is_point_three_for_tun_and_point_nine_for_the_rest():
     assert got["bulk TCP, nat >= 0.9x nftables DNAT"]["met"] is False           # 17 < 18
     assert got["bulk TCP, dr >= 0.9x nftables DNAT"]["met"] is True
     assert got["bulk TCP, enat >= 0.9x nftables DNAT"]["met"] is False
+
+
+def test_modes_option_narrows_only_the_end_to_end_sections():
+    import suite
+    a = suite.parse_args(["--only", "e2e_tcp_bulk,pps64_napi", "--modes", "nftdnat,tun"])
+    got = {s.id: s.modes for s in a.sections}
+    assert got["e2e_tcp_bulk"] == ("nftdnat", "tun")
+    assert "nat" in got["pps64_napi"]                     # pps sections keep their own --modes
+    with pytest.raises(SystemExit):
+        suite.parse_args(["--only", "e2e_tcp_bulk", "--modes", "nosuch"])
