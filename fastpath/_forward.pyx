@@ -66,6 +66,12 @@ cdef inline uint64_t now_ms() noexcept nogil:
     return <uint64_t>ts.tv_sec * 1000 + <uint64_t>(ts.tv_nsec // 1000000)
 
 
+cdef inline uint64_t now_us() noexcept nogil:
+    cdef timespec ts
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return <uint64_t>ts.tv_sec * 1000000 + <uint64_t>(ts.tv_nsec // 1000)
+
+
 def _ip(addr):
     return int(ipaddress.IPv4Address(addr))
 
@@ -407,6 +413,15 @@ cdef class Forwarder:
         """IPVS's expire_nodest_conn (default off): on, a packet of a connection whose server
         was deleted is dropped (dest_gone) and the connection goes; off, it keeps flowing."""
         self.fp.expire_nodest = on
+
+    def set_busy_poll(self, int usec):
+        """After a ring visit that found frames, keep looking at the rings for `usec`
+        microseconds before sleeping in poll() (0: sleep at once, the default). A reply that
+        comes back within that time is taken without a thread wake-up (what SO_BUSY_POLL does
+        for sockets), at the price of that much CPU after each burst."""
+        if not 0 <= usec <= 1000000:
+            raise ValueError(f"busy poll {usec} us out of range 0..1000000")
+        self.fp.busy_poll_us = usec
 
     def set_hash_key(self, bytes key):
         """Replace the SipHash key (16 bytes) of an empty table: for tests that need to know

@@ -271,11 +271,12 @@ cdef void ring_errors(FP* fp, pollfd* pfds, int* slots, int nfds) noexcept nogil
 
 cdef void ring_loop(FP* fp) noexcept nogil:
     # Until fp.stopping: every ring's current block when the kernel has handed it over, else a
-    # poll on all of them; the timer wheel at least every 50 ms, busy or idle.
+    # poll on all of them (after fp.busy_poll_us of looking, set_busy_poll); the timer wheel at
+    # least every 50 ms, busy or idle.
     cdef pollfd pfds[2 * MAX_IFACES]       # a ring's socket, and a split ring's big one
     cdef int slots[2 * MAX_IFACES]
     cdef int nfds, i, busy, r
-    cdef uint64_t now
+    cdef uint64_t now, spin_until = 0
     cdef Iface* f
     cdef tpacket_block_desc* blk
     fp.ifaces_changed = 0
@@ -298,7 +299,10 @@ cdef void ring_loop(FP* fp) noexcept nogil:
             if blk.hdr.bh1.block_status & TP_STATUS_USER:
                 ring_block(fp, i, blk)
                 busy = 1
-        if not busy:
+        if busy:
+            if fp.busy_poll_us:
+                spin_until = now_us() + fp.busy_poll_us
+        elif not fp.busy_poll_us or now_us() >= spin_until:
             fp.rx_polls += 1
             r = poll(pfds, nfds, 50)
             if r > 0:

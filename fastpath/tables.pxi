@@ -261,6 +261,7 @@ cdef struct FP:
     int64_t arp_replies
     int64_t rx_batches      # ring visits that found frames: rx_frames / rx_batches = batch size
     int64_t rx_polls        # poll() calls of the ring loop (it found every ring empty)
+    uint32_t busy_poll_us   # after a busy visit, look at the rings this long before poll()
     Pending pending[MAX_PENDING]
     int npending
     Sched* sched[MAX_SERVICES]      # each service's scheduler program (sched.pxi)

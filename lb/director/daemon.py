@@ -76,7 +76,7 @@ class Lbd:
                  config_file: str | None = None, metrics: str | None = None,
                  keepalived_conf: str | None = None, vip_ownership: str = "always", *,
                  expire_nodest_conn: bool = False, flood: FloodDefence | None = None,
-                 rx_ring: str = "split", rx_slots: int | None = None):
+                 rx_ring: str = "split", rx_slots: int | None = None, busy_poll_us: int = 0):
         os.makedirs("/run/lbd", mode=0o700, exist_ok=True)
         self.ifnames = ifnames
         self.expire_nodest_conn = expire_nodest_conn
@@ -85,6 +85,7 @@ class Lbd:
         self.metrics_address, self.metrics = metrics, None
         self.vip_ownership = vip_ownership
         self.rx_ring, self.rx_slots = rx_ring, rx_slots or RX_SLOTS[rx_ring]
+        self.busy_poll_us = busy_poll_us
         nl = Netlink()
         try:
             self.ifaces = [nl.interface(n) for n in ifnames]
@@ -103,6 +104,7 @@ class Lbd:
     def _init_fastpath(self, max_conns, lport_range, toa, config_file, keepalived_conf) -> None:
         self.fwd = Forwarder(max_conns=max_conns)
         self.fwd.set_expire_nodest_conn(self.expire_nodest_conn)
+        self.fwd.set_busy_poll(self.busy_poll_us)
         self.fwd.set_flood_defence(self.flood.pressure, self.flood.embryo_timeout,
                                    self.flood.secure_tcp)
         self.links = LinkWatch(ifnames=list(self.ifnames),
@@ -529,6 +531,10 @@ def _arguments(argv):
                    help="v2/split: frames the ring holds (default %s): what the kernel can queue "
                         "while the packet thread waits for its CPU" % ", ".join(
                             f"{k} {v}" for k, v in RX_SLOTS.items() if k != "v3"))
+    p.add_argument("--busy-poll", type=int, default=0, metavar="USEC",
+                   help="after frames, keep looking at the rings USEC microseconds before "
+                        "sleeping (0..1000000, default 0): a reply back within it is taken "
+                        "without a thread wake-up, for that much CPU after each burst")
     p.add_argument("--foreground", action="store_true",
                    help="run in the foreground: accepted for init scripts, lbd always does")
     p.add_argument("--scheduler-module", action="append", default=[], metavar="MODULE",
@@ -536,7 +542,10 @@ def _arguments(argv):
                         "repeat for several): see docs/schedulers.md")
     p.add_argument("--log-level", choices=LOG_LEVELS, default="info")
     p.add_argument("-v", "--verbose", action="store_true", help="the same as --log-level debug")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if not 0 <= args.busy_poll <= 1000000:
+        p.error(f"--busy-poll {args.busy_poll}: microseconds from 0 to 1000000")
+    return args
 
 
 def _lport_range(text: str) -> tuple[int, int]:
@@ -612,7 +621,7 @@ def main(argv=None) -> int:
         daemon = Lbd(args.interface, args.max_conns, lport_range, args.toa, args.config,
                      args.metrics, args.keepalived_conf, args.vip_ownership,
                      expire_nodest_conn=args.expire_nodest_conn, flood=flood, rx_ring=args.rx_ring,
-                     rx_slots=args.rx_slots)
+                     rx_slots=args.rx_slots, busy_poll_us=args.busy_poll)
     except Stopping as e:
         log.info("%s while starting: stopped", e)
         return 0

@@ -3,6 +3,8 @@ command line (--foreground, --metrics, --log-level) and the log format (terminal
 import logging
 import threading
 
+import pytest
+
 from lb.director import daemon
 
 
@@ -50,6 +52,20 @@ def test_command_line():
     assert (args.interface, args.foreground, args.metrics, args.log_level, args.config) == \
         (["eth0"], True, "127.0.0.1:9400", "warning", "/etc/lbd/rules")
     assert daemon._arguments(["-i", "eth0"]).metrics is None       # metrics off by default
+
+
+def test_receive_ring_and_busy_poll_options(capsys):
+    args = daemon._arguments(["-i", "eth0"])
+    assert (args.rx_ring, args.busy_poll) == ("split", 0)          # the defaults
+    assert daemon._arguments(["-i", "eth0", "--busy-poll", "200", "--rx-ring", "v2"]).busy_poll == 200
+    with pytest.raises(SystemExit):
+        daemon._arguments(["-i", "eth0", "--busy-poll", "1000001"])
+    assert "--busy-poll 1000001: microseconds from 0 to 1000000" in capsys.readouterr().err
+    from lb._forward import Forwarder
+    fwd = Forwarder(max_conns=1024)
+    fwd.set_busy_poll(1000000)
+    with pytest.raises(ValueError, match="out of range"):
+        fwd.set_busy_poll(-1)
 
 
 def record(level, msg):
