@@ -1,4 +1,5 @@
-"""Builds the Cython fast path (fastpath/_forward.pyx) as lb._forward.
+"""Builds the Cython fast path (fastpath/_forward.pyx) as lb._forward, and the TUN real server's
+decapsulator loop (fastpath/_decap.pyx) as lb._decap.
 
 First it writes fastpath/_names.pxi from fastpath/names.py (the C enums of reasons, states,
 verdicts and forwarding methods with their Python names), only when the text changes so that
@@ -25,15 +26,12 @@ def write_names():
 
 write_names()
 debug = os.environ.get("LB_DEBUG") == "1"
-ext = Extension(
-    "lb._forward",
-    sources=["fastpath/_forward.pyx"],
-    include_dirs=["fastpath"],
-    extra_compile_args=["-O0", "-g"] if debug else ["-O3", "-fno-strict-aliasing"],
-)
+flags = ["-O0", "-g"] if debug else ["-O3", "-fno-strict-aliasing"]
+exts = [Extension(f"lb.{name}", sources=[f"fastpath/{name}.pyx"], include_dirs=["fastpath"],
+                  extra_compile_args=flags) for name in ("_forward", "_decap")]
 setup(
     ext_modules=cythonize(
-        [ext],
+        exts,
         language_level=3,
         include_path=["fastpath"],
         compiler_directives={

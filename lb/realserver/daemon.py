@@ -32,6 +32,7 @@ from lb.netwatch import LinkWatch, link_state, own_netns
 TUNSETIFF = 0x400454CA
 IFF_TUN = 0x0001
 IFF_NO_PI = 0x1000
+IFF_VNET_HDR = 0x4000      # every read and write starts with a struct virtio_net_hdr (10 bytes)
 FLUSH_INTERVAL = 0.2       # seconds between stats-file writes while counters change
 WATCH_INTERVAL = 0.5       # seconds between looks at the device and the namespace
 EXIT_GONE = 3              # exit status: its device or its namespace was deleted
@@ -39,11 +40,13 @@ EXIT_GONE = 3              # exit status: its device or its namespace was delete
 
 # -- the TUN device ----------------------------------------------------------------------------
 
-def open_tun(ifname: str, nonblock: bool = False) -> int:
-    """Create the TUN device `ifname` in this network namespace; returns its fd."""
+def open_tun(ifname: str, nonblock: bool = False, vnet_hdr: bool = False) -> int:
+    """Create the TUN device `ifname` in this network namespace; returns its fd. `vnet_hdr`: writes
+    carry a virtio_net_hdr, so one write can be a TSO aggregate (tun_get_user())."""
     fd = os.open("/dev/net/tun", os.O_RDWR | os.O_CLOEXEC | (os.O_NONBLOCK if nonblock else 0))
+    flags = IFF_TUN | IFF_NO_PI | (IFF_VNET_HDR if vnet_hdr else 0)
     try:
-        fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH", ifname.encode(), IFF_TUN | IFF_NO_PI))
+        fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH", ifname.encode(), flags))
     except OSError:
         os.close(fd)
         raise

@@ -60,7 +60,8 @@ def test_counters_count_once_per_packet_and_the_stats_file_says_who(tmp_path, mo
         got = json.loads(stats.read_text())
         assert got == {"pid": os.getpid(), "ifname": "lbtun-test", "vips": [VIP],
                        "counters": {"not_ipip": 0, "truncated": 2, "bad_outer": 0, "bad_inner": 0,
-                                    "not_a_vip": 0, "forwarded": 0, "write_failed": 0}}
+                                    "not_a_vip": 0, "forwarded": 0, "write_failed": 0},
+                       "tun_frames": 0}
         clock[0] += daemon.FLUSH_INTERVAL
         stats.unlink()
         d.flush()                                   # nothing changed since: nothing written
