@@ -22,15 +22,32 @@ cdef inline uint32_t csum_fold(uint64_t s) noexcept nogil:
         s = (s & 0xFFFF) + (s >> 16)
     return <uint32_t>s
 
-cdef inline uint64_t csum_add(uint64_t s, const uint8_t* p, uint32_t n) noexcept nogil:
-    # One's-complement sum of n bytes as 16-bit big-endian words, odd tail padded with zero.
-    cdef uint32_t i = 0
-    while i + 1 < n:
-        s += (p[i] << 8) | p[i + 1]
-        i += 2
-    if i < n:
-        s += p[i] << 8
-    return s
+cdef extern from *:
+    """
+    #include <string.h>
+    /* One's-complement sum of n bytes as 16-bit big-endian words, odd tail padded with zero,
+       added to s. RFC 1071 2(B): the sum does not depend on byte order, so native 32-bit words
+       are added (a 64-bit accumulator cannot overflow below 2^32 words), folded, and swapped
+       once on a little-endian machine: 4 bytes an add instead of 2 bytes and two shifts. */
+    static inline uint64_t lb_csum_add(uint64_t s, const uint8_t *p, uint32_t n) {
+        uint64_t acc = 0;
+        uint32_t w;
+        uint16_t h;
+        for (; n >= 4; p += 4, n -= 4) { memcpy(&w, p, 4); acc += w; }
+        if (n >= 2) { memcpy(&h, p, 2); acc += h; p += 2; n -= 2; }
+    #if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+        if (n) acc += p[0];
+    #else
+        if (n) acc += (uint32_t)p[0] << 8;
+    #endif
+        while (acc >> 16) acc = (acc & 0xFFFF) + (acc >> 16);
+    #if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+        acc = __builtin_bswap16((uint16_t)acc);
+    #endif
+        return s + acc;
+    }
+    """
+    uint64_t csum_add "lb_csum_add"(uint64_t s, const uint8_t* p, uint32_t n) nogil
 
 cdef inline bint ip_csum_ok(const uint8_t* ip, uint32_t ihl) noexcept nogil:
     return csum_fold(csum_add(0, ip, ihl)) == 0xFFFF
