@@ -25,6 +25,6 @@ class EnhancedNat(ForwardingMode):
     rs_needs = ("enat_agent", "rp_filter_loose", "toa_reader", "same_port")
     director_needs = ("vip_port_pool",)
     rewrites_in = {"ip.src": "vip", "l4.sport": "lport", "ip.dst": "rip", "l4.dport": "rport",
-                   "ip.ttl": "ttl-1", "tcp.toa": "cip:cport"}
+                   "ip.ttl": "ttl-1", "tcp.toa": "cip:cport", "ip.uoa": "cip:cport"}
     rewrites_out = {"ip.src": "vip", "l4.sport": "vport", "ip.dst": "cip", "l4.dport": "cport"}
     out_by = "agent"
