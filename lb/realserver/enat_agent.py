@@ -5,12 +5,13 @@
 
 An ENAT director turns CIP:cport -> VIP:vport into VIP:lport -> RIP:rport and puts CIP:cport
 in the SYN's TOA (kind 254, see :mod:`lb.realserver.toa`), or for UDP in an IP option of the
-first three datagrams (UOA, type 31, see :mod:`lb.realserver.uoa`). The server here accepts a connection from
-VIP:lport and answers it; this agent turns each answer RIP:rport -> VIP:lport into
-VIP:vport -> CIP:cport, which routing takes to the client directly (the "triangle"). The
-server's own ICMP errors about a connection (port unreachable, fragmentation needed: to
-VIP:lport, so into our device too, and the director never sees them) are translated the same
-way, as the director translates a NAT server's (:func:`rewrite_icmp_error`).
+first three datagrams (UOA, type 31, see :mod:`lb.realserver.uoa`). The server here accepts a
+connection (or a datagram) from VIP:lport and answers it; this agent turns each answer
+RIP:rport -> VIP:lport into VIP:vport -> CIP:cport, which routing takes to the client
+directly (the "triangle"). The server's own ICMP errors about a connection (port
+unreachable, fragmentation needed: to VIP:lport, so into our device too, and the director
+never sees them) are translated the same way, as the director translates a NAT server's
+(:func:`rewrite_icmp_error`).
 
 Mechanism, and why:
 
@@ -47,9 +48,9 @@ rewrites and by every datagram with a UOA (the director sends it on the first th
 of its connections only, so on a busy flow the replies keep it alive). A UOA of the wrong
 length, or IP options that do not parse, teach nothing and are counted ``uoa_malformed``.
 After 300 s without a reply the entry is gone: a later reply of that flow is dropped and
-counted ``unknown_flow`` until the director's connection ends too (its UDP timeout, 300 s by
-default, after the client's last datagram) and the client's next datagram opens a new one, whose
-first datagrams carry the UOA again. So a UDP service whose server stays silent for more
+counted ``unknown_flow`` until the director's connection ends too (its UDP timeout, 300 s
+by default, after the client's last datagram) and the client's next datagram opens a new
+one, whose first datagrams carry the UOA again. So a UDP service whose server stays silent for more
 than 300 s and then speaks first loses that reply; request/response (DNS, QUIC, games) does
 not. If the director's first three datagrams of a connection are all lost, or none had room
 for the option (uoa_no_room on the director), the agent never learns that flow either.

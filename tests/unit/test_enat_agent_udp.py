@@ -14,8 +14,8 @@ from scapy.layers.inet import IP, TCP, UDP, IPOption
 from scapy.packet import Raw
 
 from lb.realserver import enat_agent as ea
-from lb.realserver.enat_agent import (IN_MALFORMED, IN_NOT_FROM_VIP, IN_OTHER, LEARNED, REWRITTEN, UNKNOWN_FLOW,
-                                      UOA_MALFORMED, FlowTable, bpf_program, learn)
+from lb.realserver.enat_agent import (IN_MALFORMED, IN_NOT_FROM_VIP, IN_OTHER, LEARNED, REWRITTEN,
+                                      UNKNOWN_FLOW, UOA_MALFORMED, FlowTable, bpf_program, learn)
 from lb.realserver.uoa import uoa_from_ip_options
 from tests.unit.test_enat_agent import CIP, NOW, PVIP, RIP, VIP, VIPS, checksums_ok, syn, udp_reply
 

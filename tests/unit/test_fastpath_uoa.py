@@ -64,7 +64,8 @@ def test_the_first_three_datagrams_carry_the_client_the_rest_not():
     first = got[0]
     assert first.ihl == 7 and first.len == 28 + 8 + 2
     (opt,) = first.options                      # scapy dissects it as an IP option
-    assert isinstance(opt, IPOption) and (opt.copy_flag, opt.optclass, opt.option, opt.length) == (0, 0, 31, 8)
+    assert isinstance(opt, IPOption)
+    assert (opt.copy_flag, opt.optclass, opt.option, opt.length) == (0, 0, 31, 8)
     assert bytes(opt.value) == struct.pack("!H", 5000) + socket.inet_aton(CLIENT)
     assert f.counters()["uoa_no_room"] == 0
 
