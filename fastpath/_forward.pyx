@@ -43,6 +43,7 @@ include "core.pxi"
 include "mode_nat.pxi"
 include "mode_dr.pxi"
 include "mode_tun.pxi"
+include "uoa.pxi"
 include "mode_fullnat.pxi"
 include "icmp.pxi"
 include "newflow.pxi"
@@ -123,6 +124,7 @@ cdef class Forwarder:
             fp.ifaces[i].big_fd = -1
             fp.ifaces[i].gso_fd = -1
         fp.toa_mode = TOA_ON_SYN
+        fp.uoa_trail = UOA_TRAIL
         for i in range(MAX_SERVICES):
             fp.services[i].enat_laddr = -1
         for name, secs in DEFAULT_TIMEOUTS.items():
@@ -256,6 +258,13 @@ cdef class Forwarder:
     def set_toa(self, bint syn=True, bint ack=False):
         """Where TOA goes: the SYN (the default), and/or the first ACK (DPVS's choice)."""
         self.fp.toa_mode = (TOA_ON_SYN if syn else 0) | (TOA_ON_ACK if ack else 0)
+
+    def set_uoa(self, int trail=UOA_TRAIL):
+        """How many datagrams of each ENAT UDP connection carry the client in UOA (uoa.pxi):
+        the first `trail` toward the server (default 3, as DPVS); 0: none."""
+        if not 0 <= trail <= 255:
+            raise ValueError("UOA trail: 0..255 datagrams")
+        self.fp.uoa_trail = <uint8_t>trail
 
     def clear_service(self, int slot):
         _check_slot(slot, MAX_SERVICES, "service")

@@ -352,6 +352,7 @@ cdef int conn_create(FP* fp, Pending* p, uint64_t now, Conn** made=NULL) noexcep
     if d.fwd == FWD_FULLNAT or d.fwd == FWD_ENAT:
         c.laddr, c.lport = fp.laddrs[lslot].addr, lport
     c.state = conn_first_state(p.proto)
+    c.uoa_sent = 0
     if p.proto == 6:
         embryo_add(fp, c)                           # until it first reaches ESTABLISHED
     # at least 1 ms: the frame that opened the connection must find it (even with a 0 timeout)

@@ -60,6 +60,8 @@ cdef int xmit_fullnat(FP* fp, Conn* c, Frame* fr, Neigh* nb) noexcept nogil:
         nat_rewrite(fr.ip, fr.l4, fr.proto, csum_mode(fr), 12, c.laddr, 0, c.lport, fr.l4len)
         if toa:
             toa_insert(fp, c, fr, fp.ifaces[nb.ifslot].mtu)
+        elif wants_uoa(fp, c, fr):          # ENAT UDP: the client in an IP option (uoa.pxi)
+            uoa_insert(fp, c, fr, fp.ifaces[nb.ifslot].mtu)
     else:
         nat_rewrite(fr.ip, fr.l4, fr.proto, csum_mode(fr), 12, c.vaddr, 0, c.vport, fr.l4len)
         nat_rewrite(fr.ip, fr.l4, fr.proto, csum_mode(fr), 16, c.caddr, 2, c.cport, fr.l4len)

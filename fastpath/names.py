@@ -32,6 +32,8 @@ REASONS = [
                     "fragmentation needed sent in its place (or icmp_ratelimited)"),
     ("lport_exhausted", "FULLNAT/ENAT: every (local address, port) taken; no connection"),
     ("toa_no_room", "forwarded without TOA: header or MTU has no room for 8 more bytes"),
+    ("uoa_no_room", "ENAT UDP forwarded without UOA: IP header or MTU has no room for 8 more "
+                    "bytes (fastpath/uoa.pxi)"),
     ("bad_vnet_hdr", "a virtio_net_hdr that lies about its frame, or asks for an offload the "
                      "fast path does not do (UFO, USO, checksum not at the L4 header)"),
     ("sched_error", "a scheduler written in Python raised, or named no server of the service"),
@@ -55,7 +57,8 @@ REASONS = [
 
 # Reasons counted beside a frame's verdict, not instead of one (the frame was forwarded too):
 # received = forwarded + every other reason (Forwarder.counters(), the accounting identity).
-NOT_VERDICTS = ("none", "tx_error", "toa_no_room", "frag_needed", "ttl_exceeded", "icmp_relayed")
+NOT_VERDICTS = ("none", "tx_error", "toa_no_room", "uoa_no_room", "frag_needed", "ttl_exceeded",
+                "icmp_relayed")
 
 # Connection states: the kernel's IP_VS_TCP_S_* in its order (ip_vs.h), then one for UDP.
 STATES = [
@@ -88,7 +91,7 @@ FORWARDS = [
     ("route", "DR (-g)"),
     ("tunnel", "TUN, IPIP (-i)"),
     ("fullnat", "FULLNAT (DPVS -b): SNAT to a local address too, client in TOA"),
-    ("enat", "ENAT (\"triangle\"): from the VIP to the RS, client in TOA"),
+    ("enat", "ENAT (\"triangle\"): from the VIP to the RS, client in TOA (UDP: UOA)"),
 ]
 
 # Which decision a service's scheduler program makes in C (fastpath/sched*.pxi); a scheduler's

@@ -17,7 +17,7 @@ cdef enum:
     NEIGH_SIZE = 4096          # open addressing, power of two
     TX_BATCH = 64
     MAX_PENDING = 256
-    HEADROOM = 64              # bytes before each frame the core may grow into (TUN 20, TOA 8,
+    HEADROOM = 64              # bytes before each frame the core may grow into (TUN 20, TOA 8, UOA 8,
                                # and the 10-byte virtio_net_hdr in front of what is sent)
     SEG_SLOTS = 256            # TUN segments of GSO aggregates made per batch
     SEG_SLOT = 2048            # bytes each, headroom included
@@ -122,6 +122,7 @@ cdef struct Conn:
     uint32_t tw_prev
     uint32_t emb_next       # the embryonic list, oldest first: index + 1
     uint32_t emb_prev
+    uint8_t uoa_sent        # ENAT UDP: datagrams toward the server that tried UOA (uoa.pxi)
 
 cdef struct Neigh:
     uint32_t ip
@@ -211,6 +212,7 @@ cdef struct FP:
     Service services[MAX_SERVICES]
     LAddr laddrs[MAX_LADDRS]
     uint8_t toa_mode        # 1: TOA on the SYN, 2: on the first ACK (DPVS), 3: both
+    uint8_t uoa_trail       # ENAT UDP: the first this many datagrams carry UOA (uoa.pxi)
     ServiceKey keys[MAX_KEYS]
     int nkeys               # keys in use are all below this
     int16_t svc_index[SVC_INDEX]    # (proto, VIP, port) -> keys[] slot + 1; 0: empty

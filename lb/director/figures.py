@@ -20,9 +20,9 @@ COUNTERS = ("active", "inactive", "conns", "inpkts", "outpkts", "inbytes", "outb
 # error about a connection of ours (fastpath/icmp.pxi).
 PASSES = ("not_ipv4", "not_ours", "not_for_us", "icmp_not_error", "icmp_bad_quote",
           "icmp_about_icmp", "icmp_no_conn")
-# Counted under a reason but forwarded all the same (FULLNAT/ENAT without room for the TOA; an
-# ICMP error about a connection, translated and sent on).
-FORWARDED_ANYWAY = ("toa_no_room", "icmp_relayed")
+# Counted under a reason but forwarded all the same (FULLNAT/ENAT without room for the TOA, ENAT
+# UDP without room for the UOA; an ICMP error about a connection, translated and sent on).
+FORWARDED_ANYWAY = ("toa_no_room", "uoa_no_room", "icmp_relayed")
 DROPS = tuple(r for r in REASON_NAMES[1:] if r not in PASSES + FORWARDED_ANYWAY)
 
 

@@ -8,8 +8,8 @@
   FULLNAT (-b, from the local addresses 198.18.0.3 and .4) on 198.18.0.103 and ENAT
   (--enat, the real servers running the ENAT agent) on 198.18.0.104.
 
-Each mode gets a TCP and a UDP virtual service with round robin (ENAT: TCP only, the
-director hands the client address to the real server only in a TCP SYN's TOA). Requests go
+Each mode gets a TCP and a UDP virtual service with round robin (ENAT's UDP client address
+reaches the real server's agent in the UOA IP option, not the server's socket). Requests go
 from the client namespace; one table shows which real server answered each, the peer
 address it saw and, for FULLNAT and ENAT, the client address it learned from the TOA; then
 each lab's ``lbadm -L -n`` listing. A mode lbadm refuses is reported as unavailable in one
@@ -38,12 +38,10 @@ def _raise_interrupt(signum, frame):
 
 # lbadm's forwarding-method flag of each mode, by the name the lab gives it
 FWD_FLAGS = {m.short: m.lbadm_flags[0] or m.lbadm_flags[1] for m in map(modes.get, modes.names())}
-# ENAT's director hands the client address to the real server only in a TCP SYN's TOA: the
-# RS's agent has no client to send a UDP answer to, so ENAT is shown for TCP only.
-MODE_PROTOS = {"enat": ("tcp",)}
+MODE_PROTOS = {}    # mode -> the protocols it is shown for (default both)
 MODE_NOTES = {"fullnat": "fullnat: no toa for UDP (TOA is a TCP option): the RS sees only LIP:lport",
-              "enat": "enat: TCP only (the client address reaches the real server only in a TCP SYN's TOA, "
-                      "so its agent cannot answer UDP)"}
+              "enat": "enat: no toa for UDP; the client rides in UOA (an IP option of the first "
+                      "datagrams) to the RS's agent, which answers it; the RS's socket sees VIP:lport"}
 
 
 def mode_protos(mode: str) -> list:

@@ -44,6 +44,8 @@ def hop_label(hop: core.Hop) -> tuple:
         main = f"[IPIP {f['outer.src']} → {f['outer.dst']}] " + main
     if "tcp.toa" in f:
         main += f"  TOA {f['tcp.toa']}"
+    if "ip.uoa" in f:
+        main += f"  UOA {f['ip.uoa']}"
     return main, changes_text(hop)
 
 

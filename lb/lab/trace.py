@@ -18,7 +18,7 @@ changed since the previous hop.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from socket import inet_aton
+from socket import inet_aton, inet_ntoa
 
 from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.l2 import ARP, Ether
@@ -27,12 +27,14 @@ from scapy.packet import Raw
 from lb.inet import ones_sum
 from lb.lab.capture import LINKTYPE_ETHERNET, Frame, Point
 from lb.realserver.toa import toa_from_options
+from lb.realserver.uoa import uoa_from_ip_options
 
 WINDOW = 1 << 20           # sequence numbers within this much after an ISN are the flow's
 BROADCAST = "ff:ff:ff:ff:ff:ff"
 # Fields any forwarding hop may change: next-hop MACs and the checksums that follow an edit.
 NOISE = frozenset({"eth.src", "eth.dst", "ip.chksum", "outer.chksum", "tcp.chksum", "udp.chksum"})
 TOA_FOLLOWS = frozenset({"ip.len", "tcp.dataofs"})     # a TOA lengthens IP and TCP header
+UOA_FOLLOWS = frozenset({"ip.len"})                    # a UOA (ENAT UDP) lengthens the IP header
 RANK = {"wire": 0, "agent": 0, "host": 1, "decap": 2}   # order of points seen at the same instant
 ANY = None
 
@@ -134,6 +136,9 @@ def fields_of(pkt) -> dict:
         out["outer.proto"] = outer.proto
     if ip is not None:
         out.update(_ip_fields("ip", ip))
+        uoa, _ = uoa_from_ip_options(bytes(ip)[20:ip.ihl * 4]) if ip.ihl and ip.ihl > 5 else (None, False)
+        if uoa:
+            out["ip.uoa"] = f"{inet_ntoa(uoa[0])}:{uoa[1]}"
     if isinstance(l4, TCP):
         out.update({"tcp.sport": l4.sport, "tcp.dport": l4.dport, "tcp.flags": str(l4.flags),
                     "tcp.seq": l4.seq, "tcp.ack": l4.ack, "tcp.dataofs": l4.dataofs * 4})
@@ -389,6 +394,8 @@ def expected_rewrite(mode, direction: str, proto: str, syn: bool) -> dict:
             continue
         if name == "tcp.toa" and not syn:
             continue          # lbd --toa syn (the default): only the SYN carries it
+        if name == "ip.uoa" and proto != "udp":
+            continue          # UDP's own (ENAT: fastpath/uoa.pxi)
         out[name] = symbol
     return out
 
@@ -421,6 +428,8 @@ def check_rewrite(mode, direction: str, proto: str, syn: bool, before: dict, aft
     follows = set(NOISE)
     if "tcp.toa" in want:
         follows |= TOA_FOLLOWS
+    if "ip.uoa" in want:
+        follows |= UOA_FOLLOWS
     if any(n.startswith("outer.") for n in want):
         follows |= {n for n in after if n.startswith("outer.")}
     for name in changed:

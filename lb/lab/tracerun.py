@@ -8,8 +8,8 @@ the result handed to the pure core (:mod:`lb.lab.trace`).
 
 NAT, DR and TUN run in the default lab (the real servers' gateway is the director, as NAT
 needs); FULLNAT and ENAT in ``Lab(rs_net="routed")``, where the real servers share no segment
-with the director. ENAT is traced for TCP only: the director hands the client's address to
-the real server in the SYN's TOA, so the agent has nobody to send a UDP answer to.
+with the director. ENAT's client address reaches the agent in the SYN's TOA, and for UDP in
+the UOA IP option of the first datagrams (fastpath/uoa.pxi).
 """
 from __future__ import annotations
 
@@ -32,8 +32,7 @@ from lb.lab.topology import Lab
 MODES = ("nat", "dr", "tun", "fullnat", "enat")
 LAB_OF = {"nat": "lan", "dr": "lan", "tun": "lan", "fullnat": "routed", "enat": "routed"}
 DECAP_IF, AGENT_IF = "lbtun0", "lbenat0"
-NOTES = {"enat": {"udp": "ENAT carries the client's address only in a TCP SYN's TOA: the agent "
-                         "cannot answer UDP, so only TCP is traced"}}
+NOTES = {}       # mode -> {proto: why it is not traced}: every mode is traced for TCP and UDP
 
 
 @dataclass

@@ -87,6 +87,8 @@ def _l4_lines(hop: core.Hop, f: dict, lang: str) -> list:
         t.append(" → ")
         _seg(t, None, f["udp.dport"], "udp.dport", hop)
         _seg(t, "len", f["udp.len"], "udp.len", hop)
+        if "ip.uoa" in f:
+            _seg(t, "UOA", f["ip.uoa"], "ip.uoa", hop)
         _chk(t, "udp.chksum", hop, f, lang)
         return [t]
     return []

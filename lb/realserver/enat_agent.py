@@ -4,18 +4,21 @@
                             [--ifname lbenat0] [--stats-file PATH] [--max-conns N]
 
 An ENAT director turns CIP:cport -> VIP:vport into VIP:lport -> RIP:rport and puts CIP:cport
-in the SYN's TOA (kind 254, see :mod:`lb.realserver.toa`). The server here accepts a connection from
-VIP:lport and answers it; this agent turns each answer RIP:rport -> VIP:lport into
-VIP:vport -> CIP:cport, which routing takes to the client directly (the "triangle"). The
-server's own ICMP errors about a connection (port unreachable, fragmentation needed: to
-VIP:lport, so into our device too, and the director never sees them) are translated the same
-way, as the director translates a NAT server's (:func:`rewrite_icmp_error`).
+in the SYN's TOA (kind 254, see :mod:`lb.realserver.toa`), or for UDP in an IP option of the
+first three datagrams (UOA, type 31, see :mod:`lb.realserver.uoa`). The server here accepts a
+connection (or a datagram) from VIP:lport and answers it; this agent turns each answer
+RIP:rport -> VIP:lport into VIP:vport -> CIP:cport, which routing takes to the client
+directly (the "triangle"). The server's own ICMP errors about a connection (port
+unreachable, fragmentation needed: to VIP:lport, so into our device too, and the director
+never sees them) are translated the same way, as the director translates a NAT server's
+(:func:`rewrite_icmp_error`).
 
 Mechanism, and why:
 
 - **Learning** -- an AF_PACKET socket (SOCK_DGRAM, ETH_P_IP, every interface, outgoing
   frames ignored) with a classic BPF filter that passes only TCP from a VIP with SYN, FIN or
-  RST set, or a TOA right after the fixed header. The kernel copies each such packet to us
+  RST set, or a TOA right after the fixed header, and UDP from a VIP whose first IP option is
+  of UOA's type (other datagrams cost no copy). The kernel copies each such packet to us
   *before* its own IP stack sees it (packet taps run first in __netif_receive_skb), so by the
   time the server's SYN-ACK comes out, the SYN that told us the client is already queued:
   the loop always drains this socket before reading replies, and once more on a miss. No
@@ -36,9 +39,21 @@ Mechanism, and why:
 The connection table ((proto, VIP, lport, RIP, rport) -> (CIP, cport, vport)) follows the
 part of a TCP conversation the agent sees: SYN -> ``syn`` (60 s), a reply -> ``established``
 (900 s idle), a FIN either way -> ``fin`` (120 s, the server's last ACK must still pass), an
-RST either way -> ``close`` (10 s); UDP entries 300 s. vport is rport unless ``--map-port``
-says otherwise (a director may map VIP:80 to RIP:8080). UDP replies are rewritten when an
-entry exists (:meth:`FlowTable.add`); the director gives no client address for UDP yet.
+RST either way -> ``close`` (10 s). vport is rport unless ``--map-port`` says otherwise (a
+director may map VIP:80 to RIP:8080).
+
+UDP: a datagram with a UOA makes (or, with another client, replaces) the entry of its
+(VIP, lport, RIP, rport); it lives 300 s (``udp``), restarted by every reply the agent
+rewrites and by every datagram with a UOA (the director sends it on the first three of each
+of its connections only, so on a busy flow the replies keep it alive). A UOA of the wrong
+length, or IP options that do not parse, teach nothing and are counted ``uoa_malformed``.
+After 300 s without a reply the entry is gone: a later reply of that flow is dropped and
+counted ``unknown_flow`` until the director's connection ends too (its UDP timeout, 300 s
+by default, after the client's last datagram) and the client's next datagram opens a new
+one, whose first datagrams carry the UOA again. So a UDP service whose server stays silent for more
+than 300 s and then speaks first loses that reply; request/response (DNS, QUIC, games) does
+not. If the director's first three datagrams of a connection are all lost, or none had room
+for the option (uoa_no_room on the director), the agent never learns that flow either.
 
 Every packet is counted under one reason (:data:`IN_REASONS`, :data:`OUT_REASONS`); bad
 input is dropped and counted, never raised. ``ready`` on stdout once the device and route
@@ -64,6 +79,7 @@ from typing import NamedTuple
 from lb.inet import checksum as ip_checksum, checksum_ok, fold
 from lb.realserver.daemon import Daemon, disable_ipv6, open_tun, rp_filter, serve
 from lb.realserver.toa import toa_from_options
+from lb.realserver.uoa import UOA_TYPE, uoa_from_ip_options
 
 DEFAULT_IFNAME = "lbenat0"
 ETH_P_IP = 0x0800
@@ -84,10 +100,11 @@ TIMEOUTS = {"syn": 60, "established": 900, "fin": 120, "close": 10, "udp": 300}
 
 # client side (AF_PACKET)
 LEARNED, SYN_WITHOUT_TOA, TOA_NOT_IPV4, IN_FIN, IN_RST, IN_NO_CONN, IN_OTHER, IN_NOT_FROM_VIP, \
-    IN_MALFORMED, TABLE_FULL = ("learned", "syn_without_toa", "toa_not_ipv4", "in_fin", "in_rst",
-                                "in_no_conn", "in_other", "in_not_from_vip", "in_malformed", "table_full")
+    IN_MALFORMED, TABLE_FULL, UOA_MALFORMED = (
+        "learned", "syn_without_toa", "toa_not_ipv4", "in_fin", "in_rst", "in_no_conn", "in_other",
+        "in_not_from_vip", "in_malformed", "table_full", "uoa_malformed")
 IN_REASONS = (LEARNED, SYN_WITHOUT_TOA, TOA_NOT_IPV4, IN_FIN, IN_RST, IN_NO_CONN, IN_OTHER,
-              IN_NOT_FROM_VIP, IN_MALFORMED, TABLE_FULL)
+              IN_NOT_FROM_VIP, IN_MALFORMED, TABLE_FULL, UOA_MALFORMED)
 # server side (TUN)
 REWRITTEN, UNKNOWN_FLOW, TRUNCATED, NOT_IPV4, BAD_IP_HEADER, FRAGMENT, NOT_TCP_UDP, BAD_L4_HEADER, \
     SEND_FAILED, ICMP_REWRITTEN = ("rewritten", "unknown_flow", "truncated", "not_ipv4", "bad_ip_header",
@@ -114,10 +131,10 @@ class Entry:
 
 class Seen(NamedTuple):
     """What one client-side packet told."""
-    key: tuple              # (TCP, VIP, lport, RIP, rport), addresses packed
-    client: tuple | None    # (4-byte CIP, cport) from the TOA
+    key: tuple              # (TCP or UDP, VIP, lport, RIP, rport), addresses packed
+    client: tuple | None    # (4-byte CIP, cport) from the TOA (UDP: the UOA)
     vport: int
-    flags: int              # TCP flags
+    flags: int              # TCP flags (UDP: 0)
 
 
 # -- the per-packet logic (pure) ------------------------------------------------------------------
@@ -147,13 +164,17 @@ def learn(packet, vips, port_map=None):
     """One packet from the client side (IPv4 header first) -> (Seen | None, reason).
 
     A TOA (on the SYN, or on any segment as DPVS may send it) -> LEARNED with the client;
-    FIN / RST -> IN_FIN / IN_RST (the table closes the entry); everything else is counted.
-    `vips`: packed 4-byte addresses. Captures may be cut after the headers. Never raises.
+    FIN / RST -> IN_FIN / IN_RST (the table closes the entry); a UDP datagram with a UOA
+    (:mod:`lb.realserver.uoa`) -> LEARNED, one whose IP options do not parse or whose UOA is
+    not 8 bytes -> UOA_MALFORMED; everything else is counted. `vips`: packed 4-byte addresses.
+    Captures may be cut after the headers. Never raises.
     """
     p = memoryview(packet).cast("B")
     ihl, end, why = _ip_header(p, need_total=False)
     if why is not None:
         return None, IN_MALFORMED
+    if p[9] == UDP:
+        return _learn_udp(p, ihl, end, vips, port_map)
     if p[9] != TCP:
         return None, IN_OTHER
     src = bytes(p[12:16])
@@ -177,6 +198,23 @@ def learn(packet, vips, port_map=None):
     if flags & SYN and not flags & ACK:
         return None, SYN_WITHOUT_TOA
     return None, IN_OTHER
+
+
+def _learn_udp(p, ihl, end, vips, port_map):
+    """learn() for a UDP datagram: the client from its UOA, if it has one."""
+    src = bytes(p[12:16])
+    if src not in vips:
+        return None, IN_NOT_FROM_VIP
+    client, malformed = uoa_from_ip_options(p[20:ihl])
+    if malformed:
+        return None, UOA_MALFORMED
+    if client is None:
+        return None, IN_OTHER
+    if end < ihl + 8:
+        return None, IN_MALFORMED
+    sport, dport = p[ihl] << 8 | p[ihl + 1], p[ihl + 2] << 8 | p[ihl + 3]
+    key = (UDP, src, sport, bytes(p[16:20]), dport)
+    return Seen(key, client, (port_map or {}).get(dport, dport), 0), LEARNED
 
 
 def _csum_update(csum: int, old: bytes, new: bytes) -> int:
@@ -399,25 +437,40 @@ class FlowTable:
 
 # -- the kernel side: BPF filter, TUN device, sockets ---------------------------------------------------
 
+# classic BPF opcodes (linux/filter.h): BPF_LD|BPF_B|BPF_ABS and the rest, by what they do
+LDB, LDH, LDW, LDXB_MSH, LDB_IND, AND_K = 0x30, 0x28, 0x20, 0xB1, 0x50, 0x54
+JEQ_K, JGT_K, JSET_K, RET_K = 0x15, 0x25, 0x45, 0x06
+
+
 def bpf_program(vips) -> list:
-    """Classic BPF (code, jt, jf, k) passing TCP from a VIP with SYN/FIN/RST or a TOA first.
+    """Classic BPF (code, jt, jf, k) passing, from a VIP and unfragmented, TCP with SYN/FIN/RST
+    or a TOA first, and UDP whose IP header has options, the first of them of UOA's type.
 
     Offsets are from the IP header (SOCK_DGRAM packet sockets see no link header). Only a
-    pre-filter: :func:`learn` checks everything again.
+    pre-filter: :func:`learn` checks everything again (a UOA of the wrong length passes here
+    so that learn() counts it).
     """
     vips = list(vips)
     if not 1 <= len(vips) <= MAX_VIPS:
         raise ValueError(f"1..{MAX_VIPS} VIPs")
     n = len(vips)
-    hdr = 5 + n                        # index of the "ldxb 4*([0]&0xf)" instruction
-    accept, drop = hdr + 5, hdr + 6
-    prog = [(0x30, 0, 0, 9), (0x15, 0, drop - 2, TCP), (0x28, 0, 0, 6), (0x45, drop - 4, 0, 0x1FFF),
-            (0x20, 0, 0, 12)]
+    hdr = 6 + n                        # where the VIP test lands: the protocol again
+    tcp, udp = hdr + 2, hdr + 7
+    accept, drop = hdr + 12, hdr + 13
+    prog = [(LDB, 0, 0, 9), (JEQ_K, 1, 0, TCP), (JEQ_K, 0, drop - 3, UDP),
+            (LDH, 0, 0, 6), (JSET_K, drop - 5, 0, 0x3FFF), (LDW, 0, 0, 12)]
     for i, vip in enumerate(vips):
-        at = 5 + i
-        prog.append((0x15, hdr - at - 1, (drop - at - 1) if i == n - 1 else 0, int.from_bytes(vip, "big")))
-    prog += [(0xB1, 0, 0, 0), (0x50, 0, 0, 13), (0x45, accept - (hdr + 2) - 1, 0, SYN | FIN | RST),
-             (0x50, 0, 0, 20), (0x15, 0, 1, 254), (0x06, 0, 0, SNAPLEN), (0x06, 0, 0, 0)]
+        at = 6 + i
+        prog.append((JEQ_K, hdr - at - 1, (drop - at - 1) if i == n - 1 else 0, int.from_bytes(vip, "big")))
+    prog += [(LDB, 0, 0, 9), (JEQ_K, 0, udp - (hdr + 1) - 1, TCP),
+             # TCP: flags, or the first option's kind
+             (LDXB_MSH, 0, 0, 0), (LDB_IND, 0, 0, 13), (JSET_K, accept - (tcp + 2) - 1, 0, SYN | FIN | RST),
+             (LDB_IND, 0, 0, 20), (JEQ_K, accept - (tcp + 4) - 1, drop - (tcp + 4) - 1, 254),
+             # UDP: IHL > 5, and the first option's type at offset 20
+             (LDB, 0, 0, 0), (AND_K, 0, 0, 0x0F), (JGT_K, 0, drop - (udp + 2) - 1, 5),
+             (LDB, 0, 0, 20), (JEQ_K, 0, drop - (udp + 4) - 1, UOA_TYPE),
+             (RET_K, 0, 0, SNAPLEN), (RET_K, 0, 0, 0)]
+    assert len(prog) == drop + 1
     return prog
 
 

@@ -309,7 +309,7 @@ def test_parse_port_map():
 def test_bpf_program_shape():
     for n in (1, 2, ea.MAX_VIPS):
         prog = bpf_program([bytes([198, 18, 0, i]) for i in range(n)])
-        assert len(prog) == 12 + n and prog[-1] == (0x06, 0, 0, 0) and prog[-2] == (0x06, 0, 0, ea.SNAPLEN)
+        assert len(prog) == 20 + n and prog[-1] == (0x06, 0, 0, 0) and prog[-2] == (0x06, 0, 0, ea.SNAPLEN)
         for i, (code, jt, jf, _) in enumerate(prog):
             if code & 0x07 == 0x05:                       # a jump: both targets inside the program
                 assert i + 1 + jt < len(prog) and i + 1 + jf < len(prog)

@@ -34,7 +34,7 @@ MODES = {
     "fullnat": (fullnat.DIRECTOR, (fullnat.LIP1, RIP, fullnat.RPORT), False),
     "enat": (enat.DIRECTOR, (VIP, RIP, fullnat.RPORT), False),
 }
-UDP_MODES = ["nat", "dr", "tun", "fullnat"]          # ENAT is TCP only (the client rides in TOA)
+UDP_MODES = ["nat", "dr", "tun", "fullnat", "enat"]  # ENAT UDP: the client rides in UOA (uoa.pxi)
 
 
 def fold(x: int) -> int:
@@ -171,6 +171,8 @@ def test_a_partial_udp_datagram_arrives_with_valid_checksums(mode):
     ip = checked(frame, MODES[mode][2])
     rewritten_as(ip, mode, UDP)
     assert bytes(ip[UDP].payload) == data and ip[UDP].chksum != 0
+    if mode == "enat":                                # the UOA went in before the UDP header
+        assert [(o.option, bytes(o.value)) for o in ip.options] == [(31, fullnat.toa(7100)[1])]
 
 
 @pytest.mark.parametrize("mode", MODES)

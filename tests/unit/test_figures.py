@@ -42,7 +42,7 @@ def test_snapshot_sums_servers_and_sorts_reasons():
     assert fig["drops"]["tcp_no_conn"] == 3 and "not_ours" not in fig["drops"]
     assert fig["passes"] == {"not_ipv4": 0, "not_ours": 4, "not_for_us": 0, "icmp_not_error": 0,
                              "icmp_bad_quote": 0, "icmp_about_icmp": 0, "icmp_no_conn": 0}
-    assert fig["forwarded_anyway"] == {"toa_no_room": 1, "icmp_relayed": 0}
+    assert fig["forwarded_anyway"] == {"toa_no_room": 1, "uoa_no_room": 0, "icmp_relayed": 0}
     assert fig["fastpath"]["rx_frames"] == 1000 and "tcp_no_conn" not in fig["fastpath"]
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 
-from scapy.layers.inet import IP, TCP, UDP
+from scapy.layers.inet import IP, TCP, UDP, IPOption
 from scapy.layers.l2 import ARP, Ether
 from scapy.packet import Raw
 from scapy.utils import rdpcap
@@ -119,6 +119,21 @@ def test_fullnat_toa_is_read_and_its_length_follows():
     no_toa = fields(eth("director", "rs1") / syn(src=LIP, sport=1025, dst=RIP, ttl=62))
     assert core.check_rewrite(modes.by_short("fullnat"), "in", "tcp", True, before, no_toa, VALUES) == \
         ["tcp.toa missing; fullnat writes cip:cport there"]
+
+
+def test_enat_udp_uoa_is_read_and_its_length_follows():
+    uoa = IPOption(bytes([31, 8, 0x9c, 0x40]) + bytes(map(int, CIP.split("."))))   # port 40000, CIP
+    q = UDP(sport=CPORT, dport=80) / Raw(b"q")
+    before = fields(eth("router", "director") / IP(src=CIP, dst=VIP, ttl=63) / q)
+    q = UDP(sport=1025, dport=80) / Raw(b"q")
+    after = fields(eth("director", "rs1") / IP(src=VIP, dst=RIP, ttl=62, options=[uoa]) / q)
+    assert after["ip.uoa"] == f"{CIP}:{CPORT}" and after["ip.len"] == before["ip.len"] + 8
+    enat = modes.by_short("enat")
+    assert core.check_rewrite(enat, "in", "udp", False, before, after, VALUES) == []
+    no_uoa = fields(eth("director", "rs1") / IP(src=VIP, dst=RIP, ttl=62) / q)
+    assert core.check_rewrite(enat, "in", "udp", False, before, no_uoa, VALUES) == \
+        ["ip.uoa missing; enat writes cip:cport there"]
+    assert "ip.uoa" not in core.expected_rewrite(enat, "in", "tcp", True)
 
 
 def test_udp_is_found_by_its_token_and_payload_stays_raw():
