@@ -1,0 +1,145 @@
+"""lb.realserver.enat_agent at its edges (the survivors of a mutation run): the learning socket's
+BPF pre-filter run on packets, the bounds of the server's ICMP errors it translates, and
+--map-port's refusals."""
+from __future__ import annotations
+
+import socket
+import struct
+
+import pytest
+from scapy.layers.inet import ICMP, IP, TCP, UDP
+from scapy.packet import Raw
+
+from lb.realserver import enat_agent as ea
+from tests.unit.test_enat_agent import (CIP, CPORT, LPORT, NOW, PVIP, RIP, VIP, key, server_error, syn,
+                                        table_with)
+
+
+# -- the BPF pre-filter, run as the kernel runs a socket filter ---------------------------------------
+
+def run_bpf(prog, packet: bytes) -> int:
+    """Classic BPF (Documentation/networking/filter.rst) over a SOCK_DGRAM packet socket's view
+    (the IP header first): registers A and X, and pc += jt or jf after a jump. A load past the
+    packet's end ends the program with 0, as the kernel's does. Only the opcodes a socket filter
+    of this shape needs; any other is a failure of the test."""
+    a = x = pc = 0
+
+    def load(at, size):
+        if at + size > len(packet):
+            raise IndexError(at)
+        return int.from_bytes(packet[at:at + size], "big")
+    while True:
+        code, jt, jf, k = prog[pc]
+        pc += 1
+        try:
+            if code == 0x30:            # ldb [k]
+                a = load(k, 1)
+            elif code == 0x28:          # ldh [k]
+                a = load(k, 2)
+            elif code == 0x20:          # ld [k]
+                a = load(k, 4)
+            elif code == 0xB1:          # ldxb 4*([k]&0xf)
+                x = 4 * (load(k, 1) & 0x0F)
+            elif code == 0x50:          # ldb [x + k]
+                a = load(x + k, 1)
+            elif code == 0x15:          # jeq #k
+                pc += jt if a == k else jf
+            elif code == 0x45:          # jset #k
+                pc += jt if a & k else jf
+            elif code == 0x06:          # ret #k
+                return k
+            else:
+                raise AssertionError(f"unexpected opcode {code:#x}")
+        except IndexError:
+            return 0
+
+
+OTHER_VIPS = ["198.18.0.105", "198.18.0.106"]
+TOA = struct.pack("!H", CPORT) + socket.inet_aton(CIP)
+
+
+@pytest.mark.parametrize("packet, passes", [
+    (syn(), True),                                          # SYN with the TOA
+    (syn(toa_opt=False), True),                             # SYN, FIN, RST without one
+    (syn(flags="F", toa_opt=False), True),
+    (syn(flags="R", toa_opt=False), True),
+    (syn(flags="RA", toa_opt=False), True),
+    (syn(flags="A"), True),                                 # a TOA first on an ACK (DPVS)
+    (syn(flags="PA", options=(("NOP", None),)), True),
+    (syn(flags="A", toa_opt=False), False),                 # ACK, MSS first
+    (syn(flags="A", toa_opt=False, options=()), False),     # ACK, no options: the load fails
+    (syn(src="198.18.1.9"), False),                         # not from a VIP
+    (bytes(IP(src=VIP, dst=RIP) / UDP(sport=LPORT, dport=53)), False),
+    (bytes(IP(src=VIP, dst=RIP, frag=3, proto=6) / Raw(b"\x02" * 40)), False),     # offset 3 * 8
+    (bytes(IP(src=VIP, dst=RIP, frag=0x100, proto=6) / Raw(b"\x02" * 40)), False),
+    (bytes(IP(src=VIP, dst=RIP, options=[b"\x01\x01\x01\x00"]) /
+           TCP(sport=LPORT, dport=80, flags="A", options=[(254, TOA)])), True),
+    (bytes(IP(src=VIP, dst=RIP, options=[b"\x01\x01\x01\x00"]) / TCP(flags="A")), False),
+])
+def test_bpf_filter_passes_what_learning_needs(packet, passes):
+    # IP options in the last two: the TCP header is found through X = 4 * IHL
+    for vips in ([VIP], [VIP, *OTHER_VIPS], [*OTHER_VIPS, VIP]):
+        prog = ea.bpf_program([socket.inet_aton(v) for v in vips])
+        assert run_bpf(prog, packet) == (ea.SNAPLEN if passes else 0), vips
+
+
+def test_bpf_filter_takes_every_vip_and_only_them():
+    vips = ["198.18.0.104", "198.18.0.105", "198.18.0.106"]
+    for n in (1, 2, 3):
+        prog = ea.bpf_program([socket.inet_aton(v) for v in vips[:n]])
+        got = [run_bpf(prog, syn(src=v)) for v in vips + ["198.18.0.107"]]
+        assert got == [ea.SNAPLEN] * n + [0] * (4 - n), n
+
+
+def test_bpf_program_refuses_no_vip_or_too_many():
+    for vips in ([], [PVIP] * (ea.MAX_VIPS + 1)):
+        with pytest.raises(ValueError, match=f"^1..{ea.MAX_VIPS} VIPs$"):
+            ea.bpf_program(vips)
+
+
+# -- the server's ICMP errors: what is translated and what is counted -----------------------------
+
+def quote(**ip) -> bytes:
+    return bytes(IP(src=VIP, dst=RIP, **ip) / UDP(sport=LPORT, dport=5353) / Raw(b"query"))
+
+
+@pytest.mark.parametrize("quoted, reason", [
+    (quote()[:28], ea.ICMP_REWRITTEN),        # RFC 792: the IP header and 64 bits of data
+    (quote(flags="MF"), ea.ICMP_REWRITTEN),   # a first fragment carries the ports
+    (quote(flags="DF"), ea.ICMP_REWRITTEN),
+    (quote()[:27], ea.BAD_L4_HEADER),         # one byte short of the ports and length
+    (quote()[:20], ea.BAD_L4_HEADER),         # the header alone
+    (quote(frag=5), ea.BAD_L4_HEADER),        # a later fragment: no ports in it
+    (quote(frag=0x100), ea.BAD_L4_HEADER),
+    (quote(frag=0x1000), ea.BAD_L4_HEADER),
+    (b"\x65" + quote()[1:], ea.BAD_L4_HEADER),   # not IPv4 inside
+    (b"\x44" + quote()[1:], ea.BAD_L4_HEADER),   # IHL 4
+    (quote()[:19], ea.NOT_TCP_UDP),           # shorter than an IP header: not an error to use
+    (quote()[:4], ea.NOT_TCP_UDP),
+    (b"", ea.NOT_TCP_UDP),
+])
+def test_server_error_bounds(quoted, reason):
+    t = table_with((key(ea.UDP, rport=5353), 53))
+    out, got = t.outbound(server_error(quoted), NOW)
+    assert got == reason and (out is not None) == (reason == ea.ICMP_REWRITTEN)
+    if out is not None:
+        q = IP(bytes(IP(out)[ICMP].payload))
+        assert (q.src, q.dst, q.sport, q.dport) == (CIP, VIP, CPORT, 53)
+
+
+def test_an_echo_reply_is_never_taken_for_an_error():
+    # its data may look like a quoted packet of a known connection: still not an error
+    t = table_with((key(ea.UDP, rport=5353), 53))
+    pkt = bytes(IP(src=RIP, dst=VIP) / ICMP(type=0) / Raw(quote()))
+    assert t.outbound(pkt, NOW) == (None, ea.NOT_TCP_UDP)
+
+
+# -- --map-port ----------------------------------------------------------------------------------
+
+def test_port_map_ends_and_messages():
+    assert ea.parse_port_map(["1:65535", "65535:1"]) == {1: 65535, 65535: 1}
+    with pytest.raises(ValueError, match=r"^bad --map-port '8080' \(want RPORT:VPORT\)$"):
+        ea.parse_port_map(["8080"])
+    for bad in ("0:80", "65536:80", "80:0", "80:65536"):
+        with pytest.raises(ValueError, match=f"^bad --map-port '{bad}': ports are 1..65535$"):
+            ea.parse_port_map([bad])
