@@ -11,8 +11,8 @@ from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.packet import Raw
 
 from lb.realserver import enat_agent as ea
-from tests.unit.test_enat_agent import (CIP, CPORT, LPORT, NOW, PVIP, RIP, VIP, key, server_error, syn,
-                                        table_with)
+from tests.unit.test_enat_agent import (CIP, CPORT, LPORT, NOW, PVIP, RIP, VIP, VIPS, key, reply,
+                                        server_error, syn, table_with)
 
 
 # -- the BPF pre-filter, run as the kernel runs a socket filter ---------------------------------------
@@ -143,3 +143,124 @@ def test_port_map_ends_and_messages():
     for bad in ("0:80", "65536:80", "80:0", "80:65536"):
         with pytest.raises(ValueError, match=f"^bad --map-port '{bad}': ports are 1..65535$"):
             ea.parse_port_map([bad])
+
+
+# -- learn: the TCP header's bounds, and what a FIN or RST tells ------------------------------------
+
+def with_offset(packet: bytes, doff: int) -> bytes:
+    """`packet` (IP 20 + TCP) with the TCP data offset set to `doff` words, IP checksum redone."""
+    out = bytearray(packet)
+    out[20 + 12] = doff << 4 | (out[20 + 12] & 0x0F)
+    return bytes(out)
+
+
+def test_learn_tcp_header_bounds():
+    assert ea.learn(syn(flags="F", toa_opt=False, options=()), VIPS)[1] == ea.IN_FIN     # bare 20 bytes
+    assert ea.learn(with_offset(syn(options=()), 3), VIPS)[1] == ea.IN_MALFORMED         # offset < 5
+    # the capture ends inside the options the offset announces (TOA whole, MSS cut): malformed
+    full = syn()
+    assert ea.learn(full[:20 + 28], VIPS)[1] == ea.IN_MALFORMED and ea.learn(full, VIPS)[1] == ea.LEARNED
+
+
+def test_learn_reads_the_toa_only_inside_the_options():
+    # the payload starts with what would be a TOA; the options (16 bytes) hold none
+    fake = struct.pack("!BBH4s", 254, 8, 5555, socket.inet_aton("198.18.1.7"))
+    opts = (("MSS", 1460), ("SAckOK", b""), ("Timestamp", (1, 0)))
+    pkt = bytes(IP(src=VIP, dst=RIP) / TCP(sport=LPORT, dport=80, flags="S", options=list(opts)) / Raw(fake))
+    assert ea.learn(pkt, VIPS) == (None, ea.SYN_WITHOUT_TOA)
+
+
+@pytest.mark.parametrize("flags, reason", [("F", ea.IN_FIN), ("FA", ea.IN_FIN), ("R", ea.IN_RST),
+                                           ("RA", ea.IN_RST)])
+def test_learn_fin_and_rst_tell_key_vport_and_flags(flags, reason):
+    seen, got = ea.learn(syn(flags=flags, toa_opt=False, dport=8080), VIPS, {8080: 80})
+    assert got == reason
+    assert seen == ea.Seen(key(rport=8080), None, 80, int(TCP(flags=flags).flags))
+
+
+@pytest.mark.parametrize("flags", ["", "P", "U", "SA"])
+def test_learn_other_segments_without_a_toa(flags):
+    # only a bare SYN (no ACK) without a TOA is counted as one: PSH alone, no flags, a SYN-ACK
+    assert ea.learn(syn(flags=flags, toa_opt=False), VIPS)[1] == ea.IN_OTHER
+
+
+# -- the table: the TOA on a later segment, restarts, and timers rescheduled sooner ----------------
+
+def established(t: ea.FlowTable) -> None:
+    assert t.inbound(syn(), NOW) == ea.LEARNED
+    assert t.outbound(reply(), NOW)[1] == ea.REWRITTEN
+    assert t.entries[key()].state == "established"
+
+
+def test_a_toa_first_seen_on_an_ack_makes_the_entry():
+    t = ea.FlowTable([VIP])
+    assert t.inbound(syn(flags="A"), NOW) == ea.LEARNED     # DPVS: the TOA on the first ACK
+    assert t.entries[key()].state == "syn" and t.outbound(reply(flags="A"), NOW)[1] == ea.REWRITTEN
+
+
+def test_a_new_syn_starts_the_entry_afresh():
+    t = ea.FlowTable([VIP])
+    established(t)
+    assert t.inbound(syn(), NOW + 5) == ea.LEARNED          # same client, lport reused
+    assert t.entries[key()].state == "syn"
+    assert t.expire(NOW + 5 + 60) == 1
+
+
+@pytest.mark.parametrize("flags, state, timeout", [("FA", "fin", 120), ("RA", "close", 10)])
+def test_fin_or_rst_sooner_than_established_is_expired_on_time(flags, state, timeout):
+    for toa_opt in (True, False):            # with a TOA on it (the learning path) or without
+        t = ea.FlowTable([VIP])
+        established(t)
+        t.inbound(syn(flags=flags, toa_opt=toa_opt), NOW + 1)
+        assert t.entries[key()].state == state
+        assert t.expire(NOW + 1 + timeout - 1) == 0 and t.expire(NOW + 1 + timeout) == 1, toa_opt
+
+
+def test_expire_skips_stale_heap_items_and_counts_every_entry():
+    t = ea.FlowTable([VIP])
+    t.inbound(syn(lport=1), NOW)                 # its heap item goes stale: replaced at NOW + 1
+    t.inbound(syn(lport=2), NOW + 0.5)
+    t.inbound(syn(lport=1), NOW + 1)
+    t.inbound(syn(lport=3), NOW)
+    t.inbound(syn(lport=4), NOW)
+    assert t.get(key(lport=3)) is not None
+    t.now = NOW + 60
+    assert t.get(key(lport=3)) is None and t.get(key(lport=4)) is None   # lookups drop them: counted
+    assert t.expire(NOW + 61) == 2 and len(t) == 0
+    assert t.counters[ea.EXPIRED] == 4
+
+
+# -- the agent's own state (no device opened) -------------------------------------------------------
+
+def test_agent_keeps_what_it_was_given(tmp_path):
+    agent = ea.Agent(["198.18.0.104", "198.18.0.104", "198.18.0.105"], {8080: 80}, ifname="lbenat7",
+                     stats_file=str(tmp_path / "s.json"), max_conns=5)
+    assert (agent.vips, agent.ifname, agent.stats_file, agent.mtu) == \
+        (["198.18.0.104", "198.18.0.105"], "lbenat7", tmp_path / "s.json", 1500)
+    assert (agent.table.port_map, agent.table.max_conns) == ({8080: 80}, 5)
+    assert ea.Agent(["198.18.0.104"]).table.max_conns == 1 << 18
+    agent.housekeeping()                         # the first one expires and writes the counters
+    assert agent.stats_file.exists()
+    agent.close()                                # nothing was opened: nothing to close
+    assert (agent.tun_fd, agent.learn_sock, agent.raw) == (None, None, None)
+
+
+def test_agent_takes_at_most_max_vips():
+    vips = [f"198.18.3.{i}" for i in range(1, ea.MAX_VIPS + 2)]
+    assert len(ea.Agent(vips[:-1]).vips) == ea.MAX_VIPS
+    with pytest.raises(ValueError, match=f"^at most {ea.MAX_VIPS} VIPs$"):
+        ea.Agent(vips)
+
+
+def test_icmp_checksum_of_any_value_is_written():
+    # quoted payload words that move the ICMP checksum around its whole range; above 0x7FFF
+    # it must still be packed (unsigned) and right
+    t = table_with((key(ea.UDP, rport=5353), 53))
+    sums = []
+    for word in range(0, 0x10000, 0x2000):
+        quoted = bytes(IP(src=VIP, dst=RIP) / UDP(sport=LPORT, dport=5353, chksum=0) /
+                       Raw(struct.pack("!H", word)))    # no UDP checksum to even the sum out
+        out, reason = t.outbound(server_error(quoted), NOW)
+        assert reason == ea.ICMP_REWRITTEN and ea.checksum_ok(out[20:])
+        sums.append(IP(out)[ICMP].chksum)
+    assert min(sums) < 0x8000 < max(sums)
