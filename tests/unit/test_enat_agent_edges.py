@@ -264,3 +264,41 @@ def test_icmp_checksum_of_any_value_is_written():
         assert reason == ea.ICMP_REWRITTEN and ea.checksum_ok(out[20:])
         sums.append(IP(out)[ICMP].chksum)
     assert min(sums) < 0x8000 < max(sums)
+
+
+# -- replies: the L4 header's bounds, and the server's FIN ------------------------------------------
+
+def test_a_bare_tcp_header_reply_is_rewritten():
+    t = table_with((key(), 80))
+    out, reason = t.outbound(bytes(IP(src=RIP, dst=VIP) / TCP(sport=80, dport=LPORT, flags="A")), NOW)
+    assert reason == ea.REWRITTEN and IP(out).dst == CIP
+
+
+def test_a_tcp_reply_shorter_than_its_data_offset_is_refused():
+    pkt = bytearray(bytes(IP(src=RIP, dst=VIP) / TCP(sport=80, dport=LPORT, flags="A")))
+    pkt[20 + 12] = 6 << 4                        # 24 bytes announced, 20 there
+    pkt[10:12] = b"\0\0"
+    pkt[10:12] = struct.pack("!H", ea.ip_checksum(bytes(pkt[:20])))
+    assert table_with((key(), 80)).outbound(bytes(pkt), NOW) == (None, ea.BAD_L4_HEADER)
+
+
+def udp_with_length(ulen: int, payload: bytes) -> bytes:
+    return bytes(IP(src=RIP, dst=VIP, proto=17) / Raw(struct.pack("!HHHH", 5353, LPORT, ulen, 0) + payload))
+
+
+@pytest.mark.parametrize("packet, reason", [
+    (bytes(IP(src=RIP, dst=VIP, proto=17) / Raw(b"\x14\xe9\x75\x31")), ea.BAD_L4_HEADER),  # 4 bytes of header
+    (udp_with_length(0x108, b"x" * 0x100), ea.REWRITTEN),       # a length above 255, exact
+    (udp_with_length(0x210, b"x" * 0x100), ea.BAD_L4_HEADER),   # 528 claimed, 264 there
+])
+def test_udp_length_bounds(packet, reason):
+    t = table_with((key(ea.UDP, rport=5353), 5353))
+    assert t.outbound(packet, NOW)[1] == reason
+
+
+def test_the_servers_fin_moves_the_entry_to_fin():
+    t = ea.FlowTable([VIP])
+    established(t)
+    assert t.outbound(reply(flags="FA"), NOW + 1)[1] == ea.REWRITTEN
+    assert t.entries[key()].state == "fin"
+    assert t.expire(NOW + 1 + 119) == 0 and t.expire(NOW + 1 + 120) == 1
