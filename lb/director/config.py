@@ -275,7 +275,7 @@ class Config:
         name = _scheduler(cmd)
         flags = _sched_flags(cmd, name)
         persistent, netmask, onepacket = _persistence(cmd, svc.proto)
-        match = self._checked_match(cmd, svc.key, svc) if svc.fwmark else []
+        match = self._checked_match(cmd, svc.key, svc)   # refuses --match on a port service, as add
         if name != svc.scheduler:  # the kernel keeps the scheduler state if unchanged
             svc.set_scheduler(name)
         svc.sched_flags = flags    # schedulers read them per decision: no rebuild needed

@@ -6,6 +6,8 @@ import pytest
 from lb import schedulers
 from lb.director.model import OVERLOAD, Flow, RealServer, Service
 
+from tests.unit import schedfakes
+
 FLOW = Flow("tcp", "203.0.113.7", 40000, "198.18.0.100", 80)
 
 
@@ -195,3 +197,36 @@ def test_wrr_weight_zero_server_never_picked():
     svc = make("wrr", [2, 0, 1])
     counts = Counter(svc.schedule(FLOW).addr for _ in range(30))
     assert counts == {"A": 20, "C": 10}
+
+
+@pytest.mark.parametrize("path", ["python", "c"])
+def test_wrr_update_cw_formula_with_gcd_two(path):
+    # ip_vs_wrr_dest_changed applies (cw / di) * di + 1 for any di > 1, so di = 2 too: an even
+    # cw is moved up to the next odd one. In C the rule is sched_carry's (fastpath/sched.pxi).
+    if path == "python":
+        svc = schedfakes.make("wrr", [4, 1])
+    else:
+        counters = schedfakes.ForwarderCounters()
+        svc = schedfakes.InC(schedfakes.make("wrr", [4, 1], stats=counters), counters)
+    assert schedfakes.picks(svc, 3) == "AAA"     # di=1 mw=4: cw 4, 3, 2
+    svc.dests[1].weight = 2                 # weights 4,2: di=2 mw=3; cw=2 <= mw: (2//2)*2+1 = 3
+    svc.dests_changed()
+    # cw 3: A | cw 1: A B | cw 3: A. Keeping cw=2 would give cw 2: A B first.
+    assert schedfakes.picks(svc, 4) == "AABA"
+    assert path == "python" or svc.decisions == 7
+
+
+def test_wrr_all_overloaded_mid_pass_keeps_its_place():
+    # ip_vs_wrr_schedule's `stop`: having restarted at mw, the last pass (cw <= di) stops at the
+    # starting server, and err_over leaves mark->cl there and cw at that pass's weight.
+    svc = make("wrr", [2, 1, 1])            # di=1 mw=2
+    assert picks(svc, 3) == "AAB"           # cw 2: A | cw 1: A B
+    for dest in svc.dests:
+        dest.flags.add(OVERLOAD)
+    assert svc.schedule(FLOW) is None       # cw 1: C | cw 2: A B C | cw 1: A, stop at B
+    assert (svc.sched.pos, svc.sched.cw) == (1, 1)
+    svc.dests[0].flags.clear()
+    svc.dests[2].flags.clear()
+    # on from B at cw 1: C | cw 2: A | cw 1: A (B overloaded) C. From the head at cw 2, the
+    # state a walk on past B would leave, it would be A first.
+    assert picks(svc, 4) == "CAAC"

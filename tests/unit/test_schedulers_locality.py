@@ -338,3 +338,21 @@ def test_a_server_without_a_slot_reads_idle_in_the_overload_check(sched):
     svc.dests[1].slot = None
     svc.dests[0].stats.active[0] = 2
     assert to(svc) == "B"
+
+
+def test_the_first_over_full_pass_starts_at_bucket_1():
+    # The kernel's table is zeroed (rover 0) and each pass steps j = (j + 1) & mask before it
+    # looks: bucket 1 comes first, bucket 0 last. hash_32(v, 10) = (v * 0x61C88647 mod 2**32)
+    # >> 22 (include/linux/hash.h, GOLDEN_RATIO_32): 221.192.0.0 = 0xDDC00000 lands in bucket
+    # 1, 0.0.0.3 in 149, 0.0.0.1 in 391. Three over max_size 2: goal 1, so the one bucket-1
+    # entry goes and the pass stops there.
+    from lb.schedulers.locality import LocalityTable
+    for v, bucket in [(0xDDC00000, 1), (3, 149), (1, 391)]:
+        assert (v * 0x61C88647 % 2**32) >> 22 == bucket
+    t = LocalityTable()
+    t.max_size = 2
+    t.entries = {dst: Entry(-1000.0) for dst in ("221.192.0.0", "0.0.0.3", "0.0.0.1")}
+    t.expire(0.0)
+    t.expire(60.0)
+    assert sorted(t.entries) == ["0.0.0.1", "0.0.0.3"]
+    assert t.rover == 1

@@ -5,7 +5,10 @@ reaches -x (ip_vs_bind_dest), cleared below -y, or below 3/4 of -x when -y is 0
 from lb.director.config import Config
 from lb.director.model import OVERLOAD
 
-from tests.unit.schedfakes import FLOW, VIP, CounterViews, make, picks, stats_of
+import pytest
+
+from tests.unit.schedfakes import (FLOW, VIP, CounterViews, ForwarderCounters, InC, make, picks,
+                                  stats_of)
 
 
 def limited(sched, weights, upper, lower=0, which=0):
@@ -52,6 +55,23 @@ def test_lower_threshold():
         total(svc, 0, count)
         svc.schedule(FLOW)
         assert (OVERLOAD in a.flags) == overloaded, count
+
+
+@pytest.mark.parametrize("path", ["python", "c"])
+def test_lower_threshold_well_below_three_quarters(path):
+    # -x 4 -y 1: cleared only once the total is below 1; the 3/4-of-x rule would clear it at 2.
+    # In C the -y reaches the decision through the program (lb.schedulers.program.build).
+    counters = ForwarderCounters() if path == "c" else None
+    svc = make("rr", [1, 1], stats=counters)
+    svc.dests[0].u_threshold, svc.dests[0].l_threshold = 4, 1
+    svc = InC(svc, counters) if path == "c" else svc
+    svc.dests_changed()
+    got = []
+    for count in (4, 2, 1, 0):
+        total(svc, 0, count)
+        got.append(picks(svc, 1))
+    assert "".join(got) == "BBBA"    # A OVERLOADed at 4, still at 2 and 1, free at 0
+    assert path == "python" or svc.decisions == 4
 
 
 def test_active_and_inactive_both_count():

@@ -1,0 +1,304 @@
+"""lb.realserver.enat_agent at its edges (the survivors of a mutation run): the learning socket's
+BPF pre-filter run on packets, the bounds of the server's ICMP errors it translates, and
+--map-port's refusals."""
+from __future__ import annotations
+
+import socket
+import struct
+
+import pytest
+from scapy.layers.inet import ICMP, IP, TCP, UDP
+from scapy.packet import Raw
+
+from lb.realserver import enat_agent as ea
+from tests.unit.test_enat_agent import (CIP, CPORT, LPORT, NOW, PVIP, RIP, VIP, VIPS, key, reply,
+                                        server_error, syn, table_with)
+
+
+# -- the BPF pre-filter, run as the kernel runs a socket filter ---------------------------------------
+
+def run_bpf(prog, packet: bytes) -> int:
+    """Classic BPF (Documentation/networking/filter.rst) over a SOCK_DGRAM packet socket's view
+    (the IP header first): registers A and X, and pc += jt or jf after a jump. A load past the
+    packet's end ends the program with 0, as the kernel's does. Only the opcodes a socket filter
+    of this shape needs; any other is a failure of the test."""
+    a = x = pc = 0
+
+    def load(at, size):
+        if at + size > len(packet):
+            raise IndexError(at)
+        return int.from_bytes(packet[at:at + size], "big")
+    while True:
+        code, jt, jf, k = prog[pc]
+        pc += 1
+        try:
+            if code == 0x30:            # ldb [k]
+                a = load(k, 1)
+            elif code == 0x28:          # ldh [k]
+                a = load(k, 2)
+            elif code == 0x20:          # ld [k]
+                a = load(k, 4)
+            elif code == 0xB1:          # ldxb 4*([k]&0xf)
+                x = 4 * (load(k, 1) & 0x0F)
+            elif code == 0x50:          # ldb [x + k]
+                a = load(x + k, 1)
+            elif code == 0x15:          # jeq #k
+                pc += jt if a == k else jf
+            elif code == 0x45:          # jset #k
+                pc += jt if a & k else jf
+            elif code == 0x06:          # ret #k
+                return k
+            else:
+                raise AssertionError(f"unexpected opcode {code:#x}")
+        except IndexError:
+            return 0
+
+
+OTHER_VIPS = ["198.18.0.105", "198.18.0.106"]
+TOA = struct.pack("!H", CPORT) + socket.inet_aton(CIP)
+
+
+@pytest.mark.parametrize("packet, passes", [
+    (syn(), True),                                          # SYN with the TOA
+    (syn(toa_opt=False), True),                             # SYN, FIN, RST without one
+    (syn(flags="F", toa_opt=False), True),
+    (syn(flags="R", toa_opt=False), True),
+    (syn(flags="RA", toa_opt=False), True),
+    (syn(flags="A"), True),                                 # a TOA first on an ACK (DPVS)
+    (syn(flags="PA", options=(("NOP", None),)), True),
+    (syn(flags="A", toa_opt=False), False),                 # ACK, MSS first
+    (syn(flags="A", toa_opt=False, options=()), False),     # ACK, no options: the load fails
+    (syn(src="198.18.1.9"), False),                         # not from a VIP
+    (bytes(IP(src=VIP, dst=RIP) / UDP(sport=LPORT, dport=53)), False),
+    (bytes(IP(src=VIP, dst=RIP, frag=3, proto=6) / Raw(b"\x02" * 40)), False),     # offset 3 * 8
+    (bytes(IP(src=VIP, dst=RIP, frag=0x100, proto=6) / Raw(b"\x02" * 40)), False),
+    (bytes(IP(src=VIP, dst=RIP, options=[b"\x01\x01\x01\x00"]) /
+           TCP(sport=LPORT, dport=80, flags="A", options=[(254, TOA)])), True),
+    (bytes(IP(src=VIP, dst=RIP, options=[b"\x01\x01\x01\x00"]) / TCP(flags="A")), False),
+])
+def test_bpf_filter_passes_what_learning_needs(packet, passes):
+    # IP options in the last two: the TCP header is found through X = 4 * IHL
+    for vips in ([VIP], [VIP, *OTHER_VIPS], [*OTHER_VIPS, VIP]):
+        prog = ea.bpf_program([socket.inet_aton(v) for v in vips])
+        assert run_bpf(prog, packet) == (ea.SNAPLEN if passes else 0), vips
+
+
+def test_bpf_filter_takes_every_vip_and_only_them():
+    vips = ["198.18.0.104", "198.18.0.105", "198.18.0.106"]
+    for n in (1, 2, 3):
+        prog = ea.bpf_program([socket.inet_aton(v) for v in vips[:n]])
+        got = [run_bpf(prog, syn(src=v)) for v in vips + ["198.18.0.107"]]
+        assert got == [ea.SNAPLEN] * n + [0] * (4 - n), n
+
+
+def test_bpf_program_refuses_no_vip_or_too_many():
+    for vips in ([], [PVIP] * (ea.MAX_VIPS + 1)):
+        with pytest.raises(ValueError, match=f"^1..{ea.MAX_VIPS} VIPs$"):
+            ea.bpf_program(vips)
+
+
+# -- the server's ICMP errors: what is translated and what is counted -----------------------------
+
+def quote(**ip) -> bytes:
+    return bytes(IP(src=VIP, dst=RIP, **ip) / UDP(sport=LPORT, dport=5353) / Raw(b"query"))
+
+
+@pytest.mark.parametrize("quoted, reason", [
+    (quote()[:28], ea.ICMP_REWRITTEN),        # RFC 792: the IP header and 64 bits of data
+    (quote(flags="MF"), ea.ICMP_REWRITTEN),   # a first fragment carries the ports
+    (quote(flags="DF"), ea.ICMP_REWRITTEN),
+    (quote()[:27], ea.BAD_L4_HEADER),         # one byte short of the ports and length
+    (quote()[:20], ea.BAD_L4_HEADER),         # the header alone
+    (quote(frag=5), ea.BAD_L4_HEADER),        # a later fragment: no ports in it
+    (quote(frag=0x100), ea.BAD_L4_HEADER),
+    (quote(frag=0x1000), ea.BAD_L4_HEADER),
+    (b"\x65" + quote()[1:], ea.BAD_L4_HEADER),   # not IPv4 inside
+    (b"\x44" + quote()[1:], ea.BAD_L4_HEADER),   # IHL 4
+    (quote()[:19], ea.NOT_TCP_UDP),           # shorter than an IP header: not an error to use
+    (quote()[:4], ea.NOT_TCP_UDP),
+    (b"", ea.NOT_TCP_UDP),
+])
+def test_server_error_bounds(quoted, reason):
+    t = table_with((key(ea.UDP, rport=5353), 53))
+    out, got = t.outbound(server_error(quoted), NOW)
+    assert got == reason and (out is not None) == (reason == ea.ICMP_REWRITTEN)
+    if out is not None:
+        q = IP(bytes(IP(out)[ICMP].payload))
+        assert (q.src, q.dst, q.sport, q.dport) == (CIP, VIP, CPORT, 53)
+
+
+def test_an_echo_reply_is_never_taken_for_an_error():
+    # its data may look like a quoted packet of a known connection: still not an error
+    t = table_with((key(ea.UDP, rport=5353), 53))
+    pkt = bytes(IP(src=RIP, dst=VIP) / ICMP(type=0) / Raw(quote()))
+    assert t.outbound(pkt, NOW) == (None, ea.NOT_TCP_UDP)
+
+
+# -- --map-port ----------------------------------------------------------------------------------
+
+def test_port_map_ends_and_messages():
+    assert ea.parse_port_map(["1:65535", "65535:1"]) == {1: 65535, 65535: 1}
+    with pytest.raises(ValueError, match=r"^bad --map-port '8080' \(want RPORT:VPORT\)$"):
+        ea.parse_port_map(["8080"])
+    for bad in ("0:80", "65536:80", "80:0", "80:65536"):
+        with pytest.raises(ValueError, match=f"^bad --map-port '{bad}': ports are 1..65535$"):
+            ea.parse_port_map([bad])
+
+
+# -- learn: the TCP header's bounds, and what a FIN or RST tells ------------------------------------
+
+def with_offset(packet: bytes, doff: int) -> bytes:
+    """`packet` (IP 20 + TCP) with the TCP data offset set to `doff` words, IP checksum redone."""
+    out = bytearray(packet)
+    out[20 + 12] = doff << 4 | (out[20 + 12] & 0x0F)
+    return bytes(out)
+
+
+def test_learn_tcp_header_bounds():
+    assert ea.learn(syn(flags="F", toa_opt=False, options=()), VIPS)[1] == ea.IN_FIN     # bare 20 bytes
+    assert ea.learn(with_offset(syn(options=()), 3), VIPS)[1] == ea.IN_MALFORMED         # offset < 5
+    # the capture ends inside the options the offset announces (TOA whole, MSS cut): malformed
+    full = syn()
+    assert ea.learn(full[:20 + 28], VIPS)[1] == ea.IN_MALFORMED and ea.learn(full, VIPS)[1] == ea.LEARNED
+
+
+def test_learn_reads_the_toa_only_inside_the_options():
+    # the payload starts with what would be a TOA; the options (16 bytes) hold none
+    fake = struct.pack("!BBH4s", 254, 8, 5555, socket.inet_aton("198.18.1.7"))
+    opts = (("MSS", 1460), ("SAckOK", b""), ("Timestamp", (1, 0)))
+    pkt = bytes(IP(src=VIP, dst=RIP) / TCP(sport=LPORT, dport=80, flags="S", options=list(opts)) / Raw(fake))
+    assert ea.learn(pkt, VIPS) == (None, ea.SYN_WITHOUT_TOA)
+
+
+@pytest.mark.parametrize("flags, reason", [("F", ea.IN_FIN), ("FA", ea.IN_FIN), ("R", ea.IN_RST),
+                                           ("RA", ea.IN_RST)])
+def test_learn_fin_and_rst_tell_key_vport_and_flags(flags, reason):
+    seen, got = ea.learn(syn(flags=flags, toa_opt=False, dport=8080), VIPS, {8080: 80})
+    assert got == reason
+    assert seen == ea.Seen(key(rport=8080), None, 80, int(TCP(flags=flags).flags))
+
+
+@pytest.mark.parametrize("flags", ["", "P", "U", "SA"])
+def test_learn_other_segments_without_a_toa(flags):
+    # only a bare SYN (no ACK) without a TOA is counted as one: PSH alone, no flags, a SYN-ACK
+    assert ea.learn(syn(flags=flags, toa_opt=False), VIPS)[1] == ea.IN_OTHER
+
+
+# -- the table: the TOA on a later segment, restarts, and timers rescheduled sooner ----------------
+
+def established(t: ea.FlowTable) -> None:
+    assert t.inbound(syn(), NOW) == ea.LEARNED
+    assert t.outbound(reply(), NOW)[1] == ea.REWRITTEN
+    assert t.entries[key()].state == "established"
+
+
+def test_a_toa_first_seen_on_an_ack_makes_the_entry():
+    t = ea.FlowTable([VIP])
+    assert t.inbound(syn(flags="A"), NOW) == ea.LEARNED     # DPVS: the TOA on the first ACK
+    assert t.entries[key()].state == "syn" and t.outbound(reply(flags="A"), NOW)[1] == ea.REWRITTEN
+
+
+def test_a_new_syn_starts_the_entry_afresh():
+    t = ea.FlowTable([VIP])
+    established(t)
+    assert t.inbound(syn(), NOW + 5) == ea.LEARNED          # same client, lport reused
+    assert t.entries[key()].state == "syn"
+    assert t.expire(NOW + 5 + 60) == 1
+
+
+@pytest.mark.parametrize("flags, state, timeout", [("FA", "fin", 120), ("RA", "close", 10)])
+def test_fin_or_rst_sooner_than_established_is_expired_on_time(flags, state, timeout):
+    for toa_opt in (True, False):            # with a TOA on it (the learning path) or without
+        t = ea.FlowTable([VIP])
+        established(t)
+        t.inbound(syn(flags=flags, toa_opt=toa_opt), NOW + 1)
+        assert t.entries[key()].state == state
+        assert t.expire(NOW + 1 + timeout - 1) == 0 and t.expire(NOW + 1 + timeout) == 1, toa_opt
+
+
+def test_expire_skips_stale_heap_items_and_counts_every_entry():
+    t = ea.FlowTable([VIP])
+    t.inbound(syn(lport=1), NOW)                 # its heap item goes stale: replaced at NOW + 1
+    t.inbound(syn(lport=2), NOW + 0.5)
+    t.inbound(syn(lport=1), NOW + 1)
+    t.inbound(syn(lport=3), NOW)
+    t.inbound(syn(lport=4), NOW)
+    assert t.get(key(lport=3)) is not None
+    t.now = NOW + 60
+    assert t.get(key(lport=3)) is None and t.get(key(lport=4)) is None   # lookups drop them: counted
+    assert t.expire(NOW + 61) == 2 and len(t) == 0
+    assert t.counters[ea.EXPIRED] == 4
+
+
+# -- the agent's own state (no device opened) -------------------------------------------------------
+
+def test_agent_keeps_what_it_was_given(tmp_path):
+    agent = ea.Agent(["198.18.0.104", "198.18.0.104", "198.18.0.105"], {8080: 80}, ifname="lbenat7",
+                     stats_file=str(tmp_path / "s.json"), max_conns=5)
+    assert (agent.vips, agent.ifname, agent.stats_file, agent.mtu) == \
+        (["198.18.0.104", "198.18.0.105"], "lbenat7", tmp_path / "s.json", 1500)
+    assert (agent.table.port_map, agent.table.max_conns) == ({8080: 80}, 5)
+    assert ea.Agent(["198.18.0.104"]).table.max_conns == 1 << 18
+    agent.housekeeping()                         # the first one expires and writes the counters
+    assert agent.stats_file.exists()
+    agent.close()                                # nothing was opened: nothing to close
+    assert (agent.tun_fd, agent.learn_sock, agent.raw) == (None, None, None)
+
+
+def test_agent_takes_at_most_max_vips():
+    vips = [f"198.18.3.{i}" for i in range(1, ea.MAX_VIPS + 2)]
+    assert len(ea.Agent(vips[:-1]).vips) == ea.MAX_VIPS
+    with pytest.raises(ValueError, match=f"^at most {ea.MAX_VIPS} VIPs$"):
+        ea.Agent(vips)
+
+
+def test_icmp_checksum_of_any_value_is_written():
+    # quoted payload words that move the ICMP checksum around its whole range; above 0x7FFF
+    # it must still be packed (unsigned) and right
+    t = table_with((key(ea.UDP, rport=5353), 53))
+    sums = []
+    for word in range(0, 0x10000, 0x2000):
+        quoted = bytes(IP(src=VIP, dst=RIP) / UDP(sport=LPORT, dport=5353, chksum=0) /
+                       Raw(struct.pack("!H", word)))    # no UDP checksum to even the sum out
+        out, reason = t.outbound(server_error(quoted), NOW)
+        assert reason == ea.ICMP_REWRITTEN and ea.checksum_ok(out[20:])
+        sums.append(IP(out)[ICMP].chksum)
+    assert min(sums) < 0x8000 < max(sums)
+
+
+# -- replies: the L4 header's bounds, and the server's FIN ------------------------------------------
+
+def test_a_bare_tcp_header_reply_is_rewritten():
+    t = table_with((key(), 80))
+    out, reason = t.outbound(bytes(IP(src=RIP, dst=VIP) / TCP(sport=80, dport=LPORT, flags="A")), NOW)
+    assert reason == ea.REWRITTEN and IP(out).dst == CIP
+
+
+def test_a_tcp_reply_shorter_than_its_data_offset_is_refused():
+    pkt = bytearray(bytes(IP(src=RIP, dst=VIP) / TCP(sport=80, dport=LPORT, flags="A")))
+    pkt[20 + 12] = 6 << 4                        # 24 bytes announced, 20 there
+    pkt[10:12] = b"\0\0"
+    pkt[10:12] = struct.pack("!H", ea.ip_checksum(bytes(pkt[:20])))
+    assert table_with((key(), 80)).outbound(bytes(pkt), NOW) == (None, ea.BAD_L4_HEADER)
+
+
+def udp_with_length(ulen: int, payload: bytes) -> bytes:
+    return bytes(IP(src=RIP, dst=VIP, proto=17) / Raw(struct.pack("!HHHH", 5353, LPORT, ulen, 0) + payload))
+
+
+@pytest.mark.parametrize("packet, reason", [
+    (bytes(IP(src=RIP, dst=VIP, proto=17) / Raw(b"\x14\xe9\x75\x31")), ea.BAD_L4_HEADER),  # 4 bytes of header
+    (udp_with_length(0x108, b"x" * 0x100), ea.REWRITTEN),       # a length above 255, exact
+    (udp_with_length(0x210, b"x" * 0x100), ea.BAD_L4_HEADER),   # 528 claimed, 264 there
+])
+def test_udp_length_bounds(packet, reason):
+    t = table_with((key(ea.UDP, rport=5353), 5353))
+    assert t.outbound(packet, NOW)[1] == reason
+
+
+def test_the_servers_fin_moves_the_entry_to_fin():
+    t = ea.FlowTable([VIP])
+    established(t)
+    assert t.outbound(reply(flags="FA"), NOW + 1)[1] == ea.REWRITTEN
+    assert t.entries[key()].state == "fin"
+    assert t.expire(NOW + 1 + 119) == 0 and t.expire(NOW + 1 + 120) == 1
