@@ -1,4 +1,5 @@
-"""Builds the Cython fast path (fastpath/_forward.pyx) as lb._forward.
+"""Builds the Cython fast path (fastpath/_forward.pyx) as lb._forward, and the ENAT agent's reply
+path (lb/realserver/_enat_reply.pyx) as lb.realserver._enat_reply.
 
 First it writes fastpath/_names.pxi from fastpath/names.py (the C enums of reasons, states,
 verdicts and forwarding methods with their Python names), only when the text changes so that
@@ -31,9 +32,15 @@ ext = Extension(
     include_dirs=["fastpath"],
     extra_compile_args=["-O0", "-g"] if debug else ["-O3", "-fno-strict-aliasing"],
 )
+# the ENAT agent's reply path (lb/realserver/enat_agent.py runs it), a module of its own
+enat_reply = Extension(
+    "lb.realserver._enat_reply",
+    sources=["lb/realserver/_enat_reply.pyx"],
+    extra_compile_args=ext.extra_compile_args,
+)
 setup(
     ext_modules=cythonize(
-        [ext],
+        [ext, enat_reply],
         language_level=3,
         include_path=["fastpath"],
         compiler_directives={
