@@ -29,6 +29,9 @@ debug = os.environ.get("LB_DEBUG") == "1"
 flags = ["-O0", "-g"] if debug else ["-O3", "-fno-strict-aliasing"]
 exts = [Extension(f"lb.{name}", sources=[f"fastpath/{name}.pyx"], include_dirs=["fastpath"],
                   extra_compile_args=flags) for name in ("_forward", "_decap")]
+# the ENAT agent's reply path (lb/realserver/enat_agent.py runs it), a module of its own
+exts.append(Extension("lb.realserver._enat_reply", sources=["lb/realserver/_enat_reply.pyx"],
+                      extra_compile_args=flags))
 setup(
     ext_modules=cythonize(
         exts,

@@ -532,17 +532,20 @@ class Agent(Daemon):
             raise ValueError(f"at most {MAX_VIPS} VIPs")
         self.table = FlowTable(self.vips, port_map, max_conns)
         self.mtu = mtu
-        self.tun_fd = self.learn_sock = self.raw = None
+        self.tun_fd = self.learn_sock = self.raw = self.fast = None
         self._expired = 0.0
 
     def open(self) -> None:
+        from lb.realserver._enat_reply import ReplyPath     # built by setup.py next to lb._forward
         self.tun_fd = open_tun(self.ifname, nonblock=True)
         configure_tun(self.ifname, self.vips, self.mtu)
         self.learn_sock = open_learn_socket(self.table.vips)
         self.raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
         self.raw.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, RCVBUF)
+        self.fast = ReplyPath(self.table, self.tun_fd, self.raw.fileno(), self.reply)
 
     def close(self) -> None:
+        self.fast = None
         for s in (self.learn_sock, self.raw):
             if s is not None:
                 s.close()
@@ -562,15 +565,14 @@ class Agent(Daemon):
                 self._dirty = True
 
     def drain_tun(self) -> None:
-        for _ in range(BATCH):
-            try:
-                packet = os.read(self.tun_fd, 65536)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError:        # EBADFD: the device was deleted (tun_chr_read_iter)
-                self.recheck = True
-                return
-            self.reply(packet)
+        """Up to BATCH server packets through the C reply path (:mod:`lb.realserver._enat_reply`,
+        the same work as :meth:`FlowTable.outbound` and :meth:`send`); what it leaves to Python
+        (ICMP, a connection not learned yet) comes to :meth:`reply`, in order."""
+        count, failed = self.fast.drain(BATCH)
+        if failed:                 # EBADFD: the device was deleted (tun_chr_read_iter)
+            self.recheck = True
+        if count:
+            self._dirty = True
 
     def reply(self, packet: bytes) -> str:
         out, reason = self.table.outbound(packet, time.monotonic())
