@@ -17,6 +17,7 @@ from lb.realserver import enat_agent as ea
 from lb.realserver.enat_agent import (IN_MALFORMED, IN_NOT_FROM_VIP, IN_OTHER, LEARNED, REWRITTEN,
                                       UNKNOWN_FLOW, UOA_MALFORMED, FlowTable, bpf_program, learn)
 from lb.realserver.uoa import uoa_from_ip_options
+from tests.vectors.cbpf import run_bpf
 from tests.unit.test_enat_agent import CIP, NOW, PVIP, RIP, VIP, VIPS, checksums_ok, syn, udp_reply
 
 LPORT, CPORT, RPORT = 30001, 40000, 5353
@@ -135,35 +136,6 @@ def test_a_reused_lport_with_another_client_replaces_the_entry():
 
 
 # -- the learn filter -------------------------------------------------------------------------------
-
-def run_bpf(prog, pkt: bytes) -> int:
-    """Classic BPF as the kernel runs it (net/core/filter.c), for the instructions bpf_program()
-    uses: loads out of the packet make it return 0, as a short packet does in the kernel."""
-    a = x = pc = 0
-    while True:
-        code, jt, jf, k = prog[pc]
-        pc += 1
-        try:
-            if code == ea.LDB:
-                a = pkt[k]
-            elif code == ea.LDH:
-                a = pkt[k] << 8 | pkt[k + 1]
-            elif code == ea.LDW:
-                a = int.from_bytes(pkt[k:k + 4], "big") if k + 4 <= len(pkt) else pkt[len(pkt)]
-            elif code == ea.LDXB_MSH:
-                x = (pkt[k] & 0x0F) * 4
-            elif code == ea.LDB_IND:
-                a = pkt[x + k]
-            elif code == ea.AND_K:
-                a &= k
-            elif code == ea.RET_K:
-                return k
-            else:
-                taken = {ea.JEQ_K: a == k, ea.JGT_K: a > k, ea.JSET_K: bool(a & k)}[code]
-                pc += jt if taken else jf
-        except IndexError:
-            return 0
-
 
 @pytest.mark.parametrize("packet, passed", [
     (datagram(), True),
