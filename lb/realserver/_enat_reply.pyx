@@ -24,39 +24,15 @@ from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy, memset
 
+from lbsys cimport (CLOCK_MONOTONIC, EAGAIN, EINTR, clock_gettime, errno, iovec, mmsghdr,
+                   msghdr, sendmmsg, timespec)
+
 from lb.realserver import enat_agent as _ea
 
-cdef extern from "<errno.h>" nogil:
-    int errno
-    enum: EINTR, EAGAIN
-
-cdef extern from "<time.h>" nogil:
-    ctypedef long time_t
-    struct timespec:
-        time_t tv_sec
-        long tv_nsec
-    enum: CLOCK_MONOTONIC
-    int clock_gettime(int clk, timespec* ts)
 
 cdef extern from "<unistd.h>" nogil:
     ssize_t read(int fd, void* buf, size_t n)
 
-cdef extern from "<sys/socket.h>" nogil:
-    struct iovec:
-        void* iov_base
-        size_t iov_len
-    struct msghdr:
-        void* msg_name
-        unsigned int msg_namelen
-        iovec* msg_iov
-        size_t msg_iovlen
-        void* msg_control
-        size_t msg_controllen
-        int msg_flags
-    struct mmsghdr:
-        msghdr msg_hdr
-        unsigned int msg_len
-    int sendmmsg(int fd, mmsghdr* msgvec, unsigned int vlen, int flags)
 
 # One message's destination and control block: sockaddr_in (the client) and an IP_PKTINFO cmsg
 # whose ipi_spec_dst is the VIP (ip_cmsg_send(): the source for the route lookup; the raw
