@@ -23,6 +23,6 @@ fi
 if python3 -c 'import os, sysconfig; raise SystemExit(not os.path.exists(os.path.join(sysconfig.get_paths()["stdlib"], "EXTERNALLY-MANAGED")))'; then
     export PIP_BREAK_SYSTEM_PACKAGES=1
 fi
-# Editable install: the Cython extensions (lb/_forward*.so, lb/_decap*.so) are built next to
+# Editable install: the Cython extensions (lb/_forward, lb/_decap, lb/realserver/_enat_reply) are built next to
 # the sources, so the tree you run from is the code that runs.
 python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore -e '.[test]'
