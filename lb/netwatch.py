@@ -88,11 +88,17 @@ class LinkWatch:
             if state[1] != was:
                 changes.append(("up" if state[1] else "down", name))
             self.up[name] = state[1]
-        if self.netns is not None:
+        self.check_netns()
+        return changes
+
+    def check_netns(self) -> bool:
+        """Whether the named namespace this process runs in is gone (one stat: no netlink
+        announces it, so a watcher looks often)."""
+        if self.netns is not None and not self.netns_gone:
             name, ident = self.netns
             if _ns_id(os.path.join(self.netns_dir, name)) != ident:
                 self.netns_gone = True
-        return changes
+        return self.netns_gone
 
     def fatal(self) -> str | None:
         if self.netns_gone:

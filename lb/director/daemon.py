@@ -31,11 +31,11 @@ from lb.director.health import listing as checks
 from lb.director.health.engine import Engine
 from lb.director.links import FloodDefence
 from lb.director.netlink import Netlink
+from lb.director.refresh import EVERYTHING, Changes, Refresher
 from lb.netwatch import LinkWatch, own_netns
 from lb.schedulers import plugins
 
 log = logging.getLogger("lbd")
-REFRESH_SECONDS = 0.2
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 
@@ -177,77 +177,22 @@ class Lbd:
         finally:
             nl.close()
 
-    # --- routes and neighbours, kept current ------------------------------------------------
+    # --- routes and neighbours, kept current (lb.director.refresh) ----------------------------
     def _refresh_loop(self) -> None:
-        nl = Netlink()
-        asked: dict[tuple, float] = {}
-        last_routes = None
-        failing = None
+        nl, changes = Netlink(), None
         try:
-            while not self.stopping.wait(REFRESH_SECONDS):
-                try:
-                    last_routes = self._refresh(nl, asked, last_routes)
-                    failing = None
-                except Exception as e:      # noqa: BLE001 -- netlink hiccups: try again
-                    if repr(e) != failing:
-                        log.warning("refreshing routes and neighbours: %s", e)
-                    failing = repr(e)
+            changes = Changes()
+            Refresher(self, nl, changes).run()
         finally:
+            if changes is not None:
+                changes.close()
             nl.close()
-
-    def _refresh(self, nl: Netlink, asked: dict, last_routes):
-        if not self._watch_links(nl):
-            return last_routes
-        routes = nl.routes(self.ifslots)
-        if routes != last_routes:
-            self.fwd.set_routes(routes)
-            for _, _, gw, _ in routes:
-                if gw:
-                    self.fwd.want_neighbour(gw)
-        kernel = nl.neighbours()
-        now = time.monotonic()
-        for ip, ifslot, mac in self.fwd.neighbours():
-            ifindex = self.ifaces[ifslot].index
-            known = kernel.get((ip, ifindex))
-            if known and known != mac:
-                self.fwd.set_neighbour(ip, ifslot, known, pin=False)   # keep it as it was
-            elif not known and now - asked.get((ip, ifindex), 0) > 1.0:
-                asked[(ip, ifindex)] = now
-                try:
-                    nl.resolve(ip, ifindex)
-                except Exception as e:  # an address the kernel will not resolve: keep trying
-                    log.debug("resolve %s: %s", ip, e)
-        self.director.release_idle()
-        return routes
-
-    def _watch_links(self, nl: Netlink) -> bool:
-        """Links that went down or up are logged (the fast path clears their socket errors and
-        serves them again when they return); a deleted interface is no longer served; with no
-        interface left, or the network namespace deleted, lbd stops. False: stopping."""
-        changes = self.links.check(nl.link_state)
-        for event, name in changes:
-            slot = self.ifnames.index(name)
-            if event == "down":
-                log.warning("link %s is down: its traffic waits for it to come back", name)
-            elif event == "up":
-                log.info("link %s is up again: serving it", name)
-            elif event == "gone":
-                log.error("interface %s was deleted: lbd no longer serves it", name)
-                self.fwd.iface_gone(slot)
-                self.ifslots = {i: s for i, s in self.ifslots.items() if s != slot}
-        reason = self.links.fatal()
-        if reason and not self.stopping.is_set():
-            log.critical("%s: stopping", reason)
-            self.failed = self.failed or "links"
-            self.on_failure()
-            return False
-        return True
 
     # --- life cycle ------------------------------------------------------------------------
     def start(self, cpu: int | None = None) -> None:
         nl = Netlink()
         try:
-            self._refresh(nl, {}, None)
+            Refresher(self, nl, None).reread(EVERYTHING)
         finally:
             nl.close()
         # Gateways too: the first reply to a client must not wait for ARP.
