@@ -189,7 +189,10 @@ class Lbd:
             nl.close()
 
     # --- life cycle ------------------------------------------------------------------------
-    def start(self, cpu: int | None = None) -> None:
+    def start(self, cpu: int | None = None, checkpoint=lambda: None) -> None:
+        """Resolve, install the table, load the configuration, open the rings, start the
+        threads. `checkpoint()` runs between the steps: it raises Stopping after a SIGTERM."""
+        checkpoint()
         nl = Netlink()
         try:
             Refresher(self, nl, None).reread(EVERYTHING)
@@ -197,10 +200,12 @@ class Lbd:
             nl.close()
         # Gateways too: the first reply to a client must not wait for ARP.
         self._resolve_now([(ip, s) for ip, s, mac in self.fwd.neighbours() if mac is None])
+        checkpoint()
         if nft.exists(self.ingress.table):
             log.warning("replacing nftables table %s, left behind by an lbd that died",
                         self.ingress.table)
         self.ingress.install(self.local_addrs)
+        checkpoint()
         self.lro_off = offloads.disable_lro(self.ifnames)
         if self.vip_ownership == "address":     # before the first push: serve only what we hold
             nl = Netlink()
@@ -209,11 +214,13 @@ class Lbd:
             finally:
                 nl.close()
         self.director.reconcile()
+        checkpoint()
         if self.config_file:
             reply = self.director.apply({"op": "reload"})
             if reply["rc"]:
                 raise StartupError(reply["err"].strip().removeprefix("lbadm: "))
             log.info("configuration loaded from %s", self.config_file)
+        checkpoint()
         for slot in range(len(self.ifaces)):
             self.fwd.open(slot, version=3 if self.rx_ring == "v3" else 2, slots=self.rx_slots,
                           big_slots=RX_BIG_SLOTS if self.rx_ring == "split" else 0)
@@ -368,22 +375,29 @@ def _claim_socket(path: str) -> None:
 
 class _Signals:
     """lbd's handling of SIGTERM, SIGINT and SIGHUP outside serve()'s event loop: while it
-    starts, a stop unwinds the start (Stopping) and a reload waits for the start to finish;
-    while it stops, more of them change nothing (the table and the socket must go)."""
+    starts, a stop is noted and unwinds the start at its next checkpoint (check(): Stopping),
+    and a reload waits for the start to finish; while it stops, more of them change nothing
+    (the table and the socket must go). The handler itself never raises: an exception raised
+    from a signal handler lands in whatever Python runs then, and one that lands in a
+    finalizer (Popen.__del__) is swallowed, so lbd went on to serve after a SIGTERM."""
     hup = False
-    stop = False
+    stop: str | None = None         # the signal's name, once one came
 
     @classmethod
     def starting(cls) -> None:
         def stop(signum, frame):
-            cls.stop = True     # in case the exception lands where asyncio swallows it
-            raise Stopping(signal.Signals(signum).name)
+            cls.stop = cls.stop or signal.Signals(signum).name
 
         def hup(signum, frame):
             cls.hup = True
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, stop)
         signal.signal(signal.SIGHUP, hup)
+
+    @classmethod
+    def check(cls) -> None:
+        if cls.stop:
+            raise Stopping(cls.stop)
 
 
 def _while_stopping() -> None:
@@ -580,7 +594,8 @@ def _run(daemon: Lbd, args) -> int:
     rc = 0
     try:
         _claim_socket(args.socket)
-        daemon.start(args.cpu)
+        daemon.start(args.cpu, checkpoint=_Signals.check)
+        _Signals.check()
         asyncio.run(serve(daemon, args.socket, reload_pending=_Signals.hup,
                           stop_pending=lambda: _Signals.stop))
         if daemon.failed:

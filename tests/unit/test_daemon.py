@@ -88,3 +88,25 @@ def test_log_level_is_applied():
         daemon.log.handlers[:] = []
         daemon.log.propagate = True
         daemon.log.setLevel(logging.NOTSET)
+
+
+def test_a_stop_while_starting_is_noted_and_raised_at_the_next_checkpoint():
+    """The handler itself never raises (an exception from it could land in a finalizer and be
+    swallowed); check() raises Stopping, named after the signal, once one came."""
+    import os
+    import signal
+    saved = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
+    try:
+        daemon._Signals.stop, daemon._Signals.hup = None, False
+        daemon._Signals.starting()
+        daemon._Signals.check()                     # nothing came: no stop
+        os.kill(os.getpid(), signal.SIGHUP)
+        os.kill(os.getpid(), signal.SIGTERM)        # runs the handler here: it must not raise
+        os.kill(os.getpid(), signal.SIGINT)         # a second one keeps the first one's name
+        assert daemon._Signals.hup
+        with pytest.raises(daemon.Stopping, match="SIGTERM"):
+            daemon._Signals.check()
+    finally:
+        daemon._Signals.stop, daemon._Signals.hup = None, False
+        for s, h in saved.items():
+            signal.signal(s, h)
