@@ -76,7 +76,8 @@ class Lbd:
                  config_file: str | None = None, metrics: str | None = None,
                  keepalived_conf: str | None = None, vip_ownership: str = "always", *,
                  expire_nodest_conn: bool = False, flood: FloodDefence | None = None,
-                 rx_ring: str = "split", rx_slots: int | None = None, busy_poll_us: int = 0):
+                 rx_ring: str = "split", rx_slots: int | None = None, busy_poll_us: int = 0,
+                 uoa_datagrams: int = 3):
         os.makedirs("/run/lbd", mode=0o700, exist_ok=True)
         self.ifnames = ifnames
         self.expire_nodest_conn = expire_nodest_conn
@@ -86,6 +87,7 @@ class Lbd:
         self.vip_ownership = vip_ownership
         self.rx_ring, self.rx_slots = rx_ring, rx_slots or RX_SLOTS[rx_ring]
         self.busy_poll_us = busy_poll_us
+        self.uoa_datagrams = uoa_datagrams
         nl = Netlink()
         try:
             self.ifaces = [nl.interface(n) for n in ifnames]
@@ -105,6 +107,7 @@ class Lbd:
         self.fwd = Forwarder(max_conns=max_conns)
         self.fwd.set_expire_nodest_conn(self.expire_nodest_conn)
         self.fwd.set_busy_poll(self.busy_poll_us)
+        self.fwd.set_uoa(self.uoa_datagrams)
         self.fwd.set_flood_defence(self.flood.pressure, self.flood.embryo_timeout,
                                    self.flood.secure_tcp)
         self.links = LinkWatch(ifnames=list(self.ifnames),
@@ -494,6 +497,10 @@ def _arguments(argv):
                    help="after frames, keep looking at the rings USEC microseconds before "
                         "sleeping (0..1000000, default 0): a reply back within it is taken "
                         "without a thread wake-up, for that much CPU after each burst")
+    p.add_argument("--uoa-datagrams", type=int, default=3, metavar="N",
+                   help="ENAT UDP: the first N datagrams of each connection carry the client's "
+                        "address in a UOA IP option for the real server's agent (0..255, default "
+                        "3, as DPVS; 0: none, the agent then cannot answer UDP clients)")
     p.add_argument("--foreground", action="store_true",
                    help="run in the foreground: accepted for init scripts, lbd always does")
     p.add_argument("--scheduler-module", action="append", default=[], metavar="MODULE",
@@ -504,6 +511,8 @@ def _arguments(argv):
     args = p.parse_args(argv)
     if not 0 <= args.busy_poll <= 1000000:
         p.error(f"--busy-poll {args.busy_poll}: microseconds from 0 to 1000000")
+    if not 0 <= args.uoa_datagrams <= 255:
+        p.error(f"--uoa-datagrams {args.uoa_datagrams}: from 0 to 255")
     return args
 
 
@@ -580,7 +589,8 @@ def main(argv=None) -> int:
         daemon = Lbd(args.interface, args.max_conns, lport_range, args.toa, args.config,
                      args.metrics, args.keepalived_conf, args.vip_ownership,
                      expire_nodest_conn=args.expire_nodest_conn, flood=flood, rx_ring=args.rx_ring,
-                     rx_slots=args.rx_slots, busy_poll_us=args.busy_poll)
+                     rx_slots=args.rx_slots, busy_poll_us=args.busy_poll,
+                     uoa_datagrams=args.uoa_datagrams)
     except Stopping as e:
         log.info("%s while starting: stopped", e)
         return 0

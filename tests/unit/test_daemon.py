@@ -110,3 +110,11 @@ def test_a_stop_while_starting_is_noted_and_raised_at_the_next_checkpoint():
         daemon._Signals.stop, daemon._Signals.hup = None, False
         for s, h in saved.items():
             signal.signal(s, h)
+
+
+def test_uoa_datagrams_option(capsys):
+    assert daemon._arguments(["-i", "eth0"]).uoa_datagrams == 3                 # DPVS's default
+    assert daemon._arguments(["-i", "eth0", "--uoa-datagrams", "0"]).uoa_datagrams == 0
+    with pytest.raises(SystemExit):
+        daemon._arguments(["-i", "eth0", "--uoa-datagrams", "256"])
+    assert "--uoa-datagrams 256: from 0 to 255" in capsys.readouterr().err
