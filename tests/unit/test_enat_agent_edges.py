@@ -3,6 +3,8 @@ BPF pre-filter run on packets, the bounds of the server's ICMP errors it transla
 --map-port's refusals."""
 from __future__ import annotations
 
+import json
+import os
 import socket
 import struct
 
@@ -214,6 +216,53 @@ def test_agent_takes_at_most_max_vips():
     assert len(ea.Agent(vips[:-1]).vips) == ea.MAX_VIPS
     with pytest.raises(ValueError, match=f"^at most {ea.MAX_VIPS} VIPs$"):
         ea.Agent(vips)
+
+
+def test_agent_stats_file_holds_its_state(tmp_path):
+    agent = ea.Agent([VIP], ifname="lbenat7", stats_file=str(tmp_path / "s.json"))
+    agent.table.inbound(syn(), NOW)
+    agent.flush(force=True)
+    got = json.loads(agent.stats_file.read_text())
+    assert got == {"pid": os.getpid(), "ifname": "lbenat7", "vips": [VIP], "conns": 1,
+                   "counters": dict(agent.table.counters)}
+    assert got["counters"][ea.LEARNED] == 1
+
+
+def test_agent_expires_once_a_second_and_says_so(tmp_path, monkeypatch):
+    clock = [100.0]
+    monkeypatch.setattr(ea.time, "monotonic", lambda: clock[0])      # the agent's and the daemon's clock
+    agent = ea.Agent([VIP], stats_file=str(tmp_path / "s.json"))
+    agent.housekeeping()                                 # the first one expires (nothing yet) and writes
+    agent.table.add(key(), socket.inet_aton(CIP), CPORT, 80, 100.0, state="close")    # due at 110
+    clock[0] = 110.5
+    agent.housekeeping()                                 # due, and a second since: expired, counters written
+    assert len(agent.table) == 0
+    assert json.loads(agent.stats_file.read_text())["counters"][ea.EXPIRED] == 1
+    agent.table.add(key(), socket.inet_aton(CIP), CPORT, 80, 101.0, state="close")    # due at 111
+    clock[0] = 111.25
+    agent.housekeeping()                                 # due, but 0.75 s since the last expiry: kept
+    assert len(agent.table) == 1
+    clock[0] = 111.5
+    agent.housekeeping()                                 # exactly EXPIRE_INTERVAL since: expired
+    assert len(agent.table) == 0
+    assert json.loads(agent.stats_file.read_text())["counters"][ea.EXPIRED] == 2
+
+
+def test_agent_close_closes_what_it_opened():
+    agent = ea.Agent([VIP])
+    rfd, wfd = os.pipe()
+    learn_sock, raw = socket.socketpair()
+    agent.tun_fd, agent.learn_sock, agent.raw, agent.fast = rfd, learn_sock, raw, object()
+    try:
+        agent.close()
+        assert (agent.tun_fd, agent.learn_sock, agent.raw, agent.fast) == (None, None, None, None)
+        assert learn_sock.fileno() == -1 and raw.fileno() == -1
+        with pytest.raises(OSError):
+            os.fstat(rfd)
+    finally:
+        os.close(wfd)
+        learn_sock.close()
+        raw.close()
 
 
 def test_icmp_checksum_of_any_value_is_written():

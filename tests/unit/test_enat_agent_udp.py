@@ -51,6 +51,10 @@ def ukey(lport=LPORT):
     (uoa()[:6], (None, True)),                                                   # cut short
     (b"\x94", (None, True)),                                                     # no length byte
     (b"\x94\x01\x00\x00", (None, True)),                                         # length < 2
+    (b"\x01" + uoa(), ((PCIP, CPORT), False)),                                  # one NOP is one byte
+    (b"\x01\x94\x04\x00\x00" + uoa(), ((PCIP, CPORT), False)),                   # the walk adds lengths
+    (b"\x94\x02" + uoa(), ((PCIP, CPORT), False)),                               # length 2: no body, fine
+    (b"\x94\x02", (None, False)),                                                # ... and at the very end
 ])
 def test_uoa_from_ip_options(options, want):
     assert uoa_from_ip_options(options) == want
