@@ -76,6 +76,13 @@ def test_learn_a_uoa_datagram():
     assert seen.key == ukey() and seen.client == (PCIP, CPORT) and seen.vport == RPORT and seen.flags == 0
 
 
+def test_learn_an_empty_datagram_and_one_cut_right_after_its_header():
+    for packet in (datagram(payload=b""), datagram()[:20 + 8 + 8]):    # header, UOA, 8 bytes of UDP
+        seen, reason = learn(packet, VIPS)
+        assert reason == LEARNED and seen.key == ukey() and seen.client == (PCIP, CPORT)
+    assert learn(datagram()[:20 + 8 + 7], VIPS) == (None, IN_MALFORMED)
+
+
 def test_learn_port_map_and_a_capture_cut_after_the_headers():
     seen, reason = learn(datagram(payload=b"x" * 1000)[:ea.SNAPLEN], VIPS, {RPORT: 53})
     assert reason == LEARNED and seen.vport == 53
