@@ -14,8 +14,8 @@ from scapy.packet import Raw
 
 from lb.realserver import enat_agent as ea
 from tests.vectors.cbpf import run_bpf
-from tests.unit.test_enat_agent import (CIP, CPORT, LPORT, NOW, PVIP, RIP, VIP, VIPS, key, reply,
-                                        server_error, syn, table_with)
+from tests.unit.test_enat_agent import (CIP, CPORT, LPORT, NOW, PVIP, RIP, VIP, VIPS, checksums_ok, key,
+                                        reply, server_error, syn, table_with)
 
 
 # -- the BPF pre-filter, run as the kernel runs a socket filter ---------------------------------------
@@ -280,6 +280,41 @@ def test_icmp_checksum_of_any_value_is_written():
 
 
 # -- replies: the L4 header's bounds, and the server's FIN ------------------------------------------
+
+def _tcp_csum(packet: bytes) -> int:
+    return struct.unpack_from("!H", packet, (packet[0] & 0x0F) * 4 + 16)[0]
+
+
+def test_a_tcp_reply_whose_checksum_field_is_zero_is_still_updated():
+    # 0 is a valid TCP checksum (a sum of 0xFFFF): only UDP's 0 means "none"
+    pkt = reply(flags="PA", payload=struct.pack("!H", _tcp_csum(reply(flags="PA", payload=b"\0\0"))))
+    assert _tcp_csum(pkt) == 0
+    out, reason = table_with((key(), 80)).outbound(pkt, NOW)
+    assert reason == ea.REWRITTEN and _tcp_csum(out) != 0
+    checksums_ok(out)
+
+
+def test_a_tcp_checksum_that_computes_to_zero_leaves_as_zero():
+    # RFC 1624 eqn. 3 gives 0 (~0xFFFF); TCP keeps it (0xFFFF is UDP's rule), as the C path does
+    first, _ = table_with((key(), 80)).outbound(reply(flags="PA", payload=b"\0\0"), NOW)
+    pkt = reply(flags="PA", payload=struct.pack("!H", _tcp_csum(first)))   # the word that sums it to 0xFFFF
+    out, reason = table_with((key(), 80)).outbound(pkt, NOW)
+    assert reason == ea.REWRITTEN and _tcp_csum(out) == 0
+    checksums_ok(out)
+
+
+def test_add_expires_only_when_the_table_is_full():
+    t = ea.FlowTable([VIP], max_conns=2)
+    cip = socket.inet_aton(CIP)
+    assert t.add(key(lport=1), cip, CPORT, 80, NOW, state="close")            # due at NOW + 10
+    assert t.add(key(lport=2), cip, CPORT, 80, NOW + 20)                      # room: nothing expired
+    assert len(t) == 2 and t.counters[ea.EXPIRED] == 0
+    assert t.add(key(lport=3), cip, CPORT, 80, NOW + 20)                      # full: lport 1 makes room
+    assert len(t) == 2 and t.counters[ea.EXPIRED] == 1
+    assert not t.add(key(lport=4), cip, CPORT, 80, NOW + 21)
+    assert not t.add(key(lport=5), cip, CPORT, 80, NOW + 22)
+    assert t.counters[ea.TABLE_FULL] == 2                                     # each refusal counted
+
 
 def test_a_bare_tcp_header_reply_is_rewritten():
     t = table_with((key(), 80))
