@@ -316,6 +316,14 @@ def test_add_expires_only_when_the_table_is_full():
     assert t.counters[ea.TABLE_FULL] == 2                                     # each refusal counted
 
 
+@pytest.mark.parametrize("proto, reason", [(6, ea.BAD_L4_HEADER), (17, ea.BAD_L4_HEADER), (1, ea.NOT_TCP_UDP)])
+def test_a_header_only_packet_is_a_sound_ip_header_with_no_l4_header(proto, reason):
+    pkt = bytes(IP(src=RIP, dst=VIP, proto=proto))          # total length 20 = IHL: nothing after it
+    assert len(pkt) == 20
+    assert ea._ip_header(memoryview(pkt)) == (20, 20, None)
+    assert table_with((key(), 80)).outbound(pkt, NOW) == (None, reason)
+
+
 def test_a_bare_tcp_header_reply_is_rewritten():
     t = table_with((key(), 80))
     out, reason = t.outbound(bytes(IP(src=RIP, dst=VIP) / TCP(sport=80, dport=LPORT, flags="A")), NOW)
