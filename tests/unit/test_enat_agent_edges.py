@@ -3,6 +3,8 @@ BPF pre-filter run on packets, the bounds of the server's ICMP errors it transla
 --map-port's refusals."""
 from __future__ import annotations
 
+import json
+import os
 import socket
 import struct
 
@@ -12,8 +14,8 @@ from scapy.packet import Raw
 
 from lb.realserver import enat_agent as ea
 from tests.vectors.cbpf import run_bpf
-from tests.unit.test_enat_agent import (CIP, CPORT, LPORT, NOW, PVIP, RIP, VIP, VIPS, key, reply,
-                                        server_error, syn, table_with)
+from tests.unit.test_enat_agent import (CIP, CPORT, LPORT, NOW, PVIP, RIP, VIP, VIPS, checksums_ok, key,
+                                        reply, server_error, syn, table_with)
 
 
 # -- the BPF pre-filter, run as the kernel runs a socket filter ---------------------------------------
@@ -216,6 +218,53 @@ def test_agent_takes_at_most_max_vips():
         ea.Agent(vips)
 
 
+def test_agent_stats_file_holds_its_state(tmp_path):
+    agent = ea.Agent([VIP], ifname="lbenat7", stats_file=str(tmp_path / "s.json"))
+    agent.table.inbound(syn(), NOW)
+    agent.flush(force=True)
+    got = json.loads(agent.stats_file.read_text())
+    assert got == {"pid": os.getpid(), "ifname": "lbenat7", "vips": [VIP], "conns": 1,
+                   "counters": dict(agent.table.counters)}
+    assert got["counters"][ea.LEARNED] == 1
+
+
+def test_agent_expires_once_a_second_and_says_so(tmp_path, monkeypatch):
+    clock = [100.0]
+    monkeypatch.setattr(ea.time, "monotonic", lambda: clock[0])      # the agent's and the daemon's clock
+    agent = ea.Agent([VIP], stats_file=str(tmp_path / "s.json"))
+    agent.housekeeping()                                 # the first one expires (nothing yet) and writes
+    agent.table.add(key(), socket.inet_aton(CIP), CPORT, 80, 100.0, state="close")    # due at 110
+    clock[0] = 110.5
+    agent.housekeeping()                                 # due, and a second since: expired, counters written
+    assert len(agent.table) == 0
+    assert json.loads(agent.stats_file.read_text())["counters"][ea.EXPIRED] == 1
+    agent.table.add(key(), socket.inet_aton(CIP), CPORT, 80, 101.0, state="close")    # due at 111
+    clock[0] = 111.25
+    agent.housekeeping()                                 # due, but 0.75 s since the last expiry: kept
+    assert len(agent.table) == 1
+    clock[0] = 111.5
+    agent.housekeeping()                                 # exactly EXPIRE_INTERVAL since: expired
+    assert len(agent.table) == 0
+    assert json.loads(agent.stats_file.read_text())["counters"][ea.EXPIRED] == 2
+
+
+def test_agent_close_closes_what_it_opened():
+    agent = ea.Agent([VIP])
+    rfd, wfd = os.pipe()
+    learn_sock, raw = socket.socketpair()
+    agent.tun_fd, agent.learn_sock, agent.raw, agent.fast = rfd, learn_sock, raw, object()
+    try:
+        agent.close()
+        assert (agent.tun_fd, agent.learn_sock, agent.raw, agent.fast) == (None, None, None, None)
+        assert learn_sock.fileno() == -1 and raw.fileno() == -1
+        with pytest.raises(OSError):
+            os.fstat(rfd)
+    finally:
+        os.close(wfd)
+        learn_sock.close()
+        raw.close()
+
+
 def test_icmp_checksum_of_any_value_is_written():
     # quoted payload words that move the ICMP checksum around its whole range; above 0x7FFF
     # it must still be packed (unsigned) and right
@@ -231,6 +280,49 @@ def test_icmp_checksum_of_any_value_is_written():
 
 
 # -- replies: the L4 header's bounds, and the server's FIN ------------------------------------------
+
+def _tcp_csum(packet: bytes) -> int:
+    return struct.unpack_from("!H", packet, (packet[0] & 0x0F) * 4 + 16)[0]
+
+
+def test_a_tcp_reply_whose_checksum_field_is_zero_is_still_updated():
+    # 0 is a valid TCP checksum (a sum of 0xFFFF): only UDP's 0 means "none"
+    pkt = reply(flags="PA", payload=struct.pack("!H", _tcp_csum(reply(flags="PA", payload=b"\0\0"))))
+    assert _tcp_csum(pkt) == 0
+    out, reason = table_with((key(), 80)).outbound(pkt, NOW)
+    assert reason == ea.REWRITTEN and _tcp_csum(out) != 0
+    checksums_ok(out)
+
+
+def test_a_tcp_checksum_that_computes_to_zero_leaves_as_zero():
+    # RFC 1624 eqn. 3 gives 0 (~0xFFFF); TCP keeps it (0xFFFF is UDP's rule), as the C path does
+    first, _ = table_with((key(), 80)).outbound(reply(flags="PA", payload=b"\0\0"), NOW)
+    pkt = reply(flags="PA", payload=struct.pack("!H", _tcp_csum(first)))   # the word that sums it to 0xFFFF
+    out, reason = table_with((key(), 80)).outbound(pkt, NOW)
+    assert reason == ea.REWRITTEN and _tcp_csum(out) == 0
+    checksums_ok(out)
+
+
+def test_add_expires_only_when_the_table_is_full():
+    t = ea.FlowTable([VIP], max_conns=2)
+    cip = socket.inet_aton(CIP)
+    assert t.add(key(lport=1), cip, CPORT, 80, NOW, state="close")            # due at NOW + 10
+    assert t.add(key(lport=2), cip, CPORT, 80, NOW + 20)                      # room: nothing expired
+    assert len(t) == 2 and t.counters[ea.EXPIRED] == 0
+    assert t.add(key(lport=3), cip, CPORT, 80, NOW + 20)                      # full: lport 1 makes room
+    assert len(t) == 2 and t.counters[ea.EXPIRED] == 1
+    assert not t.add(key(lport=4), cip, CPORT, 80, NOW + 21)
+    assert not t.add(key(lport=5), cip, CPORT, 80, NOW + 22)
+    assert t.counters[ea.TABLE_FULL] == 2                                     # each refusal counted
+
+
+@pytest.mark.parametrize("proto, reason", [(6, ea.BAD_L4_HEADER), (17, ea.BAD_L4_HEADER), (1, ea.NOT_TCP_UDP)])
+def test_a_header_only_packet_is_a_sound_ip_header_with_no_l4_header(proto, reason):
+    pkt = bytes(IP(src=RIP, dst=VIP, proto=proto))          # total length 20 = IHL: nothing after it
+    assert len(pkt) == 20
+    assert ea._ip_header(memoryview(pkt)) == (20, 20, None)
+    assert table_with((key(), 80)).outbound(pkt, NOW) == (None, reason)
+
 
 def test_a_bare_tcp_header_reply_is_rewritten():
     t = table_with((key(), 80))

@@ -51,6 +51,10 @@ def ukey(lport=LPORT):
     (uoa()[:6], (None, True)),                                                   # cut short
     (b"\x94", (None, True)),                                                     # no length byte
     (b"\x94\x01\x00\x00", (None, True)),                                         # length < 2
+    (b"\x01" + uoa(), ((PCIP, CPORT), False)),                                  # one NOP is one byte
+    (b"\x01\x94\x04\x00\x00" + uoa(), ((PCIP, CPORT), False)),                   # the walk adds lengths
+    (b"\x94\x02" + uoa(), ((PCIP, CPORT), False)),                               # length 2: no body, fine
+    (b"\x94\x02", (None, False)),                                                # ... and at the very end
 ])
 def test_uoa_from_ip_options(options, want):
     assert uoa_from_ip_options(options) == want
@@ -70,6 +74,13 @@ def test_learn_a_uoa_datagram():
     seen, reason = learn(datagram(), VIPS)
     assert reason == LEARNED
     assert seen.key == ukey() and seen.client == (PCIP, CPORT) and seen.vport == RPORT and seen.flags == 0
+
+
+def test_learn_an_empty_datagram_and_one_cut_right_after_its_header():
+    for packet in (datagram(payload=b""), datagram()[:20 + 8 + 8]):    # header, UOA, 8 bytes of UDP
+        seen, reason = learn(packet, VIPS)
+        assert reason == LEARNED and seen.key == ukey() and seen.client == (PCIP, CPORT)
+    assert learn(datagram()[:20 + 8 + 7], VIPS) == (None, IN_MALFORMED)
 
 
 def test_learn_port_map_and_a_capture_cut_after_the_headers():
