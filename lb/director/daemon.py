@@ -591,10 +591,7 @@ def main(argv=None) -> int:
                      expire_nodest_conn=args.expire_nodest_conn, flood=flood, rx_ring=args.rx_ring,
                      rx_slots=args.rx_slots, busy_poll_us=args.busy_poll,
                      uoa_datagrams=args.uoa_datagrams)
-    except Stopping as e:
-        log.info("%s while starting: stopped", e)
-        return 0
-    except (StartupError, OSError) as e:
+    except (StartupError, OSError) as e:    # a SIGTERM meanwhile: start()'s first checkpoint
         print(f"lbd: {e}", file=sys.stderr)
         return 1
     return _run(daemon, args)

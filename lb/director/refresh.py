@@ -118,9 +118,7 @@ class Refresher:
         return bool(select.select([self.changes], [], [], timeout)[0])
 
     def run(self) -> None:
-        now = self.clock()
-        resync = release = now
-        tick = now
+        resync = release = tick = self.clock()
         retry = None
         while not self.lbd.stopping.is_set():
             now = self.clock()
