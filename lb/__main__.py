@@ -6,7 +6,7 @@
     lb lab status [--prefix P]
     lb demo [--kernel] [--count N] [--prefix P] [--offloads on|off]
     lb realserver setup --mode dr|tun|enat|fullnat --vip VIP [--vip VIP2 ...] [--reply-gateway GW]
-                        [--decap auto|kernel|userspace] [--map-port RPORT:VPORT ...]
+                        [--decap auto|kernel|xdp|userspace] [--map-port RPORT:VPORT ...]
     lb realserver teardown [--mode dr|tun|enat|fullnat]
     lb realserver status
     lb trace MODE|all [--proto tcp|udp|both] [--out DIR] [--all-packets] [--lang en|zh] [--prefix P]
@@ -81,8 +81,9 @@ def parser() -> argparse.ArgumentParser:
                     help="setup: required (fullnat: nothing to do); teardown: only this mode")
     rs.add_argument("--vip", action="append", help="a virtual IP (repeat for several)")
     rs.add_argument("--reply-gateway", metavar="GW", help="replies from the VIPs leave through GW")
-    rs.add_argument("--decap", choices=["auto", "kernel", "userspace"], default="auto",
-                    help="tun: the kernel's ipip device if it exists (auto), or lb.realserver.decap")
+    rs.add_argument("--decap", choices=["auto", "kernel", "xdp", "userspace"], default="auto",
+                    help="tun: auto = the kernel's ipip device if it has one, else the XDP "
+                         "decapsulator (xdp) if it loads, else lb.realserver.decap (userspace)")
     rs.add_argument("--map-port", action="append", metavar="RPORT:VPORT",
                     help="enat: replies from local port RPORT leave as the virtual port VPORT")
     _learning_parsers(sub)

@@ -423,9 +423,12 @@ class Lab:
             raise ValueError("mode must be 'dr', 'tun', 'enat' or 'fullnat'")
         vip = vip or self.addr["vips"][mode]
         gw = self.addr.get("router_rs", self.addr["router_lan"])
+        # TUN: the userspace decapsulator, not the faster XDP program `auto` would choose: its
+        # TUN device is where the lab's traces show each packet as decapsulated
+        how = ["--decap", "userspace"] if mode == "tun" else []
         for name in self.rs_names:
             r = self.run(name, [sys.executable, "-m", "lb", "realserver", "setup", "--mode", mode,
-                                "--vip", vip, "--reply-gateway", gw], timeout=timeout)
+                                "--vip", vip, "--reply-gateway", gw, *how], timeout=timeout)
             if r.returncode:
                 raise LabError(f"lb realserver setup on {name} failed: {r.stderr.strip() or r.stdout.strip()}")
         if udp_echo if udp_echo is not None else mode in ("dr", "tun"):

@@ -1,7 +1,7 @@
 """The real-server side of DR, TUN and ENAT: ``lb realserver setup | teardown | status``.
 
     lb realserver setup --mode dr|tun|enat|fullnat --vip VIP [--vip VIP2 ...] [--reply-gateway GW]
-                        [--decap auto|kernel|userspace] [--map-port RPORT:VPORT ...]
+                        [--decap auto|kernel|xdp|userspace] [--map-port RPORT:VPORT ...]
     lb realserver teardown [--mode dr|tun|enat]
     lb realserver status
 
@@ -19,7 +19,9 @@ Works on the network namespace it runs in (a host, or ``ip netns exec NS lb real
 - **TUN**: the same ARP settings (the VIP is a local address, so without them the server
   would answer ARP for it on a shared LAN), ``rp_filter`` 0 on ``all`` (decapsulated
   packets come in on the tunnel from clients routed elsewhere), then the kernel's ``ipip``
-  device if it can make one (VIPs on it, up, its ``rp_filter`` 0), else the userspace
+  device if it can make one (VIPs on it, up, its ``rp_filter`` 0), else the XDP decapsulator
+  (:mod:`lb.realserver.xdp_decap`) on every interface but lo (VIPs on lo, a strict
+  ``rp_filter`` made loose), else -- or with ``--decap userspace`` -- the userspace
   decapsulator ``python -m lb.realserver.decap`` started in the background (its TUN device holds the
   VIPs and goes away with the process).
 - **ENAT**: the ENAT reply agent ``python -m lb.realserver.enat_agent`` started in the background (its
@@ -54,13 +56,13 @@ import sys
 import time
 from pathlib import Path
 
-from lb.realserver import decap
+from lb.realserver import decap, xdp_decap
 from lb.realserver.undo import UndoLog, describe, locked, netns_inode, side_file
 
 PKG_ROOT = Path(__file__).resolve().parent.parent
 MODES = ("dr", "tun", "enat")
 NOOP_MODES = ("fullnat",)
-DECAP_CHOICES = ("auto", "kernel", "userspace")
+DECAP_CHOICES = ("auto", "kernel", "xdp", "userspace")
 TABLE_BASE = 4700          # first routing table tried for --reply-gateway replies
 RULE_PRIORITY = 1000       # before main (32766)
 IPIP_IFNAME, IPIP_FALLBACK = "lbipip0", "tunl0"
@@ -162,6 +164,15 @@ class Host:
         self.ipr.link("set", index=link["index"], state="up")
         return {}
 
+    def attach_xdp(self, ifname: str, fd: int):
+        try:
+            prog_id, how = xdp_decap.attach(self.ipr, self.index(ifname), fd)
+        except Exception as e:
+            raise RealServerError(f"cannot attach the XDP decapsulator to {ifname}: {e}"
+                                  + (" (it has an XDP program of its own; --decap userspace leaves it alone)"
+                                     if getattr(e, "code", None) == errno.EBUSY else "")) from None
+        return {"prog_id": prog_id, "xdp_mode": how}
+
     def free_table(self) -> int:
         used = {r.get_attr("FRA_TABLE") or r["table"] for r in self.ipr.get_rules(family=socket.AF_INET)}
         used |= {r.get_attr("RTA_TABLE") for r in self.ipr.get_routes(family=socket.AF_INET, table=None)}
@@ -202,6 +213,12 @@ class Host:
         index = self.index(item["ifname"])
         if index is not None:
             self.ipr.link("set", index=index, state="down")
+
+    def _undo_xdp(self, item):
+        index = self.index(item["ifname"])
+        if index is not None and not xdp_decap.detach(self.ipr, index, item["prog_id"], item["xdp_mode"]):
+            raise RealServerError(f"{item['ifname']} has another XDP program now, not ours "
+                                  f"(id {item['prog_id']}): left alone")
 
     def _undo_process(self, item):
         item["last_words"] = stop_process(item["pid"], item["start"], self.inode, Path(item["log"]))
@@ -381,6 +398,10 @@ def _setup_tunnel(log, host, vips, how, lines) -> str:
     ifname = _kernel_ipip(log, host, lines) if how in ("auto", "kernel") else None
     if ifname is None and how == "kernel":
         raise RealServerError("this kernel cannot make an ipip device (--decap kernel)")
+    if ifname is None and how in ("auto", "xdp"):
+        done = _setup_xdp(log, host, vips, how, lines)
+        if done:
+            return done
     if ifname is None:
         lines.append(log.acquire("tun", {"kind": "process", "name": "decap"},
                                  lambda: start_decap(host.inode, vips)))
@@ -392,6 +413,33 @@ def _setup_tunnel(log, host, vips, how, lines) -> str:
     lines.append(log.acquire("tun", {"kind": "sysctl", "key": k}, lambda: host.set_sysctl(k, 0)))
     lines.append(log.acquire("tun", {"kind": "link_up", "ifname": ifname}, lambda: host.link_up(ifname)))
     return f"kernel ({ifname})"
+
+
+def _setup_xdp(log, host, vips, how, lines):
+    """The XDP decapsulator (lb.realserver.xdp_decap) on every interface but lo, the VIPs on lo
+    (scope host, as for DR: the inner packets are for a local address), a strict rp_filter made
+    loose where they come in. None when the program cannot be loaded here and `how` is auto
+    (the userspace decapsulator then)."""
+    try:
+        fd = xdp_decap.load(xdp_decap.program(vips))
+    except (OSError, ValueError) as e:
+        if how == "xdp":
+            raise RealServerError(str(e)) from None
+        lines.append(f"xdp: not used ({e}); the userspace decapsulator instead")
+        return None
+    devs = [d for d in interfaces() if host.index(d) is not None]
+    try:
+        for vip in vips:        # first: a packet decapsulated must find its address here
+            lines.append(log.acquire("tun", {"kind": "addr", "ifname": "lo", "address": vip},
+                                     lambda: host.add_addr("lo", vip)))
+        for dev in ("default", *devs):
+            k = f"net.ipv4.conf.{dev}.rp_filter"
+            lines.append(log.acquire("tun", {"kind": "sysctl", "key": k}, lambda: host.loosen_rp_filter(k)))
+        for dev in devs:
+            lines.append(log.acquire("tun", {"kind": "xdp", "ifname": dev}, lambda: host.attach_xdp(dev, fd)))
+    finally:
+        os.close(fd)
+    return f"xdp ({', '.join(devs) or 'no interface yet'})"
 
 
 def _kernel_ipip(log, host, lines):

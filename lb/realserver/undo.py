@@ -22,7 +22,8 @@ STATE_DIR = Path("/run/lb-rs")
 SO_NETNS_COOKIE = 71
 # The fields that say which resource an undo-log entry is about (the rest is undo data).
 ID_FIELDS = {"sysctl": ("key",), "addr": ("ifname", "address"), "route": ("table", "gateway"),
-             "rule": ("src", "table"), "link": ("ifname",), "link_up": ("ifname",), "process": ("name",)}
+             "rule": ("src", "table"), "link": ("ifname",), "link_up": ("ifname",), "xdp": ("ifname",),
+             "process": ("name",)}
 # How each kind of change is described to the user ("process" for anything else).
 DESCRIPTIONS = {"sysctl": "sysctl {key} {old} -> {new}",
                 "addr": "address {address}/32 on {ifname}",
@@ -30,6 +31,7 @@ DESCRIPTIONS = {"sysctl": "sysctl {key} {old} -> {new}",
                 "rule": "rule from {src} lookup {table} (priority {priority})",
                 "link": "link {ifname} ({link_kind})",
                 "link_up": "link {ifname} set up",
+                "xdp": "XDP decapsulator (program {prog_id}, {xdp_mode}) on {ifname}",
                 "process": "process {name} pid {pid}"}
 
 

@@ -91,15 +91,22 @@ def start_director(t, sock, ring="split"):
     raise AssertionError("lbd did not answer")
 
 
+def nstat(t, role, counter) -> int:
+    out = t.sh(role, "nstat", "-asz", counter).stdout.split()
+    return int(out[out.index(counter) + 1])
+
+
 def offloads(t, role, dev):
     return t.sh(role, "ethtool", "-k", dev).stdout
 
 
 # Every receive ring lbd offers: split (the default; its 75-slot ring of big slots is all a
 # bulk DR transfer uses, which once made a visit go round it), v2 and v3.
-@pytest.mark.parametrize("mode,ring", [("nat", "split"), ("dr", "split"), ("tun", "split"),
-                                       ("nat", "v2"), ("dr", "v2"), ("dr", "v3")])
-def test_ten_megabytes_both_ways_with_default_offloads(mode, ring, tmp_path):
+# TUN with each decapsulator this kernel can have: the XDP program (auto's choice) and userspace.
+@pytest.mark.parametrize("mode,ring,decap", [("nat", "split", None), ("dr", "split", None),
+                                             ("tun", "split", "xdp"), ("tun", "split", "userspace"),
+                                             ("nat", "v2", None), ("dr", "v2", None), ("dr", "v3", None)])
+def test_ten_megabytes_both_ways_with_default_offloads(mode, ring, decap, tmp_path):
     with SelftestTopology(mode) as t:
         assert "tcp-segmentation-offload: on" in offloads(t, "client", "veth01")
         assert "tx-checksumming: on" in offloads(t, "rs", "veth21")
@@ -110,8 +117,10 @@ def test_ten_megabytes_both_ways_with_default_offloads(mode, ring, tmp_path):
                 t.sh("rs", "sysctl", "-qw", f"net.ipv4.conf.{dev}.rp_filter=1")
         if mode in ("dr", "tun"):
             r = t.sh("rs", sys.executable, "-m", "lb", "realserver", "setup", "--mode", mode,
-                     "--vip", VIP)
+                     "--vip", VIP, *(["--decap", decap] if decap else []))
             assert r.returncode == 0, r.stderr
+            if decap == "xdp":
+                assert "changed: XDP decapsulator" in r.stdout and "on veth21" in r.stdout, r.stdout
         if mode == "dr":
             assert t.sh("rs", "sysctl", "-n", "net.ipv4.conf.veth21.rp_filter").stdout.strip() == "2"
         server = t.start("rs", [sys.executable, "-c", SERVER, str(PORT)],
@@ -125,7 +134,10 @@ def test_ten_megabytes_both_ways_with_default_offloads(mode, ring, tmp_path):
                   timeout=60)
         assert up.stdout.split()[0] == pattern_sha256(SIZE), \
             (up.stdout, up.stderr, lbadm(t, sock, "-L", "-n", "--stats"))
-        if mode == "tun":
+        if decap == "xdp":
+            # the kernel took every decapsulated segment as it came: no checksum error
+            assert nstat(t, "rs", "TcpInCsumErrors") == 0
+        if decap == "userspace":
             # the 10 MB went through the decapsulator's GRO: fewer frames than segments, and the
             # kernel took the aggregates (the digest above)
             def decap_stats():        # written every 0.2 s while it changes: wait for the upload's

@@ -99,8 +99,9 @@ def test_dr_setup_then_teardown_restores_the_namespace(lab, clean):
 
 
 def test_tun_setup_then_teardown_restores_the_namespace(lab, clean):
-    out = ok(realserver(lab, "rs3", "setup", "--mode", "tun", "--vip", TUN_VIP, "--reply-gateway", GW)).stdout
-    assert "changed: process decap pid" in out          # this kernel has no ipip
+    out = ok(realserver(lab, "rs3", "setup", "--mode", "tun", "--vip", TUN_VIP, "--reply-gateway", GW,
+                        "--decap", "userspace")).stdout
+    assert "changed: process decap pid" in out
     state = json.loads(state_file(lab, "rs3").read_text())
     assert state["modes"]["tun"]["decap"] == "userspace"
     pid = next(c["pid"] for c in state["changes"] if c["kind"] == "process")
@@ -114,6 +115,46 @@ def test_tun_setup_then_teardown_restores_the_namespace(lab, clean):
     assert "lb.realserver.decap: stopped; counters:" in out
     assert not pid_alive(pid)
     assert snapshot(lab, "rs3") == clean["rs3"]
+
+
+def test_tun_auto_is_the_xdp_decapsulator_and_teardown_removes_it(lab, clean):
+    # this kernel has no ipip: auto takes the XDP program, on every interface but lo
+    write_sysctl(lab, "rs3", "net.ipv4.conf.eth0.rp_filter", 1)
+    try:
+        before = snapshot(lab, "rs3")
+        out = ok(realserver(lab, "rs3", "setup", "--mode", "tun", "--vip", TUN_VIP, "--reply-gateway", GW)).stdout
+        assert re.search(r"changed: XDP decapsulator \(program \d+, generic\) on eth0", out), out
+        assert json.loads(state_file(lab, "rs3").read_text())["modes"]["tun"]["decap"] == "xdp (eth0)"
+        link = lab.run("rs3", ["ip", "-d", "link", "show", "eth0"], timeout=5).stdout
+        assert "prog/xdp" in link and "lb_ipip_decap" in link, link
+        assert f"inet {TUN_VIP}/32 scope host lo" in lab.run("rs3", ["ip", "-o", "addr", "show", "dev", "lo"],
+                                                            timeout=5).stdout
+        assert sysctl(lab, "rs3", "net.ipv4.conf.eth0.rp_filter") == "2"   # strict made loose
+        assert "tun: vips 198.18.0.102 replies via 198.18.0.1 decap xdp (eth0)" in \
+            ok(realserver(lab, "rs3", "status")).stdout
+        out = ok(realserver(lab, "rs3", "teardown", "--mode", "tun")).stdout
+        assert "undone: XDP decapsulator" in out
+        assert snapshot(lab, "rs3") == before
+    finally:
+        write_sysctl(lab, "rs3", "net.ipv4.conf.eth0.rp_filter", 0)
+
+
+def test_xdp_teardown_leaves_a_program_that_is_not_ours(lab, clean):
+    ok(realserver(lab, "rs2", "setup", "--mode", "tun", "--vip", TUN_VIP, "--decap", "xdp"))
+    code = ("from pyroute2 import IPRoute; from lb.realserver import xdp_decap as x\n"
+            "with IPRoute() as ipr:\n"
+            "    i = ipr.link_lookup(ifname='eth0')[0]; old = x.attached_id(ipr, i)\n"
+            "    fd = x.load(x.program(['198.18.0.99']))\n"
+            "    ipr.link('set', index=i, xdp={'attrs': [('IFLA_XDP_FD', fd), ('IFLA_XDP_FLAGS', 2)]})\n"
+            "    print(old, x.attached_id(ipr, i))")
+    old, new = ok(lab.run("rs2", [sys.executable, "-c", code], timeout=10)).stdout.split()
+    assert old != new
+    r = realserver(lab, "rs2", "teardown")
+    assert r.returncode == 1 and "has another XDP program now, not ours" in r.stdout + r.stderr, r
+    assert f"prog/xdp id {new} " in lab.run("rs2", ["ip", "-d", "link", "show", "eth0"], timeout=5).stdout
+    ok(lab.run("rs2", ["ip", "link", "set", "dev", "eth0", "xdpgeneric", "off"], timeout=5))
+    ok(realserver(lab, "rs2", "teardown"))              # retried: now nothing is in the way
+    assert snapshot(lab, "rs2") == clean["rs2"]
 
 
 def test_old_values_come_back_and_higher_ones_are_kept(lab, clean):
@@ -246,7 +287,8 @@ class Client:
 
 def test_decapsulator_delivers_to_the_vip_and_survives_bad_packets(lab, clean):
     rip = lab.rs_addr("rs1")
-    ok(realserver(lab, "rs1", "setup", "--mode", "tun", "--vip", TUN_VIP, "--reply-gateway", GW))
+    ok(realserver(lab, "rs1", "setup", "--mode", "tun", "--vip", TUN_VIP, "--reply-gateway", GW,
+                  "--decap", "userspace"))
     echo = _udp_echo_on_vip(lab, "rs1")
     client = Client(lab)
     try:
