@@ -29,6 +29,7 @@ cdef class DecapCore:
     cdef uint64_t _frames
     cdef Gro gro
     cdef uint8_t zero_hdr[VNET_HDR_LEN]   # the vnet header of a frame that goes as it came
+    cdef uint8_t partial_hdr[VNET_HDR_LEN]    # ... of one whose TCP checksum is partial
     cdef uint8_t* slots
     cdef mmsghdr msgs[RX_BATCH]
     cdef iovec rx_iov[RX_BATCH]
@@ -100,6 +101,13 @@ cdef class DecapCore:
             return
         single[0].iov_base = self.zero_hdr          # not TCP that can merge: as it came
         single[0].iov_len = VNET_HDR_LEN
+        thl = tcp_partial(p, length)
+        if thl:                                     # ... with its checksum left to the stack
+            memset(self.partial_hdr, 0, VNET_HDR_LEN)
+            self.partial_hdr[0] = VIRTIO_NET_HDR_F_NEEDS_CSUM
+            st16le(self.partial_hdr + 6, <uint16_t>thl)
+            st16le(self.partial_hdr + 8, 16)
+            single[0].iov_base = self.partial_hdr
         single[1].iov_base = <void*>p
         single[1].iov_len = length
         self.emit(single, 2, 1)

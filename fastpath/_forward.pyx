@@ -123,6 +123,7 @@ cdef class Forwarder:
             fp.ifaces[i].fd = -1
             fp.ifaces[i].big_fd = -1
             fp.ifaces[i].gso_fd = -1
+            fp.ifaces[i].encap_fd = -1
         fp.toa_mode = TOA_ON_SYN
         fp.uoa_trail = UOA_TRAIL
         for i in range(MAX_SERVICES):
@@ -178,6 +179,16 @@ cdef class Forwarder:
         f.mtu = mtu
         f.addr = _ip(addr) if addr else 0
         self._unlock()
+
+    def set_tun_encap(self, int slot, uint32_t mark):
+        """TUN aggregates leaving through this interface go whole, as GSO frames with the outer
+        header in place, on a socket with SO_MARK `mark`, for lbd's tc egress program to mark
+        as IPIP so that the kernel or the NIC segments them (lb/director/tun_encap.py); 0: lbd
+        cuts them itself (xmit_tun_gso). Before open()."""
+        _check_slot(slot, MAX_IFACES, "interface")
+        if self.fp.ifaces[slot].fd >= 0:
+            raise ValueError("set_tun_encap() before open()")
+        self.fp.ifaces[slot].encap_mark = mark
 
     def set_service(self, int slot, int proto, vip, int vport, int fwd=FWD_MASQ,
                     double persistent=0, netmask="255.255.255.255", bint onepacket=False,

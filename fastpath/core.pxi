@@ -247,7 +247,12 @@ cdef int forward(FP* fp, Conn* c, Frame* fr, Neigh* nb, uint64_t now) noexcept n
     elif fwd == FWD_ROUTE:
         v = xmit_dr(fp, c, fr, nb)
     elif fwd == FWD_TUNNEL:
-        v = xmit_tun_gso(fp, c, fr, nb) if seg != tot else xmit_tun(fp, c, fr, nb)
+        if seg == tot:
+            v = xmit_tun(fp, c, fr, nb)
+        elif fp.ifaces[nb.ifslot].encap_mark and tot + IPIP_OVERHEAD <= 65535:
+            v = xmit_tun_encap(fp, c, fr, nb)
+        else:
+            v = xmit_tun_gso(fp, c, fr, nb)
     else:
         v = xmit_fullnat(fp, c, fr, nb)     # FULLNAT and ENAT
     if v != V_FORWARD:

@@ -85,6 +85,20 @@ cdef inline uint32_t tcp_payload_ok(const uint8_t* ip, uint32_t n) noexcept nogi
     return thl
 
 
+cdef inline uint32_t tcp_partial(const uint8_t* ip, uint32_t n) noexcept nogil:
+    # A TCP packet whose checksum is still to be computed (CHECKSUM_PARTIAL): its checksum field
+    # holds the pseudo-header sum, as tcp_v4_send_check() leaves it, and the full sum is wrong.
+    # A director's IPIP aggregate comes so when a veth hands it over whole (lbd sends TUN
+    # aggregates as GSO frames, lb/director/tun_encap.py): the raw socket cannot say so. Its
+    # IP header length (csum_start for the TUN device's NEEDS_CSUM), or 0.
+    cdef uint32_t ihl = (ip[0] & 0x0F) * 4
+    if ip[9] != 6 or n < ihl + 20:
+        return 0
+    if ld16(ip + ihl + 16) != <uint16_t>csum_fold(pseudo_sum(ld32(ip + 12), ld32(ip + 16), 6, n - ihl)):
+        return 0
+    return 0 if l4_csum_ok(ip + ihl, n - ihl, ld32(ip + 12), ld32(ip + 16), 6) else ihl
+
+
 cdef inline bint gro_joins(Gro* g, const uint8_t* ip, uint32_t n, uint32_t thl) noexcept nogil:
     # inet_gro_receive(): same addresses, TOS, TTL, DF and an IP ID that follows (or a fixed ID
     # with DF); tcp_gro_receive(): same ports, ack, header length, flags word (but PSH) and

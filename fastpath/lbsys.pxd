@@ -60,7 +60,7 @@ cdef extern from "<sys/socket.h>" nogil:
     struct mmsghdr:
         msghdr msg_hdr
         unsigned int msg_len
-    enum: AF_PACKET, SOCK_RAW, MSG_DONTWAIT, SOL_SOCKET, SO_ERROR
+    enum: AF_PACKET, SOCK_RAW, MSG_DONTWAIT, SOL_SOCKET, SO_ERROR, SO_MARK
     int socket(int domain, int type, int protocol)
     int setsockopt(int fd, int level, int name, const void* val, socklen_t len)
     int getsockopt(int fd, int level, int name, void* val, socklen_t* len)

@@ -42,6 +42,27 @@ cdef int xmit_tun(FP* fp, Conn* c, Frame* fr, Neigh* nb) noexcept nogil:
     set_l2(fp, fr.f - IPIP_OVERHEAD, nb)
     return V_FORWARD
 
+cdef int xmit_tun_encap(FP* fp, Conn* c, Frame* fr, Neigh* nb) noexcept nogil:
+    # A TCP aggregate for a tunnel, sent whole: the outer header put in front as xmit_tun()
+    # does, the inner checksum left partial and the vnet header's GSO fields moved 20 bytes on.
+    # As it stands the kernel would refuse to segment it (ipip_gso_segment() wants
+    # SKB_GSO_IPXIP4, which no virtio_net_hdr can say); lbd's tc egress program sees the
+    # socket's mark and declares it (bpf_skb_adjust_room with BPF_F_ADJ_ROOM_ENCAP_L3_IPV4), so
+    # the NIC (tx-ipxip4-segmentation) or the kernel's GSO cuts it after the qdisc: one send
+    # per aggregate instead of one per segment. The outer length is the aggregate's; GSO
+    # writes each segment's, and its outer ID from this one on.
+    cdef Iface* out = &fp.ifaces[nb.ifslot]
+    cdef uint8_t* ip = fr.ip
+    memmove(fr.f - IPIP_OVERHEAD, fr.f, 14)
+    ip_header(fp, ip - IPIP_OVERHEAD, ip[1], fr.tot + IPIP_OVERHEAD, ld16(ip + 6) & 0x4000,
+              ip[8], 4, out.addr, c.daddr)
+    fr.out_off = -IPIP_OVERHEAD
+    fr.out_len = 14 + IPIP_OVERHEAD + fr.tot
+    set_l2(fp, fr.f - IPIP_OVERHEAD, nb)
+    fr.keep_partial = 1
+    fr.encap = 1
+    return V_FORWARD
+
 cdef uint8_t* seg_slot(FP* fp) noexcept nogil:
     # Room for one segment; in the ring loop a full store is sent first and then reused.
     if fp.nsegs == SEG_SLOTS:

@@ -37,7 +37,7 @@ cdef int ring_open(Iface* f, uint32_t block_size, uint32_t nblocks, uint32_t tov
     cdef uint8_t* ring = NULL
     cdef uint8_t* big = NULL
     cdef size_t size = 0, big_size = 0
-    cdef int fd = -1, big_fd = -1, gso_fd = -1
+    cdef int fd = -1, big_fd = -1, gso_fd = -1, encap_fd = -1
     cdef uint32_t slot = V2_SLOT
     memset(&req, 0, sizeof(req))
     if version == TPACKET_V3:
@@ -62,8 +62,12 @@ cdef int ring_open(Iface* f, uint32_t block_size, uint32_t nblocks, uint32_t tov
             big_fd = rx_socket(f.ifindex, version, &req, SMALL_MAX + 1, 0, &big, &big_size)
         # GSO aggregates leave through the qdisc: with PACKET_QDISC_BYPASS one that needs
         # software segmentation (an egress without TSO) is dropped silently (__dev_direct_xmit).
-        gso_fd = tx_socket(f.ifindex)
+        gso_fd = tx_socket(f.ifindex, 0)
+        if f.encap_mark:
+            encap_fd = tx_socket(f.ifindex, f.encap_mark)
     except BaseException:
+        if gso_fd >= 0:
+            close(gso_fd)
         if big_fd >= 0:
             munmap(big, big_size)
             close(big_fd)
@@ -73,6 +77,7 @@ cdef int ring_open(Iface* f, uint32_t block_size, uint32_t nblocks, uint32_t tov
         raise
     f.fd = fd
     f.gso_fd = gso_fd
+    f.encap_fd = encap_fd
     f.version = version
     f.ring = ring
     f.ring_size = size
@@ -146,8 +151,9 @@ cdef int rx_socket(int ifindex, int version, tpacket_req3* req, uint32_t min_len
     size_out[0] = size
     return fd
 
-cdef int tx_socket(int ifindex) except -1:
-    # A send-only packet socket with vnet headers, through the qdisc (see ring_open)
+cdef int tx_socket(int ifindex, uint32_t mark) except -1:
+    # A send-only packet socket with vnet headers, through the qdisc (see ring_open); a
+    # nonzero mark is every skb's skb->mark (SO_MARK), what lbd's tc program looks for.
     cdef int one = 1
     cdef sockaddr_ll sll
     cdef int fd = socket(AF_PACKET, SOCK_RAW, 0)
@@ -158,6 +164,8 @@ cdef int tx_socket(int ifindex) except -1:
     sll.sll_ifindex = ifindex              # protocol 0: receives nothing
     try:
         _sockopt(fd, PACKET_VNET_HDR, &one, sizeof(int), "PACKET_VNET_HDR")
+        if mark and setsockopt(fd, SOL_SOCKET, SO_MARK, &mark, sizeof(uint32_t)) < 0:
+            raise OSError(errno, f"setsockopt SO_MARK: {os.strerror(errno)}")
         if bind(fd, <sockaddr*>&sll, sizeof(sll)) < 0:
             raise OSError(errno, "bind: " + os.strerror(errno))
     except BaseException:
@@ -207,6 +215,9 @@ cdef void ring_close_one(Iface* f) noexcept nogil:
     if f.gso_fd >= 0:
         close(f.gso_fd)
         f.gso_fd = -1
+    if f.encap_fd >= 0:
+        close(f.encap_fd)
+        f.encap_fd = -1
     f.tx.n = 0
 
 cdef void ring_close(FP* fp) noexcept nogil:
@@ -455,7 +466,7 @@ cdef void tx_queue(FP* fp, Frame* fr) noexcept nogil:
     if frame[1] != GSO_NONE:
         if q.n:
             tx_flush(fp, ifslot)
-        if send(fp.ifaces[ifslot].gso_fd, frame, n, 0) < 0:
+        if send(fp.ifaces[ifslot].encap_fd if fr.encap else fp.ifaces[ifslot].gso_fd, frame, n, 0) < 0:
             tx_failed(fp)
         else:
             fp.tx_frames += 1

@@ -163,6 +163,9 @@ cdef struct Iface:
     uint32_t big_cur
     TxQueue tx
     int gso_fd              # a send socket through the qdisc, for GSO aggregates (see ring.pxi)
+    uint32_t encap_mark     # TUN aggregates leave whole, marked so, for lbd's tc program to
+                            # declare IPIP (lb/director/tun_encap.py); 0: cut here instead
+    int encap_fd            # the send socket with that SO_MARK, through the qdisc
     uint8_t down            # the kernel reported an error on its socket (link down): ring.pxi
     uint8_t gone            # the control plane says the interface was deleted: the loop closes it
     int64_t errors          # POLLERR reports (each cleared by reading SO_ERROR)
@@ -285,6 +288,7 @@ cdef struct Frame:
     uint8_t vnet            # it came with a virtio_net_hdr (vh), and leaves with one
     Vnet vh                 # as it came
     uint8_t keep_partial    # the L4 checksum stays partial: the receiver (or NIC) completes it
+    uint8_t encap           # a TUN aggregate sent whole through the interface's encap_fd
     uint32_t seg            # the IP length of the packets that leave (an aggregate's segments)
     uint8_t* ip
     uint8_t* l4

@@ -23,7 +23,7 @@ import threading
 import time
 
 from lb._forward import Forwarder
-from lb.director import cli, figures, keepalived, nft, offloads, rules, vips
+from lb.director import cli, figures, keepalived, nft, offloads, rules, tun_encap, vips
 from lb.director.cli import DEFAULT_SOCKET
 from lb.director.director import Director
 from lb.director.estimator import Estimator, Sampler
@@ -77,7 +77,7 @@ class Lbd:
                  keepalived_conf: str | None = None, vip_ownership: str = "always", *,
                  expire_nodest_conn: bool = False, flood: FloodDefence | None = None,
                  rx_ring: str = "split", rx_slots: int | None = None, busy_poll_us: int = 0,
-                 uoa_datagrams: int = 3):
+                 uoa_datagrams: int = 3, tun_segment: str = "kernel"):
         os.makedirs("/run/lbd", mode=0o700, exist_ok=True)
         self.ifnames = ifnames
         self.expire_nodest_conn = expire_nodest_conn
@@ -88,6 +88,8 @@ class Lbd:
         self.rx_ring, self.rx_slots = rx_ring, rx_slots or RX_SLOTS[rx_ring]
         self.busy_poll_us = busy_poll_us
         self.uoa_datagrams = uoa_datagrams
+        self.tun_segment = tun_segment
+        self.tun_encap: dict = {}           # interfaces with lbd's tc egress program (removed)
         nl = Netlink()
         try:
             self.ifaces = [nl.interface(n) for n in ifnames]
@@ -210,6 +212,9 @@ class Lbd:
         self.ingress.install(self.local_addrs)
         checkpoint()
         self.lro_off = offloads.disable_lro(self.ifnames)
+        if self.tun_segment == "kernel":
+            self._attach_tun_encap()
+        checkpoint()
         if self.vip_ownership == "address":     # before the first push: serve only what we hold
             nl = Netlink()
             try:
@@ -242,6 +247,28 @@ class Lbd:
                 self.metrics = MetricsServer(self.metrics_address, self.figures)
             except (OSError, ValueError) as e:
                 raise StartupError(f"--metrics {self.metrics_address}: {e}") from None
+
+    def _attach_tun_encap(self) -> None:
+        """TUN aggregates leave whole where lbd's tc egress program is on (tun_encap.py)."""
+        nl = Netlink()
+        try:
+            self.tun_encap = tun_encap.attach_all(nl.ipr, [(i.name, i.index) for i in self.ifaces])
+        finally:
+            nl.close()
+        for slot, iface in enumerate(self.ifaces):
+            if iface.name in self.tun_encap:
+                self.fwd.set_tun_encap(slot, tun_encap.MARK)
+
+    def _detach_tun_encap(self) -> None:
+        if not self.tun_encap:
+            return
+        nl = Netlink()
+        try:
+            for record in self.tun_encap.values():
+                tun_encap.detach(nl.ipr, record)
+        finally:
+            nl.close()
+        self.tun_encap = {}
 
     def _addresses_changed(self, addresses: dict) -> None:
         """The namespace's addresses changed: serve the VIPs held, announce the new ones on the
@@ -287,7 +314,8 @@ class Lbd:
         self.stopping.set()
         steps = [("metrics", self._stop_metrics), ("fast path", self._stop_fastpath),
                  ("nftables table", self.ingress.remove),
-                 ("LRO", lambda: offloads.restore_lro(self.lro_off)), ("locks", self._release_locks)]
+                 ("LRO", lambda: offloads.restore_lro(self.lro_off)),
+                 ("tc egress program", self._detach_tun_encap), ("locks", self._release_locks)]
         for what, step in steps:
             try:
                 step()
@@ -501,6 +529,11 @@ def _arguments(argv):
                    help="ENAT UDP: the first N datagrams of each connection carry the client's "
                         "address in a UOA IP option for the real server's agent (0..255, default "
                         "3, as DPVS; 0: none, the agent then cannot answer UDP clients)")
+    p.add_argument("--tun-segment", choices=["kernel", "lbd"], default="kernel",
+                   help="TUN: a client's TCP aggregate leaves whole and the kernel or the NIC cuts "
+                        "it into IPIP segments, marked so by a tc egress program lbd attaches "
+                        "(kernel, the default; lbd cuts them itself where it cannot attach it), or "
+                        "lbd always cuts them (lbd)")
     p.add_argument("--foreground", action="store_true",
                    help="run in the foreground: accepted for init scripts, lbd always does")
     p.add_argument("--scheduler-module", action="append", default=[], metavar="MODULE",
@@ -590,7 +623,7 @@ def main(argv=None) -> int:
                      args.metrics, args.keepalived_conf, args.vip_ownership,
                      expire_nodest_conn=args.expire_nodest_conn, flood=flood, rx_ring=args.rx_ring,
                      rx_slots=args.rx_slots, busy_poll_us=args.busy_poll,
-                     uoa_datagrams=args.uoa_datagrams)
+                     uoa_datagrams=args.uoa_datagrams, tun_segment=args.tun_segment)
     except (StartupError, OSError) as e:    # a SIGTERM meanwhile: start()'s first checkpoint
         print(f"lbd: {e}", file=sys.stderr)
         return 1

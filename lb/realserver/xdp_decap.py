@@ -19,51 +19,19 @@ rtnetlink (pyroute2) attaches it (``attach()``); it stays attached without a pro
 """
 from __future__ import annotations
 
-import ctypes
 import errno
 import ipaddress
-import os
 import struct
 
-BPF_PROG_LOAD, BPF_PROG_TYPE_XDP = 5, 6
-SYS_BPF = 321                       # x86_64 (arch/x86/entry/syscalls/syscall_64.tbl)
+from lb import ebpf
+from lb.ebpf import (ADD_K, ADD_X, AND_K, CALL, EXIT, JA, JEQ32_K, JGT_X, JNE_K, LDXB, LDXH, LDXW, MOV_K,
+                     MOV_X, RSH_K, STXH, STXW)
+
 XDP_FLAGS_UPDATE_IF_NOEXIST, XDP_FLAGS_SKB_MODE, XDP_FLAGS_DRV_MODE = 1, 2, 4
 XDP_DROP, XDP_PASS = 1, 2
 HELPER_CSUM_DIFF, HELPER_XDP_ADJUST_HEAD = 28, 44   # include/uapi/linux/bpf.h, enum bpf_func_id
 MAX_VIPS = 64
 OUTER = 20                          # the outer IPv4 header, without options
-
-# eBPF encoding (Documentation/bpf/standardization/instruction-set.rst): one 8-byte instruction,
-# opcode, dst and src registers in one byte, a 16-bit offset, a 32-bit immediate.
-LDXW, LDXH, LDXB, STXW, STXH = 0x61, 0x69, 0x71, 0x63, 0x6b
-MOV_X, MOV_K, ADD_K, AND_K, RSH_K, ADD_X = 0xbf, 0xb7, 0x07, 0x57, 0x77, 0x0f
-JGT_X, JNE_K, JEQ32_K, JA, CALL, EXIT = 0x2d, 0x55, 0x16, 0x05, 0x85, 0x95
-
-
-def _le16(value: int) -> int:
-    """A 16-bit field in network order as a little-endian load sees it."""
-    return struct.unpack("<H", struct.pack("!H", value))[0]
-
-
-class _Asm:
-    def __init__(self):
-        self.code, self.fixups = [], []
-
-    def op(self, code, dst=0, src=0, off=0, imm=0):
-        self.code.append([code, dst, src, off, imm])
-
-    def jump(self, code, dst, target, src=0, imm=0):
-        self.fixups.append((len(self.code), target))
-        self.op(code, dst, src, 0, imm)
-
-    def label(self):
-        return len(self.code)
-
-    def bytes(self, labels: dict) -> bytes:
-        for at, target in self.fixups:
-            self.code[at][3] = labels[target] - at - 1
-        return b"".join(struct.pack("<BBhi", c, d | (s << 4), o, i) for c, d, s, o, i in self.code)
-
 
 def program(vips) -> bytes:
     """The instructions for these VIPs (at most MAX_VIPS). Registers: r6 the xdp_md context,
@@ -71,7 +39,7 @@ def program(vips) -> bytes:
     vips = [ipaddress.IPv4Address(v).packed for v in vips]
     if not 1 <= len(vips) <= MAX_VIPS:
         raise ValueError(f"1 to {MAX_VIPS} VIPs, not {len(vips)}")
-    a = _Asm()
+    a = ebpf.Asm()
     a.op(MOV_X, 6, 1)
     a.op(LDXW, 2, 6, 0)                               # xdp_md.data
     a.op(LDXW, 3, 6, 4)                               # xdp_md.data_end
@@ -79,13 +47,13 @@ def program(vips) -> bytes:
     a.op(ADD_K, 4, imm=14 + OUTER + 20)               # Ethernet, outer and inner headers
     a.jump(JGT_X, 4, "pass", src=3)
     a.op(LDXH, 5, 2, 12)
-    a.jump(JNE_K, 5, "pass", imm=_le16(0x0800))       # IPv4 (no VLAN tag: the stack's own path)
+    a.jump(JNE_K, 5, "pass", imm=ebpf.le16(0x0800))       # IPv4 (no VLAN tag: the stack's own path)
     a.op(LDXB, 5, 2, 14)
     a.jump(JNE_K, 5, "pass", imm=0x45)                # version 4, no options
     a.op(LDXB, 5, 2, 14 + 9)
     a.jump(JNE_K, 5, "pass", imm=4)                   # IPPROTO_IPIP
     a.op(LDXH, 5, 2, 14 + 6)
-    a.op(AND_K, 5, imm=_le16(0x3fff))                 # MF or an offset: the stack reassembles
+    a.op(AND_K, 5, imm=ebpf.le16(0x3fff))                 # MF or an offset: the stack reassembles
     a.jump(JNE_K, 5, "pass")
     a.op(LDXW, 5, 2, 14 + OUTER + 16)                 # the inner destination: a VIP (the outer
                                                       # one is this server's own address)
@@ -129,22 +97,9 @@ def program(vips) -> bytes:
     return a.bytes(labels)
 
 
-def load(code: bytes, name: str = "lb_ipip_decap") -> int:
-    """bpf(BPF_PROG_LOAD) of an XDP program; the verifier's log in the error when refused."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    insns = ctypes.create_string_buffer(code, len(code))
-    lic = ctypes.create_string_buffer(b"GPL")
-    log = ctypes.create_string_buffer(65536)
-    attr = ctypes.create_string_buffer(128)          # union bpf_attr, the BPF_PROG_LOAD part
-    struct.pack_into("<IIQQIIQII16s", attr, 0, BPF_PROG_TYPE_XDP, len(code) // 8,
-                     ctypes.addressof(insns), ctypes.addressof(lic), 1, len(log),
-                     ctypes.addressof(log), 0, 0, name.encode()[:15])
-    fd = libc.syscall(SYS_BPF, BPF_PROG_LOAD, attr, len(attr))
-    if fd < 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"loading the XDP decapsulator: {os.strerror(err)}: "
-                           f"{log.value.decode(errors='replace')[-400:]}")
-    return fd
+def load(code: bytes) -> int:
+    """The program loaded (bpf(2)): its fd."""
+    return ebpf.load(code, ebpf.PROG_TYPE_XDP, "lb_ipip_decap", "the XDP decapsulator")
 
 
 def attached_id(ipr, index: int):

@@ -194,6 +194,26 @@ def test_a_bad_tcp_checksum_goes_alone_and_unchanged():
     assert frames == [NO_HDR + segs[0], NO_HDR + bad, NO_HDR + segs[2]]   # the kernel drops the bad one
 
 
+def test_an_aggregate_with_its_checksum_left_partial_goes_with_needs_csum():
+    # A director's TUN aggregate that a veth handed over whole: the TCP checksum field holds
+    # the pseudo-header sum (CHECKSUM_PARTIAL); the decapsulator cannot merge or check it and
+    # must not hand it over as complete (the kernel would drop it), but with NEEDS_CSUM.
+    whole = bytearray(segment(1000, bytes(range(256)) * 200))
+    tcp_len = len(whole) - 20
+    pseudo = socket.inet_aton(CIP) + socket.inet_aton(VIP) + struct.pack("!BBH", 0, 6, tcp_len)
+    whole[36:38] = struct.pack("!H", 0xFFFF - checksum(pseudo))
+    frames, (counts, nframes) = run([bytes(whole)])
+    assert counts[FORWARDED] == 1 and frames == [frames[0]] and frames[0][10:] == bytes(whole)
+    assert vnet(frames[0]) == dict(flags=1, gso_type=0, hdr_len=0, gso_size=0, csum_start=20, csum_offset=16)
+    tcp = bytearray(whole[20:])
+    tcp[16:18] = struct.pack("!H", checksum(pseudo + bytes(tcp[:16]) + b"\0\0" + bytes(tcp[18:])))
+    assert checksum(pseudo + bytes(tcp)) == 0                       # completed, it is right
+    # one whose field is neither right nor the pseudo-header sum goes as it came, for the
+    # kernel to drop; so does a complete one that happens to be the pseudo sum's neighbour
+    whole[36:38] = struct.pack("!H", (0xFFFF - checksum(pseudo)) ^ 1)
+    assert run([bytes(whole)])[0] == [NO_HDR + bytes(whole)]
+
+
 def test_drops_between_segments_do_not_break_an_aggregate():
     segs = stream(3)
     core = DecapCore(VIPS)

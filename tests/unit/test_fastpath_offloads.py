@@ -152,6 +152,75 @@ def test_tun_cuts_an_aggregate_into_tunnelled_segments():
     assert got == PAYLOAD and seqs == [1001 + i * 1400 for i in range(len(out))]
 
 
+def ipip_segments(frame, head):
+    """What ipip_gso_segment() and tcp_gso_segment() make of a TUN aggregate once lbd's tc
+    program has declared it IPIP: outer and inner headers per segment (lengths, IDs counting
+    on, sequence numbers), the inner checksum completed."""
+    h = unpack(head)
+    p = Ether(frame)
+    inner = p[IP].payload
+    data = bytes(inner[TCP].payload)
+    out = []
+    for i, off in enumerate(range(0, len(data), h["gso_size"])):
+        s = inner.copy()
+        s[TCP].remove_payload()
+        s[TCP].seq = inner[TCP].seq + off
+        s.id = (inner.id + i) & 0xFFFF
+        del s.len, s.chksum, s[TCP].chksum
+        o = p[IP].copy()
+        o.remove_payload()
+        o.id = (p[IP].id + i) & 0xFFFF
+        del o.len, o.chksum
+        out.append(bytes(Ether(src=p.src, dst=p.dst) / o / s / data[off:off + h["gso_size"]]))
+    return out
+
+
+def test_tun_sends_an_aggregate_whole_for_the_kernel_to_cut_once_its_tc_program_is_on():
+    fwd = fx.provision(tun.DIRECTOR)
+    for slot in range(4):
+        fwd.set_tun_encap(slot, 0x4C421E1E)
+    eth, ip = Ether(src=ROUTER_MAC, dst=DIRECTOR_MAC), IP(src=CLIENT, dst=VIP, flags="DF")
+    assert syn_then(fwd, eth, ip, 43100)[0] == "forward"
+    raw, head = aggregate(eth, ip, 43100)
+    head = head[:4] + struct.pack("<H", 1400) + head[6:]        # fits the tunnel's MTU
+    verdict, _, out = fwd.process(raw, now=NOW, vnet=head)
+    assert verdict == "forward" and len(out) == 1
+    h, frame = out[0][1][:10], out[0][1][10:]
+    assert unpack(h) == dict(flags=1, gso_type=1, hdr_len=14 + 20 + 20 + 20, gso_size=1400,
+                             csum_start=14 + 20 + 20, csum_offset=16)
+    p = Ether(frame)
+    assert (p[IP].proto, p[IP].dst, p[IP].len, p[IP].flags) == (4, RIP, len(frame) - 14, "DF")
+    assert checksum(bytes(p[IP])[:20]) == 0
+    got, seqs = b"", []
+    for s in ipip_segments(frame, h):
+        o = Ether(s)[IP]
+        assert len(o) <= 1500 and o.proto == 4
+        inner = IP(bytes(o.payload))
+        assert_valid(bytes(Ether() / inner))
+        seqs.append(inner[TCP].seq)
+        got += bytes(inner[TCP].payload)
+    assert got == PAYLOAD and seqs == [1001 + i * 1400 for i in range(len(seqs))]
+    # the inner TCP checksum field is the pseudo-header sum of the whole inner packet
+    whole = IP(bytes(p[IP].payload))
+    pseudo = struct.pack("!4s4sBBH", bytes(map(int, whole.src.split("."))),
+                         bytes(map(int, whole.dst.split("."))), 0, 6, whole.len - 20)
+    assert whole[TCP].chksum == 0xFFFF ^ checksum(pseudo)
+
+
+def test_tun_cuts_what_is_too_long_for_one_outer_header_even_with_its_tc_program():
+    fwd = fx.provision(tun.DIRECTOR)
+    for slot in range(4):
+        fwd.set_tun_encap(slot, 0x4C421E1E)
+    eth, ip = Ether(src=ROUTER_MAC, dst=DIRECTOR_MAC), IP(src=CLIENT, dst=VIP, flags="DF")
+    assert syn_then(fwd, eth, ip, 43200)[0] == "forward"
+    big = bytes(65535 - 40)                                      # an inner packet of 65535 bytes
+    pkt = eth / ip / TCP(sport=43200, dport=80, flags="A", seq=1001, ack=1) / big
+    raw, _, start = partial(pkt)
+    verdict, _, out = fwd.process(raw, now=NOW, vnet=vnet(1, 1, start + 20, 1400, start, 16))
+    assert verdict == "forward" and len(out) == -(-len(big) // 1400)   # cut here: 20 more bytes would not fit
+    assert all(unpack(sent[:10])["gso_type"] == 0 for _, sent in out)
+
+
 def test_tun_and_dr_complete_a_partial_checksum_they_cannot_pass_on():
     for module in (tun, dr):
         fwd = fx.provision(module.DIRECTOR)
