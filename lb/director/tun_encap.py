@@ -83,8 +83,9 @@ def attach(ipr, index: int, fd: int) -> dict:
         if getattr(e, "code", None) != errno.EEXIST:
             raise
     try:
-        ipr.tc("add-filter", "bpf", index, HANDLE, fd=fd, name="lb_tun_encap", parent=TC_H_CLSACT_EGRESS,
-               prio=PRIO, classid=1, direct_action=True)
+        # replace: one an lbd killed before its exit left behind (the same priority and handle)
+        ipr.tc("replace-filter", "bpf", index, HANDLE, fd=fd, name="lb_tun_encap",
+               parent=TC_H_CLSACT_EGRESS, prio=PRIO, classid=1, direct_action=True)
     except Exception:
         if made_qdisc:
             ipr.tc("del", "clsact", index)
@@ -95,13 +96,15 @@ def attach(ipr, index: int, fd: int) -> dict:
 def detach(ipr, record: dict) -> None:
     """Our filter off again, and the qdisc if we made it. An interface gone took both."""
     index = record["index"]
-    try:
-        ipr.tc("del-filter", "bpf", index, HANDLE, parent=TC_H_CLSACT_EGRESS, prio=PRIO)
-        if record["made_qdisc"]:
-            ipr.tc("del", "clsact", index)
-    except Exception as e:
-        if getattr(e, "code", None) not in (errno.ENODEV, errno.ENOENT, errno.EINVAL):
-            raise
+    steps = [lambda: ipr.tc("del-filter", "bpf", index, HANDLE, parent=TC_H_CLSACT_EGRESS, prio=PRIO)]
+    if record["made_qdisc"]:
+        steps.append(lambda: ipr.tc("del", "clsact", index))
+    for step in steps:
+        try:
+            step()
+        except Exception as e:      # gone already (the interface with it, or by hand)
+            if getattr(e, "code", None) not in (errno.ENODEV, errno.ENOENT, errno.EINVAL):
+                raise
 
 
 def attach_all(ipr, ifaces) -> dict:
