@@ -40,6 +40,13 @@ class Asm:
     def label(self):
         return len(self.code)
 
+    def exits(self, labels: dict, returns: dict) -> None:
+        """A label per {name: return value}, each `r0 = value; exit`."""
+        for name, value in returns.items():
+            labels[name] = self.label()
+            self.op(MOV_K, 0, imm=value)
+            self.op(EXIT)
+
     def bytes(self, labels: dict) -> bytes:
         for at, target in self.fixups:
             self.code[at][3] = labels[target] - at - 1

@@ -24,7 +24,7 @@ import logging
 import os
 
 from lb import ebpf
-from lb.ebpf import ADD_K, CALL, EXIT, JNE_K, LDXW, MOV_K, MOV_X, STW_K
+from lb.ebpf import ADD_K, CALL, JNE_K, LDXW, MOV_K, MOV_X, STW_K
 
 log = logging.getLogger("lbd")
 
@@ -63,12 +63,8 @@ def program() -> bytes:
     call(HELPER_ADJUST_ROOM, OUTER, ADJ_ROOM_MAC, F_FIXED_GSO | F_ENCAP_L3_IPV4)
     call(HELPER_STORE_BYTES, ETH, "stack", OUTER, 0)
     a.op(STW_K, 6, 0, SKB_MARK, 0)                   # done: nothing after us takes it for ours
-    labels = {"pass": a.label()}
-    a.op(MOV_K, 0, imm=TC_ACT_OK)
-    a.op(EXIT)
-    labels["drop"] = a.label()
-    a.op(MOV_K, 0, imm=TC_ACT_SHOT)
-    a.op(EXIT)
+    labels = {}
+    a.exits(labels, {"pass": TC_ACT_OK, "drop": TC_ACT_SHOT})
     return a.bytes(labels)
 
 

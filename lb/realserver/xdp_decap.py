@@ -24,7 +24,7 @@ import ipaddress
 import struct
 
 from lb import ebpf
-from lb.ebpf import (ADD_K, ADD_X, AND_K, CALL, EXIT, JA, JEQ32_K, JGT_X, JNE_K, LDXB, LDXH, LDXW, MOV_K,
+from lb.ebpf import (ADD_K, ADD_X, AND_K, CALL, JA, JEQ32_K, JGT_X, JNE_K, LDXB, LDXH, LDXW, MOV_K,
                      MOV_X, RSH_K, STXH, STXW)
 
 XDP_FLAGS_UPDATE_IF_NOEXIST, XDP_FLAGS_SKB_MODE, XDP_FLAGS_DRV_MODE = 1, 2, 4
@@ -88,12 +88,7 @@ def program(vips) -> bytes:
     a.op(MOV_K, 2, imm=OUTER)
     a.op(CALL, imm=HELPER_XDP_ADJUST_HEAD)            # the frame now starts 20 bytes on
     a.jump(JNE_K, 0, "drop")
-    labels["pass"] = a.label()
-    a.op(MOV_K, 0, imm=XDP_PASS)
-    a.op(EXIT)
-    labels["drop"] = a.label()
-    a.op(MOV_K, 0, imm=XDP_DROP)
-    a.op(EXIT)
+    a.exits(labels, {"pass": XDP_PASS, "drop": XDP_DROP})
     return a.bytes(labels)
 
 

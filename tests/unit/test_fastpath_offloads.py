@@ -51,22 +51,28 @@ def complete(frame, head):
     return bytes(raw)
 
 
+def cut(ip, size):
+    """tcp_gso_segment() in small: an IP/TCP aggregate (scapy) cut at `size` bytes of payload,
+    sequence numbers and IP IDs counting on, lengths and checksums computed afresh."""
+    data = bytes(ip[TCP].payload)
+    out = []
+    for i, off in enumerate(range(0, len(data), size)):
+        s = ip.copy()
+        s[TCP].remove_payload()
+        s[TCP].seq = ip[TCP].seq + off
+        s.id = (ip.id + i) & 0xFFFF
+        del s.len, s.chksum, s[TCP].chksum
+        out.append(s / data[off:off + size])
+    return out
+
+
 def segments(frame, head):
-    """tcp_gso_segment() in small: the aggregate cut at gso_size, checksums completed."""
+    """The aggregate as the receiver gets it: cut at gso_size, checksums completed."""
     h = unpack(head)
     if not h["gso_type"]:
         return [complete(frame, head)]
     p = Ether(frame)
-    data = bytes(p[TCP].payload)
-    out = []
-    for i, off in enumerate(range(0, len(data), h["gso_size"])):
-        s = p.copy()
-        s[TCP].remove_payload()
-        s[TCP].seq = p[TCP].seq + off
-        s[IP].id = (p[IP].id + i) & 0xFFFF
-        del s[IP].len, s[IP].chksum, s[TCP].chksum
-        out.append(bytes(s / data[off:off + h["gso_size"]]))
-    return out
+    return [bytes(Ether(src=p.src, dst=p.dst) / s) for s in cut(p[IP], h["gso_size"])]
 
 
 def assert_valid(frame):
@@ -158,29 +164,28 @@ def ipip_segments(frame, head):
     on, sequence numbers), the inner checksum completed."""
     h = unpack(head)
     p = Ether(frame)
-    inner = p[IP].payload
-    data = bytes(inner[TCP].payload)
     out = []
-    for i, off in enumerate(range(0, len(data), h["gso_size"])):
-        s = inner.copy()
-        s[TCP].remove_payload()
-        s[TCP].seq = inner[TCP].seq + off
-        s.id = (inner.id + i) & 0xFFFF
-        del s.len, s.chksum, s[TCP].chksum
+    for i, s in enumerate(cut(p[IP].payload, h["gso_size"])):
         o = p[IP].copy()
         o.remove_payload()
         o.id = (p[IP].id + i) & 0xFFFF
         del o.len, o.chksum
-        out.append(bytes(Ether(src=p.src, dst=p.dst) / o / s / data[off:off + h["gso_size"]]))
+        out.append(bytes(Ether(src=p.src, dst=p.dst) / o / s))
     return out
 
 
-def test_tun_sends_an_aggregate_whole_for_the_kernel_to_cut_once_its_tc_program_is_on():
+def tun_encap_on(sport):
+    """A TUN director whose interfaces all have lbd's tc program, and a connection from sport."""
     fwd = fx.provision(tun.DIRECTOR)
     for slot in range(4):
         fwd.set_tun_encap(slot, 0x4C421E1E)
     eth, ip = Ether(src=ROUTER_MAC, dst=DIRECTOR_MAC), IP(src=CLIENT, dst=VIP, flags="DF")
-    assert syn_then(fwd, eth, ip, 43100)[0] == "forward"
+    assert syn_then(fwd, eth, ip, sport)[0] == "forward"
+    return fwd, eth, ip
+
+
+def test_tun_sends_an_aggregate_whole_for_the_kernel_to_cut_once_its_tc_program_is_on():
+    fwd, eth, ip = tun_encap_on(43100)
     raw, head = aggregate(eth, ip, 43100)
     head = head[:4] + struct.pack("<H", 1400) + head[6:]        # fits the tunnel's MTU
     verdict, _, out = fwd.process(raw, now=NOW, vnet=head)
@@ -208,11 +213,7 @@ def test_tun_sends_an_aggregate_whole_for_the_kernel_to_cut_once_its_tc_program_
 
 
 def test_tun_cuts_what_is_too_long_for_one_outer_header_even_with_its_tc_program():
-    fwd = fx.provision(tun.DIRECTOR)
-    for slot in range(4):
-        fwd.set_tun_encap(slot, 0x4C421E1E)
-    eth, ip = Ether(src=ROUTER_MAC, dst=DIRECTOR_MAC), IP(src=CLIENT, dst=VIP, flags="DF")
-    assert syn_then(fwd, eth, ip, 43200)[0] == "forward"
+    fwd, eth, ip = tun_encap_on(43200)
     big = bytes(65535 - 40)                                      # an inner packet of 65535 bytes
     pkt = eth / ip / TCP(sport=43200, dport=80, flags="A", seq=1001, ack=1) / big
     raw, _, start = partial(pkt)
