@@ -375,8 +375,7 @@ class DrMode(NatMode):
     s0 is on f1's segment, as DR requires."""
     name = "dr"
     fwd_args = ("-g", "-w", "1")
-    to_vip = True
-    ttl = 64
+    to_vip = True               # TTL 63 as every mode: __ip_vs_get_out_rt() decrements it for DR too
 
 
 class TunMode(NatMode):
@@ -384,8 +383,7 @@ class TunMode(NatMode):
     name = "tun"
     fwd_args = ("-i", "-w", "1")
     grows = 20
-    to_vip = True
-    ttl = 64
+    to_vip = True               # the inner TTL decremented, as ip_vs_tunnel_xmit() leaves it
 
 
 class FullnatMode(NatMode):
