@@ -45,7 +45,7 @@ def parse_args(argv=None):
     ap.add_argument("--update", action="store_true",
                     help="keep the other sections of DIR's report.json and replace only those run now (with "
                          "--only: re-run a section that other load disturbed); the report records both commands")
-    ap.add_argument("--trials", type=int, help="trials per mode (default: 3, curves and connection workloads 2)")
+    ap.add_argument("--trials", type=int, help="trials per mode (default: 3; curves 2)")
     ap.add_argument("--retries", type=int, help="retries of a disturbed trial (default 2)")
     ap.add_argument("--modes", metavar="MODE,...",
                     help="end-to-end sections (e2e_*) only: run just these of their modes, e.g. "

@@ -46,7 +46,7 @@ class Timing:
     big_flows: int
 
 
-FULL = Timing(trials=3, seconds=2.0, ramp=0.5, cps_seconds=0.4, e2e_trials=2, e2e_seconds=4,
+FULL = Timing(trials=3, seconds=2.0, ramp=0.5, cps_seconds=0.4, e2e_trials=3, e2e_seconds=4,
               curve_trials=2, quiet_wait=10, retries=2, memory_conns=1_000_000, fill_max_conns=1_000_000,
               big_flows=1_000_000)
 QUICK = Timing(trials=1, seconds=0.3, ramp=0.2, cps_seconds=0.15, e2e_trials=1, e2e_seconds=1,
@@ -139,7 +139,7 @@ def timing(quick: bool, trials: int | None = None, retries: int | None = None) -
     from dataclasses import replace
     t = QUICK if quick else FULL
     if trials:
-        t = replace(t, trials=trials, e2e_trials=min(trials, t.e2e_trials), curve_trials=min(trials, t.curve_trials))
+        t = replace(t, trials=trials, e2e_trials=trials, curve_trials=min(trials, t.curve_trials))
     if retries is not None:
         t = replace(t, retries=retries)
     return t
