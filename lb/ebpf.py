@@ -16,7 +16,7 @@ SYS_BPF = 321                                 # x86_64 (arch/x86/entry/syscalls/
 # opcode, dst and src registers in one byte, a 16-bit offset, a 32-bit immediate.
 LDXW, LDXH, LDXB, STXW, STXH, STW_K = 0x61, 0x69, 0x71, 0x63, 0x6b, 0x62
 MOV_X, MOV_K, ADD_K, AND_K, RSH_K, ADD_X = 0xbf, 0xb7, 0x07, 0x57, 0x77, 0x0f
-JGT_X, JNE_K, JEQ32_K, JA, CALL, EXIT = 0x2d, 0x55, 0x16, 0x05, 0x85, 0x95
+JGT_X, JNE_K, JEQ32_K, JNE32_X, JA, CALL, EXIT = 0x2d, 0x55, 0x16, 0x5e, 0x05, 0x85, 0x95
 
 
 def le16(value: int) -> int:

@@ -24,7 +24,7 @@ import logging
 import os
 
 from lb import ebpf
-from lb.ebpf import ADD_K, CALL, JNE_K, LDXW, MOV_K, MOV_X, STW_K
+from lb.ebpf import ADD_K, CALL, JNE32_X, JNE_K, LDXW, MOV_K, MOV_X, STW_K
 
 log = logging.getLogger("lbd")
 
@@ -34,7 +34,6 @@ PRIO, HANDLE = 0x4C42, 1            # our filter's priority and handle on that h
 TC_ACT_OK, TC_ACT_SHOT = 0, 2
 HELPER_STORE_BYTES, HELPER_LOAD_BYTES, HELPER_ADJUST_ROOM = 9, 26, 50   # enum bpf_func_id
 ADJ_ROOM_MAC, F_FIXED_GSO, F_ENCAP_L3_IPV4 = 1, 1 << 0, 1 << 1
-JNE32_X = 0x5e
 SKB_MARK = 8                        # offsetof(struct __sk_buff, mark)
 OUTER, ETH = 20, 14
 

@@ -361,9 +361,7 @@ def _setup_mode(log, host, mode, vips, gw, decap_how, lines, port_map=None) -> N
         # the reply to the client leaves (the kernel selftest's DR server has a second leg on
         # the client's LAN): strict rp_filter (1) drops them there. Loose (2) keeps the check
         # that the client is routable at all.
-        for dev in ("all", "default", *interfaces()):
-            k = f"net.ipv4.conf.{dev}.rp_filter"
-            lines.append(log.acquire(mode, {"kind": "sysctl", "key": k}, lambda: host.loosen_rp_filter(k)))
+        _loosen_rp_filter(log, host, mode, ("all", "default", *interfaces()), lines)
         for vip in vips:
             if host.addresses().get(vip) == "lo":
                 lines.append(f"kept: {vip} was already on lo")
@@ -377,6 +375,13 @@ def _setup_mode(log, host, mode, vips, gw, decap_how, lines, port_map=None) -> N
         log.save()
     if gw:
         _setup_reply_route(log, host, mode, vips, gw, lines)
+
+
+def _loosen_rp_filter(log, host, mode, devs, lines) -> None:
+    """A strict rp_filter made loose on each of `devs` (recorded for `mode`)."""
+    for dev in devs:
+        k = f"net.ipv4.conf.{dev}.rp_filter"
+        lines.append(log.acquire(mode, {"kind": "sysctl", "key": k}, lambda: host.loosen_rp_filter(k)))
 
 
 def _setup_reply_route(log, host, mode, vips, gw, lines) -> None:
@@ -432,9 +437,7 @@ def _setup_xdp(log, host, vips, how, lines):
         for vip in vips:        # first: a packet decapsulated must find its address here
             lines.append(log.acquire("tun", {"kind": "addr", "ifname": "lo", "address": vip},
                                      lambda: host.add_addr("lo", vip)))
-        for dev in ("default", *devs):
-            k = f"net.ipv4.conf.{dev}.rp_filter"
-            lines.append(log.acquire("tun", {"kind": "sysctl", "key": k}, lambda: host.loosen_rp_filter(k)))
+        _loosen_rp_filter(log, host, "tun", ("default", *devs), lines)   # (all: 0 already)
         for dev in devs:
             lines.append(log.acquire("tun", {"kind": "xdp", "ifname": dev}, lambda: host.attach_xdp(dev, fd)))
     finally:
@@ -469,9 +472,7 @@ def start_decap(inode: int, vips, timeout: float = 10.0) -> dict:
 
 
 def _setup_enat(log, host, vips, port_map, lines) -> None:
-    for dev in ("all", "default", *interfaces()):
-        k = f"net.ipv4.conf.{dev}.rp_filter"
-        lines.append(log.acquire("enat", {"kind": "sysctl", "key": k}, lambda: host.loosen_rp_filter(k)))
+    _loosen_rp_filter(log, host, "enat", ("all", "default", *interfaces()), lines)
     lines.append(log.acquire("enat", {"kind": "process", "name": "enat_agent"},
                              lambda: start_enat_agent(host.inode, vips, port_map)))
     log.data["modes"]["enat"]["agent"] = "userspace"

@@ -1,4 +1,5 @@
-"""IPIP decapsulation in the kernel's receive path: a 40-instruction XDP program, no ipip module.
+"""IPIP decapsulation in the kernel's receive path: an XDP program (54 instructions and one per
+VIP), no ipip module.
 
 The userspace decapsulator (:mod:`lb.realserver.decap`) takes every tunnelled packet through a raw
 socket, so each one costs the kernel an IP receive and a route lookup for the outer header, a
