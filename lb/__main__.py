@@ -6,7 +6,8 @@
     lb lab status [--prefix P]
     lb demo [--kernel] [--count N] [--prefix P] [--offloads on|off]
     lb realserver setup --mode dr|tun|enat|fullnat --vip VIP [--vip VIP2 ...] [--reply-gateway GW]
-                        [--decap auto|kernel|xdp|userspace] [--map-port RPORT:VPORT ...]
+                        [--decap auto|kernel|xdp|userspace] [--enat-reply auto|tc|userspace]
+                        [--map-port RPORT:VPORT ...]
     lb realserver teardown [--mode dr|tun|enat|fullnat]
     lb realserver status
     lb trace MODE|all [--proto tcp|udp|both] [--out DIR] [--all-packets] [--lang en|zh] [--prefix P]
@@ -84,6 +85,10 @@ def parser() -> argparse.ArgumentParser:
     rs.add_argument("--decap", choices=["auto", "kernel", "xdp", "userspace"], default="auto",
                     help="tun: auto = the kernel's ipip device if it has one, else the XDP "
                          "decapsulator (xdp) if it loads, else lb.realserver.decap (userspace)")
+    rs.add_argument("--enat-reply", choices=["auto", "tc", "userspace"], default="auto",
+                    help="enat: where the agent's replies are rewritten: auto = a tc program on its "
+                         "device (tc, lb.realserver.enat_tc) if the kernel takes it, else the agent "
+                         "itself (userspace)")
     rs.add_argument("--map-port", action="append", metavar="RPORT:VPORT",
                     help="enat: replies from local port RPORT leave as the virtual port VPORT")
     _learning_parsers(sub)

@@ -1,22 +1,29 @@
-"""The little of eBPF the project needs, by hand: an assembler with labels and bpf(2)'s
-BPF_PROG_LOAD through ctypes. No clang, no libbpf: the programs (lb.realserver.xdp_decap,
-lb.director.tun_encap) are a few dozen instructions each, assembled where they are used.
+"""The little of eBPF the project needs, by hand: an assembler with labels, and bpf(2)'s
+BPF_PROG_LOAD and map commands through ctypes. No clang, no libbpf: the programs
+(lb.realserver.xdp_decap, lb.director.tun_encap, lb.realserver.enat_tc) are a few dozen
+instructions each, assembled where they are used.
 """
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 import struct
 
-BPF_PROG_LOAD = 5
+BPF_MAP_CREATE, BPF_MAP_LOOKUP_ELEM, BPF_MAP_UPDATE_ELEM, BPF_MAP_DELETE_ELEM, BPF_PROG_LOAD = 0, 1, 2, 3, 5
 PROG_TYPE_SCHED_CLS, PROG_TYPE_XDP = 3, 6     # include/uapi/linux/bpf.h, enum bpf_prog_type
+MAP_TYPE_HASH, MAP_TYPE_ARRAY = 1, 2          # enum bpf_map_type
+PSEUDO_MAP_FD = 1                             # src_reg of a 64-bit load whose immediate is a map's fd
 SYS_BPF = 321                                 # x86_64 (arch/x86/entry/syscalls/syscall_64.tbl)
 
 # eBPF encoding (Documentation/bpf/standardization/instruction-set.rst): one 8-byte instruction,
 # opcode, dst and src registers in one byte, a 16-bit offset, a 32-bit immediate.
-LDXW, LDXH, LDXB, STXW, STXH, STW_K = 0x61, 0x69, 0x71, 0x63, 0x6b, 0x62
+LDXW, LDXH, LDXB, LDXDW, STXW, STXH, STXB, STXDW = 0x61, 0x69, 0x71, 0x79, 0x63, 0x6b, 0x73, 0x7b
+STW_K, STH_K, STB_K, STDW_K, LD_IMM64 = 0x62, 0x6a, 0x72, 0x7a, 0x18
+ATOMIC_ADD_DW = 0xdb                          # BPF_STX | BPF_DW | BPF_ATOMIC, imm BPF_ADD (0)
 MOV_X, MOV_K, ADD_K, AND_K, RSH_K, ADD_X = 0xbf, 0xb7, 0x07, 0x57, 0x77, 0x0f
-JGT_X, JNE_K, JEQ32_K, JNE32_X, JA, CALL, EXIT = 0x2d, 0x55, 0x16, 0x5e, 0x05, 0x85, 0x95
+JGT_X, JNE_K, JEQ_K, JSET_K, JEQ32_K, JNE32_X, JA, CALL, EXIT = (0x2d, 0x55, 0x15, 0x45, 0x16, 0x5e,
+                                                                0x05, 0x85, 0x95)
 
 
 def le16(value: int) -> int:
@@ -37,6 +44,11 @@ class Asm:
         self.fixups.append((len(self.code), target))
         self.op(code, dst, src, 0, imm)
 
+    def load_map(self, dst, fd: int):
+        """dst = the map whose fd is `fd` (a two-slot 64-bit load the verifier resolves)."""
+        self.op(LD_IMM64, dst, PSEUDO_MAP_FD, 0, fd)
+        self.op(0, 0, 0, 0, 0)
+
     def label(self):
         return len(self.code)
 
@@ -53,9 +65,63 @@ class Asm:
         return b"".join(struct.pack("<BBhi", c, d | (s << 4), o, i) for c, d, s, o, i in self.code)
 
 
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _bpf(cmd: int, attr, what: str) -> int:
+    r = _libc.syscall(SYS_BPF, cmd, attr, len(attr))
+    if r < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}")
+    return r
+
+
+def create_map(map_type: int, key_size: int, value_size: int, max_entries: int, name: str) -> int:
+    """bpf(BPF_MAP_CREATE): the map's fd (the caller closes it)."""
+    attr = ctypes.create_string_buffer(struct.pack("<IIIIIII16s", map_type, key_size, value_size,
+                                                   max_entries, 0, 0, 0, name.encode()[:15]), 72)
+    return _bpf(BPF_MAP_CREATE, attr, f"creating map {name}")
+
+
+def _elem_attr(fd: int, key: bytes, value, flags: int = 0):
+    k = ctypes.create_string_buffer(key, len(key))
+    v = value if isinstance(value, ctypes.Array) else ctypes.create_string_buffer(value, len(value))
+    attr = ctypes.create_string_buffer(struct.pack("<IIQQQ", fd, 0, ctypes.addressof(k),
+                                                   ctypes.addressof(v), flags), 32)
+    return attr, (k, v)
+
+
+def map_update(fd: int, key: bytes, value: bytes) -> None:
+    """Put key -> value (BPF_ANY: made or replaced). OSError when the kernel refuses."""
+    attr, _keep = _elem_attr(fd, key, value)
+    _bpf(BPF_MAP_UPDATE_ELEM, attr, "map update")
+
+
+def map_lookup(fd: int, key: bytes, value_size: int) -> bytes | None:
+    """The value of `key`, or None when the map has none."""
+    out = ctypes.create_string_buffer(value_size)
+    attr, _keep = _elem_attr(fd, key, out)
+    if _libc.syscall(SYS_BPF, BPF_MAP_LOOKUP_ELEM, attr, len(attr)) < 0:
+        if ctypes.get_errno() == errno.ENOENT:
+            return None
+        raise OSError(ctypes.get_errno(), f"map lookup: {os.strerror(ctypes.get_errno())}")
+    return out.raw
+
+
+def map_delete(fd: int, key: bytes) -> bool:
+    """Remove `key`; False when it was not there."""
+    k = ctypes.create_string_buffer(key, len(key))
+    attr = ctypes.create_string_buffer(struct.pack("<IIQ", fd, 0, ctypes.addressof(k)), 32)   # no value
+    if _libc.syscall(SYS_BPF, BPF_MAP_DELETE_ELEM, attr, len(attr)) < 0:
+        if ctypes.get_errno() == errno.ENOENT:
+            return False
+        raise OSError(ctypes.get_errno(), f"map delete: {os.strerror(ctypes.get_errno())}")
+    return True
+
+
 def load(code: bytes, prog_type: int, name: str, what: str) -> int:
     """bpf(BPF_PROG_LOAD): the program's fd; the verifier's log in the error when refused."""
-    libc = ctypes.CDLL(None, use_errno=True)
+    libc = _libc
     insns = ctypes.create_string_buffer(code, len(code))
     lic = ctypes.create_string_buffer(b"GPL")
     log = ctypes.create_string_buffer(65536)

@@ -410,7 +410,7 @@ class Lab:
 
     # -- real servers for DR and TUN ----------------------------------------------------
     def setup_realservers(self, mode: str, vip: str | None = None, udp_echo: bool | None = None,
-                          timeout: float = 30.0) -> None:
+                          timeout: float = 30.0, enat_reply: str = "userspace") -> None:
         """``lb realserver setup --mode M --vip VIP --reply-gateway <router>`` in every RS.
 
         Modes dr, tun, enat (the ENAT agent) and fullnat (nothing to change). With
@@ -424,8 +424,10 @@ class Lab:
         vip = vip or self.addr["vips"][mode]
         gw = self.addr.get("router_rs", self.addr["router_lan"])
         # TUN: the userspace decapsulator, not the faster XDP program `auto` would choose: its
-        # TUN device is where the lab's traces show each packet as decapsulated
-        how = ["--decap", "userspace"] if mode == "tun" else []
+        # TUN device is where the lab's traces show each packet as decapsulated. ENAT likewise:
+        # every reply through the agent, none taken by its tc program before the capture point
+        # (`enat_reply="tc"` for tests of that program)
+        how = {"tun": ["--decap", "userspace"], "enat": ["--enat-reply", enat_reply]}.get(mode, [])
         for name in self.rs_names:
             r = self.run(name, [sys.executable, "-m", "lb", "realserver", "setup", "--mode", mode,
                                 "--vip", vip, "--reply-gateway", gw, *how], timeout=timeout)

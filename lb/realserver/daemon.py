@@ -91,6 +91,7 @@ class Daemon:
         self.gone: str | None = None              # why it stopped on its own, if it did
         self.recheck = False                      # a read said the device may be gone: look now
         self._watched = 0.0
+        self.ready_note = ""                      # words for the ready line, set by open()
 
     def warning(self) -> str | None:
         """Said on stderr once the device is up, when the host will get in the way."""
@@ -159,7 +160,8 @@ def drain_pipe(fd: int) -> None:
 
 
 def announce_ready(d: Daemon) -> None:
-    print(f"ready ifname={d.ifname} vips={','.join(d.vips)}", flush=True)
+    note = f" {d.ready_note}" if d.ready_note else ""
+    print(f"ready ifname={d.ifname} vips={','.join(d.vips)}{note}", flush=True)
     if stat.S_ISFIFO(os.fstat(1).st_mode):
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, 1)

@@ -77,11 +77,13 @@ import time
 from typing import NamedTuple
 
 from lb.inet import checksum as ip_checksum, checksum_ok, fold
-from lb.realserver.daemon import Daemon, disable_ipv6, open_tun, rp_filter, serve
+from lb.realserver import enat_tc
+from lb.realserver.daemon import FLUSH_INTERVAL, Daemon, disable_ipv6, open_tun, rp_filter, serve
 from lb.realserver.toa import toa_from_options
 from lb.realserver.uoa import UOA_TYPE, uoa_from_ip_options
 
 DEFAULT_IFNAME = "lbenat0"
+REPLY_PATHS = ("auto", "tc", "userspace")
 ETH_P_IP = 0x0800
 SOL_PACKET = 263
 PACKET_IGNORE_OUTGOING = 23
@@ -112,6 +114,8 @@ REWRITTEN, UNKNOWN_FLOW, TRUNCATED, NOT_IPV4, BAD_IP_HEADER, FRAGMENT, NOT_TCP_U
                                    "icmp_rewritten")
 OUT_REASONS = (REWRITTEN, UNKNOWN_FLOW, TRUNCATED, NOT_IPV4, BAD_IP_HEADER, FRAGMENT, NOT_TCP_UDP,
                BAD_L4_HEADER, SEND_FAILED, ICMP_REWRITTEN)
+# the kernel's reply program, when it is there (counted there; see lb.realserver.enat_tc)
+OFFLOAD_REFUSED = "offload_refused"
 ICMP = socket.IPPROTO_ICMP
 ICMP_ERRORS = (3, 4, 11)     # what ip_vs_out_icmp() takes: unreachable, source quench, time exceeded
 EXPIRED = "expired"
@@ -333,6 +337,12 @@ def rewrite_reply(packet, table):
 
 # -- the connection table (sans-IO: the caller gives `now`) -----------------------------------------
 
+def offload_key(key) -> bytes:
+    """The kernel map's key of a table key."""
+    proto, vip, lport, rip, rport = key
+    return enat_tc.key(vip, rip, lport, rport, proto)
+
+
 class FlowTable:
     def __init__(self, vips, port_map=None, max_conns: int = 1 << 18, timeouts=None):
         self.vips = frozenset(socket.inet_aton(str(ipaddress.IPv4Address(v))) for v in vips)
@@ -340,9 +350,10 @@ class FlowTable:
         self.max_conns = max_conns
         self.timeouts = {**TIMEOUTS, **(timeouts or {})}
         self.entries = {}
-        self.counters = dict.fromkeys((*IN_REASONS, *OUT_REASONS, EXPIRED), 0)
+        self.counters = dict.fromkeys((*IN_REASONS, *OUT_REASONS, EXPIRED, OFFLOAD_REFUSED), 0)
         self.now = 0.0
         self._heap, self._seq = [], itertools.count()
+        self.offload = None    # where replies are rewritten in the kernel (lb.realserver.enat_tc)
 
     def __len__(self):
         return len(self.entries)
@@ -350,11 +361,27 @@ class FlowTable:
     def get(self, key):
         """The live entry for `key` (an expired one is removed and not returned)."""
         entry = self.entries.get(key)
-        if entry is not None and entry.expires <= self.now:
-            del self.entries[key]
+        if entry is not None and entry.expires <= self.now and not self._used_in_kernel(key, entry):
+            self._forget(key)
             self.counters[EXPIRED] += 1
             return None
         return entry
+
+    def _used_in_kernel(self, key, entry: Entry) -> bool:
+        """An entry past its time whose replies the kernel's program (`offload`) has rewritten
+        since, which this table did not see: its time restarts from that reply."""
+        if self.offload is None:
+            return False
+        last = self.offload.last_used(offload_key(key))
+        if last is None or last + self.timeouts[entry.state] <= self.now:
+            return False
+        entry.expires = last + self.timeouts[entry.state]
+        return True
+
+    def _forget(self, key) -> None:
+        del self.entries[key]
+        if self.offload is not None:
+            self.offload.delete(offload_key(key))
 
     def add(self, key, cip: bytes, cport: int, vport: int, now: float, state: str | None = None):
         """Install or replace an entry; False (counted table_full) when the table is full."""
@@ -368,6 +395,8 @@ class FlowTable:
         entry = Entry(cip, cport, vport, state, now + self.timeouts[state])
         self.entries[key] = entry
         self._schedule(key, entry)
+        if self.offload is not None and not self.offload.put(offload_key(key), cip, cport, vport):
+            self.counters[OFFLOAD_REFUSED] += 1       # its replies come to us instead
         return True
 
     def _schedule(self, key, entry: Entry) -> None:
@@ -426,8 +455,8 @@ class FlowTable:
             due, _, key, entry = heapq.heappop(self._heap)
             if self.entries.get(key) is not entry or due != entry.due:
                 continue                               # replaced, removed, or rescheduled sooner
-            if entry.expires <= now:
-                del self.entries[key]
+            if entry.expires <= now and not self._used_in_kernel(key, entry):
+                self._forget(key)
                 gone += 1
             else:
                 self._schedule(key, entry)
@@ -526,19 +555,32 @@ class Agent(Daemon):
     name = "lb.realserver.enat_agent"
 
     def __init__(self, vips, port_map=None, ifname: str = DEFAULT_IFNAME, stats_file: str | None = None,
-                 max_conns: int = 1 << 18, mtu: int = 1500):
+                 max_conns: int = 1 << 18, mtu: int = 1500, reply_path: str = "auto"):
         super().__init__(list(dict.fromkeys(str(ipaddress.IPv4Address(v)) for v in vips)), ifname, stats_file)
         if len(self.vips) > MAX_VIPS:
             raise ValueError(f"at most {MAX_VIPS} VIPs")
+        if reply_path not in REPLY_PATHS:
+            raise ValueError(f"--reply-path is one of {', '.join(REPLY_PATHS)}")
         self.table = FlowTable(self.vips, port_map, max_conns)
-        self.mtu = mtu
+        self.mtu, self.reply_path = mtu, reply_path
         self.tun_fd = self.learn_sock = self.raw = self.fast = None
-        self._expired = 0.0
+        self._expired = self._polled = 0.0
+        self._kernel_counts = None
 
     def open(self) -> None:
         from lb.realserver._enat_reply import ReplyPath     # built by setup.py next to lb._forward
         self.tun_fd = open_tun(self.ifname, nonblock=True)
         configure_tun(self.ifname, self.vips, self.mtu)
+        if self.reply_path != "userspace":
+            try:
+                self.table.offload = enat_tc.ReplyOffload(self.ifname, self.table.max_conns)
+                self.reply_path = "tc"
+            except Exception as e:  # OSError, NetlinkError: no eBPF here; every reply comes to us
+                if self.reply_path == "tc":
+                    raise
+                print(f"{self.name}: replies rewritten here, not in the kernel ({e})", file=sys.stderr)
+                self.reply_path = "userspace"
+        self.ready_note = f"reply={self.reply_path}"
         self.learn_sock = open_learn_socket(self.table.vips)
         self.raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
         self.raw.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, RCVBUF)
@@ -546,6 +588,9 @@ class Agent(Daemon):
 
     def close(self) -> None:
         self.fast = None
+        if self.table.offload is not None:
+            self.table.offload.close()         # the program and its filter go with the device
+            self.table.offload = None
         for s in (self.learn_sock, self.raw):
             if s is not None:
                 s.close()
@@ -612,14 +657,26 @@ class Agent(Daemon):
             if self.table.expire(now):
                 self._dirty = True
             self._expired = now
+        if self.table.offload is not None and now - self._polled >= FLUSH_INTERVAL:
+            counts = self.table.offload.counts()     # the kernel's work: nothing here sees it happen
+            if counts != self._kernel_counts:
+                self._kernel_counts, self._dirty = counts, True
+            self._polled = now
         self.flush()
 
     def stats(self) -> dict:
         return {"pid": os.getpid(), "ifname": self.ifname, "vips": self.vips, "conns": len(self.table),
-                "counters": dict(self.table.counters)}
+                "reply_path": self.reply_path, "counters": self.counters()}
+
+    def counters(self) -> dict:
+        """The table's counters, and the kernel program's (rewritten_tc and the rest) beside them."""
+        out = dict(self.table.counters)
+        if self.table.offload is not None:
+            out.update(self.table.offload.counts())
+        return out
 
     def status_line(self) -> str:
-        return " ".join(f"{k}={v}" for k, v in self.table.counters.items() if v) or "nothing seen"
+        return " ".join(f"{k}={v}" for k, v in self.counters().items() if v) or "nothing seen"
 
     def warning(self) -> str | None:
         strict = strict_rp_filter(d for d in os.listdir("/proc/sys/net/ipv4/conf")
@@ -652,9 +709,14 @@ def main(argv=None) -> int:
     p.add_argument("--stats-file", help="write the counters here as JSON")
     p.add_argument("--max-conns", type=int, default=1 << 18)
     p.add_argument("--mtu", type=int, default=1500, help="the TUN device's MTU (as the server's uplink)")
+    p.add_argument("--reply-path", choices=REPLY_PATHS, default="auto",
+                   help="where replies of learned connections are rewritten: tc (a tc program on the "
+                        "device, lb.realserver.enat_tc), userspace (this process, each one), auto (tc "
+                        "where the kernel takes it; default)")
     a = p.parse_args(argv)
     try:
-        agent = Agent(a.vip, parse_port_map(a.map_port), a.ifname, a.stats_file, a.max_conns, a.mtu)
+        agent = Agent(a.vip, parse_port_map(a.map_port), a.ifname, a.stats_file, a.max_conns, a.mtu,
+                      a.reply_path)
     except ValueError as e:
         p.error(str(e))
     return serve(agent)

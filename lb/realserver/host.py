@@ -1,7 +1,8 @@
 """The real-server side of DR, TUN and ENAT: ``lb realserver setup | teardown | status``.
 
     lb realserver setup --mode dr|tun|enat|fullnat --vip VIP [--vip VIP2 ...] [--reply-gateway GW]
-                        [--decap auto|kernel|xdp|userspace] [--map-port RPORT:VPORT ...]
+                        [--decap auto|kernel|xdp|userspace] [--enat-reply auto|tc|userspace]
+                        [--map-port RPORT:VPORT ...]
     lb realserver teardown [--mode dr|tun|enat]
     lb realserver status
 
@@ -29,7 +30,9 @@ Works on the network namespace it runs in (a host, or ``ip netns exec NS lb real
   ``rp_filter`` (1) made loose (2) on ``all``, ``default`` and every interface: the director's
   SYNs come from the VIP, whose route now points at the agent's device. The VIPs must not
   be addresses here (a packet from a local address is a martian). ``--map-port 8080:80``
-  when the director maps the virtual port to another real-server port.
+  when the director maps the virtual port to another real-server port. The replies of the
+  connections it has learned are rewritten by a tc program on its device
+  (:mod:`lb.realserver.enat_tc`) unless ``--enat-reply userspace``, or the kernel refuses it.
 - **FULLNAT** needs nothing here: the server reads the client address from the TOA
   (:mod:`lb.realserver.toa`); setup says so and changes nothing.
 - ``--reply-gateway GW``: ``ip rule from VIP lookup T`` and ``default via GW table T``, so
@@ -63,6 +66,7 @@ PKG_ROOT = Path(__file__).resolve().parent.parent
 MODES = ("dr", "tun", "enat")
 NOOP_MODES = ("fullnat",)
 DECAP_CHOICES = ("auto", "kernel", "xdp", "userspace")
+ENAT_REPLY_CHOICES = ("auto", "tc", "userspace")
 TABLE_BASE = 4700          # first routing table tried for --reply-gateway replies
 RULE_PRIORITY = 1000       # before main (32766)
 IPIP_IFNAME, IPIP_FALLBACK = "lbipip0", "tunl0"
@@ -286,13 +290,14 @@ def _need_root() -> None:
         raise RealServerError("needs root (it changes addresses, sysctls and routing)")
 
 
-def setup(mode: str, vips, reply_gateway: str | None = None, decap_how: str = "auto", port_map=None) -> str:
+def setup(mode: str, vips, reply_gateway: str | None = None, decap_how: str = "auto", port_map=None,
+          enat_reply: str = "auto") -> str:
     """Prepare this namespace for `mode`; all or nothing. Returns a report."""
     if mode in NOOP_MODES:
         return (f"{mode}: nothing to set up on a real server: the director sends from its own "
                 f"addresses and the client address comes in the SYN's TOA (lb.realserver.toa reads it)")
-    if mode not in MODES or decap_how not in DECAP_CHOICES:
-        raise RealServerError(f"bad mode {mode!r} or decap {decap_how!r}")
+    if mode not in MODES or decap_how not in DECAP_CHOICES or enat_reply not in ENAT_REPLY_CHOICES:
+        raise RealServerError(f"bad mode {mode!r}, decap {decap_how!r} or enat reply {enat_reply!r}")
     vips, gw = _check_vips(vips), _check_gateway(reply_gateway)
     port_map = _check_port_map(port_map)
     _need_root()
@@ -310,7 +315,7 @@ def setup(mode: str, vips, reply_gateway: str | None = None, decap_how: str = "a
         log.save()
         lines = []
         try:
-            _setup_mode(log, host, mode, vips, gw, decap_how, lines, port_map)
+            _setup_mode(log, host, mode, vips, gw, decap_how, lines, port_map, enat_reply)
         except BaseException as e:
             undone, errors = log.release(mode, host)
             del log.data["modes"][mode]
@@ -346,9 +351,9 @@ def _refuse_conflicts(log: UndoLog, host: Host, mode: str, vips: list) -> None:
                                   f"{'on lo only' if mode == 'dr' else 'on the tunnel device only'}")
 
 
-def _setup_mode(log, host, mode, vips, gw, decap_how, lines, port_map=None) -> None:
+def _setup_mode(log, host, mode, vips, gw, decap_how, lines, port_map=None, enat_reply="auto") -> None:
     if mode == "enat":
-        _setup_enat(log, host, vips, port_map, lines)
+        _setup_enat(log, host, vips, port_map, lines, enat_reply)
         if gw:
             _setup_reply_route(log, host, mode, vips, gw, lines)
         return
@@ -471,18 +476,26 @@ def start_decap(inode: int, vips, timeout: float = 10.0) -> dict:
     return _start_daemon("decap", inode, [f"--vip={v}" for v in vips], decap.DEFAULT_IFNAME, timeout)
 
 
-def _setup_enat(log, host, vips, port_map, lines) -> None:
+def _setup_enat(log, host, vips, port_map, lines, reply_path: str = "auto") -> None:
     _loosen_rp_filter(log, host, "enat", ("all", "default", *interfaces()), lines)
-    lines.append(log.acquire("enat", {"kind": "process", "name": "enat_agent"},
-                             lambda: start_enat_agent(host.inode, vips, port_map)))
-    log.data["modes"]["enat"]["agent"] = "userspace"
+    started = {}
+
+    def start():
+        started.update(start_enat_agent(host.inode, vips, port_map, reply_path=reply_path))
+        return started
+
+    lines.append(log.acquire("enat", {"kind": "process", "name": "enat_agent"}, start))
+    # the agent says where replies are rewritten ("reply=tc": its tc program, lb.realserver.enat_tc)
+    words = dict(w.split("=", 1) for w in started.get("ready", "").split()[1:] if "=" in w)
+    log.data["modes"]["enat"]["agent"] = words.get("reply", "userspace")
     log.save()
 
 
-def start_enat_agent(inode: int, vips, port_map=None, timeout: float = 10.0) -> dict:
+def start_enat_agent(inode: int, vips, port_map=None, timeout: float = 10.0, reply_path: str = "auto") -> dict:
     """Start lb.realserver.enat_agent in the background (own session) and wait for its ``ready`` line."""
     from lb.realserver import enat_agent
     args = [f"--vip={v}" for v in vips] + [f"--map-port={r}:{v}" for r, v in (port_map or {}).items()]
+    args.append(f"--reply-path={reply_path}")
     return _start_daemon("enat_agent", inode, args, enat_agent.DEFAULT_IFNAME, timeout)
 
 
@@ -508,7 +521,7 @@ def _start_daemon(name: str, inode: int, args, ifname: str, timeout: float) -> d
         log.unlink(missing_ok=True)
         raise RealServerError(f"lb.realserver.{name} did not start: {text[-500:] or 'no output'}")
     return {"pid": proc.pid, "start": _start_time(proc.pid), "argv": argv, "ifname": ifname,
-            "stats": str(stats), "log": str(log)}
+            "stats": str(stats), "log": str(log), "ready": line.decode(errors="replace").strip()}
 
 
 # -- teardown and status ------------------------------------------------------------------------------
@@ -584,7 +597,8 @@ def run(a) -> int:
         if a.action == "setup":
             if not a.mode:
                 raise RealServerError("setup needs --mode dr|tun|enat|fullnat")
-            print(setup(a.mode, a.vip or [], a.reply_gateway, a.decap, getattr(a, "map_port", None)))
+            print(setup(a.mode, a.vip or [], a.reply_gateway, a.decap, getattr(a, "map_port", None),
+                        getattr(a, "enat_reply", "auto")))
             return 0
         if a.action == "teardown":
             text, ok = teardown(a.mode)

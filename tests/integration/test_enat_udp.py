@@ -17,12 +17,13 @@ CLIENTS = ["198.18.1.2", "198.18.1.3", "198.18.1.4"]     # the client namespace'
 QUERIES = 5                                                # per flow: past the 3 that carry UOA
 
 
-@pytest.fixture
-def enat_udp(rlab):
-    """The real servers set up for ENAT, two more client addresses, lbd with an ENAT UDP
-    service over the three servers; all undone afterwards."""
+@pytest.fixture(params=["userspace", "tc"])
+def enat_udp(rlab, request):
+    """The real servers set up for ENAT (answers rewritten by the agent, or by its tc program),
+    two more client addresses, lbd with an ENAT UDP service over the three servers; all undone
+    afterwards."""
     added = []
-    rlab.setup_realservers("enat")
+    rlab.setup_realservers("enat", enat_reply=request.param)
     try:
         for addr in CLIENTS[1:]:
             r = rlab.run("client", ["ip", "addr", "add", f"{addr}/24", "dev", "eth0"], timeout=10)
@@ -33,7 +34,7 @@ def enat_udp(rlab):
             ok(d.lbadm("-A", "-u", f"{vip}:{PORT}", "-s", "rr"))
             for rip in rlab.addr["rs"]:
                 ok(d.lbadm("-a", "-u", f"{vip}:{PORT}", "-r", f"{rip}:{PORT}", "--enat"))
-            yield d, vip
+            yield d, vip, request.param
     finally:
         for addr in added:
             rlab.run("client", ["ip", "addr", "del", f"{addr}/24", "dev", "eth0"], timeout=10)
@@ -41,7 +42,7 @@ def enat_udp(rlab):
 
 
 def test_udp_answers_come_from_the_vip_to_each_client(rlab, enat_udp):
-    d, vip = enat_udp
+    d, vip, reply_path = enat_udp
     flows = []
     for addr in CLIENTS:
         for _ in range(2):                                  # two source ports each
@@ -77,11 +78,18 @@ def test_udp_answers_come_from_the_vip_to_each_client(rlab, enat_udp):
                 out[k] = out.get(k, 0) + v
         return out
 
-    want = {"learned": len(flows) * 3, "rewritten": len(flows) * QUERIES}   # UOA: the first three
+    def answers(t):                  # by the agent or by its tc program (lb.realserver.enat_tc)
+        return t.get("rewritten", 0) + t.get("rewritten_tc", 0)
 
     def counted():
         t = totals()
-        return t if all(t.get(k, 0) >= v for k, v in want.items()) else None
+        return t if t.get("learned", 0) >= len(flows) * 3 and answers(t) >= len(flows) * QUERIES else None
 
     got = wait_until(counted, 10, "the agents count what they learned and rewrote")
-    assert {k: got[k] for k in want} == want and got.get("uoa_malformed", 0) == 0, got
+    # UOA on the first three of each flow; every answer rewritten once, by one of the two
+    assert got["learned"] == len(flows) * 3 and answers(got) == len(flows) * QUERIES, got
+    assert got.get("uoa_malformed", 0) == 0 and got.get("failed_tc", 0) == 0, got
+    if reply_path == "tc":           # the agent at most a flow's first (its UOA not read yet)
+        assert got.get("rewritten_tc", 0) >= len(flows) * (QUERIES - 1), got
+    else:
+        assert got.get("rewritten_tc", 0) == 0, got

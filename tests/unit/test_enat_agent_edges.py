@@ -224,7 +224,7 @@ def test_agent_stats_file_holds_its_state(tmp_path):
     agent.flush(force=True)
     got = json.loads(agent.stats_file.read_text())
     assert got == {"pid": os.getpid(), "ifname": "lbenat7", "vips": [VIP], "conns": 1,
-                   "counters": dict(agent.table.counters)}
+                   "reply_path": "auto", "counters": dict(agent.table.counters)}   # (not opened)
     assert got["counters"][ea.LEARNED] == 1
 
 
