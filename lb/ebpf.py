@@ -49,6 +49,24 @@ class Asm:
         self.op(LD_IMM64, dst, PSEUDO_MAP_FD, 0, fd)
         self.op(0, 0, 0, 0, 0)
 
+    def call(self, helper: int, *args) -> None:
+        """r1, r2, ... = args, then call `helper`. An argument is an immediate, ("r", n) a
+        register, ("fp", off) the stack address r10 + off, ("ld", off) the word there, or None
+        (set already, as a map by load_map())."""
+        for reg, arg in enumerate(args, start=1):
+            if arg is None:
+                continue
+            if isinstance(arg, int):
+                self.op(MOV_K, reg, imm=arg)
+            elif arg[0] == "r":
+                self.op(MOV_X, reg, arg[1])
+            elif arg[0] == "fp":
+                self.op(MOV_X, reg, 10)
+                self.op(ADD_K, reg, imm=arg[1])
+            else:
+                self.op(LDXW, reg, 10, arg[1])
+        self.op(CALL, imm=helper)
+
     def label(self):
         return len(self.code)
 

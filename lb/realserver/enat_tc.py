@@ -70,6 +70,7 @@ def value(cip: bytes, cport: int, vport: int, last_ns: int = 0) -> bytes:
 def program(conns_fd: int, counters_fd: int) -> bytes:
     """r6 the __sk_buff, r7 the map value, r8/r9 packet pointers, then the two checksum diffs."""
     a, labels = ebpf.Asm(), {}
+    skb = ("r", 6)
     a.op(MOV_X, 6, 1)
     a.op(LDXW, 8, 6, SKB_DATA)
     a.op(LDXW, 9, 6, SKB_DATA_END)
@@ -102,9 +103,7 @@ def program(conns_fd: int, counters_fd: int) -> bytes:
     a.op(LDXW, 2, 8, 20)
     a.op(STXW, 10, 2, S_OLD_PORTS)
     a.load_map(1, conns_fd)
-    a.op(MOV_X, 2, 10)
-    a.op(ADD_K, 2, imm=S_KEY)
-    a.op(CALL, imm=MAP_LOOKUP)
+    a.call(MAP_LOOKUP, None, ("fp", S_KEY))
     a.jump(JEQ_K, 0, "pass", imm=0)                   # not ours, or not learned yet: the agent's
     a.op(MOV_X, 7, 0)
     a.op(LDXW, 2, 7, 0)
@@ -130,26 +129,14 @@ def program(conns_fd: int, counters_fd: int) -> bytes:
     a.op(STXW, 10, 2, S_FIB + 16)
     a.op(LDXW, 2, 10, S_NEW_ADDR + 4)
     a.op(STXW, 10, 2, S_FIB + 32)
-    a.op(MOV_X, 1, 6)
-    a.op(MOV_X, 2, 10)
-    a.op(ADD_K, 2, imm=S_FIB)
-    a.op(MOV_K, 3, imm=64)
-    a.op(MOV_K, 4, imm=FIB_SKIP_NEIGH)
-    a.op(CALL, imm=FIB_LOOKUP)
+    a.call(FIB_LOOKUP, skb, ("fp", S_FIB), 64, FIB_SKIP_NEIGH)
     a.jump(JEQ_K, 0, "routed", imm=FIB_RET_NO_NEIGH)  # (what SKIP_NEIGH answers on success)
     a.jump(JEQ_K, 0, "routed", imm=FIB_RET_SUCCESS)
     count(a, labels, counters_fd, UNROUTED)
     a.jump(ebpf.JA, 0, "pass")
     labels["routed"] = a.label()
     for out, old, new, size in ((8, S_OLD_ADDR, S_NEW_ADDR, 8), (9, S_OLD_PORTS, S_NEW_PORTS, 4)):
-        a.op(MOV_X, 1, 10)
-        a.op(ADD_K, 1, imm=old)
-        a.op(MOV_K, 2, imm=size)
-        a.op(MOV_X, 3, 10)
-        a.op(ADD_K, 3, imm=new)
-        a.op(MOV_K, 4, imm=size)
-        a.op(MOV_K, 5, imm=0)
-        a.op(CALL, imm=CSUM_DIFF)
+        a.call(CSUM_DIFF, ("fp", old), size, ("fp", new), size, 0)
         a.op(MOV_X, out, 0)
     # the L4 checksum: at 36 for TCP, 26 for UDP, whose 0 means "none" (RFC 768) and stays so
     a.op(LDXB, 2, 10, S_KEY + 12)
@@ -160,39 +147,21 @@ def program(conns_fd: int, counters_fd: int) -> bytes:
     a.op(MOV_K, 4, imm=F_MARK_MANGLED_0)
     labels["l4"] = a.label()
     a.op(STXW, 10, 3, S_NH)                           # (scratch until the next hop goes there)
-    a.op(STXW, 10, 4, S_NH + 4)
-    for diff, flags in ((8, F_PSEUDO_HDR), (9, 0)):
-        a.op(MOV_X, 1, 6)
-        a.op(LDXW, 2, 10, S_NH)
-        a.op(MOV_K, 3, imm=0)
-        a.op(MOV_X, 4, diff)
-        a.op(LDXW, 5, 10, S_NH + 4)
-        if flags:
-            a.op(ebpf.ADD_K, 5, imm=flags)
-        a.op(CALL, imm=L4_CSUM)
-        a.jump(JNE_K, 0, "failed", imm=0)
-    a.op(MOV_X, 1, 6)
-    a.op(MOV_K, 2, imm=10)
-    a.op(MOV_K, 3, imm=0)
-    a.op(MOV_X, 4, 8)
-    a.op(MOV_K, 5, imm=0)
-    a.op(CALL, imm=L3_CSUM)
-    a.jump(JNE_K, 0, "failed", imm=0)
-    for at, src, size in ((12, S_NEW_ADDR, 8), (20, S_NEW_PORTS, 4)):
-        a.op(MOV_X, 1, 6)
-        a.op(MOV_K, 2, imm=at)
-        a.op(MOV_X, 3, 10)
-        a.op(ADD_K, 3, imm=src)
-        a.op(MOV_K, 4, imm=size)
-        a.op(MOV_K, 5, imm=0)
-        a.op(CALL, imm=STORE_BYTES)
+    a.op(ADD_K, 4, imm=F_PSEUDO_HDR)
+    a.op(STXW, 10, 4, S_NH + 4)                       # the addresses' flags: pseudo-header too
+    a.op(ADD_K, 4, imm=-F_PSEUDO_HDR)
+    a.op(STXW, 10, 4, S_NH + 8)                       # the ports': not
+    steps = [(L4_CSUM, skb, ("ld", S_NH), 0, ("r", 8), ("ld", S_NH + 4)),
+             (L4_CSUM, skb, ("ld", S_NH), 0, ("r", 9), ("ld", S_NH + 8)),
+             (L3_CSUM, skb, 10, 0, ("r", 8), 0),
+             (STORE_BYTES, skb, 12, ("fp", S_NEW_ADDR), 8, 0),
+             (STORE_BYTES, skb, 20, ("fp", S_NEW_PORTS), 4, 0)]
+    for helper, *args in steps:
+        a.call(helper, *args)
         a.jump(JNE_K, 0, "failed", imm=0)
     a.op(CALL, imm=KTIME_GET_NS)
     a.op(STXDW, 7, 0, 8)                              # the entry's last use, for the agent's expiry
-    a.op(MOV_X, 1, 6)
-    a.op(MOV_K, 2, imm=14)
-    a.op(MOV_K, 3, imm=0)
-    a.op(CALL, imm=CHANGE_HEAD)                       # room for the link header redirect_neigh fills
+    a.call(CHANGE_HEAD, skb, 14, 0)                   # room for the link header redirect_neigh fills
     a.jump(JNE_K, 0, "failed", imm=0)
     count(a, labels, counters_fd, REWRITTEN)
     # struct bpf_redir_neigh: nh_family, ipv4_nh = the lookup's next hop (gateway, or CIP on-link)
@@ -201,12 +170,7 @@ def program(conns_fd: int, counters_fd: int) -> bytes:
     a.op(STXW, 10, 2, S_NH + 4)
     for off in (8, 12, 16):
         a.op(STW_K, 10, 0, S_NH + off, 0)
-    a.op(LDXW, 1, 10, S_FIB + 8)                      # the lookup's egress interface
-    a.op(MOV_X, 2, 10)
-    a.op(ADD_K, 2, imm=S_NH)
-    a.op(MOV_K, 3, imm=20)
-    a.op(MOV_K, 4, imm=0)
-    a.op(CALL, imm=REDIRECT_NEIGH)
+    a.call(REDIRECT_NEIGH, ("ld", S_FIB + 8), ("fp", S_NH), 20, 0)   # to the lookup's egress interface
     a.op(EXIT)
     labels["failed"] = a.label()                      # half rewritten: it must not leave
     count(a, labels, counters_fd, FAILED)
@@ -220,9 +184,7 @@ def count(a: ebpf.Asm, labels: dict, counters_fd: int, index: int) -> None:
     """counters[index] += 1 (clobbers r0-r5)."""
     a.op(STW_K, 10, 0, S_CNT, index)
     a.load_map(1, counters_fd)
-    a.op(MOV_X, 2, 10)
-    a.op(ADD_K, 2, imm=S_CNT)
-    a.op(CALL, imm=MAP_LOOKUP)
+    a.call(MAP_LOOKUP, None, ("fp", S_CNT))
     skip = f"counted{index}_{len(a.code)}"
     a.jump(JEQ_K, 0, skip, imm=0)
     a.op(MOV_K, 1, imm=1)
