@@ -14,6 +14,9 @@ BPF_MAP_CREATE, BPF_MAP_LOOKUP_ELEM, BPF_MAP_UPDATE_ELEM, BPF_MAP_DELETE_ELEM, B
 PROG_TYPE_SCHED_CLS, PROG_TYPE_XDP = 3, 6     # include/uapi/linux/bpf.h, enum bpf_prog_type
 MAP_TYPE_HASH, MAP_TYPE_ARRAY = 1, 2          # enum bpf_map_type
 PSEUDO_MAP_FD = 1                             # src_reg of a 64-bit load whose immediate is a map's fd
+TC_ACT_OK, TC_ACT_SHOT = 0, 2                 # what a SCHED_CLS program in direct-action mode returns
+TC_H_CLSACT_EGRESS = 0xFFFF_FFF3              # TC_H_MAKE(TC_H_CLSACT, TC_H_MIN_EGRESS)
+TC_PRIO, TC_HANDLE = 0x4C42, 1                # our filters' priority and handle on that hook
 SYS_BPF = 321                                 # x86_64 (arch/x86/entry/syscalls/syscall_64.tbl)
 
 # eBPF encoding (Documentation/bpf/standardization/instruction-set.rst): one 8-byte instruction,
@@ -86,10 +89,13 @@ class Asm:
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
-def _bpf(cmd: int, attr, what: str) -> int:
+def _bpf(cmd: int, attr, what: str, absent_ok: bool = False) -> int:
+    """bpf(cmd, attr); -1 for ENOENT when `absent_ok` (no such key), else OSError on failure."""
     r = _libc.syscall(SYS_BPF, cmd, attr, len(attr))
     if r < 0:
         err = ctypes.get_errno()
+        if absent_ok and err == errno.ENOENT:
+            return -1
         raise OSError(err, f"{what}: {os.strerror(err)}")
     return r
 
@@ -119,27 +125,18 @@ def map_lookup(fd: int, key: bytes, value_size: int) -> bytes | None:
     """The value of `key`, or None when the map has none."""
     out = ctypes.create_string_buffer(value_size)
     attr, _keep = _elem_attr(fd, key, out)
-    if _libc.syscall(SYS_BPF, BPF_MAP_LOOKUP_ELEM, attr, len(attr)) < 0:
-        if ctypes.get_errno() == errno.ENOENT:
-            return None
-        raise OSError(ctypes.get_errno(), f"map lookup: {os.strerror(ctypes.get_errno())}")
-    return out.raw
+    return None if _bpf(BPF_MAP_LOOKUP_ELEM, attr, "map lookup", absent_ok=True) < 0 else out.raw
 
 
 def map_delete(fd: int, key: bytes) -> bool:
     """Remove `key`; False when it was not there."""
     k = ctypes.create_string_buffer(key, len(key))
     attr = ctypes.create_string_buffer(struct.pack("<IIQ", fd, 0, ctypes.addressof(k)), 32)   # no value
-    if _libc.syscall(SYS_BPF, BPF_MAP_DELETE_ELEM, attr, len(attr)) < 0:
-        if ctypes.get_errno() == errno.ENOENT:
-            return False
-        raise OSError(ctypes.get_errno(), f"map delete: {os.strerror(ctypes.get_errno())}")
-    return True
+    return _bpf(BPF_MAP_DELETE_ELEM, attr, "map delete", absent_ok=True) >= 0
 
 
 def load(code: bytes, prog_type: int, name: str, what: str) -> int:
     """bpf(BPF_PROG_LOAD): the program's fd; the verifier's log in the error when refused."""
-    libc = _libc
     insns = ctypes.create_string_buffer(code, len(code))
     lic = ctypes.create_string_buffer(b"GPL")
     log = ctypes.create_string_buffer(65536)
@@ -147,9 +144,44 @@ def load(code: bytes, prog_type: int, name: str, what: str) -> int:
     struct.pack_into("<IIQQIIQII16s", attr, 0, prog_type, len(code) // 8,
                      ctypes.addressof(insns), ctypes.addressof(lic), 1, len(log),
                      ctypes.addressof(log), 0, 0, name.encode()[:15])
-    fd = libc.syscall(SYS_BPF, BPF_PROG_LOAD, attr, len(attr))
+    fd = _libc.syscall(SYS_BPF, BPF_PROG_LOAD, attr, len(attr))
     if fd < 0:
         err = ctypes.get_errno()
         raise OSError(err, f"loading {what}: {os.strerror(err)}: "
                            f"{log.value.decode(errors='replace')[-400:]}")
     return fd
+
+
+def attach_egress(ipr, index: int, fd: int, name: str) -> dict:
+    """The program `fd` as our filter on the interface's tc egress hook, and a clsact qdisc
+    first if it has none. Returns what detach_egress() needs."""
+    made_qdisc = False
+    try:
+        ipr.tc("add", "clsact", index)
+        made_qdisc = True
+    except Exception as e:          # NetlinkError EEXIST: someone's clsact is there; share it
+        if getattr(e, "code", None) != errno.EEXIST:
+            raise
+    try:
+        # replace: one a process killed before its exit left behind (the same priority and handle)
+        ipr.tc("replace-filter", "bpf", index, TC_HANDLE, fd=fd, name=name,
+               parent=TC_H_CLSACT_EGRESS, prio=TC_PRIO, classid=1, direct_action=True)
+    except Exception:
+        if made_qdisc:
+            ipr.tc("del", "clsact", index)
+        raise
+    return {"index": index, "made_qdisc": made_qdisc}
+
+
+def detach_egress(ipr, record: dict) -> None:
+    """Our filter off again, and the qdisc if we made it. An interface gone took both."""
+    index = record["index"]
+    steps = [lambda: ipr.tc("del-filter", "bpf", index, TC_HANDLE, parent=TC_H_CLSACT_EGRESS, prio=TC_PRIO)]
+    if record["made_qdisc"]:
+        steps.append(lambda: ipr.tc("del", "clsact", index))
+    for step in steps:
+        try:
+            step()
+        except Exception as e:      # gone already (the interface with it, or by hand)
+            if getattr(e, "code", None) not in (errno.ENODEV, errno.ENOENT, errno.EINVAL):
+                raise

@@ -19,19 +19,15 @@ removes what it added at exit; where it cannot, lbd cuts TUN aggregates itself a
 """
 from __future__ import annotations
 
-import errno
 import logging
 import os
 
 from lb import ebpf
-from lb.ebpf import ADD_K, CALL, JNE32_X, JNE_K, LDXW, MOV_K, MOV_X, STW_K
+from lb.ebpf import ADD_K, CALL, JNE32_X, JNE_K, LDXW, MOV_K, MOV_X, STW_K, TC_ACT_OK, TC_ACT_SHOT
 
 log = logging.getLogger("lbd")
 
 MARK = 0x4C42_1E1E                  # "LB" + 1E1E: skb->mark of lbd's TUN aggregates
-TC_H_CLSACT_EGRESS = 0xFFFF_FFF3    # TC_H_MAKE(TC_H_CLSACT, TC_H_MIN_EGRESS)
-PRIO, HANDLE = 0x4C42, 1            # our filter's priority and handle on that hook
-TC_ACT_OK, TC_ACT_SHOT = 0, 2
 HELPER_STORE_BYTES, HELPER_LOAD_BYTES, HELPER_ADJUST_ROOM = 9, 26, 50   # enum bpf_func_id
 ADJ_ROOM_MAC, F_FIXED_GSO, F_ENCAP_L3_IPV4 = 1, 1 << 0, 1 << 1
 SKB_MARK = 8                        # offsetof(struct __sk_buff, mark)
@@ -68,38 +64,12 @@ def program() -> bytes:
 
 
 def attach(ipr, index: int, fd: int) -> dict:
-    """Our filter on the interface's egress hook, and a clsact qdisc first if it has none.
-    Returns what detach() needs."""
-    made_qdisc = False
-    try:
-        ipr.tc("add", "clsact", index)
-        made_qdisc = True
-    except Exception as e:          # NetlinkError EEXIST: someone's clsact is there; share it
-        if getattr(e, "code", None) != errno.EEXIST:
-            raise
-    try:
-        # replace: one an lbd killed before its exit left behind (the same priority and handle)
-        ipr.tc("replace-filter", "bpf", index, HANDLE, fd=fd, name="lb_tun_encap",
-               parent=TC_H_CLSACT_EGRESS, prio=PRIO, classid=1, direct_action=True)
-    except Exception:
-        if made_qdisc:
-            ipr.tc("del", "clsact", index)
-        raise
-    return {"index": index, "made_qdisc": made_qdisc}
+    """Our filter on the interface's egress hook (a clsact made if it has none); detach()'s record."""
+    return ebpf.attach_egress(ipr, index, fd, "lb_tun_encap")
 
 
 def detach(ipr, record: dict) -> None:
-    """Our filter off again, and the qdisc if we made it. An interface gone took both."""
-    index = record["index"]
-    steps = [lambda: ipr.tc("del-filter", "bpf", index, HANDLE, parent=TC_H_CLSACT_EGRESS, prio=PRIO)]
-    if record["made_qdisc"]:
-        steps.append(lambda: ipr.tc("del", "clsact", index))
-    for step in steps:
-        try:
-            step()
-        except Exception as e:      # gone already (the interface with it, or by hand)
-            if getattr(e, "code", None) not in (errno.ENODEV, errno.ENOENT, errno.EINVAL):
-                raise
+    ebpf.detach_egress(ipr, record)
 
 
 def attach_all(ipr, ifaces) -> dict:

@@ -589,6 +589,7 @@ class Agent(Daemon):
     def close(self) -> None:
         self.fast = None
         if self.table.offload is not None:
+            self._poll_kernel()                # for the stop line, said after close()
             self.table.offload.close()         # the program and its filter go with the device
             self.table.offload = None
         for s in (self.learn_sock, self.raw):
@@ -657,23 +658,30 @@ class Agent(Daemon):
             if self.table.expire(now):
                 self._dirty = True
             self._expired = now
-        if self.table.offload is not None and now - self._polled >= FLUSH_INTERVAL:
-            counts = self.table.offload.counts()     # the kernel's work: nothing here sees it happen
-            if counts != self._kernel_counts:
-                self._kernel_counts, self._dirty = counts, True
+        if now - self._polled >= FLUSH_INTERVAL:
+            self._poll_kernel()
             self._polled = now
         self.flush()
+
+    def _poll_kernel(self) -> None:
+        """The tc program's counters (the kernel's work: nothing here sees it happen)."""
+        if self.table.offload is not None:
+            counts = self.table.offload.counts()
+            if counts != self._kernel_counts:
+                self._kernel_counts, self._dirty = counts, True
+
+    def flush(self, force: bool = False) -> None:
+        if force:
+            self._poll_kernel()               # the last word (at exit) is exact
+        super().flush(force)
 
     def stats(self) -> dict:
         return {"pid": os.getpid(), "ifname": self.ifname, "vips": self.vips, "conns": len(self.table),
                 "reply_path": self.reply_path, "counters": self.counters()}
 
     def counters(self) -> dict:
-        """The table's counters, and the kernel program's (rewritten_tc and the rest) beside them."""
-        out = dict(self.table.counters)
-        if self.table.offload is not None:
-            out.update(self.table.offload.counts())
-        return out
+        """The table's counters, and the kernel program's as last polled (rewritten_tc and the rest)."""
+        return {**self.table.counters, **(self._kernel_counts or {})}
 
     def status_line(self) -> str:
         return " ".join(f"{k}={v}" for k, v in self.counters().items() if v) or "nothing seen"

@@ -29,18 +29,14 @@ go with them, also on SIGKILL.
 """
 from __future__ import annotations
 
-import errno
 import os
 import socket
 import struct
 
 from lb import ebpf
 from lb.ebpf import (ADD_K, ATOMIC_ADD_DW, CALL, EXIT, JEQ_K, JNE_K, JSET_K, JGT_X, LDXB, LDXH, LDXW, MOV_K,
-                     MOV_X, STB_K, STDW_K, STW_K, STXB, STXDW, STXH, STXW)
+                     MOV_X, STB_K, STDW_K, STW_K, STXB, STXDW, STXH, STXW, TC_ACT_OK, TC_ACT_SHOT)
 
-TC_ACT_OK, TC_ACT_SHOT = 0, 2
-TC_H_CLSACT_EGRESS = 0xFFFF_FFF3
-PRIO, HANDLE = 0x4C42, 1
 # enum bpf_func_id
 MAP_LOOKUP, KTIME_GET_NS, STORE_BYTES, L3_CSUM, L4_CSUM, CSUM_DIFF, CHANGE_HEAD, FIB_LOOKUP, \
     REDIRECT_NEIGH = 1, 5, 9, 10, 11, 28, 43, 69, 152
@@ -206,11 +202,8 @@ class ReplyOffload:
                              "the ENAT reply program")
             with open(f"/proc/sys/net/ipv4/conf/{ifname}/forwarding", "w") as f:
                 f.write("1")                          # for bpf_fib_lookup() from this device only
-            with IPRoute() as ipr:
-                index = ipr.link_lookup(ifname=ifname)[0]
-                ipr.tc("add", "clsact", index)
-                ipr.tc("add-filter", "bpf", index, HANDLE, fd=prog, name="lb_enat_reply",
-                       parent=TC_H_CLSACT_EGRESS, prio=PRIO, classid=1, direct_action=True)
+            with IPRoute() as ipr:       # (never detached: the device takes it along)
+                ebpf.attach_egress(ipr, ipr.link_lookup(ifname=ifname)[0], prog, "lb_enat_reply")
         except BaseException:
             self.close()
             raise
@@ -246,9 +239,5 @@ class ReplyOffload:
     def close(self) -> None:
         for fd in (self.conns, self.counters):
             if fd is not None:
-                try:
-                    os.close(fd)
-                except OSError as e:
-                    if e.errno != errno.EBADF:
-                        raise
+                os.close(fd)
         self.conns = self.counters = None

@@ -59,14 +59,14 @@ import sys
 import time
 from pathlib import Path
 
-from lb.realserver import decap, xdp_decap
+from lb.realserver import decap, enat_agent, xdp_decap
 from lb.realserver.undo import UndoLog, describe, locked, netns_inode, side_file
 
 PKG_ROOT = Path(__file__).resolve().parent.parent
 MODES = ("dr", "tun", "enat")
 NOOP_MODES = ("fullnat",)
 DECAP_CHOICES = ("auto", "kernel", "xdp", "userspace")
-ENAT_REPLY_CHOICES = ("auto", "tc", "userspace")
+ENAT_REPLY_CHOICES = enat_agent.REPLY_PATHS
 TABLE_BASE = 4700          # first routing table tried for --reply-gateway replies
 RULE_PRIORITY = 1000       # before main (32766)
 IPIP_IFNAME, IPIP_FALLBACK = "lbipip0", "tunl0"
@@ -327,9 +327,8 @@ def setup(mode: str, vips, reply_gateway: str | None = None, decap_how: str = "a
 
 
 def _check_port_map(items) -> dict:
-    from lb.realserver.enat_agent import parse_port_map
     try:
-        return {str(k): v for k, v in parse_port_map(items).items()}
+        return {str(k): v for k, v in enat_agent.parse_port_map(items).items()}
     except ValueError as e:
         raise RealServerError(str(e)) from None
 
@@ -493,7 +492,6 @@ def _setup_enat(log, host, vips, port_map, lines, reply_path: str = "auto") -> N
 
 def start_enat_agent(inode: int, vips, port_map=None, timeout: float = 10.0, reply_path: str = "auto") -> dict:
     """Start lb.realserver.enat_agent in the background (own session) and wait for its ``ready`` line."""
-    from lb.realserver import enat_agent
     args = [f"--vip={v}" for v in vips] + [f"--map-port={r}:{v}" for r, v in (port_map or {}).items()]
     args.append(f"--reply-path={reply_path}")
     return _start_daemon("enat_agent", inode, args, enat_agent.DEFAULT_IFNAME, timeout)
