@@ -434,6 +434,16 @@ cdef class Forwarder:
         was deleted is dropped (dest_gone) and the connection goes; off, it keeps flowing."""
         self.fp.expire_nodest = on
 
+    def set_lport_sweep(self, double seconds):
+        """FULLNAT/ENAT local ports: each (local address, real server) pool's cursor keeps up
+        with a line that sweeps the port range once in `seconds`, read off CLOCK_MONOTONIC, so a
+        restarted director does not lend again the ports its predecessor has just used (which
+        the real server may hold in TIME_WAIT; see lport.pxi). 0 (the default): every pool
+        starts at the range's low end and only its own lending moves it."""
+        if not 0 <= seconds <= 86400:
+            raise ValueError(f"local port sweep {seconds} s out of range 0..86400")
+        self.fp.lport_sweep_ms = <uint64_t>(seconds * 1000)
+
     def set_busy_poll(self, int usec):
         """After a ring visit that found frames, keep looking at the rings for `usec`
         microseconds before sleeping in poll() (0: sleep at once, the default). A reply that

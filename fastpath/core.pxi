@@ -308,7 +308,7 @@ cdef int conn_create(FP* fp, Pending* p, uint64_t now, Conn** made=NULL) noexcep
     cdef uint16_t lport = 0
     cdef Service* s = &fp.services[p.svc]
     if d.fwd == FWD_FULLNAT or d.fwd == FWD_ENAT:
-        if not local_port(fp, s, d.fwd, p.dest, &lslot, &lport):
+        if not local_port(fp, s, d.fwd, p.dest, &lslot, &lport, now):
             return R_LPORT_EXHAUSTED
     nh_in = nexthop_for(fp, d.rip)
     # Toward the client only where the director sends there: NAT and FULLNAT replies, TUN's

@@ -6,6 +6,15 @@
 # with its real server's slot. Taking a port is O(1) however full the pool is: a bitmap of the
 # 65 536 ports, a summary bit per 64-port word that is full, and a bit per summary word that is
 # full, searched with count-trailing-zeros from a cursor, so a port freed is reused last.
+#
+# The cursor also never falls behind a line that sweeps the range once per `lport_sweep_ms`
+# (lbd: 60 s, the server's TIME_WAIT, Linux TCP_TIMEWAIT_LEN). It is read off the system-wide
+# monotonic clock, so an lbd that restarts goes on where the last one was instead of lending
+# again, from the range's low end, the (LIP:lport -> RIP:rport) pairs that the real server still
+# holds in TIME_WAIT. Since Linux 6.x (secure_tcp_seq_and_ts_off) a client's timestamp offset is
+# per connection, so the server's PAWS check rejects about half of such SYNs, and each costs the
+# client a 1 s SYN retransmission. Below the line's rate (range / sweep, ~1075 ports/s for the
+# default range), a pair is lent again no sooner than one sweep after it was last lent.
 
 cdef extern from *:
     int __builtin_ctzll(unsigned long long) nogil
@@ -19,7 +28,7 @@ cdef struct PortPool:
     uint64_t full[POOL_GROUPS]      # bit j of full[g]: taken[g * 64 + j] has no free port
     uint32_t top                    # bit g: full[g] is all ones
     uint32_t used                   # ports lent
-    uint32_t cursor                 # where the next search starts
+    uint64_t cursor                 # where the next search starts, unwrapped: low + cursor % span
     uint16_t low, high              # the range the pool was made with
 
 cdef inline void pool_mark(PortPool* P, uint32_t port) noexcept nogil:
@@ -58,7 +67,7 @@ cdef PortPool* pool_new(LAddr* L) noexcept nogil:
     cdef uint32_t p
     if P == NULL:
         return NULL
-    P.low, P.high, P.cursor = L.low, L.high, L.low
+    P.low, P.high, P.cursor = L.low, L.high, 0
     for p in range(L.low):                  # ports outside the range count as taken
         pool_mark(P, p)
     for p in range(<uint32_t>L.high + 1, 65536):
@@ -68,11 +77,13 @@ cdef PortPool* pool_new(LAddr* L) noexcept nogil:
 cdef inline PortPool** pool_ref(FP* fp, uint8_t lslot, int dest) noexcept nogil:
     return &fp.pools[<size_t>dest * MAX_LADDRS + lslot]
 
-cdef int lport_take(FP* fp, uint8_t lslot, int dest, uint16_t* port) noexcept nogil:
+cdef int lport_take(FP* fp, uint8_t lslot, int dest, uint16_t* port, uint64_t now) noexcept nogil:
     cdef LAddr* L = &fp.laddrs[lslot]
     cdef PortPool** ref = pool_ref(fp, lslot, dest)
     cdef PortPool* P = ref[0]
     cdef int p
+    cdef uint32_t span, start
+    cdef uint64_t line
     if not L.in_use:
         return -1
     if P != NULL and P.used == 0 and (P.low != L.low or P.high != L.high):
@@ -82,14 +93,20 @@ cdef int lport_take(FP* fp, uint8_t lslot, int dest, uint16_t* port) noexcept no
         P = ref[0] = pool_new(L)
         if P == NULL:
             return -1
-    p = pool_first_free(P, P.cursor)
+    span = <uint32_t>P.high - P.low + 1
+    if fp.lport_sweep_ms:
+        line = now * span // fp.lport_sweep_ms
+        if P.cursor < line:
+            P.cursor = line
+    start = P.low + <uint32_t>(P.cursor % span)
+    p = pool_first_free(P, start)
     if p < 0:
         p = pool_first_free(P, 0)
         if p < 0:
             return -1
     pool_mark(P, <uint32_t>p)
     P.used += 1
-    P.cursor = <uint32_t>p + 1 if p < P.high else P.low
+    P.cursor += (<uint32_t>p + span - start) % span + 1
     L.used += 1
     port[0] = <uint16_t>p
     return 0
@@ -124,17 +141,17 @@ cdef void pools_free_all(FP* fp) noexcept nogil:
     fp.pools = NULL
 
 cdef bint local_port(FP* fp, Service* s, uint8_t fwd, int dest, uint8_t* lslot,
-                     uint16_t* lport) noexcept nogil:
+                     uint16_t* lport, uint64_t now) noexcept nogil:
     # FULLNAT: the service's local addresses in turn; ENAT: the VIP's own pool.
     cdef int k, n = s.nladdrs
     if fwd == FWD_ENAT:
         if s.enat_laddr < 0:
             return False
         lslot[0] = <uint8_t>s.enat_laddr
-        return lport_take(fp, lslot[0], dest, lport) == 0
+        return lport_take(fp, lslot[0], dest, lport, now) == 0
     for k in range(n):
         lslot[0] = s.laddrs[(s.lnext + k) % n]
-        if lport_take(fp, lslot[0], dest, lport) == 0:
+        if lport_take(fp, lslot[0], dest, lport, now) == 0:
             s.lnext = <uint8_t>((s.lnext + k + 1) % n)
             return True
     return False

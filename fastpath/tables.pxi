@@ -272,6 +272,7 @@ cdef struct FP:
     Sched* sched[MAX_SERVICES]      # each service's scheduler program (sched.pxi)
     uint8_t overload[MAX_DESTS]     # OVERLOAD (-x/-y) per destination, set by sched.pxi
     PortPool** pools        # [MAX_DESTS * MAX_LADDRS]: ports lent per (LIP, RS), lport.pxi
+    uint64_t lport_sweep_ms # a pool's cursor keeps up with a line sweeping it this often (0: off)
     uint16_t ip_id          # IP ID for headers we build (TUN outer, ICMP)
     uint32_t icmp_tokens    # the ICMP errors the director may still send now (icmp.pxi)
     uint64_t icmp_last      # when the bucket was last filled (ms)

@@ -37,6 +37,7 @@ from lb.schedulers import plugins
 
 log = logging.getLogger("lbd")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+LPORT_SWEEP_S = 60.0    # Linux TCP_TIMEWAIT_LEN: how long a real server keeps a closed tuple
 
 
 class StartupError(Exception):
@@ -77,7 +78,8 @@ class Lbd:
                  keepalived_conf: str | None = None, vip_ownership: str = "always", *,
                  expire_nodest_conn: bool = False, flood: FloodDefence | None = None,
                  rx_ring: str = "split", rx_slots: int | None = None, busy_poll_us: int = 0,
-                 uoa_datagrams: int = 3, tun_segment: str = "kernel"):
+                 uoa_datagrams: int = 3, tun_segment: str = "kernel",
+                 lport_sweep_s: float = LPORT_SWEEP_S):
         os.makedirs("/run/lbd", mode=0o700, exist_ok=True)
         self.ifnames = ifnames
         self.expire_nodest_conn = expire_nodest_conn
@@ -89,6 +91,7 @@ class Lbd:
         self.busy_poll_us = busy_poll_us
         self.uoa_datagrams = uoa_datagrams
         self.tun_segment = tun_segment
+        self.lport_sweep_s = lport_sweep_s
         self.tun_encap: dict = {}           # interfaces with lbd's tc egress program (removed)
         nl = Netlink()
         try:
@@ -109,6 +112,7 @@ class Lbd:
         self.fwd = Forwarder(max_conns=max_conns)
         self.fwd.set_expire_nodest_conn(self.expire_nodest_conn)
         self.fwd.set_busy_poll(self.busy_poll_us)
+        self.fwd.set_lport_sweep(self.lport_sweep_s)
         self.fwd.set_uoa(self.uoa_datagrams)
         self.fwd.set_flood_defence(self.flood.pressure, self.flood.embryo_timeout,
                                    self.flood.secure_tcp)
@@ -521,6 +525,12 @@ def _arguments(argv):
                    help="v2/split: frames the ring holds (default %s): what the kernel can queue "
                         "while the packet thread waits for its CPU" % ", ".join(
                             f"{k} {v}" for k, v in RX_SLOTS.items() if k != "v3"))
+    p.add_argument("--lport-sweep", type=float, default=LPORT_SWEEP_S, metavar="SECONDS",
+                   help="FULLNAT/ENAT: each local port pool's cursor keeps up with a line that "
+                        "sweeps the --lport-range once in SECONDS (default %(default)s, the real "
+                        "server's TIME_WAIT), read off the system's monotonic clock, so a "
+                        "restarted lbd does not lend again the ports the last one has just used; "
+                        "0: start at the range's low end")
     p.add_argument("--busy-poll", type=int, default=0, metavar="USEC",
                    help="after frames, keep looking at the rings USEC microseconds before "
                         "sleeping (0..1000000, default 0): a reply back within it is taken "
@@ -544,6 +554,8 @@ def _arguments(argv):
     args = p.parse_args(argv)
     if not 0 <= args.busy_poll <= 1000000:
         p.error(f"--busy-poll {args.busy_poll}: microseconds from 0 to 1000000")
+    if not 0 <= args.lport_sweep <= 86400:
+        p.error(f"--lport-sweep {args.lport_sweep}: seconds from 0 to 86400")
     if not 0 <= args.uoa_datagrams <= 255:
         p.error(f"--uoa-datagrams {args.uoa_datagrams}: from 0 to 255")
     return args
@@ -623,7 +635,8 @@ def main(argv=None) -> int:
                      args.metrics, args.keepalived_conf, args.vip_ownership,
                      expire_nodest_conn=args.expire_nodest_conn, flood=flood, rx_ring=args.rx_ring,
                      rx_slots=args.rx_slots, busy_poll_us=args.busy_poll,
-                     uoa_datagrams=args.uoa_datagrams, tun_segment=args.tun_segment)
+                     uoa_datagrams=args.uoa_datagrams, tun_segment=args.tun_segment,
+                     lport_sweep_s=args.lport_sweep)
     except (StartupError, OSError) as e:    # a SIGTERM meanwhile: start()'s first checkpoint
         print(f"lbd: {e}", file=sys.stderr)
         return 1

@@ -118,3 +118,11 @@ def test_uoa_datagrams_option(capsys):
     with pytest.raises(SystemExit):
         daemon._arguments(["-i", "eth0", "--uoa-datagrams", "256"])
     assert "--uoa-datagrams 256: from 0 to 255" in capsys.readouterr().err
+
+
+def test_lport_sweep_option(capsys):
+    assert daemon._arguments(["-i", "eth0"]).lport_sweep == 60.0            # TCP_TIMEWAIT_LEN
+    assert daemon._arguments(["-i", "eth0", "--lport-sweep", "0"]).lport_sweep == 0
+    with pytest.raises(SystemExit):
+        daemon._arguments(["-i", "eth0", "--lport-sweep", "-5"])
+    assert "--lport-sweep -5.0: seconds from 0 to 86400" in capsys.readouterr().err

@@ -69,6 +69,50 @@ def test_a_tiny_port_pool_runs_out_cleanly_and_recovers():
     assert f.process(syn(30009), now=NOW + 62)[0] == "forward"
 
 
+def ports_lent(f, n, at, first=40000):
+    return [sent_from(f.process(syn(first + i), now=at))[1] for i in range(n)]
+
+
+def sweeping(seconds=60.0, ports=(2000, 2599)):
+    f = fx.provision(F.director(ports=ports))
+    f.set_lport_sweep(seconds)
+    return f
+
+
+def test_a_restarted_director_goes_on_where_the_last_one_lent_ports():
+    # 600 ports swept in 60 s: the line moves 10 ports a second. A director that lends 5 at
+    # NOW and a new one (empty pools) that lends 5 a second later share no port.
+    first = ports_lent(sweeping(), 5, NOW)
+    assert first == list(range(first[0], first[0] + 5))
+    assert first[0] == 2000 + int(NOW * 10) % 600             # the line, not the low end
+    second = ports_lent(sweeping(), 5, NOW + 1, first=41000)
+    assert second[0] == first[0] + 10 and not set(first) & set(second)
+    assert ports_lent(sweeping(), 1, NOW + 60)[0] == first[0]   # one sweep later: the same place
+
+
+def test_the_line_never_pulls_the_cursor_back():
+    f = sweeping()
+    burst = ports_lent(f, 30, NOW)                            # faster than the line
+    after = ports_lent(f, 3, NOW + 1, first=41000)            # the line is 10 on: still behind
+    assert after == [burst[-1] + 1, burst[-1] + 2, burst[-1] + 3]
+    later = ports_lent(f, 1, NOW + 10, first=42000)           # 100 on: ahead, the cursor jumps
+    assert later == [burst[0] + 100]
+
+
+def test_the_line_wraps_at_the_end_of_the_range_and_skips_lent_ports():
+    f = sweeping(ports=(2000, 2009), seconds=10.0)            # one port a second
+    at_end = 1009.0                                           # the line at 2009 (1009 % 10)
+    assert ports_lent(f, 3, at_end) == [2009, 2000, 2001]
+    assert ports_lent(f, 2, at_end + 2, first=41000) == [2002, 2003]
+
+
+def test_without_a_sweep_pools_start_at_the_low_end():
+    f = fx.provision(F.director(ports=(2000, 2599)))
+    assert ports_lent(f, 2, NOW) == [2000, 2001]
+    with pytest.raises(ValueError, match="sweep"):
+        f.set_lport_sweep(-1)
+
+
 def test_enat_replies_bypass_the_director_and_ports_come_from_the_vip():
     f = fx.provision(E.DIRECTOR)
     fx.run(f, E.VECTORS)
