@@ -23,7 +23,7 @@ import logging
 import os
 
 from lb import ebpf
-from lb.ebpf import ADD_K, CALL, JNE32_X, JNE_K, LDXW, MOV_K, MOV_X, STW_K, TC_ACT_OK, TC_ACT_SHOT
+from lb.ebpf import JNE32_X, JNE_K, LDXW, MOV_K, MOV_X, STW_K, TC_ACT_OK, TC_ACT_SHOT
 
 log = logging.getLogger("lbd")
 
@@ -43,20 +43,14 @@ def program() -> bytes:
     a.jump(JNE32_X, 2, "pass", src=3)
 
     def call(helper, *args):
-        a.op(MOV_X, 1, 6)
-        for reg, arg in enumerate(args, start=2):
-            if arg == "stack":
-                a.op(MOV_X, reg, 10)
-                a.op(ADD_K, reg, imm=-24)
-            else:
-                a.op(MOV_K, reg, imm=arg)
-        a.op(CALL, imm=helper)
+        a.call(helper, ("r", 6), *args)
         a.jump(JNE_K, 0, "drop")                     # a helper that failed: the frame is half done
 
-    call(HELPER_LOAD_BYTES, ETH, "stack", OUTER)
+    saved = ("fp", -24)
+    call(HELPER_LOAD_BYTES, ETH, saved, OUTER)
     call(HELPER_ADJUST_ROOM, -OUTER, ADJ_ROOM_MAC, F_FIXED_GSO)
     call(HELPER_ADJUST_ROOM, OUTER, ADJ_ROOM_MAC, F_FIXED_GSO | F_ENCAP_L3_IPV4)
-    call(HELPER_STORE_BYTES, ETH, "stack", OUTER, 0)
+    call(HELPER_STORE_BYTES, ETH, saved, OUTER, 0)
     a.op(STW_K, 6, 0, SKB_MARK, 0)                   # done: nothing after us takes it for ours
     labels = {}
     a.exits(labels, {"pass": TC_ACT_OK, "drop": TC_ACT_SHOT})
