@@ -2,7 +2,7 @@
 # connection's out key is (RIP:rport -> LIP:lport), so a port need only be unique toward one real
 # server, and one local address carries its whole port range to each of them (not once in all).
 #
-# A pool is made the first time its pair lends a port (calloc'd, 8 KB + 136 bytes) and freed
+# A pool is made the first time its pair lends a port (calloc'd, 8 KB + 152 bytes) and freed
 # with its real server's slot. Taking a port is O(1) however full the pool is: a bitmap of the
 # 65 536 ports, a summary bit per 64-port word that is full, and a bit per summary word that is
 # full, searched with count-trailing-zeros from a cursor, so a port freed is reused last.
@@ -11,9 +11,9 @@
 # (lbd: 60 s, the server's TIME_WAIT, Linux TCP_TIMEWAIT_LEN). It is read off the system-wide
 # monotonic clock, so an lbd that restarts goes on where the last one was instead of lending
 # again, from the range's low end, the (LIP:lport -> RIP:rport) pairs that the real server still
-# holds in TIME_WAIT. Since Linux 6.x (secure_tcp_seq_and_ts_off) a client's timestamp offset is
-# per connection, so the server's PAWS check rejects about half of such SYNs, and each costs the
-# client a 1 s SYN retransmission. Below the line's rate (range / sweep, ~1075 ports/s for the
+# holds in TIME_WAIT. A recent Linux client's timestamp offset is per connection (its ports are
+# hashed too: secure_tcp_seq_and_ts_off), so the server's PAWS check rejects about half of such
+# SYNs, and each costs the client a 1 s SYN retransmission. Below the line's rate (range / sweep, ~1075 ports/s for the
 # default range), a pair is lent again no sooner than one sweep after it was last lent.
 
 cdef extern from *:
