@@ -1,10 +1,11 @@
 # cython: language_level=3
 """The ENAT agent's reply path in C: TUN in, rewrite, raw socket out, a batch at a time.
 
-:mod:`lb.realserver.enat_agent` keeps the sans-IO reference (``rewrite()``, ``FlowTable.outbound``)
-and the connection table; this module does the same per-packet work without a Python object
-per packet on the common path (a TCP or UDP reply of a known connection), so that a bulk
-transfer's ACK stream costs a read, a few field loads and a share of one ``sendmmsg``:
+:mod:`lb.realserver.enat_packets` keeps the sans-IO reference (``rewrite()``) and
+:mod:`lb.realserver.enat_flows` the connection table (``FlowTable.outbound``); this module
+does the same per-packet work without a Python object per packet on the common path (a TCP
+or UDP reply of a known connection), so that a bulk transfer's ACK stream costs a read, a
+few field loads and a share of one ``sendmmsg``:
 
 - :func:`outbound` (table, packet, now) -> (bytes | None, reason): exactly what
   ``FlowTable.outbound`` returns and does to the table (checked byte for byte by the unit tests).
@@ -27,7 +28,7 @@ from libc.string cimport memcpy, memset
 from lbsys cimport (CLOCK_MONOTONIC, EAGAIN, EINTR, clock_gettime, errno, iovec, mmsghdr,
                    msghdr, sendmmsg, timespec)
 
-from lb.realserver import enat_agent as _ea
+from lb.realserver import enat_packets as _packets
 
 
 cdef extern from "<unistd.h>" nogil:
@@ -91,8 +92,8 @@ cdef enum:
         R_SEND_FAILED, N_REASONS
     TO_PYTHON = 100        # ICMP, or a connection the table does not hold (live) yet
 
-REASON_NAMES = (_ea.REWRITTEN, _ea.TRUNCATED, _ea.NOT_IPV4, _ea.BAD_IP_HEADER, _ea.FRAGMENT,
-                _ea.NOT_TCP_UDP, _ea.BAD_L4_HEADER, _ea.SEND_FAILED)
+REASON_NAMES = (_packets.REWRITTEN, _packets.TRUNCATED, _packets.NOT_IPV4, _packets.BAD_IP_HEADER,
+                _packets.FRAGMENT, _packets.NOT_TCP_UDP, _packets.BAD_L4_HEADER, _packets.SEND_FAILED)
 cdef str S_CLOSE = "close", S_FIN = "fin", S_EST = "established", S_UDP = "udp"
 
 
@@ -122,7 +123,7 @@ cdef inline uint16_t ip_header_sum(const uint8_t* p, uint32_t ihl) noexcept nogi
 
 
 cdef inline int ip_header(const uint8_t* p, Py_ssize_t n, uint32_t* ihl_out, uint32_t* end_out) noexcept nogil:
-    """enat_agent._ip_header(need_total=True), the same checks in the same order."""
+    """enat_packets._ip_header(need_total=True), the same checks in the same order."""
     if n < 20:
         return R_TRUNCATED
     if p[0] >> 4 != 4:
@@ -141,7 +142,7 @@ cdef inline int ip_header(const uint8_t* p, Py_ssize_t n, uint32_t* ihl_out, uin
 
 
 cdef inline int classify(const uint8_t* p, Py_ssize_t n, uint32_t* ihl_out, uint32_t* end_out) noexcept nogil:
-    """enat_agent.rewrite() up to the table lookup: TO_PYTHON for ICMP, a reason for what is
+    """enat_packets.rewrite() up to the table lookup: TO_PYTHON for ICMP, a reason for what is
     dropped, R_REWRITTEN for a TCP/UDP reply whose key the caller looks up."""
     if n >= 20 and p[9] == ICMP:
         return TO_PYTHON
@@ -163,7 +164,7 @@ cdef inline int classify(const uint8_t* p, Py_ssize_t n, uint32_t* ihl_out, uint
 
 cdef inline void rewrite_in_place(uint8_t* p, uint32_t ihl, const uint8_t* cip, uint16_t cport,
                                   uint16_t vport) noexcept nogil:
-    """RIP:rport -> VIP:lport becomes VIP:vport -> CIP:cport, as enat_agent.rewrite(): the L4
+    """RIP:rport -> VIP:lport becomes VIP:vport -> CIP:cport, as enat_packets.rewrite(): the L4
     checksum by RFC 1624 eqn. 3 over the six words that change (a UDP checksum of 0, "none",
     kept; a computed 0 sent as 0xFFFF, RFC 768), the IP header checksum computed afresh."""
     cdef uint8_t* l4 = p + ihl
@@ -196,7 +197,7 @@ cdef inline void rewrite_in_place(uint8_t* p, uint32_t ihl, const uint8_t* cip, 
 
 
 cdef inline object reply_key(const uint8_t* p, uint32_t ihl):
-    """(proto, VIP, lport, RIP, rport) as enat_agent._reply_key builds it."""
+    """(proto, VIP, lport, RIP, rport) as enat_packets._reply_key builds it."""
     return (p[9], PyBytes_FromStringAndSize(<const char*>p + 16, 4), ld16(p + ihl + 2),
             PyBytes_FromStringAndSize(<const char*>p + 12, 4), ld16(p + ihl))
 

@@ -11,11 +11,15 @@ from hypothesis import strategies as st
 from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.packet import Raw
 
+from lb import inet
 from lb.realserver import enat_agent as ea
-from lb.realserver.enat_agent import (BAD_IP_HEADER, BAD_L4_HEADER, FRAGMENT, IN_FIN, IN_MALFORMED, IN_NO_CONN,
-                           IN_NOT_FROM_VIP, IN_OTHER, IN_RST, LEARNED, NOT_IPV4, NOT_TCP_UDP, REWRITTEN,
-                           SYN_WITHOUT_TOA, TABLE_FULL, TOA_NOT_IPV4, TRUNCATED, UNKNOWN_FLOW, Entry,
-                           FlowTable, bpf_program, learn, parse_port_map, rewrite_reply)
+from lb.realserver import enat_packets as ep
+from lb.realserver.enat_agent import bpf_program, parse_port_map
+from lb.realserver.enat_flows import Entry, FlowTable
+from lb.realserver.enat_packets import (BAD_IP_HEADER, BAD_L4_HEADER, FRAGMENT, IN_FIN, IN_MALFORMED,
+                                        IN_NO_CONN, IN_NOT_FROM_VIP, IN_OTHER, IN_RST, LEARNED, NOT_IPV4,
+                                        NOT_TCP_UDP, REWRITTEN, SYN_WITHOUT_TOA, TABLE_FULL, TOA_NOT_IPV4,
+                                        TRUNCATED, UNKNOWN_FLOW, learn, rewrite_reply)
 
 VIP, RIP, CIP = "198.18.0.104", "198.18.2.11", "198.18.1.2"
 LPORT, CPORT = 30001, 40000
@@ -210,7 +214,7 @@ def test_bad_ip_checksum_and_bad_tcp_offset():
     bad = bytearray(reply())
     bad[20 + 12] = 0x30                     # data offset 3
     bad[10:12] = b"\0\0"
-    bad[10:12] = struct.pack("!H", ea.ip_checksum(bytes(bad[:20])))
+    bad[10:12] = struct.pack("!H", inet.checksum(bytes(bad[:20])))
     assert rewrite_reply(bytes(bad), table_with((key(), 80)))[1] == BAD_L4_HEADER
 
 
@@ -333,8 +337,8 @@ def test_bpf_filter_attaches_to_a_packet_socket():
 def test_any_bytes_give_a_verdict(data):
     t = table_with((key(), 80), (key(proto=17, rport=5353), 5353))
     out, reason = t.outbound(data, NOW)
-    assert reason in ea.OUT_REASONS and (out is None) == (reason != REWRITTEN)
-    assert t.inbound(data, NOW) in ea.IN_REASONS
+    assert reason in ep.OUT_REASONS and (out is None) == (reason != REWRITTEN)
+    assert t.inbound(data, NOW) in ep.IN_REASONS
 
 
 @settings(max_examples=400, deadline=None)
@@ -349,7 +353,7 @@ def test_mutated_replies_give_a_verdict(kind, flips, cut):
     out, reason = t.outbound(bytes(pkt[:cut] if cut < len(pkt) else pkt), NOW)
     if out is not None:
         checksums_ok(out) if not flips else IP(out)
-    assert t.inbound(bytes(pkt), NOW) in ea.IN_REASONS
+    assert t.inbound(bytes(pkt), NOW) in ep.IN_REASONS
 
 
 @settings(max_examples=200, deadline=None)
@@ -370,24 +374,24 @@ def server_error(quoted: bytes, type_=3, code=3, dst=VIP) -> bytes:
 
 
 def test_the_servers_port_unreachable_goes_to_the_client_translated():
-    t = table_with((key(ea.UDP, rport=5353), 53))
+    t = table_with((key(ep.UDP, rport=5353), 53))
     quoted = bytes(IP(src=VIP, dst=RIP) / UDP(sport=LPORT, dport=5353) / Raw(b"query"))
     out, reason = t.outbound(server_error(quoted), NOW)
-    assert reason == ea.ICMP_REWRITTEN and t.counters[ea.ICMP_REWRITTEN] == 1
+    assert reason == ep.ICMP_REWRITTEN and t.counters[ep.ICMP_REWRITTEN] == 1
     got = IP(out)
     assert (got.src, got.dst, got[ICMP].type, got[ICMP].code) == (VIP, CIP, 3, 3)
     q = IP(bytes(got[ICMP].payload))
     assert (q.src, q.dst, q[UDP].sport, q[UDP].dport) == (CIP, VIP, CPORT, 53)
     assert q[UDP].chksum == IP(quoted)[UDP].chksum          # the quoted L4 checksum as it was
     for data in (out[:20], out[20:], bytes(got[ICMP].payload)[:20]):
-        assert ea.checksum_ok(data)                         # outer IP, ICMP, the quote's IP
-    assert t.get(key(ea.UDP, rport=5353)).state == "udp"       # an error moves no state
+        assert inet.checksum_ok(data)                         # outer IP, ICMP, the quote's IP
+    assert t.get(key(ep.UDP, rport=5353)).state == "udp"       # an error moves no state
 
 
 def test_icmp_the_agent_leaves_alone():
     t = table_with((key(), 80))
     tcp = bytes(IP(src=VIP, dst=RIP) / TCP(sport=LPORT, dport=80, flags="A"))
-    assert t.outbound(server_error(tcp, 3, 4), NOW)[1] == ea.ICMP_REWRITTEN
+    assert t.outbound(server_error(tcp, 3, 4), NOW)[1] == ep.ICMP_REWRITTEN
     assert t.outbound(server_error(bytes(IP(src=VIP, dst=RIP) / TCP(sport=LPORT + 1, dport=80))), NOW)[1] == UNKNOWN_FLOW
     assert t.outbound(server_error(tcp[:24]), NOW)[1] == BAD_L4_HEADER        # no ports quoted
     nested = bytes(IP(src=VIP, dst=RIP) / ICMP(type=3) / Raw(tcp[:28]))

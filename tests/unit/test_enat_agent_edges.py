@@ -12,7 +12,10 @@ import pytest
 from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.packet import Raw
 
+from lb import inet
 from lb.realserver import enat_agent as ea
+from lb.realserver import enat_flows as ef
+from lb.realserver import enat_packets as ep
 from tests.vectors.cbpf import run_bpf
 from tests.unit.test_enat_agent import (CIP, CPORT, LPORT, NOW, PVIP, RIP, VIP, VIPS, checksums_ok, key,
                                         reply, server_error, syn, table_with)
@@ -70,24 +73,24 @@ def quote(**ip) -> bytes:
 
 
 @pytest.mark.parametrize("quoted, reason", [
-    (quote()[:28], ea.ICMP_REWRITTEN),        # RFC 792: the IP header and 64 bits of data
-    (quote(flags="MF"), ea.ICMP_REWRITTEN),   # a first fragment carries the ports
-    (quote(flags="DF"), ea.ICMP_REWRITTEN),
-    (quote()[:27], ea.BAD_L4_HEADER),         # one byte short of the ports and length
-    (quote()[:20], ea.BAD_L4_HEADER),         # the header alone
-    (quote(frag=5), ea.BAD_L4_HEADER),        # a later fragment: no ports in it
-    (quote(frag=0x100), ea.BAD_L4_HEADER),
-    (quote(frag=0x1000), ea.BAD_L4_HEADER),
-    (b"\x65" + quote()[1:], ea.BAD_L4_HEADER),   # not IPv4 inside
-    (b"\x44" + quote()[1:], ea.BAD_L4_HEADER),   # IHL 4
-    (quote()[:19], ea.NOT_TCP_UDP),           # shorter than an IP header: not an error to use
-    (quote()[:4], ea.NOT_TCP_UDP),
-    (b"", ea.NOT_TCP_UDP),
+    (quote()[:28], ep.ICMP_REWRITTEN),        # RFC 792: the IP header and 64 bits of data
+    (quote(flags="MF"), ep.ICMP_REWRITTEN),   # a first fragment carries the ports
+    (quote(flags="DF"), ep.ICMP_REWRITTEN),
+    (quote()[:27], ep.BAD_L4_HEADER),         # one byte short of the ports and length
+    (quote()[:20], ep.BAD_L4_HEADER),         # the header alone
+    (quote(frag=5), ep.BAD_L4_HEADER),        # a later fragment: no ports in it
+    (quote(frag=0x100), ep.BAD_L4_HEADER),
+    (quote(frag=0x1000), ep.BAD_L4_HEADER),
+    (b"\x65" + quote()[1:], ep.BAD_L4_HEADER),   # not IPv4 inside
+    (b"\x44" + quote()[1:], ep.BAD_L4_HEADER),   # IHL 4
+    (quote()[:19], ep.NOT_TCP_UDP),           # shorter than an IP header: not an error to use
+    (quote()[:4], ep.NOT_TCP_UDP),
+    (b"", ep.NOT_TCP_UDP),
 ])
 def test_server_error_bounds(quoted, reason):
-    t = table_with((key(ea.UDP, rport=5353), 53))
+    t = table_with((key(ep.UDP, rport=5353), 53))
     out, got = t.outbound(server_error(quoted), NOW)
-    assert got == reason and (out is not None) == (reason == ea.ICMP_REWRITTEN)
+    assert got == reason and (out is not None) == (reason == ep.ICMP_REWRITTEN)
     if out is not None:
         q = IP(bytes(IP(out)[ICMP].payload))
         assert (q.src, q.dst, q.sport, q.dport) == (CIP, VIP, CPORT, 53)
@@ -95,9 +98,9 @@ def test_server_error_bounds(quoted, reason):
 
 def test_an_echo_reply_is_never_taken_for_an_error():
     # its data may look like a quoted packet of a known connection: still not an error
-    t = table_with((key(ea.UDP, rport=5353), 53))
+    t = table_with((key(ep.UDP, rport=5353), 53))
     pkt = bytes(IP(src=RIP, dst=VIP) / ICMP(type=0) / Raw(quote()))
-    assert t.outbound(pkt, NOW) == (None, ea.NOT_TCP_UDP)
+    assert t.outbound(pkt, NOW) == (None, ep.NOT_TCP_UDP)
 
 
 # -- --map-port ----------------------------------------------------------------------------------
@@ -121,11 +124,11 @@ def with_offset(packet: bytes, doff: int) -> bytes:
 
 
 def test_learn_tcp_header_bounds():
-    assert ea.learn(syn(flags="F", toa_opt=False, options=()), VIPS)[1] == ea.IN_FIN     # bare 20 bytes
-    assert ea.learn(with_offset(syn(options=()), 3), VIPS)[1] == ea.IN_MALFORMED         # offset < 5
+    assert ep.learn(syn(flags="F", toa_opt=False, options=()), VIPS)[1] == ep.IN_FIN     # bare 20 bytes
+    assert ep.learn(with_offset(syn(options=()), 3), VIPS)[1] == ep.IN_MALFORMED         # offset < 5
     # the capture ends inside the options the offset announces (TOA whole, MSS cut): malformed
     full = syn()
-    assert ea.learn(full[:20 + 28], VIPS)[1] == ea.IN_MALFORMED and ea.learn(full, VIPS)[1] == ea.LEARNED
+    assert ep.learn(full[:20 + 28], VIPS)[1] == ep.IN_MALFORMED and ep.learn(full, VIPS)[1] == ep.LEARNED
 
 
 def test_learn_reads_the_toa_only_inside_the_options():
@@ -133,41 +136,41 @@ def test_learn_reads_the_toa_only_inside_the_options():
     fake = struct.pack("!BBH4s", 254, 8, 5555, socket.inet_aton("198.18.1.7"))
     opts = (("MSS", 1460), ("SAckOK", b""), ("Timestamp", (1, 0)))
     pkt = bytes(IP(src=VIP, dst=RIP) / TCP(sport=LPORT, dport=80, flags="S", options=list(opts)) / Raw(fake))
-    assert ea.learn(pkt, VIPS) == (None, ea.SYN_WITHOUT_TOA)
+    assert ep.learn(pkt, VIPS) == (None, ep.SYN_WITHOUT_TOA)
 
 
-@pytest.mark.parametrize("flags, reason", [("F", ea.IN_FIN), ("FA", ea.IN_FIN), ("R", ea.IN_RST),
-                                           ("RA", ea.IN_RST)])
+@pytest.mark.parametrize("flags, reason", [("F", ep.IN_FIN), ("FA", ep.IN_FIN), ("R", ep.IN_RST),
+                                           ("RA", ep.IN_RST)])
 def test_learn_fin_and_rst_tell_key_vport_and_flags(flags, reason):
-    seen, got = ea.learn(syn(flags=flags, toa_opt=False, dport=8080), VIPS, {8080: 80})
+    seen, got = ep.learn(syn(flags=flags, toa_opt=False, dport=8080), VIPS, {8080: 80})
     assert got == reason
-    assert seen == ea.Seen(key(rport=8080), None, 80, int(TCP(flags=flags).flags))
+    assert seen == ep.Seen(key(rport=8080), None, 80, int(TCP(flags=flags).flags))
 
 
 @pytest.mark.parametrize("flags", ["", "P", "U", "SA"])
 def test_learn_other_segments_without_a_toa(flags):
     # only a bare SYN (no ACK) without a TOA is counted as one: PSH alone, no flags, a SYN-ACK
-    assert ea.learn(syn(flags=flags, toa_opt=False), VIPS)[1] == ea.IN_OTHER
+    assert ep.learn(syn(flags=flags, toa_opt=False), VIPS)[1] == ep.IN_OTHER
 
 
 # -- the table: the TOA on a later segment, restarts, and timers rescheduled sooner ----------------
 
-def established(t: ea.FlowTable) -> None:
-    assert t.inbound(syn(), NOW) == ea.LEARNED
-    assert t.outbound(reply(), NOW)[1] == ea.REWRITTEN
+def established(t: ef.FlowTable) -> None:
+    assert t.inbound(syn(), NOW) == ep.LEARNED
+    assert t.outbound(reply(), NOW)[1] == ep.REWRITTEN
     assert t.entries[key()].state == "established"
 
 
 def test_a_toa_first_seen_on_an_ack_makes_the_entry():
-    t = ea.FlowTable([VIP])
-    assert t.inbound(syn(flags="A"), NOW) == ea.LEARNED     # DPVS: the TOA on the first ACK
-    assert t.entries[key()].state == "syn" and t.outbound(reply(flags="A"), NOW)[1] == ea.REWRITTEN
+    t = ef.FlowTable([VIP])
+    assert t.inbound(syn(flags="A"), NOW) == ep.LEARNED     # DPVS: the TOA on the first ACK
+    assert t.entries[key()].state == "syn" and t.outbound(reply(flags="A"), NOW)[1] == ep.REWRITTEN
 
 
 def test_a_new_syn_starts_the_entry_afresh():
-    t = ea.FlowTable([VIP])
+    t = ef.FlowTable([VIP])
     established(t)
-    assert t.inbound(syn(), NOW + 5) == ea.LEARNED          # same client, lport reused
+    assert t.inbound(syn(), NOW + 5) == ep.LEARNED          # same client, lport reused
     assert t.entries[key()].state == "syn"
     assert t.expire(NOW + 5 + 60) == 1
 
@@ -175,7 +178,7 @@ def test_a_new_syn_starts_the_entry_afresh():
 @pytest.mark.parametrize("flags, state, timeout", [("FA", "fin", 120), ("RA", "close", 10)])
 def test_fin_or_rst_sooner_than_established_is_expired_on_time(flags, state, timeout):
     for toa_opt in (True, False):            # with a TOA on it (the learning path) or without
-        t = ea.FlowTable([VIP])
+        t = ef.FlowTable([VIP])
         established(t)
         t.inbound(syn(flags=flags, toa_opt=toa_opt), NOW + 1)
         assert t.entries[key()].state == state
@@ -183,7 +186,7 @@ def test_fin_or_rst_sooner_than_established_is_expired_on_time(flags, state, tim
 
 
 def test_expire_skips_stale_heap_items_and_counts_every_entry():
-    t = ea.FlowTable([VIP])
+    t = ef.FlowTable([VIP])
     t.inbound(syn(lport=1), NOW)                 # its heap item goes stale: replaced at NOW + 1
     t.inbound(syn(lport=2), NOW + 0.5)
     t.inbound(syn(lport=1), NOW + 1)
@@ -193,7 +196,7 @@ def test_expire_skips_stale_heap_items_and_counts_every_entry():
     t.now = NOW + 60
     assert t.get(key(lport=3)) is None and t.get(key(lport=4)) is None   # lookups drop them: counted
     assert t.expire(NOW + 61) == 2 and len(t) == 0
-    assert t.counters[ea.EXPIRED] == 4
+    assert t.counters[ef.EXPIRED] == 4
 
 
 # -- the agent's own state (no device opened) -------------------------------------------------------
@@ -225,7 +228,7 @@ def test_agent_stats_file_holds_its_state(tmp_path):
     got = json.loads(agent.stats_file.read_text())
     assert got == {"pid": os.getpid(), "ifname": "lbenat7", "vips": [VIP], "conns": 1,
                    "reply_path": "auto", "counters": dict(agent.table.counters)}   # (not opened)
-    assert got["counters"][ea.LEARNED] == 1
+    assert got["counters"][ep.LEARNED] == 1
 
 
 def test_agent_expires_once_a_second_and_says_so(tmp_path, monkeypatch):
@@ -237,7 +240,7 @@ def test_agent_expires_once_a_second_and_says_so(tmp_path, monkeypatch):
     clock[0] = 110.5
     agent.housekeeping()                                 # due, and a second since: expired, counters written
     assert len(agent.table) == 0
-    assert json.loads(agent.stats_file.read_text())["counters"][ea.EXPIRED] == 1
+    assert json.loads(agent.stats_file.read_text())["counters"][ef.EXPIRED] == 1
     agent.table.add(key(), socket.inet_aton(CIP), CPORT, 80, 101.0, state="close")    # due at 111
     clock[0] = 111.25
     agent.housekeeping()                                 # due, but 0.75 s since the last expiry: kept
@@ -245,7 +248,7 @@ def test_agent_expires_once_a_second_and_says_so(tmp_path, monkeypatch):
     clock[0] = 111.5
     agent.housekeeping()                                 # exactly EXPIRE_INTERVAL since: expired
     assert len(agent.table) == 0
-    assert json.loads(agent.stats_file.read_text())["counters"][ea.EXPIRED] == 2
+    assert json.loads(agent.stats_file.read_text())["counters"][ef.EXPIRED] == 2
 
 
 def test_agent_close_closes_what_it_opened():
@@ -268,13 +271,13 @@ def test_agent_close_closes_what_it_opened():
 def test_icmp_checksum_of_any_value_is_written():
     # quoted payload words that move the ICMP checksum around its whole range; above 0x7FFF
     # it must still be packed (unsigned) and right
-    t = table_with((key(ea.UDP, rport=5353), 53))
+    t = table_with((key(ep.UDP, rport=5353), 53))
     sums = []
     for word in range(0, 0x10000, 0x2000):
         quoted = bytes(IP(src=VIP, dst=RIP) / UDP(sport=LPORT, dport=5353, chksum=0) /
                        Raw(struct.pack("!H", word)))    # no UDP checksum to even the sum out
         out, reason = t.outbound(server_error(quoted), NOW)
-        assert reason == ea.ICMP_REWRITTEN and ea.checksum_ok(out[20:])
+        assert reason == ep.ICMP_REWRITTEN and inet.checksum_ok(out[20:])
         sums.append(IP(out)[ICMP].chksum)
     assert min(sums) < 0x8000 < max(sums)
 
@@ -290,7 +293,7 @@ def test_a_tcp_reply_whose_checksum_field_is_zero_is_still_updated():
     pkt = reply(flags="PA", payload=struct.pack("!H", _tcp_csum(reply(flags="PA", payload=b"\0\0"))))
     assert _tcp_csum(pkt) == 0
     out, reason = table_with((key(), 80)).outbound(pkt, NOW)
-    assert reason == ea.REWRITTEN and _tcp_csum(out) != 0
+    assert reason == ep.REWRITTEN and _tcp_csum(out) != 0
     checksums_ok(out)
 
 
@@ -299,43 +302,43 @@ def test_a_tcp_checksum_that_computes_to_zero_leaves_as_zero():
     first, _ = table_with((key(), 80)).outbound(reply(flags="PA", payload=b"\0\0"), NOW)
     pkt = reply(flags="PA", payload=struct.pack("!H", _tcp_csum(first)))   # the word that sums it to 0xFFFF
     out, reason = table_with((key(), 80)).outbound(pkt, NOW)
-    assert reason == ea.REWRITTEN and _tcp_csum(out) == 0
+    assert reason == ep.REWRITTEN and _tcp_csum(out) == 0
     checksums_ok(out)
 
 
 def test_add_expires_only_when_the_table_is_full():
-    t = ea.FlowTable([VIP], max_conns=2)
+    t = ef.FlowTable([VIP], max_conns=2)
     cip = socket.inet_aton(CIP)
     assert t.add(key(lport=1), cip, CPORT, 80, NOW, state="close")            # due at NOW + 10
     assert t.add(key(lport=2), cip, CPORT, 80, NOW + 20)                      # room: nothing expired
-    assert len(t) == 2 and t.counters[ea.EXPIRED] == 0
+    assert len(t) == 2 and t.counters[ef.EXPIRED] == 0
     assert t.add(key(lport=3), cip, CPORT, 80, NOW + 20)                      # full: lport 1 makes room
-    assert len(t) == 2 and t.counters[ea.EXPIRED] == 1
+    assert len(t) == 2 and t.counters[ef.EXPIRED] == 1
     assert not t.add(key(lport=4), cip, CPORT, 80, NOW + 21)
     assert not t.add(key(lport=5), cip, CPORT, 80, NOW + 22)
-    assert t.counters[ea.TABLE_FULL] == 2                                     # each refusal counted
+    assert t.counters[ep.TABLE_FULL] == 2                                     # each refusal counted
 
 
-@pytest.mark.parametrize("proto, reason", [(6, ea.BAD_L4_HEADER), (17, ea.BAD_L4_HEADER), (1, ea.NOT_TCP_UDP)])
+@pytest.mark.parametrize("proto, reason", [(6, ep.BAD_L4_HEADER), (17, ep.BAD_L4_HEADER), (1, ep.NOT_TCP_UDP)])
 def test_a_header_only_packet_is_a_sound_ip_header_with_no_l4_header(proto, reason):
     pkt = bytes(IP(src=RIP, dst=VIP, proto=proto))          # total length 20 = IHL: nothing after it
     assert len(pkt) == 20
-    assert ea._ip_header(memoryview(pkt)) == (20, 20, None)
+    assert ep._ip_header(memoryview(pkt)) == (20, 20, None)
     assert table_with((key(), 80)).outbound(pkt, NOW) == (None, reason)
 
 
 def test_a_bare_tcp_header_reply_is_rewritten():
     t = table_with((key(), 80))
     out, reason = t.outbound(bytes(IP(src=RIP, dst=VIP) / TCP(sport=80, dport=LPORT, flags="A")), NOW)
-    assert reason == ea.REWRITTEN and IP(out).dst == CIP
+    assert reason == ep.REWRITTEN and IP(out).dst == CIP
 
 
 def test_a_tcp_reply_shorter_than_its_data_offset_is_refused():
     pkt = bytearray(bytes(IP(src=RIP, dst=VIP) / TCP(sport=80, dport=LPORT, flags="A")))
     pkt[20 + 12] = 6 << 4                        # 24 bytes announced, 20 there
     pkt[10:12] = b"\0\0"
-    pkt[10:12] = struct.pack("!H", ea.ip_checksum(bytes(pkt[:20])))
-    assert table_with((key(), 80)).outbound(bytes(pkt), NOW) == (None, ea.BAD_L4_HEADER)
+    pkt[10:12] = struct.pack("!H", inet.checksum(bytes(pkt[:20])))
+    assert table_with((key(), 80)).outbound(bytes(pkt), NOW) == (None, ep.BAD_L4_HEADER)
 
 
 def udp_with_length(ulen: int, payload: bytes) -> bytes:
@@ -343,18 +346,18 @@ def udp_with_length(ulen: int, payload: bytes) -> bytes:
 
 
 @pytest.mark.parametrize("packet, reason", [
-    (bytes(IP(src=RIP, dst=VIP, proto=17) / Raw(b"\x14\xe9\x75\x31")), ea.BAD_L4_HEADER),  # 4 bytes of header
-    (udp_with_length(0x108, b"x" * 0x100), ea.REWRITTEN),       # a length above 255, exact
-    (udp_with_length(0x210, b"x" * 0x100), ea.BAD_L4_HEADER),   # 528 claimed, 264 there
+    (bytes(IP(src=RIP, dst=VIP, proto=17) / Raw(b"\x14\xe9\x75\x31")), ep.BAD_L4_HEADER),  # 4 bytes of header
+    (udp_with_length(0x108, b"x" * 0x100), ep.REWRITTEN),       # a length above 255, exact
+    (udp_with_length(0x210, b"x" * 0x100), ep.BAD_L4_HEADER),   # 528 claimed, 264 there
 ])
 def test_udp_length_bounds(packet, reason):
-    t = table_with((key(ea.UDP, rport=5353), 5353))
+    t = table_with((key(ep.UDP, rport=5353), 5353))
     assert t.outbound(packet, NOW)[1] == reason
 
 
 def test_the_servers_fin_moves_the_entry_to_fin():
-    t = ea.FlowTable([VIP])
+    t = ef.FlowTable([VIP])
     established(t)
-    assert t.outbound(reply(flags="FA"), NOW + 1)[1] == ea.REWRITTEN
+    assert t.outbound(reply(flags="FA"), NOW + 1)[1] == ep.REWRITTEN
     assert t.entries[key()].state == "fin"
     assert t.expire(NOW + 1 + 119) == 0 and t.expire(NOW + 1 + 120) == 1

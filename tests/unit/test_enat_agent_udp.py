@@ -14,8 +14,11 @@ from scapy.layers.inet import IP, TCP, UDP, IPOption
 from scapy.packet import Raw
 
 from lb.realserver import enat_agent as ea
-from lb.realserver.enat_agent import (IN_MALFORMED, IN_NOT_FROM_VIP, IN_OTHER, LEARNED, REWRITTEN,
-                                      UNKNOWN_FLOW, UOA_MALFORMED, FlowTable, bpf_program, learn)
+from lb.realserver import enat_packets as ep
+from lb.realserver.enat_agent import bpf_program
+from lb.realserver.enat_flows import FlowTable
+from lb.realserver.enat_packets import (IN_MALFORMED, IN_NOT_FROM_VIP, IN_OTHER, LEARNED, REWRITTEN,
+                                        UNKNOWN_FLOW, UOA_MALFORMED, learn)
 from lb.realserver.uoa import uoa_from_ip_options
 from tests.vectors.cbpf import run_bpf
 from tests.unit.test_enat_agent import CIP, NOW, PVIP, RIP, VIP, VIPS, checksums_ok, syn, udp_reply
@@ -167,4 +170,4 @@ def test_the_filter_passes_uoa_datagrams_and_the_tcp_it_did(packet, passed):
     prog = bpf_program([socket.inet_aton("198.18.0.5"), PVIP])
     assert (run_bpf(prog, packet) == ea.SNAPLEN) == passed
     if passed:
-        assert learn(packet, VIPS)[1] in (LEARNED, UOA_MALFORMED, IN_MALFORMED, ea.IN_FIN)
+        assert learn(packet, VIPS)[1] in (LEARNED, UOA_MALFORMED, IN_MALFORMED, ep.IN_FIN)

@@ -7,7 +7,8 @@ import socket
 
 from scapy.layers.inet import IP
 
-from lb.realserver import enat_agent as ea
+from lb.realserver import enat_flows as ef
+from lb.realserver import enat_packets as ep
 from lb.realserver import enat_tc
 from tests.unit.test_enat_agent import CIP, CPORT, LPORT, NOW, PVIP, RIP, VIP, key, reply, syn
 
@@ -37,7 +38,7 @@ class FakeMap:
 
 
 def table(**kw):
-    t = ea.FlowTable([VIP])
+    t = ef.FlowTable([VIP])
     t.offload = FakeMap(**kw)
     return t
 
@@ -47,7 +48,7 @@ def kkey(lport=LPORT):
 
 
 def test_the_map_key_and_value_are_what_the_program_reads():
-    assert ea.offload_key(key()) == kkey()
+    assert ef.offload_key(key()) == kkey()
     k = kkey()
     assert (len(k), k[:8], k[8:10], k[10:12], k[12]) == (16, PVIP + socket.inet_aton(RIP),
                                                          LPORT.to_bytes(2, "big"), b"\0\x50", 6)
@@ -59,14 +60,14 @@ def test_the_map_key_and_value_are_what_the_program_reads():
 
 def test_learning_puts_the_connection_into_the_map():
     t = table()
-    assert t.inbound(syn(), NOW) == ea.LEARNED
+    assert t.inbound(syn(), NOW) == ep.LEARNED
     assert t.offload.items[kkey()][:3] == [socket.inet_aton(CIP), CPORT, 80]
 
 
 def test_a_refusing_map_leaves_the_connection_to_the_agent():
     t = table(refuse=True)
-    assert t.inbound(syn(), NOW) == ea.LEARNED and t.counters[ea.OFFLOAD_REFUSED] == 1
-    assert t.outbound(reply(), NOW)[1] == ea.REWRITTEN
+    assert t.inbound(syn(), NOW) == ep.LEARNED and t.counters[ef.OFFLOAD_REFUSED] == 1
+    assert t.outbound(reply(), NOW)[1] == ep.REWRITTEN
 
 
 def test_replies_only_the_program_saw_keep_the_entry():
@@ -78,7 +79,7 @@ def test_replies_only_the_program_saw_keep_the_entry():
     assert t.expire(NOW + 900) == 0 and key() in t.entries
     assert t.entries[key()].expires == NOW + 800 + 900
     assert t.expire(NOW + 1699) == 0 and t.expire(NOW + 1700) == 1
-    assert kkey() not in t.offload.items and t.counters[ea.EXPIRED] == 1
+    assert kkey() not in t.offload.items and t.counters[ef.EXPIRED] == 1
 
 
 def test_a_lookup_past_the_time_asks_the_map_too():
@@ -90,7 +91,7 @@ def test_a_lookup_past_the_time_asks_the_map_too():
     t.now = NOW + 1000
     assert t.get(key()) is not None
     out, why = t.outbound(reply(flags="FA"), NOW + 1000)
-    assert why == ea.REWRITTEN and t.entries[key()].state == "fin"
+    assert why == ep.REWRITTEN and t.entries[key()].state == "fin"
 
 
 def test_an_unused_entry_expires_and_leaves_the_map():
@@ -110,5 +111,5 @@ def test_a_new_client_on_the_same_key_replaces_the_map_value():
     other = other.replace(socket.inet_aton(CIP), socket.inet_aton("198.18.1.9"))
     pkt = IP(other)
     del pkt.chksum, pkt["TCP"].chksum
-    assert t.inbound(bytes(pkt), NOW + 1) == ea.LEARNED
+    assert t.inbound(bytes(pkt), NOW + 1) == ep.LEARNED
     assert t.offload.items[kkey()][0] == socket.inet_aton("198.18.1.9")

@@ -14,9 +14,9 @@ from hypothesis import strategies as st
 from scapy.layers.inet import ICMP, IP, TCP, UDP
 from scapy.packet import Raw
 
-from lb.realserver import enat_agent as ea
+from lb.realserver import enat_packets as ep
 from lb.realserver._enat_reply import ReplyPath, outbound
-from lb.realserver.enat_agent import FlowTable
+from lb.realserver.enat_flows import FlowTable
 
 VIP, RIP = "198.18.0.104", "198.18.2.11"
 PVIP, PRIP = socket.inet_aton(VIP), socket.inet_aton(RIP)
@@ -100,7 +100,7 @@ def test_a_reply_is_rewritten_and_moves_the_entry():
     """Not only equal to the reference: the reference's answer itself, spelled out."""
     ref, c = tables([(6, 30001, 80, 2, 40000, 8080, "syn")])
     out, reason = outbound(c, bytes(IP(src=RIP, dst=VIP) / TCP(sport=80, dport=30001, flags="SA")), NOW + 1)
-    assert reason == ea.REWRITTEN
+    assert reason == ep.REWRITTEN
     pkt = IP(out)
     assert (pkt.src, pkt.dst, pkt[TCP].sport, pkt[TCP].dport) == (VIP, "198.18.1.2", 8080, 40000)
     again = IP(bytes(pkt.copy()))
@@ -109,7 +109,7 @@ def test_a_reply_is_rewritten_and_moves_the_entry():
     assert (again.chksum, again[TCP].chksum) == (pkt.chksum, pkt[TCP].chksum)
     entry = c.entries[(6, PVIP, 30001, PRIP, 80)]
     assert (entry.state, entry.expires) == ("established", NOW + 1 + 900)
-    assert c.counters[ea.REWRITTEN] == 1
+    assert c.counters[ep.REWRITTEN] == 1
 
 
 def test_udp_checksum_that_computes_to_zero_leaves_as_ffff_as_in_the_reference():
@@ -149,8 +149,8 @@ def test_reply_path_batches_in_order_and_leaves_the_rest_to_python():
     assert slow == [unknown]
     assert path.drain(256) == (len(sent) - 3, False)       # then EAGAIN: not a failure
     assert slow == [unknown, icmp]
-    assert t.counters[ea.SEND_FAILED] == 71 and t.counters[ea.REWRITTEN] == 0
-    assert t.counters[ea.TRUNCATED] == 1
+    assert t.counters[ep.SEND_FAILED] == 71 and t.counters[ep.REWRITTEN] == 0
+    assert t.counters[ep.TRUNCATED] == 1
     assert t.entries[(6, PVIP, 30001, PRIP, 80)].state == "established"
     feed.close()
     assert path.drain(8) == (0, False)                     # end of file: a read of 0 is no packet
