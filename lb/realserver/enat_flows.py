@@ -56,27 +56,26 @@ class FlowTable:
     def get(self, key):
         """The live entry for `key` (an expired one is removed and not returned)."""
         entry = self.entries.get(key)
-        if entry is not None and entry.expires <= self.now and not self._used_in_kernel(key, entry):
-            self._forget(key)
+        if entry is not None and self._gone(key, entry):
             self.counters[EXPIRED] += 1
             return None
         return entry
 
-    def _used_in_kernel(self, key, entry: Entry) -> bool:
-        """An entry past its time whose replies the kernel's program (`offload`) has rewritten
-        since, which this table did not see: its time restarts from that reply."""
-        if self.offload is None:
+    def _gone(self, key, entry: Entry) -> bool:
+        """Remove an entry past its time (True), unless the kernel's program (`offload`) has
+        rewritten replies of it since, which this table did not see: then its time restarts
+        from the last of them (False)."""
+        if entry.expires > self.now:
             return False
-        last = self.offload.last_used(offload_key(key))
-        if last is None or last + self.timeouts[entry.state] <= self.now:
-            return False
-        entry.expires = last + self.timeouts[entry.state]
-        return True
-
-    def _forget(self, key) -> None:
-        del self.entries[key]
         if self.offload is not None:
-            self.offload.delete(offload_key(key))
+            okey = offload_key(key)
+            last = self.offload.last_used(okey)
+            if last is not None and last + self.timeouts[entry.state] > self.now:
+                entry.expires = last + self.timeouts[entry.state]
+                return False
+            self.offload.delete(okey)
+        del self.entries[key]
+        return True
 
     def add(self, key, cip: bytes, cport: int, vport: int, now: float, state: str | None = None):
         """Install or replace an entry; False (counted table_full) when the table is full."""
@@ -150,8 +149,7 @@ class FlowTable:
             due, _, key, entry = heapq.heappop(self._heap)
             if self.entries.get(key) is not entry or due != entry.due:
                 continue                               # replaced, removed, or rescheduled sooner
-            if entry.expires <= now and not self._used_in_kernel(key, entry):
-                self._forget(key)
+            if self._gone(key, entry):
                 gone += 1
             else:
                 self._schedule(key, entry)
